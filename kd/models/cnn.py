@@ -1,0 +1,44 @@
+"""Small convolutional nets: 2-D for images (NHWC), 1-D for signals (NWC)."""
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class ConvNet(nn.Module):
+  """Conv-ReLU stages, each but the last followed by 2x max-pooling, then
+  global average pooling, a dense layer and the classifier head.
+
+  The kernel's length sets the dimensionality: `(3, 3)` for images,
+  `(5,)` for 1-D signals given as `[batch, length]` or `[batch, length, c]`.
+  """
+  num_classes: int
+  channels: Sequence[int] = (32, 64)
+  kernel: Sequence[int] = (3, 3)
+  dense: int = 128
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train  # No batch norm or dropout.
+    kernel = tuple(self.kernel)
+    if x.ndim == len(kernel) + 1:
+      x = x[..., None]
+    x = x.astype(self.dtype)
+    window = (2,) * len(kernel)
+    features = {}
+    for i, c in enumerate(self.channels):
+      x = nn.relu(nn.Conv(c, kernel, dtype=self.dtype, name=f'conv{i}')(x))
+      features[f'stage{i}'] = x
+      if i < len(self.channels) - 1:
+        x = nn.max_pool(x, window, strides=window, padding='SAME')
+    x = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+    x = nn.relu(nn.Dense(self.dense, dtype=self.dtype, name='dense')(x))
+    features['embedding'] = x
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    return logits.astype(jnp.float32), features
+
+
+CNN = functools.partial(ConvNet, kernel=(3, 3))
+CNN1D = functools.partial(ConvNet, kernel=(5,), channels=(32, 32, 32))
