@@ -1,0 +1,52 @@
+"""Defaults shared by every run config. A config file under `configs/` starts
+from `run_config()` (one run) or `pipeline_config(...)` (named stages run in
+order, later stages using earlier ones as teachers)."""
+import ml_collections as mc
+
+
+def run_config() -> mc.ConfigDict:
+  c = mc.ConfigDict()
+  c.seed = 0
+  c.data = mc.ConfigDict(dict(
+      name='kd_digits', data_dir='', augment=True, image_size=0,
+      shuffle_buffer=10_000))
+  c.model = mc.ConfigDict(dict(name='mlp', kwargs=mc.ConfigDict()))
+  c.dtype = 'float32'
+  c.batch_size = 64  # Global, split over all devices.
+  c.eval_batch_size = 256
+  c.steps = 1000
+  c.optimizer = mc.ConfigDict(dict(
+      name='adam', lr=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0,
+      schedule='cosine', warmup_steps=0, boundaries=(), decay_factor=0.1,
+      grad_clip=0.0))
+  c.label_smoothing = 0.0
+  # Distillation: empty teacher.workdir means a supervised run.
+  c.distill = mc.ConfigDict(dict(
+      teacher=mc.ConfigDict(dict(workdir='', model='', kwargs=mc.ConfigDict())),
+      ce_weight=1.0,
+      terms=mc.ConfigDict()))
+  c.parallel = 'pmap'
+  c.log_every = 100
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.wandb = mc.ConfigDict(dict(
+      mode='offline', project='kd', group='', tags=(), name=''))
+  c.evaluate = mc.ConfigDict(dict(latency=True))
+  c.export = mc.ConfigDict(dict(formats=(), representative_examples=256))
+  return c
+
+
+def term(loss: str, weight: float = 1.0, student: str = 'logits',
+         teacher: str = 'logits', **kwargs) -> mc.ConfigDict:
+  """One distillation term of `config.distill.terms`."""
+  return mc.ConfigDict(dict(loss=loss, weight=weight, student=student,
+                            teacher=teacher, kwargs=mc.ConfigDict(kwargs)))
+
+
+def pipeline_config(**stages: mc.ConfigDict) -> mc.ConfigDict:
+  """Stages run in the order given; a stage's `distill.teacher.workdir` may
+  name an earlier stage."""
+  c = mc.ConfigDict()
+  c.stage_order = tuple(stages)
+  c.stages = mc.ConfigDict(stages)
+  return c

@@ -1,0 +1,46 @@
+"""Test-set statistics, parameter counts and batch-1 latency."""
+import statistics
+import time
+
+import jax
+import numpy as np
+
+
+def count_params(params) -> int:
+  return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+def run_eval(eval_fn, parallel, replicated_args, batches) -> dict:
+  """Sums the eval step's statistics over all batches; returns rates."""
+  totals = None
+  for batch in batches:
+    out = parallel.unreplicate(eval_fn(*replicated_args, parallel.shard(batch)))
+    totals = out if totals is None else jax.tree.map(np.add, totals, out)
+  n = float(totals['count'])
+  result = {'test_accuracy': float(totals['correct']) / n,
+            'test_loss': float(totals['loss']) / n, 'test_examples': n}
+  if 'agree' in totals:
+    result['teacher_agreement'] = float(totals['agree']) / n
+    result['kl_to_teacher'] = float(totals['kl']) / n
+  return result
+
+
+def latency_ms(fn, example, *, warmup: int = 10, runs: int = 100) -> float:
+  """Median wall time of `fn(example)` in milliseconds, after warm-up."""
+  def call():
+    out = fn(example)
+    jax.tree.map(lambda x: getattr(x, 'block_until_ready', lambda: x)(), out)
+  for _ in range(warmup):
+    call()
+  times = []
+  for _ in range(runs):
+    t0 = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - t0)
+  return 1000.0 * statistics.median(times)
+
+
+def model_latency_ms(model, variables, input_shape, **kwargs) -> float:
+  """Batch-1 latency of the jitted inference function on the default device."""
+  fn = jax.jit(lambda x: model.apply(variables, x, train=False)[0])
+  return latency_ms(fn, np.zeros((1, *input_shape), np.float32), **kwargs)

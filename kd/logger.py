@@ -1,0 +1,117 @@
+"""Metrics to a JSON-lines file and (optionally) Weights & Biases, plus a
+periodic progress line. Only process 0 writes anything."""
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+
+import jax
+
+log = logging.getLogger(__name__)
+
+WANDB_MODES = ('offline', 'online', 'disabled')
+
+
+def _start_wandb(config, workdir: str):
+  """Returns a wandb run, or None. Logging never stops training."""
+  mode = config.wandb.mode
+  if mode not in WANDB_MODES:
+    raise ValueError(f'config.wandb.mode={mode!r}; valid: {WANDB_MODES}')
+  if mode == 'disabled':
+    return None
+  try:
+    import wandb  # pylint: disable=import-outside-toplevel
+    return wandb.init(
+        mode=mode, dir=workdir, config=config.to_dict(),
+        project=config.wandb.project, group=config.wandb.group or None,
+        tags=list(config.wandb.tags) or None,
+        name=config.wandb.name or os.path.basename(workdir.rstrip('/')),
+        reinit='finish_previous', settings=wandb.Settings(silent=True))
+  except Exception as e:  # pylint: disable=broad-except
+    warnings.warn(f'wandb could not start ({type(e).__name__}: {e}); '
+                  'training goes on with JSON-lines metrics only')
+    return None
+
+
+class MetricLogger:
+  """Appends `{"step": s, ...}` lines to `metrics.jsonl` and logs to wandb."""
+
+  def __init__(self, workdir: str, config, process_index: int | None = None):
+    process_index = (jax.process_index() if process_index is None
+                     else process_index)
+    self.active = process_index == 0
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._wandb = _start_wandb(config, workdir) if self.active else None
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.active:
+      return
+    row = {'step': int(step), **{k: float(v) for k, v in metrics.items()}}
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+    if self._wandb is not None:
+      try:
+        self._wandb.log(row, step=int(step))
+      except Exception as e:  # pylint: disable=broad-except
+        warnings.warn(f'wandb.log failed ({e}); disabling wandb for this run')
+        self._wandb = None
+
+  def summary(self, values: dict) -> None:
+    if self._wandb is not None:
+      try:
+        self._wandb.summary.update(values)
+      except Exception as e:  # pylint: disable=broad-except
+        warnings.warn(f'wandb summary failed ({e})')
+
+  def close(self) -> None:
+    if self._wandb is not None:
+      try:
+        self._wandb.finish()
+      except Exception as e:  # pylint: disable=broad-except
+        warnings.warn(f'wandb.finish failed ({e})')
+      self._wandb = None
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+  """Prints `name step/total loss examples/s ETA` lines."""
+
+  def __init__(self, name: str, total_steps: int, start_step: int,
+               batch_size: int, stream=sys.stdout):
+    self.name, self.total, self.batch_size = name, total_steps, batch_size
+    self.stream = stream if jax.process_index() == 0 else None
+    self._t0, self._s0 = time.perf_counter(), start_step
+
+  def rate(self, step: int) -> float:
+    """Examples per second since the last call."""
+    now = time.perf_counter()
+    rate = (step - self._s0) * self.batch_size / max(now - self._t0, 1e-9)
+    self._t0, self._s0 = now, step
+    return rate
+
+  def line(self, step: int, metrics: dict, rate: float) -> None:
+    if self.stream is None:
+      return
+    eta = (self.total - step) * self.batch_size / rate if rate > 0 else math.inf
+    shown = ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()
+                     if k in ('loss', 'ce', 'accuracy'))
+    print(f'[{self.name}] step {step}/{self.total} {shown} '
+          f'{rate:,.0f} ex/s ETA {_duration(eta)}', file=self.stream,
+          flush=True)
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  m, s = divmod(int(seconds), 60)
+  return f'{m}m{s:02d}s' if m else f'{s}s'

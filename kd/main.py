@@ -1,0 +1,63 @@
+"""Entry point: `python -m kd.main --config=configs/x.py[:arg] --workdir=DIR`.
+
+A config is one run, or a pipeline (`stage_order` + `stages`) whose stages run
+in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir` may name
+an earlier stage. Re-running with the same workdir resumes.
+"""
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from kd import report
+from kd import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file (ml_collections get_config).',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def run_pipeline(config, workdir: str) -> dict:
+  """Runs every stage; returns the merged `stage/key` summary."""
+  unknown = set(config.stages) - set(config.stage_order)
+  if unknown:
+    raise ValueError(f'stages {sorted(unknown)} are not in stage_order')
+  t0 = time.perf_counter()
+  summary = {}
+  for name in config.stage_order:
+    stage = config.stages[name]
+    teacher = stage.distill.teacher
+    if teacher.workdir in config.stages:
+      with stage.unlocked():
+        teacher.workdir = os.path.join(workdir, teacher.workdir)
+    result = train.train_and_evaluate(stage, os.path.join(workdir, name), name)
+    summary.update({f'{name}/{k}': v for k, v in result.items()})
+  summary['wall_seconds'] = time.perf_counter() - t0
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2, sort_keys=True)
+  return summary
+
+
+def main(argv):
+  del argv
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  os.makedirs(workdir, exist_ok=True)
+  if 'stages' in config:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json(indent=2))
+    summary = run_pipeline(config, workdir)
+    print(report.table(summary, list(config.stage_order)))
+    print(f'plot: {report.plot(workdir, list(config.stage_order), summary)}')
+  else:
+    summary = train.train_and_evaluate(config, workdir)
+    print(json.dumps(summary, indent=2, sort_keys=True))
+  print(f'summary: {os.path.join(workdir, "summary.json")}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,44 @@
+"""Optimizers and learning-rate schedules from `config.optimizer`."""
+import optax
+
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
+SCHEDULES = ('constant', 'cosine', 'step')
+
+
+def schedule(opt, total_steps: int) -> optax.Schedule:
+  """Linear warm-up, then constant, cosine decay to 0, or step decay
+  (lr * decay_factor at each of `boundaries`, given as steps)."""
+  if opt.schedule not in SCHEDULES:
+    raise ValueError(f'unknown schedule {opt.schedule!r}; valid: {SCHEDULES}')
+  decay_steps = max(total_steps - opt.warmup_steps, 1)
+  if opt.schedule == 'constant':
+    main = optax.constant_schedule(opt.lr)
+  elif opt.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(opt.lr, decay_steps)
+  else:
+    main = optax.piecewise_constant_schedule(
+        opt.lr, {int(b) - opt.warmup_steps: opt.decay_factor
+                 for b in opt.boundaries})
+  if not opt.warmup_steps:
+    return main
+  warmup = optax.linear_schedule(0.0, opt.lr, opt.warmup_steps)
+  return optax.join_schedules([warmup, main], [opt.warmup_steps])
+
+
+def create(opt, total_steps: int) -> tuple[optax.GradientTransformation,
+                                           optax.Schedule]:
+  if opt.name not in OPTIMIZERS:
+    raise ValueError(f'unknown optimizer {opt.name!r}; valid: {OPTIMIZERS}')
+  lr = schedule(opt, total_steps)
+  if opt.name == 'sgd':
+    # Coupled L2 weight decay, as in the PyTorch recipes papers report.
+    tx = optax.chain(optax.add_decayed_weights(opt.weight_decay),
+                     optax.sgd(lr, momentum=opt.momentum or None,
+                               nesterov=opt.nesterov))
+  elif opt.name == 'adam':
+    tx = optax.adam(lr)
+  else:
+    tx = optax.adamw(lr, weight_decay=opt.weight_decay)
+  if opt.grad_clip:
+    tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
+  return tx, lr

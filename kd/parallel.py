@@ -1,0 +1,85 @@
+"""Two wrappers for one per-shard step: `jax.pmap` and `jax.shard_map`.
+
+A step function `f(*replicated_args, batch)` written with collectives over
+`kd.steps.AXIS` is run data-parallel: the batch is split across devices, the
+other arguments (train state, teacher variables) are replicated.
+"""
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from kd.steps import AXIS
+
+KINDS = ('pmap', 'mesh')
+
+
+class DataParallel:
+  """Places data and runs steps on all devices with one of `KINDS`.
+
+  'pmap': replicated values carry a leading local-device axis.
+  'mesh': values are global `jax.Array`s on a 1-D mesh over all devices
+  (every process's devices), replicated (`P()`) or batch-sharded (`P(AXIS)`).
+  """
+
+  def __init__(self, kind: str = 'pmap', num_local_devices: int | None = None):
+    if kind not in KINDS:
+      raise ValueError(f'unknown parallel kind {kind!r}; valid: {KINDS}')
+    self.kind = kind
+    self.devices = jax.local_devices()[:num_local_devices]
+    if kind == 'mesh':
+      devices = (jax.devices() if num_local_devices is None else self.devices)
+      self.mesh = jax.make_mesh((len(devices),), (AXIS,), devices=devices)
+      self._replicated = NamedSharding(self.mesh, P())
+      self._sharded = NamedSharding(self.mesh, P(AXIS))
+
+  @property
+  def local_devices(self) -> int:
+    return len(self.devices)
+
+  def check_batch_size(self, global_batch: int) -> int:
+    """Returns this process's batch; global batch must split over devices."""
+    total = self.local_devices * jax.process_count()
+    if global_batch % total:
+      raise ValueError(
+          f'batch size {global_batch} is not divisible by the {total} '
+          f'devices; choose a multiple of {total}')
+    return global_batch // jax.process_count()
+
+  def replicate(self, tree):
+    if self.kind == 'pmap':
+      n = self.local_devices
+      stacked = jax.tree.map(lambda x: np.stack([np.asarray(x)] * n), tree)
+      return jax.pmap(lambda t: t, devices=self.devices)(stacked)
+    return jax.device_put(tree, self._replicated)
+
+  def shard(self, batch):
+    """Places this process's part of a global batch on the devices."""
+    if self.kind == 'pmap':
+      n = self.local_devices
+      return jax.tree.map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(self._sharded, x),
+        batch)
+
+  def unreplicate(self, tree):
+    """One host (numpy) copy of a replicated value."""
+    if self.kind == 'pmap':
+      return jax.tree.map(lambda x: np.asarray(x[0]), tree)
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+  def wrap(self, step: Callable, num_replicated: int,
+           donate_first: bool = True) -> Callable:
+    """Compiles `step(*replicated, batch)` for this kind of parallelism."""
+    donate = (0,) if donate_first else ()
+    if self.kind == 'pmap':
+      return jax.pmap(step, axis_name=AXIS, donate_argnums=donate,
+                      devices=self.devices)
+    # check_vma=False: with it, jax.grad of replicated params would insert
+    # its own psum, so the step would no longer mean the same under pmap.
+    mapped = jax.shard_map(
+        step, mesh=self.mesh,
+        in_specs=(P(),) * num_replicated + (P(AXIS),), out_specs=P(),
+        check_vma=False)
+    return jax.jit(mapped, donate_argnums=donate)

@@ -1,0 +1,272 @@
+"""Trains and evaluates one run (a supervised model or a distilled student).
+
+Reads top to bottom: data and models, train state (restored if the run was
+interrupted), teacher, the compiled step, the loop, evaluation, export.
+"""
+import json
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mc
+import numpy as np
+
+from kd import checkpoint
+from kd import data
+from kd import evaluate
+from kd import losses
+from kd import models
+from kd import optim
+from kd import steps
+from kd.logger import MetricLogger, Progress
+from kd.parallel import DataParallel
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def _dtype(name: str):
+  if name not in DTYPES:
+    raise ValueError(f'unknown dtype {name!r}; valid: {tuple(DTYPES)}')
+  return DTYPES[name]
+
+
+def build_model(name: str, kwargs, num_classes: int, dtype: str):
+  return models.create(name, num_classes, dtype=_dtype(dtype),
+                       **dict(kwargs or {}))
+
+
+def distill_terms(config) -> tuple[steps.Term, ...]:
+  return tuple(
+      steps.Term(name=name, loss=t.loss, weight=float(t.weight),
+                 student=t.student, teacher=t.teacher,
+                 kwargs=t.kwargs.to_dict())
+      for name, t in config.distill.terms.items())
+
+
+def check_terms(terms, student, teacher, example) -> None:
+  """Fails before training on unknown losses or features they cannot pair."""
+  s_out = jax.eval_shape(lambda x: student.init_with_output(
+      jax.random.key(0), x, train=False)[0], example)
+  t_out = jax.eval_shape(lambda x: teacher.init_with_output(
+      jax.random.key(0), x, train=False)[0], example)
+  s_shapes = {'logits': s_out[0].shape, **{k: v.shape for k, v in s_out[1].items()}}
+  t_shapes = {'logits': t_out[0].shape, **{k: v.shape for k, v in t_out[1].items()}}
+  for term in terms:
+    losses.get(term.loss)
+    for side, key, shapes in (('student', term.student, s_shapes),
+                              ('teacher', term.teacher, t_shapes)):
+      if key not in shapes:
+        raise ValueError(
+            f'distill term {term.name!r} ({term.loss}) asks for {side} '
+            f'output {key!r}; the {side} has: {", ".join(sorted(shapes))}')
+    losses.check_inputs(term.loss, s_shapes[term.student],
+                        t_shapes[term.teacher])
+
+
+def _write_json(path: str, obj) -> None:
+  if jax.process_index() == 0:
+    with open(path + '.tmp', 'w') as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(path + '.tmp', path)
+
+
+def _finished_summary(workdir: str, total_steps: int) -> dict | None:
+  path = os.path.join(workdir, 'summary.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      summary = json.load(f)
+    if summary.get('steps') == total_steps:
+      return summary
+  return None
+
+
+class _Preemption:
+  """Turns SIGTERM into a request to checkpoint and stop."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread: leave signals alone.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: mc.ConfigDict, workdir: str,
+                       name: str = 'train') -> dict:
+  """Runs `config` in `workdir`, resuming from its checkpoints; returns the
+  run's summary (also written to `workdir/summary.json`)."""
+  os.makedirs(workdir, exist_ok=True)
+  done = _finished_summary(workdir, config.steps)
+  if done is not None:
+    print(f'[{name}] already finished in {workdir}; reusing its results')
+    return done
+  _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  # Data and models.
+  d = config.data
+  data_kw = dict(data_dir=d.data_dir or None, image_size=d.image_size or None)
+  spec = data.spec(d.name, image_size=data_kw['image_size'])
+  parallel = DataParallel(config.parallel)
+  local_batch = parallel.check_batch_size(config.batch_size)
+  model = build_model(config.model.name, config.model.kwargs,
+                      spec.num_classes, config.dtype)
+  example = np.zeros((1, *spec.input_shape), np.float32)
+
+  # Train state, restored when the run was interrupted.
+  tx, lr_schedule = optim.create(config.optimizer, config.steps)
+  state = steps.create_state(model, tx, jax.random.key(config.seed), example)
+  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'),
+                            config.keep_checkpoints)
+  restored = checkpoint.restore_latest(mngr, jax.eval_shape(lambda: state))
+  if restored is not None:
+    state = restored
+    print(f'[{name}] resuming from step {int(state.step)}')
+  start_step = int(state.step)
+
+  # Teacher: frozen variables, passed to the step as data.
+  teacher = teacher_vars = None
+  t = config.distill.teacher
+  if t.workdir:
+    teacher = build_model(t.model, t.kwargs, spec.num_classes, config.dtype)
+    teacher_vars = checkpoint.load_variables(
+        t.workdir, jax.eval_shape(
+            lambda: teacher.init(jax.random.key(0), example, train=False)))
+    terms = distill_terms(config)
+    check_terms(terms, model, teacher, example)
+    train_step = parallel.wrap(steps.make_distill_step(
+        model, teacher, tx, terms, config.distill.ce_weight,
+        config.label_smoothing), num_replicated=2)
+    replicated_teacher = parallel.replicate(teacher_vars)
+    extra = (replicated_teacher,)
+  else:
+    if len(config.distill.terms):
+      raise ValueError('config.distill.terms is set but no teacher is: set '
+                       'config.distill.teacher.workdir (and .model)')
+    train_step = parallel.wrap(
+        steps.make_supervised_step(model, tx, config.label_smoothing),
+        num_replicated=1)
+    extra = ()
+
+  # The loop.
+  logger = MetricLogger(workdir, config)
+  progress = Progress(name, config.steps, start_step, config.batch_size)
+  batches = data.train_batches(
+      d.name, batch_size=local_batch, seed=config.seed, augment=d.augment,
+      start_step=start_step, shuffle_buffer=d.shuffle_buffer, **data_kw)
+  p_state = parallel.replicate(state)
+  last_saved = start_step
+  t_start = time.perf_counter()
+  with _Preemption() as preemption:
+    for step in range(start_step + 1, config.steps + 1):
+      batch = parallel.shard(next(batches))
+      p_state, metrics = train_step(p_state, *extra, batch)
+      is_last = step == config.steps
+      log_now = step % config.log_every == 0 or is_last
+      save_now = (step % config.checkpoint_every == 0 or is_last
+                  or preemption.requested)
+      if log_now or save_now:
+        host = parallel.unreplicate(metrics)
+        if not all(np.isfinite(v) for v in host.values()):
+          mngr.wait_until_finished()
+          raise NonFiniteLossError(
+              f'[{name}] non-finite loss at step {step}: {host}. The last '
+              f'good checkpoint (step {last_saved}) is kept in '
+              f'{mngr.directory}; lower the learning rate or check the data.')
+      if log_now:
+        rate = progress.rate(step)
+        logger.write(step, {**host, 'learning_rate': lr_schedule(step - 1),
+                            'examples_per_sec': rate})
+        progress.line(step, host, rate)
+      if save_now:
+        checkpoint.save(mngr, step, parallel.unreplicate(p_state))
+        last_saved = step
+      if preemption.requested and not is_last:
+        mngr.wait_until_finished()
+        print(f'[{name}] SIGTERM: saved step {step}; rerun to resume')
+        logger.close()
+        raise SystemExit(143)
+  mngr.wait_until_finished()
+  mngr.close()
+  train_seconds = time.perf_counter() - t_start
+
+  # Evaluation.
+  state = parallel.unreplicate(p_state)
+  variables = {'params': state.params, **state.model_state}
+  eval_batches = data.eval_batches(d.name, batch_size=config.eval_batch_size,
+                                   split='test', **data_kw)
+  if teacher is None:
+    eval_fn = parallel.wrap(steps.make_eval_step(model), 1, donate_first=False)
+    stats = evaluate.run_eval(eval_fn, parallel, (parallel.replicate(variables),),
+                              eval_batches)
+  else:
+    eval_fn = parallel.wrap(steps.make_eval_step(model, teacher), 2,
+                            donate_first=False)
+    stats = evaluate.run_eval(
+        eval_fn, parallel, (parallel.replicate(variables), replicated_teacher),
+        eval_batches)
+  summary = {'steps': config.steps,
+             'params': float(evaluate.count_params(state.params)),
+             'train_seconds': train_seconds, **stats}
+  if config.evaluate.latency:
+    summary['latency_ms'] = evaluate.model_latency_ms(model, variables,
+                                                      spec.input_shape)
+    if teacher is not None:
+      summary['teacher_latency_ms'] = evaluate.model_latency_ms(
+          teacher, teacher_vars, spec.input_shape)
+  if config.export.formats and jax.process_index() == 0:
+    summary.update(export_student(config, workdir, model, variables, spec,
+                                  data_kw))
+  logger.summary(summary)
+  logger.close()
+  _write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary
+
+
+def export_student(config, workdir, model, variables, spec, data_kw) -> dict:
+  """Writes `student_<format>.tflite` files and their test-set figures."""
+  from kd.export import tflite  # pylint: disable=import-outside-toplevel
+  x_train, _ = data.load_split(config.data.name, 'train', **data_kw)
+  x_test, y_test = data.load_split(config.data.name, 'test', **data_kw)
+  predict = lambda x: model.apply(variables, x, train=False)[0]
+  jax_logits = np.asarray(jax.jit(predict)(x_test))
+  rng = np.random.default_rng(config.seed)
+  rep = x_train[rng.permutation(len(x_train))[
+      :config.export.representative_examples]]
+  out = {}
+  for fmt in config.export.formats:
+    quantize = 'none' if fmt == 'float32' else fmt
+    blob = tflite.convert(predict, spec.input_shape, quantize=quantize,
+                          representative_data=rep)
+    path = os.path.join(workdir, f'student_{fmt}.tflite')
+    with open(path, 'wb') as f:
+      f.write(blob)
+    result = tflite.evaluate(blob, x_test, y_test)
+    out[f'tflite_{fmt}_accuracy'] = float(result['accuracy'])
+    out[f'tflite_{fmt}_bytes'] = float(len(blob))
+    out[f'tflite_{fmt}_max_abs_logit_diff'] = float(
+        np.max(np.abs(result['logits'] - jax_logits)))
+    out[f'tflite_{fmt}_agreement_with_jax'] = float(np.mean(
+        result['logits'].argmax(-1) == jax_logits.argmax(-1)))
+    if config.evaluate.latency:
+      model_fn = tflite.TFLiteModel(blob)
+      out[f'tflite_{fmt}_latency_ms'] = evaluate.latency_ms(
+          model_fn.predict, x_test[:1])
+  return out
