@@ -46,6 +46,14 @@ class MetricLogger:
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self._wandb = _start_wandb(config, workdir) if self.active else None
 
+  def drop_after(self, step: int) -> None:
+    """Forgets rows past `step`, the checkpoint a resumed run restarts from."""
+    if self.active and os.path.exists(self.path):
+      rows = [r for r in read_metrics(os.path.dirname(self.path))
+              if r['step'] <= step]
+      with open(self.path, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in rows)
+
   def write(self, step: int, metrics: dict) -> None:
     if not self.active:
       return

@@ -167,6 +167,7 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
 
   # The loop.
   logger = MetricLogger(workdir, config)
+  logger.drop_after(start_step)
   progress = Progress(name, config.steps, start_step, config.batch_size)
   batches = data.train_batches(
       d.name, batch_size=local_batch, seed=config.seed, augment=d.augment,

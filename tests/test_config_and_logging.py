@@ -1,0 +1,94 @@
+"""Config files and flags, metrics files, wandb fallback, progress lines."""
+import glob
+import io
+import json
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from kd import config as kd_config
+from kd import logger
+
+
+def _parse(argv):
+  fv = flags.FlagValues()
+  # Override flags are found in sys_argv when the flag is defined.
+  config_flags.DEFINE_config_file('config', None, 'cfg', flag_values=fv,
+                                  lock_config=True, sys_argv=['prog'] + argv)
+  fv(['prog'] + argv)
+  return fv.config
+
+
+def test_quickstart_config_overrides_are_type_checked_and_locked():
+  c = _parse(['--config=configs/quickstart.py',
+              '--config.stages.student_kd.distill.terms.kd.kwargs.temperature=8'])
+  assert c.stage_order == ('teacher', 'student_scratch', 'student_kd')
+  assert c.stages.student_kd.distill.terms.kd.kwargs.temperature == 8.0
+  assert c.stages.student_kd.distill.teacher.workdir == 'teacher'
+  with pytest.raises(AttributeError, match='Did you mean "steps"'):
+    _parse(['--config=configs/quickstart.py',
+            '--config.stages.teacher.stepz=10'])
+  with pytest.raises(flags.IllegalFlagValueError):
+    _parse(['--config=configs/quickstart.py',
+            '--config.stages.teacher.steps=ten'])
+
+
+def test_metrics_are_json_lines_and_resume_drops_rows_after_checkpoint(
+    tmp_path):
+  c = kd_config.run_config()
+  c.wandb.mode = 'disabled'
+  log = logger.MetricLogger(str(tmp_path), c, process_index=0)
+  for step in (10, 20, 30):
+    log.write(step, {'loss': 1.0 / step})
+  log.drop_after(20)
+  rows = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  assert rows == [{'step': 10, 'loss': 0.1}, {'step': 20, 'loss': 0.05}]
+
+
+def test_only_process_zero_writes(tmp_path):
+  c = kd_config.run_config()
+  log = logger.MetricLogger(str(tmp_path), c, process_index=1)
+  log.write(1, {'loss': 1.0})
+  assert not (tmp_path / 'metrics.jsonl').exists()
+
+
+def test_wandb_offline_run_is_written_to_the_workdir(tmp_path):
+  c = kd_config.run_config()
+  c.wandb.mode = 'offline'
+  log = logger.MetricLogger(str(tmp_path), c, process_index=0)
+  log.write(1, {'loss': 0.5})
+  log.close()
+  assert glob.glob(str(tmp_path / 'wandb' / 'offline-run-*' / 'run-*.wandb'))
+
+
+def test_wandb_failure_warns_and_training_logs_go_on(tmp_path, monkeypatch):
+  import wandb  # pylint: disable=import-outside-toplevel
+
+  def broken(**kwargs):
+    raise RuntimeError('no network')
+
+  monkeypatch.setattr(wandb, 'init', broken)
+  c = kd_config.run_config()
+  c.wandb.mode = 'online'
+  with pytest.warns(UserWarning, match='wandb could not start.*no network'):
+    log = logger.MetricLogger(str(tmp_path), c, process_index=0)
+  log.write(3, {'loss': 2.0})
+  assert json.loads(open(tmp_path / 'metrics.jsonl').read())['loss'] == 2.0
+
+
+def test_bad_wandb_mode_is_rejected(tmp_path):
+  c = kd_config.run_config()
+  c.wandb.mode = 'onlin'
+  with pytest.raises(ValueError, match="'onlin'.*offline"):
+    logger.MetricLogger(str(tmp_path), c, process_index=0)
+
+
+def test_progress_line_has_step_loss_rate_and_eta():
+  out = io.StringIO()
+  p = logger.Progress('teacher', total_steps=100, start_step=0, batch_size=10,
+                      stream=out)
+  p.line(50, {'loss': 0.25, 'ce': 0.2}, rate=100.0)
+  line = out.getvalue()
+  assert '[teacher] step 50/100' in line and 'loss 0.2500' in line
+  assert '100 ex/s' in line and 'ETA 5s' in line

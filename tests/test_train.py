@@ -1,0 +1,171 @@
+"""The trainer end to end on the real digits: resume, errors, the pipeline."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from kd import checkpoint, config as kd_config, data, main, train
+
+
+def _run_config(**overrides):
+  c = kd_config.run_config()
+  c.data.name = 'kd_digits'
+  c.data.augment = False
+  c.model.name = 'mlp'
+  c.model.kwargs.hidden = (16,)
+  c.batch_size = 32
+  c.steps = 40
+  c.log_every = 10
+  c.checkpoint_every = 20
+  c.wandb.mode = 'disabled'
+  c.evaluate.latency = False
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def _params(workdir):
+  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
+  restored = mngr.restore(mngr.latest_step())
+  mngr.close()
+  return restored['params']
+
+
+def _interrupt_after(monkeypatch, n_batches):
+  real = data.train_batches
+
+  def flaky(*args, **kwargs):
+    it = real(*args, **kwargs)
+    for _ in range(n_batches):
+      yield next(it)
+    raise KeyboardInterrupt('simulated interruption')
+
+  monkeypatch.setattr(train.data, 'train_batches', flaky)
+
+
+@pytest.fixture(scope='module')
+def teacher_dir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('teacher'))
+  c = _run_config(steps=60)
+  c.model.name, c.model.kwargs = 'cnn', {'channels': (8,), 'dense': 16}
+  train.train_and_evaluate(c, workdir)
+  return workdir
+
+
+def test_interrupted_run_resumes_to_identical_parameters(tmp_path,
+                                                         monkeypatch):
+  full = str(tmp_path / 'full')
+  train.train_and_evaluate(_run_config(), full)
+
+  resumed = str(tmp_path / 'resumed')
+  _interrupt_after(monkeypatch, 25)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(_run_config(), resumed)
+  assert checkpoint.manager(os.path.join(resumed, 'checkpoints')).latest_step() == 20
+  monkeypatch.undo()
+  summary = train.train_and_evaluate(_run_config(), resumed)
+
+  assert summary['steps'] == 40
+  jax.tree.map(np.testing.assert_array_equal, _params(full), _params(resumed))
+  rows = [json.loads(l) for l in open(os.path.join(resumed, 'metrics.jsonl'))]
+  assert [r['step'] for r in rows] == [10, 20, 30, 40]
+  assert {'loss', 'ce', 'learning_rate', 'examples_per_sec'} <= rows[-1].keys()
+
+
+def test_finished_run_is_not_trained_again(tmp_path, capsys):
+  workdir = str(tmp_path)
+  first = train.train_and_evaluate(_run_config(steps=10), workdir)
+  second = train.train_and_evaluate(_run_config(steps=10), workdir)
+  assert first == second
+  assert 'already finished' in capsys.readouterr().out
+
+
+def test_distilled_student_reports_teacher_statistics(tmp_path, teacher_dir):
+  c = _run_config()
+  c.distill.teacher.update(workdir=teacher_dir, model='cnn',
+                           kwargs={'channels': (8,), 'dense': 16})
+  c.distill.terms.kd = kd_config.term('kd', 0.5, temperature=4.0)
+  summary = train.train_and_evaluate(c, str(tmp_path))
+  assert 0.0 <= summary['teacher_agreement'] <= 1.0
+  assert summary['kl_to_teacher'] >= 0.0
+  assert summary['params'] == 64 * 16 + 16 + 16 * 10 + 10
+  assert 0.3 < summary['test_accuracy'] <= 1.0
+  rows = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  assert 'kd' in rows[-1] and 'ce' in rows[-1]
+
+
+def test_teacher_architecture_mismatch_names_the_parameters(tmp_path,
+                                                            teacher_dir):
+  c = _run_config()
+  c.distill.teacher.update(workdir=teacher_dir, model='cnn',
+                           kwargs={'channels': (8,), 'dense': 32})
+  c.distill.terms.kd = kd_config.term('kd', 1.0, temperature=4.0)
+  with pytest.raises(checkpoint.ArchitectureMismatchError,
+                     match=r"shape mismatch: \['params'\]\['dense'\]\['kernel'\]"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_unknown_loss_is_rejected_before_training(tmp_path, teacher_dir):
+  c = _run_config()
+  c.distill.teacher.update(workdir=teacher_dir, model='cnn',
+                           kwargs={'channels': (8,), 'dense': 16})
+  c.distill.terms.bogus = kd_config.term('kullback', 1.0)
+  with pytest.raises(ValueError, match=r"unknown loss 'kullback'.*kd"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'metrics.jsonl')
+
+
+def test_unknown_feature_lists_the_available_ones(tmp_path, teacher_dir):
+  c = _run_config()
+  c.distill.teacher.update(workdir=teacher_dir, model='cnn',
+                           kwargs={'channels': (8,), 'dense': 16})
+  c.distill.terms.hint = kd_config.term('hint', 1.0, student='stage3',
+                                        teacher='embedding')
+  with pytest.raises(ValueError, match=r"student output 'stage3'.*embedding"):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path,
+                                                              monkeypatch):
+  real = data.train_batches
+
+  def poisoned(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i >= 25:
+        batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+      yield batch
+
+  monkeypatch.setattr(train.data, 'train_batches', poisoned)
+  with pytest.raises(train.NonFiniteLossError, match='step 26'):
+    train.train_and_evaluate(_run_config(log_every=1), str(tmp_path))
+  mngr = checkpoint.manager(str(tmp_path / 'checkpoints'))
+  assert mngr.latest_step() == 20
+  assert np.all(np.isfinite(np.concatenate(
+      [np.ravel(x) for x in jax.tree.leaves(_params(str(tmp_path)))])))
+
+
+def test_quickstart_pipeline_end_to_end(tmp_path):
+  from configs import quickstart  # pylint: disable=import-outside-toplevel
+  c = quickstart.get_config()
+  for stage in c.stages.values():
+    stage.steps, stage.checkpoint_every, stage.log_every = 30, 30, 10
+    stage.wandb.mode = 'disabled'
+    stage.evaluate.latency = False
+  summary = main.run_pipeline(c, str(tmp_path))
+  on_disk = json.load(open(tmp_path / 'summary.json'))
+  assert on_disk == summary
+  for key in ('teacher/test_accuracy', 'student_scratch/test_accuracy',
+              'student_kd/test_accuracy', 'student_kd/teacher_agreement',
+              'student_kd/tflite_float32_accuracy',
+              'student_kd/tflite_int8_accuracy'):
+    assert isinstance(summary[key], float) and 0.0 <= summary[key] <= 1.0, key
+  assert summary['teacher/params'] > summary['student_kd/params'] > 0
+  assert summary['student_kd/tflite_int8_bytes'] < summary[
+      'student_kd/tflite_float32_bytes']
+  assert summary['student_kd/tflite_float32_max_abs_logit_diff'] < 1e-4
+  for stage in ('teacher', 'student_scratch', 'student_kd'):
+    assert {'config.json', 'metrics.jsonl', 'summary.json', 'checkpoints'} <= set(
+        os.listdir(tmp_path / stage))
+  assert os.path.exists(tmp_path / 'student_kd' / 'student_int8.tflite')
