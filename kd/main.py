@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from kd import distributed
 from kd import report
 from kd import train
 
@@ -45,6 +46,7 @@ def run_pipeline(config, workdir: str) -> dict:
 
 def main(argv):
   del argv
+  distributed.initialize()
   config, workdir = _CONFIG.value, _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
   if 'stages' in config:
