@@ -122,7 +122,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
 
   # Data and models.
   d = config.data
-  data_kw = dict(data_dir=d.data_dir or None, image_size=d.image_size or None)
+  data_kw = dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
+                 download=d.download)
   spec = data.spec(d.name, image_size=data_kw['image_size'])
   parallel = DataParallel(config.parallel)
   local_batch = parallel.check_batch_size(config.batch_size)

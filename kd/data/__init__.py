@@ -1,0 +1,4 @@
+"""Datasets through tensorflow-datasets (see `input_pipeline`)."""
+from kd.data.input_pipeline import (DatasetNotPreparedError, DatasetSpec,
+                                    OFFLINE, builder, eval_batches, load_split,
+                                    names, num_examples, spec, train_batches)

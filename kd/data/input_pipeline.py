@@ -1,0 +1,256 @@
+"""Input pipelines through tensorflow-datasets, as numpy batches for JAX.
+
+Training batches are deterministic for a seed and resumable: the iterator
+started at step k yields exactly the batches an uninterrupted one yields from
+its k-th on (augmentation draws its randomness from (seed, example counter)).
+"""
+import dataclasses
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from kd.data import builders
+
+OFFLINE = ('kd_digits', 'mnist1d')  # Built locally, never downloaded.
+AUGMENTATIONS = ('none', 'crop_flip', 'inception_crop_flip')
+_CACHE_LIMIT = 200_000  # Splits up to this size are cached in memory.
+
+
+class DatasetNotPreparedError(RuntimeError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  name: str
+  input_key: str  # Feature holding the input ('image' or 'signal').
+  num_classes: int
+  input_shape: tuple[int, ...]  # One example after preprocessing.
+  mean: tuple[float, ...]  # Normalisation, in units of the [0, 1] input.
+  std: tuple[float, ...]
+  augment: str  # One of AUGMENTATIONS.
+
+
+_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_SPECS = {
+    # kd_digits and mnist1d statistics: their train splits.
+    'kd_digits': DatasetSpec('kd_digits', 'image', 10, (8, 8, 1), (0.3054,),
+                             (0.3760,), 'none'),
+    'mnist1d': DatasetSpec('mnist1d', 'signal', 10, (40, 1), (0.0,), (1.0,),
+                           'none'),
+    'mnist': DatasetSpec('mnist', 'image', 10, (28, 28, 1), (0.1307,),
+                         (0.3081,), 'none'),
+    'cifar10': DatasetSpec('cifar10', 'image', 10, (32, 32, 3), _CIFAR_MEAN,
+                           _CIFAR_STD, 'crop_flip'),
+    'cifar100': DatasetSpec('cifar100', 'image', 100, (32, 32, 3), _CIFAR_MEAN,
+                            (0.2673, 0.2564, 0.2762), 'crop_flip'),
+    'imagenet2012': DatasetSpec('imagenet2012', 'image', 1000, (224, 224, 3),
+                                _IMAGENET_MEAN, _IMAGENET_STD,
+                                'inception_crop_flip'),
+}
+
+
+def names() -> list[str]:
+  return sorted(_SPECS)
+
+
+def spec(name: str, image_size: int | None = None) -> DatasetSpec:
+  if name not in _SPECS:
+    raise ValueError(f'unknown dataset {name!r}; valid: {", ".join(names())}')
+  s = _SPECS[name]
+  if image_size and s.augment == 'inception_crop_flip':
+    s = dataclasses.replace(s, input_shape=(image_size, image_size, 3))
+  return s
+
+
+def _data_dir(data_dir: str | None) -> str | None:
+  return data_dir or os.environ.get('TFDS_DATA_DIR') or None
+
+
+def _prepare_hint(name: str, data_dir: str) -> str:
+  if name == 'imagenet2012':
+    return (f'Place ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in '
+            f'{data_dir}/downloads/manual and run `tfds build imagenet2012 '
+            f'--data_dir={data_dir}`.')
+  return (f'On a machine with internet run `tfds build {name} '
+          f'--data_dir={data_dir}` and copy {data_dir}/{name} here, or point '
+          f'--config.data.data_dir at a TFDS dir that holds it (or set '
+          f'--config.data.download=True where downloads work).')
+
+
+def builder(name: str, data_dir: str | None = None, download: bool = False):
+  """The prepared TFDS builder of `name`.
+
+  The offline datasets are prepared on first use. Others must already be in
+  `data_dir` unless `download` (tfds may then fetch them).
+  """
+  spec(name)
+  b = tfds.builder(name, data_dir=_data_dir(data_dir))
+  if name in OFFLINE or download:
+    if not b.is_prepared():
+      tfds.disable_progress_bar()
+      b.download_and_prepare(file_format='tfrecord')
+  elif not b.is_prepared():
+    raise DatasetNotPreparedError(
+        f'dataset {name!r} is not prepared in {b.data_dir_root} and cannot '
+        f'be downloaded here. {_prepare_hint(name, b.data_dir_root)}')
+  return b
+
+
+def num_examples(name: str, split: str, data_dir: str | None = None,
+                 download: bool = False) -> int:
+  return builder(name, data_dir, download).info.splits[split].num_examples
+
+
+def _process_split(split, process_index, process_count):
+  import jax  # pylint: disable=import-outside-toplevel
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if process_count == 1:
+    return split
+  return tfds.split_for_jax_process(split, process_index=process_index,
+                                    process_count=process_count)
+
+
+def _read(b, s: DatasetSpec, split: str):
+  """(input, label) pairs, images still encoded (decoded after any skip)."""
+  decoders = {'image': tfds.decode.SkipDecoding()} if s.input_key == 'image' else None
+  ds = b.as_dataset(split=split, shuffle_files=False, decoders=decoders,
+                    read_config=tfds.ReadConfig(add_tfds_id=False))
+  return ds.map(lambda e: (e[s.input_key], e['label']))
+
+
+def _decode(b, s: DatasetSpec, x):
+  if s.input_key != 'image':
+    return tf.cast(x, tf.float32)
+  return b.info.features['image'].decode_example(x)
+
+
+def _normalise(s: DatasetSpec, x):
+  if x.dtype == tf.uint8:
+    x = tf.cast(x, tf.float32) / 255.0
+  return (x - tf.constant(s.mean)) / tf.constant(s.std)
+
+
+def _crop_flip(x, seed, size):
+  """CIFAR: zero-pad by 4, random size x size crop, random horizontal flip."""
+  x = tf.pad(x, [[4, 4], [4, 4], [0, 0]])
+  x = tf.image.stateless_random_crop(x, (size, size, x.shape[-1]), seed)
+  return tf.image.stateless_random_flip_left_right(x, seed + 1)
+
+
+def _inception_crop_flip(x, seed, size):
+  """ImageNet: random crop of 8%-100% area and 3/4-4/3 aspect, resized, flipped."""
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(x), tf.zeros([0, 0, 4], tf.float32), seed,
+      area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+      max_attempts=10, use_image_if_no_bounding_boxes=True)
+  x = tf.slice(x, begin, crop_size)
+  x = tf.image.resize(x, (size, size), method='bilinear')
+  return tf.image.stateless_random_flip_left_right(x, seed + 1)
+
+
+def _resize_central_crop(x, size):
+  """ImageNet eval: shorter side to size / 0.875, central size x size crop."""
+  shape = tf.cast(tf.shape(x)[:2], tf.float32)
+  scale = (size / 0.875) / tf.reduce_min(shape)
+  new = tf.cast(tf.round(shape * scale), tf.int32)
+  x = tf.image.resize(x, new, method='bilinear')
+  top, left = (new[0] - size) // 2, (new[1] - size) // 2
+  return x[top:top + size, left:left + size]
+
+
+def _preprocess(b, s: DatasetSpec, train: bool, augment: bool, seed: int):
+  size = s.input_shape[0]
+
+  def fn(index, x, label):
+    x = _decode(b, s, x)
+    if s.augment == 'inception_crop_flip':
+      if train and augment:
+        op_seed = tf.stack([tf.cast(seed, tf.int64), index])
+        x = _inception_crop_flip(x, op_seed, size)
+      else:
+        x = _resize_central_crop(x, size)
+      x = tf.cast(x, tf.float32) / 255.0
+    elif s.augment == 'crop_flip' and train and augment:
+      x = _crop_flip(x, tf.stack([tf.cast(seed, tf.int64), index]), size)
+    x = tf.ensure_shape(_normalise(s, x), s.input_shape)
+    return {'image': x, 'label': tf.cast(label, tf.int32)}
+
+  return fn
+
+
+def train_batches(name: str, *, batch_size: int, seed: int,
+                  data_dir: str | None = None, split: str = 'train',
+                  augment: bool = True, start_step: int = 0,
+                  process_index: int | None = None,
+                  process_count: int | None = None,
+                  shuffle_buffer: int = 10_000, image_size: int | None = None,
+                  download: bool = False):
+  """Endless iterator of {'image': float32, 'label': int32} numpy batches of
+  this process's `batch_size`, reshuffled every epoch."""
+  s, b = spec(name, image_size), builder(name, data_dir, download)
+  split = _process_split(split, process_index, process_count)
+  ds = _read(b, s, split)
+  if b.info.splits[split].num_examples <= _CACHE_LIMIT:
+    ds = ds.cache()
+  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  ds = ds.repeat().enumerate().skip(start_step * batch_size)
+  ds = ds.map(lambda i, xy: _preprocess(b, s, True, augment, seed)(i, *xy),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
+  return iter(tfds.as_numpy(ds))
+
+
+def _eval_dataset(name, split, data_dir, process_index, process_count,
+                  image_size, download):
+  s, b = spec(name, image_size), builder(name, data_dir, download)
+  local = _process_split(split, process_index, process_count)
+  ds = _read(b, s, local).enumerate()
+  ds = ds.map(lambda i, xy: _preprocess(b, s, False, False, 0)(i, *xy),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds, b.info.splits[split].num_examples
+
+
+def eval_batches(name: str, *, batch_size: int, split: str = 'test',
+                 data_dir: str | None = None, process_index: int | None = None,
+                 process_count: int | None = None,
+                 image_size: int | None = None, download: bool = False):
+  """Every example of (this process's part of) `split` once, in order, as
+  {'image', 'label', 'mask'} batches padded to `batch_size` (mask 0 marks
+  padding). Every process yields the same number of batches, as collectives
+  across processes need."""
+  import jax  # pylint: disable=import-outside-toplevel
+  count = jax.process_count() if process_count is None else process_count
+  ds, total = _eval_dataset(name, split, data_dir, process_index,
+                            process_count, image_size, download)
+  num_batches = math.ceil(math.ceil(total / count) / batch_size)
+  it = iter(tfds.as_numpy(ds.batch(batch_size).prefetch(2)))
+  for _ in range(num_batches):
+    batch = next(it, None)
+    if batch is None:  # This process ran out before the others.
+      s = spec(name, image_size)
+      batch = {'image': np.zeros((0, *s.input_shape), np.float32),
+               'label': np.zeros((0,), np.int32)}
+    n = len(batch['label'])
+    pad = batch_size - n
+    yield {'image': np.concatenate([batch['image'], np.zeros(
+               (pad, *batch['image'].shape[1:]), np.float32)]),
+           'label': np.concatenate([batch['label'], np.zeros(pad, np.int32)]),
+           'mask': np.concatenate([np.ones(n, np.float32),
+                                   np.zeros(pad, np.float32)])}
+
+
+def load_split(name: str, split: str, data_dir: str | None = None,
+               image_size: int | None = None, download: bool = False):
+  """(images, labels) of a whole split with eval preprocessing (small data)."""
+  ds, _ = _eval_dataset(name, split, data_dir, 0, 1, image_size, download)
+  xs, ys = [], []
+  for batch in tfds.as_numpy(ds.batch(1024)):
+    xs.append(batch['image'])
+    ys.append(batch['label'])
+  return np.concatenate(xs), np.concatenate(ys)
