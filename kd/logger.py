@@ -111,8 +111,8 @@ class Progress:
     if self.stream is None:
       return
     eta = (self.total - step) * self.batch_size / rate if rate > 0 else math.inf
-    shown = ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()
-                     if k in ('loss', 'ce', 'accuracy'))
+    shown = ' '.join(f'{k} {metrics[k]:.4f}' for k in ('loss', 'ce', 'accuracy')
+                     if k in metrics)
     print(f'[{self.name}] step {step}/{self.total} {shown} '
           f'{rate:,.0f} ex/s ETA {_duration(eta)}', file=self.stream,
           flush=True)

@@ -176,36 +176,39 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   p_state = parallel.replicate(state)
   last_saved = start_step
   t_start = time.perf_counter()
-  with _Preemption() as preemption:
-    for step in range(start_step + 1, config.steps + 1):
-      batch = parallel.shard(next(batches))
-      p_state, metrics = train_step(p_state, *extra, batch)
-      is_last = step == config.steps
-      log_now = step % config.log_every == 0 or is_last
-      save_now = (step % config.checkpoint_every == 0 or is_last
-                  or preemption.requested)
-      if log_now or save_now:
-        host = parallel.unreplicate(metrics)
-        if not all(np.isfinite(v) for v in host.values()):
-          mngr.wait_until_finished()
-          raise NonFiniteLossError(
-              f'[{name}] non-finite loss at step {step}: {host}. The last '
-              f'good checkpoint (step {last_saved}) is kept in '
-              f'{mngr.directory}; lower the learning rate or check the data.')
-      if log_now:
-        rate = progress.rate(step)
-        logger.write(step, {**host, 'learning_rate': lr_schedule(step - 1),
-                            'examples_per_sec': rate})
-        progress.line(step, host, rate)
-      if save_now:
-        checkpoint.save(mngr, step, parallel.unreplicate(p_state))
-        last_saved = step
-      if preemption.requested and not is_last:
-        mngr.wait_until_finished()
-        print(f'[{name}] SIGTERM: saved step {step}; rerun to resume')
-        logger.close()
-        raise SystemExit(143)
-  mngr.wait_until_finished()
+  try:
+    with _Preemption() as preemption:
+      for step in range(start_step + 1, config.steps + 1):
+        batch = parallel.shard(next(batches))
+        p_state, metrics = train_step(p_state, *extra, batch)
+        is_last = step == config.steps
+        log_now = step % config.log_every == 0 or is_last
+        save_now = (step % config.checkpoint_every == 0 or is_last
+                    or preemption.requested)
+        if log_now or save_now:
+          host = parallel.unreplicate(metrics)
+          if not all(np.isfinite(v) for v in host.values()):
+            raise NonFiniteLossError(
+                f'[{name}] non-finite loss at step {step}: {host}. The last '
+                f'good checkpoint (step {last_saved}) is kept in '
+                f'{mngr.directory}; lower the learning rate or check the data.')
+        if log_now:
+          rate = progress.rate(step)
+          logger.write(step, {**host, 'learning_rate': lr_schedule(step - 1),
+                              'examples_per_sec': rate})
+          progress.line(step, host, rate)
+        if save_now:
+          checkpoint.save(mngr, step, parallel.unreplicate(p_state))
+          last_saved = step
+        if preemption.requested and not is_last:
+          print(f'[{name}] SIGTERM: saved step {step}; rerun to resume')
+          raise SystemExit(143)
+  except BaseException:
+    logger.close()
+    raise
+  finally:
+    # A pending async save must land even when the loop is interrupted.
+    mngr.wait_until_finished()
   mngr.close()
   train_seconds = time.perf_counter() - t_start
 

@@ -19,6 +19,7 @@ def _run_config(**overrides):
   c.steps = 40
   c.log_every = 10
   c.checkpoint_every = 20
+  c.optimizer.lr = 3e-3
   c.wandb.mode = 'disabled'
   c.evaluate.latency = False
   for k, v in overrides.items():

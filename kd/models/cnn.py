@@ -8,7 +8,8 @@ import jax.numpy as jnp
 
 class ConvNet(nn.Module):
   """Conv-ReLU stages, each but the last followed by 2x max-pooling, then
-  global average pooling, a dense layer and the classifier head.
+  flattening (small inputs: where a digit's strokes are matters), a dense
+  layer and the classifier head.
 
   The kernel's length sets the dimensionality: `(3, 3)` for images,
   `(5,)` for 1-D signals given as `[batch, length]` or `[batch, length, c]`.
@@ -33,7 +34,7 @@ class ConvNet(nn.Module):
       features[f'stage{i}'] = x
       if i < len(self.channels) - 1:
         x = nn.max_pool(x, window, strides=window, padding='SAME')
-    x = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+    x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.dense, dtype=self.dtype, name='dense')(x))
     features['embedding'] = x
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
