@@ -1,0 +1,136 @@
+"""JAX -> TFLite (LiteRT) through jax2tf, and running the result.
+
+Only builtin TFLite ops are allowed (no Flex / select-TF ops), so every file
+runs on the plain LiteRT runtime of a phone or microcontroller host.
+"""
+import re
+
+import jax
+import numpy as np
+import tensorflow as tf
+from jax.experimental import jax2tf
+
+QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8')
+
+
+class ExportError(RuntimeError):
+  pass
+
+
+def _unsupported_ops(predict_fn, example) -> list[str]:
+  """Custom calls in the lowered program (ops with no TFLite kernel), each
+  with the name stack (module path) it came from."""
+  text = jax.jit(predict_fn).lower(example).as_text(debug_info=True)
+  locs = dict(re.findall(r'^#(loc\d+) = loc\((.*)\)$', text, re.M))
+  found = []
+  for target, loc in re.findall(
+      r'custom_call @([\w.]+)\(.*?loc\(#?(loc\d+|"[^"]*")\)', text):
+    where = locs.get(loc, loc)
+    names = re.findall(r'"([^"]+)"', where)
+    found.append(f'{target} (at {names[0] if names else where})')
+  return sorted(set(found))
+
+
+def convert(predict_fn, input_shape, *, quantize: str = 'none',
+            representative_data: np.ndarray | None = None,
+            batch_size: int | None = 1, max_representative: int = 500) -> bytes:
+  """Converts `predict_fn(x) -> logits` to a TFLite flatbuffer.
+
+  quantize: 'none' (float32), 'fp16' (float16 weights), 'dynamic' (int8
+  weights, float activations) or 'int8' (full integer, int8 input and output,
+  calibrated on `representative_data`). `batch_size=None`: dynamic batch.
+  """
+  if quantize not in QUANTIZATIONS:
+    raise ValueError(f'unknown quantize {quantize!r}; valid: {QUANTIZATIONS}')
+  if quantize == 'int8' and representative_data is None:
+    raise ValueError('quantize="int8" needs representative_data (example '
+                     'inputs from the training split) to calibrate ranges')
+  shape = (batch_size, *input_shape)
+  polymorphic = None if batch_size else ['(b, ' + ', '.join(
+      str(d) for d in input_shape) + ')']
+  tf_fn = tf.function(
+      jax2tf.convert(predict_fn, with_gradient=False,
+                     polymorphic_shapes=polymorphic),
+      autograph=False, input_signature=[tf.TensorSpec(shape, tf.float32)])
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(
+      [tf_fn.get_concrete_function()], tf_fn)
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+  if quantize != 'none':
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  if quantize == 'fp16':
+    converter.target_spec.supported_types = [tf.float16]
+  if quantize == 'int8':
+    data = np.asarray(representative_data, np.float32)[:max_representative]
+
+    def representative():
+      for x in data:
+        yield [x[None]]
+
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+  try:
+    return converter.convert()
+  except Exception as e:  # pylint: disable=broad-except
+    ops = _unsupported_ops(predict_fn, np.zeros((1, *input_shape), np.float32))
+    detail = ('ops without a builtin TFLite kernel: ' + ', '.join(ops)
+              if ops else str(e).strip().splitlines()[-1][:500])
+    raise ExportError(
+        f'TFLite conversion failed; {detail}. Only builtin TFLite ops are '
+        'allowed (no Flex/select-TF ops): replace that layer with builtin '
+        'ops.') from e
+
+
+class TFLiteModel:
+  """A TFLite model run by the LiteRT interpreter, float in and float out."""
+
+  def __init__(self, model_content: bytes):
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+    self.size_bytes = len(model_content)
+    self._interpreter = Interpreter(model_content=model_content)
+    self._interpreter.allocate_tensors()
+    self.input_details = self._interpreter.get_input_details()[0]
+    self.output_details = self._interpreter.get_output_details()[0]
+    self._fixed_batch = int(self.input_details['shape_signature'][0]) > 0
+
+  @property
+  def quantization(self) -> dict:
+    (in_scale, in_zero) = self.input_details['quantization']
+    (out_scale, out_zero) = self.output_details['quantization']
+    return {'input_scale': float(in_scale), 'input_zero_point': int(in_zero),
+            'output_scale': float(out_scale),
+            'output_zero_point': int(out_zero),
+            'input_dtype': np.dtype(self.input_details['dtype']).name,
+            'output_dtype': np.dtype(self.output_details['dtype']).name}
+
+  def _run(self, x: np.ndarray) -> np.ndarray:
+    inp, out = self.input_details, self.output_details
+    if inp['dtype'] != np.float32:
+      scale, zero = inp['quantization']
+      info = np.iinfo(inp['dtype'])
+      x = np.clip(np.round(x / scale + zero), info.min, info.max)
+    if not self._fixed_batch and tuple(inp['shape']) != x.shape:
+      self._interpreter.resize_tensor_input(inp['index'], x.shape)
+      self._interpreter.allocate_tensors()
+      self.input_details = self._interpreter.get_input_details()[0]
+    self._interpreter.set_tensor(inp['index'], x.astype(inp['dtype']))
+    self._interpreter.invoke()
+    y = self._interpreter.get_tensor(out['index'])
+    if out['dtype'] != np.float32:
+      scale, zero = out['quantization']
+      y = (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
+
+  def predict(self, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    if self._fixed_batch and x.shape[0] != self.input_details['shape'][0]:
+      return np.concatenate([self._run(x[i:i + 1]) for i in range(len(x))])
+    return self._run(x)
+
+
+def evaluate(model_content: bytes, images: np.ndarray,
+             labels: np.ndarray) -> dict:
+  logits = TFLiteModel(model_content).predict(images)
+  return {'accuracy': float(np.mean(logits.argmax(-1) == labels)),
+          'logits': logits}
