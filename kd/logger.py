@@ -100,12 +100,12 @@ class Progress:
     self.stream = stream if jax.process_index() == 0 else None
     self._t0, self._s0 = time.perf_counter(), start_step
 
-  def rate(self, step: int) -> float:
-    """Examples per second since the last call."""
-    now = time.perf_counter()
-    rate = (step - self._s0) * self.batch_size / max(now - self._t0, 1e-9)
+  def rate(self, step: int) -> tuple[float, int]:
+    """Examples per second and number of steps since the last call."""
+    now, steps = time.perf_counter(), step - self._s0
+    rate = steps * self.batch_size / max(now - self._t0, 1e-9)
     self._t0, self._s0 = now, step
-    return rate
+    return rate, steps
 
   def line(self, step: int, metrics: dict, rate: float) -> None:
     if self.stream is None:

@@ -10,6 +10,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from kd import distributed
@@ -46,6 +47,7 @@ def run_pipeline(config, workdir: str) -> dict:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO.
   distributed.initialize()
   config, workdir = _CONFIG.value, _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)

@@ -174,13 +174,15 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
       d.name, batch_size=local_batch, seed=config.seed, augment=d.augment,
       start_step=start_step, shuffle_buffer=d.shuffle_buffer, **data_kw)
   p_state = parallel.replicate(state)
-  last_saved = start_step
+  last_saved, sums = start_step, None
   t_start = time.perf_counter()
   try:
     with _Preemption() as preemption:
       for step in range(start_step + 1, config.steps + 1):
         batch = parallel.shard(next(batches))
         p_state, metrics = train_step(p_state, *extra, batch)
+        # Sums stay on the device; logged values are means since last log.
+        sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
         is_last = step == config.steps
         log_now = step % config.log_every == 0 or is_last
         save_now = (step % config.checkpoint_every == 0 or is_last
@@ -193,10 +195,12 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                 f'good checkpoint (step {last_saved}) is kept in '
                 f'{mngr.directory}; lower the learning rate or check the data.')
         if log_now:
-          rate = progress.rate(step)
-          logger.write(step, {**host, 'learning_rate': lr_schedule(step - 1),
+          rate, n = progress.rate(step)
+          means = {k: v / n for k, v in parallel.unreplicate(sums).items()}
+          sums = None
+          logger.write(step, {**means, 'learning_rate': lr_schedule(step - 1),
                               'examples_per_sec': rate})
-          progress.line(step, host, rate)
+          progress.line(step, means, rate)
         if save_now:
           checkpoint.save(mngr, step, parallel.unreplicate(p_state))
           last_saved = step

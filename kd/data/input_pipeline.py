@@ -103,7 +103,14 @@ def builder(name: str, data_dir: str | None = None, download: bool = False):
 
 def num_examples(name: str, split: str, data_dir: str | None = None,
                  download: bool = False) -> int:
-  return builder(name, data_dir, download).info.splits[split].num_examples
+  return _split_size(builder(name, data_dir, download), split)
+
+
+def _split_size(b, split: str) -> int:
+  try:
+    return b.info.splits[split].num_examples
+  except KeyError:  # No metadata (e.g. tfds.testing.mock_data): count.
+    return int(b.as_dataset(split=split).reduce(0, lambda n, _: n + 1))
 
 
 def _process_split(split, process_index, process_count):
@@ -196,7 +203,7 @@ def train_batches(name: str, *, batch_size: int, seed: int,
   s, b = spec(name, image_size), builder(name, data_dir, download)
   split = _process_split(split, process_index, process_count)
   ds = _read(b, s, split)
-  if b.info.splits[split].num_examples <= _CACHE_LIMIT:
+  if _split_size(b, split) <= _CACHE_LIMIT:
     ds = ds.cache()
   ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   ds = ds.repeat().enumerate().skip(start_step * batch_size)
@@ -213,7 +220,7 @@ def _eval_dataset(name, split, data_dir, process_index, process_count,
   ds = _read(b, s, local).enumerate()
   ds = ds.map(lambda i, xy: _preprocess(b, s, False, False, 0)(i, *xy),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds, b.info.splits[split].num_examples
+  return ds, _split_size(b, split)
 
 
 def eval_batches(name: str, *, batch_size: int, split: str = 'test',
