@@ -3,12 +3,16 @@
 Only builtin TFLite ops are allowed (no Flex / select-TF ops), so every file
 runs on the plain LiteRT runtime of a phone or microcontroller host.
 """
+import contextlib
+import os
 import re
+import tempfile
 
 import jax
 import numpy as np
 import tensorflow as tf
 from jax.experimental import jax2tf
+from jax.extend import core as jax_core
 
 QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8')
 
@@ -28,6 +32,52 @@ def _unsupported_ops(predict_fn, example) -> list[str]:
     where = locs.get(loc, loc)
     names = re.findall(r'"([^"]+)"', where)
     found.append(f'{target} (at {names[0] if names else where})')
+  return sorted(set(found))
+
+
+@contextlib.contextmanager
+def _captured_stderr(lines: list[str]):
+  """Collects what C++ code (the MLIR converter) writes to file descriptor 2,
+  where it reports which op failed, and passes it on afterwards."""
+  with tempfile.TemporaryFile(mode='w+b') as tmp:
+    saved = os.dup(2)
+    os.dup2(tmp.fileno(), 2)
+    try:
+      yield
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      tmp.seek(0)
+      text = tmp.read().decode(errors='replace')
+      lines.extend(text.splitlines())
+      os.write(2, text[-4000:].encode())
+
+
+def _primitive_paths(predict_fn, example, op: str) -> list[str]:
+  """Module paths (flax name stacks) of the JAX primitives lowered to `op`."""
+  base = op.split('.')[-1]
+  paths = []
+
+  def visit(jaxpr):
+    for eqn in jaxpr.eqns:
+      if base in eqn.primitive.name:
+        paths.append(f'{eqn.source_info.name_stack}/{eqn.primitive.name}'
+                     .lstrip('/'))
+      for sub in jax_core.jaxprs_in_params(eqn.params):
+        visit(sub)
+
+  visit(jax.make_jaxpr(predict_fn)(example).jaxpr)
+  return paths
+
+
+def _failed_ops(log: list[str], predict_fn, example) -> list[str]:
+  """'op (at module/path)' for each op the converter could not express."""
+  found = []
+  for line in log:
+    m = re.search(r"error: '([\w.]+)' op is not", line)
+    if m:
+      where = _primitive_paths(predict_fn, example, m.group(1))
+      found.append(f'{m.group(1)} (at {", ".join(where) or "?"})')
   return sorted(set(found))
 
 
@@ -70,12 +120,17 @@ def convert(predict_fn, input_shape, *, quantize: str = 'none',
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
+  log = []
   try:
-    return converter.convert()
+    with _captured_stderr(log):
+      return converter.convert()
   except Exception as e:  # pylint: disable=broad-except
-    ops = _unsupported_ops(predict_fn, np.zeros((1, *input_shape), np.float32))
+    example = np.zeros((1, *input_shape), np.float32)
+    ops = (_failed_ops(log, predict_fn, example) or
+           _unsupported_ops(predict_fn, example))
+    message = (str(e).strip() or type(e).__name__).splitlines()[-1][:500]
     detail = ('ops without a builtin TFLite kernel: ' + ', '.join(ops)
-              if ops else str(e).strip().splitlines()[-1][:500])
+              if ops else message)
     raise ExportError(
         f'TFLite conversion failed; {detail}. Only builtin TFLite ops are '
         'allowed (no Flex/select-TF ops): replace that layer with builtin '

@@ -23,15 +23,17 @@ class ConvNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # No batch norm or dropout.
-    kernel = tuple(self.kernel)
-    if x.ndim == len(kernel) + 1:
+    one_d = len(self.kernel) == 1
+    if x.ndim == len(self.kernel) + 1:
       x = x[..., None]
-    x = x.astype(self.dtype)
-    window = (2,) * len(kernel)
+    # 1-D signals run as 1 x L images: TFLite has 2-D pooling kernels only.
+    kernel = (1, *self.kernel) if one_d else tuple(self.kernel)
+    window = (1, 2) if one_d else (2, 2)
+    x = (x[:, None] if one_d else x).astype(self.dtype)
     features = {}
     for i, c in enumerate(self.channels):
       x = nn.relu(nn.Conv(c, kernel, dtype=self.dtype, name=f'conv{i}')(x))
-      features[f'stage{i}'] = x
+      features[f'stage{i}'] = x[:, 0] if one_d else x
       if i < len(self.channels) - 1:
         x = nn.max_pool(x, window, strides=window, padding='SAME')
     x = x.reshape((x.shape[0], -1))

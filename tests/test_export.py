@@ -1,0 +1,105 @@
+"""jax2tf -> TFLite: float parity, quantized variants, errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd import evaluate, models
+from kd.export import tflite
+
+CASES = {'mlp': (8, 8, 1), 'cnn': (8, 8, 1), 'cnn1d': (40, 1)}
+
+
+@pytest.fixture(scope='module', params=sorted(CASES))
+def model(request):
+  name, shape = request.param, CASES[request.param]
+  m = models.create(name, 10)
+  variables = m.init(jax.random.key(0), jnp.zeros((1, *shape)))
+  predict = lambda x: m.apply(variables, x, train=False)[0]
+  x = np.random.default_rng(0).normal(size=(16, *shape)).astype(np.float32)
+  return {'predict': predict, 'shape': shape, 'x': x,
+          'ref': np.asarray(jax.jit(predict)(x)),
+          'float32': tflite.convert(predict, shape)}
+
+
+def test_float32_matches_jax_logits(model):
+  out = tflite.TFLiteModel(model['float32']).predict(model['x'])
+  assert out.shape == model['ref'].shape
+  assert np.max(np.abs(out - model['ref'])) < 1e-4
+
+
+def test_dynamic_batch(model):
+  blob = tflite.convert(model['predict'], model['shape'], batch_size=None)
+  m = tflite.TFLiteModel(blob)
+  for n in (5, 2):
+    np.testing.assert_allclose(m.predict(model['x'][:n]), model['ref'][:n],
+                               atol=1e-4)
+
+
+def test_weight_quantized_variants_are_smaller_and_close(model):
+  size32 = len(model['float32'])
+  for q in ('fp16', 'dynamic'):
+    blob = tflite.convert(model['predict'], model['shape'], quantize=q)
+    assert len(blob) < 0.7 * size32, q
+    out = tflite.TFLiteModel(blob).predict(model['x'])
+    assert np.max(np.abs(out - model['ref'])) < 0.1 * np.abs(
+        model['ref']).max(), q
+
+
+def test_int8_has_integer_io_and_keeps_the_argmax(model):
+  blob = tflite.convert(model['predict'], model['shape'], quantize='int8',
+                        representative_data=model['x'])
+  m = tflite.TFLiteModel(blob)
+  q = m.quantization
+  assert q['input_dtype'] == 'int8' and q['output_dtype'] == 'int8'
+  assert q['input_scale'] > 0 and q['output_scale'] > 0
+  assert len(blob) < 0.5 * len(model['float32'])
+  agree = np.mean(m.predict(model['x']).argmax(-1) == model['ref'].argmax(-1))
+  assert agree >= 0.75
+
+
+def test_evaluate_reports_accuracy(model):
+  labels = model['ref'].argmax(-1)
+  result = tflite.evaluate(model['float32'], model['x'], labels)
+  assert result['accuracy'] == 1.0 and result['logits'].shape == (16, 10)
+
+
+def test_bad_arguments_are_explained():
+  f = lambda x: x * 2.0
+  with pytest.raises(ValueError, match="unknown quantize 'int4'.*int8"):
+    tflite.convert(f, (4,), quantize='int4')
+  with pytest.raises(ValueError, match='needs representative_data'):
+    tflite.convert(f, (4,), quantize='int8')
+
+
+def test_op_without_builtin_kernel_is_named():
+  f = lambda x: jnp.linalg.svd(x.reshape(4, 4))[1]
+  with pytest.raises(tflite.ExportError, match=r'lapack_sgesdd.*\(at .*svd'):
+    tflite.convert(f, (4, 4))
+
+
+def test_latency_is_measured_for_both_runtimes():
+  m = models.create('mlp', 10)
+  variables = m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+  assert evaluate.model_latency_ms(m, variables, (8, 8, 1), runs=5) > 0
+  blob = tflite.convert(lambda x: m.apply(variables, x)[0], (8, 8, 1))
+  tfl = tflite.TFLiteModel(blob)
+  assert evaluate.latency_ms(tfl.predict, np.zeros((1, 8, 8, 1), np.float32),
+                             warmup=1, runs=5) > 0
+
+
+def test_failed_op_is_named_with_its_layer():
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+
+  class Pool1D(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.max_pool(nn.Dense(4, name='proj')(x), (2,), strides=(2,))
+
+  m = Pool1D()
+  variables = m.init(jax.random.key(0), jnp.zeros((1, 8, 3)))
+  x = np.random.default_rng(0).normal(size=(4, 8, 3)).astype(np.float32)
+  with pytest.raises(tflite.ExportError,
+                     match=r'reduce_window \(at Pool1D/reduce_window'):
+    tflite.convert(lambda v: m.apply(variables, v), (8, 3), quantize='int8',
+                   representative_data=x)
