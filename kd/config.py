@@ -9,7 +9,8 @@ def run_config() -> mc.ConfigDict:
   c.seed = 0
   c.data = mc.ConfigDict(dict(
       name='kd_digits', data_dir='', download=False, augment=True,
-      image_size=0, shuffle_buffer=10_000))
+      image_size=0, shuffle_buffer=10_000,
+      process_split='shard'))  # Or 'slice': see kd.data.train_batches.
   c.model = mc.ConfigDict(dict(name='mlp', kwargs=mc.ConfigDict()))
   c.dtype = 'float32'
   c.batch_size = 64  # Global, split over all devices.

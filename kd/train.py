@@ -172,7 +172,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   progress = Progress(name, config.steps, start_step, config.batch_size)
   batches = data.train_batches(
       d.name, batch_size=local_batch, seed=config.seed, augment=d.augment,
-      start_step=start_step, shuffle_buffer=d.shuffle_buffer, **data_kw)
+      start_step=start_step, shuffle_buffer=d.shuffle_buffer,
+      process_split=d.process_split, **data_kw)
   p_state = parallel.replicate(state)
   last_saved, sums = start_step, None
   t_start = time.perf_counter()

@@ -114,3 +114,16 @@ def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):
 def test_unknown_dataset_lists_the_valid_ones():
   with pytest.raises(ValueError, match='unknown dataset.*cifar100.*mnist1d'):
     data.spec('cifar1000')
+
+
+def test_slice_mode_batches_do_not_depend_on_the_process_count():
+  one = data.train_batches('kd_digits', batch_size=64, seed=1, start_step=3)
+  two = [data.train_batches('kd_digits', batch_size=32, seed=1, start_step=3,
+                            process_index=i, process_count=2,
+                            process_split='slice') for i in range(2)]
+  for _ in range(25):
+    whole, parts = next(one), [next(it) for it in two]
+    np.testing.assert_array_equal(
+        whole['image'], np.concatenate([p['image'] for p in parts]))
+    np.testing.assert_array_equal(
+        whole['label'], np.concatenate([p['label'] for p in parts]))

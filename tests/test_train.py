@@ -4,6 +4,7 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from kd import checkpoint, config as kd_config, data, main, train
@@ -29,7 +30,8 @@ def _run_config(**overrides):
 
 def _params(workdir):
   mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
-  restored = mngr.restore(mngr.latest_step())
+  restored = mngr.restore(mngr.latest_step(),
+                          args=ocp.args.StandardRestore())
   mngr.close()
   return restored['params']
 

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from kd.data import builders
 
 OFFLINE = ('kd_digits', 'mnist1d')  # Built locally, never downloaded.
-AUGMENTATIONS = ('none', 'crop_flip', 'inception_crop_flip')
+AUGMENTATIONS = ('none', 'shift', 'crop_flip', 'inception_crop_flip')
 _CACHE_LIMIT = 200_000  # Splits up to this size are cached in memory.
 
 
@@ -39,7 +39,7 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _SPECS = {
     # kd_digits and mnist1d statistics: their train splits.
     'kd_digits': DatasetSpec('kd_digits', 'image', 10, (8, 8, 1), (0.3054,),
-                             (0.3760,), 'none'),
+                             (0.3760,), 'shift'),
     'mnist1d': DatasetSpec('mnist1d', 'signal', 10, (40, 1), (0.0,), (1.0,),
                            'none'),
     'mnist': DatasetSpec('mnist', 'image', 10, (28, 28, 1), (0.1307,),
@@ -113,10 +113,18 @@ def _split_size(b, split: str) -> int:
     return int(b.as_dataset(split=split).reduce(0, lambda n, _: n + 1))
 
 
-def _process_split(split, process_index, process_count):
+PROCESS_SPLITS = ('shard', 'slice')
+
+
+def _process_index_count(process_index, process_count) -> tuple[int, int]:
   import jax  # pylint: disable=import-outside-toplevel
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
+  return (jax.process_index() if process_index is None else process_index,
+          jax.process_count() if process_count is None else process_count)
+
+
+def _process_split(split, process_index, process_count):
+  process_index, process_count = _process_index_count(process_index,
+                                                      process_count)
   if process_count == 1:
     return split
   return tfds.split_for_jax_process(split, process_index=process_index,
@@ -141,6 +149,12 @@ def _normalise(s: DatasetSpec, x):
   if x.dtype == tf.uint8:
     x = tf.cast(x, tf.float32) / 255.0
   return (x - tf.constant(s.mean)) / tf.constant(s.std)
+
+
+def _shift(x, seed, size):
+  """Digits: translate by up to one pixel each way (zero-pad 1, random crop)."""
+  x = tf.pad(x, [[1, 1], [1, 1], [0, 0]])
+  return tf.image.stateless_random_crop(x, (size, size, x.shape[-1]), seed)
 
 
 def _crop_flip(x, seed, size):
@@ -183,8 +197,9 @@ def _preprocess(b, s: DatasetSpec, train: bool, augment: bool, seed: int):
       else:
         x = _resize_central_crop(x, size)
       x = tf.cast(x, tf.float32) / 255.0
-    elif s.augment == 'crop_flip' and train and augment:
-      x = _crop_flip(x, tf.stack([tf.cast(seed, tf.int64), index]), size)
+    elif s.augment in ('shift', 'crop_flip') and train and augment:
+      op = _shift if s.augment == 'shift' else _crop_flip
+      x = op(x, tf.stack([tf.cast(seed, tf.int64), index]), size)
     x = tf.ensure_shape(_normalise(s, x), s.input_shape)
     return {'image': x, 'label': tf.cast(label, tf.int32)}
 
@@ -197,16 +212,35 @@ def train_batches(name: str, *, batch_size: int, seed: int,
                   process_index: int | None = None,
                   process_count: int | None = None,
                   shuffle_buffer: int = 10_000, image_size: int | None = None,
-                  download: bool = False):
+                  download: bool = False, process_split: str = 'shard'):
   """Endless iterator of {'image': float32, 'label': int32} numpy batches of
-  this process's `batch_size`, reshuffled every epoch."""
+  this process's `batch_size`, reshuffled every epoch.
+
+  With several processes, `process_split='shard'` gives each process its own
+  part of the split (`tfds.split_for_jax_process`: no record is read twice);
+  'slice' has every process walk the same global order and keep its slice of
+  each global batch, so the global batches, and hence training, do not
+  depend on how many processes share the work.
+  """
+  if process_split not in PROCESS_SPLITS:
+    raise ValueError(f'unknown process_split {process_split!r}; valid: '
+                     f'{PROCESS_SPLITS}')
+  index, count = _process_index_count(process_index, process_count)
   s, b = spec(name, image_size), builder(name, data_dir, download)
-  split = _process_split(split, process_index, process_count)
+  if process_split == 'shard':
+    split = _process_split(split, index, count)
+    index, count = 0, 1
   ds = _read(b, s, split)
   if _split_size(b, split) <= _CACHE_LIMIT:
     ds = ds.cache()
   ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.repeat().enumerate().skip(start_step * batch_size)
+  ds = ds.repeat().enumerate().skip(start_step * batch_size * count)
+  if count > 1:  # Keep this process's slice of every global batch.
+    ds = ds.batch(batch_size * count, drop_remainder=True).map(
+        lambda i, xy: (i[index * batch_size:(index + 1) * batch_size],
+                       (xy[0][index * batch_size:(index + 1) * batch_size],
+                        xy[1][index * batch_size:(index + 1) * batch_size]))
+    ).unbatch()
   ds = ds.map(lambda i, xy: _preprocess(b, s, True, augment, seed)(i, *xy),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
@@ -231,8 +265,7 @@ def eval_batches(name: str, *, batch_size: int, split: str = 'test',
   {'image', 'label', 'mask'} batches padded to `batch_size` (mask 0 marks
   padding). Every process yields the same number of batches, as collectives
   across processes need."""
-  import jax  # pylint: disable=import-outside-toplevel
-  count = jax.process_count() if process_count is None else process_count
+  _, count = _process_index_count(process_index, process_count)
   ds, total = _eval_dataset(name, split, data_dir, process_index,
                             process_count, image_size, download)
   num_batches = math.ceil(math.ceil(total / count) / batch_size)

@@ -1,0 +1,76 @@
+"""SIGTERM checkpoints and exits; the same command resumes to the same end."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+import orbax.checkpoint as ocp
+
+from kd import checkpoint, data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = '''
+from kd.config import run_config
+
+def get_config(arg=None):
+  c = run_config()
+  c.data.name, c.data.augment = 'kd_digits', True
+  c.model.name, c.model.kwargs.hidden = 'mlp', (32,)
+  c.batch_size, c.steps, c.log_every, c.checkpoint_every = 32, 600, 10, 200
+  c.wandb.mode, c.evaluate.latency = 'disabled', False
+  return c
+'''
+
+
+def _start(config, workdir):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  return subprocess.Popen(
+      [sys.executable, '-m', 'kd.main', f'--config={config}',
+       f'--workdir={workdir}'], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+
+
+def _params(workdir):
+  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
+  step = mngr.latest_step()
+  params = mngr.restore(step, args=ocp.args.StandardRestore())['params']
+  mngr.close()
+  return step, params
+
+
+def test_sigterm_saves_and_the_rerun_ends_identical(tmp_path):
+  config = tmp_path / 'tiny.py'
+  config.write_text(CONFIG)
+  full, cut = tmp_path / 'full', tmp_path / 'cut'
+  data.builder('kd_digits')  # Prepared once, not raced by two processes.
+  reference = _start(config, full)
+
+  proc = _start(config, cut)
+  metrics = cut / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 143, out[-2000:]
+  assert 'SIGTERM: saved step' in out
+  saved_step, _ = _params(cut)
+  assert 30 <= saved_step < 600
+  assert not (cut / 'summary.json').exists()
+
+  rerun = _start(config, cut)
+  out, _ = rerun.communicate(timeout=300)
+  assert rerun.returncode == 0, out[-2000:]
+  assert f'resuming from step {saved_step}' in out
+  reference.communicate(timeout=300)
+  assert reference.returncode == 0
+
+  (s1, p1), (s2, p2) = _params(full), _params(cut)
+  assert s1 == s2 == 600
+  jax.tree.map(np.testing.assert_array_equal, p1, p2)
