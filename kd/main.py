@@ -11,6 +11,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from kd import distributed
@@ -40,8 +41,9 @@ def run_pipeline(config, workdir: str) -> dict:
     result = train.train_and_evaluate(stage, os.path.join(workdir, name), name)
     summary.update({f'{name}/{k}': v for k, v in result.items()})
   summary['wall_seconds'] = time.perf_counter() - t0
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2, sort_keys=True)
   return summary
 
 
@@ -51,16 +53,22 @@ def main(argv):
   distributed.initialize()
   config, workdir = _CONFIG.value, _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
+  lead = jax.process_index() == 0
   if 'stages' in config:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json(indent=2))
+    if lead:
+      with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        f.write(config.to_json(indent=2))
     summary = run_pipeline(config, workdir)
-    print(report.table(summary, list(config.stage_order)))
-    print(f'plot: {report.plot(workdir, list(config.stage_order), summary)}')
+    if lead:
+      print(report.table(summary, list(config.stage_order)))
+      print(f'plot: {report.plot(workdir, list(config.stage_order), summary)}')
+  elif lead:
+    print(json.dumps(train.train_and_evaluate(config, workdir), indent=2,
+                     sort_keys=True))
   else:
-    summary = train.train_and_evaluate(config, workdir)
-    print(json.dumps(summary, indent=2, sort_keys=True))
-  print(f'summary: {os.path.join(workdir, "summary.json")}')
+    train.train_and_evaluate(config, workdir)
+  if lead:
+    print(f'summary: {os.path.join(workdir, "summary.json")}')
 
 
 if __name__ == '__main__':

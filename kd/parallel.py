@@ -28,6 +28,9 @@ class DataParallel:
       raise ValueError(f'unknown parallel kind {kind!r}; valid: {KINDS}')
     self.kind = kind
     self.devices = jax.local_devices()[:num_local_devices]
+    # pmap given `devices` runs its collectives over those alone, so name
+    # them only to use a subset of a single process's devices.
+    self._pmap_devices = None if num_local_devices is None else self.devices
     if kind == 'mesh':
       devices = (jax.devices() if num_local_devices is None else self.devices)
       self.mesh = jax.make_mesh((len(devices),), (AXIS,), devices=devices)
@@ -51,7 +54,7 @@ class DataParallel:
     if self.kind == 'pmap':
       n = self.local_devices
       stacked = jax.tree.map(lambda x: np.stack([np.asarray(x)] * n), tree)
-      return jax.pmap(lambda t: t, devices=self.devices)(stacked)
+      return jax.pmap(lambda t: t, devices=self._pmap_devices)(stacked)
     return jax.device_put(tree, self._replicated)
 
   def shard(self, batch):
@@ -75,7 +78,7 @@ class DataParallel:
     donate = (0,) if donate_first else ()
     if self.kind == 'pmap':
       return jax.pmap(step, axis_name=AXIS, donate_argnums=donate,
-                      devices=self.devices)
+                      devices=self._pmap_devices)
     # check_vma=False: with it, jax.grad of replicated params would insert
     # its own psum, so the step would no longer mean the same under pmap.
     mapped = jax.shard_map(
