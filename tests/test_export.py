@@ -72,20 +72,41 @@ def test_bad_arguments_are_explained():
     tflite.convert(f, (4,), quantize='int8')
 
 
-def test_op_without_builtin_kernel_is_named():
-  f = lambda x: jnp.linalg.svd(x.reshape(4, 4))[1]
-  with pytest.raises(tflite.ExportError, match=r'lapack_sgesdd.*\(at .*svd'):
-    tflite.convert(f, (4, 4))
+@pytest.mark.parametrize('f, shape, op', [
+    # A LAPACK custom call: the converter only names the wrapping
+    # tf.XlaCallModule, so the op comes from the lowered JAX program.
+    (lambda x: jnp.linalg.svd(x.reshape(4, 4))[1], (4, 4),
+     r'lapack_sgesdd\w* \(at .*svd'),
+    # A StableHLO op with no TFLite legalization, named by the converter.
+    (lambda x: jnp.sort(x, axis=-1), (16,), r'vhlo\.sort_v1 \(at .*sort'),
+])
+def test_op_without_builtin_kernel_is_named(f, shape, op):
+  with pytest.raises(tflite.ExportError, match=op + r'.*Only builtin TFLite ops'):
+    tflite.convert(f, shape)
+
+
+def test_fixed_batch_larger_than_one_runs_any_batch():
+  w = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+  f = lambda x: x @ w
+  x = np.random.default_rng(2).normal(size=(7, 6)).astype(np.float32)
+  m = tflite.TFLiteModel(tflite.convert(f, (6,), batch_size=4))
+  np.testing.assert_allclose(m.predict(x), x @ w, atol=1e-5)
+  m8 = tflite.TFLiteModel(tflite.convert(
+      f, (6,), batch_size=4, quantize='int8', representative_data=x))
+  assert m8.input_details['shape'][0] == 4
+  assert np.mean(m8.predict(x).argmax(-1) == (x @ w).argmax(-1)) >= 0.7
 
 
 def test_latency_is_measured_for_both_runtimes():
   m = models.create('mlp', 10)
   variables = m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+  predict = lambda x: m.apply(variables, x)[0]
+  x1 = np.zeros((1, 8, 8, 1), np.float32)
+  assert tflite.latency_ms(jax.jit(predict), x1, warmup=1, runs=5) > 0
   assert evaluate.model_latency_ms(m, variables, (8, 8, 1), runs=5) > 0
-  blob = tflite.convert(lambda x: m.apply(variables, x)[0], (8, 8, 1))
-  tfl = tflite.TFLiteModel(blob)
-  assert evaluate.latency_ms(tfl.predict, np.zeros((1, 8, 8, 1), np.float32),
-                             warmup=1, runs=5) > 0
+  tfl = tflite.TFLiteModel(tflite.convert(predict, (8, 8, 1)))
+  ms = tflite.latency_ms(tfl.predict, x1, warmup=1, runs=5)
+  assert isinstance(ms, float) and ms > 0
 
 
 def test_failed_op_is_named_with_its_layer():

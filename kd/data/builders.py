@@ -40,9 +40,11 @@ class KdDigits(tfds.core.GeneratorBasedBuilder):
 
 
 class Mnist1d(tfds.core.GeneratorBasedBuilder):
-  """MNIST-1D (Greydanus 2020), generated locally by the `mnist1d` package
-  with its default arguments (seed 42): 4000 train / 1000 test signals of
-  length 40."""
+  """MNIST-1D (Greydanus 2020): 4000 train / 1000 test signals of length 40.
+
+  Generated locally by the `mnist1d` package with its default arguments
+  (seed 42).
+  """
   VERSION = tfds.core.Version('1.0.0')
 
   def _info(self):

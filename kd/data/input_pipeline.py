@@ -2,7 +2,9 @@
 
 Training batches are deterministic for a seed and resumable: the iterator
 started at step k yields exactly the batches an uninterrupted one yields from
-its k-th on (augmentation draws its randomness from (seed, example counter)).
+its k-th on. Every epoch is shuffled with a seed of its own and augmentation
+draws its randomness from (seed, example counter), so resuming jumps straight
+to its epoch and skips less than one epoch of still-encoded records.
 """
 import dataclasses
 import math
@@ -12,10 +14,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from kd.data import builders
+# Registers the kd_digits and mnist1d builders with tfds.
+from kd.data import builders  # pylint: disable=unused-import
 
 OFFLINE = ('kd_digits', 'mnist1d')  # Built locally, never downloaded.
 AUGMENTATIONS = ('none', 'shift', 'crop_flip', 'inception_crop_flip')
+PROCESS_SPLITS = ('shard', 'slice')
 _CACHE_LIMIT = 200_000  # Splits up to this size are cached in memory.
 
 
@@ -37,17 +41,18 @@ class DatasetSpec:
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _SPECS = {
-    # kd_digits and mnist1d statistics: their train splits.
+    # kd_digits and mnist1d statistics: measured on their train splits.
     'kd_digits': DatasetSpec('kd_digits', 'image', 10, (8, 8, 1), (0.3054,),
                              (0.3760,), 'shift'),
-    'mnist1d': DatasetSpec('mnist1d', 'signal', 10, (40, 1), (0.0,), (1.0,),
-                           'none'),
+    'mnist1d': DatasetSpec('mnist1d', 'signal', 10, (40, 1), (-0.0003,),
+                           (0.9976,), 'none'),
     'mnist': DatasetSpec('mnist', 'image', 10, (28, 28, 1), (0.1307,),
                          (0.3081,), 'none'),
     'cifar10': DatasetSpec('cifar10', 'image', 10, (32, 32, 3), _CIFAR_MEAN,
                            _CIFAR_STD, 'crop_flip'),
-    'cifar100': DatasetSpec('cifar100', 'image', 100, (32, 32, 3), _CIFAR_MEAN,
-                            (0.2673, 0.2564, 0.2762), 'crop_flip'),
+    'cifar100': DatasetSpec('cifar100', 'image', 100, (32, 32, 3),
+                            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                            'crop_flip'),
     'imagenet2012': DatasetSpec('imagenet2012', 'image', 1000, (224, 224, 3),
                                 _IMAGENET_MEAN, _IMAGENET_STD,
                                 'inception_crop_flip'),
@@ -59,11 +64,16 @@ def names() -> list[str]:
 
 
 def spec(name: str, image_size: int | None = None) -> DatasetSpec:
+  """The spec of `name`; `image_size` sets ImageNet's crop size."""
   if name not in _SPECS:
     raise ValueError(f'unknown dataset {name!r}; valid: {", ".join(names())}')
   s = _SPECS[name]
   if image_size and s.augment == 'inception_crop_flip':
     s = dataclasses.replace(s, input_shape=(image_size, image_size, 3))
+  elif image_size and image_size != s.input_shape[0]:
+    # A silently ignored size would train at another resolution than asked.
+    raise ValueError(f'{name} has a fixed input size {s.input_shape}; '
+                     f'image_size={image_size} applies to imagenet2012 only')
   return s
 
 
@@ -93,6 +103,7 @@ def builder(name: str, data_dir: str | None = None, download: bool = False):
   if name in OFFLINE or download:
     if not b.is_prepared():
       tfds.disable_progress_bar()
+      # tf.data reads tfrecord only (ArrayRecord needs as_data_source).
       b.download_and_prepare(file_format='tfrecord')
   elif not b.is_prepared():
     raise DatasetNotPreparedError(
@@ -103,17 +114,7 @@ def builder(name: str, data_dir: str | None = None, download: bool = False):
 
 def num_examples(name: str, split: str, data_dir: str | None = None,
                  download: bool = False) -> int:
-  return _split_size(builder(name, data_dir, download), split)
-
-
-def _split_size(b, split: str) -> int:
-  try:
-    return b.info.splits[split].num_examples
-  except KeyError:  # No metadata (e.g. tfds.testing.mock_data): count.
-    return int(b.as_dataset(split=split).reduce(0, lambda n, _: n + 1))
-
-
-PROCESS_SPLITS = ('shard', 'slice')
+  return builder(name, data_dir, download).info.splits[split].num_examples
 
 
 def _process_index_count(process_index, process_count) -> tuple[int, int]:
@@ -131,9 +132,11 @@ def _process_split(split, process_index, process_count):
                                     process_count=process_count)
 
 
-def _read(b, s: DatasetSpec, split: str):
-  """(input, label) pairs, images still encoded (decoded after any skip)."""
-  decoders = {'image': tfds.decode.SkipDecoding()} if s.input_key == 'image' else None
+def _read(b, s: DatasetSpec, split):
+  """(input, label) pairs in file order, images still encoded so that skipped
+  records are never decoded."""
+  decoders = ({'image': tfds.decode.SkipDecoding()}
+              if s.input_key == 'image' else None)
   ds = b.as_dataset(split=split, shuffle_files=False, decoders=decoders,
                     read_config=tfds.ReadConfig(add_tfds_id=False))
   return ds.map(lambda e: (e[s.input_key], e['label']))
@@ -159,20 +162,26 @@ def _shift(x, seed, size):
 
 def _crop_flip(x, seed, size):
   """CIFAR: zero-pad by 4, random size x size crop, random horizontal flip."""
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
+      seed, 2))
   x = tf.pad(x, [[4, 4], [4, 4], [0, 0]])
-  x = tf.image.stateless_random_crop(x, (size, size, x.shape[-1]), seed)
-  return tf.image.stateless_random_flip_left_right(x, seed + 1)
+  x = tf.image.stateless_random_crop(x, (size, size, x.shape[-1]), crop_seed)
+  return tf.image.stateless_random_flip_left_right(x, flip_seed)
 
 
 def _inception_crop_flip(x, seed, size):
-  """ImageNet: random crop of 8%-100% area and 3/4-4/3 aspect, resized, flipped."""
+  """ImageNet: random crop (8-100% area, aspect 3/4-4/3), resized, flipped."""
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
+      seed, 2))
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(x), tf.zeros([0, 0, 4], tf.float32), seed,
-      area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
-      max_attempts=10, use_image_if_no_bounding_boxes=True)
+      tf.shape(x), tf.zeros([0, 0, 4], tf.float32), crop_seed,
+      # The default min_object_covered=0.1 would cut off areas below 10%.
+      min_object_covered=0.0, area_range=(0.08, 1.0),
+      aspect_ratio_range=(3 / 4, 4 / 3), max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
   x = tf.slice(x, begin, crop_size)
   x = tf.image.resize(x, (size, size), method='bilinear')
-  return tf.image.stateless_random_flip_left_right(x, seed + 1)
+  return tf.image.stateless_random_flip_left_right(x, flip_seed)
 
 
 def _resize_central_crop(x, size):
@@ -185,25 +194,34 @@ def _resize_central_crop(x, size):
   return x[top:top + size, left:left + size]
 
 
-def _preprocess(b, s: DatasetSpec, train: bool, augment: bool, seed: int):
+def _preprocess(b, s: DatasetSpec, augment: bool, seed: int):
+  """Maps (example counter, encoded input, label) to a model-ready example;
+  with `augment`, the counter and `seed` fix the example's random draws."""
   size = s.input_shape[0]
 
   def fn(index, x, label):
     x = _decode(b, s, x)
+    op_seed = tf.stack([tf.constant(seed, tf.int64), index])
     if s.augment == 'inception_crop_flip':
-      if train and augment:
-        op_seed = tf.stack([tf.cast(seed, tf.int64), index])
+      if augment:
         x = _inception_crop_flip(x, op_seed, size)
       else:
         x = _resize_central_crop(x, size)
       x = tf.cast(x, tf.float32) / 255.0
-    elif s.augment in ('shift', 'crop_flip') and train and augment:
-      op = _shift if s.augment == 'shift' else _crop_flip
-      x = op(x, tf.stack([tf.cast(seed, tf.int64), index]), size)
+    elif s.augment == 'shift' and augment:
+      x = _shift(x, op_seed, size)
+    elif s.augment == 'crop_flip' and augment:
+      x = _crop_flip(x, op_seed, size)
     x = tf.ensure_shape(_normalise(s, x), s.input_shape)
     return {'image': x, 'label': tf.cast(label, tf.int32)}
 
   return fn
+
+
+def _epoch_seed(seed: int, epoch):
+  return tf.random.stateless_uniform(
+      (), tf.stack([tf.constant(seed, tf.int64), epoch]), minval=None,
+      maxval=None, dtype=tf.int64)
 
 
 def train_batches(name: str, *, batch_size: int, seed: int,
@@ -230,20 +248,22 @@ def train_batches(name: str, *, batch_size: int, seed: int,
   if process_split == 'shard':
     split = _process_split(split, index, count)
     index, count = 0, 1
-  ds = _read(b, s, split)
-  if _split_size(b, split) <= _CACHE_LIMIT:
-    ds = ds.cache()
-  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.repeat().enumerate().skip(start_step * batch_size * count)
+  size = b.info.splits[split].num_examples
+  records = _read(b, s, split)
+  if size <= _CACHE_LIMIT:
+    records = records.cache()
+  epoch, offset = divmod(start_step * batch_size * count, size)
+  ds = tf.data.Dataset.range(epoch, np.iinfo(np.int64).max).flat_map(
+      lambda e: records.shuffle(shuffle_buffer, seed=_epoch_seed(seed, e)))
+  ds = ds.enumerate(start=epoch * size).skip(offset)
   if count > 1:  # Keep this process's slice of every global batch.
+    mine = slice(index * batch_size, (index + 1) * batch_size)
     ds = ds.batch(batch_size * count, drop_remainder=True).map(
-        lambda i, xy: (i[index * batch_size:(index + 1) * batch_size],
-                       (xy[0][index * batch_size:(index + 1) * batch_size],
-                        xy[1][index * batch_size:(index + 1) * batch_size]))
-    ).unbatch()
-  ds = ds.map(lambda i, xy: _preprocess(b, s, True, augment, seed)(i, *xy),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
+        lambda i, xy: (i[mine], (xy[0][mine], xy[1][mine]))).unbatch()
+  fn = _preprocess(b, s, augment, seed)
+  ds = ds.map(lambda i, xy: fn(i, *xy), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return iter(tfds.as_numpy(ds))
 
 
@@ -251,10 +271,11 @@ def _eval_dataset(name, split, data_dir, process_index, process_count,
                   image_size, download):
   s, b = spec(name, image_size), builder(name, data_dir, download)
   local = _process_split(split, process_index, process_count)
-  ds = _read(b, s, local).enumerate()
-  ds = ds.map(lambda i, xy: _preprocess(b, s, False, False, 0)(i, *xy),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds, _split_size(b, split)
+  fn = _preprocess(b, s, False, 0)
+  ds = _read(b, s, local).enumerate().map(
+      lambda i, xy: fn(i, *xy), num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True)
+  return ds, b.info.splits[split].num_examples
 
 
 def eval_batches(name: str, *, batch_size: int, split: str = 'test',
@@ -264,22 +285,29 @@ def eval_batches(name: str, *, batch_size: int, split: str = 'test',
   """Every example of (this process's part of) `split` once, in order, as
   {'image', 'label', 'mask'} batches padded to `batch_size` (mask 0 marks
   padding). Every process yields the same number of batches, as collectives
-  across processes need."""
+  across processes need.
+
+  Raises DatasetNotPreparedError at the call, not at the first batch.
+  """
   _, count = _process_index_count(process_index, process_count)
   ds, total = _eval_dataset(name, split, data_dir, process_index,
                             process_count, image_size, download)
   num_batches = math.ceil(math.ceil(total / count) / batch_size)
-  it = iter(tfds.as_numpy(ds.batch(batch_size).prefetch(2)))
+  batches = tfds.as_numpy(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+  return _padded(iter(batches), num_batches, batch_size,
+                 spec(name, image_size).input_shape)
+
+
+def _padded(batches, num_batches, batch_size, input_shape):
   for _ in range(num_batches):
-    batch = next(it, None)
-    if batch is None:  # This process ran out before the others.
-      s = spec(name, image_size)
-      batch = {'image': np.zeros((0, *s.input_shape), np.float32),
-               'label': np.zeros((0,), np.int32)}
+    # A process whose part is shorter pads a whole batch.
+    batch = next(batches, None) or {
+        'image': np.zeros((0, *input_shape), np.float32),
+        'label': np.zeros((0,), np.int32)}
     n = len(batch['label'])
     pad = batch_size - n
     yield {'image': np.concatenate([batch['image'], np.zeros(
-               (pad, *batch['image'].shape[1:]), np.float32)]),
+               (pad, *input_shape), np.float32)]),
            'label': np.concatenate([batch['label'], np.zeros(pad, np.int32)]),
            'mask': np.concatenate([np.ones(n, np.float32),
                                    np.zeros(pad, np.float32)])}

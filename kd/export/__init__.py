@@ -1,3 +1,3 @@
 """Exporting students for edge devices (see `tflite`)."""
 from kd.export.tflite import (QUANTIZATIONS, ExportError, TFLiteModel,
-                              convert, evaluate)
+                              convert, evaluate, latency_ms)

@@ -14,6 +14,9 @@ import tensorflow as tf
 from jax.experimental import jax2tf
 from jax.extend import core as jax_core
 
+# One timer for both runtimes, so LiteRT and jitted JAX are measured alike.
+from kd.evaluate import latency_ms  # pylint: disable=unused-import
+
 QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8')
 
 
@@ -55,7 +58,9 @@ def _captured_stderr(lines: list[str]):
 
 def _primitive_paths(predict_fn, example, op: str) -> list[str]:
   """Module paths (flax name stacks) of the JAX primitives lowered to `op`."""
-  base = op.split('.')[-1]
+  # 'stablehlo.reduce_window' or versioned 'vhlo.sort_v1' -> the primitive's
+  # name ('reduce_window_max', 'sort') contains the bare op name.
+  base = re.sub(r'_v\d+$', '', op.split('.')[-1])
   paths = []
 
   def visit(jaxpr):
@@ -111,10 +116,11 @@ def convert(predict_fn, input_shape, *, quantize: str = 'none',
     converter.target_spec.supported_types = [tf.float16]
   if quantize == 'int8':
     data = np.asarray(representative_data, np.float32)[:max_representative]
+    n = batch_size or 1
 
     def representative():
-      for x in data:
-        yield [x[None]]
+      for i in range(0, len(data) - n + 1, n):
+        yield [data[i:i + n]]
 
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -126,15 +132,17 @@ def convert(predict_fn, input_shape, *, quantize: str = 'none',
       return converter.convert()
   except Exception as e:  # pylint: disable=broad-except
     example = np.zeros((1, *input_shape), np.float32)
-    ops = (_failed_ops(log, predict_fn, example) or
-           _unsupported_ops(predict_fn, example))
-    message = (str(e).strip() or type(e).__name__).splitlines()[-1][:500]
-    detail = ('ops without a builtin TFLite kernel: ' + ', '.join(ops)
-              if ops else message)
+    ops = sorted(set(_failed_ops(log, predict_fn, example) +
+                     _unsupported_ops(predict_fn, example)))
+    if not ops:
+      errors = [line.split('error: ', 1)[1].strip()
+                for line in str(e).splitlines() + log if 'error: ' in line]
+      detail = errors[0] if errors else str(e).strip() or type(e).__name__
+      raise ExportError(f'TFLite conversion failed: {detail[:500]}') from e
     raise ExportError(
-        f'TFLite conversion failed; {detail}. Only builtin TFLite ops are '
-        'allowed (no Flex/select-TF ops): replace that layer with builtin '
-        'ops.') from e
+        'TFLite conversion failed; ops without a builtin TFLite kernel: '
+        f'{", ".join(ops)}. Only builtin TFLite ops are allowed (no '
+        'Flex/select-TF ops): replace that layer with builtin ops.') from e
 
 
 class TFLiteModel:
@@ -178,10 +186,17 @@ class TFLiteModel:
     return y.astype(np.float32)
 
   def predict(self, x: np.ndarray) -> np.ndarray:
+    """Float32 logits for a batch of any size."""
     x = np.asarray(x, np.float32)
-    if self._fixed_batch and x.shape[0] != self.input_details['shape'][0]:
-      return np.concatenate([self._run(x[i:i + 1]) for i in range(len(x))])
-    return self._run(x)
+    if not self._fixed_batch:
+      return self._run(x)
+    n = int(self.input_details['shape'][0])
+    # A fixed batch runs in chunks of that size, the last one zero-padded.
+    padded = np.concatenate(
+        [x, np.zeros((-len(x) % n, *x.shape[1:]), np.float32)])
+    return np.concatenate(
+        [self._run(padded[i:i + n]) for i in range(0, len(padded), n)]
+    )[:len(x)]
 
 
 def evaluate(model_content: bytes, images: np.ndarray,

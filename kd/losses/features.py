@@ -1,0 +1,105 @@
+"""Losses between intermediate feature maps (NHWC, or NWC for 1-D maps).
+
+Where the two maps differ in spatial size, the larger is average-pooled to
+the smaller (`match_spatial`).
+"""
+import jax
+import jax.numpy as jnp
+
+
+def _f32(x):
+  return jnp.asarray(x).astype(jnp.float32)
+
+
+def _pool_to(x, size):
+  """Average-pools the spatial axes of x (N, *spatial, C) down to `size`."""
+  shape = [x.shape[0]]
+  for big, small in zip(x.shape[1:-1], size):
+    if big % small:
+      raise ValueError(f'cannot pool spatial size {big} to {small}: not a '
+                       'multiple')
+    shape += [small, big // small]
+  x = x.reshape(shape + [x.shape[-1]])
+  return jnp.mean(x, axis=tuple(range(2, 2 * len(size) + 1, 2)))
+
+
+def match_spatial(student_feat, teacher_feat):
+  """Pools the larger of two maps to the other's spatial size."""
+  s_size, t_size = student_feat.shape[1:-1], teacher_feat.shape[1:-1]
+  if s_size == t_size:
+    return student_feat, teacher_feat
+  small = tuple(min(a, b) for a, b in zip(s_size, t_size))
+  return _pool_to(student_feat, small), _pool_to(teacher_feat, small)
+
+
+def _teacher(x):
+  return jax.lax.stop_gradient(_f32(x))
+
+
+def hint(student_feat, teacher_feat):
+  """FitNets hint (Romero et al., 2015): mean (s - t)^2.
+
+  The student map must already have the teacher's channels (the learnable
+  regressor that maps it there is an adapter, not part of this function).
+  """
+  s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
+  return jnp.mean((s - t) ** 2)
+
+
+def _attention(f, p):
+  """Channel-mean of f^p, flattened over positions, L2-normalised."""
+  a = jnp.mean(f ** p, axis=-1).reshape(f.shape[0], -1)
+  return a / jnp.maximum(jnp.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
+def attention_transfer(student_feat, teacher_feat, p: float = 2):
+  """Attention transfer (Zagoruyko & Komodakis, ICLR 2017).
+
+  A(f) = normalize(mean_c f^p); L = mean over batch and positions of
+  (A(s) - A(t))^2. Channel counts may differ.
+  """
+  s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
+  return jnp.mean((_attention(s, p) - _attention(t, p)) ** 2)
+
+
+def factor_transfer(student_factor, teacher_factor, p1: float = 2,
+                    p2: float = 1):
+  """Factor transfer (Kim et al., NeurIPS 2018), as in the CRD benchmark.
+
+  Factors mapped like attention maps with power p1, then
+  L = mean |A(s) - A(t)|^p2 (p2 = 1: L1).
+  """
+  s, t = match_spatial(_f32(student_factor), _teacher(teacher_factor))
+  diff = jnp.abs(_attention(s, p1) - _attention(t, p1))
+  return jnp.mean(diff if p2 == 1 else diff ** p2)
+
+
+def nst(student_feat, teacher_feat):
+  """Neuron selectivity transfer (Huang & Wang, 2017).
+
+  Each channel's spatial vector is L2-normalised; with the polynomial kernel
+  K(a, b) = (a . b)^2 between channels, per example,
+  L = mean K(t, t) + mean K(s, s) - 2 mean K(s, t). Channel counts may differ.
+  """
+  s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
+
+  def channels(f):
+    f = f.reshape(f.shape[0], -1, f.shape[-1]).transpose(0, 2, 1)
+    return f / jnp.maximum(jnp.linalg.norm(f, axis=2, keepdims=True), 1e-12)
+
+  s, t = channels(s), channels(t)
+  k = lambda a, b: jnp.einsum('nip,njp->nij', a, b) ** 2
+  return jnp.mean(k(t, t)) + jnp.mean(k(s, s)) - 2.0 * jnp.mean(k(s, t))
+
+
+def vid(student_pred_mean, teacher_feat, log_scale, eps: float = 1e-5):
+  """Variational information distillation (Ahn et al., CVPR 2019).
+
+  Gaussian negative log-likelihood of the teacher map under a mean predicted
+  from the student (by a learnable regressor) and a learned per-channel
+  variance var = softplus(log_scale) + eps:
+  L = mean 0.5 * ((t - mu)^2 / var + log var).
+  """
+  mu, t = match_spatial(_f32(student_pred_mean), _teacher(teacher_feat))
+  var = jax.nn.softplus(_f32(log_scale)) + eps
+  return jnp.mean(0.5 * ((t - mu) ** 2 / var + jnp.log(var)))
