@@ -79,9 +79,10 @@ def test_bad_arguments_are_explained():
      r'lapack_sgesdd\w* \(at .*svd'),
     # A StableHLO op with no TFLite legalization, named by the converter.
     (lambda x: jnp.sort(x, axis=-1), (16,), r'vhlo\.sort_v1 \(at .*sort'),
-])
+], ids=['custom_call', 'stablehlo_op'])
 def test_op_without_builtin_kernel_is_named(f, shape, op):
-  with pytest.raises(tflite.ExportError, match=op + r'.*Only builtin TFLite ops'):
+  with pytest.raises(tflite.ExportError,
+                     match=op + r'.*Only builtin TFLite ops'):
     tflite.convert(f, shape)
 
 
