@@ -213,3 +213,12 @@ def test_unknown_dataset_and_size_are_errors():
   with pytest.raises(ValueError, match='imagenet2012 only'):
     data.spec('cifar10', image_size=64)
   assert data.spec('imagenet2012', 128).input_shape == (128, 128, 3)
+
+
+def test_train_examples_carry_their_position_in_the_split():
+  it = data.train_batches('kd_digits', batch_size=1437, seed=0, augment=False)
+  batch = next(it)
+  assert sorted(batch['index'].tolist()) == list(range(1437))
+  x, y = data.load_split('kd_digits', 'train')
+  np.testing.assert_array_equal(y[batch['index']], batch['label'])
+  np.testing.assert_allclose(x[batch['index']], batch['image'], atol=1e-6)

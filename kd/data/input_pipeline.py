@@ -139,7 +139,7 @@ def _read(b, s: DatasetSpec, split):
               if s.input_key == 'image' else None)
   ds = b.as_dataset(split=split, shuffle_files=False, decoders=decoders,
                     read_config=tfds.ReadConfig(add_tfds_id=False))
-  return ds.map(lambda e: (e[s.input_key], e['label']))
+  return ds.enumerate().map(lambda i, e: (e[s.input_key], (e['label'], i)))
 
 
 def _decode(b, s: DatasetSpec, x):
@@ -194,12 +194,16 @@ def _resize_central_crop(x, size):
   return x[top:top + size, left:left + size]
 
 
-def _preprocess(b, s: DatasetSpec, augment: bool, seed: int):
-  """Maps (example counter, encoded input, label) to a model-ready example;
-  with `augment`, the counter and `seed` fix the example's random draws."""
+def _preprocess(b, s: DatasetSpec, augment: bool, seed: int,
+                id_offset: int = 0):
+  """Maps (example counter, encoded input, (label, id)) to a model-ready
+  example; with `augment`, the counter and `seed` fix the example's random
+  draws. `index` is the example's position in the whole split (memory banks
+  such as CRD's are keyed by it)."""
   size = s.input_shape[0]
 
-  def fn(index, x, label):
+  def fn(index, x, label_id):
+    label, example_id = label_id
     x = _decode(b, s, x)
     op_seed = tf.stack([tf.constant(seed, tf.int64), index])
     if s.augment == 'inception_crop_flip':
@@ -213,7 +217,8 @@ def _preprocess(b, s: DatasetSpec, augment: bool, seed: int):
     elif s.augment == 'crop_flip' and augment:
       x = _crop_flip(x, op_seed, size)
     x = tf.ensure_shape(_normalise(s, x), s.input_shape)
-    return {'image': x, 'label': tf.cast(label, tf.int32)}
+    return {'image': x, 'label': tf.cast(label, tf.int32),
+            'index': tf.cast(example_id + id_offset, tf.int32)}
 
   return fn
 
@@ -245,7 +250,10 @@ def train_batches(name: str, *, batch_size: int, seed: int,
                      f'{PROCESS_SPLITS}')
   index, count = _process_index_count(process_index, process_count)
   s, b = spec(name, image_size), builder(name, data_dir, download)
+  id_offset = 0
   if process_split == 'shard':
+    id_offset = sum(b.info.splits[_process_split(split, j, count)].num_examples
+                    for j in range(index))
     split = _process_split(split, index, count)
     index, count = 0, 1
   size = b.info.splits[split].num_examples
@@ -259,8 +267,9 @@ def train_batches(name: str, *, batch_size: int, seed: int,
   if count > 1:  # Keep this process's slice of every global batch.
     mine = slice(index * batch_size, (index + 1) * batch_size)
     ds = ds.batch(batch_size * count, drop_remainder=True).map(
-        lambda i, xy: (i[mine], (xy[0][mine], xy[1][mine]))).unbatch()
-  fn = _preprocess(b, s, augment, seed)
+        lambda *batch: tf.nest.map_structure(lambda t: t[mine], batch)
+    ).unbatch()
+  fn = _preprocess(b, s, augment, seed, id_offset)
   ds = ds.map(lambda i, xy: fn(i, *xy), num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
