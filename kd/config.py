@@ -38,10 +38,16 @@ def run_config() -> mc.ConfigDict:
 
 
 def term(loss: str, weight: float = 1.0, student: str = 'logits',
-         teacher: str = 'logits', **kwargs) -> mc.ConfigDict:
-  """One distillation term of `config.distill.terms`."""
-  return mc.ConfigDict(dict(loss=loss, weight=weight, student=student,
-                            teacher=teacher, kwargs=mc.ConfigDict(kwargs)))
+         teacher: str = 'logits', adapter: str = '',
+         adapter_kwargs: dict | None = None, **kwargs) -> mc.ConfigDict:
+  """One distillation term of `config.distill.terms`: `loss` (a name in
+  `kd.losses.LOSSES`) between the student output `student` and the teacher
+  output `teacher` ('logits' or a feature name), through an optional
+  learnable `adapter` (a name in `kd.adapters.ADAPTERS`)."""
+  return mc.ConfigDict(dict(
+      loss=loss, weight=weight, student=student, teacher=teacher,
+      kwargs=mc.ConfigDict(kwargs), adapter=adapter,
+      adapter_kwargs=mc.ConfigDict(adapter_kwargs or {})))
 
 
 def pipeline_config(**stages: mc.ConfigDict) -> mc.ConfigDict:

@@ -1,7 +1,7 @@
 """Two wrappers for one per-shard step: `jax.pmap` and `jax.shard_map`.
 
 A step function `f(*replicated_args, batch)` written with collectives over
-`kd.steps.AXIS` is run data-parallel: the batch is split across devices, the
+`AXIS` is run data-parallel: the batch is split across devices, the
 other arguments (train state, teacher variables) are replicated.
 """
 from typing import Callable
@@ -10,8 +10,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from kd.steps import AXIS
-
+AXIS = 'batch'  # The data-parallel axis every step's collectives use.
 KINDS = ('pmap', 'mesh')
 
 

@@ -14,26 +14,30 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kd import adapters as adapters_lib
 from kd import losses
-
-AXIS = 'batch'
+from kd.parallel import AXIS
 
 
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  params: Any
-  model_state: Any  # Non-trainable collections, e.g. batch_stats.
-  opt_state: Any
+  params: Any  # The student's.
+  model_state: Any  # The student's non-trainable collections (batch_stats).
+  opt_state: Any  # Over (params, aux_params).
+  aux_params: Any = flax.struct.field(default_factory=dict)  # Per term.
+  aux_state: Any = flax.struct.field(default_factory=dict)  # Per term.
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, rng,
-                 example_input) -> TrainState:
+                 example_input, aux_params=None, aux_state=None) -> TrainState:
   variables = dict(model.init(rng, example_input, train=False))
   params = variables.pop('params')
+  aux_params = aux_params or {}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    model_state=dict(variables),
-                    opt_state=tx.init(params))
+                    model_state=variables,
+                    opt_state=tx.init((params, aux_params)),
+                    aux_params=aux_params, aux_state=aux_state or {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +45,8 @@ class Term:
   """One weighted distillation loss pairing a student and a teacher output.
 
   `student` and `teacher` name entries of the models' outputs: `'logits'` or
-  a key of their feature dicts.
+  a key of their feature dicts. An `adapter` (see `kd.adapters`) maps the
+  pair to the loss's inputs with learnable parameters of its own.
   """
   name: str
   loss: str
@@ -49,16 +54,31 @@ class Term:
   student: str = 'logits'
   teacher: str = 'logits'
   kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  adapter: str = ''
+  adapter_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-  def __call__(self, student_out, teacher_out, labels):
+  def make_adapter(self) -> adapters_lib.Adapter | None:
+    return (adapters_lib.get(self.adapter, **self.adapter_kwargs)
+            if self.adapter else None)
+
+  def __call__(self, student_out, teacher_out, batch, aux_params=None,
+               aux_state=None, rng=None):
+    """Returns (loss value, the adapter's new state)."""
     fn = losses.get(self.loss)
+    s, t = student_out[self.student], teacher_out[self.teacher]
     extra = dict(self.kwargs)
+    new_state = aux_state
+    adapter = self.make_adapter()
+    if adapter is not None:
+      (s, t), more, new_state = adapter.apply(aux_params, aux_state, s, t,
+                                              batch, rng)
+      extra.update(more)
     if 'labels' in inspect.signature(fn).parameters:
-      extra['labels'] = labels
-    return fn(student_out[self.student], teacher_out[self.teacher], **extra)
+      extra['labels'] = batch['label']
+    return fn(s, t, **extra), new_state
 
 
-def _outputs(logits, features):
+def outputs(logits, features) -> dict:
   return {'logits': logits, **features}
 
 
@@ -75,12 +95,16 @@ def _apply_train(model, params, model_state, x):
   return logits, feats, new_state
 
 
-def _update(state, tx, grads, new_model_state):
+def _update(state, tx, grads, new_model_state, new_aux_state=None):
   grads = jax.lax.pmean(grads, AXIS)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  return state.replace(step=state.step + 1, params=params,
-                       model_state=new_model_state, opt_state=opt_state)
+  updates, opt_state = tx.update(grads, state.opt_state,
+                                 (state.params, state.aux_params))
+  params, aux_params = optax.apply_updates((state.params, state.aux_params),
+                                           updates)
+  return state.replace(
+      step=state.step + 1, params=params, model_state=new_model_state,
+      opt_state=opt_state, aux_params=aux_params,
+      aux_state=state.aux_state if new_aux_state is None else new_aux_state)
 
 
 def _accuracy(logits, labels):
@@ -91,7 +115,8 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
                          label_smoothing: float = 0.0) -> Callable:
   """Cross-entropy training from labels: `step(state, batch)`."""
 
-  def loss_fn(params, state, batch):
+  def loss_fn(trainable, state, batch):
+    params, _ = trainable
     logits, _, new_state = _apply_train(model, params, state.model_state,
                                         batch['image'])
     ce = losses.cross_entropy(logits, batch['label'], label_smoothing)
@@ -100,7 +125,7 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
 
   def step(state, batch):
     grads, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state, batch)
+        (state.params, state.aux_params), state, batch)
     return _update(state, tx, grads, new_state), jax.lax.pmean(metrics, AXIS)
 
   return step
@@ -108,34 +133,43 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
 
 def make_distill_step(student: nn.Module, teacher: nn.Module,
                       tx: optax.GradientTransformation, terms: tuple[Term, ...],
-                      ce_weight: float, label_smoothing: float = 0.0
-                      ) -> Callable:
+                      ce_weight: float, label_smoothing: float = 0.0,
+                      seed: int = 0) -> Callable:
   """Distillation from a frozen teacher: `step(state, teacher_vars, batch)`.
 
   loss = ce_weight * CE(student, labels) + sum_k weight_k * term_k.
-  The teacher runs in inference mode and receives no gradient.
+  The teacher runs in inference mode and receives no gradient; adapters'
+  parameters train with the student's.
   """
 
-  def loss_fn(params, state, teacher_out, batch):
+  def loss_fn(trainable, state, teacher_out, batch, rng):
+    params, aux_params = trainable
     logits, feats, new_state = _apply_train(student, params,
                                             state.model_state, batch['image'])
-    student_out = _outputs(logits, feats)
+    student_out = outputs(logits, feats)
     ce = losses.cross_entropy(logits, batch['label'], label_smoothing)
     metrics = {'ce': ce, 'accuracy': _accuracy(logits, batch['label'])}
     total = ce_weight * ce
-    for term in terms:
-      value = term(student_out, teacher_out, batch['label'])
+    new_aux_state = dict(state.aux_state)
+    for i, term in enumerate(terms):
+      value, new_aux_state[term.name] = term(
+          student_out, teacher_out, batch, aux_params.get(term.name),
+          state.aux_state.get(term.name), jax.random.fold_in(rng, i))
       metrics[term.name] = value
       total = total + term.weight * value
     metrics['loss'] = total
-    return total, (new_state, metrics)
+    return total, (new_state, new_aux_state, metrics)
 
   def step(state, teacher_vars, batch):
     teacher_out = jax.lax.stop_gradient(
-        _outputs(*teacher.apply(teacher_vars, batch['image'], train=False)))
-    grads, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state, teacher_out, batch)
-    return _update(state, tx, grads, new_state), jax.lax.pmean(metrics, AXIS)
+        outputs(*teacher.apply(teacher_vars, batch['image'], train=False)))
+    rng = jax.random.fold_in(jax.random.fold_in(
+        jax.random.key(seed), state.step), jax.lax.axis_index(AXIS))
+    grads, (new_state, new_aux, metrics) = jax.grad(loss_fn, has_aux=True)(
+        (state.params, state.aux_params), state, teacher_out, batch, rng)
+    new_aux = {k: v for k, v in new_aux.items() if k in state.aux_state}
+    return (_update(state, tx, grads, new_state, new_aux),
+            jax.lax.pmean(metrics, AXIS))
 
   return step
 
@@ -144,8 +178,8 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
                    ) -> Callable:
   """Summed test statistics of a masked batch: `step(vars[, teacher_vars], batch)`.
 
-  Returns sums over the global batch (psum): `count`, `correct`, and with a
-  teacher `agree` (top-1 agreement) and `kl` (KL(teacher || student), T=1).
+  Returns sums over the global batch (psum): `count`, `correct`, `loss`, and
+  with a teacher `agree` (top-1 agreement) and `kl` (KL(teacher || student)).
   """
 
   def stats(variables, batch, teacher_vars=None):

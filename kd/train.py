@@ -45,28 +45,49 @@ def distill_terms(config) -> tuple[steps.Term, ...]:
   return tuple(
       steps.Term(name=name, loss=t.loss, weight=float(t.weight),
                  student=t.student, teacher=t.teacher,
-                 kwargs=t.kwargs.to_dict())
+                 kwargs=t.kwargs.to_dict(), adapter=t.adapter,
+                 adapter_kwargs=t.adapter_kwargs.to_dict())
       for name, t in config.distill.terms.items())
 
 
+def _output_shapes(model, example) -> dict:
+  logits, feats = jax.eval_shape(lambda x: model.init_with_output(
+      jax.random.key(0), x, train=False)[0], example)
+  return {'logits': logits, **feats}
+
+
 def check_terms(terms, student, teacher, example) -> None:
-  """Fails before training on unknown losses or features they cannot pair."""
-  s_out = jax.eval_shape(lambda x: student.init_with_output(
-      jax.random.key(0), x, train=False)[0], example)
-  t_out = jax.eval_shape(lambda x: teacher.init_with_output(
-      jax.random.key(0), x, train=False)[0], example)
-  s_shapes = {'logits': s_out[0].shape, **{k: v.shape for k, v in s_out[1].items()}}
-  t_shapes = {'logits': t_out[0].shape, **{k: v.shape for k, v in t_out[1].items()}}
+  """Fails before training on unknown losses, adapters, or features the
+  losses cannot pair."""
+  s_shapes = _output_shapes(student, example)
+  t_shapes = _output_shapes(teacher, example)
   for term in terms:
     losses.get(term.loss)
+    term.make_adapter()
     for side, key, shapes in (('student', term.student, s_shapes),
                               ('teacher', term.teacher, t_shapes)):
       if key not in shapes:
         raise ValueError(
             f'distill term {term.name!r} ({term.loss}) asks for {side} '
             f'output {key!r}; the {side} has: {", ".join(sorted(shapes))}')
-    losses.check_inputs(term.loss, s_shapes[term.student],
-                        t_shapes[term.teacher])
+    if not term.adapter:  # An adapter reshapes the pair itself.
+      losses.check_inputs(term.loss, s_shapes[term.student].shape,
+                          t_shapes[term.teacher].shape)
+
+
+def init_adapters(terms, student, teacher, example, rng, num_examples):
+  """Parameters and state of every term's adapter, keyed by term name."""
+  s_out = _output_shapes(student, example)
+  t_out = _output_shapes(teacher, example)
+  params, state = {}, {}
+  for i, term in enumerate(terms):
+    adapter = term.make_adapter()
+    if adapter is not None:
+      zeros = lambda a: jnp.zeros((2, *a.shape[1:]), a.dtype)
+      params[term.name], state[term.name] = adapter.init(
+          jax.random.fold_in(rng, i), zeros(s_out[term.student]),
+          zeros(t_out[term.teacher]), num_examples)
+  return params, state
 
 
 def _write_json(path: str, obj) -> None:
@@ -133,7 +154,21 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
 
   # Train state, restored when the run was interrupted.
   tx, lr_schedule = optim.create(config.optimizer, config.steps)
-  state = steps.create_state(model, tx, jax.random.key(config.seed), example)
+  teacher = teacher_vars = None
+  terms, aux_params, aux_state = (), {}, {}
+  t = config.distill.teacher
+  if t.workdir:
+    teacher = build_model(t.model, t.kwargs, spec.num_classes, config.dtype)
+    terms = distill_terms(config)
+    check_terms(terms, model, teacher, example)
+    aux_params, aux_state = init_adapters(
+        terms, model, teacher, example, jax.random.key(config.seed + 1),
+        data.num_examples(d.name, 'train', d.data_dir or None, d.download))
+  elif len(config.distill.terms):
+    raise ValueError('config.distill.terms is set but no teacher is: set '
+                     'config.distill.teacher.workdir (and .model)')
+  state = steps.create_state(model, tx, jax.random.key(config.seed), example,
+                             aux_params, aux_state)
   mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'),
                             config.keep_checkpoints)
   restored = checkpoint.restore_latest(mngr, jax.eval_shape(lambda: state))
@@ -143,24 +178,16 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   start_step = int(state.step)
 
   # Teacher: frozen variables, passed to the step as data.
-  teacher = teacher_vars = None
-  t = config.distill.teacher
-  if t.workdir:
-    teacher = build_model(t.model, t.kwargs, spec.num_classes, config.dtype)
+  if teacher is not None:
     teacher_vars = checkpoint.load_variables(
         t.workdir, jax.eval_shape(
             lambda: teacher.init(jax.random.key(0), example, train=False)))
-    terms = distill_terms(config)
-    check_terms(terms, model, teacher, example)
     train_step = parallel.wrap(steps.make_distill_step(
         model, teacher, tx, terms, config.distill.ce_weight,
-        config.label_smoothing), num_replicated=2)
+        config.label_smoothing, config.seed), num_replicated=2)
     replicated_teacher = parallel.replicate(teacher_vars)
     extra = (replicated_teacher,)
   else:
-    if len(config.distill.terms):
-      raise ValueError('config.distill.terms is set but no teacher is: set '
-                       'config.distill.teacher.workdir (and .model)')
     train_step = parallel.wrap(
         steps.make_supervised_step(model, tx, config.label_smoothing),
         num_replicated=1)

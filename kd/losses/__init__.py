@@ -4,11 +4,16 @@ All return float32 scalars averaged over the batch and are differentiable in
 their student arguments.
 """
 from kd.losses.classification import cross_entropy
-from kd.losses.logits import kd
+from kd.losses.contrastive import crd
+from kd.losses.features import (attention_transfer, factor_transfer, hint,
+                                match_spatial, nst, vid)
+from kd.losses.logits import dist, dkd, kd, logit_mse
+from kd.losses.relations import (correlation_congruence, pkt, rkd,
+                                 similarity_preserving)
 
-__all__ = ['cross_entropy', 'kd']
-
-LOSSES = {'kd': kd}
+LOSSES = {f.__name__: f for f in (
+    kd, dkd, dist, logit_mse, hint, attention_transfer, similarity_preserving,
+    rkd, pkt, correlation_congruence, nst, factor_transfer, vid, crd)}
 
 
 def get(name: str):

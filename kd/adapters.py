@@ -1,0 +1,162 @@
+"""Learnable parts of distillation methods, trained with the student.
+
+An adapter sits between a term's student/teacher outputs and its loss:
+`apply(params, state, s, t, batch, rng) -> (loss_args, loss_kwargs, state)`.
+Parameters join the student's in the optimizer; state (e.g. CRD's memory
+bank) is carried in the train state and kept identical on every device.
+"""
+import dataclasses
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from kd.parallel import AXIS
+
+
+def _l2n(x, eps=1e-12):
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class Regressor(nn.Module):
+  """FitNets regressor: a linear map of the student's feature to the
+  teacher's width (1x1 convolution for maps, dense for vectors)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    if x.ndim > 2:
+      kernel = (1,) * (x.ndim - 2)
+      return nn.Conv(self.features, kernel, use_bias=False)(x)
+    return nn.Dense(self.features)(x)
+
+
+class VIDRegressor(nn.Module):
+  """VID (Ahn et al. 2019): mean from three 1x1 convolutions of the student
+  map, and a per-channel variance parameter (softplus(log_scale) + eps),
+  initialised so the variance starts at 5 as in the reference code."""
+  features: int
+  hidden: int
+  init_var: float = 5.0
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = (1,) * (x.ndim - 2)
+    h = nn.relu(nn.Conv(self.hidden, kernel, use_bias=False)(x))
+    h = nn.relu(nn.Conv(self.hidden, kernel, use_bias=False)(h))
+    mu = nn.Conv(self.features, kernel, use_bias=False)(h)
+    inv_softplus = math.log(math.expm1(self.init_var - 1e-5))
+    log_scale = self.param('log_scale', nn.initializers.constant(inv_softplus),
+                           (self.features,))
+    return mu, log_scale
+
+
+class Embed(nn.Module):
+  """Linear embedding to `dim`, L2-normalised (CRD heads)."""
+  dim: int
+
+  @nn.compact
+  def __call__(self, x):
+    return _l2n(nn.Dense(self.dim)(x.reshape(x.shape[0], -1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapter:
+  init: Callable[..., tuple[Any, Any]]  # (rng, s, t, num_examples) -> p, st
+  apply: Callable[..., tuple[tuple, dict, Any]]
+
+
+def _stateless(module_fn, call):
+  def init(rng, s, t, num_examples):
+    del num_examples
+    return module_fn(s, t).init(rng, s), {}
+
+  def apply(params, state, s, t, batch, rng):
+    del batch, rng
+    args, kwargs = call(module_fn(s, t).apply(params, s), t)
+    return args, kwargs, state
+
+  return Adapter(init, apply)
+
+
+def regressor() -> Adapter:
+  return _stateless(lambda s, t: Regressor(t.shape[-1]),
+                    lambda out, t: ((out, t), {}))
+
+
+def vid(hidden: int = 0) -> Adapter:
+  return _stateless(
+      lambda s, t: VIDRegressor(t.shape[-1], hidden or 2 * t.shape[-1]),
+      lambda out, t: ((out[0], t), {'log_scale': out[1]}))
+
+
+class _CRDHeads(nn.Module):
+  dim: int
+
+  @nn.compact
+  def __call__(self, s, t):
+    return Embed(self.dim, name='student')(s), Embed(self.dim, name='teacher')(t)
+
+
+def crd(feat_dim: int = 128, num_negatives: int = 16384,
+        temperature: float = 0.07, momentum: float = 0.5) -> Adapter:
+  """CRD (Tian et al., ICLR 2020): embedding heads for both models and a
+  momentum memory bank of every training example's embeddings.
+
+  For each example the positive is its own bank entry and `num_negatives`
+  entries drawn uniformly; scores exp(v . m / T) / Z, Z fixed from the first
+  batch (mean score * N). The banks update as
+  m_i <- normalize(momentum * m_i + (1 - momentum) * v_i) from the whole
+  global batch (gathered over devices), so every replica stays identical.
+  Loss inputs: (student scores vs teacher bank, teacher scores vs student
+  bank), each [batch, 1 + K], for `kd.losses.crd`.
+  """
+  heads = _CRDHeads(feat_dim)
+
+  def init(rng, s, t, num_examples):
+    k1, k2, k3 = jax.random.split(rng, 3)
+    stdv = 1.0 / math.sqrt(feat_dim / 3)
+    bank = lambda k: jax.random.uniform(k, (num_examples, feat_dim),
+                                        minval=-stdv, maxval=stdv)
+    state = {'memory_student': bank(k2), 'memory_teacher': bank(k3),
+             'z_student': -jnp.ones(()), 'z_teacher': -jnp.ones(())}
+    return heads.init(k1, s, t), state
+
+  def apply(params, state, s, t, batch, rng):
+    v_s, v_t = heads.apply(params, s, t)
+    idx = batch['index']
+    n = state['memory_student'].shape[0]
+    neg = jax.random.randint(rng, (idx.shape[0], num_negatives), 0, n)
+    contrast = jnp.concatenate([idx[:, None], neg], axis=1)
+    mem_s = jax.lax.stop_gradient(state['memory_student'])
+    mem_t = jax.lax.stop_gradient(state['memory_teacher'])
+    out_s = jnp.exp(jnp.einsum('bkd,bd->bk', mem_t[contrast], v_s) / temperature)
+    out_t = jnp.exp(jnp.einsum('bkd,bd->bk', mem_s[contrast], v_t) / temperature)
+    z_s = jnp.where(state['z_student'] < 0, jax.lax.pmean(
+        jnp.mean(jax.lax.stop_gradient(out_s)), AXIS) * n, state['z_student'])
+    z_t = jnp.where(state['z_teacher'] < 0, jax.lax.pmean(
+        jnp.mean(jax.lax.stop_gradient(out_t)), AXIS) * n, state['z_teacher'])
+    # Bank update from the global batch, identical on every device.
+    all_idx = jax.lax.all_gather(idx, AXIS, tiled=True)
+    all_s = jax.lax.all_gather(jax.lax.stop_gradient(v_s), AXIS, tiled=True)
+    all_t = jax.lax.all_gather(jax.lax.stop_gradient(v_t), AXIS, tiled=True)
+    update = lambda mem, v: mem.at[all_idx].set(
+        _l2n(momentum * mem[all_idx] + (1 - momentum) * v))
+    new_state = {'memory_student': update(mem_s, all_s),
+                 'memory_teacher': update(mem_t, all_t),
+                 'z_student': z_s, 'z_teacher': z_t}
+    return (out_s / z_s, out_t / z_t), {'num_examples': n}, new_state
+
+  return Adapter(init, apply)
+
+
+ADAPTERS = {'regressor': regressor, 'vid': vid, 'crd': crd}
+
+
+def get(name: str, **kwargs) -> Adapter:
+  if name not in ADAPTERS:
+    raise ValueError(f'unknown adapter {name!r}; valid adapters: '
+                     f'{", ".join(sorted(ADAPTERS))}')
+  return ADAPTERS[name](**kwargs)
