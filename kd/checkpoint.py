@@ -73,6 +73,14 @@ def check_same_structure(expected, found, what: str) -> None:
         '\n  '.join(shown))
 
 
+def latest_step(run_dir: str) -> int | None:
+  mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(run_dir,
+                                                            'checkpoints')))
+  step = mngr.latest_step()
+  mngr.close()
+  return step
+
+
 def load_variables(run_dir: str, abstract_variables, what: str = 'teacher'):
   """Loads `{'params', ...model_state}` from the latest checkpoint of a run.
 

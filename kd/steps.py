@@ -40,6 +40,18 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, rng,
                     aux_params=aux_params, aux_state=aux_state or {})
 
 
+def resolve(outputs_: Mapping[str, Any], key: str) -> str:
+  """A feature name; 'stage-k' counts stages from the last ('stage-1' is a
+  model's last stage), so one config fits models of different depths."""
+  if key.startswith('stage-'):
+    stages = sorted((k for k in outputs_ if k[5:].isdigit()
+                     and k.startswith('stage')), key=lambda k: int(k[5:]))
+    k = int(key[6:])
+    if 1 <= k <= len(stages):
+      return stages[-k]
+  return key
+
+
 @dataclasses.dataclass(frozen=True)
 class Term:
   """One weighted distillation loss pairing a student and a teacher output.
@@ -65,7 +77,8 @@ class Term:
                aux_state=None, rng=None):
     """Returns (loss value, the adapter's new state)."""
     fn = losses.get(self.loss)
-    s, t = student_out[self.student], teacher_out[self.teacher]
+    s = student_out[resolve(student_out, self.student)]
+    t = teacher_out[resolve(teacher_out, self.teacher)]
     extra = dict(self.kwargs)
     new_state = aux_state
     adapter = self.make_adapter()

@@ -66,13 +66,14 @@ def check_terms(terms, student, teacher, example) -> None:
     term.make_adapter()
     for side, key, shapes in (('student', term.student, s_shapes),
                               ('teacher', term.teacher, t_shapes)):
-      if key not in shapes:
+      if steps.resolve(shapes, key) not in shapes:
         raise ValueError(
             f'distill term {term.name!r} ({term.loss}) asks for {side} '
             f'output {key!r}; the {side} has: {", ".join(sorted(shapes))}')
     if not term.adapter:  # An adapter reshapes the pair itself.
-      losses.check_inputs(term.loss, s_shapes[term.student].shape,
-                          t_shapes[term.teacher].shape)
+      losses.check_inputs(
+          term.loss, s_shapes[steps.resolve(s_shapes, term.student)].shape,
+          t_shapes[steps.resolve(t_shapes, term.teacher)].shape)
 
 
 def init_adapters(terms, student, teacher, example, rng, num_examples):
@@ -85,8 +86,9 @@ def init_adapters(terms, student, teacher, example, rng, num_examples):
     if adapter is not None:
       zeros = lambda a: jnp.zeros((2, *a.shape[1:]), a.dtype)
       params[term.name], state[term.name] = adapter.init(
-          jax.random.fold_in(rng, i), zeros(s_out[term.student]),
-          zeros(t_out[term.teacher]), num_examples)
+          jax.random.fold_in(rng, i),
+          zeros(s_out[steps.resolve(s_out, term.student)]),
+          zeros(t_out[steps.resolve(t_out, term.teacher)]), num_examples)
   return params, state
 
 
@@ -269,41 +271,27 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
       summary['teacher_latency_ms'] = evaluate.model_latency_ms(
           teacher, teacher_vars, spec.input_shape)
   if config.export.formats and jax.process_index() == 0:
-    summary.update(export_student(config, workdir, model, variables, spec,
-                                  data_kw))
+    summary.update(export_student(config, workdir, model, variables))
   logger.summary(summary)
   logger.close()
   _write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 
-def export_student(config, workdir, model, variables, spec, data_kw) -> dict:
-  """Writes `student_<format>.tflite` files and their test-set figures."""
-  from kd.export import tflite  # pylint: disable=import-outside-toplevel
-  x_train, _ = data.load_split(config.data.name, 'train', **data_kw)
-  x_test, y_test = data.load_split(config.data.name, 'test', **data_kw)
-  predict = lambda x: model.apply(variables, x, train=False)[0]
-  jax_logits = np.asarray(jax.jit(predict)(x_test))
-  rng = np.random.default_rng(config.seed)
-  rep = x_train[rng.permutation(len(x_train))[
-      :config.export.representative_examples]]
+def export_student(config, workdir, model, variables) -> dict:
+  """Writes `student_<format>.tflite` (+ .json) files; returns their figures
+  as summary entries `tflite_<format>_<figure>`."""
+  from kd.export import student  # pylint: disable=import-outside-toplevel
   out = {}
   for fmt in config.export.formats:
-    quantize = 'none' if fmt == 'float32' else fmt
-    blob = tflite.convert(predict, spec.input_shape, quantize=quantize,
-                          representative_data=rep)
-    path = os.path.join(workdir, f'student_{fmt}.tflite')
-    with open(path, 'wb') as f:
-      f.write(blob)
-    result = tflite.evaluate(blob, x_test, y_test)
-    out[f'tflite_{fmt}_accuracy'] = float(result['accuracy'])
-    out[f'tflite_{fmt}_bytes'] = float(len(blob))
-    out[f'tflite_{fmt}_max_abs_logit_diff'] = float(
-        np.max(np.abs(result['logits'] - jax_logits)))
-    out[f'tflite_{fmt}_agreement_with_jax'] = float(np.mean(
-        result['logits'].argmax(-1) == jax_logits.argmax(-1)))
-    if config.evaluate.latency:
-      model_fn = tflite.TFLiteModel(blob)
-      out[f'tflite_{fmt}_latency_ms'] = evaluate.latency_ms(
-          model_fn.predict, x_test[:1])
+    side = student.export(
+        config, model, variables, os.path.join(workdir, f'student_{fmt}.tflite'),
+        quantize='none' if fmt == 'float32' else fmt, step=config.steps,
+        latency=config.evaluate.latency)
+    out.update({f'tflite_{fmt}_accuracy': side['tflite_accuracy'],
+                f'tflite_{fmt}_bytes': float(side['bytes']),
+                f'tflite_{fmt}_max_abs_logit_diff': side['max_abs_diff_vs_jax'],
+                f'tflite_{fmt}_agreement_with_jax': side['agreement_with_jax']})
+    if 'latency_ms' in side:
+      out[f'tflite_{fmt}_latency_ms'] = side['latency_ms']['tflite_batch1']
   return out

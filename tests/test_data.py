@@ -6,6 +6,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from kd import data
+from tests.mock_tfds import metadata_dir
 
 _MOCK_EXAMPLES = 16
 _MOCK_SPLITS = {'mnist': ('train', 'test'), 'cifar10': ('train', 'test'),
@@ -26,20 +27,10 @@ def digits(data_dir):
 
 @pytest.fixture(scope='module')
 def mock_dir(tmp_path_factory):
-  """A TFDS dir where the real loaders look prepared: their metadata only.
-
-  `tfds.testing.mock_data` replaces the records but not the metadata that the
-  pipeline reads (is_prepared, split sizes); without it they are unknown.
-  """
-  root = str(tmp_path_factory.mktemp('mock_tfds'))
-  for name, splits in _MOCK_SPLITS.items():
-    b = tfds.builder(name, data_dir=root)
-    b.info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(name=s, shard_lengths=[_MOCK_EXAMPLES],
-                            num_bytes=0) for s in splits]))
-    os.makedirs(b.data_dir)
-    b.info.write_to_directory(b.data_dir)
-  return root
+  """`tfds.testing.mock_data` replaces the records but not the metadata that
+  the pipeline reads (is_prepared, split sizes): provide that."""
+  return metadata_dir(str(tmp_path_factory.mktemp('mock_tfds')), _MOCK_SPLITS,
+                      _MOCK_EXAMPLES)
 
 
 def test_offline_builders_prepare_tfrecords_in_the_data_dir(data_dir):

@@ -1,0 +1,105 @@
+"""Export a trained student to a `.tflite` file plus a JSON sidecar, with its
+accuracy, parity with JAX, size and batch-1 latency measured on the way."""
+import json
+import os
+
+import jax
+import ml_collections as mc
+import numpy as np
+
+from kd import checkpoint
+from kd import data
+from kd import evaluate
+from kd.export import tflite
+
+
+def load_run(workdir: str):
+  """(config, model, variables, step) of a finished or running run."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: --workdir must be a run (or '
+                            'pipeline stage) directory written by kd.main')
+  with open(path) as f:
+    config = mc.ConfigDict(json.load(f))
+  spec = data.spec(config.data.name, config.data.image_size or None)
+  from kd import train  # pylint: disable=import-outside-toplevel
+  model = train.build_model(config.model.name, config.model.kwargs,
+                            spec.num_classes, 'float32')
+  example = jax.numpy.zeros((1, *spec.input_shape))
+  abstract = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), example, train=False))
+  variables = checkpoint.load_variables(workdir, abstract, what='student')
+  return config, model, variables, checkpoint.latest_step(workdir)
+
+
+def _class_names(config) -> list[str] | None:
+  d = config.data
+  try:
+    b = data.builder(d.name, d.data_dir or None, d.download)
+    return list(b.info.features['label'].names)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def export(config, model, variables, out_path: str, *, quantize: str = 'none',
+           batch_size: int | None = 1, softmax: bool = False,
+           step: int | None = None, latency: bool = True) -> dict:
+  """Writes `out_path` (.tflite) and `out_path + '.json'`; returns the sidecar.
+
+  int8 calibrates on `config.export.representative_examples` training
+  examples and has int8 input and output tensors.
+  """
+  d = config.data
+  kw = dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
+            download=d.download)
+  spec = data.spec(d.name, kw['image_size'])
+  x_train, _ = data.load_split(d.name, 'train', **kw)
+  x_test, y_test = data.load_split(d.name, 'test', **kw)
+  rng = np.random.default_rng(config.seed)
+  rep = x_train[rng.permutation(len(x_train))[
+      :config.export.representative_examples]]
+
+  def predict(x):
+    logits = model.apply(variables, x, train=False)[0]
+    return jax.nn.softmax(logits) if softmax else logits
+
+  blob = tflite.convert(predict, spec.input_shape, quantize=quantize,
+                        representative_data=rep, batch_size=batch_size)
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  with open(out_path, 'wb') as f:
+    f.write(blob)
+  runner = tflite.TFLiteModel(blob)
+  lite = runner.predict(x_test)
+  ref = np.asarray(jax.jit(predict)(x_test))
+  jax_acc = float(np.mean(ref.argmax(-1) == y_test))
+  lite_acc = float(np.mean(lite.argmax(-1) == y_test))
+  sidecar = {
+      'file': os.path.basename(out_path), 'bytes': len(blob),
+      'quantize': quantize,
+      'input': {'shape': [batch_size or -1, *spec.input_shape],
+                'dtype': runner.quantization['input_dtype'],
+                'normalization': {'mean': list(spec.mean),
+                                  'std': list(spec.std),
+                                  'note': 'x = (pixels / 255 - mean) / std'}},
+      'output': {'dtype': runner.quantization['output_dtype'],
+                 'kind': 'probabilities' if softmax else 'logits'},
+      'quantization': runner.quantization,
+      'class_names': _class_names(config),
+      'checkpoint_step': step,
+      'test_examples': int(len(y_test)),
+      'jax_accuracy': jax_acc, 'tflite_accuracy': lite_acc,
+      'agreement_with_jax': float(np.mean(lite.argmax(-1) == ref.argmax(-1))),
+      'max_abs_diff_vs_jax': float(np.max(np.abs(lite - ref))),
+  }
+  if quantize == 'int8' and jax_acc - lite_acc > 0.01:
+    sidecar['warning'] = (f'int8 loses {100 * (jax_acc - lite_acc):.1f} '
+                          'accuracy points (> 1): try quantization-aware '
+                          'distillation or more representative examples')
+  if latency:
+    sidecar['latency_ms'] = {
+        'tflite_batch1': evaluate.latency_ms(runner.predict, x_test[:1]),
+        'jax_batch1': evaluate.model_latency_ms(model, variables,
+                                                spec.input_shape)}
+  with open(out_path + '.json', 'w') as f:
+    json.dump(sidecar, f, indent=2)
+  return sidecar

@@ -1,0 +1,76 @@
+"""`python -m kd.export` on a trained run: files, sidecar, parity."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kd import config as kd_config, train
+from kd.export import student, tflite
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  c = kd_config.run_config()
+  c.data.name, c.data.augment = 'kd_digits', False
+  c.model.name, c.model.kwargs.hidden = 'mlp', (16,)
+  c.steps, c.checkpoint_every, c.log_every = 150, 150, 50
+  c.optimizer.lr = 3e-3
+  c.wandb.mode, c.evaluate.latency = 'disabled', False
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(c, workdir)
+  return workdir
+
+
+def test_load_run_restores_the_trained_student(run_dir):
+  config, model, variables, step = student.load_run(run_dir)
+  assert step == 150 and config.model.name == 'mlp'
+  assert variables['params']['dense0']['kernel'].shape == (64, 16)
+
+
+@pytest.mark.parametrize('quantize', ['none', 'int8'])
+def test_export_writes_file_and_sidecar(run_dir, tmp_path, quantize):
+  config, model, variables, step = student.load_run(run_dir)
+  out = str(tmp_path / f'm_{quantize}.tflite')
+  side = student.export(config, model, variables, out, quantize=quantize,
+                        step=step, latency=True)
+  on_disk = json.load(open(out + '.json'))
+  assert on_disk == side and side['bytes'] == os.path.getsize(out)
+  assert side['checkpoint_step'] == 150 and side['test_examples'] == 360
+  assert side['class_names'] == [str(i) for i in range(10)]
+  assert side['input']['shape'] == [1, 8, 8, 1]
+  summary = json.load(open(os.path.join(run_dir, 'summary.json')))
+  assert side['jax_accuracy'] == pytest.approx(summary['test_accuracy'])
+  assert side['latency_ms']['tflite_batch1'] > 0
+  if quantize == 'none':
+    assert side['max_abs_diff_vs_jax'] < 1e-4
+    assert side['tflite_accuracy'] == side['jax_accuracy']
+    assert side['quantization']['input_dtype'] == 'float32'
+  else:
+    assert side['quantization']['input_dtype'] == 'int8'
+    assert side['quantization']['input_scale'] > 0
+    assert side['jax_accuracy'] - side['tflite_accuracy'] <= 0.01
+    assert 'warning' not in side
+
+
+def test_command_line_dynamic_batch_fp16(run_dir, tmp_path):
+  out = tmp_path / 'dyn.tflite'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'kd.export', f'--workdir={run_dir}',
+       '--quantize=fp16', '--batch=dynamic', f'--out={out}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=ROOT))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  side = json.load(open(str(out) + '.json'))
+  assert side['input']['shape'][0] == -1 and side['quantize'] == 'fp16'
+  m = tflite.TFLiteModel(out.read_bytes())
+  assert m.predict(np.zeros((3, 8, 8, 1), np.float32)).shape == (3, 10)
+
+
+def test_not_a_run_directory_is_explained(tmp_path):
+  with pytest.raises(FileNotFoundError, match='must be a run'):
+    student.load_run(str(tmp_path))
