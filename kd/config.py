@@ -9,12 +9,13 @@ def run_config() -> mc.ConfigDict:
   c.seed = 0
   c.data = mc.ConfigDict(dict(
       name='kd_digits', data_dir='', download=False, augment=True,
-      image_size=0, shuffle_buffer=10_000,
+      image_size=0, shuffle_buffer=10_000, eval_split='test',
       process_split='shard'))  # Or 'slice': see kd.data.train_batches.
   c.model = mc.ConfigDict(dict(name='mlp', kwargs=mc.ConfigDict()))
   c.dtype = 'float32'
   c.batch_size = 64  # Global, split over all devices.
   c.eval_batch_size = 256
+  c.eval_every = 0  # Steps between test evaluations; 0: only at the end.
   c.steps = 1000
   c.optimizer = mc.ConfigDict(dict(
       name='adam', lr=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0,

@@ -42,7 +42,7 @@ def plot(workdir: str, stages: list[str], summary: dict) -> str:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
   for s in stages:
-    rows = read_metrics(os.path.join(workdir, s))
+    rows = [r for r in read_metrics(os.path.join(workdir, s)) if 'loss' in r]
     if rows:
       ax_loss.plot([r['step'] for r in rows], [r['loss'] for r in rows], label=s)
       if 'ce' in rows[0] and rows[0]['ce'] != rows[0]['loss']:

@@ -20,7 +20,7 @@ from kd import losses
 from kd import models
 from kd import optim
 from kd import steps
-from kd.logger import MetricLogger, Progress
+from kd.logger import MetricLogger, Progress, read_metrics
 from kd.parallel import DataParallel
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -97,6 +97,10 @@ def _write_json(path: str, obj) -> None:
     with open(path + '.tmp', 'w') as f:
       json.dump(obj, f, indent=2, sort_keys=True)
     os.replace(path + '.tmp', path)
+
+
+def _test_row(stats: dict) -> dict:
+  return {k: stats[k] for k in ('test_accuracy', 'test_loss')}
 
 
 def _finished_summary(workdir: str, total_steps: int) -> dict | None:
@@ -195,6 +199,16 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
         num_replicated=1)
     extra = ()
 
+  # Test-split evaluation: every `eval_every` steps and at the end.
+  eval_fn = parallel.wrap(steps.make_eval_step(model, teacher), 1 + len(extra),
+                          donate_first=False)
+
+  def test(p_state) -> dict:
+    variables = {'params': p_state.params, **p_state.model_state}
+    batches = data.eval_batches(d.name, batch_size=config.eval_batch_size,
+                                split=d.eval_split, **data_kw)
+    return evaluate.run_eval(eval_fn, parallel, (variables, *extra), batches)
+
   # The loop.
   logger = MetricLogger(workdir, config)
   logger.drop_after(start_step)
@@ -231,6 +245,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
           logger.write(step, {**means, 'learning_rate': lr_schedule(step - 1),
                               'examples_per_sec': rate})
           progress.line(step, means, rate)
+        if config.eval_every and step % config.eval_every == 0 and not is_last:
+          logger.write(step, _test_row(test(p_state)))
         if save_now:
           checkpoint.save(mngr, step, parallel.unreplicate(p_state))
           last_saved = step
@@ -247,20 +263,15 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   train_seconds = time.perf_counter() - t_start
 
   # Evaluation.
+  stats = test(p_state)
+  logger.write(config.steps, _test_row(stats))
+  tested = [r for r in read_metrics(workdir) if 'test_accuracy' in r]
+  best = max(tested, key=lambda r: r['test_accuracy'], default=None)
+  if best is not None:
+    stats.update(best_test_accuracy=best['test_accuracy'],
+                 best_test_step=float(best['step']))
   state = parallel.unreplicate(p_state)
   variables = {'params': state.params, **state.model_state}
-  eval_batches = data.eval_batches(d.name, batch_size=config.eval_batch_size,
-                                   split='test', **data_kw)
-  if teacher is None:
-    eval_fn = parallel.wrap(steps.make_eval_step(model), 1, donate_first=False)
-    stats = evaluate.run_eval(eval_fn, parallel, (parallel.replicate(variables),),
-                              eval_batches)
-  else:
-    eval_fn = parallel.wrap(steps.make_eval_step(model, teacher), 2,
-                            donate_first=False)
-    stats = evaluate.run_eval(
-        eval_fn, parallel, (parallel.replicate(variables), replicated_teacher),
-        eval_batches)
   summary = {'steps': config.steps,
              'params': float(evaluate.count_params(state.params)),
              'train_seconds': train_seconds, **stats}

@@ -73,8 +73,11 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path,
   assert summary['steps'] == 40
   jax.tree.map(np.testing.assert_array_equal, _params(full), _params(resumed))
   rows = [json.loads(l) for l in open(os.path.join(resumed, 'metrics.jsonl'))]
-  assert [r['step'] for r in rows] == [10, 20, 30, 40]
-  assert {'loss', 'ce', 'learning_rate', 'examples_per_sec'} <= rows[-1].keys()
+  train_rows = [r for r in rows if 'loss' in r]
+  assert [r['step'] for r in train_rows] == [10, 20, 30, 40]
+  assert {'loss', 'ce', 'learning_rate', 'examples_per_sec'} <= train_rows[-1].keys()
+  assert rows[-1]['step'] == 40 and rows[-1]['test_accuracy'] == summary[
+      'test_accuracy'] == summary['best_test_accuracy']
 
 
 def test_finished_run_is_not_trained_again(tmp_path, capsys):
@@ -96,7 +99,7 @@ def test_distilled_student_reports_teacher_statistics(tmp_path, teacher_dir):
   assert summary['params'] == 64 * 16 + 16 + 16 * 10 + 10
   assert 0.3 < summary['test_accuracy'] <= 1.0
   rows = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
-  assert 'kd' in rows[-1] and 'ce' in rows[-1]
+  assert 'kd' in rows[-2] and 'ce' in rows[-2]
 
 
 def test_teacher_architecture_mismatch_names_the_parameters(tmp_path,
@@ -172,3 +175,14 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert {'config.json', 'metrics.jsonl', 'summary.json', 'checkpoints'} <= set(
         os.listdir(tmp_path / stage))
   assert os.path.exists(tmp_path / 'student_kd' / 'student_int8.tflite')
+
+
+def test_periodic_evaluation_records_best_and_last(tmp_path):
+  summary = train.train_and_evaluate(_run_config(eval_every=10), str(tmp_path))
+  rows = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  tested = [r for r in rows if 'test_accuracy' in r]
+  assert [r['step'] for r in tested] == [10, 20, 30, 40]
+  best = max(tested, key=lambda r: r['test_accuracy'])
+  assert summary['best_test_accuracy'] == best['test_accuracy']
+  assert summary['best_test_step'] == best['step']
+  assert summary['test_accuracy'] == tested[-1]['test_accuracy']

@@ -5,14 +5,17 @@ Every model is a `flax.linen.Module` whose `__call__(x, train: bool)` returns
 (NHWC for 2-D maps, NWC for 1-D maps) that always includes `'embedding'`, the
 pre-logit vector.
 """
+import functools
 from typing import Callable
 
 import flax.linen as nn
 
-from kd.models import mlp, cnn
+from kd.models import cnn, gru, mlp
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'mlp': mlp.MLP,
+    'logreg': functools.partial(mlp.MLP, hidden=()),
+    'gru': gru.GRU,
     'cnn': cnn.CNN,
     'cnn1d': cnn.CNN1D,
 }
