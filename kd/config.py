@@ -57,4 +57,5 @@ def pipeline_config(**stages: mc.ConfigDict) -> mc.ConfigDict:
   c = mc.ConfigDict()
   c.stage_order = tuple(stages)
   c.stages = mc.ConfigDict(stages)
+  c.stage_dirs = mc.ConfigDict()  # Stage -> directory, instead of WORKDIR/stage.
   return c

@@ -22,7 +22,23 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (ml_collections get_config).',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
+_GROUP = flags.DEFINE_string('wandb_group', None,
+                             'W&B group of every stage (sweeps set it).')
+_TAGS = flags.DEFINE_list('wandb_tags', None, 'W&B tags of every stage.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _runs(config) -> list:
+  return list(config.stages.values()) if 'stages' in config else [config]
+
+
+def apply_wandb_flags(config, group: str | None, tags: list | None) -> None:
+  for run in _runs(config):
+    with run.unlocked():
+      if group:
+        run.wandb.group = group
+      if tags:
+        run.wandb.tags = tuple(run.wandb.tags) + tuple(tags)
 
 
 def run_pipeline(config, workdir: str) -> dict:
@@ -32,13 +48,15 @@ def run_pipeline(config, workdir: str) -> dict:
     raise ValueError(f'stages {sorted(unknown)} are not in stage_order')
   t0 = time.perf_counter()
   summary = {}
+  dirs = {name: config.get('stage_dirs', {}).get(name) or
+          os.path.join(workdir, name) for name in config.stages}
   for name in config.stage_order:
     stage = config.stages[name]
     teacher = stage.distill.teacher
     if teacher.workdir in config.stages:
       with stage.unlocked():
-        teacher.workdir = os.path.join(workdir, teacher.workdir)
-    result = train.train_and_evaluate(stage, os.path.join(workdir, name), name)
+        teacher.workdir = dirs[teacher.workdir]
+    result = train.train_and_evaluate(stage, dirs[name], name)
     summary.update({f'{name}/{k}': v for k, v in result.items()})
   summary['wall_seconds'] = time.perf_counter() - t0
   if jax.process_index() == 0:
@@ -52,6 +70,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO.
   distributed.initialize()
   config, workdir = _CONFIG.value, _WORKDIR.value
+  apply_wandb_flags(config, _GROUP.value, _TAGS.value)
   os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
   if 'stages' in config:
