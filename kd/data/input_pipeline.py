@@ -195,7 +195,7 @@ def _resize_central_crop(x, size):
 
 
 def _preprocess(b, s: DatasetSpec, augment: bool, seed: int,
-                id_offset: int = 0):
+                id_offset: int = 0, decoded: bool = False):
   """Maps (example counter, encoded input, (label, id)) to a model-ready
   example; with `augment`, the counter and `seed` fix the example's random
   draws. `index` is the example's position in the whole split (memory banks
@@ -204,7 +204,7 @@ def _preprocess(b, s: DatasetSpec, augment: bool, seed: int,
 
   def fn(index, x, label_id):
     label, example_id = label_id
-    x = _decode(b, s, x)
+    x = x if decoded else _decode(b, s, x)
     op_seed = tf.stack([tf.constant(seed, tf.int64), index])
     if s.augment == 'inception_crop_flip':
       if augment:
@@ -258,8 +258,9 @@ def train_batches(name: str, *, batch_size: int, seed: int,
     index, count = 0, 1
   size = b.info.splits[split].num_examples
   records = _read(b, s, split)
-  if size <= _CACHE_LIMIT:
-    records = records.cache()
+  small = size <= _CACHE_LIMIT
+  if small:  # Decoded once and kept in memory.
+    records = records.map(lambda x, y: (_decode(b, s, x), y)).cache()
   epoch, offset = divmod(start_step * batch_size * count, size)
   ds = tf.data.Dataset.range(epoch, np.iinfo(np.int64).max).flat_map(
       lambda e: records.shuffle(shuffle_buffer, seed=_epoch_seed(seed, e)))
@@ -269,11 +270,22 @@ def train_batches(name: str, *, batch_size: int, seed: int,
     ds = ds.batch(batch_size * count, drop_remainder=True).map(
         lambda *batch: tf.nest.map_structure(lambda t: t[mine], batch)
     ).unbatch()
-  fn = _preprocess(b, s, augment, seed, id_offset)
-  ds = ds.map(lambda i, xy: fn(i, *xy), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return iter(tfds.as_numpy(ds))
+  if small and s.augment != 'inception_crop_flip' and not (
+      augment and s.augment != 'none'):
+    # Nothing per example left to do: normalise whole batches at once.
+    def whole_batch(i, xy):
+      del i
+      x, (label, example_id) = xy
+      return {'image': tf.ensure_shape(_normalise(s, x),
+                                       (batch_size, *s.input_shape)),
+              'label': tf.cast(label, tf.int32),
+              'index': tf.cast(example_id + id_offset, tf.int32)}
+    ds = ds.batch(batch_size, drop_remainder=True).map(whole_batch)
+  else:
+    fn = _preprocess(b, s, augment, seed, id_offset, decoded=small)
+    ds = ds.map(lambda i, xy: fn(i, *xy), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True).batch(batch_size, drop_remainder=True)
+  return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
 
 def _eval_dataset(name, split, data_dir, process_index, process_count,

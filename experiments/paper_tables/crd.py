@@ -1,0 +1,21 @@
+"""CIFAR-100 top-1 of the CRD benchmark (Tian et al., ICLR 2020, Tables 1-2;
+last epoch of 240) and DKD (Zhao et al., CVPR 2022; mean of 5 runs of the
+best epoch)."""
+SOURCE = ('Tian et al., "Contrastive Representation Distillation", ICLR 2020 '
+          '(teacher / scratch / KD / CRD); Zhao et al., "Decoupled Knowledge '
+          'Distillation", CVPR 2022 (DKD, best epoch)')
+KEYS = ('teacher', 'student', 'method')
+_PAIRS = {
+    ('wrn_40_2', 'wrn_16_2'): (75.61, 73.26, 74.92, 75.48, 76.23),
+    ('resnet56', 'resnet20'): (72.34, 69.06, 70.66, 71.16, 71.97),
+    ('resnet110', 'resnet32'): (74.31, 71.14, 73.08, 73.48, 74.11),
+    ('resnet32x4', 'resnet8x4'): (79.42, 72.50, 73.33, 75.51, 76.32),
+    ('vgg13', 'vgg8'): (74.64, 70.36, 72.98, 73.94, 74.68),
+}
+PUBLISHED = {}
+for (_t, _s), (_teacher, _scratch, _kd, _crd, _dkd) in _PAIRS.items():
+  PUBLISHED[(_t, _s, 'kd')] = _kd / 100
+  PUBLISHED[(_t, _s, 'crd')] = _crd / 100
+  PUBLISHED[(_t, _s, 'dkd')] = _dkd / 100
+  PUBLISHED[('None', _s, 'scratch')] = _scratch / 100
+  PUBLISHED[('None', _t, 'scratch')] = _teacher / 100
