@@ -1,0 +1,127 @@
+"""Sweep expansion and scripts, and paper tables from run folders."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kd import tables
+from launch import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = '''
+NAME = 'demo'
+CONFIG = 'configs/mnist1d/distill.py'
+ARGS = ['method=scratch,teacher_dir={root}/teacher', 'method=kd,temperature=4']
+GRID = {'config.stages.student.optimizer.lr': [0.01, 0.003]}
+SEEDS = [0, 1]
+TAGS = ['t1']
+'''
+
+
+@pytest.fixture
+def spec(tmp_path):
+  path = tmp_path / 'spec.py'
+  path.write_text(SPEC)
+  return sweep.load_spec(str(path))
+
+
+def test_expansion_names_every_run_after_its_overrides(spec, tmp_path):
+  runs = sweep.expand(spec, str(tmp_path))
+  assert len(runs) == 2 * 2 * 2
+  names = [r.name for r in runs]
+  assert len(set(names)) == 8
+  assert names[0] == 'method=scratch__stages.student.optimizer.lr=0.01__seed=0'
+  first = runs[0]
+  assert first.arg == (f'method=scratch,teacher_dir={tmp_path}/demo/teacher,'
+                       'seed=0')
+  cmd = first.command(spec.CONFIG)
+  assert cmd[:3] == ['python', '-m', 'kd.main']
+  assert f'--workdir={tmp_path}/demo/{first.name}' in cmd
+  assert '--wandb_group=demo' in cmd and '--wandb_tags=t1' in cmd
+  assert '--config.stages.student.optimizer.lr=0.01' in cmd
+
+
+def test_finished_runs_are_skipped(spec, tmp_path, capsys):
+  runs = sweep.expand(spec, str(tmp_path))
+  os.makedirs(runs[0].workdir)
+  open(os.path.join(runs[0].workdir, 'summary.json'), 'w').write('{}')
+  assert sweep.run_local(spec, runs, parallel=1, dry_run=True) == 0
+  out = capsys.readouterr().out
+  assert '8 runs, 1 finished, 7 to run' in out
+  assert runs[0].name not in out.split('to run', 1)[1]
+
+
+@pytest.mark.parametrize('mode,file,expected', [
+    ('slurm', 'sweep.slurm', ['#SBATCH --array=1-8', 'srun bash -c "$cmd"']),
+    ('tpu', 'sweep_tpu.sh', ['gcloud compute tpus tpu-vm ssh', '--worker=all']),
+    ('wandb', 'sweep.yaml', ['config.stages.student.optimizer.lr:',
+                             'values: ["0.01", "0.003"]', '${args}',
+                             'values: [0, 1]'])])
+def test_cluster_scripts(tmp_path, mode, file, expected):
+  (tmp_path / 'spec.py').write_text(SPEC)
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
+       f'--workdir={tmp_path / "runs"}', f'--mode={mode}'], cwd=ROOT,
+      capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  text = (tmp_path / 'runs' / 'demo' / file).read_text()
+  for snippet in expected:
+    assert snippet in text, (snippet, text)
+  described = json.load(open(tmp_path / 'runs' / 'demo' /
+                             'method=kd_temperature=4__stages.student.optimizer.lr=0.01__seed=1'
+                             / 'sweep.json'))
+  assert described['args'] == {'method': 'kd', 'temperature': '4', 'seed': '1'}
+  if mode == 'slurm':
+    commands = (tmp_path / 'runs' / 'demo' / 'commands.txt').read_text()
+    assert len(commands.splitlines()) == 8
+
+
+def _fake_run(root, name, model, seed, last, best, method='scratch'):
+  d = os.path.join(root, name)
+  os.makedirs(d)
+  terms = {} if method == 'scratch' else {'kd': {'loss': method}}
+  json.dump({'seed': seed, 'model': {'name': model},
+             'data': {'name': 'mnist1d'},
+             'distill': {'teacher': {'model': 'cnn1d' if terms else ''},
+                         'terms': terms}}, open(os.path.join(d, 'config.json'), 'w'))
+  json.dump({'test_accuracy': last, 'best_test_accuracy': best},
+            open(os.path.join(d, 'summary.json'), 'w'))
+
+
+def test_table_mean_std_seeds_and_paper_difference(tmp_path):
+  root = str(tmp_path)
+  for seed, (last, best) in enumerate([(0.70, 0.72), (0.74, 0.75), (0.72, 0.76)]):
+    _fake_run(root, f'mlp{seed}', 'mlp', seed, last, best)
+  _fake_run(root, 'cnn0', 'cnn1d', 0, 0.95, 0.96)
+  paper = tables.load_paper(os.path.join(ROOT, 'experiments/paper_tables/mnist1d.py'))
+  runs = [tables.describe(d) for d in tables.find_runs(root)]
+  rows = tables.table(runs, ['model'], paper)
+  cnn, mlp = rows
+  assert mlp['n'] == 3 and mlp['last'] == pytest.approx(0.72)
+  assert mlp['last_std'] == pytest.approx(0.02)
+  assert mlp['best'] == pytest.approx(0.7433333)
+  assert mlp['paper'] == 0.68 and mlp['diff'] == pytest.approx(0.04)
+  assert cnn['n'] == 1 and cnn['last_std'] == 0.0
+  text = tables.markdown(rows, ['model'], paper)
+  assert '| mlp | 3 | 72.00 ± 2.00 | 74.33 ± 2.08 | 68.00 | +4.00 |' in text
+
+
+def test_pipeline_runs_report_their_last_stage(tmp_path):
+  d = tmp_path / 'run'
+  d.mkdir()
+  stage = {'seed': 3, 'model': {'name': 'mlp'}, 'data': {'name': 'mnist1d'},
+           'distill': {'teacher': {'model': 'cnn1d'},
+                       'terms': {'kd': {'loss': 'kd'}}}}
+  json.dump({'stage_order': ['teacher', 'student'],
+             'stages': {'teacher': stage, 'student': stage}},
+            open(d / 'config.json', 'w'))
+  json.dump({'student/test_accuracy': 0.8, 'teacher/test_accuracy': 0.9},
+            open(d / 'summary.json', 'w'))
+  json.dump({'args': {'method': 'kd', 'temperature': '8'}},
+            open(d / 'sweep.json', 'w'))
+  (run,) = [tables.describe(x) for x in tables.find_runs(str(tmp_path))]
+  assert run['last'] == 0.8 and run['attrs']['temperature'] == '8'
+  assert run['attrs']['method'] == 'kd' and run['attrs']['teacher'] == 'cnn1d'
+  assert tables.describe(str(d), 'teacher')['last'] == 0.9
