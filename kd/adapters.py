@@ -13,11 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd.losses import norms
 from kd.parallel import AXIS
 
 
-def _l2n(x, eps=1e-12):
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 class Regressor(nn.Module):
@@ -59,7 +58,7 @@ class Embed(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return _l2n(nn.Dense(self.dim)(x.reshape(x.shape[0], -1)))
+    return norms.normalize(nn.Dense(self.dim)(x.reshape(x.shape[0], -1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +142,7 @@ def crd(feat_dim: int = 128, num_negatives: int = 16384,
     all_s = jax.lax.all_gather(jax.lax.stop_gradient(v_s), AXIS, tiled=True)
     all_t = jax.lax.all_gather(jax.lax.stop_gradient(v_t), AXIS, tiled=True)
     update = lambda mem, v: mem.at[all_idx].set(
-        _l2n(momentum * mem[all_idx] + (1 - momentum) * v))
+        norms.normalize(momentum * mem[all_idx] + (1 - momentum) * v))
     new_state = {'memory_student': update(mem_s, all_s),
                  'memory_teacher': update(mem_t, all_t),
                  'z_student': z_s, 'z_teacher': z_t}

@@ -6,6 +6,8 @@ the smaller (`match_spatial`).
 import jax
 import jax.numpy as jnp
 
+from kd.losses import norms
+
 
 def _f32(x):
   return jnp.asarray(x).astype(jnp.float32)
@@ -49,7 +51,7 @@ def hint(student_feat, teacher_feat):
 def _attention(f, p):
   """Channel-mean of f^p, flattened over positions, L2-normalised."""
   a = jnp.mean(f ** p, axis=-1).reshape(f.shape[0], -1)
-  return a / jnp.maximum(jnp.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+  return norms.normalize(a, 1)
 
 
 def attention_transfer(student_feat, teacher_feat, p: float = 2):
@@ -85,7 +87,7 @@ def nst(student_feat, teacher_feat):
 
   def channels(f):
     f = f.reshape(f.shape[0], -1, f.shape[-1]).transpose(0, 2, 1)
-    return f / jnp.maximum(jnp.linalg.norm(f, axis=2, keepdims=True), 1e-12)
+    return norms.normalize(f, 2)
 
   s, t = channels(s), channels(t)
   k = lambda a, b: jnp.einsum('nip,njp->nij', a, b) ** 2

@@ -2,6 +2,8 @@
 import jax
 import jax.numpy as jnp
 
+from kd.losses import norms
+
 
 def kd(student_logits, teacher_logits, temperature: float = 4.0):
   """Knowledge distillation (Hinton, Vinyals & Dean, 2015).
@@ -45,8 +47,7 @@ def dkd(student_logits, teacher_logits, labels, alpha: float = 1.0,
 def _pearson_rows(a, b, eps: float = 1e-8):
   a = a - jnp.mean(a, axis=1, keepdims=True)
   b = b - jnp.mean(b, axis=1, keepdims=True)
-  return jnp.sum(a * b, 1) / (
-      jnp.linalg.norm(a, axis=1) * jnp.linalg.norm(b, axis=1) + eps)
+  return jnp.sum(a * b, 1) / (norms.norm(a, 1) * norms.norm(b, 1) + eps)
 
 
 def dist(student_logits, teacher_logits, beta: float = 1.0,

@@ -2,6 +2,8 @@
 import jax
 import jax.numpy as jnp
 
+from kd.losses import norms
+
 
 def _flat(x, teacher=False):
   x = jnp.asarray(x).astype(jnp.float32)
@@ -10,7 +12,7 @@ def _flat(x, teacher=False):
 
 
 def _normalize_rows(x, eps=1e-12):
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+  return norms.normalize(x, -1, eps)
 
 
 def similarity_preserving(student_feat, teacher_feat):
@@ -35,7 +37,8 @@ def _normalized_distances(e):
   d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * e @ e.T, 1e-12)
   off = 1.0 - jnp.eye(e.shape[0])
   d = jnp.sqrt(d2) * off
-  return d / (jnp.sum(d) / jnp.sum(off))
+  # Collapsed embeddings (all distances 0) give 0, not NaN.
+  return d / jnp.maximum(jnp.sum(d) / jnp.sum(off), 1e-12)
 
 
 def _angles(e):
@@ -66,7 +69,7 @@ def pkt(student_emb, teacher_emb, eps: float = 1e-7):
   L = mean over all entries of p_t * log((p_t + eps) / (p_s + eps)).
   """
   def probabilities(x):
-    x = x / (jnp.linalg.norm(x, axis=1, keepdims=True) + eps)
+    x = x / (norms.norm(x, 1, keepdims=True) + eps)
     sim = (x @ x.T + 1.0) / 2.0
     return sim / jnp.sum(sim, axis=1, keepdims=True)
 
