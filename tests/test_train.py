@@ -186,3 +186,16 @@ def test_periodic_evaluation_records_best_and_last(tmp_path):
   assert summary['best_test_accuracy'] == best['test_accuracy']
   assert summary['best_test_step'] == best['step']
   assert summary['test_accuracy'] == tested[-1]['test_accuracy']
+
+
+def test_feature_shapes_the_loss_cannot_pair_fail_before_training(
+    tmp_path, teacher_dir):
+  c = _run_config()
+  c.distill.teacher.update(workdir=teacher_dir, model='cnn',
+                           kwargs={'channels': (8,), 'dense': 16})
+  c.distill.terms.at = kd_config.term('attention_transfer', 1.0,
+                                      student='hidden0', teacher='stage0')
+  with pytest.raises(ValueError, match=r"loss 'attention_transfer' cannot "
+                     r"pair student \(1, 16\) with teacher \(1, 8, 8, 8\)"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'metrics.jsonl')

@@ -1,0 +1,260 @@
+"""Each loss against an independent NumPy version of its published formula,
+plus properties (zero at equality, no teacher gradient, permutations)."""
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd import losses
+
+R = np.random.default_rng(0)
+B, C = 6, 5
+S_LOG, T_LOG = R.normal(size=(B, C)) * 2, R.normal(size=(B, C)) * 2
+LABELS = R.integers(0, C, size=B)
+S_MAP, T_MAP = R.normal(size=(B, 4, 4, 3)), R.normal(size=(B, 4, 4, 3))
+S_EMB, T_EMB = R.normal(size=(B, 7)), R.normal(size=(B, 7))
+
+
+def softmax(z):
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def kl_rows(p, q):
+  return np.sum(p * (np.log(p) - np.log(q)), -1)
+
+
+def np_kd(s, t, T):
+  return T**2 * kl_rows(softmax(t / T), softmax(s / T)).mean()
+
+
+def np_dkd(s, t, y, alpha, beta, T):
+  total = 0.0
+  for i in range(len(s)):
+    ps, pt = softmax(s[i] / T), softmax(t[i] / T)
+    bs = np.array([ps[y[i]], 1 - ps[y[i]]])
+    bt = np.array([pt[y[i]], 1 - pt[y[i]]])
+    tckd = np.sum(bt * np.log(bt / bs))
+    keep = np.arange(len(ps)) != y[i]
+    ns, nt = softmax(s[i][keep] / T), softmax(t[i][keep] / T)
+    nckd = np.sum(nt * np.log(nt / ns))
+    total += alpha * tckd + beta * nckd
+  return T**2 * total / len(s)
+
+
+def np_pearson(a, b):
+  a, b = a - a.mean(), b - b.mean()
+  return a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-8)
+
+
+def np_dist(s, t, beta, gamma, T):
+  ps, pt = softmax(s / T), softmax(t / T)
+  inter = 1 - np.mean([np_pearson(ps[i], pt[i]) for i in range(len(ps))])
+  intra = 1 - np.mean([np_pearson(ps[:, c], pt[:, c])
+                       for c in range(ps.shape[1])])
+  return T**2 * (beta * inter + gamma * intra)
+
+
+def np_at_map(f, p):
+  a = (f**p).mean(-1).reshape(len(f), -1)
+  return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def np_sp(s, t):
+  s, t = s.reshape(len(s), -1), t.reshape(len(t), -1)
+  gs, gt = s @ s.T, t @ t.T
+  gs /= np.linalg.norm(gs, axis=1, keepdims=True)
+  gt /= np.linalg.norm(gt, axis=1, keepdims=True)
+  return np.sum((gt - gs)**2) / len(s)**2
+
+
+def huber(a, b):
+  d = np.abs(a - b)
+  return np.mean(np.where(d < 1, 0.5 * d**2, d - 0.5))
+
+
+def np_rkd(s, t, wd, wa):
+  def dist(e):
+    n = len(e)
+    d = np.array([[np.linalg.norm(e[i] - e[j]) for j in range(n)]
+                  for i in range(n)])
+    return d / (d.sum() / (n * n - n))
+
+  def angles(e):
+    n = len(e)
+    out = np.zeros((n, n, n))
+    for i in range(n):
+      for j in range(n):
+        for k in range(n):
+          u, v = e[i] - e[j], e[k] - e[j]
+          nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+          out[j, i, k] = 0 if nu == 0 or nv == 0 else u @ v / (nu * nv)
+    return out
+
+  return wd * huber(dist(s), dist(t)) + wa * huber(angles(s), angles(t))
+
+
+def np_pkt(s, t, eps=1e-7):
+  def prob(x):
+    x = x / (np.linalg.norm(x, axis=1, keepdims=True) + eps)
+    sim = (x @ x.T + 1) / 2
+    return sim / sim.sum(1, keepdims=True)
+  ps, pt = prob(s), prob(t)
+  return np.mean(pt * np.log((pt + eps) / (ps + eps)))
+
+
+def np_cc(s, t):
+  d = np.abs(s - t)
+  return np.mean([d[i] @ d[i + 1] for i in range(len(d) - 1)])
+
+
+def np_nst(s, t):
+  def chan(f):
+    f = f.reshape(len(f), -1, f.shape[-1]).transpose(0, 2, 1)
+    return f / np.linalg.norm(f, axis=2, keepdims=True)
+  s, t = chan(s), chan(t)
+  k = lambda a, b: np.einsum('nip,njp->nij', a, b)**2
+  return k(t, t).mean() + k(s, s).mean() - 2 * k(s, t).mean()
+
+
+def np_vid(mu, t, log_scale, eps=1e-5):
+  var = np.log1p(np.exp(log_scale)) + eps
+  return np.mean(0.5 * ((t - mu)**2 / var + np.log(var)))
+
+
+CASES = {
+    'kd': (lambda: losses.kd(S_LOG, T_LOG, 3.0), lambda: np_kd(S_LOG, T_LOG, 3.0)),
+    'dkd': (lambda: losses.dkd(S_LOG, T_LOG, LABELS, 1.0, 8.0, 4.0),
+            lambda: np_dkd(S_LOG, T_LOG, LABELS, 1.0, 8.0, 4.0)),
+    'dist': (lambda: losses.dist(S_LOG, T_LOG, 2.0, 1.5, 4.0),
+             lambda: np_dist(S_LOG, T_LOG, 2.0, 1.5, 4.0)),
+    'logit_mse': (lambda: losses.logit_mse(S_LOG, T_LOG),
+                  lambda: np.mean((S_LOG - T_LOG)**2)),
+    'hint': (lambda: losses.hint(S_MAP, T_MAP),
+             lambda: np.mean((S_MAP - T_MAP)**2)),
+    'attention_transfer': (
+        lambda: losses.attention_transfer(S_MAP, T_MAP, 2),
+        lambda: np.mean((np_at_map(S_MAP, 2) - np_at_map(T_MAP, 2))**2)),
+    'factor_transfer': (
+        lambda: losses.factor_transfer(S_MAP, T_MAP, 2, 1),
+        lambda: np.mean(np.abs(np_at_map(S_MAP, 2) - np_at_map(T_MAP, 2)))),
+    'similarity_preserving': (lambda: losses.similarity_preserving(S_MAP, T_MAP),
+                              lambda: np_sp(S_MAP, T_MAP)),
+    'rkd': (lambda: losses.rkd(S_EMB, T_EMB, 25.0, 50.0),
+            lambda: np_rkd(S_EMB, T_EMB, 25.0, 50.0)),
+    'pkt': (lambda: losses.pkt(S_EMB, T_EMB), lambda: np_pkt(S_EMB, T_EMB)),
+    'correlation_congruence': (lambda: losses.correlation_congruence(S_EMB, T_EMB),
+                               lambda: np_cc(S_EMB, T_EMB)),
+    'nst': (lambda: losses.nst(S_MAP, T_MAP), lambda: np_nst(S_MAP, T_MAP)),
+    'vid': (lambda: losses.vid(S_MAP, T_MAP, np.linspace(-1, 1, 3)),
+            lambda: np_vid(S_MAP, T_MAP, np.linspace(-1, 1, 3))),
+}
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_matches_numpy_formula(name):
+  ours, ref = CASES[name]
+  value = ours()
+  assert value.dtype == jnp.float32 and value.shape == ()
+  np.testing.assert_allclose(float(value), ref(), rtol=2e-4, atol=1e-6)
+
+
+PAIRS = {  # name: (student, teacher, extra kwargs)
+    'kd': (S_LOG, T_LOG, {'temperature': 2.0}),
+    'dkd': (S_LOG, T_LOG, {'labels': LABELS}),
+    'dist': (S_LOG, T_LOG, {}), 'logit_mse': (S_LOG, T_LOG, {}),
+    'hint': (S_MAP, T_MAP, {}), 'attention_transfer': (S_MAP, T_MAP, {}),
+    'factor_transfer': (S_MAP, T_MAP, {}), 'nst': (S_MAP, T_MAP, {}),
+    'similarity_preserving': (S_MAP, T_MAP, {}), 'rkd': (S_EMB, T_EMB, {}),
+    'pkt': (S_EMB, T_EMB, {}), 'correlation_congruence': (S_EMB, T_EMB, {}),
+}
+
+
+@pytest.mark.parametrize('name', sorted(PAIRS))
+def test_zero_when_student_equals_teacher(name):
+  _, t, kw = PAIRS[name]
+  fn = losses.get(name)
+  assert abs(float(fn(t, t, **kw))) < 1e-5
+
+
+@pytest.mark.parametrize('name', sorted(PAIRS))
+def test_no_gradient_reaches_the_teacher_and_student_gets_one(name):
+  s, t, kw = PAIRS[name]
+  fn = losses.get(name)
+  g_s, g_t = jax.grad(lambda a, b: fn(a, b, **kw), argnums=(0, 1))(
+      jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32))
+  assert np.all(np.asarray(g_t) == 0.0)
+  assert np.abs(np.asarray(g_s)).sum() > 0 and np.isfinite(g_s).all()
+
+
+@pytest.mark.parametrize('name', ['kd', 'logit_mse', 'hint',
+                                  'attention_transfer', 'dist',
+                                  'similarity_preserving', 'rkd', 'pkt', 'nst'])
+def test_invariant_to_a_joint_batch_permutation(name):
+  s, t, kw = PAIRS[name]
+  perm = R.permutation(B)
+  fn = losses.get(name)
+  np.testing.assert_allclose(float(fn(s[perm], t[perm], **kw)),
+                             float(fn(s, t, **kw)), rtol=1e-5)
+
+
+def test_correlation_congruence_depends_on_batch_order():
+  perm = np.array([0, 2, 1, 3, 4, 5])
+  assert float(losses.correlation_congruence(S_EMB[perm], T_EMB[perm])) != \
+      pytest.approx(float(losses.correlation_congruence(S_EMB, T_EMB)))
+
+
+def test_larger_map_is_average_pooled_to_the_smaller():
+  big = R.normal(size=(2, 8, 8, 3))
+  pooled = big.reshape(2, 4, 2, 4, 2, 3).mean((2, 4))
+  np.testing.assert_allclose(float(losses.hint(big, T_MAP[:2])),
+                             np.mean((pooled - T_MAP[:2])**2), rtol=1e-5)
+  # Attention transfer pairs maps of different widths as well.
+  at = losses.attention_transfer(big, R.normal(size=(2, 4, 4, 16)))
+  assert np.isfinite(float(at))
+
+
+def test_crd_nce_formula():
+  scores = np.abs(R.normal(size=(3, 5))) + 0.1
+  n = 50
+  m, pn = 4, 1 / 50
+  ref = -(np.log(scores[:, 0] / (scores[:, 0] + m * pn + 1e-7)).sum() +
+          np.log(m * pn / (scores[:, 1:] + m * pn + 1e-7)).sum()) / 3
+  np.testing.assert_allclose(float(losses.crd(scores, scores, n)), 2 * ref,
+                             rtol=1e-5)
+
+
+def test_gradients_stay_finite_for_collapsed_features():
+  zeros = jnp.zeros((4, 6))
+  for name in ('rkd', 'pkt', 'similarity_preserving'):
+    g = jax.grad(lambda s, n=name: losses.get(n)(s, jnp.ones((4, 6))))(zeros)
+    assert np.isfinite(g).all(), name
+  g = jax.grad(lambda s: losses.dist(s, jnp.ones((4, 5))))(jnp.zeros((4, 5)))
+  assert np.isfinite(g).all()
+
+
+def test_unknown_loss_lists_the_valid_ones():
+  with pytest.raises(ValueError, match=r"unknown loss 'kdd'; valid losses: .*"
+                     r"attention_transfer.*rkd"):
+    losses.get('kdd')
+
+
+@pytest.mark.parametrize('name,s,t,match', [
+    ('kd', (8, 10), (8, 100), 'same shape'),
+    ('hint', (8, 4, 4, 16), (8, 4, 4, 32), "channels differ.*'regressor'"),
+    ('attention_transfer', (8, 6, 6, 16), (8, 4, 4, 32), 'not a multiple'),
+    ('nst', (8, 16), (8, 4, 4, 32), 'feature maps'),
+    ('correlation_congruence', (8, 64), (8, 128), 'equal feature sizes'),
+    ('rkd', (8, 64), (4, 64), 'batch sizes differ')])
+def test_check_inputs_names_the_loss_and_shapes(name, s, t, match):
+  with pytest.raises(ValueError, match=rf"loss '{name}' cannot pair student "
+                     rf"\{re.escape(str(s))[1:]}.*{match}"):
+    losses.check_inputs(name, s, t)
+
+
+def test_check_inputs_accepts_what_the_losses_take():
+  losses.check_inputs('attention_transfer', (8, 8, 8, 16), (8, 4, 4, 64))
+  losses.check_inputs('rkd', (8, 64), (8, 256))
+  losses.check_inputs('kd', (8, 10), (8, 10))
