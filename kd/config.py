@@ -22,6 +22,9 @@ def run_config() -> mc.ConfigDict:
       schedule='cosine', warmup_steps=0, boundaries=(), decay_factor=0.1,
       grad_clip=0.0))
   c.label_smoothing = 0.0
+  # > 0: mixup of each batch; a teacher sees the student's mixed inputs
+  # (consistent teaching, FunMatch).
+  c.mixup_alpha = 0.0
   # Distillation: empty teacher.workdir means a supervised run.
   c.distill = mc.ConfigDict(dict(
       teacher=mc.ConfigDict(dict(workdir='', model='', kwargs=mc.ConfigDict())),

@@ -124,19 +124,48 @@ def _accuracy(logits, labels):
   return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 
 
+def mixup(batch, rng, alpha: float):
+  """Consistent teaching (Beyer et al., CVPR 2022): one mixup of the batch,
+  x <- lam x + (1 - lam) x[perm], lam ~ Beta(alpha, alpha), seen by teacher
+  and student alike. Adds `label_b` and `lam` for the mixed cross-entropy."""
+  k1, k2 = jax.random.split(rng)
+  lam = jax.random.beta(k1, alpha, alpha)
+  perm = jax.random.permutation(k2, batch['image'].shape[0])
+  return dict(batch, image=lam * batch['image'] + (1 - lam) * batch['image'][perm],
+              label_b=batch['label'][perm], lam=lam)
+
+
+def _mixed_ce(logits, batch, label_smoothing):
+  ce = losses.cross_entropy(logits, batch['label'], label_smoothing)
+  if 'lam' in batch:
+    ce = batch['lam'] * ce + (1 - batch['lam']) * losses.cross_entropy(
+        logits, batch['label_b'], label_smoothing)
+  return ce
+
+
+def _step_rng(seed, state):
+  """Per step and per device, so shards draw different random numbers."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed),
+                                               state.step),
+                            jax.lax.axis_index(AXIS))
+
+
 def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
-                         label_smoothing: float = 0.0) -> Callable:
+                         label_smoothing: float = 0.0, seed: int = 0,
+                         mixup_alpha: float = 0.0) -> Callable:
   """Cross-entropy training from labels: `step(state, batch)`."""
 
   def loss_fn(trainable, state, batch):
     params, _ = trainable
     logits, _, new_state = _apply_train(model, params, state.model_state,
                                         batch['image'])
-    ce = losses.cross_entropy(logits, batch['label'], label_smoothing)
+    ce = _mixed_ce(logits, batch, label_smoothing)
     return ce, (new_state, {'loss': ce, 'ce': ce,
                             'accuracy': _accuracy(logits, batch['label'])})
 
   def step(state, batch):
+    if mixup_alpha:
+      batch = mixup(batch, _step_rng(seed, state), mixup_alpha)
     grads, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
         (state.params, state.aux_params), state, batch)
     return _update(state, tx, grads, new_state), jax.lax.pmean(metrics, AXIS)
@@ -147,12 +176,13 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
 def make_distill_step(student: nn.Module, teacher: nn.Module,
                       tx: optax.GradientTransformation, terms: tuple[Term, ...],
                       ce_weight: float, label_smoothing: float = 0.0,
-                      seed: int = 0) -> Callable:
+                      seed: int = 0, mixup_alpha: float = 0.0) -> Callable:
   """Distillation from a frozen teacher: `step(state, teacher_vars, batch)`.
 
   loss = ce_weight * CE(student, labels) + sum_k weight_k * term_k.
   The teacher runs in inference mode and receives no gradient; adapters'
-  parameters train with the student's.
+  parameters train with the student's. With `mixup_alpha` both models see
+  the same mixed-up inputs (see `mixup`).
   """
 
   def loss_fn(trainable, state, teacher_out, batch, rng):
@@ -160,7 +190,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module,
     logits, feats, new_state = _apply_train(student, params,
                                             state.model_state, batch['image'])
     student_out = outputs(logits, feats)
-    ce = losses.cross_entropy(logits, batch['label'], label_smoothing)
+    ce = _mixed_ce(logits, batch, label_smoothing)
     metrics = {'ce': ce, 'accuracy': _accuracy(logits, batch['label'])}
     total = ce_weight * ce
     new_aux_state = dict(state.aux_state)
@@ -174,10 +204,12 @@ def make_distill_step(student: nn.Module, teacher: nn.Module,
     return total, (new_state, new_aux_state, metrics)
 
   def step(state, teacher_vars, batch):
+    rng = _step_rng(seed, state)
+    if mixup_alpha:
+      rng, mix_rng = jax.random.split(rng)
+      batch = mixup(batch, mix_rng, mixup_alpha)
     teacher_out = jax.lax.stop_gradient(
         outputs(*teacher.apply(teacher_vars, batch['image'], train=False)))
-    rng = jax.random.fold_in(jax.random.fold_in(
-        jax.random.key(seed), state.step), jax.lax.axis_index(AXIS))
     grads, (new_state, new_aux, metrics) = jax.grad(loss_fn, has_aux=True)(
         (state.params, state.aux_params), state, teacher_out, batch, rng)
     new_aux = {k: v for k, v in new_aux.items() if k in state.aux_state}

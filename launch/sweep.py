@@ -80,6 +80,9 @@ def expand(spec, root: str) -> list[Run]:
   for arg, values, seed in itertools.product(
       spec.ARGS, itertools.product(*(grid[k] for k in keys)), spec.SEEDS):
     arg = arg.replace('{root}', base)
+    arg = ','.join(kv if not kv.startswith('teacher_dir=') else
+                   'teacher_dir=' + os.path.normpath(kv.split('=', 1)[1])
+                   for kv in arg.split(','))
     overrides = tuple(zip(keys, values))
     shown = ','.join(kv for kv in arg.split(',') if not kv.startswith(
         'teacher_dir='))

@@ -5,6 +5,8 @@ one trained teacher between runs), then the student by `method`:
   scratch            labels only
   kd                 CE + T^2 KL at `temperature` (Hinton et al. 2015)
   dkd, dist, rkd, pkt, logit_mse   from the zoo, default hyper-parameters
+`mixup=ALPHA`: teacher and student see the same mixed-up signals
+(consistent teaching, Beyer et al. 2022).
 
   python -m kd.main \
       --config=configs/mnist1d/distill.py:method=kd,temperature=4,seed=0 \
@@ -46,6 +48,7 @@ def get_config(arg: str | None = None):
                                    kwargs=teacher.model.kwargs)
     for name, t in terms.items():
       student.distill.terms[name] = t
+  student.mixup_alpha = float(a.get('mixup', 0.0))
   c = pipeline_config(teacher=teacher, student=student)
   if a.get('teacher_dir'):
     c.stage_dirs = {'teacher': a['teacher_dir']}
