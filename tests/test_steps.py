@@ -1,0 +1,74 @@
+"""Parts of the steps checked by hand: mixup, the CRD memory bank, adapters."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kd import adapters, steps
+
+
+def _in_axis(fn, *args):
+  """Runs fn under a 1-device pmap so that its collectives are bound."""
+  stacked = jax.tree.map(lambda a: jnp.asarray(a)[None], args)
+  out = jax.pmap(fn, axis_name='batch')(*stacked)
+  return jax.tree.map(lambda x: np.asarray(x[0]), out)
+
+
+def test_mixup_mixes_inputs_and_pairs_labels():
+  x = np.arange(24, dtype=np.float32).reshape(6, 4)
+  y = np.arange(6, dtype=np.int32)
+  out = steps.mixup({'image': x, 'label': y}, jax.random.key(3), 1.0)
+  lam = float(out['lam'])
+  assert 0.0 < lam < 1.0
+  perm = np.asarray(out['label_b'])  # Labels are 0..5, so they are the perm.
+  assert sorted(perm.tolist()) == list(range(6))
+  np.testing.assert_allclose(out['image'], lam * x + (1 - lam) * x[perm],
+                             rtol=1e-6)
+
+
+def test_crd_bank_update_and_scores():
+  crd = adapters.crd(feat_dim=4, num_negatives=3, temperature=0.5,
+                     momentum=0.5)
+  rng = np.random.default_rng(0)
+  s, t = rng.normal(size=(2, 6)).astype(np.float32), rng.normal(
+      size=(2, 5)).astype(np.float32)
+  params, state = crd.init(jax.random.key(0), s, t, num_examples=10)
+  assert state['memory_student'].shape == (10, 4)
+  batch = {'index': np.array([7, 2], np.int32)}
+
+  def run(params, state, s, t, idx):
+    scores, kw, new = crd.apply(params, state, s, t, {'index': idx},
+                                jax.random.key(1))
+    assert kw == {'num_examples': 10}
+    return scores, new
+
+  (out_s, out_t), new = _in_axis(run, params, state, s, t, batch['index'])
+  assert out_s.shape == out_t.shape == (2, 4)
+  v_s = np.asarray(adapters.Embed(4).apply({'params': params['params']['student']}, s))
+  mem = np.asarray(state['memory_student'])
+  for row, i in enumerate([7, 2]):
+    expected = 0.5 * mem[i] + 0.5 * v_s[row]
+    np.testing.assert_allclose(new['memory_student'][i],
+                               expected / np.linalg.norm(expected), rtol=1e-5)
+  untouched = [i for i in range(10) if i not in (7, 2)]
+  np.testing.assert_array_equal(new['memory_student'][untouched], mem[untouched])
+  # Z is fixed from the first batch: mean score times N.
+  pos = np.exp(np.asarray(state['memory_teacher'])[[7, 2]] @ v_s.T / 0.5)
+  assert new['z_student'] > 0
+  np.testing.assert_allclose(out_s[:, 0] * new['z_student'], np.diag(pos),
+                             rtol=1e-4)
+
+
+def test_regressor_maps_student_width_to_teacher_width():
+  reg = adapters.regressor()
+  s, t = np.ones((2, 4, 4, 8), np.float32), np.ones((2, 4, 4, 16), np.float32)
+  params, _ = reg.init(jax.random.key(0), s, t, 0)
+  (mapped, target), kw, _ = reg.apply(params, {}, s, t, {}, None)
+  assert mapped.shape == (2, 4, 4, 16) and target is t and kw == {}
+
+
+def test_stage_names_count_from_the_last():
+  out = {'logits': 0, 'stage0': 0, 'stage1': 0, 'stage2': 0, 'embedding': 0}
+  assert steps.resolve(out, 'stage-1') == 'stage2'
+  assert steps.resolve(out, 'stage-3') == 'stage0'
+  assert steps.resolve(out, 'stage-4') == 'stage-4'  # Left for the error.
+  assert steps.resolve(out, 'embedding') == 'embedding'
