@@ -15,21 +15,25 @@ log = logging.getLogger(__name__)
 WANDB_MODES = ('offline', 'online', 'disabled')
 
 
-def _start_wandb(config, workdir: str):
-  """Returns a wandb run, or None. Logging never stops training."""
+def _start_wandb(config, workdir: str, backend=None):
+  """Returns a wandb run, or None. Logging never stops training.
+
+  `backend` stands in for the `wandb` module (tests pass a recorder to see
+  exactly what would be sent)."""
   mode = config.wandb.mode
   if mode not in WANDB_MODES:
     raise ValueError(f'config.wandb.mode={mode!r}; valid: {WANDB_MODES}')
   if mode == 'disabled':
     return None
   try:
-    import wandb  # pylint: disable=import-outside-toplevel
-    return wandb.init(
+    if backend is None:
+      import wandb as backend  # pylint: disable=import-outside-toplevel
+    return backend.init(
         mode=mode, dir=workdir, config=config.to_dict(),
         project=config.wandb.project, group=config.wandb.group or None,
         tags=list(config.wandb.tags) or None,
         name=config.wandb.name or os.path.basename(workdir.rstrip('/')),
-        reinit='finish_previous', settings=wandb.Settings(silent=True))
+        reinit='finish_previous', settings=backend.Settings(silent=True))
   except Exception as e:  # pylint: disable=broad-except
     warnings.warn(f'wandb could not start ({type(e).__name__}: {e}); '
                   'training goes on with JSON-lines metrics only')
@@ -39,12 +43,14 @@ def _start_wandb(config, workdir: str):
 class MetricLogger:
   """Appends `{"step": s, ...}` lines to `metrics.jsonl` and logs to wandb."""
 
-  def __init__(self, workdir: str, config, process_index: int | None = None):
+  def __init__(self, workdir: str, config, process_index: int | None = None,
+               backend=None):
     process_index = (jax.process_index() if process_index is None
                      else process_index)
     self.active = process_index == 0
     self.path = os.path.join(workdir, 'metrics.jsonl')
-    self._wandb = _start_wandb(config, workdir) if self.active else None
+    self._wandb = (_start_wandb(config, workdir, backend) if self.active
+                   else None)
 
   def drop_after(self, step: int) -> None:
     """Forgets rows past `step`, the checkpoint a resumed run restarts from."""

@@ -97,7 +97,11 @@ def table(runs: list[dict], keys: list[str], paper=None) -> list[dict]:
   for run in runs:
     groups.setdefault(_key(run, keys), []).append(run)
   rows = []
-  for key, members in sorted(groups.items()):
+  def order(key):  # Numbers as numbers: T=4 before T=20.
+    return tuple((0, float(k), '') if k.replace('.', '', 1).isdigit()
+                 else (1, 0.0, k) for k in key)
+
+  for key, members in sorted(groups.items(), key=lambda kv: order(kv[0])):
     last, last_sd = _stats([r['last'] for r in members])
     best, best_sd = _stats([r['best'] for r in members])
     row = dict(zip(keys, key), n=len(members), last=last, last_std=last_sd,

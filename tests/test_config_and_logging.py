@@ -92,3 +92,51 @@ def test_progress_line_has_step_loss_rate_and_eta():
   line = out.getvalue()
   assert '[teacher] step 50/100' in line and 'loss 0.2500' in line
   assert '100 ex/s' in line and 'ETA 5s' in line
+
+
+class _Recorder:
+  """Stands in for the wandb module and keeps what would be sent."""
+
+  def __init__(self):
+    self.inits, self.logs, self.summaries, self.finished = [], [], [], 0
+
+  def Settings(self, **kw):  # pylint: disable=invalid-name
+    return kw
+
+  def init(self, **kw):
+    self.inits.append(kw)
+    rec = self
+
+    class Run:
+      summary = type('S', (), {'update': lambda _, v: rec.summaries.append(v)})()
+
+      def log(self, row, step):
+        rec.logs.append((step, row))
+
+      def finish(self):
+        rec.finished += 1
+
+    return Run()
+
+
+def test_what_wandb_would_receive(tmp_path):
+  from kd import main  # pylint: disable=import-outside-toplevel
+  from configs import quickstart  # pylint: disable=import-outside-toplevel
+  c = quickstart.get_config()
+  main.apply_wandb_flags(c, 'sweep-a', ['mnist1d', 'kd'])
+  stage = c.stages.student_kd
+  assert stage.wandb.group == 'sweep-a' and stage.wandb.tags == ('mnist1d', 'kd')
+  rec = _Recorder()
+  log = logger.MetricLogger(str(tmp_path), stage, process_index=0, backend=rec)
+  log.write(10, {'loss': 0.5})
+  log.summary({'test_accuracy': 0.9})
+  log.close()
+  (init,) = rec.inits
+  assert init['mode'] == 'offline' and init['group'] == 'sweep-a'
+  assert init['tags'] == ['mnist1d', 'kd'] and init['dir'] == str(tmp_path)
+  assert init['config']['distill']['terms']['kd']['loss'] == 'kd'
+  assert rec.logs == [(10, {'step': 10, 'loss': 0.5})]
+  assert rec.summaries == [{'test_accuracy': 0.9}] and rec.finished == 1
+  other = _Recorder()
+  logger.MetricLogger(str(tmp_path), stage, process_index=1, backend=other)
+  assert other.inits == []  # Only process 0 logs.

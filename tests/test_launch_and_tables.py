@@ -125,3 +125,16 @@ def test_pipeline_runs_report_their_last_stage(tmp_path):
   assert run['last'] == 0.8 and run['attrs']['temperature'] == '8'
   assert run['attrs']['method'] == 'kd' and run['attrs']['teacher'] == 'cnn1d'
   assert tables.describe(str(d), 'teacher')['last'] == 0.9
+
+
+def test_cifar100_spec_covers_the_benchmark_pairs(tmp_path):
+  spec = sweep.load_spec(os.path.join(ROOT, 'launch/specs/cifar100_crd.py'))
+  runs = sweep.expand(spec, str(tmp_path))
+  assert len(runs) == 5 * 3 * 3
+  assert {r.arg.split(',method=')[1].split(',')[0] for r in runs} == {
+      'kd', 'crd', 'dkd'}
+  paper = tables.load_paper(os.path.join(ROOT,
+                                         'experiments/paper_tables/crd.py'))
+  assert paper.PUBLISHED[('resnet32x4', 'resnet8x4', 'crd')] == 0.7551
+  first = runs[0].arg
+  assert f'teacher_dir={tmp_path}/cifar100_crd/teacher_wrn_40_2' in first

@@ -12,7 +12,7 @@ recipe. Loss weights are those of the reference implementations
       --config.stages.student.data.data_dir=DIR
 
 Arguments: teacher, student, method (one of METHODS), epochs (default 240),
-seed. Feature names 'stage-k' count stages from the last, so every pair of
+seed, teacher_dir (share one trained teacher between runs). Feature names 'stage-k' count stages from the last, so every pair of
 the zoo takes the same method definition.
 """
 from configs.cifar100 import teacher as teacher_config
@@ -74,4 +74,7 @@ def get_config(arg: str | None = None):
     student.distill.terms[name] = t
   student.wandb.group = f'{t_name}-{s_name}-{method}'
   student.wandb.tags = (method, t_name, s_name)
-  return pipeline_config(teacher=teacher, student=student)
+  c = pipeline_config(teacher=teacher, student=student)
+  if a.get('teacher_dir'):
+    c.stage_dirs = {'teacher': a['teacher_dir']}
+  return c
