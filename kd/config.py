@@ -10,6 +10,7 @@ def run_config() -> mc.ConfigDict:
   c.data = mc.ConfigDict(dict(
       name='kd_digits', data_dir='', download=False, augment=True,
       image_size=0, shuffle_buffer=10_000, eval_split='test',
+      exclude_classes=(),  # Left out of training (a transfer set without them).
       process_split='shard'))  # Or 'slice': see kd.data.train_batches.
   c.model = mc.ConfigDict(dict(name='mlp', kwargs=mc.ConfigDict()))
   c.dtype = 'float32'

@@ -218,7 +218,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   batches = data.train_batches(
       d.name, batch_size=local_batch, seed=config.seed, augment=d.augment,
       start_step=start_step, shuffle_buffer=d.shuffle_buffer,
-      process_split=d.process_split, **data_kw)
+      process_split=d.process_split,
+      exclude_classes=tuple(d.exclude_classes), **data_kw)
   p_state = parallel.replicate(state)
   last_saved, sums = start_step, None
   t_start = time.perf_counter()

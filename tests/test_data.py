@@ -213,3 +213,14 @@ def test_train_examples_carry_their_position_in_the_split():
   x, y = data.load_split('kd_digits', 'train')
   np.testing.assert_array_equal(y[batch['index']], batch['label'])
   np.testing.assert_allclose(x[batch['index']], batch['image'], atol=1e-6)
+
+
+def test_excluded_classes_never_appear_and_resume_still_exact(data_dir):
+  kw = dict(batch_size=64, seed=0, data_dir=data_dir, augment=False,
+            exclude_classes=(3,))
+  it = data.train_batches('kd_digits', **kw)
+  batches = [next(it) for _ in range(30)]  # Over an epoch of 1,437 - 147.
+  assert not any((b['label'] == 3).any() for b in batches)
+  resumed = data.train_batches('kd_digits', start_step=25, **kw)
+  for b in batches[25:]:
+    np.testing.assert_array_equal(next(resumed)['index'], b['index'])

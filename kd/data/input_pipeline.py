@@ -235,9 +235,11 @@ def train_batches(name: str, *, batch_size: int, seed: int,
                   process_index: int | None = None,
                   process_count: int | None = None,
                   shuffle_buffer: int = 10_000, image_size: int | None = None,
-                  download: bool = False, process_split: str = 'shard'):
+                  download: bool = False, process_split: str = 'shard',
+                  exclude_classes: tuple[int, ...] = ()):
   """Endless iterator of {'image': float32, 'label': int32} numpy batches of
-  this process's `batch_size`, reshuffled every epoch.
+  this process's `batch_size`, reshuffled every epoch. Examples of
+  `exclude_classes` are left out (a transfer set without them).
 
   With several processes, `process_split='shard'` gives each process its own
   part of the split (`tfds.split_for_jax_process`: no record is read twice);
@@ -258,6 +260,11 @@ def train_batches(name: str, *, batch_size: int, seed: int,
     index, count = 0, 1
   size = b.info.splits[split].num_examples
   records = _read(b, s, split)
+  if exclude_classes:
+    excluded = tf.constant(list(exclude_classes), tf.int64)
+    records = records.filter(
+        lambda x, y: tf.reduce_all(tf.not_equal(y[0], excluded)))
+    size = int(records.map(lambda x, y: 1).reduce(0, lambda a, b: a + b))
   small = size <= _CACHE_LIMIT
   if small:  # Decoded once and kept in memory.
     records = records.map(lambda x, y: (_decode(b, s, x), y)).cache()
