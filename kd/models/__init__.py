@@ -10,7 +10,7 @@ from typing import Callable
 
 import flax.linen as nn
 
-from kd.models import cnn, gru, mlp
+from kd.models import cifar_resnet, cnn, gru, imagenet_resnet, mlp, vgg, wrn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'mlp': mlp.MLP,
@@ -19,6 +19,24 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'cnn': cnn.CNN,
     'cnn1d': cnn.CNN1D,
 }
+# The CIFAR zoo of the CRD benchmark.
+for _depth in (8, 14, 20, 32, 44, 56, 110):
+  _REGISTRY[f'resnet{_depth}'] = functools.partial(cifar_resnet.CifarResNet,
+                                                   depth=_depth)
+for _depth in (8, 32):
+  _REGISTRY[f'resnet{_depth}x4'] = functools.partial(
+      cifar_resnet.CifarResNet, depth=_depth, widths=(32, 64, 128, 256))
+for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2)):
+  _REGISTRY[f'wrn_{_depth}_{_widen}'] = functools.partial(
+      wrn.WideResNet, depth=_depth, widen=_widen)
+for _name, _cfg in vgg.CFGS.items():
+  _REGISTRY[_name] = functools.partial(vgg.VGG, cfg=_cfg)
+# ImageNet.
+for _name, _blocks, _bottleneck in (('resnet18', (2, 2, 2, 2), False),
+                                    ('resnet34', (3, 4, 6, 3), False),
+                                    ('resnet50', (3, 4, 6, 3), True)):
+  _REGISTRY[f'{_name}_imagenet'] = functools.partial(
+      imagenet_resnet.ImageNetResNet, blocks=_blocks, bottleneck=_bottleneck)
 
 
 def register(name: str, factory: Callable[..., nn.Module]) -> None:

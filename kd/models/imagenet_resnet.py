@@ -1,0 +1,61 @@
+"""ImageNet ResNets (He et al. 2016), torchvision-exact in parameters:
+resnet18_imagenet, resnet34_imagenet, resnet50_imagenet (stride on the 3x3
+convolution of bottlenecks, 'v1.5').
+
+Feature taps: `stage0` (stem, after max-pooling), `stage1`..`stage4` (after
+each stage's last ReLU), `preact_stage1`..`preact_stage4`, `embedding`.
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from kd.models.cifar_resnet import BasicBlock, batch_norm, conv
+
+
+class Bottleneck(nn.Module):
+  planes: int
+  stride: int
+  dtype: jnp.dtype = jnp.float32
+  expansion: int = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    out = nn.relu(batch_norm(train, self.dtype)(conv(self.planes, 1, 1, self.dtype)(x)))
+    out = nn.relu(batch_norm(train, self.dtype)(
+        conv(self.planes, 3, self.stride, self.dtype)(out)))
+    out = batch_norm(train, self.dtype)(
+        conv(self.planes * self.expansion, 1, 1, self.dtype)(out))
+    if self.stride != 1 or x.shape[-1] != self.planes * self.expansion:
+      x = batch_norm(train, self.dtype)(
+          conv(self.planes * self.expansion, 1, self.stride, self.dtype)(x))
+    preact = out + x
+    return nn.relu(preact), preact
+
+
+class ImageNetResNet(nn.Module):
+  num_classes: int
+  blocks: Sequence[int] = (2, 2, 2, 2)
+  bottleneck: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    x = nn.Conv(64, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+                dtype=self.dtype)(x)
+    x = nn.relu(batch_norm(train, self.dtype)(x))
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    feats = {'stage0': x}
+    block = Bottleneck if self.bottleneck else BasicBlock
+    for stage, (n, width) in enumerate(zip(self.blocks, (64, 128, 256, 512)),
+                                       start=1):
+      for i in range(n):
+        stride = 2 if stage > 1 and i == 0 else 1
+        x, pre = block(width, stride, self.dtype,
+                       name=f'layer{stage}_{i}')(x, train)
+      feats[f'stage{stage}'], feats[f'preact_stage{stage}'] = x, pre
+    emb = jnp.mean(x, axis=(1, 2))
+    feats['embedding'] = emb
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
+    return logits.astype(jnp.float32), feats

@@ -1,0 +1,69 @@
+"""The benchmark model zoo, parameter for parameter (no compilation: the
+counts come from jax.eval_shape)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kd import models
+
+# 100 classes. Published (STACK notes / RepDistiller): resnet8x4, resnet32x4,
+# wrn_40_2, wrn_16_2. The others are the reference definitions' counts
+# (RepDistiller's models, rounded in its tables: resnet56 0.86M, resnet110
+# 1.7M, vgg13 9.46M, vgg8 3.96M), checked by hand from their layer shapes.
+CIFAR100 = {
+    'resnet8': 83_892, 'resnet20': 278_324, 'resnet56': 861_620,
+    'resnet110': 1_736_564, 'resnet8x4': 1_233_540, 'resnet32x4': 7_433_860,
+    'wrn_16_1': 180_916, 'wrn_16_2': 703_284, 'wrn_40_1': 569_780,
+    'wrn_40_2': 2_255_156, 'vgg8': 3_965_028, 'vgg13': 9_462_180,
+}
+IMAGENET = {'resnet18_imagenet': 11_689_512, 'resnet34_imagenet': 21_797_672,
+            'resnet50_imagenet': 25_557_032}  # torchvision.
+
+
+def _count(name, classes, size):
+  m = models.create(name, classes)
+  v = jax.eval_shape(lambda: m.init(jax.random.key(0),
+                                    jnp.zeros((1, size, size, 3))))
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(v['params'])), v
+
+
+@pytest.mark.parametrize('name', sorted(CIFAR100))
+def test_cifar100_parameter_counts(name):
+  count, variables = _count(name, 100, 32)
+  assert count == CIFAR100[name]
+  assert 'batch_stats' in variables  # Running statistics are not params.
+
+
+@pytest.mark.parametrize('name', sorted(IMAGENET))
+def test_imagenet_parameter_counts(name):
+  assert _count(name, 1000, 224)[0] == IMAGENET[name]
+
+
+def test_resnet_depth_formula_and_hand_count():
+  # resnet8x4 by hand: stem 864+64, stage1 57,728, stage2 230,144,
+  # stage3 919,040, fc 25,700.
+  assert 864 + 64 + 57_728 + 230_144 + 919_040 + 25_700 == CIFAR100['resnet8x4']
+
+
+@pytest.mark.parametrize('name,stages', [('resnet8', 4), ('wrn_16_1', 4),
+                                         ('vgg8', 5)])
+def test_forward_pass_and_feature_taps(name, stages):
+  m = models.create(name, 100)
+  x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  variables = m.init(jax.random.key(0), x)
+  (logits, feats), updates = m.apply(variables, x, train=True,
+                                     mutable=['batch_stats'])
+  assert logits.shape == (2, 100) and logits.dtype == jnp.float32
+  assert [f'stage{i}' in feats for i in range(stages)] == [True] * stages
+  assert feats['embedding'].ndim == 2
+  last = feats[f'stage{stages - 1}']
+  assert last.shape[-1] == feats['embedding'].shape[-1]
+  assert 'batch_stats' in updates
+  eval_logits, _ = m.apply(variables, x, train=False)
+  assert eval_logits.shape == (2, 100)
+
+
+def test_unknown_model_lists_the_zoo():
+  with pytest.raises(ValueError, match='unknown model.*resnet32x4.*wrn_40_2'):
+    models.create('resnet33', 100)
