@@ -18,14 +18,19 @@ from kd import distributed
 from kd import report
 from kd import train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file (ml_collections get_config).',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
-_GROUP = flags.DEFINE_string('wandb_group', None,
-                             'W&B group of every stage (sweeps set it).')
-_TAGS = flags.DEFINE_list('wandb_tags', None, 'W&B tags of every stage.')
-flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def define_flags():
+  """Command-line flags; defined only when run as a program, so that other
+  entry points importing this module keep their own."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file (ml_collections get_config).',
+      lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory for all outputs.')
+  flags.DEFINE_string('wandb_group', None,
+                      'W&B group of every stage (sweeps set it).')
+  flags.DEFINE_list('wandb_tags', None, 'W&B tags of every stage.')
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def _runs(config) -> list:
@@ -70,8 +75,9 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO.
   distributed.initialize()
-  config, workdir = _CONFIG.value, _WORKDIR.value
-  apply_wandb_flags(config, _GROUP.value, _TAGS.value)
+  f = flags.FLAGS
+  config, workdir = f.config, f.workdir
+  apply_wandb_flags(config, f.wandb_group, f.wandb_tags)
   os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
   if 'stages' in config:
@@ -92,4 +98,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -132,29 +132,32 @@ def markdown(rows: list[dict], keys: list[str], paper=None) -> str:
   return '\n'.join(out)
 
 
-_GROUP_BY = flags.DEFINE_list('group-by', ['model'], 'Attributes to group by.')
-_PAPER = flags.DEFINE_string('paper', None, 'A paper spec (PUBLISHED, KEYS).')
-_STAGE = flags.DEFINE_string('stage', None, 'Pipeline stage to report.')
-_CSV = flags.DEFINE_string('csv', None, 'Also write the rows as CSV.')
+def define_flags():
+  flags.DEFINE_list('group-by', ['model'], 'Attributes to group by.')
+  flags.DEFINE_string('paper', None, 'A paper spec (PUBLISHED, KEYS).')
+  flags.DEFINE_string('stage', None, 'Pipeline stage to report.')
+  flags.DEFINE_string('csv', None, 'Also write the rows as CSV.')
 
 
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError('usage: python -m kd.tables ROOT [flags]')
-  paper = load_paper(_PAPER.value) if _PAPER.value else None
-  keys = list(paper.KEYS) if paper is not None and _GROUP_BY.present == 0 \
-      else _GROUP_BY.value
+  f = flags.FLAGS
+  paper = load_paper(f.paper) if f.paper else None
+  keys = (list(paper.KEYS) if paper is not None and not f['group-by'].present
+          else f['group-by'].value)
   dirs = find_runs(argv[1])
   if not dirs:
     sys.exit(f'no finished runs (summary.json + config.json) under {argv[1]}')
-  rows = table([describe(d, _STAGE.value) for d in dirs], keys, paper)
+  rows = table([describe(d, f.stage) for d in dirs], keys, paper)
   print(markdown(rows, keys, paper))
-  if _CSV.value:
-    with open(_CSV.value, 'w', newline='') as f:
-      writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+  if f.csv:
+    with open(f.csv, 'w', newline='') as out:
+      writer = csv.DictWriter(out, fieldnames=list(rows[0]))
       writer.writeheader()
       writer.writerows(rows)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -131,7 +131,8 @@ def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
   return failed
 
 
-def slurm_script(spec, runs: list[Run], root: str) -> str:
+def slurm_script(spec, runs: list[Run], root: str, nodes: int = 1,
+                 gpus_per_node: int = 1) -> str:
   """A SLURM array job, one run per task; every task of a multi-node run
   starts under srun, and `jax.distributed.initialize()` finds its peers."""
   lines = [shlex.join(r.command(spec.CONFIG)) for r in runs]
@@ -142,9 +143,9 @@ def slurm_script(spec, runs: list[Run], root: str) -> str:
       '#!/bin/bash',
       f'#SBATCH --job-name={spec.NAME}',
       f'#SBATCH --array=1-{len(runs)}',
-      f'#SBATCH --nodes={_NODES.value}',
+      f'#SBATCH --nodes={nodes}',
       '#SBATCH --ntasks-per-node=1',
-      f'#SBATCH --gpus-per-node={_GPUS.value}',
+      f'#SBATCH --gpus-per-node={gpus_per_node}',
       f'#SBATCH --output={os.path.join(root, spec.NAME)}/slurm-%A_%a.out',
       'set -euo pipefail',
       f'cmd=$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {commands})',
@@ -183,31 +184,34 @@ def wandb_yaml(spec, root: str) -> str:
   return '\n'.join(lines)
 
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Root of all runs.')
-_MODE = flags.DEFINE_enum('mode', 'local', list(MODES), 'What to do.')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Local runs at a time.')
-_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print commands only.')
-_NODES = flags.DEFINE_integer('nodes', 1, 'SLURM: nodes per run.')
-_GPUS = flags.DEFINE_integer('gpus_per_node', 1, 'SLURM: GPUs per node.')
-flags.mark_flag_as_required('workdir')
+def define_flags():
+  flags.DEFINE_string('workdir', None, 'Root of all runs.')
+  flags.DEFINE_enum('mode', 'local', list(MODES), 'What to do.')
+  flags.DEFINE_integer('parallel', 1, 'Local runs at a time.')
+  flags.DEFINE_bool('dry_run', False, 'Print commands only.')
+  flags.DEFINE_integer('nodes', 1, 'SLURM: nodes per run.')
+  flags.DEFINE_integer('gpus_per_node', 1, 'SLURM: GPUs per node.')
+  flags.mark_flag_as_required('workdir')
 
 
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError('usage: python -m launch.sweep SPEC --workdir=ROOT')
+  f = flags.FLAGS
   spec = load_spec(argv[1])
-  root = os.path.abspath(_WORKDIR.value)
+  root = os.path.abspath(f.workdir)
   runs = expand(spec, root)
   os.makedirs(os.path.join(root, spec.NAME), exist_ok=True)
-  if _MODE.value == 'local':
-    sys.exit(1 if run_local(spec, runs, _PARALLEL.value, _DRY_RUN.value) else 0)
+  if f.mode == 'local':
+    sys.exit(1 if run_local(spec, runs, f.parallel, f.dry_run) else 0)
   for run in runs:
     _describe(run)
   text, file = {
-      'slurm': lambda: (slurm_script(spec, runs, root), 'sweep.slurm'),
+      'slurm': lambda: (slurm_script(spec, runs, root, f.nodes,
+                                     f.gpus_per_node), 'sweep.slurm'),
       'tpu': lambda: (tpu_script(spec, runs), 'sweep_tpu.sh'),
       'wandb': lambda: (wandb_yaml(spec, root), 'sweep.yaml'),
-  }[_MODE.value]()
+  }[f.mode]()
   path = os.path.join(root, spec.NAME, file)
   with open(path, 'w') as f:
     f.write(text)
@@ -215,4 +219,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
