@@ -30,7 +30,9 @@ def run_config() -> mc.ConfigDict:
   c.distill = mc.ConfigDict(dict(
       teacher=mc.ConfigDict(dict(workdir='', model='', kwargs=mc.ConfigDict())),
       ce_weight=1.0,
-      terms=mc.ConfigDict()))
+      terms=mc.ConfigDict(),
+      # Train with simulated int8 (kd.quantization) for a better int8 export.
+      quantization_aware=False))
   c.parallel = 'pmap'
   c.log_every = 100
   c.checkpoint_every = 500

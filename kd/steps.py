@@ -5,6 +5,7 @@ collectives over `AXIS`, so the same function runs under `jax.pmap` and under
 `jax.shard_map` (see `kd.parallel`). No I/O happens here.
 """
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable, Mapping
 
@@ -16,6 +17,7 @@ import optax
 
 from kd import adapters as adapters_lib
 from kd import losses
+from kd import quantization
 from kd.parallel import AXIS
 
 
@@ -95,15 +97,17 @@ def outputs(logits, features) -> dict:
   return {'logits': logits, **features}
 
 
-def _apply_train(model, params, model_state, x):
-  """Forward pass in training mode; returns logits, features, new state."""
+def _apply_train(model, params, model_state, x, qat: bool = False):
+  """Forward pass in training mode; returns logits, features, new state.
+  `qat`: with simulated int8 weights and activations (kd.quantization)."""
   variables = {'params': params, **model_state}
+  apply = functools.partial(quantization.apply, model) if qat else model.apply
   if model_state:
-    (logits, feats), new_state = model.apply(
+    (logits, feats), new_state = apply(
         variables, x, train=True, mutable=list(model_state))
     new_state = jax.lax.pmean(dict(new_state), AXIS)
   else:
-    logits, feats = model.apply(variables, x, train=True)
+    logits, feats = apply(variables, x, train=True)
     new_state = model_state
   return logits, feats, new_state
 
@@ -152,13 +156,14 @@ def _step_rng(seed, state):
 
 def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
                          label_smoothing: float = 0.0, seed: int = 0,
-                         mixup_alpha: float = 0.0) -> Callable:
+                         mixup_alpha: float = 0.0, qat: bool = False
+                         ) -> Callable:
   """Cross-entropy training from labels: `step(state, batch)`."""
 
   def loss_fn(trainable, state, batch):
     params, _ = trainable
     logits, _, new_state = _apply_train(model, params, state.model_state,
-                                        batch['image'])
+                                        batch['image'], qat)
     ce = _mixed_ce(logits, batch, label_smoothing)
     return ce, (new_state, {'loss': ce, 'ce': ce,
                             'accuracy': _accuracy(logits, batch['label'])})
@@ -176,19 +181,22 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
 def make_distill_step(student: nn.Module, teacher: nn.Module,
                       tx: optax.GradientTransformation, terms: tuple[Term, ...],
                       ce_weight: float, label_smoothing: float = 0.0,
-                      seed: int = 0, mixup_alpha: float = 0.0) -> Callable:
+                      seed: int = 0, mixup_alpha: float = 0.0,
+                      qat: bool = False) -> Callable:
   """Distillation from a frozen teacher: `step(state, teacher_vars, batch)`.
 
   loss = ce_weight * CE(student, labels) + sum_k weight_k * term_k.
   The teacher runs in inference mode and receives no gradient; adapters'
   parameters train with the student's. With `mixup_alpha` both models see
-  the same mixed-up inputs (see `mixup`).
+  the same mixed-up inputs (see `mixup`); with `qat` the student trains with
+  simulated int8 (quantization-aware distillation).
   """
 
   def loss_fn(trainable, state, teacher_out, batch, rng):
     params, aux_params = trainable
     logits, feats, new_state = _apply_train(student, params,
-                                            state.model_state, batch['image'])
+                                            state.model_state, batch['image'],
+                                            qat)
     student_out = outputs(logits, feats)
     ce = _mixed_ce(logits, batch, label_smoothing)
     metrics = {'ce': ce, 'accuracy': _accuracy(logits, batch['label'])}

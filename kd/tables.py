@@ -50,7 +50,8 @@ def _lookup(config: dict, path: str):
   return config
 
 
-def describe(run_dir: str, stage: str | None = None) -> dict:
+def describe(run_dir: str, stage: str | None = None,
+             metric: str = 'test_accuracy') -> dict:
   """Attributes and figures of one run (of its `stage` if a pipeline)."""
   config, summary = (_load(os.path.join(run_dir, f))
                      for f in ('config.json', 'summary.json'))
@@ -68,7 +69,8 @@ def describe(run_dir: str, stage: str | None = None) -> dict:
   attrs.update(args)
   get = lambda k: summary.get(prefix + k)
   return {'dir': run_dir, 'attrs': attrs, 'config': config,
-          'last': get('test_accuracy'), 'best': get('best_test_accuracy')}
+          'last': get(metric),
+          'best': get('best_' + metric)}
 
 
 def _key(run: dict, keys: list[str]) -> tuple:
@@ -137,6 +139,8 @@ def define_flags():
   flags.DEFINE_string('paper', None, 'A paper spec (PUBLISHED, KEYS).')
   flags.DEFINE_string('stage', None, 'Pipeline stage to report.')
   flags.DEFINE_string('csv', None, 'Also write the rows as CSV.')
+  flags.DEFINE_string('metric', 'test_accuracy', 'Summary key to report, '
+                      'e.g. tflite_int8_accuracy.')
 
 
 def main(argv):
@@ -149,7 +153,7 @@ def main(argv):
   dirs = find_runs(argv[1])
   if not dirs:
     sys.exit(f'no finished runs (summary.json + config.json) under {argv[1]}')
-  rows = table([describe(d, f.stage) for d in dirs], keys, paper)
+  rows = table([describe(d, f.stage, f.metric) for d in dirs], keys, paper)
   print(markdown(rows, keys, paper))
   if f.csv:
     with open(f.csv, 'w', newline='') as out:

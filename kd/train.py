@@ -190,14 +190,15 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
             lambda: teacher.init(jax.random.key(0), example, train=False)))
     train_step = parallel.wrap(steps.make_distill_step(
         model, teacher, tx, terms, config.distill.ce_weight,
-        config.label_smoothing, config.seed, config.mixup_alpha),
-        num_replicated=2)
+        config.label_smoothing, config.seed, config.mixup_alpha,
+        config.distill.quantization_aware), num_replicated=2)
     replicated_teacher = parallel.replicate(teacher_vars)
     extra = (replicated_teacher,)
   else:
     train_step = parallel.wrap(
         steps.make_supervised_step(model, tx, config.label_smoothing,
-                                   config.seed, config.mixup_alpha),
+                                   config.seed, config.mixup_alpha,
+                                   config.distill.quantization_aware),
         num_replicated=1)
     extra = ()
 

@@ -6,7 +6,8 @@ one trained teacher between runs), then the student by `method`:
   kd                 CE + T^2 KL at `temperature` (Hinton et al. 2015)
   dkd, dist, rkd, pkt, logit_mse   from the zoo, default hyper-parameters
 `mixup=ALPHA`: teacher and student see the same mixed-up signals
-(consistent teaching, Beyer et al. 2022).
+(consistent teaching, Beyer et al. 2022). `qat=1`: quantization-aware
+distillation (simulated int8). `export=1`: TFLite float32 and int8 exports.
 
   python -m kd.main \
       --config=configs/mnist1d/distill.py:method=kd,temperature=4,seed=0 \
@@ -49,6 +50,9 @@ def get_config(arg: str | None = None):
     for name, t in terms.items():
       student.distill.terms[name] = t
   student.mixup_alpha = float(a.get('mixup', 0.0))
+  student.distill.quantization_aware = bool(int(a.get('qat', 0)))
+  if int(a.get('export', 0)):
+    student.export.formats = ('float32', 'int8')
   c = pipeline_config(teacher=teacher, student=student)
   if a.get('teacher_dir'):
     c.stage_dirs = {'teacher': a['teacher_dir']}
