@@ -125,3 +125,16 @@ def test_failed_op_is_named_with_its_layer():
                      match=r'reduce_window \(at Pool1D/reduce_window'):
     tflite.convert(lambda v: m.apply(variables, v), (8, 3), quantize='int8',
                    representative_data=x)
+
+
+@pytest.mark.parametrize('name', ['resnet8x4', 'wrn_16_2'])
+def test_zoo_students_export_with_float_parity(name):
+  m = models.create(name, 100)
+  x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  variables = m.init(jax.random.key(0), x[:1])
+  predict = lambda v: m.apply(variables, v, train=False)[0]  # BN inference.
+  lite = tflite.TFLiteModel(tflite.convert(predict, (32, 32, 3)))
+  assert np.max(np.abs(lite.predict(x) - np.asarray(predict(x)))) < 1e-4
+  int8 = tflite.TFLiteModel(tflite.convert(
+      predict, (32, 32, 3), quantize='int8', representative_data=x))
+  assert int8.quantization['input_dtype'] == 'int8'
