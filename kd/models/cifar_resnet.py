@@ -45,6 +45,18 @@ class BasicBlock(nn.Module):
     return nn.relu(preact), preact
 
 
+def residual_stages(x, block, widths, depths, train: bool, dtype, feats):
+  """Stages of residual blocks (the first of each stage but the first
+  downsamples); records `stage{k}` and `preact_stage{k}` in `feats`. Called
+  from a parent's compact method, whose submodules the blocks become."""
+  for stage, (n, width) in enumerate(zip(depths, widths), start=1):
+    for i in range(n):
+      stride = 2 if stage > 1 and i == 0 else 1
+      x, pre = block(width, stride, dtype, name=f'layer{stage}_{i}')(x, train)
+    feats[f'stage{stage}'], feats[f'preact_stage{stage}'] = x, pre
+  return x
+
+
 class CifarResNet(nn.Module):
   num_classes: int
   depth: int = 20
@@ -58,12 +70,8 @@ class CifarResNet(nn.Module):
     x = nn.relu(batch_norm(train, self.dtype)(
         conv(self.widths[0], 3, 1, self.dtype)(x)))
     feats = {'stage0': x}
-    for stage, width in enumerate(self.widths[1:], start=1):
-      for i in range(n):
-        stride = 2 if stage > 1 and i == 0 else 1
-        x, pre = BasicBlock(width, stride, self.dtype,
-                            name=f'layer{stage}_{i}')(x, train)
-      feats[f'stage{stage}'], feats[f'preact_stage{stage}'] = x, pre
+    x = residual_stages(x, BasicBlock, self.widths[1:], (n,) * 3, train,
+                        self.dtype, feats)
     emb = jnp.mean(x, axis=(1, 2))
     feats['embedding'] = emb
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)

@@ -10,7 +10,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kd.models.cifar_resnet import BasicBlock, batch_norm, conv
+from kd.models.cifar_resnet import (BasicBlock, batch_norm, conv,
+                                     residual_stages)
 
 
 class Bottleneck(nn.Module):
@@ -47,14 +48,9 @@ class ImageNetResNet(nn.Module):
     x = nn.relu(batch_norm(train, self.dtype)(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     feats = {'stage0': x}
-    block = Bottleneck if self.bottleneck else BasicBlock
-    for stage, (n, width) in enumerate(zip(self.blocks, (64, 128, 256, 512)),
-                                       start=1):
-      for i in range(n):
-        stride = 2 if stage > 1 and i == 0 else 1
-        x, pre = block(width, stride, self.dtype,
-                       name=f'layer{stage}_{i}')(x, train)
-      feats[f'stage{stage}'], feats[f'preact_stage{stage}'] = x, pre
+    x = residual_stages(x, Bottleneck if self.bottleneck else BasicBlock,
+                        (64, 128, 256, 512), self.blocks, train, self.dtype,
+                        feats)
     emb = jnp.mean(x, axis=(1, 2))
     feats['embedding'] = emb
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
