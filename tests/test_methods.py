@@ -75,3 +75,20 @@ def test_method_runs_a_few_steps(method, mock_cifar, teacher_dir, tmp_path):
   for name in stage.distill.terms:
     assert all(np.isfinite(r[name]) for r in rows), name
   assert 0.0 <= summary['student/test_accuracy'] <= 1.0
+
+
+def test_imagenet_pair_smoke_on_mock_data(tmp_path):
+  from configs.imagenet import distill as imagenet  # pylint: disable=import-outside-toplevel
+  root = metadata_dir(str(tmp_path / 'tfds'),
+                      {'imagenet2012': ('train', 'validation')}, 16)
+  c = imagenet.get_config('teacher=resnet18_imagenet,student=resnet18_imagenet,'
+                          'method=kd,batch=8,epochs=1,image_size=32')
+  assert c.stages.student.data.eval_split == 'validation'
+  for stage in c.stages.values():
+    stage.data.data_dir = root
+    stage.steps, stage.log_every, stage.checkpoint_every = 2, 1, 2
+    stage.eval_every, stage.wandb.mode, stage.evaluate.latency = 0, 'disabled', False
+  with tfds.testing.mock_data(num_examples=16, data_dir=root):
+    summary = main.run_pipeline(c, str(tmp_path / 'run'))
+  assert summary['student/test_examples'] == 16
+  assert np.isfinite(summary['student/test_loss'])

@@ -1,0 +1,67 @@
+"""ImageNet distillation (e.g. ResNet-34 -> ResNet-18, the CRD / DKD
+ImageNet pair), for a GPU/TPU cluster.
+
+A pipeline: the teacher (skipped when `teacher_dir` holds a finished run),
+then the student with `method` (kd: CE 0.5 + KD 0.5 at T=1 as in the
+ImageNet experiments of CRD; dkd: DKD's ImageNet setting alpha 0.5,
+beta 0.5, T=1; scratch). Recipe: SGD momentum 0.9, lr 0.1 per 256 examples,
+weight decay 1e-4, 100 epochs, x0.1 at 30/60/90; inception crop + flip;
+evaluation on the 'validation' split.
+
+  python -m kd.main --config=configs/imagenet/distill.py:teacher=resnet34_imagenet,student=resnet18_imagenet,method=kd \
+      --workdir=/runs/imagenet/r34-r18-kd \
+      --config.stages.teacher.data.data_dir=DIR --config.stages.student.data.data_dir=DIR
+
+`epochs=`, `batch=`, `image_size=` and `seed=` arguments shorten or resize
+it (smoke tests).
+"""
+from configs.cifar100.teacher import parse
+from kd.config import pipeline_config, run_config, term
+
+TRAIN_EXAMPLES = 1_281_167
+METHODS = {
+    'scratch': (1.0, {}),
+    'kd': (0.5, {'kd': term('kd', 0.5, temperature=1.0)}),
+    'dkd': (1.0, {'dkd': term('dkd', 1.0, alpha=0.5, beta=0.5,
+                              temperature=1.0)}),
+}
+
+
+def recipe(model: str, epochs: int, batch: int, image_size: int):
+  c = run_config()
+  c.data.update(name='imagenet2012', eval_split='validation',
+                image_size=image_size)
+  c.model.name = model
+  c.batch_size, c.eval_batch_size = batch, batch
+  per_epoch = TRAIN_EXAMPLES // batch
+  c.steps = epochs * per_epoch
+  c.optimizer.update(name='sgd', lr=0.1 * batch / 256, momentum=0.9,
+                     weight_decay=1e-4, schedule='step', decay_factor=0.1,
+                     boundaries=tuple(int(e * epochs / 100) * per_epoch
+                                      for e in (30, 60, 90)))
+  c.log_every, c.checkpoint_every, c.eval_every = 500, per_epoch, 5 * per_epoch
+  c.wandb.project = 'kd-imagenet'
+  return c
+
+
+def get_config(arg: str | None = None):
+  a = parse(arg)
+  method = a.get('method', 'kd')
+  if method not in METHODS:
+    raise ValueError(f'unknown method {method!r}; valid: {sorted(METHODS)}')
+  size = dict(epochs=int(a.get('epochs', 100)), batch=int(a.get('batch', 256)),
+              image_size=int(a.get('image_size', 224)))
+  t_name = a.get('teacher', 'resnet34_imagenet')
+  teacher = recipe(t_name, **size)
+  student = recipe(a.get('student', 'resnet18_imagenet'), **size)
+  student.seed = int(a.get('seed', 0))
+  ce_weight, terms = METHODS[method]
+  student.distill.ce_weight = ce_weight
+  if terms:
+    student.distill.teacher.update(workdir='teacher', model=t_name)
+    for name, t in terms.items():
+      student.distill.terms[name] = t
+  c = pipeline_config(teacher=teacher, student=student)
+  if a.get('teacher_dir'):
+    c.stage_dirs = {'teacher': a['teacher_dir']}
+  return c
