@@ -39,7 +39,7 @@ def _result(workdir):
   params = mngr.restore(mngr.latest_step(),
                         args=ocp.args.StandardRestore())['params']
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    losses = [json.loads(line)['loss'] for line in f]
+    losses = [r['loss'] for r in map(json.loads, f) if 'loss' in r]
   with open(os.path.join(workdir, 'summary.json')) as f:
     return params, losses, json.load(f)
 
