@@ -21,14 +21,18 @@ def run_config() -> mc.ConfigDict:
   c.optimizer = mc.ConfigDict(dict(
       name='adam', lr=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0,
       schedule='cosine', warmup_steps=0, boundaries=(), decay_factor=0.1,
-      grad_clip=0.0))
+      grad_clip=0.0, accumulate_steps=1))
   c.label_smoothing = 0.0
   # > 0: mixup of each batch; a teacher sees the student's mixed inputs
   # (consistent teaching, FunMatch).
   c.mixup_alpha = 0.0
   # Distillation: empty teacher.workdir means a supervised run.
   c.distill = mc.ConfigDict(dict(
-      teacher=mc.ConfigDict(dict(workdir='', model='', kwargs=mc.ConfigDict())),
+      teacher=mc.ConfigDict(dict(
+          workdir='', model='', kwargs=mc.ConfigDict(),
+          # Teacher compute dtype; 'auto': bfloat16 on accelerators,
+          # float32 on CPU (where bfloat16 is emulated and slower).
+          dtype='auto')),
       ce_weight=1.0,
       terms=mc.ConfigDict(),
       # Train with simulated int8 (kd.quantization) for a better int8 export.

@@ -27,9 +27,11 @@ def schedule(opt, total_steps: int) -> optax.Schedule:
 
 def create(opt, total_steps: int) -> tuple[optax.GradientTransformation,
                                            optax.Schedule]:
+  """The optimizer and its schedule; `total_steps` counts batches, so with
+  `accumulate_steps=k` the schedule spans total_steps / k updates."""
   if opt.name not in OPTIMIZERS:
     raise ValueError(f'unknown optimizer {opt.name!r}; valid: {OPTIMIZERS}')
-  lr = schedule(opt, total_steps)
+  lr = schedule(opt, max(total_steps // opt.accumulate_steps, 1))
   if opt.name == 'sgd':
     # Coupled L2 weight decay, as in the PyTorch recipes papers report.
     tx = optax.chain(optax.add_decayed_weights(opt.weight_decay),
@@ -41,4 +43,8 @@ def create(opt, total_steps: int) -> tuple[optax.GradientTransformation,
     tx = optax.adamw(lr, weight_decay=opt.weight_decay)
   if opt.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
+  if opt.accumulate_steps > 1:
+    # Gradients of k consecutive batches are averaged into one update; the
+    # schedule counts updates.
+    tx = optax.MultiSteps(tx, every_k_schedule=opt.accumulate_steps)
   return tx, lr

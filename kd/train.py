@@ -36,6 +36,12 @@ def _dtype(name: str):
   return DTYPES[name]
 
 
+def teacher_dtype(name: str) -> str:
+  if name == 'auto':
+    return 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
+  return name
+
+
 def build_model(name: str, kwargs, num_classes: int, dtype: str):
   return models.create(name, num_classes, dtype=_dtype(dtype),
                        **dict(kwargs or {}))
@@ -164,7 +170,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   terms, aux_params, aux_state = (), {}, {}
   t = config.distill.teacher
   if t.workdir:
-    teacher = build_model(t.model, t.kwargs, spec.num_classes, config.dtype)
+    teacher = build_model(t.model, t.kwargs, spec.num_classes,
+                          teacher_dtype(t.dtype))
     terms = distill_terms(config)
     check_terms(terms, model, teacher, example)
     aux_params, aux_state = init_adapters(

@@ -72,3 +72,26 @@ def test_stage_names_count_from_the_last():
   assert steps.resolve(out, 'stage-3') == 'stage0'
   assert steps.resolve(out, 'stage-4') == 'stage-4'  # Left for the error.
   assert steps.resolve(out, 'embedding') == 'embedding'
+
+
+def test_gradient_accumulation_averages_k_batches_into_one_update():
+  import optax  # pylint: disable=import-outside-toplevel
+  from kd import config as kd_config, optim  # pylint: disable=import-outside-toplevel
+  opt = kd_config.run_config().optimizer
+  opt.update(name='sgd', lr=0.1, momentum=0.0, schedule='constant',
+             accumulate_steps=2)
+  tx, _ = optim.create(opt, 10)
+  params = jnp.zeros(3)
+  state = tx.init(params)
+  g1, g2 = jnp.array([1.0, 0.0, 2.0]), jnp.array([3.0, 2.0, 0.0])
+  u1, state = tx.update(g1, state, params)
+  assert np.all(np.asarray(u1) == 0)  # No update after the first batch.
+  u2, state = tx.update(g2, state, params)
+  np.testing.assert_allclose(optax.apply_updates(params, u2),
+                             -0.1 * (g1 + g2) / 2, rtol=1e-6)
+
+
+def test_teacher_dtype_auto_is_float32_on_cpu():
+  from kd import train  # pylint: disable=import-outside-toplevel
+  assert train.teacher_dtype('auto') == 'float32'
+  assert train.teacher_dtype('bfloat16') == 'bfloat16'
