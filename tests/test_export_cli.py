@@ -74,3 +74,14 @@ def test_command_line_dynamic_batch_fp16(run_dir, tmp_path):
 def test_not_a_run_directory_is_explained(tmp_path):
   with pytest.raises(FileNotFoundError, match='must be a run'):
     student.load_run(str(tmp_path))
+
+
+def test_edge_table_from_sidecars(run_dir, tmp_path):
+  from kd.export import table  # pylint: disable=import-outside-toplevel
+  config, model, variables, step = student.load_run(run_dir)
+  student.export(config, model, variables, os.path.join(run_dir, 'x.tflite'),
+                 quantize='int8', step=step, latency=True)
+  (row,) = [r for r in table.rows([run_dir]) if r['file'] == 'x.tflite']
+  text = table.markdown([row])
+  assert f'| mlp | kd_digits | int8 | {row["bytes"]:,} |' in text
+  assert f'{100 * row["tflite_accuracy"]:.2f}%' in text
