@@ -20,8 +20,10 @@ def rows(paths: list[str]) -> list[dict]:
     run = os.path.dirname(os.path.abspath(path))
     with open(os.path.join(run, 'config.json')) as f:
       config = json.load(f)
+    qat = config['distill'].get('quantization_aware', False)
     out.append({'model': config['model']['name'],
-                'dataset': config['data']['name'], **side})
+                'dataset': config['data']['name'], **side,
+                'quantize': side['quantize'] + (' (QAT)' if qat else '')})
   return out
 
 
