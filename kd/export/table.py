@@ -23,7 +23,8 @@ def rows(paths: list[str]) -> list[dict]:
     qat = config['distill'].get('quantization_aware', False)
     out.append({'model': config['model']['name'],
                 'dataset': config['data']['name'], **side,
-                'quantize': side['quantize'] + (' (QAT)' if qat else '')})
+                'quantize': ('float32' if side['quantize'] == 'none' else
+                             side['quantize']) + (' (QAT)' if qat else '')})
   return out
 
 
