@@ -127,7 +127,8 @@ def test_failed_op_is_named_with_its_layer():
                    representative_data=x)
 
 
-@pytest.mark.parametrize('name', ['resnet8x4', 'wrn_16_2'])
+@pytest.mark.parametrize('name', ['resnet8x4', 'wrn_16_2', 'MobileNetV2',
+                                  'ShuffleV2'])
 def test_zoo_students_export_with_float_parity(name):
   m = models.create(name, 100)
   x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)

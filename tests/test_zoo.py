@@ -17,6 +17,40 @@ CIFAR100 = {
     'wrn_16_1': 180_916, 'wrn_16_2': 703_284, 'wrn_40_1': 569_780,
     'wrn_40_2': 2_255_156, 'vgg8': 3_965_028, 'vgg13': 9_462_180,
 }
+
+
+def _mobilenet_v2_by_hand(t=6, width=0.5, classes=100):
+  """From the reference layer list: stem, inverted residuals (1x1 expand,
+  3x3 depthwise, 1x1 project, each with BN), 1x1 conv to 1280, linear."""
+  setting = ((1, 16, 1), (t, 24, 2), (t, 32, 3), (t, 64, 4), (t, 96, 3),
+             (t, 160, 3), (t, 320, 1))
+  c_in = int(32 * width)
+  total = 27 * c_in + 2 * c_in
+  for e, c, n in setting:
+    c_out = int(c * width)
+    for _ in range(n):
+      hid = c_in * e
+      total += c_in * hid + 2 * hid + 9 * hid + 2 * hid + hid * c_out + 2 * c_out
+      c_in = c_out
+  return total + c_in * 1280 + 2 * 1280 + 1280 * classes + classes
+
+
+def _shufflenet_v2_by_hand(classes=100):
+  """Stem 1x1 (24), per stage a down block (two branches) and basic blocks
+  on half the channels, 1x1 conv to 1024, linear."""
+  total, c_in = 3 * 24 + 48, 24
+  for c_out, n in ((116, 3), (232, 7), (464, 3)):
+    mid = c_out // 2
+    total += (9 * c_in + 2 * c_in + c_in * mid + 2 * mid +  # Left branch.
+              c_in * mid + 2 * mid + 9 * mid + 2 * mid + mid * mid + 2 * mid)
+    total += n * (2 * mid * mid + 9 * mid + 6 * mid)
+    c_in = c_out
+  return total + c_in * 1024 + 2 * 1024 + 1024 * classes + classes
+
+
+CIFAR100['MobileNetV2'] = _mobilenet_v2_by_hand()  # 812,836; CRD: 0.81M.
+CIFAR100['ShuffleV2'] = _shufflenet_v2_by_hand()  # 1,355,528; CRD: 1.35M.
+
 IMAGENET = {'resnet18_imagenet': 11_689_512, 'resnet34_imagenet': 21_797_672,
             'resnet50_imagenet': 25_557_032}  # torchvision.
 
@@ -47,7 +81,8 @@ def test_resnet_depth_formula_and_hand_count():
 
 
 @pytest.mark.parametrize('name,stages', [('resnet8', 4), ('wrn_16_1', 4),
-                                         ('vgg8', 5)])
+                                         ('vgg8', 5), ('MobileNetV2', 5),
+                                         ('ShuffleV2', 4)])
 def test_forward_pass_and_feature_taps(name, stages):
   m = models.create(name, 100)
   x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
@@ -57,8 +92,8 @@ def test_forward_pass_and_feature_taps(name, stages):
   assert logits.shape == (2, 100) and logits.dtype == jnp.float32
   assert [f'stage{i}' in feats for i in range(stages)] == [True] * stages
   assert feats['embedding'].ndim == 2
-  last = feats[f'stage{stages - 1}']
-  assert last.shape[-1] == feats['embedding'].shape[-1]
+  if name not in ('MobileNetV2', 'ShuffleV2'):  # These widen before pooling.
+    assert feats[f'stage{stages - 1}'].shape[-1] == feats['embedding'].shape[-1]
   assert 'batch_stats' in updates
   eval_logits, _ = m.apply(variables, x, train=False)
   assert eval_logits.shape == (2, 100)

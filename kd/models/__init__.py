@@ -10,7 +10,8 @@ from typing import Callable
 
 import flax.linen as nn
 
-from kd.models import cifar_resnet, cnn, gru, imagenet_resnet, mlp, vgg, wrn
+from kd.models import (cifar_resnet, cnn, gru, imagenet_resnet, mlp,
+                       mobilenet, shufflenet, vgg, wrn)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'mlp': mlp.MLP,
@@ -31,6 +32,8 @@ for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2)):
       wrn.WideResNet, depth=_depth, widen=_widen)
 for _name, _cfg in vgg.CFGS.items():
   _REGISTRY[_name] = functools.partial(vgg.VGG, cfg=_cfg)
+_REGISTRY['MobileNetV2'] = mobilenet.MobileNetV2
+_REGISTRY['ShuffleV2'] = shufflenet.ShuffleNetV2
 # ImageNet.
 for _name, _blocks, _bottleneck in (('resnet18', (2, 2, 2, 2), False),
                                     ('resnet34', (3, 4, 6, 3), False),
