@@ -34,7 +34,9 @@ for _name, _cfg in vgg.CFGS.items():
   _REGISTRY[_name] = functools.partial(vgg.VGG, cfg=_cfg)
 _REGISTRY['MobileNetV2'] = mobilenet.MobileNetV2
 _REGISTRY['ShuffleV2'] = shufflenet.ShuffleNetV2
+_REGISTRY['ResNet50'] = imagenet_resnet.CifarResNet50
 # ImageNet.
+_REGISTRY['mobilenet_v1_imagenet'] = mobilenet.MobileNetV1
 for _name, _blocks, _bottleneck in (('resnet18', (2, 2, 2, 2), False),
                                     ('resnet34', (3, 4, 6, 3), False),
                                     ('resnet50', (3, 4, 6, 3), True)):

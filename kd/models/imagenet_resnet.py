@@ -55,3 +55,22 @@ class ImageNetResNet(nn.Module):
     feats['embedding'] = emb
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
     return logits.astype(jnp.float32), feats
+
+
+class CifarResNet50(nn.Module):
+  """RepDistiller's `ResNet50` (`resnetv2.py`) for 32x32 inputs: bottleneck
+  stages 3-4-6-3 as ImageNet's, a 3x3 stride-1 stem and no max-pooling."""
+  num_classes: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(batch_norm(train, self.dtype)(conv(64, 3, 1, self.dtype)(
+        x.astype(self.dtype))))
+    feats = {'stage0': x}
+    x = residual_stages(x, Bottleneck, (64, 128, 256, 512), (3, 4, 6, 3),
+                        train, self.dtype, feats)
+    emb = jnp.mean(x, axis=(1, 2))
+    feats['embedding'] = emb
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
+    return logits.astype(jnp.float32), feats

@@ -68,3 +68,31 @@ class MobileNetV2(nn.Module):
     feats['embedding'] = emb
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
     return logits.astype(jnp.float32), feats
+
+
+class MobileNetV1(nn.Module):
+  """MobileNet-V1 (Howard et al. 2017) for ImageNet, width 1: a stride-2
+  stem and 13 depthwise-separable blocks (3x3 depthwise + 1x1, each with BN
+  and ReLU). Taps: `stage0`..`stage4` (at each resolution's end),
+  `embedding`."""
+  num_classes: int
+  dtype: jnp.dtype = jnp.float32
+  blocks = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+            (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2),
+            (1024, 1))
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = conv_bn(x.astype(self.dtype), 32, 3, 2, train, self.dtype)
+    feats, stage = {}, 0
+    for i, (c, s) in enumerate(self.blocks):
+      if s == 2:
+        feats[f'stage{stage}'], stage = x, stage + 1
+      x = conv_bn(x, x.shape[-1], 3, s, train, self.dtype,
+                  groups=x.shape[-1])
+      x = conv_bn(x, c, 1, 1, train, self.dtype)
+    feats[f'stage{stage}'] = x
+    emb = jnp.mean(x, axis=(1, 2))
+    feats['embedding'] = emb
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
+    return logits.astype(jnp.float32), feats
