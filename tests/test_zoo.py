@@ -48,6 +48,21 @@ def _shufflenet_v2_by_hand(classes=100):
   return total + c_in * 1024 + 2 * 1024 + 1024 * classes + classes
 
 
+def _shufflenet_v1_by_hand(classes=100):
+  """Units of grouped 1x1 (groups 1 right after the stem), 3x3 depthwise,
+  grouped 1x1 (groups 3), BN after each; stride-2 units add width - input."""
+  total, c_in = 3 * 24 + 48, 24
+  for width, n in ((240, 4), (480, 8), (960, 4)):
+    for i in range(n):
+      out = width - c_in if i == 0 else width
+      mid, g1 = out // 4, 1 if c_in == 24 else 3
+      total += (c_in * mid // g1 + 2 * mid + 9 * mid + 2 * mid +
+                mid * out // 3 + 2 * out)
+      c_in = width
+  return total + 960 * classes + classes
+
+
+CIFAR100['ShuffleV1'] = _shufflenet_v1_by_hand()  # 949,258; CRD: 0.95M.
 CIFAR100['MobileNetV2'] = _mobilenet_v2_by_hand()  # 812,836; CRD: 0.81M.
 CIFAR100['ShuffleV2'] = _shufflenet_v2_by_hand()  # 1,355,528; CRD: 1.35M.
 # torchvision's resnet50 with a 3x3 stem and 100 classes:

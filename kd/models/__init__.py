@@ -33,6 +33,7 @@ for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2)):
 for _name, _cfg in vgg.CFGS.items():
   _REGISTRY[_name] = functools.partial(vgg.VGG, cfg=_cfg)
 _REGISTRY['MobileNetV2'] = mobilenet.MobileNetV2
+_REGISTRY['ShuffleV1'] = shufflenet.ShuffleNetV1
 _REGISTRY['ShuffleV2'] = shufflenet.ShuffleNetV2
 _REGISTRY['ResNet50'] = imagenet_resnet.CifarResNet50
 # ImageNet.

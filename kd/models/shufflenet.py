@@ -1,5 +1,6 @@
-"""ShuffleNetV2 of the CRD benchmark (RepDistiller `ShuffleV2`, net size 1:
-widths 116-232-464, 1024-d head, blocks 3-7-3, a 1x1 stem for 32x32 inputs).
+"""ShuffleNets of the CRD benchmark. V2 (RepDistiller `ShuffleV2`, net size 1):
+widths 116-232-464, 1024-d head, blocks 3-7-3, a 1x1 stem for 32x32 inputs;
+V1 below.
 
 Feature taps: `stage0` (stem), `stage1`..`stage3` (stage outputs, after the
 channel shuffle), `preact_stage1`..`preact_stage3` (the last block's
@@ -69,6 +70,59 @@ class ShuffleNetV2(nn.Module):
         x, pre = ShuffleBlock(self.dtype, name=f'block{s}_{i}')(x, train)
       feats[f'stage{s}'], feats[f'preact_stage{s}'] = x, pre
     x = conv_bn(x, self.widths[-1], 1, 1, train, self.dtype)
+    emb = jnp.mean(x, axis=(1, 2))
+    feats['embedding'] = emb
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
+    return logits.astype(jnp.float32), feats
+
+
+class ShuffleV1Block(nn.Module):
+  """ShuffleNet unit: grouped 1x1, shuffle, 3x3 depthwise, grouped 1x1; a
+  stride-2 unit concatenates a 3x3 average-pooled shortcut instead of adding
+  it. Returns (output, pre-activation)."""
+  features: int
+  stride: int
+  groups: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    mid = self.features // 4
+    first_groups = 1 if x.shape[-1] == 24 else self.groups  # After the stem.
+    out = conv_bn(x, mid, 1, 1, train, self.dtype, groups=first_groups)
+    out = shuffle(out, first_groups)
+    out = conv_bn(out, mid, 3, self.stride, train, self.dtype, groups=mid)
+    out = conv_bn(out, self.features, 1, 1, train, self.dtype,
+                  groups=self.groups, relu=False)
+    if self.stride == 2:
+      res = nn.avg_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+      pre = jnp.concatenate([out, res], -1)
+    else:
+      pre = out + x
+    return nn.relu(pre), pre
+
+
+class ShuffleNetV1(nn.Module):
+  """RepDistiller's `ShuffleV1`: groups 3, widths 240-480-960, blocks
+  4-8-4, a 1x1 stem. Taps as ShuffleNetV2's (no 1x1 head conv: the
+  embedding pools the last stage)."""
+  num_classes: int
+  widths: Sequence[int] = (240, 480, 960)
+  blocks: Sequence[int] = (4, 8, 4)
+  groups: int = 3
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = conv_bn(x.astype(self.dtype), 24, 1, 1, train, self.dtype)
+    feats = {'stage0': x}
+    for s, (width, n) in enumerate(zip(self.widths, self.blocks), start=1):
+      for i in range(n):
+        # The first unit of a stage concatenates its input: it adds the rest.
+        out = width - x.shape[-1] if i == 0 else width
+        x, pre = ShuffleV1Block(out, 2 if i == 0 else 1, self.groups,
+                                self.dtype, name=f'block{s}_{i}')(x, train)
+      feats[f'stage{s}'], feats[f'preact_stage{s}'] = x, pre
     emb = jnp.mean(x, axis=(1, 2))
     feats['embedding'] = emb
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
