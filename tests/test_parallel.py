@@ -36,3 +36,17 @@ def test_training_moved_the_parameters(results):
   losses = results['pmap1/supervised_losses']
   assert losses.shape == (3,) and np.all(np.isfinite(losses))
   assert losses[-1] != losses[0]
+
+
+def test_crd_memory_bank_is_the_same_under_pmap_and_mesh(results):
+  # Negatives are drawn per device, so 8 devices differ from 1; the two
+  # wrappers over the same 8 devices must not.
+  np.testing.assert_allclose(results['mesh8/crd_memory'],
+                             results['pmap8/crd_memory'], atol=1e-6)
+  np.testing.assert_allclose(results['mesh8/crd_losses'],
+                             results['pmap8/crd_losses'], rtol=1e-5)
+  np.testing.assert_allclose(results['mesh8/crd_params'],
+                             results['pmap8/crd_params'], atol=1e-6)
+  # Every example's bank row was updated (3 steps x 16 examples = all 48).
+  initial_norms = np.linalg.norm(results['pmap8/crd_memory'], axis=1)
+  np.testing.assert_allclose(initial_norms, 1.0, rtol=1e-5)
