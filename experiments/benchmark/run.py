@@ -1,0 +1,177 @@
+"""Throughput of distillation, measured side by side in one process.
+
+  python -m experiments.benchmark.run [--pairs=mnist1d,cifar_r32x4,...]
+      [--dtypes=float32,bfloat16] [--iters=20] [--out=DIR]
+
+For each (teacher, student, batch, input shape) pair and compute dtype:
+examples/s of the student's supervised step, the teacher's forward pass, the
+live distillation step (teacher forward + student step, one jitted call) and
+the cached step (the student step with precomputed teacher logits); compile
+time of each; and the overhead ratio t(distill) / (t(student) + t(teacher)).
+Synthetic data on the device; medians of timed iterations after warm-up.
+Writes results.json and results.md to --out.
+"""
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from kd import losses, models, steps
+from kd.parallel import DataParallel
+
+# name: (teacher, student, global batch, input shape, classes)
+PAIRS = {
+    'mnist1d': ('cnn1d', 'mlp', 100, (40, 1), 10),
+    'cifar_r32x4_r8x4': ('resnet32x4', 'resnet8x4', 64, (32, 32, 3), 100),
+    'cifar_wrn40_2_wrn16_2': ('wrn_40_2', 'wrn_16_2', 64, (32, 32, 3), 100),
+    'imagenet_r34_r18': ('resnet34_imagenet', 'resnet18_imagenet', 64,
+                         (224, 224, 3), 1000),
+}
+
+
+def make_cached_step(student, tx, temperature=4.0):
+  """Distillation from stored teacher logits: no teacher in the step."""
+
+  def loss_fn(trainable, state, batch):
+    params, _ = trainable
+    logits, _, new_state = steps._apply_train(  # pylint: disable=protected-access
+        student, params, state.model_state, batch['image'])
+    total = (losses.cross_entropy(logits, batch['label']) +
+             losses.kd(logits, batch['teacher_logits'], temperature))
+    return total, (new_state, {'loss': total})
+
+  def step(state, batch):
+    grads, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
+        (state.params, state.aux_params), state, batch)
+    return (steps._update(state, tx, grads, new_state),  # pylint: disable=protected-access
+            jax.lax.pmean(metrics, steps.AXIS))
+
+  return step
+
+
+def _time(fn, args, iters):
+  """(compile seconds, median seconds per call); fn returns a new first arg."""
+  def call(args):
+    out = jax.block_until_ready(fn(*args))
+    if isinstance(out, tuple) and hasattr(out[0], 'params'):
+      args = (out[0],) + tuple(args[1:])  # The old state was donated.
+    return args
+
+  t0 = time.perf_counter()
+  args = call(args)
+  compile_s = time.perf_counter() - t0
+  args = call(args)  # Warm-up.
+  times = []
+  for _ in range(iters):
+    t0 = time.perf_counter()
+    args = call(args)
+    times.append(time.perf_counter() - t0)
+  return compile_s, statistics.median(times)
+
+
+def bench(pair: str, dtype: str, iters: int) -> dict:
+  t_name, s_name, batch, shape, classes = PAIRS[pair]
+  dt = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[dtype]
+  parallel = DataParallel('pmap')
+  batch -= batch % parallel.local_devices
+  teacher = models.create(t_name, classes, dtype=dt)
+  student = models.create(s_name, classes, dtype=dt)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(batch, *shape)).astype(np.float32)
+  y = rng.integers(0, classes, size=batch).astype(np.int32)
+  tx = optax.sgd(0.01, momentum=0.9)
+  t_vars = teacher.init(jax.random.key(1), x[:1])
+  state = steps.create_state(student, tx, jax.random.key(0), x[:1])
+  t_logits = np.asarray(jax.jit(
+      lambda v, a: teacher.apply(v, a, train=False)[0])(t_vars, x))
+  data = parallel.shard({'image': x, 'label': y})
+  cached = parallel.shard({'image': x, 'label': y,
+                           'teacher_logits': t_logits})
+  rep_t = parallel.replicate(t_vars)
+  terms = (steps.Term('kd', 'kd', 1.0, kwargs={'temperature': 4.0}),)
+  forward = parallel.wrap(
+      lambda v, b: teacher.apply(v, b['image'], train=False)[0], 1,
+      donate_first=False)
+  runs = {
+      'student_step': (parallel.wrap(steps.make_supervised_step(student, tx),
+                                     1), (parallel.replicate(state), data)),
+      'teacher_forward': (forward, (rep_t, data)),
+      'distill_step': (parallel.wrap(steps.make_distill_step(
+          student, teacher, tx, terms, 1.0), 2),
+                       (parallel.replicate(state), rep_t, data)),
+      'cached_step': (parallel.wrap(make_cached_step(student, tx), 1),
+                      (parallel.replicate(state), cached)),
+  }
+  out = {'pair': pair, 'teacher': t_name, 'student': s_name, 'batch': batch,
+         'dtype': dtype, 'device': jax.devices()[0].device_kind,
+         'devices': parallel.local_devices}
+  for name, (fn, args) in runs.items():
+    compile_s, sec = _time(fn, args, iters)
+    out[f'{name}_ex_per_s'] = batch / sec
+    out[f'{name}_ms'] = 1000 * sec
+    out[f'{name}_compile_s'] = compile_s
+  out['overhead_ratio'] = out['distill_step_ms'] / (
+      out['student_step_ms'] + out['teacher_forward_ms'])
+  out['cached_vs_student'] = out['cached_step_ms'] / out['student_step_ms']
+  stats = jax.devices()[0].memory_stats() or {}
+  out['peak_memory_mb'] = (stats['peak_bytes_in_use'] / 2**20
+                           if 'peak_bytes_in_use' in stats else
+                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                           / 1024)
+  out['peak_memory_of'] = ('device' if 'peak_bytes_in_use' in stats
+                           else 'process max RSS')
+  return out
+
+
+def markdown(rows) -> str:
+  lines = ['| pair | dtype | batch | student step ex/s | teacher fwd ex/s | '
+           'distill step ex/s | cached step ex/s | overhead ratio | '
+           'cached / student | compile s (distill) | peak MB |',
+           '|' + '---|' * 11]
+  for r in rows:
+    lines.append(
+        f"| {r['teacher']} -> {r['student']} | {r['dtype']} | {r['batch']} "
+        f"| {r['student_step_ex_per_s']:,.0f} | {r['teacher_forward_ex_per_s']:,.0f} "
+        f"| {r['distill_step_ex_per_s']:,.0f} | {r['cached_step_ex_per_s']:,.0f} "
+        f"| {r['overhead_ratio']:.2f} | {r['cached_vs_student']:.2f} "
+        f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} |")
+  return '\n'.join(lines)
+
+
+def define_flags():
+  flags.DEFINE_list('pairs', ['mnist1d', 'cifar_r32x4_r8x4',
+                              'cifar_wrn40_2_wrn16_2'], 'Pairs to measure.')
+  flags.DEFINE_list('dtypes', ['float32'], 'Compute dtypes.')
+  flags.DEFINE_integer('iters', 10, 'Timed iterations per measurement.')
+  flags.DEFINE_string('out', 'benchmark_results', 'Output folder.')
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  rows = []
+  for pair in f.pairs:
+    for dtype in f.dtypes:
+      rows.append(bench(pair, dtype, f.iters))
+      print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+  os.makedirs(f.out, exist_ok=True)
+  with open(os.path.join(f.out, 'results.json'), 'w') as fh:
+    json.dump(rows, fh, indent=2)
+  table = markdown(rows)
+  with open(os.path.join(f.out, 'results.md'), 'w') as fh:
+    fh.write(table + '\n')
+  print(f'{rows[0]["device"]}, {rows[0]["devices"]} device(s)\n{table}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
