@@ -78,8 +78,20 @@ def _time(fn, args, iters):
   return compile_s, statistics.median(times)
 
 
-def bench(pair: str, dtype: str, iters: int) -> dict:
-  t_name, s_name, batch, shape, classes = PAIRS[pair]
+def _flops(fn, args) -> float:
+  """XLA's count of floating-point operations of one call (0 if unknown)."""
+  try:
+    cost = fn.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get('flops', 0.0))
+  except Exception:  # pylint: disable=broad-except
+    return 0.0
+
+
+def bench(pair: str, dtype: str, iters: int, batch: int = 0,
+          peak_tflops: float = 0.0) -> dict:
+  t_name, s_name, default_batch, shape, classes = PAIRS[pair]
+  batch = batch or default_batch
   dt = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[dtype]
   parallel = DataParallel('pmap')
   batch -= batch % parallel.local_devices
@@ -115,7 +127,10 @@ def bench(pair: str, dtype: str, iters: int) -> dict:
          'dtype': dtype, 'device': jax.devices()[0].device_kind,
          'devices': parallel.local_devices}
   for name, (fn, args) in runs.items():
+    flops = _flops(fn, args)
     compile_s, sec = _time(fn, args, iters)
+    if peak_tflops and flops:
+      out[f'{name}_mfu'] = flops / sec / (peak_tflops * 1e12)
     out[f'{name}_ex_per_s'] = batch / sec
     out[f'{name}_ms'] = 1000 * sec
     out[f'{name}_compile_s'] = compile_s
@@ -135,15 +150,18 @@ def bench(pair: str, dtype: str, iters: int) -> dict:
 def markdown(rows) -> str:
   lines = ['| pair | dtype | batch | student step ex/s | teacher fwd ex/s | '
            'distill step ex/s | cached step ex/s | overhead ratio | '
-           'cached / student | compile s (distill) | peak MB |',
-           '|' + '---|' * 11]
+           'cached / student | compile s (distill) | peak MB | MFU (distill) |',
+           '|' + '---|' * 12]
   for r in rows:
     lines.append(
         f"| {r['teacher']} -> {r['student']} | {r['dtype']} | {r['batch']} "
         f"| {r['student_step_ex_per_s']:,.0f} | {r['teacher_forward_ex_per_s']:,.0f} "
         f"| {r['distill_step_ex_per_s']:,.0f} | {r['cached_step_ex_per_s']:,.0f} "
         f"| {r['overhead_ratio']:.2f} | {r['cached_vs_student']:.2f} "
-        f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} |")
+        f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} "
+        f"| {100 * r['distill_step_mfu']:.1f}% |" if 'distill_step_mfu' in r
+        else f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} "
+        "| - |")
   return '\n'.join(lines)
 
 
@@ -153,6 +171,10 @@ def define_flags():
   flags.DEFINE_list('dtypes', ['float32'], 'Compute dtypes.')
   flags.DEFINE_integer('iters', 10, 'Timed iterations per measurement.')
   flags.DEFINE_string('out', 'benchmark_results', 'Output folder.')
+  flags.DEFINE_integer('batch', 0, 'Global batch for every pair (0: each '
+                       "pair's own).")
+  flags.DEFINE_float('peak_tflops', 0.0, 'Device peak (TFLOP/s) for MFU, '
+                     'e.g. 989 for an H100 SXM in bfloat16; 0: no MFU.')
 
 
 def main(argv):
@@ -161,7 +183,7 @@ def main(argv):
   rows = []
   for pair in f.pairs:
     for dtype in f.dtypes:
-      rows.append(bench(pair, dtype, f.iters))
+      rows.append(bench(pair, dtype, f.iters, f.batch, f.peak_tflops))
       print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
   os.makedirs(f.out, exist_ok=True)
   with open(os.path.join(f.out, 'results.json'), 'w') as fh:
