@@ -59,33 +59,30 @@ def make_cached_step(student, tx, temperature=4.0):
 
 
 def _time(fn, args, iters):
-  """(compile seconds, median seconds per call); fn returns a new first arg."""
+  """Median seconds per call, after two warm-up calls."""
   def call(args):
     out = jax.block_until_ready(fn(*args))
     if isinstance(out, tuple) and hasattr(out[0], 'params'):
       args = (out[0],) + tuple(args[1:])  # The old state was donated.
     return args
 
-  t0 = time.perf_counter()
-  args = call(args)
-  compile_s = time.perf_counter() - t0
-  args = call(args)  # Warm-up.
+  args = call(call(args))
   times = []
   for _ in range(iters):
     t0 = time.perf_counter()
     args = call(args)
     times.append(time.perf_counter() - t0)
-  return compile_s, statistics.median(times)
+  return statistics.median(times)
 
 
-def _flops(fn, args) -> float:
-  """XLA's count of floating-point operations of one call (0 if unknown)."""
-  try:
-    cost = fn.lower(*args).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get('flops', 0.0))
-  except Exception:  # pylint: disable=broad-except
-    return 0.0
+def _compile(fn, args) -> tuple[float, float]:
+  """(seconds to lower and compile, XLA's flop count of one call or 0)."""
+  t0 = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  seconds = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return seconds, float((cost or {}).get('flops', 0.0))
 
 
 def bench(pair: str, dtype: str, iters: int, batch: int = 0,
@@ -127,8 +124,8 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0,
          'dtype': dtype, 'device': jax.devices()[0].device_kind,
          'devices': parallel.local_devices}
   for name, (fn, args) in runs.items():
-    flops = _flops(fn, args)
-    compile_s, sec = _time(fn, args, iters)
+    compile_s, flops = _compile(fn, args)
+    sec = _time(fn, args, iters)
     if peak_tflops and flops:
       out[f'{name}_mfu'] = flops / sec / (peak_tflops * 1e12)
     out[f'{name}_ex_per_s'] = batch / sec
