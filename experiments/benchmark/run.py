@@ -75,18 +75,13 @@ def _time(fn, args, iters):
   return statistics.median(times)
 
 
-def _compile(fn, args) -> tuple[float, float]:
-  """(seconds to lower and compile, XLA's flop count of one call or 0)."""
+def _compile_seconds(fn, args) -> float:
   t0 = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  seconds = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return seconds, float((cost or {}).get('flops', 0.0))
+  fn.lower(*args).compile()
+  return time.perf_counter() - t0
 
 
-def bench(pair: str, dtype: str, iters: int, batch: int = 0,
-          peak_tflops: float = 0.0) -> dict:
+def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
   t_name, s_name, default_batch, shape, classes = PAIRS[pair]
   batch = batch or default_batch
   dt = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[dtype]
@@ -124,10 +119,8 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0,
          'dtype': dtype, 'device': jax.devices()[0].device_kind,
          'devices': parallel.local_devices}
   for name, (fn, args) in runs.items():
-    compile_s, flops = _compile(fn, args)
+    compile_s = _compile_seconds(fn, args)
     sec = _time(fn, args, iters)
-    if peak_tflops and flops:
-      out[f'{name}_mfu'] = flops / sec / (peak_tflops * 1e12)
     out[f'{name}_ex_per_s'] = batch / sec
     out[f'{name}_ms'] = 1000 * sec
     out[f'{name}_compile_s'] = compile_s
@@ -147,18 +140,15 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0,
 def markdown(rows) -> str:
   lines = ['| pair | dtype | batch | student step ex/s | teacher fwd ex/s | '
            'distill step ex/s | cached step ex/s | overhead ratio | '
-           'cached / student | compile s (distill) | peak MB | MFU (distill) |',
-           '|' + '---|' * 12]
+           'cached / student | compile s (distill) | peak MB |',
+           '|' + '---|' * 11]
   for r in rows:
     lines.append(
         f"| {r['teacher']} -> {r['student']} | {r['dtype']} | {r['batch']} "
         f"| {r['student_step_ex_per_s']:,.0f} | {r['teacher_forward_ex_per_s']:,.0f} "
         f"| {r['distill_step_ex_per_s']:,.0f} | {r['cached_step_ex_per_s']:,.0f} "
         f"| {r['overhead_ratio']:.2f} | {r['cached_vs_student']:.2f} "
-        f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} "
-        f"| {100 * r['distill_step_mfu']:.1f}% |" if 'distill_step_mfu' in r
-        else f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} "
-        "| - |")
+        f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} |")
   return '\n'.join(lines)
 
 
@@ -170,8 +160,7 @@ def define_flags():
   flags.DEFINE_string('out', 'benchmark_results', 'Output folder.')
   flags.DEFINE_integer('batch', 0, 'Global batch for every pair (0: each '
                        "pair's own).")
-  flags.DEFINE_float('peak_tflops', 0.0, 'Device peak (TFLOP/s) for MFU, '
-                     'e.g. 989 for an H100 SXM in bfloat16; 0: no MFU.')
+
 
 
 def main(argv):
@@ -180,7 +169,7 @@ def main(argv):
   rows = []
   for pair in f.pairs:
     for dtype in f.dtypes:
-      rows.append(bench(pair, dtype, f.iters, f.batch, f.peak_tflops))
+      rows.append(bench(pair, dtype, f.iters, f.batch))
       print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
   os.makedirs(f.out, exist_ok=True)
   with open(os.path.join(f.out, 'results.json'), 'w') as fh:
