@@ -26,6 +26,14 @@ def conv(features, kernel, stride=1, dtype=jnp.float32, name=None, bias=False):
                  name=name)
 
 
+def pooled_head(x, feats, num_classes: int, dtype):
+  """Global average pool into `feats['embedding']`, then the linear
+  classifier `fc`; returns the model's (float32 logits, feats)."""
+  feats['embedding'] = jnp.mean(x, axis=(1, 2))
+  logits = nn.Dense(num_classes, dtype=dtype, name='fc')(feats['embedding'])
+  return logits.astype(jnp.float32), feats
+
+
 class BasicBlock(nn.Module):
   """conv-BN-ReLU-conv-BN plus shortcut (1x1 conv + BN when the shape
   changes); returns (output after ReLU, output before it)."""
@@ -72,7 +80,4 @@ class CifarResNet(nn.Module):
     feats = {'stage0': x}
     x = residual_stages(x, BasicBlock, self.widths[1:], (n,) * 3, train,
                         self.dtype, feats)
-    emb = jnp.mean(x, axis=(1, 2))
-    feats['embedding'] = emb
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
-    return logits.astype(jnp.float32), feats
+    return pooled_head(x, feats, self.num_classes, self.dtype)

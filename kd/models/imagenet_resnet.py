@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kd.models.cifar_resnet import (BasicBlock, batch_norm, conv,
-                                     residual_stages)
+                                     pooled_head, residual_stages)
 
 
 class Bottleneck(nn.Module):
@@ -51,10 +51,7 @@ class ImageNetResNet(nn.Module):
     x = residual_stages(x, Bottleneck if self.bottleneck else BasicBlock,
                         (64, 128, 256, 512), self.blocks, train, self.dtype,
                         feats)
-    emb = jnp.mean(x, axis=(1, 2))
-    feats['embedding'] = emb
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
-    return logits.astype(jnp.float32), feats
+    return pooled_head(x, feats, self.num_classes, self.dtype)
 
 
 class CifarResNet50(nn.Module):
@@ -70,7 +67,4 @@ class CifarResNet50(nn.Module):
     feats = {'stage0': x}
     x = residual_stages(x, Bottleneck, (64, 128, 256, 512), (3, 4, 6, 3),
                         train, self.dtype, feats)
-    emb = jnp.mean(x, axis=(1, 2))
-    feats['embedding'] = emb
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
-    return logits.astype(jnp.float32), feats
+    return pooled_head(x, feats, self.num_classes, self.dtype)

@@ -9,7 +9,7 @@ global average pool).
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kd.models.cifar_resnet import batch_norm
+from kd.models.cifar_resnet import batch_norm, pooled_head
 
 # (expansion, channels, blocks, stride); expansion None means the model's T.
 SETTING = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2),
@@ -64,10 +64,7 @@ class MobileNetV2(nn.Module):
         feats[f'stage{TAPPED_GROUPS.index(g) + 1}'] = x
     last = int(1280 * self.width) if self.width > 1.0 else 1280
     x = conv_bn(x, last, 1, 1, train, self.dtype)
-    emb = jnp.mean(x, axis=(1, 2))
-    feats['embedding'] = emb
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
-    return logits.astype(jnp.float32), feats
+    return pooled_head(x, feats, self.num_classes, self.dtype)
 
 
 class MobileNetV1(nn.Module):
@@ -92,7 +89,4 @@ class MobileNetV1(nn.Module):
                   groups=x.shape[-1])
       x = conv_bn(x, c, 1, 1, train, self.dtype)
     feats[f'stage{stage}'] = x
-    emb = jnp.mean(x, axis=(1, 2))
-    feats['embedding'] = emb
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
-    return logits.astype(jnp.float32), feats
+    return pooled_head(x, feats, self.num_classes, self.dtype)

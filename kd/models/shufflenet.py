@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kd.models.mobilenet import conv_bn
+from kd.models.cifar_resnet import pooled_head
 
 
 def shuffle(x, groups: int = 2):
@@ -70,10 +71,7 @@ class ShuffleNetV2(nn.Module):
         x, pre = ShuffleBlock(self.dtype, name=f'block{s}_{i}')(x, train)
       feats[f'stage{s}'], feats[f'preact_stage{s}'] = x, pre
     x = conv_bn(x, self.widths[-1], 1, 1, train, self.dtype)
-    emb = jnp.mean(x, axis=(1, 2))
-    feats['embedding'] = emb
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
-    return logits.astype(jnp.float32), feats
+    return pooled_head(x, feats, self.num_classes, self.dtype)
 
 
 class ShuffleV1Block(nn.Module):
@@ -123,7 +121,4 @@ class ShuffleNetV1(nn.Module):
         x, pre = ShuffleV1Block(out, 2 if i == 0 else 1, self.groups,
                                 self.dtype, name=f'block{s}_{i}')(x, train)
       feats[f'stage{s}'], feats[f'preact_stage{s}'] = x, pre
-    emb = jnp.mean(x, axis=(1, 2))
-    feats['embedding'] = emb
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
-    return logits.astype(jnp.float32), feats
+    return pooled_head(x, feats, self.num_classes, self.dtype)

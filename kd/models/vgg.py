@@ -10,7 +10,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kd.models.cifar_resnet import batch_norm, conv
+from kd.models.cifar_resnet import batch_norm, conv, pooled_head
 
 CFGS = {
     'vgg8': ((64,), (128,), (256,), (512,), (512,)),
@@ -43,7 +43,4 @@ class VGG(nn.Module):
         feats[f'preact_stage{b}'] = x
       x = nn.relu(x)
       feats[f'stage{b}'] = x
-    emb = jnp.mean(x, axis=(1, 2))
-    feats['embedding'] = emb
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
-    return logits.astype(jnp.float32), feats
+    return pooled_head(x, feats, self.num_classes, self.dtype)

@@ -9,7 +9,7 @@ the final BN-ReLU and global average pool).
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kd.models.cifar_resnet import batch_norm, conv
+from kd.models.cifar_resnet import batch_norm, conv, pooled_head
 
 
 class PreActBlock(nn.Module):
@@ -48,7 +48,4 @@ class WideResNet(nn.Module):
                         name=f'block{stage}_{i}')(x, train)
       feats[f'stage{stage}'] = x
     x = nn.relu(batch_norm(train, self.dtype)(x))
-    emb = jnp.mean(x, axis=(1, 2))
-    feats['embedding'] = emb
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(emb)
-    return logits.astype(jnp.float32), feats
+    return pooled_head(x, feats, self.num_classes, self.dtype)
