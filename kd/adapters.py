@@ -154,6 +154,13 @@ def crd(feat_dim: int = 128, num_negatives: int = 16384,
 ADAPTERS = {'regressor': regressor, 'vid': vid, 'crd': crd}
 
 
+def register(name: str, factory: Callable[..., Adapter]) -> None:
+  """Adds an adapter factory so configs can name it."""
+  if name in ADAPTERS and ADAPTERS[name] is not factory:
+    raise ValueError(f'adapter {name!r} is already registered')
+  ADAPTERS[name] = factory
+
+
 def get(name: str, **kwargs) -> Adapter:
   if name not in ADAPTERS:
     raise ValueError(f'unknown adapter {name!r}; valid adapters: '

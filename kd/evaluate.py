@@ -5,17 +5,25 @@ import time
 import jax
 import numpy as np
 
+from kd import data
+
 
 def count_params(params) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
-def run_eval(eval_fn, parallel, replicated_args, batches) -> dict:
-  """Sums the eval step's statistics over all batches; returns rates."""
+def sum_stats(eval_fn, parallel, replicated_args, batches) -> dict:
+  """The eval step's statistics summed over all batches, on the host."""
   totals = None
   for batch in batches:
     out = parallel.unreplicate(eval_fn(*replicated_args, parallel.shard(batch)))
     totals = out if totals is None else jax.tree.map(np.add, totals, out)
+  return totals
+
+
+def run_eval(eval_fn, parallel, replicated_args, batches) -> dict:
+  """Rates of `kd.steps.make_eval_step`'s sums over all batches."""
+  totals = sum_stats(eval_fn, parallel, replicated_args, batches)
   n = float(totals['count'])
   result = {'test_accuracy': float(totals['correct']) / n,
             'test_loss': float(totals['loss']) / n, 'test_examples': n}
@@ -23,6 +31,29 @@ def run_eval(eval_fn, parallel, replicated_args, batches) -> dict:
     result['teacher_agreement'] = float(totals['agree']) / n
     result['kl_to_teacher'] = float(totals['kl']) / n
   return result
+
+
+def named_rates(totals: dict) -> dict:
+  """`<name>/test_accuracy` and `<name>/test_loss` from the sums of
+  `kd.steps.make_named_eval_step`."""
+  n = float(totals['count'])
+  out = {}
+  for key, value in totals.items():
+    if key.endswith('/correct'):
+      out[key[:-len('correct')] + 'test_accuracy'] = float(value) / n
+    elif key.endswith('/loss'):
+      out[key[:-len('loss')] + 'test_loss'] = float(value) / n
+  return out
+
+
+def test_named(config, parallel, eval_fn, replicated_args) -> dict:
+  """`named_rates` of a `make_named_eval_step` over the config's test split."""
+  d = config.data
+  batches = data.eval_batches(
+      d.name, batch_size=config.eval_batch_size, split=d.eval_split,
+      data_dir=d.data_dir or None, image_size=d.image_size or None,
+      download=d.download)
+  return named_rates(sum_stats(eval_fn, parallel, replicated_args, batches))
 
 
 def latency_ms(fn, example, *, warmup: int = 10, runs: int = 100) -> float:

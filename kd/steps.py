@@ -97,7 +97,7 @@ def outputs(logits, features) -> dict:
   return {'logits': logits, **features}
 
 
-def _apply_train(model, params, model_state, x, qat: bool = False):
+def apply_train(model, params, model_state, x, qat: bool = False):
   """Forward pass in training mode; returns logits, features, new state.
   `qat`: with simulated int8 weights and activations (kd.quantization)."""
   variables = {'params': params, **model_state}
@@ -112,7 +112,7 @@ def _apply_train(model, params, model_state, x, qat: bool = False):
   return logits, feats, new_state
 
 
-def _update(state, tx, grads, new_model_state, new_aux_state=None):
+def apply_gradients(state, tx, grads, new_model_state, new_aux_state=None):
   grads = jax.lax.pmean(grads, AXIS)
   updates, opt_state = tx.update(grads, state.opt_state,
                                  (state.params, state.aux_params))
@@ -124,7 +124,7 @@ def _update(state, tx, grads, new_model_state, new_aux_state=None):
       aux_state=state.aux_state if new_aux_state is None else new_aux_state)
 
 
-def _accuracy(logits, labels):
+def accuracy(logits, labels):
   return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 
 
@@ -162,18 +162,18 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
 
   def loss_fn(trainable, state, batch):
     params, _ = trainable
-    logits, _, new_state = _apply_train(model, params, state.model_state,
+    logits, _, new_state = apply_train(model, params, state.model_state,
                                         batch['image'], qat)
     ce = _mixed_ce(logits, batch, label_smoothing)
     return ce, (new_state, {'loss': ce, 'ce': ce,
-                            'accuracy': _accuracy(logits, batch['label'])})
+                            'accuracy': accuracy(logits, batch['label'])})
 
   def step(state, batch):
     if mixup_alpha:
       batch = mixup(batch, _step_rng(seed, state), mixup_alpha)
     grads, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
         (state.params, state.aux_params), state, batch)
-    return _update(state, tx, grads, new_state), jax.lax.pmean(metrics, AXIS)
+    return apply_gradients(state, tx, grads, new_state), jax.lax.pmean(metrics, AXIS)
 
   return step
 
@@ -194,12 +194,12 @@ def make_distill_step(student: nn.Module, teacher: nn.Module,
 
   def loss_fn(trainable, state, teacher_out, batch, rng):
     params, aux_params = trainable
-    logits, feats, new_state = _apply_train(student, params,
+    logits, feats, new_state = apply_train(student, params,
                                             state.model_state, batch['image'],
                                             qat)
     student_out = outputs(logits, feats)
     ce = _mixed_ce(logits, batch, label_smoothing)
-    metrics = {'ce': ce, 'accuracy': _accuracy(logits, batch['label'])}
+    metrics = {'ce': ce, 'accuracy': accuracy(logits, batch['label'])}
     total = ce_weight * ce
     new_aux_state = dict(state.aux_state)
     for i, term in enumerate(terms):
@@ -221,7 +221,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module,
     grads, (new_state, new_aux, metrics) = jax.grad(loss_fn, has_aux=True)(
         (state.params, state.aux_params), state, teacher_out, batch, rng)
     new_aux = {k: v for k, v in new_aux.items() if k in state.aux_state}
-    return (_update(state, tx, grads, new_state, new_aux),
+    return (apply_gradients(state, tx, grads, new_state, new_aux),
             jax.lax.pmean(metrics, AXIS))
 
   return step
@@ -255,3 +255,24 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
     return stats
   return lambda variables, teacher_vars, batch: stats(variables, batch,
                                                       teacher_vars)
+
+
+def make_named_eval_step(logits_fn: Callable) -> Callable:
+  """Summed test statistics of several predictors at once (students,
+  teachers, ensembles): `step(*args, batch)` with `logits_fn(*args, image)`
+  -> {name: logits}. Returns psums `count` and per name `<name>/correct`
+  and `<name>/loss`."""
+
+  def step(*args):
+    *args, batch = args
+    mask = batch['mask']
+    out = {'count': jnp.sum(mask)}
+    for name, logits in logits_fn(*args, batch['image']).items():
+      out[f'{name}/correct'] = jnp.sum(
+          mask * (jnp.argmax(logits, -1) == batch['label']))
+      out[f'{name}/loss'] = jnp.sum(
+          mask * optax.softmax_cross_entropy_with_integer_labels(
+              logits.astype(jnp.float32), batch['label']))
+    return jax.lax.psum(out, AXIS)
+
+  return step

@@ -5,8 +5,6 @@ interrupted), teacher, the compiled step, the loop, evaluation, export.
 """
 import json
 import os
-import signal
-import time
 
 import jax
 import jax.numpy as jnp
@@ -16,18 +14,15 @@ import numpy as np
 from kd import checkpoint
 from kd import data
 from kd import evaluate
+from kd import loop
 from kd import losses
 from kd import models
 from kd import optim
 from kd import steps
-from kd.logger import MetricLogger, Progress, read_metrics
+from kd.logger import MetricLogger, read_metrics
 from kd.parallel import DataParallel
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-class NonFiniteLossError(FloatingPointError):
-  pass
 
 
 def _dtype(name: str):
@@ -98,7 +93,7 @@ def init_adapters(terms, student, teacher, example, rng, num_examples):
   return params, state
 
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj) -> None:
   if jax.process_index() == 0:
     with open(path + '.tmp', 'w') as f:
       json.dump(obj, f, indent=2, sort_keys=True)
@@ -109,7 +104,7 @@ def _test_row(stats: dict) -> dict:
   return {k: stats[k] for k in ('test_accuracy', 'test_loss')}
 
 
-def _finished_summary(workdir: str, total_steps: int) -> dict | None:
+def finished_summary(workdir: str, total_steps: int) -> dict | None:
   path = os.path.join(workdir, 'summary.json')
   if os.path.exists(path):
     with open(path) as f:
@@ -119,39 +114,16 @@ def _finished_summary(workdir: str, total_steps: int) -> dict | None:
   return None
 
 
-class _Preemption:
-  """Turns SIGTERM into a request to checkpoint and stop."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # Not the main thread: leave signals alone.
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                        name: str = 'train') -> dict:
   """Runs `config` in `workdir`, resuming from its checkpoints; returns the
   run's summary (also written to `workdir/summary.json`)."""
   os.makedirs(workdir, exist_ok=True)
-  done = _finished_summary(workdir, config.steps)
+  done = finished_summary(workdir, config.steps)
   if done is not None:
     print(f'[{name}] already finished in {workdir}; reusing its results')
     return done
-  _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   # Data and models.
   d = config.data
@@ -159,7 +131,7 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                  download=d.download)
   spec = data.spec(d.name, image_size=data_kw['image_size'])
   parallel = DataParallel(config.parallel)
-  local_batch = parallel.check_batch_size(config.batch_size)
+  parallel.check_batch_size(config.batch_size)  # Fails early on a bad size.
   model = build_model(config.model.name, config.model.kwargs,
                       spec.num_classes, config.dtype)
   example = np.zeros((1, *spec.input_shape), np.float32)
@@ -182,13 +154,7 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                      'config.distill.teacher.workdir (and .model)')
   state = steps.create_state(model, tx, jax.random.key(config.seed), example,
                              aux_params, aux_state)
-  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'),
-                            config.keep_checkpoints)
-  restored = checkpoint.restore_latest(mngr, jax.eval_shape(lambda: state))
-  if restored is not None:
-    state = restored
-    print(f'[{name}] resuming from step {int(state.step)}')
-  start_step = int(state.step)
+  mngr, state = loop.restore(config, workdir, state, name)
 
   # Teacher: frozen variables, passed to the step as data.
   if teacher is not None:
@@ -221,57 +187,9 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
 
   # The loop.
   logger = MetricLogger(workdir, config)
-  logger.drop_after(start_step)
-  progress = Progress(name, config.steps, start_step, config.batch_size)
-  batches = data.train_batches(
-      d.name, batch_size=local_batch, seed=config.seed, augment=d.augment,
-      start_step=start_step, shuffle_buffer=d.shuffle_buffer,
-      process_split=d.process_split,
-      exclude_classes=tuple(d.exclude_classes), **data_kw)
-  p_state = parallel.replicate(state)
-  last_saved, sums = start_step, None
-  t_start = time.perf_counter()
-  try:
-    with _Preemption() as preemption:
-      for step in range(start_step + 1, config.steps + 1):
-        batch = parallel.shard(next(batches))
-        p_state, metrics = train_step(p_state, *extra, batch)
-        # Sums stay on the device; logged values are means since last log.
-        sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-        is_last = step == config.steps
-        log_now = step % config.log_every == 0 or is_last
-        save_now = (step % config.checkpoint_every == 0 or is_last
-                    or preemption.requested)
-        if log_now or save_now:
-          host = parallel.unreplicate(metrics)
-          if not all(np.isfinite(v) for v in host.values()):
-            raise NonFiniteLossError(
-                f'[{name}] non-finite loss at step {step}: {host}. The last '
-                f'good checkpoint (step {last_saved}) is kept in '
-                f'{mngr.directory}; lower the learning rate or check the data.')
-        if log_now:
-          rate, n = progress.rate(step)
-          means = {k: v / n for k, v in parallel.unreplicate(sums).items()}
-          sums = None
-          logger.write(step, {**means, 'learning_rate': lr_schedule(step - 1),
-                              'examples_per_sec': rate})
-          progress.line(step, means, rate)
-        if config.eval_every and step % config.eval_every == 0 and not is_last:
-          logger.write(step, _test_row(test(p_state)))
-        if save_now:
-          checkpoint.save(mngr, step, parallel.unreplicate(p_state))
-          last_saved = step
-        if preemption.requested and not is_last:
-          print(f'[{name}] SIGTERM: saved step {step}; rerun to resume')
-          raise SystemExit(143)
-  except BaseException:
-    logger.close()
-    raise
-  finally:
-    # A pending async save must land even when the loop is interrupted.
-    mngr.wait_until_finished()
-  mngr.close()
-  train_seconds = time.perf_counter() - t_start
+  p_state, train_seconds = loop.run(
+      config, name, parallel, mngr, logger, state, train_step, extra,
+      lambda p: _test_row(test(p)), lr_schedule)
 
   # Evaluation.
   stats = test(p_state)
@@ -296,7 +214,7 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
     summary.update(export_student(config, workdir, model, variables))
   logger.summary(summary)
   logger.close()
-  _write_json(os.path.join(workdir, 'summary.json'), summary)
+  write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from kd import checkpoint, config as kd_config, data, main, train
+from kd import checkpoint, config as kd_config, data, loop, main, train
 
 
 def _run_config(**overrides):
@@ -144,7 +144,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path,
       yield batch
 
   monkeypatch.setattr(train.data, 'train_batches', poisoned)
-  with pytest.raises(train.NonFiniteLossError, match='step 26'):
+  with pytest.raises(loop.NonFiniteLossError, match='step 26'):
     train.train_and_evaluate(_run_config(log_every=1), str(tmp_path))
   mngr = checkpoint.manager(str(tmp_path / 'checkpoints'))
   assert mngr.latest_step() == 20

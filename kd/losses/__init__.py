@@ -36,6 +36,15 @@ INPUTS = {'kd': 'logits', 'dkd': 'logits', 'dist': 'logits',
           'correlation_congruence': 'same', 'crd': 'batch'}
 
 
+def register(fn, inputs: str, name: str = '') -> None:
+  """Adds a loss `fn` under `name` (default its __name__) so configs can
+  name it; `inputs` is its kind in `INPUTS`."""
+  name = name or fn.__name__
+  if name in LOSSES and LOSSES[name] is not fn:
+    raise ValueError(f'loss {name!r} is already registered')
+  LOSSES[name], INPUTS[name] = fn, inputs
+
+
 def check_inputs(name: str, student_shape, teacher_shape) -> None:
   """Raises ValueError naming the loss and both shapes if they cannot pair."""
   s, t = tuple(student_shape), tuple(teacher_shape)

@@ -1,0 +1,58 @@
+"""Test accuracy of every generation of a born-again pipeline and of their
+ensembles (BANE: the mean of the distributions of generations 1..k, and of
+0..k).
+
+  python -m experiments.born_again.evaluate RUN_DIR [RUN_DIR ...]
+
+Writes `RUN_DIR/generations.json` and prints one JSON object per run.
+"""
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
+from kd import evaluate as kd_evaluate
+from kd import steps
+from kd.export.student import load_run
+from kd.parallel import DataParallel
+
+
+def evaluate(run_dir: str) -> dict:
+  with open(os.path.join(run_dir, 'config.json')) as f:
+    stage_order = json.load(f)['stage_order']
+  loaded = [load_run(os.path.join(run_dir, s)) for s in stage_order]
+  config = loaded[0][0]
+  gen_models = tuple(m for _, m, _, _ in loaded)
+  parallel = DataParallel('pmap')
+
+  def logits_fn(variables, x):
+    out = {s: m.apply(v, x, train=False)[0].astype(jnp.float32)
+           for s, m, v in zip(stage_order, gen_models, variables)}
+    log_p = [jax.nn.log_softmax(l) for l in out.values()]
+    for k in range(1, len(log_p)):
+      # BANE over the born-again generations 1..k, and with gen0 too.
+      for first in (0, 1):
+        members = jnp.stack(log_p[first:k + 1])
+        if len(members) > 1:
+          out[f'ensemble_gen{first}-{k}'] = (jax.nn.logsumexp(members, 0)
+                                             - jnp.log(len(members)))
+    return out
+
+  eval_fn = parallel.wrap(steps.make_named_eval_step(logits_fn), 1,
+                          donate_first=False)
+  result = kd_evaluate.test_named(config, parallel, eval_fn, (
+      parallel.replicate(tuple(v for _, _, v, _ in loaded)),))
+  with open(os.path.join(run_dir, 'generations.json'), 'w') as f:
+    json.dump(result, f, indent=2, sort_keys=True)
+  return result
+
+
+def main(argv):
+  for run_dir in argv[1:]:
+    print(json.dumps({run_dir: evaluate(run_dir)}, sort_keys=True))
+
+
+if __name__ == '__main__':
+  main(sys.argv)

@@ -1,0 +1,168 @@
+"""Multi-teacher distillation: K frozen teachers in one jitted step.
+
+  python -m experiments.multi_teacher.train \
+      --config=experiments/multi_teacher/config.py:mode=mean,seed=0 \
+      --workdir=runs/multi_teacher/mean_s0
+
+Loss = ce_weight * CE(student, label) + kd_weight * T^2 KL(target || student),
+target = sum_k w_k softmax(t_k / T) with the weights of `config.multi.mode`
+(see `weights`), plus any `config.distill.terms` (feature terms such as a
+FitNets hint), each paired with teacher `config.multi.term_teachers[name]`
+(default 0). The test report also has each teacher and the teachers'
+ensemble (mean of their T = 1 distributions).
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.multi_teacher import weights as weights_lib
+from kd import data
+from kd import evaluate
+from kd import loop
+from kd import losses
+from kd import models
+from kd import optim
+from kd import steps
+from kd import train as kd_train
+from kd.export.student import load_run
+from kd.main import define_flags
+from kd.parallel import AXIS, DataParallel
+
+
+def teacher_weights(mode: str, teacher_logits, student_logits, labels,
+                    temperature: float, fixed=()):
+  """[K, B] weights of `mode`; pmean makes AE-KD's solve global."""
+  if mode == 'mean':
+    return weights_lib.mean(teacher_logits)
+  if mode == 'fixed':
+    return weights_lib.fixed(teacher_logits, fixed)
+  if mode == 'confidence':
+    return weights_lib.confidence(teacher_logits, labels)
+  if mode == 'entropy':
+    return weights_lib.entropy(teacher_logits)
+  if mode == 'ae_kd':
+    return weights_lib.ae_kd(student_logits, teacher_logits, temperature,
+                             lambda g: jax.lax.pmean(g, AXIS))
+  raise ValueError(f'unknown mode {mode!r}; valid: {weights_lib.MODES}')
+
+
+def make_step(student, teachers, tx, mode: str, temperature: float,
+              ce_weight: float, kd_weight: float, fixed=(), terms=(),
+              term_teachers=()):
+  """`step(state, teacher_vars, batch)`, teacher_vars a tuple, one per
+  teacher. Teachers run in inference mode with no gradient. `terms`
+  (`kd.steps.Term`s, e.g. a FitNets hint) each pair the student with teacher
+  `term_teachers[i]`."""
+
+  def loss_fn(trainable, state, teacher_outs, batch):
+    params, aux_params = trainable
+    logits, feats, new_model_state = steps.apply_train(
+        student, params, state.model_state, batch['image'])
+    teacher_logits = jnp.stack([o['logits'] for o in teacher_outs])
+    w = jax.lax.stop_gradient(teacher_weights(
+        mode, teacher_logits, jax.lax.stop_gradient(logits), batch['label'],
+        temperature, fixed))
+    target = weights_lib.combine(w, teacher_logits, temperature)
+    ce = losses.cross_entropy(logits, batch['label'])
+    kd = weights_lib.kd_to_target(logits, target, temperature)
+    total = ce_weight * ce + kd_weight * kd
+    metrics = {'ce': ce, 'kd': kd,
+               'accuracy': steps.accuracy(logits, batch['label'])}
+    metrics.update({f'weight_{k}': jnp.mean(w[k]) for k in range(w.shape[0])})
+    student_out = steps.outputs(logits, feats)
+    for term, k in zip(terms, term_teachers):
+      metrics[term.name], _ = term(student_out, teacher_outs[k], batch,
+                                   aux_params.get(term.name))
+      total = total + term.weight * metrics[term.name]
+    metrics['loss'] = total
+    return total, (new_model_state, metrics)
+
+  def step(state, teacher_vars, batch):
+    teacher_outs = jax.lax.stop_gradient(tuple(
+        steps.outputs(*t.apply(v, batch['image'], train=False))
+        for t, v in zip(teachers, teacher_vars)))
+    grads, (new_model_state, metrics) = jax.grad(loss_fn, has_aux=True)(
+        (state.params, state.aux_params), state, teacher_outs, batch)
+    return (steps.apply_gradients(state, tx, grads, new_model_state),
+            jax.lax.pmean(metrics, AXIS))
+
+  return step
+
+
+def ensemble_logits(teachers, teacher_vars, x):
+  """{'teacher_k': logits, 'ensemble': log of the mean distribution}."""
+  out = {f'teacher_{k}': t.apply(v, x, train=False)[0]
+         for k, (t, v) in enumerate(zip(teachers, teacher_vars))}
+  log_p = jnp.stack([jax.nn.log_softmax(l.astype(jnp.float32))
+                     for l in out.values()])
+  out['ensemble'] = jax.nn.logsumexp(log_p, 0) - jnp.log(len(teachers))
+  return out
+
+
+def train(config, workdir: str) -> dict:
+  m = config.multi
+  spec = data.spec(config.data.name)
+  parallel = DataParallel(config.parallel)
+  student = models.create(config.model.name, spec.num_classes,
+                          **config.model.kwargs.to_dict())
+  loaded = [load_run(d)[1:3] for d in m.teachers]
+  teachers = tuple(t for t, _ in loaded)
+  teacher_vars = tuple(v for _, v in loaded)
+  example = np.zeros((1, *spec.input_shape), np.float32)
+  terms = kd_train.distill_terms(config)
+  term_teachers = tuple(int(m.term_teachers.get(t.name, 0)) for t in terms)
+  aux_params = {}
+  for term, k in zip(terms, term_teachers):
+    if not 0 <= k < len(teachers):
+      raise ValueError(f'distill term {term.name!r} asks for teacher {k}; '
+                       f'there are {len(teachers)} teachers (0-based index '
+                       'in config.multi.term_teachers)')
+    kd_train.check_terms((term,), student, teachers[k], example)
+    aux_params.update(kd_train.init_adapters(
+        (term,), student, teachers[k], example,
+        jax.random.key(config.seed + 1), 0)[0])
+  tx, _ = optim.create(config.optimizer, config.steps)
+  state = steps.create_state(student, tx, jax.random.key(config.seed),
+                             example, aux_params)
+  train_step = parallel.wrap(
+      make_step(student, teachers, tx, m.mode, m.temperature, m.ce_weight,
+                m.kd_weight, tuple(m.weights), terms, term_teachers),
+      num_replicated=2)
+  p_teachers = parallel.replicate(teacher_vars)
+
+  eval_student = parallel.wrap(steps.make_named_eval_step(
+      lambda v, x: {'student': student.apply(v, x, train=False)[0]}), 1,
+                               donate_first=False)
+  eval_teachers = parallel.wrap(steps.make_named_eval_step(
+      lambda tv, x: ensemble_logits(teachers, tv, x)), 1, donate_first=False)
+
+  def test(p_state):
+    variables = {'params': p_state.params, **p_state.model_state}
+    return evaluate.test_named(config, parallel, eval_student, (variables,))
+
+  summary = loop.fit(config, workdir, f'multi_teacher/{m.mode}', parallel,
+                     state, train_step, (p_teachers,), test)
+  if 'ensemble/test_accuracy' not in summary:
+    summary.update(evaluate.test_named(config, parallel, eval_teachers,
+                                       (p_teachers,)))
+    summary['teachers'] = list(m.teachers)
+    kd_train.write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty.
+  print(json.dumps(train(flags.FLAGS.config, flags.FLAGS.workdir), indent=2,
+                   sort_keys=True))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

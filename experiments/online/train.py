@@ -1,0 +1,112 @@
+"""Deep mutual learning (Zhang et al., CVPR 2018): N students, one step.
+
+  python -m experiments.online.train \
+      --config=experiments/online/config.py:students=mlp+mlp,seed=0 \
+      --workdir=runs/online/mlp+mlp_s0
+
+Student i minimises CE(p_i, label) + mutual_weight * mutual_kl_i (see
+`mutual`), against its peers' predictions of the same batch at the same
+step. One optimizer state covers every student's parameters; Adam is
+per-parameter, so this is the same as one optimizer each. The test report
+has every student and their ensemble (mean of their distributions).
+"""
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.online import mutual
+from kd import data
+from kd import evaluate
+from kd import loop
+from kd import losses
+from kd import models
+from kd import optim
+from kd import steps
+from kd.main import define_flags
+from kd.parallel import AXIS, DataParallel
+
+
+def make_step(students, tx, temperature: float, mutual_weight: float):
+  """`step(state, batch)`; state.params and state.model_state are tuples,
+  one entry per student."""
+
+  def loss_fn(params, model_state, batch):
+    outs = [steps.apply_train(m, p, s, batch['image'])
+            for m, p, s in zip(students, params, model_state)]
+    logits = jnp.stack([l.astype(jnp.float32) for l, _, _ in outs])
+    ce = jnp.stack([losses.cross_entropy(l, batch['label']) for l in logits])
+    kl = mutual.mutual_kl(logits, temperature)
+    metrics = {'loss': jnp.sum(ce + mutual_weight * kl)}
+    for i in range(len(students)):
+      metrics.update({f'ce_{i}': ce[i], f'mutual_{i}': kl[i],
+                      f'accuracy_{i}': steps.accuracy(logits[i],
+                                                       batch['label'])})
+    return metrics['loss'], (tuple(s for _, _, s in outs), metrics)
+
+  def step(state, batch):
+    grads, (new_model_state, metrics) = jax.grad(loss_fn, has_aux=True)(
+        state.params, state.model_state, batch)
+    return (steps.apply_gradients(state, tx, (grads, {}), new_model_state),
+            jax.lax.pmean(metrics, AXIS))
+
+  return step
+
+
+def predictions(students, variables, x):
+  """{'student_i': logits, 'ensemble': log of the mean distribution}."""
+  out = {f'student_{i}': m.apply(v, x, train=False)[0]
+         for i, (m, v) in enumerate(zip(students, variables))}
+  log_p = jnp.stack([jax.nn.log_softmax(l.astype(jnp.float32))
+                     for l in out.values()])
+  out['ensemble'] = jax.nn.logsumexp(log_p, 0) - jnp.log(len(students))
+  return out
+
+
+def train(config, workdir: str) -> dict:
+  o = config.online
+  spec = data.spec(config.data.name)
+  parallel = DataParallel(config.parallel)
+  students = tuple(models.create(s.name, spec.num_classes,
+                                 **s.kwargs.to_dict())
+                   for _, s in sorted(o.students.items()))
+  example = np.zeros((1, *spec.input_shape), np.float32)
+  params, model_state = [], []
+  for i, m in enumerate(students):
+    v = dict(m.init(jax.random.fold_in(jax.random.key(config.seed), i),
+                    example, train=False))
+    params.append(v.pop('params'))
+    model_state.append(v)
+  params, model_state = tuple(params), tuple(model_state)
+  tx, _ = optim.create(config.optimizer, config.steps)
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                           model_state=model_state,
+                           opt_state=tx.init((params, {})))
+  train_step = parallel.wrap(make_step(students, tx, o.temperature,
+                                       o.mutual_weight), num_replicated=1)
+  eval_fn = parallel.wrap(steps.make_named_eval_step(
+      lambda v, x: predictions(students, v, x)), 1, donate_first=False)
+
+  def test(p_state):
+    variables = tuple({'params': p, **s} for p, s in
+                      zip(p_state.params, p_state.model_state))
+    return evaluate.test_named(config, parallel, eval_fn, (variables,))
+
+  return loop.fit(config, workdir, 'online', parallel, state, train_step, (),
+                    test)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty.
+  print(json.dumps(train(flags.FLAGS.config, flags.FLAGS.workdir), indent=2,
+                   sort_keys=True))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
