@@ -43,7 +43,8 @@ def test_variants_register_their_pieces():
 
 @pytest.mark.parametrize('variant', ['cwtm', 'dkpp'])
 def test_generations_train_and_ensemble(tmp_path, variant):
-  c = ban_config.get_config(f'variant={variant},generations=2,steps=3')
+  c = ban_config.get_config(f'variant={variant},generations=2,steps=3,'
+                            f'gen0_dir={tmp_path / "shared_gen0"}')
   for stage in c.stages.values():
     stage.update(eval_every=0, log_every=1)
     stage.wandb.mode = 'disabled'
@@ -53,6 +54,7 @@ def test_generations_train_and_ensemble(tmp_path, variant):
     f.write(c.to_json())
   summary = kd_main.run_pipeline(c, run)
   assert summary['gen2/steps'] == 3
+  assert os.path.exists(tmp_path / 'shared_gen0' / 'summary.json')
   result = ban_evaluate.evaluate(run)
   for key in ('gen0', 'gen1', 'gen2', 'ensemble_gen1-2', 'ensemble_gen0-2'):
     assert 0.0 <= result[f'{key}/test_accuracy'] <= 1.0

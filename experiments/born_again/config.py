@@ -15,7 +15,8 @@ Variants (generations >= 1; T = 1 as the paper):
           probability (`losses.cwtm`)
   dkpp    as ban, with the teacher's non-argmax probabilities permuted per
           example (`losses.dkpp` adapter)
-Arguments: `variant`, `seed`, `generations` (after gen0, default 3), `steps`.
+Arguments: `variant`, `seed`, `generations` (after gen0, default 3), `steps`,
+`gen0_dir` (a folder for generation 0, so variants of one seed share it).
 Generation k trains with seed + 10 k (its own initialisation and data order).
 """
 from configs.mnist1d import train as recipes
@@ -52,4 +53,7 @@ def get_config(arg: str | None = None):
       for name, t in terms.items():
         c.distill.terms[name] = t
     stages[f'gen{k}'] = c
-  return pipeline_config(**stages)
+  c = pipeline_config(**stages)
+  if 'gen0_dir' in a:
+    c.stage_dirs = {'gen0': a['gen0_dir']}
+  return c

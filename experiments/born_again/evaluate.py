@@ -21,8 +21,10 @@ from kd.parallel import DataParallel
 
 def evaluate(run_dir: str) -> dict:
   with open(os.path.join(run_dir, 'config.json')) as f:
-    stage_order = json.load(f)['stage_order']
-  loaded = [load_run(os.path.join(run_dir, s)) for s in stage_order]
+    pipeline = json.load(f)
+  stage_order, dirs = pipeline['stage_order'], pipeline.get('stage_dirs', {})
+  loaded = [load_run(dirs.get(s) or os.path.join(run_dir, s))
+            for s in stage_order]
   config = loaded[0][0]
   gen_models = tuple(m for _, m, _, _ in loaded)
   parallel = DataParallel('pmap')

@@ -1,0 +1,193 @@
+"""Adversarial distillation (Xu et al. 2017; Wang et al., AAAI 2018).
+
+  python -m experiments.adversarial.train \
+      --config=experiments/adversarial/config.py:form=least_squares,seed=0 \
+      --workdir=runs/adversarial/ls_s0
+
+A discriminator D (an MLP with its own Adam state) learns to tell the
+teacher's softened outputs softmax(t / T) — optionally with the pooled
+embedding (the student's through a learned linear map when widths differ)
+and the one-hot label — from the student's. Both updates happen in one
+jitted, data-parallel step: the student minimises
+  ce_weight CE + kd_weight T^2 KL(teacher || student) + adv_weight G(D(s)),
+against the current D, then D takes `disc_steps` updates on the teacher's
+and that step's student outputs (see `discriminator` for G and D's losses).
+`disc_accuracy` near 0.5 in the log means the game is balanced.
+"""
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments.adversarial import discriminator as disc_lib
+from kd import data
+from kd import evaluate
+from kd import loop
+from kd import losses
+from kd import models
+from kd import optim
+from kd import steps
+from kd.export.student import load_run
+from kd.main import define_flags
+from kd.parallel import AXIS, DataParallel
+
+
+@flax.struct.dataclass
+class AdversarialState:
+  student: steps.TrainState  # aux_params['proj']: the embedding map, if any.
+  disc_params: dict
+  disc_opt_state: optax.OptState
+
+  @property
+  def step(self):
+    return self.student.step
+
+
+def disc_input(logits, embedding, labels, temperature: float, num_classes: int,
+               conditional: bool):
+  """[B, D]: what the discriminator sees of one model's outputs."""
+  parts = [jax.nn.softmax(logits.astype(jnp.float32) / temperature)]
+  if embedding is not None:
+    parts.append(embedding.astype(jnp.float32))
+  if conditional:
+    parts.append(jax.nn.one_hot(labels, num_classes))
+  return jnp.concatenate(parts, -1)
+
+
+def make_step(student, teacher, disc, tx, disc_tx, a, num_classes: int):
+  """`step(state, teacher_vars, batch)` of an `AdversarialState`; `a` is
+  `config.adversarial`."""
+  form, temp = a.form, a.temperature
+
+  def embed(feats, proj_params):
+    if not a.embedding:
+      return None
+    e = feats['embedding']
+    if proj_params:
+      e = nn.Dense(proj_params['kernel'].shape[-1]).apply(
+          {'params': proj_params}, e)
+    return e
+
+  def student_loss(trainable, state, t_out, batch):
+    params, aux = trainable
+    logits, feats, new_model_state = steps.apply_train(
+        student, params, state.student.model_state, batch['image'])
+    s_in = disc_input(logits, embed(feats, aux.get('proj')), batch['label'],
+                      temp, num_classes, a.conditional)
+    ce = losses.cross_entropy(logits, batch['label'])
+    kd = losses.kd(logits, t_out['logits'], temp)
+    adv = disc_lib.generator_loss(disc.apply(state.disc_params, s_in), form)
+    total = a.ce_weight * ce + a.kd_weight * kd + a.adv_weight * adv
+    metrics = {'loss': total, 'ce': ce, 'kd': kd, 'adv': adv,
+               'accuracy': steps.accuracy(logits, batch['label'])}
+    return total, (new_model_state, jax.lax.stop_gradient(s_in), metrics)
+
+  def disc_update(carry, _):
+    params, opt_state, t_in, s_in = carry
+
+    def loss_fn(p):
+      d_t, d_s = disc.apply(p, t_in), disc.apply(p, s_in)
+      return disc_lib.discriminator_loss(d_t, d_s, form), (d_t, d_s)
+
+    (loss, (d_t, d_s)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params)
+    grads = jax.lax.pmean(grads, AXIS)
+    updates, opt_state = disc_tx.update(grads, opt_state, params)
+    stats = {'disc_loss': loss,
+             'disc_accuracy': disc_lib.accuracy(d_t, d_s, form)}
+    return (optax.apply_updates(params, updates), opt_state, t_in, s_in), stats
+
+  def step(state, teacher_vars, batch):
+    logits, feats = teacher.apply(teacher_vars, batch['image'], train=False)
+    t_out = jax.lax.stop_gradient(steps.outputs(logits, feats))
+    t_in = disc_input(t_out['logits'],
+                      t_out['embedding'] if a.embedding else None,
+                      batch['label'], temp, num_classes, a.conditional)
+    s = state.student
+    grads, (new_model_state, s_in, metrics) = jax.grad(
+        student_loss, has_aux=True)((s.params, s.aux_params), state, t_out,
+                                    batch)
+    student_state = steps.apply_gradients(s, tx, grads, new_model_state)
+    (d_params, d_opt, _, _), d_stats = jax.lax.scan(
+        disc_update, (state.disc_params, state.disc_opt_state, t_in, s_in),
+        None, length=a.disc_steps)
+    # Statistics of the first discriminator update: before it, D was the
+    # one the student played against.
+    metrics.update(jax.tree.map(lambda x: x[0], d_stats))
+    return (AdversarialState(student_state, d_params, d_opt),
+            jax.lax.pmean(metrics, AXIS))
+
+  return step
+
+
+def init_state(config, student, teacher, disc, tx, disc_tx, example,
+               num_classes) -> AdversarialState:
+  a = config.adversarial
+  rng = jax.random.key(config.seed)
+  s_shapes = jax.eval_shape(lambda: student.apply(
+      student.init(rng, example, train=False), example, train=False))[1]
+  t_shapes = jax.eval_shape(lambda: teacher.apply(
+      teacher.init(rng, example, train=False), example, train=False))[1]
+  aux = {}
+  width = t_shapes['embedding'].shape[-1]
+  if a.embedding and s_shapes['embedding'].shape[-1] != width:
+    aux['proj'] = nn.Dense(width).init(
+        jax.random.fold_in(rng, 1),
+        jnp.zeros((1, s_shapes['embedding'].shape[-1])))['params']
+  student_state = steps.create_state(student, tx, rng, example, aux)
+  dim = (num_classes + (width if a.embedding else 0)
+         + (num_classes if a.conditional else 0))
+  disc_params = disc.init(jax.random.fold_in(rng, 2), jnp.zeros((1, dim)))
+  return AdversarialState(student_state, disc_params,
+                          disc_tx.init(disc_params))
+
+
+def train(config, workdir: str) -> dict:
+  a = config.adversarial
+  spec = data.spec(config.data.name)
+  parallel = DataParallel(config.parallel)
+  student = models.create(config.model.name, spec.num_classes,
+                          **config.model.kwargs.to_dict())
+  _, teacher, teacher_vars, _ = load_run(a.teacher_dir)
+  disc = disc_lib.Discriminator(tuple(a.disc_hidden))
+  tx, _ = optim.create(config.optimizer, config.steps)
+  disc_tx = optax.adam(a.disc_lr, b1=0.5)  # b1 = 0.5: the usual GAN choice.
+  example = np.zeros((1, *spec.input_shape), np.float32)
+  state = init_state(config, student, teacher, disc, tx, disc_tx, example,
+                     spec.num_classes)
+  train_step = parallel.wrap(
+      make_step(student, teacher, disc, tx, disc_tx, a, spec.num_classes),
+      num_replicated=2)
+  p_teacher = parallel.replicate(teacher_vars)
+  eval_fn = parallel.wrap(steps.make_named_eval_step(
+      lambda v, tv, x: {'student': student.apply(v, x, train=False)[0],
+                        'teacher': teacher.apply(tv, x, train=False)[0]}), 2,
+                          donate_first=False)
+
+  def test(p_state):
+    s = p_state.student
+    variables = {'params': s.params, **s.model_state}
+    return evaluate.test_named(config, parallel, eval_fn,
+                               (variables, p_teacher))
+
+  return loop.fit(config, workdir, f'adversarial/{a.form}', parallel, state,
+                  train_step, (p_teacher,), test)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty.
+  print(json.dumps(train(flags.FLAGS.config, flags.FLAGS.workdir), indent=2,
+                   sort_keys=True))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

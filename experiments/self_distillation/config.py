@@ -1,0 +1,40 @@
+"""Self-distillation on MNIST-1D: the MLP (100-100, reference recipe)
+distilling into itself, with no separate teacher.
+
+  python -m experiments.self_distillation.train \
+      --config=experiments/self_distillation/config.py:mode=byot,seed=0 \
+      --workdir=runs/self_distillation/byot_s0
+
+Arguments: `mode` (byot | teacher_free), `seed`, `steps`, `model` (a
+model of configs/mnist1d/train.py), `taps` ('+'-joined features that get an
+auxiliary classifier, byot; default hidden0 for the MLP), `alpha`,
+`temperature`, `feature_weight` (byot), `correct_prob` (teacher_free).
+Defaults: byot alpha 0.3, T 3, feature weight 0.01; teacher_free alpha 0.5,
+T 20, correct probability 0.9.
+"""
+import ml_collections as mc
+
+from configs.mnist1d import train as recipes
+
+MODES = ('byot', 'teacher_free')
+DEFAULTS = {'byot': dict(alpha=0.3, temperature=3.0),
+            'teacher_free': dict(alpha=0.5, temperature=20.0)}
+TAPS = {'mlp': 'hidden0', 'cnn1d': 'stage0+stage1'}
+
+
+def get_config(arg: str | None = None):
+  a = recipes.parse(arg)
+  mode = a.get('mode', 'byot')
+  if mode not in MODES:
+    raise ValueError(f'unknown mode {mode!r}; valid: {MODES}')
+  model = a.get('model', 'mlp')
+  c = recipes.recipe(model, int(a.get('seed', 0)), int(a.get('steps', 6000)))
+  d = DEFAULTS[mode]
+  c.self_distill = mc.ConfigDict(dict(
+      mode=mode,
+      taps=tuple(a.get('taps', TAPS.get(model, '')).split('+')),
+      alpha=float(a.get('alpha', d['alpha'])),
+      temperature=float(a.get('temperature', d['temperature'])),
+      feature_weight=float(a.get('feature_weight', 0.01)),
+      correct_prob=float(a.get('correct_prob', 0.9))))
+  return c
