@@ -17,6 +17,70 @@ from kd.losses import norms
 from kd.parallel import AXIS
 
 
+def _kernel(x, size: int):
+  return (size,) * (x.ndim - 2)
+
+
+class BatchNormTrain(nn.Module):
+  """Batch normalisation with the current batch's statistics (per device),
+  a learned scale and bias. Adapters only run in training, so no running
+  averages are kept."""
+
+  @nn.compact
+  def __call__(self, x, eps: float = 1e-5):
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    var = jnp.var(x, axes)
+    scale = self.param('scale', nn.initializers.ones, (x.shape[-1],))
+    bias = self.param('bias', nn.initializers.zeros, (x.shape[-1],))
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+
+
+class Connector(nn.Module):
+  """AB connector (Heo et al., AAAI 2019): 1x1 convolution to the teacher's
+  channels, then batch normalisation."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(self.features, _kernel(x, 1), use_bias=False)(x)
+    return BatchNormTrain()(x)
+
+
+class ConvEncoder(nn.Module):
+  """Three 3x3 convolutions with leaky ReLU (slope 0.1), the last two to
+  `features` channels: the FT paraphraser's encoder and the translator."""
+  features: int
+  batch_norm: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    for width in (x.shape[-1], self.features, self.features):
+      x = nn.Conv(width, _kernel(x, 3))(x)
+      if self.batch_norm:
+        x = BatchNormTrain()(x)
+      x = nn.leaky_relu(x, 0.1)
+    return x
+
+
+class Paraphraser(nn.Module):
+  """FT paraphraser (Kim et al., NeurIPS 2018): an autoencoder of the
+  teacher's map whose code, `rate` x its channels, is the teacher factor."""
+  channels: int
+  rate: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, factor_only: bool = False):
+    factor = ConvEncoder(max(1, int(self.channels * self.rate)),
+                         name='encoder')(x)
+    if factor_only:
+      return factor
+    y = factor
+    for i, width in enumerate((factor.shape[-1], self.channels,
+                               self.channels)):
+      y = nn.leaky_relu(nn.ConvTranspose(width, _kernel(y, 3),
+                                         name=f'decoder{i}')(y), 0.1)
+    return factor, y
 
 
 class Regressor(nn.Module):
@@ -151,7 +215,71 @@ def crd(feat_dim: int = 128, num_negatives: int = 16384,
   return Adapter(init, apply)
 
 
-ADAPTERS = {'regressor': regressor, 'vid': vid, 'crd': crd}
+def ab() -> Adapter:
+  """AB: the student's pre-activation map through a `Connector` to the
+  teacher's channels, for `kd.losses.activation_boundary`."""
+  return _stateless(lambda s, t: Connector(t.shape[-1]),
+                    lambda out, t: ((out, t), {}))
+
+
+class _FactorTransfer(nn.Module):
+  channels: int
+  rate: float
+
+  def setup(self):
+    self.paraphraser = Paraphraser(self.channels, self.rate)
+    self.translator = ConvEncoder(max(1, int(self.channels * self.rate)),
+                                  batch_norm=True)
+
+  def __call__(self, s, t):
+    return self.paraphraser(t), self.translator(s)
+
+  def teacher_factor(self, t):
+    return self.paraphraser(t, factor_only=True)
+
+  def student_factor(self, s):
+    return self.translator(s)
+
+
+FT_STAGES = ('paraphraser', 'translator')
+
+
+def ft(stage: str = 'translator', rate: float = 0.5) -> Adapter:
+  """Factor transfer (Kim et al., NeurIPS 2018): a paraphraser and a
+  translator, both in this term's parameters.
+
+  stage 'paraphraser' (the pre-training stage, run first with
+  `config.init_from` carrying the result on): loss inputs (reconstruction of
+  the teacher's map, the map), for the `hint` (MSE) loss; the student is not
+  involved. stage 'translator': (translator(student map), the frozen
+  paraphraser's factor of the teacher's map), for `factor_transfer`.
+  """
+  if stage not in FT_STAGES:
+    raise ValueError(f'unknown ft stage {stage!r}; valid: {FT_STAGES}')
+
+  def module(t):
+    return _FactorTransfer(t.shape[-1], rate)
+
+  def init(rng, s, t, num_examples):
+    del num_examples
+    return module(t).init(rng, s, t), {}
+
+  def apply(params, state, s, t, batch, rng):
+    del batch, rng
+    m = module(t)
+    if stage == 'paraphraser':
+      (_, rec), _ = m.apply(params, s, t)
+      return (rec, t), {}, state
+    frozen = jax.lax.stop_gradient(params)
+    t_factor = m.apply(frozen, t, method=_FactorTransfer.teacher_factor)
+    return (m.apply(params, s, method=_FactorTransfer.student_factor),
+            t_factor), {}, state
+
+  return Adapter(init, apply)
+
+
+ADAPTERS = {'regressor': regressor, 'vid': vid, 'crd': crd, 'ab': ab,
+            'ft': ft}
 
 
 def register(name: str, factory: Callable[..., Adapter]) -> None:

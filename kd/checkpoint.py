@@ -51,14 +51,14 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   return None
 
 
-def _flat_shapes(tree) -> dict[str, tuple]:
+def flat_shapes(tree) -> dict[str, tuple]:
   return {jax.tree_util.keystr(path): tuple(np.shape(leaf))
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def check_same_structure(expected, found, what: str) -> None:
   """Raises ArchitectureMismatchError naming parameters that differ."""
-  want, got = _flat_shapes(expected), _flat_shapes(found)
+  want, got = flat_shapes(expected), flat_shapes(found)
   problems = [f'missing in checkpoint: {k} {want[k]}'
               for k in sorted(want.keys() - got.keys())]
   problems += [f'unexpected in checkpoint: {k} {got[k]}'
@@ -81,6 +81,21 @@ def latest_step(run_dir: str) -> int | None:
   return step
 
 
+def load_state(run_dir: str, what: str):
+  """(raw train-state tree of the latest checkpoint of a run, its step)."""
+  ckpt_dir = os.path.join(run_dir, 'checkpoints')
+  mngr = ocp.CheckpointManager(os.path.abspath(ckpt_dir))
+  step = mngr.latest_step()
+  if step is None:
+    mngr.close()
+    raise FileNotFoundError(
+        f'{what}: no checkpoint found in {ckpt_dir}; train that run first '
+        f'(or point the config at a finished run directory)')
+  found = mngr.restore(step, args=ocp.args.StandardRestore())
+  mngr.close()
+  return found, step
+
+
 def load_variables(run_dir: str, abstract_variables, what: str = 'teacher'):
   """Loads `{'params', ...model_state}` from the latest checkpoint of a run.
 
@@ -88,16 +103,8 @@ def load_variables(run_dir: str, abstract_variables, what: str = 'teacher'):
   architecture the config asks for; a checkpoint with other parameter names
   or shapes raises an error listing them.
   """
-  ckpt_dir = os.path.join(run_dir, 'checkpoints')
-  mngr = ocp.CheckpointManager(os.path.abspath(ckpt_dir))
-  step = mngr.latest_step()
-  if step is None:
-    raise FileNotFoundError(
-        f'{what}: no checkpoint found in {ckpt_dir}; train that run first '
-        f'(or point the config at a finished run directory)')
-  found = mngr.restore(step, args=ocp.args.StandardRestore())
-  mngr.close()
+  found, step = load_state(run_dir, what)
   found_vars = {'params': found['params'], **found['model_state']}
   check_same_structure(dict(abstract_variables), found_vars,
-                       f'{what} checkpoint {ckpt_dir} (step {step})')
+                       f'{what} checkpoint {run_dir}/checkpoints (step {step})')
   return jax.tree.map(np.asarray, found_vars)

@@ -22,6 +22,9 @@ def run_config() -> mc.ConfigDict:
       name='adam', lr=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0,
       schedule='cosine', warmup_steps=0, boundaries=(), decay_factor=0.1,
       grad_clip=0.0, accumulate_steps=1))
+  # A finished run (or earlier pipeline stage) whose student and matching
+  # adapters start this run: the second stage of FitNets, FT and AB.
+  c.init_from = ''
   c.label_smoothing = 0.0
   # > 0: mixup of each batch; a teacher sees the student's mixed inputs
   # (consistent teaching, FunMatch).
@@ -62,8 +65,8 @@ def term(loss: str, weight: float = 1.0, student: str = 'logits',
 
 
 def pipeline_config(**stages: mc.ConfigDict) -> mc.ConfigDict:
-  """Stages run in the order given; a stage's `distill.teacher.workdir` may
-  name an earlier stage."""
+  """Stages run in the order given; a stage's `distill.teacher.workdir` and
+  `init_from` may name an earlier stage."""
   c = mc.ConfigDict()
   c.stage_order = tuple(stages)
   c.stages = mc.ConfigDict(stages)

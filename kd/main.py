@@ -1,8 +1,8 @@
 """Entry point: `python -m kd.main --config=configs/x.py[:arg] --workdir=DIR`.
 
 A config is one run, or a pipeline (`stage_order` + `stages`) whose stages run
-in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir` may name
-an earlier stage. Re-running with the same workdir resumes.
+in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir` and
+`init_from` may name an earlier stage. Re-running with the same workdir resumes.
 """
 import json
 import os
@@ -58,10 +58,11 @@ def run_pipeline(config, workdir: str) -> dict:
           os.path.join(workdir, name) for name in config.stages}
   for name in config.stage_order:
     stage = config.stages[name]
-    teacher = stage.distill.teacher
-    if teacher.workdir in config.stages:
-      with stage.unlocked():
-        teacher.workdir = dirs[teacher.workdir]
+    with stage.unlocked():
+      if stage.distill.teacher.workdir in config.stages:
+        stage.distill.teacher.workdir = dirs[stage.distill.teacher.workdir]
+      if stage.get('init_from') in config.stages:
+        stage.init_from = dirs[stage.init_from]
     result = train.train_and_evaluate(stage, dirs[name], name)
     summary.update({f'{name}/{k}': v for k, v in result.items()})
   summary['wall_seconds'] = time.perf_counter() - t0

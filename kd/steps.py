@@ -7,6 +7,7 @@ collectives over `AXIS`, so the same function runs under `jax.pmap` and under
 import dataclasses
 import functools
 import inspect
+import re
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -43,15 +44,22 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, rng,
 
 
 def resolve(outputs_: Mapping[str, Any], key: str) -> str:
-  """A feature name; 'stage-k' counts stages from the last ('stage-1' is a
-  model's last stage), so one config fits models of different depths."""
-  if key.startswith('stage-'):
-    stages = sorted((k for k in outputs_ if k[5:].isdigit()
-                     and k.startswith('stage')), key=lambda k: int(k[5:]))
-    k = int(key[6:])
-    if 1 <= k <= len(stages):
-      return stages[-k]
-  return key
+  """A feature name; '<prefix>stage-k' counts stages from the last
+  ('stage-1' is a model's last stage, 'preact_stage-2' the pre-activation of
+  the one before), so one config fits models of different depths. A model
+  with no `preact_stage` taps has stage outputs without a final ReLU (WRN's
+  pre-activation blocks, MobileNetV2's linear bottlenecks): there
+  'preact_stage-k' means 'stage-k'."""
+  match = re.fullmatch(r'(\w*stage)-(\d+)', key)
+  if not match:
+    return key
+  prefix, k = match.group(1), int(match.group(2))
+  stages = sorted((name for name in outputs_
+                   if re.fullmatch(prefix + r'\d+', name)),
+                  key=lambda name: int(name[len(prefix):]))
+  if not stages and prefix == 'preact_stage':
+    return resolve(outputs_, f'stage-{k}')
+  return stages[-k] if 1 <= k <= len(stages) else key
 
 
 @dataclasses.dataclass(frozen=True)

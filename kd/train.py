@@ -93,6 +93,27 @@ def init_adapters(terms, student, teacher, example, rng, num_examples):
   return params, state
 
 
+def warm_start(state, run_dir: str, name: str):
+  """`state` with the student (parameters and model state) and every
+  adapter of the same term name and shapes taken from `run_dir`'s last
+  checkpoint: how a pre-training stage (FitNets, FT's paraphraser, AB's
+  connectors) hands its result to the next. Optimizer state starts fresh."""
+  found, step = checkpoint.load_state(run_dir, f'[{name}] init_from')
+  variables = {'params': found['params'], **found['model_state']}
+  checkpoint.check_same_structure(
+      {'params': state.params, **state.model_state}, variables,
+      f'init_from run {run_dir} (step {step})')
+  aux = dict(state.aux_params)
+  taken = [k for k, v in found.get('aux_params', {}).items()
+           if k in aux and checkpoint.flat_shapes(v) ==
+           checkpoint.flat_shapes(aux[k])]
+  aux.update({k: found['aux_params'][k] for k in taken})
+  print(f'[{name}] initialised from {run_dir} (step {step}): the student'
+        + ''.join(f', adapter {k!r}' for k in taken))
+  return state.replace(params=found['params'],
+                       model_state=dict(found['model_state']), aux_params=aux)
+
+
 def write_json(path: str, obj) -> None:
   if jax.process_index() == 0:
     with open(path + '.tmp', 'w') as f:
@@ -154,6 +175,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                      'config.distill.teacher.workdir (and .model)')
   state = steps.create_state(model, tx, jax.random.key(config.seed), example,
                              aux_params, aux_state)
+  if config.init_from:
+    state = warm_start(state, config.init_from, name)
   mngr, state = loop.restore(config, workdir, state, name)
 
   # Teacher: frozen variables, passed to the step as data.

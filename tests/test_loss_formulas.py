@@ -124,6 +124,16 @@ def np_vid(mu, t, log_scale, eps=1e-5):
   return np.mean(0.5 * ((t - mu)**2 / var + np.log(var)))
 
 
+def np_ab(s, t, m):
+  total = 0.0
+  for sv, tv in zip(s.ravel(), t.ravel()):
+    if tv > 0 and sv <= m:
+      total += (sv - m)**2
+    elif tv <= 0 and sv > -m:
+      total += (sv + m)**2
+  return total / s.shape[0]
+
+
 CASES = {
     'kd': (lambda: losses.kd(S_LOG, T_LOG, 3.0), lambda: np_kd(S_LOG, T_LOG, 3.0)),
     'dkd': (lambda: losses.dkd(S_LOG, T_LOG, LABELS, 1.0, 8.0, 4.0),
@@ -150,6 +160,9 @@ CASES = {
     'nst': (lambda: losses.nst(S_MAP, T_MAP), lambda: np_nst(S_MAP, T_MAP)),
     'vid': (lambda: losses.vid(S_MAP, T_MAP, np.linspace(-1, 1, 3)),
             lambda: np_vid(S_MAP, T_MAP, np.linspace(-1, 1, 3))),
+    'activation_boundary': (
+        lambda: losses.activation_boundary(S_MAP, T_MAP, 0.5),
+        lambda: np_ab(S_MAP, T_MAP, 0.5)),
 }
 
 
@@ -170,6 +183,15 @@ PAIRS = {  # name: (student, teacher, extra kwargs)
     'similarity_preserving': (S_MAP, T_MAP, {}), 'rkd': (S_EMB, T_EMB, {}),
     'pkt': (S_EMB, T_EMB, {}), 'correlation_congruence': (S_EMB, T_EMB, {}),
 }
+
+
+def test_activation_boundary_is_zero_past_the_margin_on_the_teachers_side():
+  t = np.sign(T_MAP)
+  assert float(losses.activation_boundary(2.0 * t, T_MAP, 1.0)) == 0.0
+  # At the boundary (s = 0) every neuron costs m^2.
+  np.testing.assert_allclose(
+      float(losses.activation_boundary(np.zeros_like(T_MAP), T_MAP, 0.5)),
+      0.25 * T_MAP[0].size, rtol=1e-6)
 
 
 @pytest.mark.parametrize('name', sorted(PAIRS))

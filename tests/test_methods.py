@@ -2,12 +2,13 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from configs.cifar100 import distill
-from kd import main
+from kd import checkpoint, main
 from tests.mock_tfds import metadata_dir
 
 TEACHER, STUDENT = 'cnn', 'cnn'
@@ -60,21 +61,55 @@ def test_recipe_matches_the_benchmark():
 @pytest.mark.parametrize('method', sorted(distill.METHODS))
 def test_method_runs_a_few_steps(method, mock_cifar, teacher_dir, tmp_path):
   c = distill.get_config(f'teacher={TEACHER},student={STUDENT},method={method}')
-  stage = c.stages.student
-  _small(stage, mock_cifar)
-  stage.distill.teacher.workdir = teacher_dir
-  for t in stage.distill.terms.values():
-    if t.adapter == 'crd':
-      t.adapter_kwargs.num_negatives = 16
+  runs = [r for r in ('init', 'student') if r in c.stages]
+  for run in runs:
+    stage = c.stages[run]
+    _small(stage, mock_cifar)
+    stage.distill.teacher.workdir = teacher_dir
+    for t in stage.distill.terms.values():
+      if t.adapter == 'crd':
+        t.adapter_kwargs.num_negatives = 16
+  with c.unlocked():
+    c.stage_order = tuple(runs)
+  summary = main.run_pipeline(c, str(tmp_path))
+  for run in runs:
+    rows = [r for r in map(json.loads, open(tmp_path / run / 'metrics.jsonl'))
+            if 'loss' in r]
+    assert len(rows) == 3
+    for name in c.stages[run].distill.terms:
+      assert all(np.isfinite(r[name]) for r in rows), name
+  assert 0.0 <= summary['student/test_accuracy'] <= 1.0
+
+
+def test_init_stage_hands_its_student_and_adapters_on(mock_cifar, teacher_dir,
+                                                      tmp_path):
+  c = distill.get_config(f'teacher={TEACHER},student={STUDENT},method=ft')
+  assert c.stages.init.distill.ce_weight == 0.0
+  for run in ('init', 'student'):
+    _small(c.stages[run], mock_cifar)
+    c.stages[run].distill.teacher.workdir = teacher_dir
+    c.stages[run].steps = 2
+  c.stages.student.optimizer.lr = 0.0  # Step 1 then shows the start values.
+  with c.unlocked():
+    c.stage_order = ('init', 'student')
+  main.run_pipeline(c, str(tmp_path))
+  init = checkpoint.load_state(str(tmp_path / 'init'), 'init')[0]
+  student = checkpoint.load_state(str(tmp_path / 'student'), 'student')[0]
+  same = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
+  same(init['params'], student['params'])
+  same(init['aux_params']['ft'], student['aux_params']['ft'])
+  # The paraphraser trained in the init stage (the translator did not).
+  fresh = distill.get_config(f'teacher={TEACHER},student={STUDENT},method=ft')
+  assert fresh.stages.student.init_from == 'init'
+  c.stages.student.init_from = ''  # A run without the init stage differs.
   with c.unlocked():
     c.stage_order = ('student',)
-  summary = main.run_pipeline(c, str(tmp_path))
-  rows = [r for r in map(json.loads, open(tmp_path / 'student' /
-                                         'metrics.jsonl')) if 'loss' in r]
-  assert len(rows) == 3
-  for name in stage.distill.terms:
-    assert all(np.isfinite(r[name]) for r in rows), name
-  assert 0.0 <= summary['student/test_accuracy'] <= 1.0
+  other = tmp_path / 'cold'
+  main.run_pipeline(c, str(other))
+  cold = checkpoint.load_state(str(other / 'student'), 'student')[0]
+  para = lambda t: t['aux_params']['ft']['params']['paraphraser']
+  assert not np.allclose(para(cold)['decoder0']['kernel'],
+                         para(student)['decoder0']['kernel'])
 
 
 def test_imagenet_pair_smoke_on_mock_data(tmp_path):

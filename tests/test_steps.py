@@ -2,8 +2,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from kd import adapters, steps
+from kd import adapters, losses, steps
 
 
 def _in_axis(fn, *args):
@@ -95,3 +96,56 @@ def test_teacher_dtype_auto_is_float32_on_cpu():
   from kd import train  # pylint: disable=import-outside-toplevel
   assert train.teacher_dtype('auto') == 'float32'
   assert train.teacher_dtype('bfloat16') == 'bfloat16'
+
+
+def test_ab_connector_normalises_to_the_teachers_channels():
+  s = jax.random.normal(jax.random.key(0), (4, 6, 6, 3)) * 5 + 2
+  t = jnp.zeros((4, 6, 6, 8))
+  a = adapters.get('ab')
+  params, _ = a.init(jax.random.key(1), s, t, 0)
+  (out, t_out), _, _ = a.apply(params, {}, s, t, None, None)
+  assert out.shape == t.shape and t_out is t
+  # Batch norm with the batch's statistics, scale 1 and bias 0 at init.
+  np.testing.assert_allclose(jnp.mean(out, (0, 1, 2)), 0.0, atol=1e-5)
+  np.testing.assert_allclose(jnp.std(out, (0, 1, 2)), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize('shape_s, shape_t', [((2, 8, 8, 4), (2, 8, 8, 6)),
+                                              ((2, 10, 3), (2, 10, 4))])
+def test_ft_stages_train_their_own_part(shape_s, shape_t):
+  s = jax.random.normal(jax.random.key(0), shape_s)
+  t = jax.random.normal(jax.random.key(1), shape_t)
+  para, trans = adapters.get('ft', stage='paraphraser'), adapters.get('ft')
+  params, _ = para.init(jax.random.key(2), s, t, 0)
+  factor = shape_t[-1] // 2
+
+  def loss(adapter, name):
+    def f(p, s_in):
+      (a, b), _, _ = adapter.apply(p, {}, s_in, t, None, None)
+      return losses.get(name)(a, b)
+    return f
+
+  # Paraphraser stage: reconstruct the teacher map; the student is unused.
+  (rec, target), _, _ = para.apply(params, {}, s, t, None, None)
+  assert rec.shape == t.shape and target is t
+  g, g_s = jax.grad(loss(para, 'hint'), argnums=(0, 1))(params, s)
+  norm = lambda tree: sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(tree))
+  assert norm(g['params']['paraphraser']) > 0
+  assert norm(g['params']['translator']) == 0 and norm(g_s) == 0
+  # Translator stage: factors of width rate * teacher channels; the
+  # paraphraser stays frozen, the translator and the student learn.
+  (fs, ft), _, _ = trans.apply(params, {}, s, t, None, None)
+  assert fs.shape[-1] == ft.shape[-1] == factor
+  g, g_s = jax.grad(loss(trans, 'factor_transfer'), argnums=(0, 1))(params, s)
+  assert norm(g['params']['paraphraser']) == 0
+  assert norm(g['params']['translator']) > 0 and norm(g_s) > 0
+  with pytest.raises(ValueError, match="unknown ft stage 'x'.*paraphraser"):
+    adapters.get('ft', stage='x')
+
+
+def test_preact_stage_counts_from_the_last_and_falls_back():
+  o = {'stage1': 0, 'stage2': 0, 'preact_stage1': 0, 'preact_stage2': 0}
+  assert steps.resolve(o, 'preact_stage-1') == 'preact_stage2'
+  assert steps.resolve(o, 'stage-2') == 'stage1'
+  assert steps.resolve({'stage1': 0, 'stage2': 0}, 'preact_stage-1') == 'stage2'
+  assert steps.resolve(o, 'stage-5') == 'stage-5'  # Reported by check_terms.

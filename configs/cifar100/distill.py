@@ -12,7 +12,8 @@ recipe. Loss weights are those of the reference implementations
       --config.stages.student.data.data_dir=DIR
 
 Arguments: teacher, student, method (one of METHODS), epochs (default 240),
-seed, teacher_dir (share one trained teacher between runs). Feature names 'stage-k' count stages from the last, so every pair of
+seed, teacher_dir (share one trained teacher between runs), init (1: run
+the method's `INIT` pre-training stage first; always on for ab and ft). Feature names 'stage-k' count stages from the last, so every pair of
 the zoo takes the same method definition.
 """
 from configs.cifar100 import teacher as teacher_config
@@ -54,6 +55,29 @@ METHODS = {
     'dist': (1.0, {'dist': term('dist', 1.0, beta=2.0, gamma=2.0,
                                 temperature=4.0)}),
     'logit_mse': (1.0, {'logit_mse': term('logit_mse', 1.0)}),
+    # Initialisation methods: the adapters (and for AB the student) first
+    # train alone in an 'init' stage (INIT), then the student from labels
+    # (AB) or with the frozen paraphraser's factor (FT).
+    'ab': (1.0, {}),
+    'ft': (1.0, {'ft': term('factor_transfer', 200.0, 'stage-1', 'stage-1',
+                            adapter='ft', adapter_kwargs=dict(
+                                stage='translator', rate=0.5))}),
+}
+
+# method -> (init epochs at 240 total, {term: config}) of the 'init' stage,
+# cross-entropy weight 0. AB: connectors on the three last stages'
+# pre-activations, weights 2^(i - 2) * 3e-3 as the CRD benchmark code.
+# FitNets (`init=1`): stage 1 of Romero et al., the hint alone.
+INIT = {
+    'ab': (30, {f'ab{i}': term('activation_boundary', 2.0**(i - 2) * 3e-3,
+                               f'preact_{s}', f'preact_{s}', adapter='ab',
+                               margin=1.0)
+                for i, s in enumerate(_STAGES)}),
+    'ft': (30, {'ft': term('hint', 1.0, 'stage-1', 'stage-1', adapter='ft',
+                           adapter_kwargs=dict(stage='paraphraser',
+                                               rate=0.5))}),
+    'fitnet': (30, {'hint': term('hint', 1.0, 'stage-2', 'stage-2',
+                                 adapter='regressor')}),
 }
 
 
@@ -74,7 +98,21 @@ def get_config(arg: str | None = None):
     student.distill.terms[name] = t
   student.wandb.group = f'{t_name}-{s_name}-{method}'
   student.wandb.tags = (method, t_name, s_name)
-  c = pipeline_config(teacher=teacher, student=student)
+  stages = {'teacher': teacher}
+  if method in ('ab', 'ft') or (a.get('init') == '1' and method in INIT):
+    init_epochs, init_terms = INIT[method]
+    init = teacher_config.recipe(s_name, max(1, init_epochs * epochs // 240))
+    init.seed = seed
+    init.distill.teacher.update(workdir='teacher', model=t_name)
+    init.distill.ce_weight = 0.0
+    for name, t in init_terms.items():
+      init.distill.terms[name] = t
+    init.wandb.group = student.wandb.group
+    init.wandb.tags = student.wandb.tags + ('init',)
+    stages['init'] = init
+    student.init_from = 'init'
+  stages['student'] = student
+  c = pipeline_config(**stages)
   if a.get('teacher_dir'):
     c.stage_dirs = {'teacher': a['teacher_dir']}
   return c

@@ -7,15 +7,17 @@ import numpy as np
 
 from kd.losses.classification import cross_entropy
 from kd.losses.contrastive import crd
-from kd.losses.features import (attention_transfer, factor_transfer, hint,
-                                match_spatial, nst, vid)
+from kd.losses.features import (activation_boundary, attention_transfer,
+                                factor_transfer, hint, match_spatial, nst,
+                                vid)
 from kd.losses.logits import dist, dkd, kd, logit_mse
 from kd.losses.relations import (correlation_congruence, pkt, rkd,
                                  similarity_preserving)
 
 LOSSES = {f.__name__: f for f in (
     kd, dkd, dist, logit_mse, hint, attention_transfer, similarity_preserving,
-    rkd, pkt, correlation_congruence, nst, factor_transfer, vid, crd)}
+    rkd, pkt, correlation_congruence, nst, factor_transfer, vid, crd,
+    activation_boundary)}
 
 
 def get(name: str):
@@ -33,7 +35,8 @@ INPUTS = {'kd': 'logits', 'dkd': 'logits', 'dist': 'logits',
           'logit_mse': 'logits', 'hint': 'same_channels', 'vid': 'same_channels',
           'attention_transfer': 'map', 'factor_transfer': 'map', 'nst': 'map',
           'similarity_preserving': 'batch', 'rkd': 'batch', 'pkt': 'batch',
-          'correlation_congruence': 'same', 'crd': 'batch'}
+          'correlation_congruence': 'same', 'crd': 'batch',
+          'activation_boundary': 'same_channels'}
 
 
 def register(fn, inputs: str, name: str = '') -> None:

@@ -76,6 +76,22 @@ def factor_transfer(student_factor, teacher_factor, p1: float = 2,
   return jnp.mean(diff if p2 == 1 else diff ** p2)
 
 
+def activation_boundary(student_feat, teacher_feat, margin: float = 1.0):
+  """Activation boundaries (Heo et al., AAAI 2019), the alternative L2 form of
+  the CRD benchmark code, on pre-activation maps (the student's through the
+  AB connector, so both have the teacher's channels):
+    L = (1 / batch) sum [ (s + m)^2 1(s > -m, t <= 0)
+                          + (s - m)^2 1(s <= m, t > 0) ],
+  i.e. each student neuron is pushed past the margin m on the side where
+  the teacher's neuron is active (t > 0) or not.
+  """
+  s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
+  on = t > 0
+  loss = ((s + margin) ** 2 * ((s > -margin) & ~on)
+          + (s - margin) ** 2 * ((s <= margin) & on))
+  return jnp.sum(loss) / s.shape[0]
+
+
 def nst(student_feat, teacher_feat):
   """Neuron selectivity transfer (Huang & Wang, 2017).
 

@@ -13,6 +13,7 @@ class ConvNet(nn.Module):
 
   The kernel's length sets the dimensionality: `(3, 3)` for images,
   `(5,)` for 1-D signals given as `[batch, length]` or `[batch, length, c]`.
+  Features: `stage{i}` and `preact_stage{i}` (before its ReLU), `embedding`.
   """
   num_classes: int
   channels: Sequence[int] = (32, 64)
@@ -32,7 +33,9 @@ class ConvNet(nn.Module):
     x = (x[:, None] if one_d else x).astype(self.dtype)
     features = {}
     for i, c in enumerate(self.channels):
-      x = nn.relu(nn.Conv(c, kernel, dtype=self.dtype, name=f'conv{i}')(x))
+      pre = nn.Conv(c, kernel, dtype=self.dtype, name=f'conv{i}')(x)
+      x = nn.relu(pre)
+      features[f'preact_stage{i}'] = pre[:, 0] if one_d else pre
       features[f'stage{i}'] = x[:, 0] if one_d else x
       if i < len(self.channels) - 1:
         x = nn.max_pool(x, window, strides=window, padding='SAME')
