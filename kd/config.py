@@ -35,7 +35,10 @@ def run_config() -> mc.ConfigDict:
           workdir='', model='', kwargs=mc.ConfigDict(),
           # Teacher compute dtype; 'auto': bfloat16 on accelerators,
           # float32 on CPU (where bfloat16 is emulated and slower).
-          dtype='auto')),
+          dtype='auto',
+          # Read the teacher's outputs from a cache built once (kd.cache)
+          # instead of running it; needs inputs without augmentation.
+          cache=False, cache_dir='')),
       ce_weight=1.0,
       terms=mc.ConfigDict(),
       # Train with simulated int8 (kd.quantization) for a better int8 export.

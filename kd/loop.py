@@ -60,7 +60,8 @@ def restore(config, workdir: str, state, name: str):
 
 def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
         train_step: Callable, extra: tuple, test: Callable,
-        lr_schedule: Callable | None = None):
+        lr_schedule: Callable | None = None,
+        extend_batch: Callable | None = None):
   """Trains `state` (host values, as `restore` returns it) to `config.steps`;
   returns (replicated final state, training seconds). The caller keeps
   `logger` open for its summary; it is closed here only on failure.
@@ -69,6 +70,8 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
   `test(p_state)` (a dict) every `eval_every` steps, saves every
   `checkpoint_every` steps and at the end. SIGTERM saves and exits with 143;
   a non-finite loss stops the run and keeps the last good checkpoint.
+  `extend_batch` adds host-side entries to each batch (cached teacher
+  outputs).
   """
   d = config.data
   start_step = int(state.step)
@@ -86,7 +89,10 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
   try:
     with _Preemption() as preemption:
       for step in range(start_step + 1, config.steps + 1):
-        batch = parallel.shard(next(batches))
+        batch = next(batches)
+        if extend_batch is not None:
+          batch = extend_batch(batch)
+        batch = parallel.shard(batch)
         p_state, metrics = train_step(p_state, *extra, batch)
         # Sums stay on the device; logged values are means since last log.
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)

@@ -186,12 +186,14 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
   return step
 
 
-def make_distill_step(student: nn.Module, teacher: nn.Module,
+def make_distill_step(student: nn.Module, teacher: nn.Module | None,
                       tx: optax.GradientTransformation, terms: tuple[Term, ...],
                       ce_weight: float, label_smoothing: float = 0.0,
                       seed: int = 0, mixup_alpha: float = 0.0,
                       qat: bool = False) -> Callable:
-  """Distillation from a frozen teacher: `step(state, teacher_vars, batch)`.
+  """Distillation from a frozen teacher: `step(state, teacher_vars, batch)`;
+  with `teacher=None`, `step(state, batch)` and the teacher's outputs come in
+  `batch['teacher']` (a teacher-output cache).
 
   loss = ce_weight * CE(student, labels) + sum_k weight_k * term_k.
   The teacher runs in inference mode and receives no gradient; adapters'
@@ -219,13 +221,18 @@ def make_distill_step(student: nn.Module, teacher: nn.Module,
     metrics['loss'] = total
     return total, (new_state, new_aux_state, metrics)
 
-  def step(state, teacher_vars, batch):
+  def step(state, *args):
+    *teacher_vars, batch = args
     rng = _step_rng(seed, state)
     if mixup_alpha:
       rng, mix_rng = jax.random.split(rng)
       batch = mixup(batch, mix_rng, mixup_alpha)
-    teacher_out = jax.lax.stop_gradient(
-        outputs(*teacher.apply(teacher_vars, batch['image'], train=False)))
+    if teacher is None:  # Outputs read from the teacher cache (kd.cache).
+      teacher_out = batch['teacher']
+    else:
+      teacher_out = outputs(*teacher.apply(teacher_vars[0], batch['image'],
+                                           train=False))
+    teacher_out = jax.lax.stop_gradient(teacher_out)
     grads, (new_state, new_aux, metrics) = jax.grad(loss_fn, has_aux=True)(
         (state.params, state.aux_params), state, teacher_out, batch, rng)
     new_aux = {k: v for k, v in new_aux.items() if k in state.aux_state}

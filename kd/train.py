@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections as mc
 import numpy as np
 
+from kd import cache as cache_lib
 from kd import checkpoint
 from kd import data
 from kd import evaluate
@@ -91,6 +92,24 @@ def init_adapters(terms, student, teacher, example, rng, num_examples):
           zeros(s_out[steps.resolve(s_out, term.student)]),
           zeros(t_out[steps.resolve(t_out, term.teacher)]), num_examples)
   return params, state
+
+
+def teacher_cache(config, workdir, teacher, teacher_vars, terms, example):
+  """The teacher-output cache of this run's teacher and training data
+  (`kd.cache`): logits and every feature a term reads, built on first use
+  in `distill.teacher.cache_dir` (default WORKDIR/teacher_cache)."""
+  t = config.distill.teacher
+  cache_lib.check_usable(config)
+  shapes = _output_shapes(teacher, example)
+  names = sorted({'logits'} | {steps.resolve(shapes, term.teacher)
+                               for term in terms})
+  meta = cache_lib.provenance(config, checkpoint.latest_step(t.workdir),
+                              teacher_vars, teacher_dtype(t.dtype))
+  forward = jax.jit(lambda x: steps.outputs(
+      *teacher.apply(teacher_vars, x, train=False)))
+  return cache_lib.open_or_build(
+      t.cache_dir or os.path.join(workdir, 'teacher_cache'), meta, forward,
+      config, names)
 
 
 def warm_start(state, run_dir: str, name: str):
@@ -179,24 +198,31 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
     state = warm_start(state, config.init_from, name)
   mngr, state = loop.restore(config, workdir, state, name)
 
-  # Teacher: frozen variables, passed to the step as data.
+  # Teacher: frozen variables, passed to the step as data, or its outputs
+  # read from a cache into each batch.
+  extra, train_extra, extend_batch = (), (), None
   if teacher is not None:
     teacher_vars = checkpoint.load_variables(
         t.workdir, jax.eval_shape(
             lambda: teacher.init(jax.random.key(0), example, train=False)))
+    extra = (parallel.replicate(teacher_vars),)  # Also for evaluation.
+    cache = None
+    if t.cache:
+      cache = teacher_cache(config, workdir, teacher, teacher_vars, terms,
+                            example)
+      extend_batch = lambda b: {**b, 'teacher': cache.lookup(b['index'])}
+    else:
+      train_extra = extra
     train_step = parallel.wrap(steps.make_distill_step(
-        model, teacher, tx, terms, config.distill.ce_weight,
+        model, None if cache else teacher, tx, terms, config.distill.ce_weight,
         config.label_smoothing, config.seed, config.mixup_alpha,
-        config.distill.quantization_aware), num_replicated=2)
-    replicated_teacher = parallel.replicate(teacher_vars)
-    extra = (replicated_teacher,)
+        config.distill.quantization_aware), num_replicated=1 + len(train_extra))
   else:
     train_step = parallel.wrap(
         steps.make_supervised_step(model, tx, config.label_smoothing,
                                    config.seed, config.mixup_alpha,
                                    config.distill.quantization_aware),
         num_replicated=1)
-    extra = ()
 
   # Test-split evaluation: every `eval_every` steps and at the end.
   eval_fn = parallel.wrap(steps.make_eval_step(model, teacher), 1 + len(extra),
@@ -211,8 +237,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   # The loop.
   logger = MetricLogger(workdir, config)
   p_state, train_seconds = loop.run(
-      config, name, parallel, mngr, logger, state, train_step, extra,
-      lambda p: _test_row(test(p)), lr_schedule)
+      config, name, parallel, mngr, logger, state, train_step, train_extra,
+      lambda p: _test_row(test(p)), lr_schedule, extend_batch)
 
   # Evaluation.
   stats = test(p_state)

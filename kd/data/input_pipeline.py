@@ -341,6 +341,16 @@ def _padded(batches, num_batches, batch_size, input_shape):
                                    np.zeros(pad, np.float32)])}
 
 
+def indexed_batches(name: str, split: str, batch_size: int,
+                    data_dir: str | None = None, image_size: int | None = None,
+                    download: bool = False):
+  """Every example of the whole `split` once, in file order, with eval
+  preprocessing, as {'image', 'label', 'index'} batches (the last may be
+  short); `index` is the example's position, as `train_batches` gives it."""
+  ds, _ = _eval_dataset(name, split, data_dir, 0, 1, image_size, download)
+  return tfds.as_numpy(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
 def load_split(name: str, split: str, data_dir: str | None = None,
                image_size: int | None = None, download: bool = False):
   """(images, labels) of a whole split with eval preprocessing (small data)."""

@@ -1,0 +1,169 @@
+"""Teacher-output cache: the teacher's logits and feature taps for every
+training example, computed once, then read instead of running the teacher.
+
+Layout of a cache directory: `meta.json` (what produced it) and, per output,
+row shards `<output>.<k>.npy` of `shard_rows` examples each, row = the
+example's `index` in the split. A run memory-maps the shards and gathers the
+rows of each batch on the host. Only valid for inputs that are the same
+every epoch (no augmentation, no mixup): consistent teaching keeps the
+teacher live.
+"""
+import hashlib
+import json
+import os
+
+import jax
+import numpy as np
+
+from kd import data
+
+FORMAT = 1
+
+
+class CacheMismatchError(ValueError):
+  pass
+
+
+def params_digest(variables) -> str:
+  """sha256 over the teacher's variables (names, shapes, bytes)."""
+  h = hashlib.sha256()
+  for path, leaf in sorted(
+      (jax.tree_util.keystr(p), np.asarray(x))
+      for p, x in jax.tree_util.tree_leaves_with_path(variables)):
+    h.update(path.encode())
+    h.update(str(leaf.shape).encode())
+    h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()
+
+
+def provenance(config, teacher_step: int, teacher_vars, dtype: str) -> dict:
+  """What a cache for `config`'s teacher and training data must record."""
+  t, d = config.distill.teacher, config.data
+  # Through JSON, as a stored one is read back (tuples become lists).
+  return json.loads(json.dumps({
+      'format': FORMAT,
+      'teacher': {'workdir': os.path.abspath(t.workdir), 'step': teacher_step,
+                  'model': t.model, 'kwargs': t.kwargs.to_dict(),
+                  'dtype': dtype, 'params_sha256': params_digest(teacher_vars)},
+      'data': {'name': d.name, 'split': 'train',
+               'data_dir': os.path.abspath(d.data_dir) if d.data_dir else '',
+               'image_size': d.image_size, 'preprocessing': 'eval (no augment)'},
+  }))
+
+
+def check_usable(config) -> None:
+  """A cache holds one view per example: refuse configs that draw others."""
+  if config.data.augment and data.spec(config.data.name).augment != 'none':
+    raise ValueError(
+        'distill.teacher.cache stores one teacher output per example, but '
+        f'data.augment=True gives {config.data.name!r} new views every '
+        'epoch: set data.augment=False, or keep the teacher live (cache=False)')
+  if config.mixup_alpha:
+    raise ValueError(
+        'distill.teacher.cache cannot serve mixup (consistent teaching needs '
+        'the teacher on every mixed batch): set distill.teacher.cache=False')
+
+
+def build(cache_dir: str, meta: dict, teacher_fn, config, outputs,
+          batch_size: int = 512, shard_rows: int = 65_536) -> None:
+  """Runs `teacher_fn(images) -> {name: array}` over the whole training split
+  and writes the shards of `outputs` and `meta.json` (last, so a partly
+  written cache is never taken for a finished one)."""
+  d = config.data
+  os.makedirs(cache_dir, exist_ok=True)
+  n = data.num_examples(d.name, 'train', d.data_dir or None, d.download)
+  shards, shapes, done = {}, {}, 0
+  for batch in data.indexed_batches(d.name, 'train', batch_size,
+                                    d.data_dir or None, d.image_size or None,
+                                    d.download):
+    k = len(batch['index'])
+    images = batch['image']
+    if k < batch_size:  # One compiled shape for every batch.
+      images = np.concatenate(
+          [images, np.zeros((batch_size - k, *images.shape[1:]), images.dtype)])
+    out = teacher_fn(images)
+    shard, row = np.divmod(batch['index'], shard_rows)
+    for name in outputs:
+      value = np.asarray(out[name][:k], np.float32)
+      if name not in shards:  # Written in place, never all in memory.
+        shapes[name] = list(value.shape[1:])
+        shards[name] = [np.lib.format.open_memmap(
+            os.path.join(cache_dir, f'{name}.{j}.npy'), mode='w+',
+            dtype=np.float32,
+            shape=(min(shard_rows, n - start), *value.shape[1:]))
+                        for j, start in enumerate(range(0, n, shard_rows))]
+      for j in np.unique(shard):
+        shards[name][j][row[shard == j]] = value[shard == j]
+    done += k
+    print(f'[teacher cache] {done}/{n} examples', end='\r', flush=True)
+  print()
+  for memmaps in shards.values():
+    for m in memmaps:
+      m.flush()
+  meta = dict(meta, num_examples=n, shard_rows=shard_rows, outputs=shapes)
+  with open(os.path.join(cache_dir, 'meta.json.tmp'), 'w') as f:
+    json.dump(meta, f, indent=2, sort_keys=True)
+  os.replace(os.path.join(cache_dir, 'meta.json.tmp'),
+             os.path.join(cache_dir, 'meta.json'))
+
+
+def _differences(want, found, prefix='') -> list[str]:
+  out = []
+  for key in sorted(set(want) | set(found)):
+    a, b = want.get(key), found.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _differences(a, b, f'{prefix}{key}.')
+    elif a != b:
+      out.append(f'{prefix}{key}: cache has {b!r}, this run needs {a!r}')
+  return out
+
+
+class TeacherCache:
+  """A finished cache, checked against the run that wants it."""
+
+  def __init__(self, cache_dir: str, meta: dict, outputs):
+    path = os.path.join(cache_dir, 'meta.json')
+    with open(path) as f:
+      found = json.load(f)
+    problems = _differences(meta, {k: found.get(k) for k in meta})
+    missing = sorted(set(outputs) - set(found.get('outputs', {})))
+    if missing:
+      problems.append(f'outputs: cache lacks {missing}')
+    if problems:
+      raise CacheMismatchError(
+          f'teacher cache {cache_dir} was made for something else:\n  ' +
+          '\n  '.join(problems) + '\nDelete it (it is rebuilt) or set '
+          'distill.teacher.cache_dir to another folder.')
+    self.rows = found['shard_rows']
+    self.num_examples = found['num_examples']
+    self.shards = {
+        name: [np.load(os.path.join(cache_dir, f'{name}.{k}.npy'),
+                       mmap_mode='r')
+               for k in range(-(-self.num_examples // self.rows))]
+        for name in outputs}
+
+  def lookup(self, indices) -> dict:
+    """{output: [len(indices), ...]} rows of the given examples."""
+    indices = np.asarray(indices)
+    shard, row = np.divmod(indices, self.rows)
+    out = {}
+    for name, shards in self.shards.items():
+      value = np.empty((len(indices), *shards[0].shape[1:]), np.float32)
+      for k in np.unique(shard):
+        sel = shard == k
+        value[sel] = shards[k][row[sel]]
+      out[name] = value
+    return out
+
+
+def open_or_build(cache_dir: str, meta: dict, teacher_fn, config,
+                  outputs) -> TeacherCache:
+  """The cache in `cache_dir`, built first if it has none (process 0
+  builds it; the others wait)."""
+  if not os.path.exists(os.path.join(cache_dir, 'meta.json')):
+    if jax.process_index() == 0:
+      build(cache_dir, meta, teacher_fn, config, outputs)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('teacher cache built')
+  return TeacherCache(cache_dir, meta, outputs)
