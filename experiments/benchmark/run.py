@@ -6,8 +6,11 @@
 For each (teacher, student, batch, input shape) pair and compute dtype:
 examples/s of the student's supervised step, the teacher's forward pass, the
 live distillation step (teacher forward + student step, one jitted call) and
-the cached step (the student step with precomputed teacher logits); compile
-time of each; and the overhead ratio t(distill) / (t(student) + t(teacher)).
+the cached step (the student step reading teacher logits from the batch, as
+with `distill.teacher.cache`); compile time of each; the overhead ratio
+t(distill) / (t(student) + t(teacher)); and the distillation step's model
+FLOPs (XLA's count of the forward passes, backward as 2x forward) and MFU
+against the device's dense peak (`PEAK_FLOPS`; none on a CPU).
 Synthetic data on the device; medians of timed iterations after warm-up.
 Writes results.json and results.md to --out.
 """
@@ -25,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kd import losses, models, steps
+from kd import models, steps
 from kd.parallel import DataParallel
 
 # name: (teacher, student, global batch, input shape, classes)
@@ -38,24 +41,26 @@ PAIRS = {
 }
 
 
-def make_cached_step(student, tx, temperature=4.0):
-  """Distillation from stored teacher logits: no teacher in the step."""
+# Dense peak FLOP/s per device kind and compute dtype (float32 matmuls run
+# as TF32 on the tensor cores under XLA's default precision), from NVIDIA's
+# H100/H200 SXM datasheets.
+PEAK_FLOPS = {'H100': {'bfloat16': 989e12, 'float32': 494e12},
+              'H200': {'bfloat16': 989e12, 'float32': 494e12}}
 
-  def loss_fn(trainable, state, batch):
-    params, _ = trainable
-    logits, _, new_state = steps._apply_train(  # pylint: disable=protected-access
-        student, params, state.model_state, batch['image'])
-    total = (losses.cross_entropy(logits, batch['label']) +
-             losses.kd(logits, batch['teacher_logits'], temperature))
-    return total, (new_state, {'loss': total})
 
-  def step(state, batch):
-    grads, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
-        (state.params, state.aux_params), state, batch)
-    return (steps._update(state, tx, grads, new_state),  # pylint: disable=protected-access
-            jax.lax.pmean(metrics, steps.AXIS))
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+  for name, peaks in PEAK_FLOPS.items():
+    if name in device_kind:
+      return peaks[dtype]
+  return None
 
-  return step
+
+def forward_flops(model, variables, x) -> float:
+  """XLA's count for one forward pass of a batch, compiled on one device
+  (under pmap the count covers a fraction of the work, so it is not used)."""
+  cost = jax.jit(lambda v, a: model.apply(v, a, train=False)[0]).lower(
+      variables, x).compile().cost_analysis()
+  return float((cost[0] if isinstance(cost, list) else cost)['flops'])
 
 
 def _time(fn, args, iters):
@@ -98,8 +103,9 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
   t_logits = np.asarray(jax.jit(
       lambda v, a: teacher.apply(v, a, train=False)[0])(t_vars, x))
   data = parallel.shard({'image': x, 'label': y})
+  # As a run with distill.teacher.cache feeds the step (kd.cache).
   cached = parallel.shard({'image': x, 'label': y,
-                           'teacher_logits': t_logits})
+                           'teacher': {'logits': t_logits}})
   rep_t = parallel.replicate(t_vars)
   terms = (steps.Term('kd', 'kd', 1.0, kwargs={'temperature': 4.0}),)
   forward = parallel.wrap(
@@ -112,7 +118,8 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
       'distill_step': (parallel.wrap(steps.make_distill_step(
           student, teacher, tx, terms, 1.0), 2),
                        (parallel.replicate(state), rep_t, data)),
-      'cached_step': (parallel.wrap(make_cached_step(student, tx), 1),
+      'cached_step': (parallel.wrap(steps.make_distill_step(
+          student, None, tx, terms, 1.0), 1),
                       (parallel.replicate(state), cached)),
   }
   out = {'pair': pair, 'teacher': t_name, 'student': s_name, 'batch': batch,
@@ -127,6 +134,15 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
   out['overhead_ratio'] = out['distill_step_ms'] / (
       out['student_step_ms'] + out['teacher_forward_ms'])
   out['cached_vs_student'] = out['cached_step_ms'] / out['student_step_ms']
+  # Model FLOPs of a distillation step: the teacher's forward pass and the
+  # student's forward and backward (2x forward) passes.
+  s_vars = {'params': state.params, **state.model_state}
+  out['distill_step_gflop'] = (3 * forward_flops(student, s_vars, x)
+                               + forward_flops(teacher, t_vars, x)) / 1e9
+  peak = peak_flops(out['device'], dtype)
+  out['distill_step_mfu'] = (
+      out['distill_step_gflop'] * 1e9 / (out['distill_step_ms'] / 1000)
+      / (peak * parallel.local_devices) if peak else None)
   stats = jax.devices()[0].memory_stats() or {}
   out['peak_memory_mb'] = (stats['peak_bytes_in_use'] / 2**20
                            if 'peak_bytes_in_use' in stats else
@@ -140,15 +156,19 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
 def markdown(rows) -> str:
   lines = ['| pair | dtype | batch | student step ex/s | teacher fwd ex/s | '
            'distill step ex/s | cached step ex/s | overhead ratio | '
-           'cached / student | compile s (distill) | peak MB |',
-           '|' + '---|' * 11]
+           'cached / student | compile s (distill) | peak MB | '
+           'GFLOP / distill step | MFU (distill) |',
+           '|' + '---|' * 13]
   for r in rows:
     lines.append(
         f"| {r['teacher']} -> {r['student']} | {r['dtype']} | {r['batch']} "
         f"| {r['student_step_ex_per_s']:,.0f} | {r['teacher_forward_ex_per_s']:,.0f} "
         f"| {r['distill_step_ex_per_s']:,.0f} | {r['cached_step_ex_per_s']:,.0f} "
         f"| {r['overhead_ratio']:.2f} | {r['cached_vs_student']:.2f} "
-        f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} |")
+        f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} "
+        f"| {r['distill_step_gflop']:,.1f} | "
+        + (f"{100 * r['distill_step_mfu']:.1f}% |" if r['distill_step_mfu']
+           else '- |'))
   return '\n'.join(lines)
 
 
