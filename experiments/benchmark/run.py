@@ -2,6 +2,7 @@
 
   python -m experiments.benchmark.run [--pairs=mnist1d,cifar_r32x4,...]
       [--dtypes=float32,bfloat16] [--iters=20] [--out=DIR]
+  python -m experiments.benchmark.run --mfu_of=experiments/benchmark/results/h100_batch512.json
 
 For each (teacher, student, batch, input shape) pair and compute dtype:
 examples/s of the student's supervised step, the teacher's forward pass, the
@@ -61,6 +62,35 @@ def forward_flops(model, variables, x) -> float:
   cost = jax.jit(lambda v, a: model.apply(v, a, train=False)[0]).lower(
       variables, x).compile().cost_analysis()
   return float((cost[0] if isinstance(cost, list) else cost)['flops'])
+
+
+def add_mfu(row: dict, teacher, t_vars, student, s_vars, x) -> dict:
+  """Adds the distillation step's model FLOPs (the teacher's forward pass,
+  the student's forward and backward, 2x forward, passes) and its MFU."""
+  row['distill_step_gflop'] = (3 * forward_flops(student, s_vars, x)
+                               + forward_flops(teacher, t_vars, x)) / 1e9
+  peak = peak_flops(row['device'], row['dtype'])
+  row['distill_step_mfu'] = (
+      row['distill_step_gflop'] * 1e9 / (row['distill_step_ms'] / 1000)
+      / (peak * row['devices']) if peak else None)
+  return row
+
+
+def mfu_of_results(path: str) -> list[dict]:
+  """The rows of a results.json measured elsewhere (e.g. on a GPU), with
+  FLOPs counted here by XLA for the same models and batch, and MFU against
+  the measuring device's peak."""
+  with open(path) as f:
+    rows = json.load(f)
+  for row in rows:
+    t_name, s_name, _, shape, classes = PAIRS[row['pair']]
+    dt = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[row['dtype']]
+    teacher = models.create(t_name, classes, dtype=dt)
+    student = models.create(s_name, classes, dtype=dt)
+    x = np.zeros((row['batch'], *shape), np.float32)
+    add_mfu(row, teacher, teacher.init(jax.random.key(1), x[:1]), student,
+            student.init(jax.random.key(0), x[:1]), x)
+  return rows
 
 
 def _time(fn, args, iters):
@@ -134,15 +164,8 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
   out['overhead_ratio'] = out['distill_step_ms'] / (
       out['student_step_ms'] + out['teacher_forward_ms'])
   out['cached_vs_student'] = out['cached_step_ms'] / out['student_step_ms']
-  # Model FLOPs of a distillation step: the teacher's forward pass and the
-  # student's forward and backward (2x forward) passes.
-  s_vars = {'params': state.params, **state.model_state}
-  out['distill_step_gflop'] = (3 * forward_flops(student, s_vars, x)
-                               + forward_flops(teacher, t_vars, x)) / 1e9
-  peak = peak_flops(out['device'], dtype)
-  out['distill_step_mfu'] = (
-      out['distill_step_gflop'] * 1e9 / (out['distill_step_ms'] / 1000)
-      / (peak * parallel.local_devices) if peak else None)
+  add_mfu(out, teacher, t_vars, student,
+          {'params': state.params, **state.model_state}, x)
   stats = jax.devices()[0].memory_stats() or {}
   out['peak_memory_mb'] = (stats['peak_bytes_in_use'] / 2**20
                            if 'peak_bytes_in_use' in stats else
@@ -180,12 +203,20 @@ def define_flags():
   flags.DEFINE_string('out', 'benchmark_results', 'Output folder.')
   flags.DEFINE_integer('batch', 0, 'Global batch for every pair (0: each '
                        "pair's own).")
+  flags.DEFINE_string('mfu_of', None, 'A results.json measured elsewhere: '
+                      'print its table with FLOPs and MFU added, measure '
+                      'nothing.')
 
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
+  if f.mfu_of:
+    rows = mfu_of_results(f.mfu_of)
+    print(f'{rows[0]["device"]}, {rows[0]["devices"]} device(s)\n'
+          f'{markdown(rows)}')
+    return
   rows = []
   for pair in f.pairs:
     for dtype in f.dtypes:
