@@ -38,7 +38,10 @@ def run_config() -> mc.ConfigDict:
           dtype='auto',
           # Read the teacher's outputs from a cache built once (kd.cache)
           # instead of running it; needs inputs without augmentation.
-          cache=False, cache_dir='')),
+          cache=False, cache_dir='',
+          # > 1: the teacher's parameters split over a `model` mesh axis of
+          # this size (parallel='mesh'), for teachers too big for a device.
+          model_shards=1)),
       ce_weight=1.0,
       terms=mc.ConfigDict(),
       # Train with simulated int8 (kd.quantization) for a better int8 export.

@@ -8,9 +8,10 @@ from typing import Callable
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 AXIS = 'batch'  # The data-parallel axis every step's collectives use.
+MODEL_AXIS = 'model'  # Splits a large teacher's parameters (mesh only).
 KINDS = ('pmap', 'mesh')
 
 
@@ -18,21 +19,35 @@ class DataParallel:
   """Places data and runs steps on all devices with one of `KINDS`.
 
   'pmap': replicated values carry a leading local-device axis.
-  'mesh': values are global `jax.Array`s on a 1-D mesh over all devices
-  (every process's devices), replicated (`P()`) or batch-sharded (`P(AXIS)`).
+  'mesh': values are global `jax.Array`s on a mesh over all devices (every
+  process's devices), replicated (`P()`) or batch-sharded (`P(AXIS)`).
+  With `model_shards` > 1 the mesh is 2-D, `AXIS x MODEL_AXIS`: steps stay
+  data-parallel over `AXIS` (replicated over `MODEL_AXIS`), and a teacher
+  too large for one device is split over `MODEL_AXIS` (`sharded_apply`).
   """
 
-  def __init__(self, kind: str = 'pmap', num_local_devices: int | None = None):
+  def __init__(self, kind: str = 'pmap', num_local_devices: int | None = None,
+               model_shards: int = 1):
     if kind not in KINDS:
       raise ValueError(f'unknown parallel kind {kind!r}; valid: {KINDS}')
+    if model_shards > 1 and kind != 'mesh':
+      raise ValueError(f'a teacher split over {model_shards} devices needs '
+                       "parallel='mesh' (pmap replicates every argument)")
     self.kind = kind
     self.devices = jax.local_devices()[:num_local_devices]
     # pmap given `devices` runs its collectives over those alone, so name
     # them only to use a subset of a single process's devices.
     self._pmap_devices = None if num_local_devices is None else self.devices
+    self.model_shards = model_shards
     if kind == 'mesh':
       devices = (jax.devices() if num_local_devices is None else self.devices)
-      self.mesh = jax.make_mesh((len(devices),), (AXIS,), devices=devices)
+      if len(devices) % model_shards:
+        raise ValueError(f'{len(devices)} devices cannot be split into '
+                         f'groups of model_shards={model_shards}')
+      # Auto axes: XLA partitions a sharded teacher's ops by itself.
+      self.mesh = jax.make_mesh((len(devices) // model_shards, model_shards),
+                                (AXIS, MODEL_AXIS), devices=devices,
+                                axis_types=(AxisType.Auto,) * 2)
       self._replicated = NamedSharding(self.mesh, P())
       self._sharded = NamedSharding(self.mesh, P(AXIS))
 
@@ -42,7 +57,7 @@ class DataParallel:
 
   def check_batch_size(self, global_batch: int) -> int:
     """Returns this process's batch; global batch must split over devices."""
-    total = self.local_devices * jax.process_count()
+    total = self.local_devices * jax.process_count() // self.model_shards
     if global_batch % total:
       raise ValueError(
           f'batch size {global_batch} is not divisible by the {total} '
@@ -85,3 +100,25 @@ class DataParallel:
         in_specs=(P(),) * num_replicated + (P(AXIS),), out_specs=P(),
         check_vma=False)
     return jax.jit(mapped, donate_argnums=donate)
+
+  def model_sharding(self, tree):
+    """Per leaf: split over `MODEL_AXIS` along its largest dimension that
+    divides evenly, replicated if none does."""
+    def spec(x):
+      dims = [d for d in np.argsort(np.shape(x))[::-1]
+              if np.shape(x)[d] % self.model_shards == 0]
+      if not dims:
+        return NamedSharding(self.mesh, P())
+      axes = [None] * np.ndim(x)
+      axes[dims[0]] = MODEL_AXIS
+      return NamedSharding(self.mesh, P(*axes))
+    return jax.tree.map(spec, tree)
+
+  def sharded_apply(self, fn: Callable, variables):
+    """(`fn(variables, x)` compiled for `variables` split over `MODEL_AXIS`
+    and `x` and the outputs split over `AXIS`, partitioned by XLA; the
+    variables placed so). Each device holds 1/model_shards of them."""
+    shardings = self.model_sharding(variables)
+    placed = jax.device_put(variables, shardings)
+    return jax.jit(fn, in_shardings=(shardings, self._sharded),
+                   out_shardings=self._sharded), placed

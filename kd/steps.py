@@ -248,6 +248,8 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
 
   Returns sums over the global batch (psum): `count`, `correct`, `loss`, and
   with a teacher `agree` (top-1 agreement) and `kl` (KL(teacher || student)).
+  Without `teacher`, teacher logits in `batch['teacher']['logits']` (from a
+  sharded teacher) give the same two.
   """
 
   def stats(variables, batch, teacher_vars=None):
@@ -257,9 +259,10 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
            'correct': jnp.sum(mask * (jnp.argmax(logits, -1) == batch['label'])),
            'loss': jnp.sum(mask * optax.softmax_cross_entropy_with_integer_labels(
                logits, batch['label']))}
-    if teacher is not None:
-      t_logits, _ = teacher.apply(teacher_vars, batch['image'], train=False)
-      log_p = jax.nn.log_softmax(t_logits)
+    if teacher is not None or 'teacher' in batch:
+      t_logits = (batch['teacher']['logits'] if teacher is None else
+                  teacher.apply(teacher_vars, batch['image'], train=False)[0])
+      log_p = jax.nn.log_softmax(t_logits.astype(jnp.float32))
       kl = jnp.sum(jnp.exp(log_p) * (log_p - jax.nn.log_softmax(logits)), -1)
       out['agree'] = jnp.sum(
           mask * (jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1)))

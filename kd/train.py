@@ -94,15 +94,39 @@ def init_adapters(terms, student, teacher, example, rng, num_examples):
   return params, state
 
 
+def teacher_outputs(teacher, terms, example) -> list[str]:
+  """The teacher outputs a distillation reads: logits and every term's."""
+  shapes = _output_shapes(teacher, example)
+  return sorted({'logits'} | {steps.resolve(shapes, term.teacher)
+                              for term in terms})
+
+
+def sharded_teacher(parallel, teacher, teacher_vars, terms, example):
+  """A wrapper for compiled steps `f(*args, batch)` that first puts the
+  teacher's outputs in `batch['teacher']`, computed with its variables split
+  over the mesh's model axis (`DataParallel.sharded_apply`)."""
+  names = teacher_outputs(teacher, terms, example)
+  forward, placed = parallel.sharded_apply(
+      lambda v, x: {k: o for k, o in steps.outputs(
+          *teacher.apply(v, x, train=False)).items() if k in names},
+      teacher_vars)
+
+  def with_teacher(fn):
+    def run(*args):
+      *rest, batch = args
+      return fn(*rest, {**batch, 'teacher': forward(placed, batch['image'])})
+    return run
+
+  return with_teacher
+
+
 def teacher_cache(config, workdir, teacher, teacher_vars, terms, example):
   """The teacher-output cache of this run's teacher and training data
   (`kd.cache`): logits and every feature a term reads, built on first use
   in `distill.teacher.cache_dir` (default WORKDIR/teacher_cache)."""
   t = config.distill.teacher
   cache_lib.check_usable(config)
-  shapes = _output_shapes(teacher, example)
-  names = sorted({'logits'} | {steps.resolve(shapes, term.teacher)
-                               for term in terms})
+  names = teacher_outputs(teacher, terms, example)
   meta = cache_lib.provenance(config, checkpoint.latest_step(t.workdir),
                               teacher_vars, teacher_dtype(t.dtype))
   forward = jax.jit(lambda x: steps.outputs(
@@ -170,7 +194,11 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   data_kw = dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
                  download=d.download)
   spec = data.spec(d.name, image_size=data_kw['image_size'])
-  parallel = DataParallel(config.parallel)
+  t = config.distill.teacher
+  if t.cache and t.model_shards > 1:
+    raise ValueError('distill.teacher.cache builds on one device; with '
+                     'model_shards > 1 keep the teacher live (cache=False)')
+  parallel = DataParallel(config.parallel, model_shards=t.model_shards)
   parallel.check_batch_size(config.batch_size)  # Fails early on a bad size.
   model = build_model(config.model.name, config.model.kwargs,
                       spec.num_classes, config.dtype)
@@ -180,7 +208,6 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   tx, lr_schedule = optim.create(config.optimizer, config.steps)
   teacher = teacher_vars = None
   terms, aux_params, aux_state = (), {}, {}
-  t = config.distill.teacher
   if t.workdir:
     teacher = build_model(t.model, t.kwargs, spec.num_classes,
                           teacher_dtype(t.dtype))
@@ -198,25 +225,29 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
     state = warm_start(state, config.init_from, name)
   mngr, state = loop.restore(config, workdir, state, name)
 
-  # Teacher: frozen variables, passed to the step as data, or its outputs
-  # read from a cache into each batch.
-  extra, train_extra, extend_batch = (), (), None
+  # Teacher: frozen variables, passed to the step as data; or its outputs
+  # put in each batch, read from a cache or computed by a teacher split over
+  # the mesh's model axis.
+  extra, train_extra, extend_batch, with_teacher = (), (), None, None
   if teacher is not None:
-    teacher_vars = checkpoint.load_variables(
-        t.workdir, jax.eval_shape(
-            lambda: teacher.init(jax.random.key(0), example, train=False)))
-    extra = (parallel.replicate(teacher_vars),)  # Also for evaluation.
-    cache = None
-    if t.cache:
-      cache = teacher_cache(config, workdir, teacher, teacher_vars, terms,
-                            example)
-      extend_batch = lambda b: {**b, 'teacher': cache.lookup(b['index'])}
+    teacher_vars = checkpoint.load_variables(t.workdir, jax.eval_shape(
+        lambda: teacher.init(jax.random.key(0), example, train=False)))
+    if t.model_shards > 1:
+      with_teacher = sharded_teacher(parallel, teacher, teacher_vars, terms,
+                                     example)
     else:
-      train_extra = extra
+      extra = (parallel.replicate(teacher_vars),)  # For evaluation too.
+      if t.cache:
+        cache = teacher_cache(config, workdir, teacher, teacher_vars, terms,
+                              example)
+        extend_batch = lambda b: {**b, 'teacher': cache.lookup(b['index'])}
+      else:
+        train_extra = extra
     train_step = parallel.wrap(steps.make_distill_step(
-        model, None if cache else teacher, tx, terms, config.distill.ce_weight,
-        config.label_smoothing, config.seed, config.mixup_alpha,
-        config.distill.quantization_aware), num_replicated=1 + len(train_extra))
+        model, teacher if train_extra else None, tx, terms,
+        config.distill.ce_weight, config.label_smoothing, config.seed,
+        config.mixup_alpha, config.distill.quantization_aware),
+                               num_replicated=1 + len(train_extra))
   else:
     train_step = parallel.wrap(
         steps.make_supervised_step(model, tx, config.label_smoothing,
@@ -225,8 +256,11 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
         num_replicated=1)
 
   # Test-split evaluation: every `eval_every` steps and at the end.
-  eval_fn = parallel.wrap(steps.make_eval_step(model, teacher), 1 + len(extra),
-                          donate_first=False)
+  eval_fn = parallel.wrap(
+      steps.make_eval_step(model, teacher if extra else None),
+      1 + len(extra), donate_first=False)
+  if with_teacher is not None:
+    train_step, eval_fn = with_teacher(train_step), with_teacher(eval_fn)
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
