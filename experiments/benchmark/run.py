@@ -176,6 +176,10 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
   return out
 
 
+def _figure(x: float) -> str:
+  return f'{x:,.1f}' if x >= 10 else f'{x:.2g}'
+
+
 def markdown(rows) -> str:
   lines = ['| pair | dtype | batch | student step ex/s | teacher fwd ex/s | '
            'distill step ex/s | cached step ex/s | overhead ratio | '
@@ -189,9 +193,9 @@ def markdown(rows) -> str:
         f"| {r['distill_step_ex_per_s']:,.0f} | {r['cached_step_ex_per_s']:,.0f} "
         f"| {r['overhead_ratio']:.2f} | {r['cached_vs_student']:.2f} "
         f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} "
-        f"| {r['distill_step_gflop']:,.1f} | "
-        + (f"{100 * r['distill_step_mfu']:.1f}% |" if r['distill_step_mfu']
-           else '- |'))
+        f"| {_figure(r['distill_step_gflop'])} | "
+        + (f"{_figure(100 * r['distill_step_mfu'])}% |"
+           if r['distill_step_mfu'] else '- |'))
   return '\n'.join(lines)
 
 
