@@ -1,10 +1,10 @@
-"""Mean ± std over seeds of summary.json entries, as Markdown table rows.
+"""Mean ± std over seeds of a summary entry, as Markdown table rows.
 
-  python -m experiments.summarize KEY 'LABEL=GLOB' ['LABEL=GLOB' ...]
+  python -m experiments.summarize 'LABEL=GLOB@KEY' ['LABEL=GLOB@KEY' ...]
 
 Each GLOB matches run folders (one per seed); KEY is an entry of their
 summary.json such as `student/test_accuracy`, or FILE:KEY for another JSON
-file of the run folder.
+file of the run folder (e.g. generations.json:gen3/test_accuracy).
 """
 import glob
 import json
@@ -13,23 +13,29 @@ import statistics
 import sys
 
 
-def row(label: str, pattern: str, key: str) -> str:
+def values(pattern: str, key: str) -> list[float]:
   name, key = key.split(':') if ':' in key else ('summary.json', key)
-  values = []
+  out = []
   for d in sorted(glob.glob(pattern)):
     with open(os.path.join(d, name)) as f:
-      values.append(100 * json.load(f)[key])
-  std = statistics.stdev(values) if len(values) > 1 else 0.0
-  return (f'| {label} | {len(values)} | {statistics.mean(values):.2f} ± '
-          f'{std:.2f} |')
+      out.append(100 * json.load(f)[key])
+  if not out:
+    raise FileNotFoundError(f'no run matches {pattern!r}')
+  return out
+
+
+def row(spec: str) -> str:
+  label, rest = spec.split('=', 1)
+  pattern, key = rest.rsplit('@', 1)
+  v = values(pattern, key)
+  std = statistics.stdev(v) if len(v) > 1 else 0.0
+  return f'| {label} | {len(v)} | {statistics.mean(v):.1f} ± {std:.1f} |'
 
 
 def main(argv):
-  key, groups = argv[1], argv[2:]
   print('| run | seeds | test accuracy (%) |\n|---|---|---|')
-  for g in groups:
-    label, pattern = g.split('=', 1)
-    print(row(label, pattern, key))
+  for spec in argv[1:]:
+    print(row(spec))
 
 
 if __name__ == '__main__':

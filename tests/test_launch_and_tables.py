@@ -139,3 +139,20 @@ def test_cifar100_spec_covers_the_benchmark_pairs(tmp_path):
       0.7551)
   first = runs[0].arg
   assert f'teacher_dir={tmp_path}/cifar100_crd/teacher_wrn_40_2' in first
+
+
+def test_experiment_summary_rows(tmp_path):
+  from experiments import summarize  # pylint: disable=import-outside-toplevel
+  for seed, acc in enumerate((0.5, 0.7)):
+    run = tmp_path / f'run_s{seed}'
+    run.mkdir()
+    json.dump({'student/test_accuracy': acc}, open(run / 'summary.json', 'w'))
+    json.dump({'gen1/test_accuracy': acc + 0.1},
+              open(run / 'generations.json', 'w'))
+  assert summarize.row(f'a={tmp_path}/run_s*@student/test_accuracy') == (
+      '| a | 2 | 60.0 ± 14.1 |')
+  assert summarize.row(
+      f'b={tmp_path}/run_s*@generations.json:gen1/test_accuracy') == (
+          '| b | 2 | 70.0 ± 14.1 |')
+  with pytest.raises(FileNotFoundError, match='no run matches'):
+    summarize.row(f'c={tmp_path}/nothing*@x')
