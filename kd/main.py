@@ -98,6 +98,23 @@ def main(argv):
     print(f'summary: {os.path.join(workdir, "summary.json")}')
 
 
+def run_variant(train_fn) -> None:
+  """`python -m experiments.<variant>.train --config=... --workdir=...`: the
+  same flags for a variant with a trainer of its own, `train_fn(config,
+  workdir) -> summary`."""
+
+  def variant_main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    distributed.initialize()
+    summary = train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+    if jax.process_index() == 0:
+      print(json.dumps(summary, indent=2, sort_keys=True))
+
+  define_flags()
+  app.run(variant_main)
+
+
 if __name__ == '__main__':
   define_flags()
   app.run(main)

@@ -275,6 +275,13 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
                                                       teacher_vars)
 
 
+def ensemble(logits_seq):
+  """Log of the mean of the members' distributions: an ensemble's logits."""
+  log_p = jnp.stack([jax.nn.log_softmax(l.astype(jnp.float32))
+                     for l in logits_seq])
+  return jax.nn.logsumexp(log_p, 0) - jnp.log(len(log_p))
+
+
 def make_named_eval_step(logits_fn: Callable) -> Callable:
   """Summed test statistics of several predictors at once (students,
   teachers, ensembles): `step(*args, batch)` with `logits_fn(*args, image)`

@@ -14,11 +14,7 @@ against the current D, then D takes `disc_steps` updates on the teacher's
 and that step's student outputs (see `discriminator` for G and D's losses).
 `disc_accuracy` near 0.5 in the log means the game is balanced.
 """
-import json
 
-from absl import app
-from absl import flags
-from absl import logging
 import flax.linen as nn
 import flax.struct
 import jax
@@ -30,12 +26,12 @@ from experiments.adversarial import discriminator as disc_lib
 from kd import data
 from kd import evaluate
 from kd import loop
+from kd import main as kd_main
 from kd import losses
 from kd import models
 from kd import optim
 from kd import steps
 from kd.export.student import load_run
-from kd.main import define_flags
 from kd.parallel import AXIS, DataParallel
 
 
@@ -181,13 +177,5 @@ def train(config, workdir: str) -> dict:
                   train_step, (p_teacher,), test)
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty.
-  print(json.dumps(train(flags.FLAGS.config, flags.FLAGS.workdir), indent=2,
-                   sort_keys=True))
-
-
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  kd_main.run_variant(train)

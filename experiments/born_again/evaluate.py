@@ -10,8 +10,6 @@ import json
 import os
 import sys
 
-import jax
-import jax.numpy as jnp
 
 from kd import evaluate as kd_evaluate
 from kd import steps
@@ -30,16 +28,14 @@ def evaluate(run_dir: str) -> dict:
   parallel = DataParallel('pmap')
 
   def logits_fn(variables, x):
-    out = {s: m.apply(v, x, train=False)[0].astype(jnp.float32)
+    out = {s: m.apply(v, x, train=False)[0]
            for s, m, v in zip(stage_order, gen_models, variables)}
-    log_p = [jax.nn.log_softmax(l) for l in out.values()]
-    for k in range(1, len(log_p)):
+    gens = list(out.values())
+    for k in range(1, len(gens)):
       # BANE over the born-again generations 1..k, and with gen0 too.
-      for first in (0, 1):
-        members = jnp.stack(log_p[first:k + 1])
-        if len(members) > 1:
-          out[f'ensemble_gen{first}-{k}'] = (jax.nn.logsumexp(members, 0)
-                                             - jnp.log(len(members)))
+      out[f'ensemble_gen0-{k}'] = steps.ensemble(gens[:k + 1])
+      if k > 1:
+        out[f'ensemble_gen1-{k}'] = steps.ensemble(gens[1:k + 1])
     return out
 
   eval_fn = parallel.wrap(steps.make_named_eval_step(logits_fn), 1,

@@ -11,12 +11,8 @@ FitNets hint), each paired with teacher `config.multi.term_teachers[name]`
 (default 0). The test report also has each teacher and the teachers'
 ensemble (mean of their T = 1 distributions).
 """
-import json
 import os
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,13 +21,13 @@ from experiments.multi_teacher import weights as weights_lib
 from kd import data
 from kd import evaluate
 from kd import loop
+from kd import main as kd_main
 from kd import losses
 from kd import models
 from kd import optim
 from kd import steps
 from kd import train as kd_train
 from kd.export.student import load_run
-from kd.main import define_flags
 from kd.parallel import AXIS, DataParallel
 
 
@@ -99,10 +95,7 @@ def ensemble_logits(teachers, teacher_vars, x):
   """{'teacher_k': logits, 'ensemble': log of the mean distribution}."""
   out = {f'teacher_{k}': t.apply(v, x, train=False)[0]
          for k, (t, v) in enumerate(zip(teachers, teacher_vars))}
-  log_p = jnp.stack([jax.nn.log_softmax(l.astype(jnp.float32))
-                     for l in out.values()])
-  out['ensemble'] = jax.nn.logsumexp(log_p, 0) - jnp.log(len(teachers))
-  return out
+  return {**out, 'ensemble': steps.ensemble(out.values())}
 
 
 def train(config, workdir: str) -> dict:
@@ -156,13 +149,5 @@ def train(config, workdir: str) -> dict:
   return summary
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty.
-  print(json.dumps(train(flags.FLAGS.config, flags.FLAGS.workdir), indent=2,
-                   sort_keys=True))
-
-
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  kd_main.run_variant(train)

@@ -10,11 +10,7 @@ step. One optimizer state covers every student's parameters; Adam is
 per-parameter, so this is the same as one optimizer each. The test report
 has every student and their ensemble (mean of their distributions).
 """
-import json
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,11 +19,11 @@ from experiments.online import mutual
 from kd import data
 from kd import evaluate
 from kd import loop
+from kd import main as kd_main
 from kd import losses
 from kd import models
 from kd import optim
 from kd import steps
-from kd.main import define_flags
 from kd.parallel import AXIS, DataParallel
 
 
@@ -61,10 +57,7 @@ def predictions(students, variables, x):
   """{'student_i': logits, 'ensemble': log of the mean distribution}."""
   out = {f'student_{i}': m.apply(v, x, train=False)[0]
          for i, (m, v) in enumerate(zip(students, variables))}
-  log_p = jnp.stack([jax.nn.log_softmax(l.astype(jnp.float32))
-                     for l in out.values()])
-  out['ensemble'] = jax.nn.logsumexp(log_p, 0) - jnp.log(len(students))
-  return out
+  return {**out, 'ensemble': steps.ensemble(out.values())}
 
 
 def train(config, workdir: str) -> dict:
@@ -100,13 +93,5 @@ def train(config, workdir: str) -> dict:
                     test)
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty.
-  print(json.dumps(train(flags.FLAGS.config, flags.FLAGS.workdir), indent=2,
-                   sort_keys=True))
-
-
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  kd_main.run_variant(train)

@@ -15,12 +15,8 @@ auxiliary one, and their ensemble.
 teacher_free (Yuan et al., CVPR 2020): Tf-KD_reg, the hand-designed virtual
 teacher of `losses.teacher_free` instead of a network.
 """
-import json
 from typing import Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,11 +26,11 @@ from experiments.self_distillation import losses as sd_losses
 from kd import data
 from kd import evaluate
 from kd import loop
+from kd import main as kd_main
 from kd import losses
 from kd import models
 from kd import optim
 from kd import steps
-from kd.main import define_flags
 from kd.parallel import AXIS, DataParallel
 
 
@@ -104,8 +100,7 @@ def predictions(model, heads, taps, variables, aux, x):
   if heads is not None:
     for tap, (l, _) in zip(taps, heads.apply({'params': aux['heads']}, feats)):
       out[f'aux_{tap}'] = l
-    log_p = jnp.stack([jax.nn.log_softmax(l) for l in out.values()])
-    out['ensemble'] = jax.nn.logsumexp(log_p, 0) - jnp.log(len(log_p))
+    out['ensemble'] = steps.ensemble(list(out.values()))
   return out
 
 
@@ -143,13 +138,5 @@ def train(config, workdir: str) -> dict:
                   state, train_step, (), test)
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty.
-  print(json.dumps(train(flags.FLAGS.config, flags.FLAGS.workdir), indent=2,
-                   sort_keys=True))
-
-
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  kd_main.run_variant(train)
