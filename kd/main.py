@@ -107,7 +107,9 @@ def run_variant(train_fn) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
     distributed.initialize()
-    summary = train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+    f = flags.FLAGS
+    apply_wandb_flags(f.config, f.wandb_group, f.wandb_tags)
+    summary = train_fn(f.config, f.workdir)
     if jax.process_index() == 0:
       print(json.dumps(summary, indent=2, sort_keys=True))
 
