@@ -3,6 +3,7 @@
 Reads top to bottom: data and models, train state (restored if the run was
 interrupted), teacher, the compiled step, the loop, evaluation, export.
 """
+import functools
 import json
 import os
 
@@ -129,8 +130,9 @@ def teacher_cache(config, workdir, teacher, teacher_vars, terms, example):
   names = teacher_outputs(teacher, terms, example)
   meta = cache_lib.provenance(config, checkpoint.latest_step(t.workdir),
                               teacher_vars, teacher_dtype(t.dtype))
-  forward = jax.jit(lambda x: steps.outputs(
-      *teacher.apply(teacher_vars, x, train=False)))
+  # Variables as an argument, not as constants folded into the program.
+  forward = functools.partial(jax.jit(lambda v, x: steps.outputs(
+      *teacher.apply(v, x, train=False))), teacher_vars)
   return cache_lib.open_or_build(
       t.cache_dir or os.path.join(workdir, 'teacher_cache'), meta, forward,
       config, names)
