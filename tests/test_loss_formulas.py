@@ -280,3 +280,11 @@ def test_check_inputs_accepts_what_the_losses_take():
   losses.check_inputs('attention_transfer', (8, 8, 8, 16), (8, 4, 4, 64))
   losses.check_inputs('rkd', (8, 64), (8, 256))
   losses.check_inputs('kd', (8, 10), (8, 10))
+
+
+def test_activation_boundary_gradient_reaches_only_the_student():
+  g_s, g_t = jax.grad(
+      lambda a, b: losses.activation_boundary(a, b, 0.5), argnums=(0, 1))(
+          jnp.asarray(S_MAP, jnp.float32), jnp.asarray(T_MAP, jnp.float32))
+  assert np.all(np.asarray(g_t) == 0.0)
+  assert np.abs(np.asarray(g_s)).sum() > 0
