@@ -5,6 +5,7 @@
 builds the state and the step, so a variant with its own step (several
 teachers, several students, a discriminator) reuses everything else.
 """
+import json
 import os
 import signal
 import time
@@ -44,6 +45,23 @@ class _Preemption:
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+def write_json(path: str, obj) -> None:
+  if jax.process_index() == 0:
+    with open(path + '.tmp', 'w') as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(path + '.tmp', path)
+
+
+def finished_summary(workdir: str, total_steps: int) -> dict | None:
+  path = os.path.join(workdir, 'summary.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      summary = json.load(f)
+    if summary.get('steps') == total_steps:
+      return summary
+  return None
 
 
 def restore(config, workdir: str, state, name: str):
@@ -139,13 +157,12 @@ def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
   from `workdir`'s checkpoints), then writes `summary.json` with the steps,
   training time and `test(p_state)`; returns the summary. A finished run is
   reused."""
-  from kd import train  # pylint: disable=import-outside-toplevel
-  done = train.finished_summary(workdir, config.steps)
+  done = finished_summary(workdir, config.steps)
   if done is not None:
     print(f'[{name}] already finished in {workdir}; reusing its results')
     return done
   os.makedirs(workdir, exist_ok=True)
-  train.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   mngr, state = restore(config, workdir, state, name)
   logger = MetricLogger(workdir, config)
   p_state, seconds = run(config, name, parallel, mngr, logger, state,
@@ -154,5 +171,5 @@ def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
   logger.write(config.steps, summary)
   logger.summary(summary)
   logger.close()
-  train.write_json(os.path.join(workdir, 'summary.json'), summary)
+  write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary

@@ -4,7 +4,6 @@ Reads top to bottom: data and models, train state (restored if the run was
 interrupted), teacher, the compiled step, the loop, evaluation, export.
 """
 import functools
-import json
 import os
 
 import jax
@@ -159,25 +158,8 @@ def warm_start(state, run_dir: str, name: str):
                        model_state=dict(found['model_state']), aux_params=aux)
 
 
-def write_json(path: str, obj) -> None:
-  if jax.process_index() == 0:
-    with open(path + '.tmp', 'w') as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(path + '.tmp', path)
-
-
 def _test_row(stats: dict) -> dict:
   return {k: stats[k] for k in ('test_accuracy', 'test_loss')}
-
-
-def finished_summary(workdir: str, total_steps: int) -> dict | None:
-  path = os.path.join(workdir, 'summary.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      summary = json.load(f)
-    if summary.get('steps') == total_steps:
-      return summary
-  return None
 
 
 def train_and_evaluate(config: mc.ConfigDict, workdir: str,
@@ -185,11 +167,11 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   """Runs `config` in `workdir`, resuming from its checkpoints; returns the
   run's summary (also written to `workdir/summary.json`)."""
   os.makedirs(workdir, exist_ok=True)
-  done = finished_summary(workdir, config.steps)
+  done = loop.finished_summary(workdir, config.steps)
   if done is not None:
     print(f'[{name}] already finished in {workdir}; reusing its results')
     return done
-  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  loop.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   # Data and models.
   d = config.data
@@ -299,7 +281,7 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
     summary.update(export_student(config, workdir, model, variables))
   logger.summary(summary)
   logger.close()
-  write_json(os.path.join(workdir, 'summary.json'), summary)
+  loop.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 

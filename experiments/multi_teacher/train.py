@@ -145,7 +145,7 @@ def train(config, workdir: str) -> dict:
     summary.update(evaluate.test_named(config, parallel, eval_teachers,
                                        (p_teachers,)))
     summary['teachers'] = list(m.teachers)
-    kd_train.write_json(os.path.join(workdir, 'summary.json'), summary)
+    loop.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 
