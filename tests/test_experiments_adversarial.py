@@ -42,6 +42,9 @@ def test_disc_input_concatenates_what_is_asked():
   x = adv_train.disc_input(logits, jnp.array([[3.0]]), jnp.array([1]), 1.0, 2,
                            conditional=True)
   np.testing.assert_allclose(x, [[0.25, 0.75, 3.0, 0.0, 1.0]], rtol=1e-6)
+  x = adv_train.disc_input(logits, None, jnp.array([1]), 1.0, 2,
+                           conditional=False, raw_logits=True)
+  np.testing.assert_allclose(x, logits, rtol=1e-6)
 
 
 @pytest.fixture(scope='module')
@@ -103,7 +106,8 @@ def test_one_step_updates_the_discriminator_as_by_hand(teacher_dir, form):
 
 @pytest.mark.parametrize('parallel', ['pmap', 'mesh'])
 def test_a_few_steps(teacher_dir, tmp_path, parallel):
-  c = adv_config.get_config(f'teacher_dir={teacher_dir},steps=4,disc_steps=2')
+  c = adv_config.get_config(f'teacher_dir={teacher_dir},steps=4,disc_steps=2,'
+                            'raw_logits=1')
   c.update(eval_every=2, log_every=2, parallel=parallel)
   c.wandb.mode = 'disabled'
   summary = adv_train.train(c, str(tmp_path / 'run'))

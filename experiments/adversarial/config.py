@@ -11,7 +11,8 @@ Arguments: `seed`, `steps`, `teacher_dir` (a finished `kd.main` run),
 `temperature` (of KD and of the discriminator's input, default 4),
 `disc_steps` (discriminator updates per student update, default 1),
 `embedding` (1: the discriminator also sees the pooled embedding),
-`conditional` (1: and the one-hot label), `disc_lr` (default 1e-3).
+`conditional` (1: and the one-hot label), `raw_logits` (1: D sees logits
+instead of softmax(logits / T)), `disc_lr` (default 1e-3).
 """
 import ml_collections as mc
 
@@ -35,5 +36,6 @@ def get_config(arg: str | None = None):
       disc_steps=int(a.get('disc_steps', 1)),
       embedding=bool(int(a.get('embedding', 0))),
       conditional=bool(int(a.get('conditional', 0))),
+      raw_logits=bool(int(a.get('raw_logits', 0))),
       disc_hidden=(64, 64), disc_lr=float(a.get('disc_lr', 1e-3))))
   return c

@@ -5,7 +5,8 @@
       --workdir=runs/adversarial/ls_s0
 
 A discriminator D (an MLP with its own Adam state) learns to tell the
-teacher's softened outputs softmax(t / T) — optionally with the pooled
+teacher's softened outputs softmax(t / T), or its logits — optionally with
+the pooled
 embedding (the student's through a learned linear map when widths differ)
 and the one-hot label — from the student's. Both updates happen in one
 jitted, data-parallel step: the student minimises
@@ -47,9 +48,11 @@ class AdversarialState:
 
 
 def disc_input(logits, embedding, labels, temperature: float, num_classes: int,
-               conditional: bool):
-  """[B, D]: what the discriminator sees of one model's outputs."""
-  parts = [jax.nn.softmax(logits.astype(jnp.float32) / temperature)]
+               conditional: bool, raw_logits: bool = False):
+  """[B, D]: what the discriminator sees of one model's outputs: the logits
+  themselves (`raw_logits`, as Xu et al.) or softmax(logits / T)."""
+  logits = logits.astype(jnp.float32)
+  parts = [logits if raw_logits else jax.nn.softmax(logits / temperature)]
   if embedding is not None:
     parts.append(embedding.astype(jnp.float32))
   if conditional:
@@ -76,7 +79,7 @@ def make_step(student, teacher, disc, tx, disc_tx, a, num_classes: int):
     logits, feats, new_model_state = steps.apply_train(
         student, params, state.student.model_state, batch['image'])
     s_in = disc_input(logits, embed(feats, aux.get('proj')), batch['label'],
-                      temp, num_classes, a.conditional)
+                      temp, num_classes, a.conditional, a.raw_logits)
     ce = losses.cross_entropy(logits, batch['label'])
     kd = losses.kd(logits, t_out['logits'], temp)
     adv = disc_lib.generator_loss(disc.apply(state.disc_params, s_in), form)
@@ -105,7 +108,8 @@ def make_step(student, teacher, disc, tx, disc_tx, a, num_classes: int):
     t_out = jax.lax.stop_gradient(steps.outputs(logits, feats))
     t_in = disc_input(t_out['logits'],
                       t_out['embedding'] if a.embedding else None,
-                      batch['label'], temp, num_classes, a.conditional)
+                      batch['label'], temp, num_classes, a.conditional,
+                      a.raw_logits)
     s = state.student
     grads, (new_model_state, s_in, metrics) = jax.grad(
         student_loss, has_aux=True)((s.params, s.aux_params), state, t_out,
