@@ -242,6 +242,14 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
   return step
 
 
+def _masked_sums(logits, batch) -> dict:
+  """`correct` and cross-entropy `loss` summed over the unmasked examples."""
+  mask = batch['mask']
+  return {'correct': jnp.sum(mask * (jnp.argmax(logits, -1) == batch['label'])),
+          'loss': jnp.sum(mask * optax.softmax_cross_entropy_with_integer_labels(
+              logits.astype(jnp.float32), batch['label']))}
+
+
 def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
                    ) -> Callable:
   """Summed test statistics of a masked batch: `step(vars[, teacher_vars], batch)`.
@@ -255,10 +263,7 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
   def stats(variables, batch, teacher_vars=None):
     logits, _ = model.apply(variables, batch['image'], train=False)
     mask = batch['mask']
-    out = {'count': jnp.sum(mask),
-           'correct': jnp.sum(mask * (jnp.argmax(logits, -1) == batch['label'])),
-           'loss': jnp.sum(mask * optax.softmax_cross_entropy_with_integer_labels(
-               logits, batch['label']))}
+    out = {'count': jnp.sum(mask), **_masked_sums(logits, batch)}
     if teacher is not None or 'teacher' in batch:
       t_logits = (batch['teacher']['logits'] if teacher is None else
                   teacher.apply(teacher_vars, batch['image'], train=False)[0])
@@ -290,14 +295,10 @@ def make_named_eval_step(logits_fn: Callable) -> Callable:
 
   def step(*args):
     *args, batch = args
-    mask = batch['mask']
-    out = {'count': jnp.sum(mask)}
+    out = {'count': jnp.sum(batch['mask'])}
     for name, logits in logits_fn(*args, batch['image']).items():
-      out[f'{name}/correct'] = jnp.sum(
-          mask * (jnp.argmax(logits, -1) == batch['label']))
-      out[f'{name}/loss'] = jnp.sum(
-          mask * optax.softmax_cross_entropy_with_integer_labels(
-              logits.astype(jnp.float32), batch['label']))
+      out.update({f'{name}/{k}': v
+                  for k, v in _masked_sums(logits, batch).items()})
     return jax.lax.psum(out, AXIS)
 
   return step
