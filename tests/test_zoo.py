@@ -6,17 +6,59 @@ import numpy as np
 import pytest
 
 from kd import models
+from kd.models import vgg
 
-# 100 classes. Published (STACK notes / RepDistiller): resnet8x4, resnet32x4,
-# wrn_40_2, wrn_16_2. The others are the reference definitions' counts
-# (RepDistiller's models, rounded in its tables: resnet56 0.86M, resnet110
-# 1.7M, vgg13 9.46M, vgg8 3.96M), checked by hand from their layer shapes.
-CIFAR100 = {
-    'resnet8': 83_892, 'resnet20': 278_324, 'resnet56': 861_620,
-    'resnet110': 1_736_564, 'resnet8x4': 1_233_540, 'resnet32x4': 7_433_860,
-    'wrn_16_1': 180_916, 'wrn_16_2': 703_284, 'wrn_40_1': 569_780,
-    'wrn_40_2': 2_255_156, 'vgg8': 3_965_028, 'vgg13': 9_462_180,
-}
+# Parameter counts with 100 classes, published in the CRD benchmark's tables
+# (STACK notes / RepDistiller); every model is also counted by hand below.
+PUBLISHED = {'resnet8x4': 1_233_540, 'resnet32x4': 7_433_860,
+             'wrn_40_2': 2_255_156, 'wrn_16_2': 703_284}
+BN = 2  # Scale and bias per channel; running statistics are not params.
+
+
+def _cifar_resnet_by_hand(depth, widths=(16, 16, 32, 64), classes=100):
+  """3x3 stem + BN; per stage n basic blocks (two 3x3 conv + BN, a 1x1
+  conv + BN shortcut where the width or stride changes); linear head."""
+  n = (depth - 2) // 6
+  total, c_in = 27 * widths[0] + BN * widths[0], widths[0]
+  for stage, c in enumerate(widths[1:]):
+    for i in range(n):
+      total += 9 * c_in * c + BN * c + 9 * c * c + BN * c
+      if c_in != c or (stage > 0 and i == 0):
+        total += c_in * c + BN * c
+      c_in = c
+  return total + c_in * classes + classes
+
+
+def _wrn_by_hand(depth, widen, classes=100):
+  """3x3 stem (no BN); pre-activation blocks (BN, 3x3 conv, BN, 3x3 conv,
+  a 1x1 conv shortcut where the width changes); final BN; linear head."""
+  n = (depth - 4) // 6
+  total, c_in = 27 * 16, 16
+  for c in (16 * widen, 32 * widen, 64 * widen):
+    for _ in range(n):
+      total += BN * c_in + 9 * c_in * c + BN * c + 9 * c * c
+      total += c_in * c if c_in != c else 0
+      c_in = c
+  return total + BN * c_in + c_in * classes + classes
+
+
+def _vgg_by_hand(cfg, classes=100):
+  """3x3 convolutions with bias, each followed by BN; linear head."""
+  total, c_in = 0, 3
+  for block in cfg:
+    for c in block:
+      total += 9 * c_in * c + c + BN * c
+      c_in = c
+  return total + c_in * classes + classes
+
+
+CIFAR100 = {f'resnet{d}': _cifar_resnet_by_hand(d)
+            for d in (8, 14, 20, 32, 44, 56, 110)}
+CIFAR100.update({f'resnet{d}x4': _cifar_resnet_by_hand(d, (32, 64, 128, 256))
+                 for d in (8, 32)})
+CIFAR100.update({f'wrn_{d}_{k}': _wrn_by_hand(d, k)
+                 for d in (16, 40) for k in (1, 2)})
+CIFAR100.update({name: _vgg_by_hand(cfg) for name, cfg in vgg.CFGS.items()})
 
 
 def _mobilenet_v2_by_hand(t=6, width=0.5, classes=100):
@@ -65,13 +107,13 @@ def _shufflenet_v1_by_hand(classes=100):
 CIFAR100['ShuffleV1'] = _shufflenet_v1_by_hand()  # 949,258; CRD: 0.95M.
 CIFAR100['MobileNetV2'] = _mobilenet_v2_by_hand()  # 812,836; CRD: 0.81M.
 CIFAR100['ShuffleV2'] = _shufflenet_v2_by_hand()  # 1,355,528; CRD: 1.35M.
-# torchvision's resnet50 with a 3x3 stem and 100 classes:
-# 25,557,032 - 9,408 + 1,728 - 2,049,000 + 204,900; CRD: 23.71M.
-CIFAR100['ResNet50'] = 23_705_252
-
+# Published: torchvision's ImageNet models; MobileNetV1 (Howard et al. 2017).
 IMAGENET = {'resnet18_imagenet': 11_689_512, 'resnet34_imagenet': 21_797_672,
-            'resnet50_imagenet': 25_557_032,  # torchvision.
-            'mobilenet_v1_imagenet': 4_231_976}  # Howard et al. 2017.
+            'resnet50_imagenet': 25_557_032, 'mobilenet_v1_imagenet': 4_231_976}
+# The CRD ResNet50 is torchvision's with a 3x3 stem and 100 classes.
+CIFAR100['ResNet50'] = (IMAGENET['resnet50_imagenet'] - 7 * 7 * 3 * 64
+                        + 3 * 3 * 3 * 64 - (2048 * 1000 + 1000)
+                        + (2048 * 100 + 100))  # 23,705,252; CRD: 23.71M.
 
 
 def _count(name, classes, size):
@@ -93,10 +135,9 @@ def test_imagenet_parameter_counts(name):
   assert _count(name, 1000, 224)[0] == IMAGENET[name]
 
 
-def test_resnet_depth_formula_and_hand_count():
-  # resnet8x4 by hand: stem 864+64, stage1 57,728, stage2 230,144,
-  # stage3 919,040, fc 25,700.
-  assert 864 + 64 + 57_728 + 230_144 + 919_040 + 25_700 == CIFAR100['resnet8x4']
+@pytest.mark.parametrize('name', sorted(PUBLISHED))
+def test_hand_counts_agree_with_the_published_ones(name):
+  assert CIFAR100[name] == PUBLISHED[name]
 
 
 @pytest.mark.parametrize('name,stages', [('resnet8', 4), ('wrn_16_1', 4),
