@@ -1,8 +1,10 @@
 """Sweep expansion and scripts, and paper tables from run folders."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -37,7 +39,7 @@ def test_expansion_names_every_run_after_its_overrides(spec, tmp_path):
   assert first.arg == (f'method=scratch,teacher_dir={tmp_path}/demo/teacher,'
                        'seed=0')
   cmd = first.command(spec.CONFIG)
-  assert cmd[:3] == ['python', '-m', 'kd.main']
+  assert cmd[:3] == [sys.executable, '-m', 'kd.main']
   assert f'--workdir={tmp_path}/demo/{first.name}' in cmd
   assert '--wandb_group=demo' in cmd and '--wandb_tags=t1' in cmd
   assert '--config.stages.student.optimizer.lr=0.01' in cmd
@@ -76,6 +78,56 @@ def test_cluster_scripts(tmp_path, mode, file, expected):
   if mode == 'slurm':
     commands = (tmp_path / 'runs' / 'demo' / 'commands.txt').read_text()
     assert len(commands.splitlines()) == 8
+
+
+def test_args_as_a_string_is_an_error_naming_the_spec(tmp_path):
+  path = tmp_path / 'bad_spec.py'
+  path.write_text(SPEC.replace(
+      "ARGS = ['method=scratch,teacher_dir={root}/teacher', "
+      "'method=kd,temperature=4']", "ARGS = 'method=kd'"))
+  with pytest.raises(ValueError, match=r'bad_spec.py: ARGS is the string '
+                     r"'method=kd'; make it a list"):
+    sweep.load_spec(str(path))
+
+
+FAKE_PROGRAM = """
+import os, signal, sys, time
+workdir = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--workdir=')][0]
+def stop(signum, frame):
+  open(os.path.join(workdir, 'terminated'), 'w').close()
+  sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+with open(os.path.join(workdir, 'started'), 'w') as f:
+  f.write(sys.executable)
+time.sleep(120)
+"""
+
+
+def test_sigterm_stops_the_runs_and_the_sweep_exits_143(tmp_path):
+  """Runs start with the sweep's interpreter (no python on PATH here) as the
+  spec's PROGRAM; SIGTERM reaches both running runs, the third never starts."""
+  (tmp_path / 'fake_program.py').write_text(FAKE_PROGRAM)
+  (tmp_path / 'spec.py').write_text(
+      "NAME = 'stop'\nCONFIG = 'unused.py'\nARGS = ['a=1', 'a=2', 'a=3']\n"
+      "SEEDS = [0]\nPROGRAM = 'fake_program'\n")
+  env = dict(os.environ, PYTHONPATH=str(tmp_path), PATH=str(tmp_path))
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
+       f'--workdir={tmp_path / "runs"}', '--parallel=2'], cwd=ROOT, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  dirs = [tmp_path / 'runs' / 'stop' / f'a=1__seed=0',
+          tmp_path / 'runs' / 'stop' / f'a=2__seed=0']
+  for _ in range(300):
+    if all((d / 'started').exists() for d in dirs) or proc.poll() is not None:
+      break
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=60)[0]
+  assert proc.returncode == 143, out
+  for d in dirs:
+    assert (d / 'started').read_text() == sys.executable
+    assert (d / 'terminated').exists(), (d / 'log.txt').read_text()
+  assert not (tmp_path / 'runs' / 'stop' / 'a=3__seed=0').exists()
 
 
 def _fake_run(root, name, model, seed, last, best, method='scratch'):
