@@ -208,3 +208,73 @@ def test_experiment_summary_rows(tmp_path):
           '| b | 2 | 70.0 ± 14.1 |')
   with pytest.raises(FileNotFoundError, match='no run matches'):
     summarize.row(f'c={tmp_path}/nothing*@x')
+
+
+TINY_CONFIG = '''
+from kd.config import run_config
+
+
+def get_config(arg=None):
+  a = dict(kv.split('=', 1) for kv in (arg or '').split(',') if kv)
+  c = run_config()
+  c.seed = int(a.get('seed', 0))
+  c.data.name, c.data.augment = 'kd_digits', False
+  c.model.kwargs.hidden = (8,)
+  c.batch_size, c.eval_batch_size, c.steps = 32, 512, int(a['steps'])
+  c.log_every = c.checkpoint_every = c.steps
+  c.wandb.mode = 'disabled'
+  c.evaluate.latency = False
+  return c
+'''
+
+
+def _agent_command(sweep_config: dict, run_id: str) -> list[str]:
+  """The command line the W&B agent (wandb/wandb_agent.py,
+  Agent._command_run) runs for the first value of every parameter."""
+  from wandb.sdk.launch.sweeps import utils  # pylint: disable=import-outside-toplevel
+  command = {'run_id': run_id, 'program': sweep_config['program'],
+             'args': {k: {'value': v['values'][0]}
+                      for k, v in sweep_config['parameters'].items()}}
+  sweep_vars = utils.create_sweep_command_args(command)
+  sweep_vars.update(interpreter=['python'], program=[command['program']],
+                    env=['/usr/bin/env'])
+  out = []
+  for c in utils.create_sweep_command(sweep_config['command']):
+    c = str(c)
+    if c.startswith('${') and c.endswith('}'):
+      out += sweep_vars.get(c[2:-1]) or []
+    else:
+      out.append(c)
+  return out
+
+
+def test_wandb_sweep_command_runs_with_its_seed(tmp_path):
+  import yaml  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'tiny.py').write_text(TINY_CONFIG)
+  (tmp_path / 'spec.py').write_text(
+      f"NAME = 'agent'\nCONFIG = {str(tmp_path / 'tiny.py')!r}\n"
+      "ARGS = ['steps=20', 'steps=30']\n"
+      "GRID = {'config.optimizer.lr': [0.003, 0.01]}\nSEEDS = [7, 8]\n")
+  root = tmp_path / 'runs'
+  subprocess.run([sys.executable, '-m', 'launch.sweep',
+                  str(tmp_path / 'spec.py'), f'--workdir={root}',
+                  '--mode=wandb'], cwd=ROOT, check=True, timeout=120)
+  sweep_config = yaml.safe_load((root / 'agent' / 'sweep.yaml').read_text())
+  cmd = _agent_command(sweep_config, 'abc123')
+  # The agent's `python` is the one on its PATH.
+  env = dict(os.environ, WANDB_RUN_ID='abc123',
+             PATH=os.path.dirname(sys.executable) + os.pathsep +
+             os.environ['PATH'])
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  (run,) = [r for r in sweep.expand(sweep.load_spec(str(tmp_path / 'spec.py')),
+                                    str(root))
+            if r.name == 'steps=20__optimizer.lr=0.003__seed=7']
+  config = json.load(open(os.path.join(run.workdir, 'config.json')))
+  assert config['seed'] == 7 and config['steps'] == 20
+  assert config['optimizer']['lr'] == 0.003
+  summary = json.load(open(os.path.join(run.workdir, 'summary.json')))
+  assert 0 <= summary['test_accuracy'] <= 1
+  assert json.load(open(os.path.join(run.workdir, 'sweep.json')))['args'] == {
+      'steps': '20', 'seed': '7'}
