@@ -140,6 +140,12 @@ def _fake_run(root, name, model, seed, last, best, method='scratch'):
                          'terms': terms}}, open(os.path.join(d, 'config.json'), 'w'))
   json.dump({'test_accuracy': last, 'best_test_accuracy': best},
             open(os.path.join(d, 'summary.json'), 'w'))
+  return d
+
+
+def _describe_all(root, stages=None, metrics=tables.METRICS):
+  return [e for d in tables.find_runs(root)
+          for e in tables.describe(d, stages, metrics)]
 
 
 def test_table_mean_std_seeds_and_paper_difference(tmp_path):
@@ -148,35 +154,97 @@ def test_table_mean_std_seeds_and_paper_difference(tmp_path):
     _fake_run(root, f'mlp{seed}', 'mlp', seed, last, best)
   _fake_run(root, 'cnn0', 'cnn1d', 0, 0.95, 0.96)
   paper = tables.load_paper(os.path.join(ROOT, 'experiments/paper_tables/mnist1d.py'))
-  runs = [tables.describe(d) for d in tables.find_runs(root)]
-  rows = tables.table(runs, ['model'], paper)
+  rows = tables.table(_describe_all(root), ['model'], paper)
   cnn, mlp = rows
-  assert mlp['n'] == 3 and mlp['last'] == pytest.approx(0.72)
-  assert mlp['last_std'] == pytest.approx(0.02)
-  assert mlp['best'] == pytest.approx(0.7433333)
+  assert mlp['n'] == 3 and mlp['test_accuracy'] == pytest.approx(0.72)
+  assert mlp['test_accuracy_std'] == pytest.approx(0.02)
+  assert mlp['best_test_accuracy'] == pytest.approx(0.7433333)
   assert mlp['paper'] == 0.68 and mlp['diff'] == pytest.approx(0.04)
-  assert cnn['n'] == 1 and cnn['last_std'] == 0.0
+  assert cnn['n'] == 1 and cnn['test_accuracy_std'] is None
   text = tables.markdown(rows, ['model'], paper)
   assert '| mlp | 3 | 72.00 ± 2.00 | 74.33 ± 2.08 | 68.00 | +4.00 |' in text
+  assert '| cnn1d | 1 | 95.00 | 96.00 | 94.00 | +1.00 |' in text
 
 
-def test_pipeline_runs_report_their_last_stage(tmp_path):
-  d = tmp_path / 'run'
-  d.mkdir()
+def _pipeline(d, summary, sweep_args=None, finished=True):
+  d.mkdir(parents=True)
   stage = {'seed': 3, 'model': {'name': 'mlp'}, 'data': {'name': 'mnist1d'},
            'distill': {'teacher': {'model': 'cnn1d'},
-                       'terms': {'kd': {'loss': 'kd'}}}}
+                       'terms': {'kd': {'loss': 'kd',
+                                        'kwargs': {'temperature': 4.0}}}}}
   json.dump({'stage_order': ['teacher', 'student'],
              'stages': {'teacher': stage, 'student': stage}},
             open(d / 'config.json', 'w'))
-  json.dump({'student/test_accuracy': 0.8, 'teacher/test_accuracy': 0.9},
-            open(d / 'summary.json', 'w'))
-  json.dump({'args': {'method': 'kd', 'temperature': '8'}},
-            open(d / 'sweep.json', 'w'))
-  (run,) = [tables.describe(x) for x in tables.find_runs(str(tmp_path))]
-  assert run['last'] == 0.8 and run['attrs']['temperature'] == '8'
+  if finished:
+    json.dump(summary, open(d / 'summary.json', 'w'))
+  if sweep_args is not None:
+    json.dump({'args': sweep_args}, open(d / 'sweep.json', 'w'))
+
+
+def test_pipeline_runs_report_their_stages(tmp_path):
+  d = tmp_path / 'run'
+  _pipeline(d, {'student/test_accuracy': 0.8, 'teacher/test_accuracy': 0.9},
+            {'method': 'kd', 'temperature': '8'})
+  (run,) = _describe_all(str(tmp_path))
+  assert run['values']['test_accuracy'] == 0.8
+  assert run['attrs']['temperature'] == '8' and run['attrs']['stage'] == 'student'
   assert run['attrs']['method'] == 'kd' and run['attrs']['teacher'] == 'cnn1d'
-  assert tables.describe(str(d), 'teacher')['last'] == 0.9
+  both = tables.describe(str(d), ['teacher', 'student'])
+  assert [(r['attrs']['stage'], r['values']['test_accuracy']) for r in both] == [
+      ('teacher', 0.9), ('student', 0.8)]
+  with pytest.raises(ValueError, match=r"has no stage 'gen1'; its stages: "
+                     r"\['teacher', 'student'\]"):
+    tables.describe(str(d), ['gen1'])
+
+
+def test_temperature_of_the_terms_unless_a_sweep_argument(tmp_path):
+  _pipeline(tmp_path / 'a', {'student/test_accuracy': 0.8})
+  _pipeline(tmp_path / 'b', {'student/test_accuracy': 0.7},
+            {'temperature': '20'})
+  rows = tables.table(_describe_all(str(tmp_path)), ['temperature'])
+  assert [(r['temperature'], r['test_accuracy']) for r in rows] == [
+      ('4', 0.8), ('20', 0.7)]
+
+
+def test_unfinished_pipelines_and_their_stages_are_left_out(tmp_path, capsys):
+  _pipeline(tmp_path / 'done', {'student/test_accuracy': 0.8})
+  _pipeline(tmp_path / 'running', None, finished=False)
+  stage = _fake_run(str(tmp_path / 'running'), 'teacher', 'cnn1d', 0, 0.9, 0.9)
+  assert os.path.exists(os.path.join(stage, 'summary.json'))
+  assert tables.find_runs(str(tmp_path)) == [str(tmp_path / 'done')]
+  assert f'1 unfinished run(s) left out: {tmp_path / "running"}' in (
+      capsys.readouterr().err)
+
+
+@pytest.mark.parametrize('broken', ['summary.json', 'sweep.json',
+                                    'config.json'])
+def test_a_corrupt_json_file_is_named_and_its_run_left_out(tmp_path, capsys,
+                                                           broken):
+  for name in ('a', 'b'):
+    _pipeline(tmp_path / name, {'student/test_accuracy': 0.8},
+              {'method': 'kd'})
+  (tmp_path / 'b' / broken).write_text('{"student/test_acc')
+  runs = _describe_all(str(tmp_path))
+  assert [r['dir'] for r in runs] == [str(tmp_path / 'a')]
+  err = capsys.readouterr().err
+  assert f'warning: {tmp_path / "b" / broken} is not valid JSON' in err
+
+
+def test_an_unknown_group_by_key_lists_the_valid_ones(tmp_path):
+  _pipeline(tmp_path / 'a', {'student/test_accuracy': 0.8},
+            {'method': 'kd', 'mixup': '1.0'})
+  runs = _describe_all(str(tmp_path))
+  assert tables.table(runs, ['data.name', 'mixup'])  # Config, argument.
+  with pytest.raises(ValueError, match=(
+      r"unknown --group-by key 'temprature'; valid: model, student, teacher, "
+      r'method, temperature, dataset, seed, stage; sweep arguments: mixup; '
+      r'or a config path such as optimizer.lr')):
+    tables.table(runs, ['model', 'temprature'])
+  proc = subprocess.run([sys.executable, '-m', 'kd.tables', str(tmp_path),
+                         '--group-by=temprature'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1 and "unknown --group-by key 'temprature'" in (
+      proc.stderr)
 
 
 def test_cifar100_spec_covers_the_benchmark_pairs(tmp_path):
