@@ -1,7 +1,9 @@
 """Sweep expansion and scripts, and paper tables from run folders."""
+import importlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -245,6 +247,80 @@ def test_an_unknown_group_by_key_lists_the_valid_ones(tmp_path):
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 1 and "unknown --group-by key 'temprature'" in (
       proc.stderr)
+
+
+def _readme_command_and_table(name: str) -> tuple[list[str], list[str]]:
+  """The README's `python -m kd.tables runs/NAME ...` line and the table
+  under it."""
+  lines = open(os.path.join(ROOT, 'README.md')).read().splitlines()
+  i = next(i for i, line in enumerate(lines)
+           if line.strip().startswith(f'python -m kd.tables runs/{name} '))
+  j = next(j for j in range(i, len(lines)) if lines[j].startswith('|'))
+  k = next(k for k in range(j, len(lines) + 1)
+           if k == len(lines) or not lines[k].startswith('|'))
+  return lines[i].split(), lines[j:k]
+
+
+def _values(cell: str, n: int) -> list[float]:
+  """n fractions whose mean and sample std are the cell's 'm ± s' (%)."""
+  mean, _, std = cell.partition(' ± ')
+  if n == 1:
+    return [float(mean) / 100]
+  d = [i - (n - 1) / 2 for i in range(n)]
+  return [(float(mean) + float(std) * x / statistics.stdev(d)) / 100
+          for x in d]
+
+
+@pytest.mark.parametrize('name', ['mnist1d_baselines', 'mnist1d_hinton',
+                                  'mnist1d_consistent', 'mnist1d_qat'])
+def test_readme_tables_are_what_their_command_prints(tmp_path, name):
+  """The sweep's runs as `launch.sweep` and the spec's config write them
+  (config.json, sweep.json, the shared teacher), with the README's numbers
+  as summaries; the README's command must print the README's table."""
+  argv, table = _readme_command_and_table(name)
+  assert argv[:4] == ['python', '-m', 'kd.tables', f'runs/{name}']
+  metrics = next((a.split('=', 1)[1].split(',') for a in argv
+                  if a.startswith('--metric=')), list(tables.METRICS))
+  header = [c.strip() for c in table[0].strip('|').split('|')]
+  keys = header[:header.index('seeds')]
+  expected = {}
+  for line in table[2:]:
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    expected[tuple(cells[:len(keys)])] = cells[len(keys) + 1:][:len(metrics)]
+  spec = sweep.load_spec(os.path.join(ROOT, 'launch/specs', f'{name}.py'))
+  root = str(tmp_path / 'runs')
+  config_module = importlib.import_module(
+      spec.CONFIG.removesuffix('.py').replace('/', '.'))
+  dirs = {}
+  for run in sweep.expand(spec, root):
+    config = config_module.get_config(run.arg)
+    sweep.describe(run)
+    dirs[run.workdir] = config
+    teacher = config.get('stage_dirs', {}).get('teacher', '')
+    if teacher.startswith(os.path.join(root, name)):
+      dirs[teacher] = config.stages.teacher
+  groups = {}
+  for d, config in dirs.items():
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+      f.write(config.to_json())
+    with open(os.path.join(d, 'summary.json'), 'w') as f:
+      f.write('{}')
+    (entry,) = tables.describe(d)
+    groups.setdefault(tables._key(entry, keys), []).append((d, config))
+  assert sorted(groups) == sorted(expected)
+  for key, members in groups.items():
+    columns = [_values(cell, len(members)) for cell in expected[key]]
+    for (d, config), values in zip(members, zip(*columns)):
+      prefix = f'{config.stage_order[-1]}/' if 'stages' in config else ''
+      with open(os.path.join(d, 'summary.json'), 'w') as f:
+        json.dump({prefix + m: v for m, v in zip(metrics, values)}, f)
+  proc = subprocess.run([sys.executable, '-m', 'kd.tables',
+                         os.path.join(root, name)] + argv[4:], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  printed = [line for line in proc.stdout.splitlines() if line.startswith('|')]
+  assert printed == table
 
 
 def test_cifar100_spec_covers_the_benchmark_pairs(tmp_path):
