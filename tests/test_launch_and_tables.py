@@ -271,6 +271,31 @@ def _values(cell: str, n: int) -> list[float]:
           for x in d]
 
 
+def _sweep_tree(name: str, root: str) -> dict:
+  """The run folders of spec `name` under root as the sweep leaves them
+  before training (config.json from the spec's config, sweep.json, the
+  shared teacher's folder when it is the sweep's), with an empty summary;
+  {folder: config}."""
+  spec = sweep.load_spec(os.path.join(ROOT, 'launch/specs', f'{name}.py'))
+  config_module = importlib.import_module(
+      spec.CONFIG.removesuffix('.py').replace('/', '.'))
+  dirs = {}
+  for run in sweep.expand(spec, root):
+    config = config_module.get_config(run.arg)
+    sweep.describe(run)
+    dirs[run.workdir] = config
+    teacher = config.get('stage_dirs', {}).get('teacher', '')
+    if teacher.startswith(os.path.join(root, spec.NAME)):
+      dirs[teacher] = config.stages.teacher
+  for d, config in dirs.items():
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+      f.write(config.to_json())
+    with open(os.path.join(d, 'summary.json'), 'w') as f:
+      f.write('{}')
+  return dirs
+
+
 @pytest.mark.parametrize('name', ['mnist1d_baselines', 'mnist1d_hinton',
                                   'mnist1d_consistent', 'mnist1d_qat'])
 def test_readme_tables_are_what_their_command_prints(tmp_path, name):
@@ -287,25 +312,9 @@ def test_readme_tables_are_what_their_command_prints(tmp_path, name):
   for line in table[2:]:
     cells = [c.strip() for c in line.strip('|').split('|')]
     expected[tuple(cells[:len(keys)])] = cells[len(keys) + 1:][:len(metrics)]
-  spec = sweep.load_spec(os.path.join(ROOT, 'launch/specs', f'{name}.py'))
   root = str(tmp_path / 'runs')
-  config_module = importlib.import_module(
-      spec.CONFIG.removesuffix('.py').replace('/', '.'))
-  dirs = {}
-  for run in sweep.expand(spec, root):
-    config = config_module.get_config(run.arg)
-    sweep.describe(run)
-    dirs[run.workdir] = config
-    teacher = config.get('stage_dirs', {}).get('teacher', '')
-    if teacher.startswith(os.path.join(root, name)):
-      dirs[teacher] = config.stages.teacher
   groups = {}
-  for d, config in dirs.items():
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, 'config.json'), 'w') as f:
-      f.write(config.to_json())
-    with open(os.path.join(d, 'summary.json'), 'w') as f:
-      f.write('{}')
+  for d, config in _sweep_tree(name, root).items():
     (entry,) = tables.describe(d)
     groups.setdefault(tables._key(entry, keys), []).append((d, config))
   assert sorted(groups) == sorted(expected)
@@ -335,6 +344,45 @@ def test_cifar100_spec_covers_the_benchmark_pairs(tmp_path):
       0.7551)
   first = runs[0].arg
   assert f'teacher_dir={tmp_path}/cifar100_crd/teacher_wrn_40_2' in first
+  dirs = _sweep_tree('cifar100_crd', str(tmp_path / 'runs'))
+  runs = [e for d in dirs for e in tables.describe(d)]
+  rows = tables.table(runs, list(paper.KEYS), paper)
+  assert len(rows) == 5 * 3 + 5  # Students, and the 5 teachers from labels.
+  assert all(r['paper'] is not None for r in rows), [
+      r for r in rows if r['paper'] is None]
+
+
+def test_paper_specs_name_keys_kd_tables_finds(tmp_path):
+  from configs.mnist1d import train as recipes  # pylint: disable=import-outside-toplevel
+  from experiments.born_again import config as born_again  # pylint: disable=import-outside-toplevel
+  from kd.config import term  # pylint: disable=import-outside-toplevel
+  def write(d, config, summary):
+    os.makedirs(d)
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+      f.write(config.to_json())
+    json.dump(summary, open(os.path.join(d, 'summary.json'), 'w'))
+
+  for name, hidden, method in [('teacher', (1200, 1200), 'scratch'),
+                               ('scratch', (800, 800), 'scratch'),
+                               ('kd', (800, 800), 'kd')]:
+    c = recipes.recipe('mlp')
+    c.model.kwargs.hidden = hidden
+    if method == 'kd':
+      c.distill.teacher.update(workdir='teacher', model='mlp')
+      c.distill.terms.kd = term('kd', temperature=20.0)
+    write(str(tmp_path / 'hinton' / name), c, {'test_accuracy': 0.99})
+  write(str(tmp_path / 'ban' / 'ban_s0'),
+        born_again.get_config(f'variant=ban,gen0_dir={tmp_path}/gen0'),
+        {f'gen{k}/test_accuracy': 0.6 for k in range(4)})
+  for spec, root, stages in [('hinton2015', 'hinton', None),
+                             ('born_again', 'ban',
+                              ['gen0', 'gen1', 'gen2', 'gen3'])]:
+    paper = tables.load_paper(
+        os.path.join(ROOT, 'experiments/paper_tables', f'{spec}.py'))
+    rows = tables.table(_describe_all(str(tmp_path / root), stages),
+                        list(paper.KEYS), paper)
+    found = {tuple(r[k] for k in paper.KEYS) for r in rows}
+    assert found == set(paper.PUBLISHED), spec
 
 
 def test_experiment_summary_rows(tmp_path):
