@@ -137,30 +137,36 @@ def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
   todo = [r for r in runs if not r.finished]
   print(f'{len(runs)} runs, {len(runs) - len(todo)} finished, '
         f'{len(todo)} to run ({parallel} at a time)')
-  active, failed, stopped = {}, 0, []
+  active, failed, stopped, signalled = {}, 0, [], set()
 
-  def stop(signum, frame):
-    del frame
-    stopped.append(signum)
-    for proc in active:
+  def stop_all():
+    for proc in set(active) - signalled:
+      signalled.add(proc)
       proc.send_signal(signal.SIGTERM)
 
-  previous = signal.signal(signal.SIGTERM, stop)
+  def on_sigterm(signum, frame):
+    del frame
+    stopped.append(signum)
+    stop_all()
+
+  previous = signal.signal(signal.SIGTERM, on_sigterm)
   try:
     for run in todo:
       cmd = run.command(spec.CONFIG)
-      print('$', shlex.join(cmd), flush=True)
-      if dry_run:
-        continue
       while len(active) >= parallel and not stopped:
         failed += _reap(active)
       if stopped:
         break
+      print('$', shlex.join(cmd), flush=True)
+      if dry_run:
+        continue
       describe(run)
       with open(os.path.join(run.workdir, 'log.txt'), 'a') as log:
         active[subprocess.Popen(cmd, stdout=log,
                                 stderr=subprocess.STDOUT)] = run
     while active:
+      if stopped:  # Also a run started as the signal came.
+        stop_all()
       failed += _reap(active)
   finally:
     signal.signal(signal.SIGTERM, previous)
