@@ -1,18 +1,26 @@
 """Turn finished runs into a paper table.
 
-  python -m kd.tables ROOT [--group-by=teacher,student,method]
-      [--paper=experiments/paper_tables/crd.py] [--stage=student] [--csv=FILE]
+  python -m kd.tables ROOT [ROOT ...] [--group-by=teacher,student,method]
+      [--paper=experiments/paper_tables/crd.py] [--stage=student]
+      [--metric=test_accuracy,best_test_accuracy] [--csv=FILE]
 
-Reads every run under ROOT (a folder with `summary.json`; pipelines report
-their `--stage`, by default the last one) and prints a Markdown table: mean
-± std over seeds and the number of seeds, for last-step and best-evaluation
-test accuracy in separate columns (papers differ on which they report), and,
-with a paper spec, the published number and the difference (last - paper).
+Reads every finished run under the ROOTs (a folder with `config.json` and
+`summary.json`; a pipeline whose own summary.json is missing is unfinished
+and left out with its stages) and prints a Markdown table: per group the
+number of runs (seeds) and, for each `--metric` (summary keys, fractions
+shown in %), mean ± std over them (just the value for one run). The default
+metrics are the last-step (`last`) and best-evaluation (`best`) test
+accuracy, as papers differ on which they report. With a paper spec, the
+published number and the difference (first metric - paper).
+
+Pipelines report their `--stage` (by default the last one; a list reports
+each, with the stage name as attribute `stage`).
 
 Group-by keys are looked up in the run's `sweep.json` arguments first, then
-in its config: `model` (the reported stage's model), `teacher`, `student`,
-`method` (the loss terms, or 'scratch'), `dataset`, or any config path such
-as `optimizer.lr`.
+its attributes: `model` (the reported stage's model, also `student`),
+`teacher`, `method` (the loss terms, or 'scratch'), `temperature` (of its
+terms), `dataset`, `seed`, `stage`, then its config (any path such as
+`optimizer.lr`). A value a run lacks prints as '-'; a list as 1200-1200.
 """
 import csv
 import importlib.util
@@ -25,65 +33,125 @@ import sys
 from absl import app
 from absl import flags
 
+ATTRIBUTES = ('model', 'student', 'teacher', 'method', 'temperature',
+              'dataset', 'seed', 'stage')
+METRICS = ('test_accuracy', 'best_test_accuracy')
+_HEADERS = {'test_accuracy': 'last', 'best_test_accuracy': 'best'}
+_MISSING = object()
 
-def _load(path):
+
+def read_json(path: str):
+  """The JSON in `path`, or None (with a warning naming the file) if it is
+  not valid JSON, so that one broken run does not stop a table."""
   with open(path) as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    print(f'warning: {path} is not valid JSON ({e}); its run is left out',
+          file=sys.stderr)
+    return None
 
 
 def find_runs(root: str) -> list[str]:
-  """Directories under root with a summary.json that are not pipeline
-  stages of a run already found."""
-  runs = []
+  """Folders under root with config.json and summary.json. A run's folder is
+  not searched further (a pipeline's stages belong to it), and one without
+  summary.json is unfinished: left out, its finished stages too."""
+  runs, unfinished = [], []
   for dirpath, dirnames, filenames in os.walk(root):
-    if 'summary.json' in filenames and 'config.json' in filenames:
-      runs.append(dirpath)
-      dirnames[:] = []  # A pipeline's stages belong to it.
+    dirnames.sort()
+    if 'config.json' in filenames:
+      dirnames[:] = []
+      (runs if 'summary.json' in filenames else unfinished).append(dirpath)
+  if unfinished:
+    print(f'note: {len(unfinished)} unfinished run(s) left out: '
+          f'{", ".join(sorted(unfinished))}', file=sys.stderr)
   return sorted(runs)
 
 
 def _lookup(config: dict, path: str):
   for part in path.split('.'):
     if not isinstance(config, dict) or part not in config:
-      return None
+      return _MISSING
     config = config[part]
   return config
 
 
-def describe(run_dir: str, stage: str | None = None,
-             metric: str = 'test_accuracy') -> dict:
-  """Attributes and figures of one run (of its `stage` if a pipeline)."""
-  config, summary = (_load(os.path.join(run_dir, f))
-                     for f in ('config.json', 'summary.json'))
-  prefix = ''
-  if 'stages' in config:
-    stage = stage or config['stage_order'][-1]
-    config, prefix = config['stages'][stage], f'{stage}/'
-  sweep_path = os.path.join(run_dir, 'sweep.json')
-  args = _load(sweep_path)['args'] if os.path.exists(sweep_path) else {}
-  terms = sorted({t['loss'] for t in config['distill']['terms'].values()})
-  attrs = {'model': config['model']['name'], 'student': config['model']['name'],
+def _cell(value) -> str:
+  """A table cell: '-' for missing, 4 for 4.0, 1200-1200 for a list."""
+  if value is None or value is _MISSING:
+    return '-'
+  if isinstance(value, (list, tuple)):
+    return '-'.join(_cell(v) for v in value)
+  if isinstance(value, float) and value.is_integer():
+    return str(int(value))
+  return str(value)
+
+
+def describe(run_dir: str, stages: list[str] | None = None,
+             metrics=METRICS) -> list[dict]:
+  """Attributes and metrics of one run, one entry per reported stage of a
+  pipeline (`stages`, by default its last); [] if a file is corrupt."""
+  files = [os.path.join(run_dir, f) for f in ('config.json', 'summary.json',
+                                              'sweep.json')]
+  config, summary = read_json(files[0]), read_json(files[1])
+  sweep = read_json(files[2]) if os.path.exists(files[2]) else {}
+  if config is None or summary is None or sweep is None:
+    return []
+  if 'stages' not in config:
+    return [_entry(run_dir, config, summary, sweep, None, '', metrics)]
+  out = []
+  for stage in stages or config['stage_order'][-1:]:
+    if stage not in config['stages']:
+      raise ValueError(f'{run_dir} has no stage {stage!r}; its stages: '
+                       f'{list(config["stage_order"])}')
+    out.append(_entry(run_dir, config['stages'][stage], summary, sweep, stage,
+                      f'{stage}/', metrics))
+  return out
+
+
+def _entry(run_dir, config, summary, sweep, stage, prefix, metrics) -> dict:
+  terms = config['distill']['terms'].values()
+  temperatures = {t.get('kwargs', {}).get('temperature') for t in terms} - {
+      None}
+  attrs = {'model': config['model']['name'],
+           'student': config['model']['name'],
            'teacher': config['distill']['teacher']['model'] or None,
-           'method': '+'.join(terms) or 'scratch',
-           'dataset': config['data']['name'], 'seed': config['seed']}
-  attrs.update(args)
-  get = lambda k: summary.get(prefix + k)
+           'method': '+'.join(sorted({t['loss'] for t in terms})) or 'scratch',
+           'temperature': (temperatures.pop() if len(temperatures) == 1
+                           else None),
+           'dataset': config['data']['name'], 'seed': config['seed'],
+           'stage': stage}
+  attrs.update(sweep.get('args', {}))
   return {'dir': run_dir, 'attrs': attrs, 'config': config,
-          'last': get(metric),
-          'best': get('best_' + metric)}
+          'values': {m: summary.get(prefix + m) for m in metrics}}
 
 
 def _key(run: dict, keys: list[str]) -> tuple:
-  return tuple(str(run['attrs'].get(k, _lookup(run['config'], k)))
-               for k in keys)
+  return tuple(_cell(run['attrs'][k] if k in run['attrs'] else
+                     _lookup(run['config'], k)) for k in keys)
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
+def check_keys(runs: list[dict], keys: list[str]) -> None:
+  """Raises ValueError for a key that is no attribute, sweep argument or
+  config path of any run, listing the valid ones."""
+  args = sorted({k for r in runs for k in r['attrs']} - set(ATTRIBUTES))
+  for k in keys:
+    if k not in ATTRIBUTES and k not in args and all(
+        _lookup(r['config'], k) is _MISSING for r in runs):
+      raise ValueError(
+          f'unknown --group-by key {k!r}; valid: {", ".join(ATTRIBUTES)}; '
+          f'sweep arguments: {", ".join(args) or "none"}; or a config path '
+          'such as optimizer.lr')
+
+
+def _stats(values: list) -> tuple[float, float | None]:
+  """(mean, std); std is None for a single value."""
   values = [v for v in values if v is not None]
   if not values:
-    return math.nan, math.nan
+    return math.nan, None
   return (statistics.mean(values),
-          statistics.stdev(values) if len(values) > 1 else 0.0)
+          statistics.stdev(values) if len(values) > 1 else None)
 
 
 def load_paper(path: str):
@@ -93,8 +161,11 @@ def load_paper(path: str):
   return module
 
 
-def table(runs: list[dict], keys: list[str], paper=None) -> list[dict]:
-  """One row per group: keys, n, last/best mean and std, published, diff."""
+def table(runs: list[dict], keys: list[str], paper=None,
+          metrics=METRICS) -> list[dict]:
+  """One row per group: keys, n, each metric's mean and std (`<m>_std`),
+  published, diff (first metric - published)."""
+  check_keys(runs, keys)
   groups = {}
   for run in runs:
     groups.setdefault(_key(run, keys), []).append(run)
@@ -104,29 +175,36 @@ def table(runs: list[dict], keys: list[str], paper=None) -> list[dict]:
                  else (1, 0.0, k) for k in key)
 
   for key, members in sorted(groups.items(), key=lambda kv: order(kv[0])):
-    last, last_sd = _stats([r['last'] for r in members])
-    best, best_sd = _stats([r['best'] for r in members])
-    row = dict(zip(keys, key), n=len(members), last=last, last_std=last_sd,
-               best=best, best_std=best_sd)
+    row = dict(zip(keys, key), n=len(members))
+    for m in metrics:
+      row[m], row[f'{m}_std'] = _stats([r['values'][m] for r in members])
     if paper is not None:
       published = paper.PUBLISHED.get(key)
       row['paper'] = published
-      row['diff'] = None if published is None else last - published
+      row['diff'] = (None if published is None or math.isnan(row[metrics[0]])
+                     else row[metrics[0]] - published)
     rows.append(row)
   return rows
 
 
-def markdown(rows: list[dict], keys: list[str], paper=None) -> str:
-  pct = lambda m, s: '-' if math.isnan(m) else f'{100 * m:.2f} ± {100 * s:.2f}'
-  head = keys + ['seeds', 'last (%)', 'best (%)']
+def _pct(mean: float, std: float | None) -> str:
+  if math.isnan(mean):
+    return '-'
+  return f'{100 * mean:.2f}' + ('' if std is None else f' ± {100 * std:.2f}')
+
+
+def markdown(rows: list[dict], keys: list[str], paper=None,
+             metrics=METRICS) -> str:
+  names = [_HEADERS.get(m, m) for m in metrics]
+  head = keys + ['seeds'] + [f'{n} (%)' for n in names]
   if paper is not None:
-    head += ['paper (%)', 'last - paper']
+    head += ['paper (%)', f'{names[0]} - paper']
   out = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in rows:
-    cells = [r[k] for k in keys] + [str(r['n']), pct(r['last'], r['last_std']),
-                                    pct(r['best'], r['best_std'])]
+    cells = [r[k] for k in keys] + [str(r['n'])] + [
+        _pct(r[m], r[f'{m}_std']) for m in metrics]
     if paper is not None:
-      cells += (['-', '-'] if r['paper'] is None else
+      cells += (['-', '-'] if r['diff'] is None else
                 [f'{100 * r["paper"]:.2f}', f'{100 * r["diff"]:+.2f}'])
     out.append('| ' + ' | '.join(cells) + ' |')
   if paper is not None:
@@ -137,24 +215,29 @@ def markdown(rows: list[dict], keys: list[str], paper=None) -> str:
 def define_flags():
   flags.DEFINE_list('group-by', ['model'], 'Attributes to group by.')
   flags.DEFINE_string('paper', None, 'A paper spec (PUBLISHED, KEYS).')
-  flags.DEFINE_string('stage', None, 'Pipeline stage to report.')
+  flags.DEFINE_list('stage', None, 'Pipeline stage(s) to report.')
   flags.DEFINE_string('csv', None, 'Also write the rows as CSV.')
-  flags.DEFINE_string('metric', 'test_accuracy', 'Summary key to report, '
-                      'e.g. tflite_int8_accuracy.')
+  flags.DEFINE_list('metric', list(METRICS), 'Summary keys to report, one '
+                    'column each, e.g. test_accuracy,tflite_int8_accuracy.')
 
 
 def main(argv):
-  if len(argv) != 2:
-    raise app.UsageError('usage: python -m kd.tables ROOT [flags]')
+  if len(argv) < 2:
+    raise app.UsageError('usage: python -m kd.tables ROOT [ROOT ...] [flags]')
   f = flags.FLAGS
   paper = load_paper(f.paper) if f.paper else None
   keys = (list(paper.KEYS) if paper is not None and not f['group-by'].present
           else f['group-by'].value)
-  dirs = find_runs(argv[1])
-  if not dirs:
-    sys.exit(f'no finished runs (summary.json + config.json) under {argv[1]}')
-  rows = table([describe(d, f.stage, f.metric) for d in dirs], keys, paper)
-  print(markdown(rows, keys, paper))
+  runs = [entry for root in argv[1:] for d in find_runs(root)
+          for entry in describe(d, f.stage, f.metric)]
+  if not runs:
+    sys.exit('no finished runs (summary.json + config.json) under '
+             f'{" ".join(argv[1:])}')
+  try:
+    rows = table(runs, keys, paper, f.metric)
+  except ValueError as e:
+    sys.exit(str(e))
+  print(markdown(rows, keys, paper, f.metric))
   if f.csv:
     with open(f.csv, 'w', newline='') as out:
       writer = csv.DictWriter(out, fieldnames=list(rows[0]))

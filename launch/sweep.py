@@ -11,9 +11,17 @@ A spec is a Python file with
   GRID    optional {'config.field': [values]} crossed with ARGS
   SEEDS   seeds, appended to every argument as ',seed=S'
   TAGS    optional W&B tags
+  PROGRAM optional module run as `python -m PROGRAM` (default 'kd.main'; an
+          experiment variant such as 'experiments.multi_teacher.train')
 Each run's folder is named after its arguments and overrides and holds a
 `sweep.json` describing it. Finished runs (a summary.json) are skipped;
 unfinished ones resume from their checkpoints.
+
+Local runs and SLURM tasks start with this interpreter (`sys.executable`:
+cluster nodes share its file system); TPU-VM workers, other machines, and W&B
+agents use their own `python` (activate kd's environment there). SIGTERM to a
+local sweep passes SIGTERM to its runs (they checkpoint), waits for them and
+exits with 143.
 """
 import dataclasses
 import importlib.util
@@ -22,6 +30,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +39,7 @@ from absl import app
 from absl import flags
 
 MODES = ('local', 'slurm', 'tpu', 'wandb')
+PROGRAM = 'kd.main'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +50,10 @@ class Run:
   workdir: str
   group: str
   tags: tuple[str, ...]
+  program: str = PROGRAM
 
-  def command(self, config: str) -> list[str]:
-    return (['python', '-m', 'kd.main',
+  def command(self, config: str, python: str = sys.executable) -> list[str]:
+    return ([python, '-m', self.program,
              f'--config={config}:{self.arg}', f'--workdir={self.workdir}',
              f'--wandb_group={self.group}'] +
             ([f'--wandb_tags={",".join(self.tags)}'] if self.tags else []) +
@@ -68,34 +79,49 @@ def load_spec(path: str):
   for field in ('NAME', 'CONFIG', 'ARGS', 'SEEDS'):
     if not hasattr(module, field):
       raise ValueError(f'sweep spec {path} has no {field}; see launch/sweep.py')
+  if isinstance(module.ARGS, str):
+    raise ValueError(
+        f'sweep spec {path}: ARGS is the string {module.ARGS!r}; make it a '
+        f'list of config arguments, one per run family: ARGS = '
+        f'[{module.ARGS!r}]')
   return module
 
 
 def expand(spec, root: str) -> list[Run]:
   """Every (argument, grid point, seed) of the spec as a Run."""
-  base = os.path.join(root, spec.NAME)
   grid = getattr(spec, 'GRID', {})
   keys = sorted(grid)
-  runs = []
-  for arg, values, seed in itertools.product(
-      spec.ARGS, itertools.product(*(grid[k] for k in keys)), spec.SEEDS):
-    arg = arg.replace('{root}', base)
-    arg = ','.join(kv if not kv.startswith('teacher_dir=') else
-                   'teacher_dir=' + os.path.normpath(kv.split('=', 1)[1])
-                   for kv in arg.split(','))
-    overrides = tuple(zip(keys, values))
-    shown = ','.join(kv for kv in arg.split(',') if not kv.startswith(
-        'teacher_dir='))
-    name = _slug('__'.join(
-        [shown] + [f'{k.removeprefix("config.")}={_flag_value(v)}'
-                   for k, v in overrides] + [f'seed={seed}']))
-    runs.append(Run(name=name, arg=f'{arg},seed={seed}'.strip(','),
-                    overrides=overrides, workdir=os.path.join(base, name),
-                    group=spec.NAME, tags=tuple(getattr(spec, 'TAGS', ()))))
-  return runs
+  return [make_run(spec, root, expand_arg(spec, root, arg),
+                   tuple(zip(keys, values)), seed)
+          for arg, values, seed in itertools.product(
+              spec.ARGS, itertools.product(*(grid[k] for k in keys)),
+              spec.SEEDS)]
 
 
-def _describe(run: Run) -> None:
+def expand_arg(spec, root: str, arg: str) -> str:
+  """A spec argument with '{root}' replaced and teacher_dir normalised."""
+  arg = arg.replace('{root}', os.path.join(root, spec.NAME))
+  return ','.join(kv if not kv.startswith('teacher_dir=') else
+                  'teacher_dir=' + os.path.normpath(kv.split('=', 1)[1])
+                  for kv in arg.split(','))
+
+
+def make_run(spec, root: str, arg: str, overrides: tuple, seed) -> Run:
+  """The run of one expanded argument, grid point and seed; its folder is
+  named after them (the same for every mode)."""
+  shown = ','.join(kv for kv in arg.split(',') if not kv.startswith(
+      'teacher_dir='))
+  name = _slug('__'.join(
+      [shown] + [f'{k.removeprefix("config.")}={_flag_value(v)}'
+                 for k, v in overrides] + [f'seed={seed}']))
+  return Run(name=name, arg=f'{arg},seed={seed}'.strip(','),
+             overrides=overrides,
+             workdir=os.path.join(root, spec.NAME, name), group=spec.NAME,
+             tags=tuple(getattr(spec, 'TAGS', ())),
+             program=getattr(spec, 'PROGRAM', PROGRAM))
+
+
+def describe(run: Run) -> None:
   os.makedirs(run.workdir, exist_ok=True)
   args = dict(kv.split('=', 1) for kv in run.arg.split(',') if kv)
   with open(os.path.join(run.workdir, 'sweep.json'), 'w') as f:
@@ -105,29 +131,62 @@ def _describe(run: Run) -> None:
 
 
 def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
+  """Runs the unfinished runs, `parallel` at a time; returns the number that
+  failed. SIGTERM is passed on to the runs, which are waited for; then
+  SystemExit(143)."""
   todo = [r for r in runs if not r.finished]
   print(f'{len(runs)} runs, {len(runs) - len(todo)} finished, '
         f'{len(todo)} to run ({parallel} at a time)')
-  failed, active = 0, []
-  for run in todo:
-    cmd = run.command(spec.CONFIG)
-    print('$', shlex.join(cmd), flush=True)
-    if dry_run:
-      continue
-    _describe(run)
-    log = open(os.path.join(run.workdir, 'log.txt'), 'a')
-    active.append((run, subprocess.Popen(cmd, stdout=log,
-                                         stderr=subprocess.STDOUT), log))
-    while len(active) >= parallel or (run is todo[-1] and active):
-      for item in list(active):
-        if item[1].poll() is not None:
-          active.remove(item)
-          item[2].close()
-          ok = item[1].returncode == 0
-          failed += not ok
-          print(f'{"done" if ok else "FAILED"}: {item[0].name}'
-                + ('' if ok else f' (see {item[0].workdir}/log.txt)'), flush=True)
-      time.sleep(0.2)
+  active, failed, stopped, signalled = {}, 0, [], set()
+
+  def stop_all():
+    for proc in set(active) - signalled:
+      signalled.add(proc)
+      proc.send_signal(signal.SIGTERM)
+
+  def on_sigterm(signum, frame):
+    del frame
+    stopped.append(signum)
+    stop_all()
+
+  previous = signal.signal(signal.SIGTERM, on_sigterm)
+  try:
+    for run in todo:
+      cmd = run.command(spec.CONFIG)
+      while len(active) >= parallel and not stopped:
+        failed += _reap(active)
+      if stopped:
+        break
+      print('$', shlex.join(cmd), flush=True)
+      if dry_run:
+        continue
+      describe(run)
+      with open(os.path.join(run.workdir, 'log.txt'), 'a') as log:
+        active[subprocess.Popen(cmd, stdout=log,
+                                stderr=subprocess.STDOUT)] = run
+    while active:
+      if stopped:  # Also a run started as the signal came.
+        stop_all()
+      failed += _reap(active)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  if stopped:
+    print('SIGTERM: runs stopped; the same command resumes them', flush=True)
+    sys.exit(143)
+  return failed
+
+
+def _reap(active: dict) -> int:
+  """Waits a moment, forgets finished runs; returns how many failed."""
+  time.sleep(0.2)
+  failed = 0
+  for proc, run in list(active.items()):
+    if proc.poll() is not None:
+      del active[proc]
+      ok = proc.returncode == 0
+      failed += not ok
+      print(f'{"done" if ok else "FAILED"}: {run.name}'
+            + ('' if ok else f' (see {run.workdir}/log.txt)'), flush=True)
   return failed
 
 
@@ -158,29 +217,29 @@ def tpu_script(spec, runs: list[Run]) -> str:
   out = ['#!/bin/bash', 'set -euo pipefail',
          ': "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"']
   for r in runs:
-    remote = f'cd ~/kd && {shlex.join(r.command(spec.CONFIG))}'
+    remote = f'cd ~/kd && {shlex.join(r.command(spec.CONFIG, "python"))}'
     out.append('gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" '
                f'--worker=all --command={shlex.quote(remote)}')
   return '\n'.join(out) + '\n'
 
 
-def wandb_yaml(spec, root: str) -> str:
-  """A W&B sweep whose parameters are config fields (grid over GRID and
-  seeds; ARGS beyond the first need one sweep each)."""
-  params = {k: {'values': list(v)} for k, v in getattr(spec, 'GRID', {}).items()}
-  arg = spec.ARGS[0].replace('{root}', os.path.join(root, spec.NAME))
-  lines = [f'name: {spec.NAME}', 'program: kd/main.py', 'method: grid',
-           'parameters:']
+def wandb_yaml(spec, spec_path: str, root: str) -> str:
+  """A W&B grid sweep over ARGS x GRID x SEEDS. Each run starts
+  `launch.wandb_agent_run`, which gives it the folder, sweep.json and
+  command of the same run in local mode (the seed goes into the config
+  argument, where `get_config` reads it)."""
+  params = {'arg': [expand_arg(spec, root, a) for a in spec.ARGS]}
+  params.update({k: [_flag_value(x) for x in v]
+                 for k, v in getattr(spec, 'GRID', {}).items()})
+  lines = [f'name: {spec.NAME}', 'program: launch/wandb_agent_run.py',
+           'method: grid', 'parameters:']
   for k, v in params.items():
-    lines.append(f'  {k}:')
-    lines.append('    values: [' + ', '.join(json.dumps(_flag_value(x))
-                                           for x in v['values']) + ']')
-  lines.append('  seed:')
-  lines.append(f'    values: [{", ".join(str(s) for s in spec.SEEDS)}]')
-  lines += ['command:', '  - ${env}', '  - python', '  - -m', '  - kd.main',
-            f'  - --config={spec.CONFIG}:{arg}',
-            f'  - --workdir={os.path.join(root, spec.NAME, "wandb_${seed}")}',
-            f'  - --wandb_group={spec.NAME}', '  - ${args}', '']
+    lines += [f'  {k}:', f'    values: [{", ".join(map(json.dumps, v))}]']
+  lines += ['  seed:', f'    values: [{", ".join(map(str, spec.SEEDS))}]',
+            'command:', '  - ${env}', '  - ${interpreter}', '  - -m',
+            '  - launch.wandb_agent_run',
+            f'  - {json.dumps("--spec=" + spec_path)}',
+            f'  - {json.dumps("--root=" + root)}', '  - ${args}', '']
   return '\n'.join(lines)
 
 
@@ -205,12 +264,12 @@ def main(argv):
   if f.mode == 'local':
     sys.exit(1 if run_local(spec, runs, f.parallel, f.dry_run) else 0)
   for run in runs:
-    _describe(run)
+    describe(run)
   text, file = {
       'slurm': lambda: (slurm_script(spec, runs, root, f.nodes,
                                      f.gpus_per_node), 'sweep.slurm'),
       'tpu': lambda: (tpu_script(spec, runs), 'sweep_tpu.sh'),
-      'wandb': lambda: (wandb_yaml(spec, root), 'sweep.yaml'),
+      'wandb': lambda: (wandb_yaml(spec, argv[1], root), 'sweep.yaml'),
   }[f.mode]()
   path = os.path.join(root, spec.NAME, file)
   with open(path, 'w') as f:

@@ -1,8 +1,12 @@
 """Sweep expansion and scripts, and paper tables from run folders."""
+import importlib
 import json
 import os
+import signal
+import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -37,7 +41,7 @@ def test_expansion_names_every_run_after_its_overrides(spec, tmp_path):
   assert first.arg == (f'method=scratch,teacher_dir={tmp_path}/demo/teacher,'
                        'seed=0')
   cmd = first.command(spec.CONFIG)
-  assert cmd[:3] == ['python', '-m', 'kd.main']
+  assert cmd[:3] == [sys.executable, '-m', 'kd.main']
   assert f'--workdir={tmp_path}/demo/{first.name}' in cmd
   assert '--wandb_group=demo' in cmd and '--wandb_tags=t1' in cmd
   assert '--config.stages.student.optimizer.lr=0.01' in cmd
@@ -78,6 +82,56 @@ def test_cluster_scripts(tmp_path, mode, file, expected):
     assert len(commands.splitlines()) == 8
 
 
+def test_args_as_a_string_is_an_error_naming_the_spec(tmp_path):
+  path = tmp_path / 'bad_spec.py'
+  path.write_text(SPEC.replace(
+      "ARGS = ['method=scratch,teacher_dir={root}/teacher', "
+      "'method=kd,temperature=4']", "ARGS = 'method=kd'"))
+  with pytest.raises(ValueError, match=r'bad_spec.py: ARGS is the string '
+                     r"'method=kd'; make it a list"):
+    sweep.load_spec(str(path))
+
+
+FAKE_PROGRAM = """
+import os, signal, sys, time
+workdir = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--workdir=')][0]
+def stop(signum, frame):
+  open(os.path.join(workdir, 'terminated'), 'w').close()
+  sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+with open(os.path.join(workdir, 'started'), 'w') as f:
+  f.write(sys.executable)
+time.sleep(120)
+"""
+
+
+def test_sigterm_stops_the_runs_and_the_sweep_exits_143(tmp_path):
+  """Runs start with the sweep's interpreter (no python on PATH here) as the
+  spec's PROGRAM; SIGTERM reaches both running runs, the third never starts."""
+  (tmp_path / 'fake_program.py').write_text(FAKE_PROGRAM)
+  (tmp_path / 'spec.py').write_text(
+      "NAME = 'stop'\nCONFIG = 'unused.py'\nARGS = ['a=1', 'a=2', 'a=3']\n"
+      "SEEDS = [0]\nPROGRAM = 'fake_program'\n")
+  env = dict(os.environ, PYTHONPATH=str(tmp_path), PATH=str(tmp_path))
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
+       f'--workdir={tmp_path / "runs"}', '--parallel=2'], cwd=ROOT, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  dirs = [tmp_path / 'runs' / 'stop' / f'a=1__seed=0',
+          tmp_path / 'runs' / 'stop' / f'a=2__seed=0']
+  for _ in range(300):
+    if all((d / 'started').exists() for d in dirs) or proc.poll() is not None:
+      break
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=60)[0]
+  assert proc.returncode == 143, out
+  for d in dirs:
+    assert (d / 'started').read_text() == sys.executable
+    assert (d / 'terminated').exists(), (d / 'log.txt').read_text()
+  assert not (tmp_path / 'runs' / 'stop' / 'a=3__seed=0').exists()
+
+
 def _fake_run(root, name, model, seed, last, best, method='scratch'):
   d = os.path.join(root, name)
   os.makedirs(d)
@@ -88,6 +142,12 @@ def _fake_run(root, name, model, seed, last, best, method='scratch'):
                          'terms': terms}}, open(os.path.join(d, 'config.json'), 'w'))
   json.dump({'test_accuracy': last, 'best_test_accuracy': best},
             open(os.path.join(d, 'summary.json'), 'w'))
+  return d
+
+
+def _describe_all(root, stages=None, metrics=tables.METRICS):
+  return [e for d in tables.find_runs(root)
+          for e in tables.describe(d, stages, metrics)]
 
 
 def test_table_mean_std_seeds_and_paper_difference(tmp_path):
@@ -96,35 +156,180 @@ def test_table_mean_std_seeds_and_paper_difference(tmp_path):
     _fake_run(root, f'mlp{seed}', 'mlp', seed, last, best)
   _fake_run(root, 'cnn0', 'cnn1d', 0, 0.95, 0.96)
   paper = tables.load_paper(os.path.join(ROOT, 'experiments/paper_tables/mnist1d.py'))
-  runs = [tables.describe(d) for d in tables.find_runs(root)]
-  rows = tables.table(runs, ['model'], paper)
+  rows = tables.table(_describe_all(root), ['model'], paper)
   cnn, mlp = rows
-  assert mlp['n'] == 3 and mlp['last'] == pytest.approx(0.72)
-  assert mlp['last_std'] == pytest.approx(0.02)
-  assert mlp['best'] == pytest.approx(0.7433333)
+  assert mlp['n'] == 3 and mlp['test_accuracy'] == pytest.approx(0.72)
+  assert mlp['test_accuracy_std'] == pytest.approx(0.02)
+  assert mlp['best_test_accuracy'] == pytest.approx(0.7433333)
   assert mlp['paper'] == 0.68 and mlp['diff'] == pytest.approx(0.04)
-  assert cnn['n'] == 1 and cnn['last_std'] == 0.0
+  assert cnn['n'] == 1 and cnn['test_accuracy_std'] is None
   text = tables.markdown(rows, ['model'], paper)
   assert '| mlp | 3 | 72.00 ± 2.00 | 74.33 ± 2.08 | 68.00 | +4.00 |' in text
+  assert '| cnn1d | 1 | 95.00 | 96.00 | 94.00 | +1.00 |' in text
 
 
-def test_pipeline_runs_report_their_last_stage(tmp_path):
-  d = tmp_path / 'run'
-  d.mkdir()
+def _pipeline(d, summary, sweep_args=None, finished=True):
+  d.mkdir(parents=True)
   stage = {'seed': 3, 'model': {'name': 'mlp'}, 'data': {'name': 'mnist1d'},
            'distill': {'teacher': {'model': 'cnn1d'},
-                       'terms': {'kd': {'loss': 'kd'}}}}
+                       'terms': {'kd': {'loss': 'kd',
+                                        'kwargs': {'temperature': 4.0}}}}}
   json.dump({'stage_order': ['teacher', 'student'],
              'stages': {'teacher': stage, 'student': stage}},
             open(d / 'config.json', 'w'))
-  json.dump({'student/test_accuracy': 0.8, 'teacher/test_accuracy': 0.9},
-            open(d / 'summary.json', 'w'))
-  json.dump({'args': {'method': 'kd', 'temperature': '8'}},
-            open(d / 'sweep.json', 'w'))
-  (run,) = [tables.describe(x) for x in tables.find_runs(str(tmp_path))]
-  assert run['last'] == 0.8 and run['attrs']['temperature'] == '8'
+  if finished:
+    json.dump(summary, open(d / 'summary.json', 'w'))
+  if sweep_args is not None:
+    json.dump({'args': sweep_args}, open(d / 'sweep.json', 'w'))
+
+
+def test_pipeline_runs_report_their_stages(tmp_path):
+  d = tmp_path / 'run'
+  _pipeline(d, {'student/test_accuracy': 0.8, 'teacher/test_accuracy': 0.9},
+            {'method': 'kd', 'temperature': '8'})
+  (run,) = _describe_all(str(tmp_path))
+  assert run['values']['test_accuracy'] == 0.8
+  assert run['attrs']['temperature'] == '8' and run['attrs']['stage'] == 'student'
   assert run['attrs']['method'] == 'kd' and run['attrs']['teacher'] == 'cnn1d'
-  assert tables.describe(str(d), 'teacher')['last'] == 0.9
+  both = tables.describe(str(d), ['teacher', 'student'])
+  assert [(r['attrs']['stage'], r['values']['test_accuracy']) for r in both] == [
+      ('teacher', 0.9), ('student', 0.8)]
+  with pytest.raises(ValueError, match=r"has no stage 'gen1'; its stages: "
+                     r"\['teacher', 'student'\]"):
+    tables.describe(str(d), ['gen1'])
+
+
+def test_temperature_of_the_terms_unless_a_sweep_argument(tmp_path):
+  _pipeline(tmp_path / 'a', {'student/test_accuracy': 0.8})
+  _pipeline(tmp_path / 'b', {'student/test_accuracy': 0.7},
+            {'temperature': '20'})
+  rows = tables.table(_describe_all(str(tmp_path)), ['temperature'])
+  assert [(r['temperature'], r['test_accuracy']) for r in rows] == [
+      ('4', 0.8), ('20', 0.7)]
+
+
+def test_unfinished_pipelines_and_their_stages_are_left_out(tmp_path, capsys):
+  _pipeline(tmp_path / 'done', {'student/test_accuracy': 0.8})
+  _pipeline(tmp_path / 'running', None, finished=False)
+  stage = _fake_run(str(tmp_path / 'running'), 'teacher', 'cnn1d', 0, 0.9, 0.9)
+  assert os.path.exists(os.path.join(stage, 'summary.json'))
+  assert tables.find_runs(str(tmp_path)) == [str(tmp_path / 'done')]
+  assert f'1 unfinished run(s) left out: {tmp_path / "running"}' in (
+      capsys.readouterr().err)
+
+
+@pytest.mark.parametrize('broken', ['summary.json', 'sweep.json',
+                                    'config.json'])
+def test_a_corrupt_json_file_is_named_and_its_run_left_out(tmp_path, capsys,
+                                                           broken):
+  for name in ('a', 'b'):
+    _pipeline(tmp_path / name, {'student/test_accuracy': 0.8},
+              {'method': 'kd'})
+  (tmp_path / 'b' / broken).write_text('{"student/test_acc')
+  runs = _describe_all(str(tmp_path))
+  assert [r['dir'] for r in runs] == [str(tmp_path / 'a')]
+  err = capsys.readouterr().err
+  assert f'warning: {tmp_path / "b" / broken} is not valid JSON' in err
+
+
+def test_an_unknown_group_by_key_lists_the_valid_ones(tmp_path):
+  _pipeline(tmp_path / 'a', {'student/test_accuracy': 0.8},
+            {'method': 'kd', 'mixup': '1.0'})
+  runs = _describe_all(str(tmp_path))
+  assert tables.table(runs, ['data.name', 'mixup'])  # Config, argument.
+  with pytest.raises(ValueError, match=(
+      r"unknown --group-by key 'temprature'; valid: model, student, teacher, "
+      r'method, temperature, dataset, seed, stage; sweep arguments: mixup; '
+      r'or a config path such as optimizer.lr')):
+    tables.table(runs, ['model', 'temprature'])
+  proc = subprocess.run([sys.executable, '-m', 'kd.tables', str(tmp_path),
+                         '--group-by=temprature'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1 and "unknown --group-by key 'temprature'" in (
+      proc.stderr)
+
+
+def _readme_command_and_table(name: str) -> tuple[list[str], list[str]]:
+  """The README's `python -m kd.tables runs/NAME ...` line and the table
+  under it."""
+  lines = open(os.path.join(ROOT, 'README.md')).read().splitlines()
+  i = next(i for i, line in enumerate(lines)
+           if line.strip().startswith(f'python -m kd.tables runs/{name} '))
+  j = next(j for j in range(i, len(lines)) if lines[j].startswith('|'))
+  k = next(k for k in range(j, len(lines) + 1)
+           if k == len(lines) or not lines[k].startswith('|'))
+  return lines[i].split(), lines[j:k]
+
+
+def _values(cell: str, n: int) -> list[float]:
+  """n fractions whose mean and sample std are the cell's 'm ± s' (%)."""
+  mean, _, std = cell.partition(' ± ')
+  if n == 1:
+    return [float(mean) / 100]
+  d = [i - (n - 1) / 2 for i in range(n)]
+  return [(float(mean) + float(std) * x / statistics.stdev(d)) / 100
+          for x in d]
+
+
+def _sweep_tree(name: str, root: str) -> dict:
+  """The run folders of spec `name` under root as the sweep leaves them
+  before training (config.json from the spec's config, sweep.json, the
+  shared teacher's folder when it is the sweep's), with an empty summary;
+  {folder: config}."""
+  spec = sweep.load_spec(os.path.join(ROOT, 'launch/specs', f'{name}.py'))
+  config_module = importlib.import_module(
+      spec.CONFIG.removesuffix('.py').replace('/', '.'))
+  dirs = {}
+  for run in sweep.expand(spec, root):
+    config = config_module.get_config(run.arg)
+    sweep.describe(run)
+    dirs[run.workdir] = config
+    teacher = config.get('stage_dirs', {}).get('teacher', '')
+    if teacher.startswith(os.path.join(root, spec.NAME)):
+      dirs[teacher] = config.stages.teacher
+  for d, config in dirs.items():
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+      f.write(config.to_json())
+    with open(os.path.join(d, 'summary.json'), 'w') as f:
+      f.write('{}')
+  return dirs
+
+
+@pytest.mark.parametrize('name', ['mnist1d_baselines', 'mnist1d_hinton',
+                                  'mnist1d_consistent', 'mnist1d_qat'])
+def test_readme_tables_are_what_their_command_prints(tmp_path, name):
+  """The sweep's runs as `launch.sweep` and the spec's config write them
+  (config.json, sweep.json, the shared teacher), with the README's numbers
+  as summaries; the README's command must print the README's table."""
+  argv, table = _readme_command_and_table(name)
+  assert argv[:4] == ['python', '-m', 'kd.tables', f'runs/{name}']
+  metrics = next((a.split('=', 1)[1].split(',') for a in argv
+                  if a.startswith('--metric=')), list(tables.METRICS))
+  header = [c.strip() for c in table[0].strip('|').split('|')]
+  keys = header[:header.index('seeds')]
+  expected = {}
+  for line in table[2:]:
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    expected[tuple(cells[:len(keys)])] = cells[len(keys) + 1:][:len(metrics)]
+  root = str(tmp_path / 'runs')
+  groups = {}
+  for d, config in _sweep_tree(name, root).items():
+    (entry,) = tables.describe(d)
+    groups.setdefault(tables._key(entry, keys), []).append((d, config))
+  assert sorted(groups) == sorted(expected)
+  for key, members in groups.items():
+    columns = [_values(cell, len(members)) for cell in expected[key]]
+    for (d, config), values in zip(members, zip(*columns)):
+      prefix = f'{config.stage_order[-1]}/' if 'stages' in config else ''
+      with open(os.path.join(d, 'summary.json'), 'w') as f:
+        json.dump({prefix + m: v for m, v in zip(metrics, values)}, f)
+  proc = subprocess.run([sys.executable, '-m', 'kd.tables',
+                         os.path.join(root, name)] + argv[4:], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  printed = [line for line in proc.stdout.splitlines() if line.startswith('|')]
+  assert printed == table
 
 
 def test_cifar100_spec_covers_the_benchmark_pairs(tmp_path):
@@ -139,6 +344,45 @@ def test_cifar100_spec_covers_the_benchmark_pairs(tmp_path):
       0.7551)
   first = runs[0].arg
   assert f'teacher_dir={tmp_path}/cifar100_crd/teacher_wrn_40_2' in first
+  dirs = _sweep_tree('cifar100_crd', str(tmp_path / 'runs'))
+  runs = [e for d in dirs for e in tables.describe(d)]
+  rows = tables.table(runs, list(paper.KEYS), paper)
+  assert len(rows) == 5 * 3 + 5  # Students, and the 5 teachers from labels.
+  assert all(r['paper'] is not None for r in rows), [
+      r for r in rows if r['paper'] is None]
+
+
+def test_paper_specs_name_keys_kd_tables_finds(tmp_path):
+  from configs.mnist1d import train as recipes  # pylint: disable=import-outside-toplevel
+  from experiments.born_again import config as born_again  # pylint: disable=import-outside-toplevel
+  from kd.config import term  # pylint: disable=import-outside-toplevel
+  def write(d, config, summary):
+    os.makedirs(d)
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+      f.write(config.to_json())
+    json.dump(summary, open(os.path.join(d, 'summary.json'), 'w'))
+
+  for name, hidden, method in [('teacher', (1200, 1200), 'scratch'),
+                               ('scratch', (800, 800), 'scratch'),
+                               ('kd', (800, 800), 'kd')]:
+    c = recipes.recipe('mlp')
+    c.model.kwargs.hidden = hidden
+    if method == 'kd':
+      c.distill.teacher.update(workdir='teacher', model='mlp')
+      c.distill.terms.kd = term('kd', temperature=20.0)
+    write(str(tmp_path / 'hinton' / name), c, {'test_accuracy': 0.99})
+  write(str(tmp_path / 'ban' / 'ban_s0'),
+        born_again.get_config(f'variant=ban,gen0_dir={tmp_path}/gen0'),
+        {f'gen{k}/test_accuracy': 0.6 for k in range(4)})
+  for spec, root, stages in [('hinton2015', 'hinton', None),
+                             ('born_again', 'ban',
+                              ['gen0', 'gen1', 'gen2', 'gen3'])]:
+    paper = tables.load_paper(
+        os.path.join(ROOT, 'experiments/paper_tables', f'{spec}.py'))
+    rows = tables.table(_describe_all(str(tmp_path / root), stages),
+                        list(paper.KEYS), paper)
+    found = {tuple(r[k] for k in paper.KEYS) for r in rows}
+    assert found == set(paper.PUBLISHED), spec
 
 
 def test_experiment_summary_rows(tmp_path):
@@ -156,3 +400,73 @@ def test_experiment_summary_rows(tmp_path):
           '| b | 2 | 70.0 ± 14.1 |')
   with pytest.raises(FileNotFoundError, match='no run matches'):
     summarize.row(f'c={tmp_path}/nothing*@x')
+
+
+TINY_CONFIG = '''
+from kd.config import run_config
+
+
+def get_config(arg=None):
+  a = dict(kv.split('=', 1) for kv in (arg or '').split(',') if kv)
+  c = run_config()
+  c.seed = int(a.get('seed', 0))
+  c.data.name, c.data.augment = 'kd_digits', False
+  c.model.kwargs.hidden = (8,)
+  c.batch_size, c.eval_batch_size, c.steps = 32, 512, int(a['steps'])
+  c.log_every = c.checkpoint_every = c.steps
+  c.wandb.mode = 'disabled'
+  c.evaluate.latency = False
+  return c
+'''
+
+
+def _agent_command(sweep_config: dict, run_id: str) -> list[str]:
+  """The command line the W&B agent (wandb/wandb_agent.py,
+  Agent._command_run) runs for the first value of every parameter."""
+  from wandb.sdk.launch.sweeps import utils  # pylint: disable=import-outside-toplevel
+  command = {'run_id': run_id, 'program': sweep_config['program'],
+             'args': {k: {'value': v['values'][0]}
+                      for k, v in sweep_config['parameters'].items()}}
+  sweep_vars = utils.create_sweep_command_args(command)
+  sweep_vars.update(interpreter=['python'], program=[command['program']],
+                    env=['/usr/bin/env'])
+  out = []
+  for c in utils.create_sweep_command(sweep_config['command']):
+    c = str(c)
+    if c.startswith('${') and c.endswith('}'):
+      out += sweep_vars.get(c[2:-1]) or []
+    else:
+      out.append(c)
+  return out
+
+
+def test_wandb_sweep_command_runs_with_its_seed(tmp_path):
+  import yaml  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'tiny.py').write_text(TINY_CONFIG)
+  (tmp_path / 'spec.py').write_text(
+      f"NAME = 'agent'\nCONFIG = {str(tmp_path / 'tiny.py')!r}\n"
+      "ARGS = ['steps=20', 'steps=30']\n"
+      "GRID = {'config.optimizer.lr': [0.003, 0.01]}\nSEEDS = [7, 8]\n")
+  root = tmp_path / 'runs'
+  subprocess.run([sys.executable, '-m', 'launch.sweep',
+                  str(tmp_path / 'spec.py'), f'--workdir={root}',
+                  '--mode=wandb'], cwd=ROOT, check=True, timeout=120)
+  sweep_config = yaml.safe_load((root / 'agent' / 'sweep.yaml').read_text())
+  cmd = _agent_command(sweep_config, 'abc123')
+  # The agent's `python` is the one on its PATH.
+  env = dict(os.environ, WANDB_RUN_ID='abc123',
+             PATH=os.path.dirname(sys.executable) + os.pathsep +
+             os.environ['PATH'])
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  (run,) = [r for r in sweep.expand(sweep.load_spec(str(tmp_path / 'spec.py')),
+                                    str(root))
+            if r.name == 'steps=20__optimizer.lr=0.003__seed=7']
+  config = json.load(open(os.path.join(run.workdir, 'config.json')))
+  assert config['seed'] == 7 and config['steps'] == 20
+  assert config['optimizer']['lr'] == 0.003
+  summary = json.load(open(os.path.join(run.workdir, 'summary.json')))
+  assert 0 <= summary['test_accuracy'] <= 1
+  assert json.load(open(os.path.join(run.workdir, 'sweep.json')))['args'] == {
+      'steps': '20', 'seed': '7'}

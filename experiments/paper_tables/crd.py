@@ -1,6 +1,8 @@
 """CIFAR-100 top-1 of the CRD benchmark (Tian et al., ICLR 2020, Tables 1-2;
 last epoch of 240) and DKD (Zhao et al., CVPR 2022; mean of 5 runs of the
-best epoch)."""
+best epoch). Keys as `kd.tables` prints them: a run with no teacher ('-')
+is trained from labels ('scratch'): the sweep's shared teachers.
+"""
 SOURCE = ('Tian et al., "Contrastive Representation Distillation", ICLR 2020 '
           '(teacher / scratch / KD / CRD); Zhao et al., "Decoupled Knowledge '
           'Distillation", CVPR 2022 (DKD, best epoch)')
@@ -17,5 +19,5 @@ for (_t, _s), (_teacher, _scratch, _kd, _crd, _dkd) in _PAIRS.items():
   PUBLISHED[(_t, _s, 'kd')] = _kd / 100
   PUBLISHED[(_t, _s, 'crd')] = _crd / 100
   PUBLISHED[(_t, _s, 'dkd')] = _dkd / 100
-  PUBLISHED[('None', _s, 'scratch')] = _scratch / 100
-  PUBLISHED[('None', _t, 'scratch')] = _teacher / 100
+  PUBLISHED[('-', _s, 'scratch')] = _scratch / 100
+  PUBLISHED[('-', _t, 'scratch')] = _teacher / 100

@@ -2,9 +2,9 @@
 pair of the benchmark x {kd, crd, dkd}, 3 seeds, one shared teacher per pair.
 For a GPU/TPU cluster (each run: 240 epochs, one accelerator):
 
-  python -m launch.sweep launch/specs/cifar100_crd.py --workdir=/runs --mode=slurm
-  sbatch /runs/cifar100_crd/sweep.slurm        # after the teachers' runs
-  python -m kd.tables /runs/cifar100_crd --paper=experiments/paper_tables/crd.py
+  python -m launch.sweep launch/specs/cifar100_crd.py --workdir=runs --mode=slurm
+  sbatch runs/cifar100_crd/sweep.slurm        # after the teachers' runs
+  python -m kd.tables runs/cifar100_crd --paper=experiments/paper_tables/crd.py
 
 Set the TFDS data dir with KD_CIFAR_DIR below (or prepare cifar100 in
 ~/tensorflow_datasets). Teachers train inside the first run of each pair;

@@ -2,8 +2,8 @@
 labels; one seed (a cluster job of 100 epochs each, one shared teacher).
 
   KD_IMAGENET_DIR=/data/tfds python -m launch.sweep launch/specs/imagenet_kd.py \
-      --workdir=/runs --mode=slurm --gpus_per_node=8
-  python -m kd.tables /runs/imagenet_kd --group-by=student,method
+      --workdir=runs --mode=slurm --gpus_per_node=8
+  python -m kd.tables runs/imagenet_kd --group-by=student,method
 """
 import os
 

@@ -4,7 +4,7 @@ al., CVPR 2022), and the student from labels with the same mixup. Shares the
 CNN teacher of the mnist1d_hinton sweep; 5 seeds.
 
   python -m launch.sweep launch/specs/mnist1d_consistent.py --workdir=runs
-  python -m kd.tables runs/mnist1d_consistent --group-by=model,method,temperature
+  python -m kd.tables runs/mnist1d_consistent --group-by=model,method,mixup,temperature
 """
 NAME = 'mnist1d_consistent'
 CONFIG = 'configs/mnist1d/distill.py'

@@ -3,7 +3,7 @@ MLP students from labels, distilled at T in {1, 2, 4, 8, 20}, and zoo
 methods; 5 seeds.
 
   python -m launch.sweep launch/specs/mnist1d_hinton.py --workdir=runs
-  python -m kd.tables runs/mnist1d_hinton --group-by=method,temperature
+  python -m kd.tables runs/mnist1d_hinton --group-by=model,method,temperature
 """
 NAME = 'mnist1d_hinton'
 CONFIG = 'configs/mnist1d/distill.py'

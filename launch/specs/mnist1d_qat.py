@@ -3,8 +3,8 @@ MLP student distilled with consistent teaching (KD, T=4, mixup 1), exported
 to TFLite int8, with and without simulated int8 during training; 3 seeds.
 
   python -m launch.sweep launch/specs/mnist1d_qat.py --workdir=runs
-  python -m kd.tables runs/mnist1d_qat --group-by=qat --metric=tflite_int8_accuracy
-  python -m kd.tables runs/mnist1d_qat --group-by=qat
+  python -m kd.tables runs/mnist1d_qat --group-by=qat \
+      --metric=test_accuracy,tflite_int8_accuracy
 """
 NAME = 'mnist1d_qat'
 CONFIG = 'configs/mnist1d/distill.py'
