@@ -150,6 +150,11 @@ def test_student_layers_initialised_from_the_teacher():
   with pytest.raises(ValueError, match='teacher d_model 32 vs student '
                      'd_model 16'):
     lm.init_from_teacher_layers(tp, np_, layer_map)
+  gelu = teacher.clone(num_layers=2, mlp_hidden=64)
+  gp = gelu.init(jax.random.key(1), _tokens(1, 4))['params']
+  with pytest.raises(ValueError, match=r"\['blocks_0'\]\['mlp'\]\['down'\]"
+                     r"\['kernel'\] is \(88, 32\) in the teacher, \(64, 32\)"):
+    lm.init_from_teacher_layers(tp, gp, layer_map)
   with pytest.raises(ValueError, match='the teacher has 4 layers'):
     lm.init_from_teacher_layers(tp, sp, (0, 4))
 
@@ -248,3 +253,18 @@ def test_top_k_keeps_the_k_most_likely_tokens():
   np.testing.assert_allclose(counts, [0, 4 / 7, 0, 3 / 7], atol=0.04)
   np.testing.assert_array_equal(
       gen.sample_token(logits[:2], jax.random.key(0)), [1, 1])
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits(lm_and_vars,
+                                                          forward):
+  model, variables = lm_and_vars
+  half = model.clone(dtype=jnp.bfloat16)
+  fresh = half.init(jax.random.key(1), _tokens(1, 4))
+  assert {p.dtype for p in jax.tree.leaves(fresh)} == {jnp.dtype('float32')}
+  x = _tokens()
+  logits, feats = jax.jit(half.apply)(variables, x)
+  assert logits.dtype == jnp.float32
+  assert feats['hidden1'].dtype == jnp.bfloat16
+  np.testing.assert_allclose(logits, forward(x)[0], atol=0.15)
+  cache = lm.init_cache(half, 3)
+  assert cache['k'].dtype == jnp.bfloat16

@@ -7,7 +7,8 @@ eos 2), saved as JSON in the run directory and reloaded from there.
 
 Packing: every document becomes `bos, tokens, eos`; the documents are
 concatenated into one stream and cut into rows of `seq_len + 1` tokens that
-overlap by one, so every stream token is a target exactly once. A batch is
+overlap by one, so every stream token is a target exactly once (attention
+is not cut at document boundaries, as in GPT-2's training). A batch is
 
   tokens [B, T + 1] int32: inputs tokens[:, :-1], targets tokens[:, 1:];
   mask   [B, T] float32:   1 where the target is a real token (text or eos),

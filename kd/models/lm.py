@@ -189,14 +189,18 @@ def init_from_teacher_layers(teacher_params, student_params,
                      f'(tied vs untied embeddings?)')
   t_width = teacher_params['embed']['embedding'].shape[-1]
   s_width = student_params['embed']['embedding'].shape[-1]
+  if t_width != s_width:
+    raise ValueError(f'cannot copy teacher layers into the student: teacher '
+                     f'd_model {t_width} vs student d_model {s_width}; give '
+                     f'the student the teacher\'s width')
 
   def copy(path, s, t):
     if np.shape(s) != np.shape(t):
       raise ValueError(
-          f'cannot copy teacher layers into the student: teacher d_model '
-          f'{t_width} vs student d_model {s_width}; '
-          f'{jax.tree_util.keystr(path)} teacher {np.shape(t)} vs student '
-          f'{np.shape(s)}')
+          f'cannot copy teacher layers into the student: '
+          f'{jax.tree_util.keystr(path)} is {np.shape(t)} in the teacher, '
+          f'{np.shape(s)} in the student (heads, kv_heads or mlp_hidden '
+          f'differ)')
     return jnp.asarray(t, jnp.asarray(s).dtype)
 
   return jax.tree_util.tree_map_with_path(copy, dict(student_params), source)
