@@ -58,7 +58,7 @@ def generate(model: lm.TransformerLM, variables, prompts: jax.Array,
                      f'{model.max_len}')
   lengths = lengths.astype(jnp.int32)
   left, mask, positions = _left_align(prompts.astype(jnp.int32), lengths)
-  logits, cache = model.apply(variables, left, lm.init_cache(model, b),
+  logits, cache = model.apply(variables, left, lm.init_cache(model, b, total),
                               positions, mask, method=model.extend)
 
   def cond(carry):

@@ -12,8 +12,8 @@ the final-norm hidden state [B, T, d]; with `return_attention=True`, also
 they cost memory and time).
 
 Incremental decoding: `init_cache` makes an empty cache, a dict of arrays
-`k`, `v` [layers, B, max_len, kv_heads, head_dim], `mask` [B, max_len] (slots
-holding real tokens) and `index` (the next slot); `apply(variables, tokens,
+`k`, `v` [layers, B, L, kv_heads, head_dim], `mask` [B, L] (slots holding
+real tokens) and `index` (the next slot), L <= max_len; `apply(variables, tokens,
 cache, method=TransformerLM.extend)` appends tokens [B, S] (a prompt, or one
 token a step) and returns `(logits [B, S, V], new cache)`.
 """
@@ -105,7 +105,9 @@ class TransformerLM(nn.Module):
     """Appends `tokens` [B, S] at slot `cache['index']`: returns (logits
     [B, S, V], the cache with them). `positions` [B, S] default to the slots
     (pass them for left-padded prompts); `token_mask` [B, S] (default all
-    True) marks real tokens: keys of False slots are never attended to."""
+    True) marks real tokens: keys of False slots are never attended to.
+    index + S must fit the cache (a traced index cannot be checked here:
+    past the end, the write would land on the last slots)."""
     b, s = tokens.shape
     self._check_length(s)
     index = cache['index']
@@ -127,13 +129,20 @@ class TransformerLM(nn.Module):
                     'mask': valid, 'index': index + s}
 
 
-def init_cache(model: TransformerLM, batch_size: int) -> dict[str, jax.Array]:
-  """An empty key/value cache of `model.max_len` slots (see the module doc)."""
-  shape = (model.num_layers, batch_size, model.max_len, model.kv_heads,
+def init_cache(model: TransformerLM, batch_size: int,
+               length: int | None = None) -> dict[str, jax.Array]:
+  """An empty key/value cache (see the module doc) of `length` slots
+  (default and at most `model.max_len`): attention reads every slot, so a
+  cache just long enough for prompt + new tokens decodes faster."""
+  length = length or model.max_len
+  if length > model.max_len:
+    raise ValueError(f'cache length {length} exceeds the model context '
+                     f'max_len={model.max_len}')
+  shape = (model.num_layers, batch_size, length, model.kv_heads,
            model.head_dim)
   return {'k': jnp.zeros(shape, model.dtype),
           'v': jnp.zeros(shape, model.dtype),
-          'mask': jnp.zeros((batch_size, model.max_len), bool),
+          'mask': jnp.zeros((batch_size, length), bool),
           'index': jnp.zeros((), jnp.int32)}
 
 
