@@ -2,7 +2,7 @@
 
 One implementation for the CLI, sequence-level KD data and on-policy
 distillation: `generate` is a pure traceable function (jit it with `model`,
-`max_new_tokens`, `temperature`, `top_k`, `eos_id` and `pad_id` static, or
+`max_new_tokens`, `temperature`, `top_k`, `pad_id` and `eos_id` static, or
 call it inside a jitted step). The prompt is prefilled in one call, then a
 `lax.while_loop` decodes one token a step until `max_new_tokens` or until
 every sequence has emitted `eos_id`.
@@ -40,13 +40,14 @@ def _left_align(prompts, lengths):
 
 def generate(model: lm.TransformerLM, variables, prompts: jax.Array,
              lengths: jax.Array, rng: jax.Array, max_new_tokens: int,
-             temperature: float = 0.0, top_k: int = 0,
-             eos_id: int | None = None, pad_id: int = 0):
+             temperature: float = 0.0, top_k: int = 0, *, pad_id: int,
+             eos_id: int | None = None):
   """Continues right-padded `prompts` [B, P] of `lengths` [B] (>= 1).
 
   Returns (tokens [B, P + max_new_tokens], generated [B, P + max_new_tokens]
   bool): each row is its prompt, its new tokens right after it, then
-  `pad_id`; `generated` marks the new tokens (up to and including the first
+  `pad_id` (the tokenizer's: no default, as byte tokenizers have no spare
+  0); `generated` marks the new tokens (up to and including the first
   `eos_id`, after which a sequence stops). Requires P + max_new_tokens <=
   model.max_len.
   """

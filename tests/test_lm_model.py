@@ -11,6 +11,7 @@ from kd import models, steps
 from kd.models import lm
 
 V, T = 259, 16
+PAD = 256  # The byte tokenizer's.
 # (name, sizes): grouped-query + tied + SwiGLU; multi-head + untied + GELU.
 CONFIGS = {
     'gqa_tied': dict(d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -167,7 +168,7 @@ def test_a_sequence_longer_than_the_context_is_an_error(lm_and_vars):
   with pytest.raises(ValueError, match='20 \\+ max_new_tokens 13 = 33 exceeds '
                      'the model context max_len=32'):
     gen.generate(model, variables, _tokens(1, 20), jnp.array([20]),
-                 jax.random.key(0), max_new_tokens=13)
+                 jax.random.key(0), max_new_tokens=13, pad_id=PAD)
 
 
 # Generation.
@@ -184,7 +185,7 @@ def gqa():
 
 @pytest.fixture(scope='module')
 def sampler(gqa):
-  return jax.jit(functools.partial(gen.generate, *gqa),
+  return jax.jit(functools.partial(gen.generate, *gqa, pad_id=PAD),
                  static_argnames=('max_new_tokens', 'temperature', 'top_k',
                                   'eos_id'))
 
@@ -211,7 +212,7 @@ def test_greedy_with_the_cache_equals_greedy_by_full_recompute(gqa, sampler):
     np.testing.assert_array_equal(tokens[b, :n + _N], seq)
     np.testing.assert_array_equal(
         generated[b], (np.arange(8 + _N) >= n) & (np.arange(8 + _N) < n + _N))
-    assert np.all(np.asarray(tokens[b, n + _N:]) == 0)
+    assert np.all(np.asarray(tokens[b, n + _N:]) == PAD)
 
 
 def test_sampling_is_deterministic_and_cold_sampling_is_greedy(sampler):
@@ -241,7 +242,7 @@ def test_a_sequence_stops_at_eos(sampler):
     stop = new.index(eos) + 1 if eos in new else _N
     assert generated[b].sum() == stop
     np.testing.assert_array_equal(tokens[b, :n + stop], free[b, :n + stop])
-    assert np.all(np.asarray(tokens[b, n + stop:]) == 0)
+    assert np.all(np.asarray(tokens[b, n + stop:]) == PAD)
   assert generated[0].sum() <= 3
 
 
