@@ -185,9 +185,12 @@ def gqa():
 
 @pytest.fixture(scope='module')
 def sampler(gqa):
-  return jax.jit(functools.partial(gen.generate, *gqa, pad_id=PAD),
-                 static_argnames=('max_new_tokens', 'temperature', 'top_k',
-                                  'eos_id'))
+  """generate jitted with the weights as an argument, as in a train step."""
+  model, variables = gqa
+  fn = jax.jit(functools.partial(gen.generate, model, pad_id=PAD),
+               static_argnames=('max_new_tokens', 'temperature', 'top_k',
+                                'eos_id'))
+  return functools.partial(fn, variables)
 
 
 def _prompts():
