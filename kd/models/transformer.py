@@ -111,7 +111,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm transformer block; returns (x, attention probs, (keys, values))."""
+  """Pre-norm transformer block: (x, attention probs, (keys, values))."""
   num_heads: int
   num_kv_heads: int
   head_dim: int
