@@ -15,7 +15,8 @@ Incremental decoding: `init_cache` makes an empty cache, a dict of arrays
 `k`, `v` [layers, B, L, kv_heads, head_dim], `mask` [B, L] (slots holding
 real tokens) and `index` (the next slot), L <= max_len;
 `apply(variables, tokens, cache, method=TransformerLM.extend)` appends
-tokens [B, S] (a prompt, or one token a step) and returns `(logits [B, S, V], new cache)`.
+tokens [B, S] (a prompt, or one token a step) and returns `(logits
+[B, S, V], new cache)`.
 """
 from typing import Any, Sequence
 
