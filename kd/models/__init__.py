@@ -3,14 +3,15 @@
 Every model is a `flax.linen.Module` whose `__call__(x, train: bool)` returns
 `(logits, features)`, where `features` is a dict of named intermediate tensors
 (NHWC for 2-D maps, NWC for 1-D maps) that always includes `'embedding'`, the
-pre-logit vector.
+pre-logit vector. For 'transformer_lm' `num_classes` is the vocabulary
+size and `x` a [batch, length] int32 token array (see `kd.models.lm`).
 """
 import functools
 from typing import Callable
 
 import flax.linen as nn
 
-from kd.models import (cifar_resnet, cnn, gru, imagenet_resnet, mlp,
+from kd.models import (cifar_resnet, cnn, gru, imagenet_resnet, lm, mlp,
                        mobilenet, shufflenet, vgg, wrn)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -43,6 +44,9 @@ for _name, _blocks, _bottleneck in (('resnet18', (2, 2, 2, 2), False),
                                     ('resnet50', (3, 4, 6, 3), True)):
   _REGISTRY[f'{_name}_imagenet'] = functools.partial(
       imagenet_resnet.ImageNetResNet, blocks=_blocks, bottleneck=_bottleneck)
+# Language models: the classes are the vocabulary.
+_REGISTRY['transformer_lm'] = (
+    lambda num_classes, **kw: lm.TransformerLM(vocab_size=num_classes, **kw))
 
 
 def register(name: str, factory: Callable[..., nn.Module]) -> None:

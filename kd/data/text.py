@@ -1,0 +1,260 @@
+"""Text corpora as packed token batches for language models.
+
+Tokenizers: `ByteTokenizer` (the default: UTF-8 bytes 0..255, then pad 256,
+bos 257, eos 258; vocabulary 259) or `BPETokenizer`, a byte-level BPE
+trained on the training split with the `tokenizers` library (pad 0, bos 1,
+eos 2), saved as JSON in the run directory and reloaded from there.
+
+Packing: every document becomes `bos, tokens, eos`; the documents are
+concatenated into one stream and cut into rows of `seq_len + 1` tokens that
+overlap by one, so every stream token is a target exactly once (attention
+is not cut at document boundaries, as in GPT-2's training). A batch is
+
+  tokens [B, T + 1] int32: inputs tokens[:, :-1], targets tokens[:, 1:];
+  mask   [B, T] float32:   1 where the target is a real token (text or eos),
+                           0 on padding and on bos targets (a bos always
+                           follows an eos: nothing to learn);
+  bytes  [B, T] int32:     UTF-8 bytes each target token covers (0 where
+                           masked and for eos),
+
+so the loss is the masked mean over [B, T], sum(mask * nll) / sum(mask),
+and bits per byte is sum(mask * nll) / ln 2 / sum(bytes).
+"""
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from kd.data import text_builders
+from kd.data.input_pipeline import _data_dir, _process_index_count
+
+TEXT = ('kd_bbcnews', 'kd_pystdlib')  # Offline; '<name>/tiny' for tests.
+TOKENIZERS = ('byte', 'bpe')
+
+
+class ByteTokenizer:
+  """UTF-8 bytes; pad 256, bos 257, eos 258."""
+  vocab_size, pad_id, bos_id, eos_id = 259, 256, 257, 258
+
+  @property
+  def token_bytes(self) -> np.ndarray:
+    """[vocab_size]: bytes of text each token stands for (0: special)."""
+    return (np.arange(self.vocab_size) < 256).astype(np.int32)
+
+  def encode(self, texts: list[str]) -> list[np.ndarray]:
+    return [np.frombuffer(t.encode('utf-8'), np.uint8).astype(np.uint16)
+            for t in texts]
+
+  def decode(self, ids) -> str:
+    ids = np.asarray(ids)
+    return bytes(ids[ids < 256].astype(np.uint8)).decode('utf-8', 'replace')
+
+
+class BPETokenizer:
+  """Byte-level BPE (GPT-2's pre-tokenizer); pad 0, bos 1, eos 2."""
+  SPECIALS = ('<pad>', '<bos>', '<eos>')
+  pad_id, bos_id, eos_id = 0, 1, 2
+
+  def __init__(self, tok):
+    self._tok = tok
+    self.vocab_size = tok.get_vocab_size()
+    vocab = tok.get_vocab()
+    # A byte-level token is spelt with one alphabet character per byte.
+    self.token_bytes = np.zeros(self.vocab_size, np.int32)
+    for piece, i in vocab.items():
+      if piece not in self.SPECIALS:
+        self.token_bytes[i] = len(piece)
+
+  @classmethod
+  def train(cls, texts: list[str], vocab_size: int) -> 'BPETokenizer':
+    import tokenizers as tk  # pylint: disable=import-outside-toplevel
+    tok = tk.Tokenizer(tk.models.BPE())
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(cls.SPECIALS),
+        initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return cls(tok)
+
+  @classmethod
+  def load(cls, path: str) -> 'BPETokenizer':
+    import tokenizers as tk  # pylint: disable=import-outside-toplevel
+    return cls(tk.Tokenizer.from_file(path))
+
+  def save(self, path: str):
+    tmp = path + '.tmp'
+    self._tok.save(tmp)
+    os.replace(tmp, path)  # A preempted save leaves no half file.
+
+  def encode(self, texts: list[str]) -> list[np.ndarray]:
+    return [np.asarray(e.ids, np.uint16 if self.vocab_size <= 65536
+                       else np.int32) for e in self._tok.encode_batch(texts)]
+
+  def decode(self, ids) -> str:
+    return self._tok.decode([int(i) for i in ids])
+
+
+def builder(name: str, data_dir: str | None = None):
+  """The prepared builder of text dataset `name` ('kd_pystdlib',
+  'kd_bbcnews', or '<name>/tiny'), prepared here on first use."""
+  base = name.split('/')[0]
+  if base not in TEXT:
+    raise ValueError(f'unknown text dataset {name!r}; valid: '
+                     f'{", ".join(TEXT)} (or <name>/tiny)')
+  b = tfds.builder(name, data_dir=_data_dir(data_dir))
+  if not b.is_prepared():
+    tfds.disable_progress_bar()
+    b.download_and_prepare(file_format='tfrecord')
+  if base == 'kd_pystdlib':
+    _check_stdlib(b)
+  return b
+
+
+def _check_stdlib(b):
+  """A kd_pystdlib built from another standard library is another dataset."""
+  built = b.info.metadata
+  root = text_builders.stdlib_dir()
+  files = text_builders.stdlib_files(root)
+  if text_builders.fingerprint(files) != built.get('files_sha256'):
+    raise text_builders.CorpusError(
+        f'kd_pystdlib in {b.data_dir} was built from the standard library of '
+        f'Python {built.get("python_version")} ({built.get("num_files")} '
+        f'files); this interpreter\'s ({root}, {len(files)} files) differs. '
+        f'Rebuild it: delete {b.data_dir} (it is prepared again on first '
+        f'use), or use another data_dir.')
+
+
+def documents(name: str, split: str, data_dir: str | None = None
+              ) -> list[str]:
+  """The texts of `split`, in file order."""
+  b = builder(name, data_dir)
+  ds = b.as_dataset(split=split, shuffle_files=False,
+                    read_config=tfds.ReadConfig(add_tfds_id=False))
+  return [e['text'].decode('utf-8') for e in tfds.as_numpy(ds)]
+
+
+def tokenizer(kind: str = 'byte', *, name: str | None = None,
+              vocab_size: int = 0, path: str | None = None,
+              data_dir: str | None = None):
+  """The tokenizer `kind`. 'bpe' loads `path` (the run directory's
+  tokenizer.json) if it exists, else trains on `name`'s training split and
+  saves it there, so a resumed run tokenizes as the first did."""
+  if kind == 'byte':
+    return ByteTokenizer()
+  if kind != 'bpe':
+    raise ValueError(f'unknown tokenizer {kind!r}; valid: {TOKENIZERS}')
+  if path and os.path.exists(path):
+    tok = BPETokenizer.load(path)
+    if vocab_size and tok.vocab_size != vocab_size:
+      raise ValueError(f'{path} holds a tokenizer of vocabulary '
+                       f'{tok.vocab_size}, not the configured {vocab_size}: '
+                       f'set the vocabulary size to {tok.vocab_size} or use '
+                       f'a new run directory')
+    return tok
+  if not name or vocab_size <= 256 + len(BPETokenizer.SPECIALS):
+    raise ValueError(f'a BPE tokenizer is trained on a dataset (name={name!r})'
+                     f' to a vocabulary larger than 259 (vocab_size='
+                     f'{vocab_size})')
+  tok = BPETokenizer.train(documents(name, 'train', data_dir), vocab_size)
+  if path:
+    tok.save(path)
+  return tok
+
+
+def pack(docs: list[np.ndarray], tok) -> np.ndarray:
+  """One stream: bos, doc, eos for each of `docs` in order."""
+  parts = []
+  for d in docs:
+    parts += [np.array([tok.bos_id], d.dtype), d, np.array([tok.eos_id],
+                                                           d.dtype)]
+  return np.concatenate(parts) if parts else np.zeros(0, np.uint16)
+
+
+def windows(stream: np.ndarray, seq_len: int) -> np.ndarray:
+  """[rows, seq_len + 1] view: row r is stream[r T : r T + T + 1]."""
+  rows = (len(stream) - 1) // seq_len
+  return np.lib.stride_tricks.sliding_window_view(
+      stream[:rows * seq_len + 1], seq_len + 1)[::seq_len]
+
+
+def _batch(rows: np.ndarray, tok) -> dict[str, np.ndarray]:
+  tokens = rows.astype(np.int32)
+  targets = tokens[:, 1:]
+  mask = (targets != tok.pad_id) & (targets != tok.bos_id)
+  return {'tokens': tokens, 'mask': mask.astype(np.float32),
+          'bytes': np.where(mask, tok.token_bytes[targets], 0).astype(
+              np.int32)}
+
+
+def _encoded(name, split, tok, data_dir):
+  docs = tok.encode(documents(name, split, data_dir))
+  if not docs or not sum(map(len, docs)):
+    raise text_builders.CorpusError(
+        f'{name} has no text in split {split!r}: rebuild it (delete its '
+        f'directory under {_data_dir(data_dir) or "~/tensorflow_datasets"}) '
+        f'or pick another split')
+  return docs
+
+
+def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
+                  tok=None, data_dir: str | None = None, split: str = 'train',
+                  start_step: int = 0, process_index: int | None = None,
+                  process_count: int | None = None):
+  """Endless iterator of packed batches (see the module doc) of this
+  process's `batch_size` rows. Every epoch packs the documents in an order
+  of its own and visits the rows in an order of its own, both drawn from
+  (seed, epoch); rows left over from the last whole global batch are
+  skipped. Process i keeps rows i*B..(i+1)*B of every global batch, so the
+  global batches do not depend on the process count. Starting at
+  `start_step` yields exactly what an uninterrupted iterator yields from
+  its `start_step`-th batch on."""
+  tok = tok or ByteTokenizer()
+  index, count = _process_index_count(process_index, process_count)
+  docs = _encoded(name, split, tok, data_dir)
+  stream_len = sum(len(d) + 2 for d in docs)
+  rows = (stream_len - 1) // seq_len
+  per_epoch = rows // (batch_size * count)
+  if not per_epoch:
+    raise ValueError(
+        f'{name} {split} packs into {rows} rows of {seq_len} tokens, fewer '
+        f'than one global batch of {batch_size * count}: lower batch_size or '
+        f'seq_len')
+  epoch, view, order = None, None, None
+  step = start_step
+  while True:
+    e, b = divmod(step, per_epoch)
+    if e != epoch:
+      epoch = e
+      rng = np.random.default_rng([seed, epoch])
+      view = windows(pack([docs[i] for i in rng.permutation(len(docs))],
+                          tok), seq_len)
+      order = rng.permutation(rows)
+    first = (b * count + index) * batch_size
+    yield _batch(view[order[first:first + batch_size]], tok)
+    step += 1
+
+
+def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
+                 split: str = 'test', data_dir: str | None = None,
+                 process_index: int | None = None,
+                 process_count: int | None = None):
+  """Every token of `split` (documents in file order) as a target exactly
+  once, in packed batches; the last row and batch are padded (mask 0). Every
+  process yields the same number of batches (process i: rows i*B..(i+1)*B
+  of every global batch)."""
+  tok = tok or ByteTokenizer()
+  index, count = _process_index_count(process_index, process_count)
+  stream = pack(_encoded(name, split, tok, data_dir), tok)
+  rows = -(-(len(stream) - 1) // seq_len)
+  global_batch = batch_size * count
+  num_batches = -(-rows // global_batch)
+  padded = np.full(num_batches * global_batch * seq_len + 1, tok.pad_id,
+                   stream.dtype)
+  padded[:len(stream)] = stream
+  view = windows(padded, seq_len)
+  for b in range(num_batches):
+    first = (b * count + index) * batch_size
+    yield _batch(view[first:first + batch_size], tok)
+
