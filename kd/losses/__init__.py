@@ -20,6 +20,9 @@ One way for every loss:
   whether it takes the batch's `labels`, and whether it is per position. A
   training step calls `spec.fn` and reduces per-position values once with
   the batch's mask. `register` adds a loss (experiments do).
+- `chunked(fn, chunk_size)` computes a per-position vocabulary loss a chunk
+  of positions at a time, so [B, T, V] probabilities are never all held (a
+  `Term`'s `chunk_size` kwarg does this in a step).
 
 Every value is float32 and differentiable in the student's arguments; the
 teacher's receive no gradient.

@@ -66,7 +66,9 @@ def generalized_jsd(student_logits, teacher_logits, temperature: float = 1.0,
   JSD_beta / (1 - beta) -> KL(q || p) (reverse). This is TRL's
   `generalized_jsd_loss` (its `beta` weights the teacher's term, M = beta
   teacher + (1 - beta) student), except that TRL takes beta = 0 and 1 to
-  mean the plain forward and reverse KL: use `forward_kl` / `reverse_kl`.
+  mean the plain forward and reverse KL (use `forward_kl` / `reverse_kl`),
+  and that its `reduction='batchmean'` divides the sum over tokens by the
+  number of sequences, where the scalar form here averages over tokens.
   """
   if not 0 < beta < 1:
     raise ValueError(f'beta must be in (0, 1), got {beta}; beta = 0 and 1 '
