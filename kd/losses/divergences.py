@@ -152,11 +152,11 @@ def chunked(fn, chunk_size: int):
   The student's logits and the teacher's (or its cached top-k tuple) are
   split along their leading position axes (those of the student's logits
   but the last); further arguments reach every chunk whole. Each chunk runs
-  under `jax.checkpoint`, so the backward pass
-  recomputes a chunk's intermediates instead of storing them. The logits
-  themselves are inputs and stay whole; where `chunk_size` does not divide
-  the number of positions they are padded (one more copy), so pick a
-  divisor. Values and gradients equal those of `fn`.
+  under `jax.checkpoint`, so the backward pass recomputes a chunk's
+  intermediates instead of storing them. The logits themselves are inputs
+  and stay whole; where `chunk_size` does not divide the number of
+  positions they are padded (one more copy), so pick a divisor. Values and
+  gradients equal those of `fn`.
   """
   if chunk_size < 1:
     raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
