@@ -149,6 +149,14 @@ def regressor() -> Adapter:
                     lambda out, t: ((out, t), {}))
 
 
+def linear() -> Adapter:
+  """A learnable dense map of the student's last axis to the teacher's width,
+  y = x W + b on every position: hidden states [B, T, D_s] -> [B, T, D_t]
+  (TinyBERT's W_h), vectors [B, D_s] -> [B, D_t]; the teacher's unchanged."""
+  return _stateless(lambda s, t: nn.Dense(t.shape[-1]),
+                    lambda out, t: ((out, t), {}))
+
+
 def vid(hidden: int = 0) -> Adapter:
   return _stateless(
       lambda s, t: VIDRegressor(t.shape[-1], hidden or 2 * t.shape[-1]),
@@ -278,7 +286,7 @@ def ft(stage: str = 'translator', rate: float = 0.5) -> Adapter:
   return Adapter(init, apply)
 
 
-ADAPTERS = {'regressor': regressor, 'vid': vid, 'crd': crd, 'ab': ab,
+ADAPTERS = {'regressor': regressor, 'linear': linear, 'vid': vid, 'crd': crd, 'ab': ab,
             'ft': ft}
 
 

@@ -6,7 +6,6 @@ collectives over `AXIS`, so the same function runs under `jax.pmap` and under
 """
 import dataclasses
 import functools
-import inspect
 import re
 from typing import Any, Callable, Mapping
 
@@ -69,6 +68,9 @@ class Term:
   `student` and `teacher` name entries of the models' outputs: `'logits'` or
   a key of their feature dicts. An `adapter` (see `kd.adapters`) maps the
   pair to the loss's inputs with learnable parameters of its own.
+  Per-position losses are averaged over the batch's `mask` (all positions
+  without one); `kwargs['chunk_size']` computes such a loss that many
+  positions at a time (`kd.losses.chunked`).
   """
   name: str
   loss: str
@@ -86,7 +88,7 @@ class Term:
   def __call__(self, student_out, teacher_out, batch, aux_params=None,
                aux_state=None, rng=None):
     """Returns (loss value, the adapter's new state)."""
-    fn = losses.get(self.loss)
+    spec = losses.spec(self.loss)
     s = student_out[resolve(student_out, self.student)]
     t = teacher_out[resolve(teacher_out, self.teacher)]
     extra = dict(self.kwargs)
@@ -96,9 +98,13 @@ class Term:
       (s, t), more, new_state = adapter.apply(aux_params, aux_state, s, t,
                                               batch, rng)
       extra.update(more)
-    if 'labels' in inspect.signature(fn).parameters:
+    if spec.labels:
       extra['labels'] = batch['label']
-    return fn(s, t, **extra), new_state
+    if not spec.per_position:
+      return spec.fn(s, t, **extra), new_state
+    chunk_size = extra.pop('chunk_size', 0)
+    fn = losses.chunked(spec.fn, chunk_size) if chunk_size else spec.fn
+    return losses.masked_mean(fn(s, t, **extra), batch.get('mask')), new_state
 
 
 def outputs(logits, features) -> dict:
@@ -132,8 +138,9 @@ def apply_gradients(state, tx, grads, new_model_state, new_aux_state=None):
       aux_state=state.aux_state if new_aux_state is None else new_aux_state)
 
 
-def accuracy(logits, labels):
-  return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+def accuracy(logits, labels, mask=None):
+  return losses.masked_mean(
+      (jnp.argmax(logits, -1) == labels).astype(jnp.float32), mask)
 
 
 def mixup(batch, rng, alpha: float):
@@ -148,11 +155,13 @@ def mixup(batch, rng, alpha: float):
 
 
 def _mixed_ce(logits, batch, label_smoothing):
-  ce = losses.cross_entropy(logits, batch['label'], label_smoothing)
+  """Cross-entropy averaged over the batch's mask, mixed as the batch is."""
+  ce = lambda labels: losses.cross_entropy(logits, labels, label_smoothing,
+                                           mask=batch.get('mask'))
   if 'lam' in batch:
-    ce = batch['lam'] * ce + (1 - batch['lam']) * losses.cross_entropy(
-        logits, batch['label_b'], label_smoothing)
-  return ce
+    return batch['lam'] * ce(batch['label']) + (1 - batch['lam']) * ce(
+        batch['label_b'])
+  return ce(batch['label'])
 
 
 def _step_rng(seed, state):
@@ -174,7 +183,8 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
                                         batch['image'], qat)
     ce = _mixed_ce(logits, batch, label_smoothing)
     return ce, (new_state, {'loss': ce, 'ce': ce,
-                            'accuracy': accuracy(logits, batch['label'])})
+                            'accuracy': accuracy(logits, batch['label'],
+                                                 batch.get('mask'))})
 
   def step(state, batch):
     if mixup_alpha:
@@ -209,7 +219,8 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
                                             qat)
     student_out = outputs(logits, feats)
     ce = _mixed_ce(logits, batch, label_smoothing)
-    metrics = {'ce': ce, 'accuracy': accuracy(logits, batch['label'])}
+    metrics = {'ce': ce, 'accuracy': accuracy(logits, batch['label'],
+                                              batch.get('mask'))}
     total = ce_weight * ce
     new_aux_state = dict(state.aux_state)
     for i, term in enumerate(terms):
@@ -246,8 +257,8 @@ def _masked_sums(logits, batch) -> dict:
   """`correct` and cross-entropy `loss` summed over the unmasked examples."""
   mask = batch['mask']
   return {'correct': jnp.sum(mask * (jnp.argmax(logits, -1) == batch['label'])),
-          'loss': jnp.sum(mask * optax.softmax_cross_entropy_with_integer_labels(
-              logits.astype(jnp.float32), batch['label']))}
+          'loss': jnp.sum(mask * losses.classification.cross_entropy(
+              logits, batch['label']))}
 
 
 def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
@@ -267,8 +278,7 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
     if teacher is not None or 'teacher' in batch:
       t_logits = (batch['teacher']['logits'] if teacher is None else
                   teacher.apply(teacher_vars, batch['image'], train=False)[0])
-      log_p = jax.nn.log_softmax(t_logits.astype(jnp.float32))
-      kl = jnp.sum(jnp.exp(log_p) * (log_p - jax.nn.log_softmax(logits)), -1)
+      kl = losses.divergences.forward_kl(logits, t_logits)
       out['agree'] = jnp.sum(
           mask * (jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1)))
       out['kl'] = jnp.sum(mask * kl)

@@ -288,3 +288,60 @@ def test_activation_boundary_gradient_reaches_only_the_student():
           jnp.asarray(S_MAP, jnp.float32), jnp.asarray(T_MAP, jnp.float32))
   assert np.all(np.asarray(g_t) == 0.0)
   assert np.abs(np.asarray(g_s)).sum() > 0
+
+
+PER_POSITION_SHAPES = {  # name: values' shape for the PAIRS inputs.
+    'kd': (B,), 'dkd': (B,), 'logit_mse': (B,), 'hint': (B, 4, 4),
+    'attention_transfer': (B,), 'factor_transfer': (B,), 'nst': (B,)}
+
+
+@pytest.mark.parametrize('name', sorted(PAIRS))
+def test_scalar_form_is_the_mean_of_the_per_position_values(name):
+  s, t, kw = PAIRS[name]
+  spec = losses.spec(name)
+  assert spec.per_position == (name in PER_POSITION_SHAPES)
+  assert spec.labels == (name == 'dkd')
+  if not spec.per_position:  # Batch-level: the scalar itself.
+    assert spec.mean is spec.fn and spec.fn(s, t, **kw).shape == ()
+    return
+  values = spec.fn(s, t, **kw)
+  assert values.shape == PER_POSITION_SHAPES[name]
+  np.testing.assert_allclose(float(losses.get(name)(s, t, **kw)),
+                             float(np.mean(values)), rtol=1e-6)
+  # A mask over the examples weighs them: the second half counts twice.
+  mask = np.repeat([1.0, 2.0], B // 2)
+  want = np.sum(mask * np.mean(values.reshape(B, -1), -1)) / mask.sum()
+  np.testing.assert_allclose(float(losses.get(name)(s, t, **kw, mask=mask)),
+                             want, rtol=1e-6)
+
+
+def test_register_records_what_the_step_needs_and_rejects_clashes():
+  def half_kd(student_logits, teacher_logits, labels):
+    del labels
+    return 0.5 * losses.logits.kd(student_logits, teacher_logits)
+
+  try:
+    mean = losses.register(half_kd, 'logits', labels=True)
+    spec = losses.spec('half_kd')
+    assert (spec.fn, spec.mean, spec.inputs, spec.labels, spec.per_position) \
+        == (half_kd, mean, 'logits', True, True)
+    np.testing.assert_allclose(float(mean(S_LOG, T_LOG, LABELS)),
+                               0.5 * float(losses.kd(S_LOG, T_LOG)), rtol=1e-6)
+    assert losses.register(half_kd, 'logits', labels=True) is mean
+    with pytest.raises(ValueError, match="'half_kd' is already registered"):
+      losses.register(lambda s, t: s, 'logits', name='half_kd')
+  finally:
+    losses.LOSSES.pop('half_kd', None)
+  with pytest.raises(ValueError, match="unknown input kind 'logit'; valid: "
+                     'logits, topk'):
+    losses.register(half_kd, 'logit')
+
+
+def test_cross_entropy_per_position_and_label_smoothing():
+  log_q = np.log(softmax(S_LOG))
+  ce = -log_q[np.arange(B), LABELS]
+  np.testing.assert_allclose(losses.classification.cross_entropy(
+      S_LOG, LABELS), ce, rtol=1e-5)
+  q = np.full((B, C), 0.1 / C) + 0.9 * np.eye(C)[LABELS]
+  np.testing.assert_allclose(float(losses.cross_entropy(S_LOG, LABELS, 0.1)),
+                             np.mean(-(q * log_q).sum(-1)), rtol=1e-5)

@@ -12,11 +12,11 @@ def cwtm(student_logits, teacher_logits, labels):
   """Confidence-weighted by teacher max: label cross-entropy of each example
   weighted by the teacher's top probability, normalised over the batch,
   L = sum_i (max_c p_ic / sum_j max_c p_jc) CE(s_i, y_i). The teacher
-  decides only how much each example counts, not what it should say."""
+  decides only how much each example counts, not what it should say. A
+  batch-level loss: the weights are normalised over the batch."""
   p_max = jnp.max(jax.nn.softmax(
       jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)), -1)
-  log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32))
-  ce = -jnp.take_along_axis(log_q, labels[:, None], -1)[:, 0]
+  ce = losses.classification.cross_entropy(student_logits, labels)
   return jnp.sum(p_max / jnp.sum(p_max) * ce)
 
 
@@ -56,5 +56,5 @@ def dkpp() -> adapters.Adapter:
   return adapters.Adapter(init, apply)
 
 
-losses.register(cwtm, 'logits')
+losses.register(cwtm, 'logits', labels=True, per_position=False)
 adapters.register('dkpp', dkpp)

@@ -12,6 +12,9 @@ The confidence and entropy modes judge teachers by their own predictions
 """
 import jax
 import jax.numpy as jnp
+import optax
+
+from kd.losses import classification
 
 MODES = ('mean', 'fixed', 'confidence', 'entropy', 'ae_kd')
 
@@ -35,8 +38,8 @@ def confidence(teacher_logits, labels):
   k = teacher_logits.shape[0]
   if k < 2:
     raise ValueError('confidence weighting needs at least 2 teachers')
-  log_p = jax.nn.log_softmax(teacher_logits.astype(jnp.float32))
-  ce = -jnp.take_along_axis(log_p, labels[None, :, None], -1)[..., 0]
+  ce = classification.cross_entropy(
+      teacher_logits, jnp.broadcast_to(labels, teacher_logits.shape[:2]))
   return (1.0 - jax.nn.softmax(ce, axis=0)) / (k - 1)
 
 
@@ -119,5 +122,5 @@ def kd_to_target(student_logits, target, temperature: float):
   that receives no gradient."""
   target = jax.lax.stop_gradient(target)
   log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
-  kl = jnp.sum(target * (jnp.log(jnp.clip(target, 1e-12)) - log_q), -1)
-  return temperature**2 * jnp.mean(kl)
+  # The mixture target is at hand as probabilities (0 log 0 = 0).
+  return temperature**2 * jnp.mean(optax.losses.kl_divergence(log_q, target))

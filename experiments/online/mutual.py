@@ -2,6 +2,8 @@
 import jax
 import jax.numpy as jnp
 
+from kd.losses import divergences
+
 
 def mutual_kl(logits, temperature: float = 1.0):
   """[N]: for each of N students, T^2 mean_b 1/(N-1) sum_{j != i}
@@ -16,8 +18,6 @@ def mutual_kl(logits, temperature: float = 1.0):
     raise ValueError('mutual learning needs at least 2 students')
   log_q = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature)
   log_p = jax.lax.stop_gradient(log_q)
-  p = jnp.exp(log_p)
   # kl[j, i, b] = KL(p_j || p_i) for every ordered pair; the diagonal is 0.
-  kl = (jnp.sum(p * log_p, -1)[:, None]
-        - jnp.einsum('jbc,ibc->jib', p, log_q))
+  kl = divergences.kl(log_p[:, None], log_q[None])
   return temperature**2 * jnp.mean(jnp.sum(kl, 0), -1) / (n - 1)

@@ -1,65 +1,160 @@
 """Distillation losses: small pure functions, each documented with its formula.
 
-All return float32 scalars averaged over the batch and are differentiable in
-their student arguments.
+One way for every loss:
+- The modules hold the math **per position**: `kd.losses.logits.kd(s, t)`
+  returns [B] for classifier logits [B, C] and [B, T] for a language model's
+  [B, T, V] (the leading axes kept, the class axis reduced), like optax's
+  losses. `kd.losses.divergences` has the vocabulary divergences (forward
+  and reverse KL, generalized JSD, TVD, skew KLs, top-k KL, `chunked`),
+  `features` the feature-map and hidden-state losses.
+- This package's names are their **scalar** forms, the mean over the
+  unmasked positions (`reduce.masked_mean`): `kd.losses.kd(s, t, 4.0)` is
+  the batch mean, `kd.losses.kd(s, t, 4.0, mask=m)` weighs positions by m.
+  The language-model losses take the mask third,
+  `kd.losses.forward_kl(s, t, mask=None, temperature=1.0)`.
+- Losses that relate the examples of a batch to each other (rkd,
+  similarity_preserving, pkt, correlation_congruence, dist, crd) have no
+  per-position values: they return the batch's scalar, registered with
+  `per_position=False`, and see padded examples like real ones.
+- `LOSSES` records, per name, a `LossSpec`: the function, its input kind,
+  whether it takes the batch's `labels`, and whether it is per position. A
+  training step calls `spec.fn` and reduces per-position values once with
+  the batch's mask. `register` adds a loss (experiments do).
+- `chunked(fn, chunk_size)` computes a per-position vocabulary loss a chunk
+  of positions at a time, so [B, T, V] probabilities are never all held (a
+  `Term`'s `chunk_size` kwarg does this in a step).
+
+Every value is float32 and differentiable in the student's arguments; the
+teacher's receive no gradient.
 """
+import dataclasses
+from typing import Callable
+
 import numpy as np
 
-from kd.losses.classification import cross_entropy
-from kd.losses.contrastive import crd
-from kd.losses.features import (activation_boundary, attention_transfer,
-                                factor_transfer, hint, match_spatial, nst,
-                                vid)
-from kd.losses.logits import dist, dkd, kd, logit_mse
-from kd.losses.relations import (correlation_congruence, pkt, rkd,
-                                 similarity_preserving)
+from kd.losses import classification
+from kd.losses import divergences
+from kd.losses import features
+from kd.losses import logits
+from kd.losses import reduce
+from kd.losses.contrastive import crd as _crd
+from kd.losses.reduce import masked_mean
+from kd.losses.relations import (correlation_congruence as _cc, pkt as _pkt,
+                                 rkd as _rkd,
+                                 similarity_preserving as _sp)
 
-LOSSES = {f.__name__: f for f in (
-    kd, dkd, dist, logit_mse, hint, attention_transfer, similarity_preserving,
-    rkd, pkt, correlation_congruence, nst, factor_transfer, vid, crd,
-    activation_boundary)}
+# What a loss pairs: 'logits' [..., classes] of equal shape (a classifier's
+# [batch, classes] or a language model's [batch, length, vocab]); 'topk' the
+# student's logits with the teacher's cached top-k (values, indices); 'map'
+# feature maps (spatial sizes pooled to the smaller; 'same_channels' also
+# needs equal widths); 'same_shape' equal shapes (hidden states [B, T, D]);
+# 'batch' anything with equal batch sizes; 'same' anything of equal size
+# once flattened.
+INPUT_KINDS = ('logits', 'topk', 'map', 'same_channels', 'same_shape',
+               'batch', 'same')
 
 
-def get(name: str):
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  """A registered loss. `fn(student, teacher, **kwargs)` returns values per
+  position if `per_position`, else the batch's scalar; `mean` is the scalar
+  form (`fn` itself for batch-level losses); with `labels` the step passes
+  the batch's integer labels as `labels=`."""
+  fn: Callable
+  mean: Callable
+  inputs: str
+  labels: bool = False
+  per_position: bool = True
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register(fn, inputs: str, *, labels: bool = False,
+             per_position: bool = True, name: str = '',
+             mask_position: int | None = None) -> Callable:
+  """Adds loss `fn` under `name` (default its __name__) so configs can name
+  it, and returns its scalar form (see `reduce.mean_of` for
+  `mask_position`). `inputs` is one of `INPUT_KINDS`."""
+  name = name or fn.__name__
+  if inputs not in INPUT_KINDS:
+    raise ValueError(f'loss {name!r}: unknown input kind {inputs!r}; valid: '
+                     f'{", ".join(INPUT_KINDS)}')
+  if name in LOSSES:
+    if LOSSES[name].fn is not fn:
+      raise ValueError(f'loss {name!r} is already registered')
+    return LOSSES[name].mean
+  mean = (reduce.mean_of(fn, mask_position) if per_position else fn)
+  LOSSES[name] = LossSpec(fn, mean, inputs, labels, per_position)
+  return mean
+
+
+def spec(name: str) -> LossSpec:
   if name not in LOSSES:
     raise ValueError(f'unknown loss {name!r}; valid losses: '
                      f'{", ".join(sorted(LOSSES))}')
   return LOSSES[name]
 
 
-# What each loss pairs: 'logits' [batch, classes] of equal shape; 'map'
-# feature maps (spatial sizes pooled to the smaller; 'same_channels' also
-# needs equal widths); 'batch' anything with equal batch sizes; 'same'
-# anything of equal size once flattened.
-INPUTS = {'kd': 'logits', 'dkd': 'logits', 'dist': 'logits',
-          'logit_mse': 'logits', 'hint': 'same_channels', 'vid': 'same_channels',
-          'attention_transfer': 'map', 'factor_transfer': 'map', 'nst': 'map',
-          'similarity_preserving': 'batch', 'rkd': 'batch', 'pkt': 'batch',
-          'correlation_congruence': 'same', 'crd': 'batch',
-          'activation_boundary': 'same_channels'}
+def get(name: str) -> Callable:
+  """The scalar form of loss `name`."""
+  return spec(name).mean
 
+cross_entropy = reduce.mean_of(classification.cross_entropy)
 
-def register(fn, inputs: str, name: str = '') -> None:
-  """Adds a loss `fn` under `name` (default its __name__) so configs can
-  name it; `inputs` is its kind in `INPUTS`."""
-  name = name or fn.__name__
-  if name in LOSSES and LOSSES[name] is not fn:
-    raise ValueError(f'loss {name!r} is already registered')
-  LOSSES[name], INPUTS[name] = fn, inputs
+kd = register(logits.kd, 'logits')
+dkd = register(logits.dkd, 'logits', labels=True)
+dist = register(logits.dist, 'logits', per_position=False)
+logit_mse = register(logits.logit_mse, 'logits')
+hint = register(features.hint, 'same_channels')
+attention_transfer = register(features.attention_transfer, 'map')
+factor_transfer = register(features.factor_transfer, 'map')
+nst = register(features.nst, 'map')
+vid = register(features.vid, 'same_channels')
+activation_boundary = register(features.activation_boundary, 'same_channels')
+hidden_mse = register(features.hidden_mse, 'same_shape')
+hidden_cosine = register(features.hidden_cosine, 'same_shape')
+similarity_preserving = register(_sp, 'batch', per_position=False)
+rkd = register(_rkd, 'batch', per_position=False)
+pkt = register(_pkt, 'batch', per_position=False)
+correlation_congruence = register(_cc, 'same', per_position=False)
+crd = register(_crd, 'batch', per_position=False)
+
+# The language-model divergences take the mask third.
+forward_kl = register(divergences.forward_kl, 'logits', mask_position=2)
+reverse_kl = register(divergences.reverse_kl, 'logits', mask_position=2)
+generalized_jsd = register(divergences.generalized_jsd, 'logits',
+                           mask_position=2)
+tvd = register(divergences.tvd, 'logits', mask_position=2)
+skew_kl = register(divergences.skew_kl, 'logits', mask_position=2)
+skew_reverse_kl = register(divergences.skew_reverse_kl, 'logits',
+                           mask_position=2)
+topk_kl = register(divergences.topk_kl, 'logits', mask_position=2)
+topk_kl_cached = register(divergences.topk_kl_cached, 'topk', mask_position=2)
+chunked = divergences.chunked
 
 
 def check_inputs(name: str, student_shape, teacher_shape) -> None:
-  """Raises ValueError naming the loss and both shapes if they cannot pair."""
+  """Raises ValueError naming the loss and both shapes if they cannot pair
+  (for 'topk', `teacher_shape` is that of the cached values)."""
   s, t = tuple(student_shape), tuple(teacher_shape)
-  kind = INPUTS[get(name) and name]
+  kind = spec(name).inputs
   fail = lambda why: ValueError(
       f'loss {name!r} cannot pair student {s} with teacher {t}: {why}')
   if s[:1] != t[:1]:
     raise fail('batch sizes differ')
-  if kind == 'logits' and (len(s) != 2 or s != t):
-    raise fail('needs [batch, classes] logits of the same shape')
+  if kind == 'logits' and (len(s) < 2 or s != t):
+    raise fail('needs logits [batch, classes] or [batch, length, vocab] of '
+               'the same shape')
+  if kind == 'topk' and (len(s) < 2 or s[:-1] != t[:-1] or t[-1] > s[-1]):
+    raise fail('needs student logits [..., vocab] and teacher top-k values '
+               '[..., k] with the same leading axes and k <= vocab')
   if kind == 'same' and np.prod(s) != np.prod(t):
     raise fail('needs equal feature sizes (add an adapter to project one)')
+  if kind == 'same_shape' and s != t:
+    raise fail('needs equal shapes'
+               + ("; widths differ: use the 'linear' adapter to project the "
+                  "student's" if s[:-1] == t[:-1] else ''))
   if kind in ('map', 'same_channels'):
     if len(s) < 3 or len(s) != len(t):
       raise fail('needs two feature maps [batch, *spatial, channels] of the '

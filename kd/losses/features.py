@@ -1,6 +1,10 @@
-"""Losses between intermediate feature maps (NHWC, or NWC for 1-D maps).
+"""Losses between intermediate features: maps (NHWC, or NWC for 1-D maps)
+and a language model's hidden states [B, T, D].
 
-Where the two maps differ in spatial size, the larger is average-pooled to
+Values per position: the elementwise losses (`hint`, `vid`, the `hidden_*`
+ones) keep every axis but the channels ([B, *spatial], [B, T]); those that
+normalise or correlate over a map's positions return one value per example
+([B]). Where two maps differ in spatial size, the larger is average-pooled to
 the smaller (`match_spatial`).
 """
 import jax
@@ -39,13 +43,13 @@ def _teacher(x):
 
 
 def hint(student_feat, teacher_feat):
-  """FitNets hint (Romero et al., 2015): mean (s - t)^2.
+  """FitNets hint (Romero et al., 2015): mean_c (s_c - t_c)^2 per position.
 
   The student map must already have the teacher's channels (the learnable
   regressor that maps it there is an adapter, not part of this function).
   """
   s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
-  return jnp.mean((s - t) ** 2)
+  return jnp.mean((s - t) ** 2, -1)
 
 
 def _attention(f, p):
@@ -57,31 +61,31 @@ def _attention(f, p):
 def attention_transfer(student_feat, teacher_feat, p: float = 2):
   """Attention transfer (Zagoruyko & Komodakis, ICLR 2017).
 
-  A(f) = normalize(mean_c f^p); L = mean over batch and positions of
+  A(f) = normalize(mean_c f^p); per example, L = mean over positions of
   (A(s) - A(t))^2. Channel counts may differ.
   """
   s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
-  return jnp.mean((_attention(s, p) - _attention(t, p)) ** 2)
+  return jnp.mean((_attention(s, p) - _attention(t, p)) ** 2, -1)
 
 
 def factor_transfer(student_factor, teacher_factor, p1: float = 2,
                     p2: float = 1):
   """Factor transfer (Kim et al., NeurIPS 2018), as in the CRD benchmark.
 
-  Factors mapped like attention maps with power p1, then
-  L = mean |A(s) - A(t)|^p2 (p2 = 1: L1).
+  Factors mapped like attention maps with power p1, then per example
+  L = mean over positions of |A(s) - A(t)|^p2 (p2 = 1: L1).
   """
   s, t = match_spatial(_f32(student_factor), _teacher(teacher_factor))
   diff = jnp.abs(_attention(s, p1) - _attention(t, p1))
-  return jnp.mean(diff if p2 == 1 else diff ** p2)
+  return jnp.mean(diff if p2 == 1 else diff ** p2, -1)
 
 
 def activation_boundary(student_feat, teacher_feat, margin: float = 1.0):
   """Activation boundaries (Heo et al., AAAI 2019), the alternative L2 form of
   the CRD benchmark code, on pre-activation maps (the student's through the
   AB connector, so both have the teacher's channels):
-    L = (1 / batch) sum [ (s + m)^2 1(s > -m, t <= 0)
-                          + (s - m)^2 1(s <= m, t > 0) ],
+    L = sum over an example's neurons of [ (s + m)^2 1(s > -m, t <= 0)
+                                          + (s - m)^2 1(s <= m, t > 0) ],
   i.e. each student neuron is pushed past the margin m on the side where
   the teacher's neuron is active (t > 0) or not.
   """
@@ -89,15 +93,16 @@ def activation_boundary(student_feat, teacher_feat, margin: float = 1.0):
   on = t > 0
   loss = ((s + margin) ** 2 * ((s > -margin) & ~on)
           + (s - margin) ** 2 * ((s <= margin) & on))
-  return jnp.sum(loss) / s.shape[0]
+  return jnp.sum(loss.reshape(loss.shape[0], -1), -1)
 
 
 def nst(student_feat, teacher_feat):
   """Neuron selectivity transfer (Huang & Wang, 2017).
 
   Each channel's spatial vector is L2-normalised; with the polynomial kernel
-  K(a, b) = (a . b)^2 between channels, per example,
-  L = mean K(t, t) + mean K(s, s) - 2 mean K(s, t). Channel counts may differ.
+  K(a, b) = (a . b)^2 between channels, per example
+  L = mean K(t, t) + mean K(s, s) - 2 mean K(s, t), the means over channel
+  pairs. Channel counts may differ.
   """
   s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
 
@@ -106,8 +111,8 @@ def nst(student_feat, teacher_feat):
     return norms.normalize(f, 2)
 
   s, t = channels(s), channels(t)
-  k = lambda a, b: jnp.einsum('nip,njp->nij', a, b) ** 2
-  return jnp.mean(k(t, t)) + jnp.mean(k(s, s)) - 2.0 * jnp.mean(k(s, t))
+  k = lambda a, b: jnp.mean(jnp.einsum('nip,njp->nij', a, b) ** 2, (1, 2))
+  return k(t, t) + k(s, s) - 2.0 * k(s, t)
 
 
 def vid(student_pred_mean, teacher_feat, log_scale, eps: float = 1e-5):
@@ -116,8 +121,25 @@ def vid(student_pred_mean, teacher_feat, log_scale, eps: float = 1e-5):
   Gaussian negative log-likelihood of the teacher map under a mean predicted
   from the student (by a learnable regressor) and a learned per-channel
   variance var = softplus(log_scale) + eps:
-  L = mean 0.5 * ((t - mu)^2 / var + log var).
+  L = mean_c 0.5 * ((t - mu)^2 / var + log var) per position.
   """
   mu, t = match_spatial(_f32(student_pred_mean), _teacher(teacher_feat))
   var = jax.nn.softplus(_f32(log_scale)) + eps
-  return jnp.mean(0.5 * ((t - mu) ** 2 / var + jnp.log(var)))
+  return jnp.mean(0.5 * ((t - mu) ** 2 / var + jnp.log(var)), -1)
+
+
+def hidden_mse(student_hidden, teacher_hidden):
+  """Hidden-state matching, per token: mean_d (h_s - h_t)^2 for hidden states
+  [B, T, D] of equal width (a learnable projection of the student's, the
+  'linear' adapter, where they differ; TinyBERT, Jiao et al., 2020)."""
+  s, t = _f32(student_hidden), _teacher(teacher_hidden)
+  return jnp.mean((s - t) ** 2, -1)
+
+
+def hidden_cosine(student_hidden, teacher_hidden):
+  """Cosine hidden-state loss, per token: 1 - cos(h_s, h_t) for hidden states
+  [B, T, D] of equal width (DistilBERT, Sanh et al., 2019); the norms are
+  floored, so zero vectors give 1, not NaN."""
+  s = norms.normalize(_f32(student_hidden))
+  t = norms.normalize(_teacher(teacher_hidden))
+  return 1.0 - jnp.sum(s * t, -1)

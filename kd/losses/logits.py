@@ -1,24 +1,25 @@
-"""Losses between student and teacher logits."""
+"""Losses between student and teacher logits, per position (logits [..., C]
+-> values [...]) except `dist`, whose intra-class term relates the positions
+of a batch."""
 import jax
 import jax.numpy as jnp
+import optax
 
+from kd.losses import divergences
 from kd.losses import norms
 
 
 def kd(student_logits, teacher_logits, temperature: float = 4.0):
   """Knowledge distillation (Hinton, Vinyals & Dean, 2015).
 
-  L = T^2 * mean_i KL(softmax(t_i / T) || softmax(s_i / T))
-    = T^2 * mean_i sum_c p_ic (log p_ic - log q_ic),
-  p = softmax(t / T), q = softmax(s / T). The T^2 keeps gradient magnitudes
-  comparable across temperatures. No gradient flows into the teacher.
+  L = T^2 KL(softmax(t / T) || softmax(s / T))
+    = T^2 sum_c p_c (log p_c - log q_c),
+  p = softmax(t / T), q = softmax(s / T): `divergences.forward_kl` times T^2,
+  which keeps gradient magnitudes comparable across temperatures. No
+  gradient flows into the teacher.
   """
-  t = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature
-  s = student_logits.astype(jnp.float32) / temperature
-  log_p = jax.nn.log_softmax(t)
-  log_q = jax.nn.log_softmax(s)
-  kl = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
-  return temperature**2 * jnp.mean(kl)
+  return temperature**2 * divergences.forward_kl(student_logits,
+                                                 teacher_logits, temperature)
 
 
 def dkd(student_logits, teacher_logits, labels, alpha: float = 1.0,
@@ -29,7 +30,7 @@ def dkd(student_logits, teacher_logits, labels, alpha: float = 1.0,
   TCKD = KL([p_t_y, 1 - p_t_y] || [p_s_y, 1 - p_s_y]) (target vs the rest),
   NCKD = KL(p_t^ || p_s^), p^ = softmax over the non-target classes
   (target logit masked with -1000, as the reference code does).
-  L = T^2 * mean_i (alpha * TCKD_i + beta * NCKD_i).
+  L = T^2 (alpha TCKD + beta NCKD).
   """
   t = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature
   s = student_logits.astype(jnp.float32) / temperature
@@ -37,11 +38,11 @@ def dkd(student_logits, teacher_logits, labels, alpha: float = 1.0,
   p_t, p_s = jax.nn.softmax(t), jax.nn.softmax(s)
   bin_t = jnp.stack([jnp.sum(p_t * gt, -1), jnp.sum(p_t * (1 - gt), -1)], -1)
   bin_s = jnp.stack([jnp.sum(p_s * gt, -1), jnp.sum(p_s * (1 - gt), -1)], -1)
-  tckd = jnp.sum(bin_t * (jnp.log(bin_t) - jnp.log(bin_s)), -1)
-  log_nt = jax.nn.log_softmax(t - 1000.0 * gt)
-  log_ns = jax.nn.log_softmax(s - 1000.0 * gt)
-  nckd = jnp.sum(jnp.exp(log_nt) * (log_nt - log_ns), -1)
-  return temperature**2 * jnp.mean(alpha * tckd + beta * nckd)
+  # The binary teacher distribution is at hand as probabilities.
+  tckd = optax.losses.kl_divergence(jnp.log(bin_s), bin_t)
+  nckd = divergences.kl(jax.nn.log_softmax(t - 1000.0 * gt),
+                        jax.nn.log_softmax(s - 1000.0 * gt))
+  return temperature**2 * (alpha * tckd + beta * nckd)
 
 
 def _pearson_rows(a, b, eps: float = 1e-8):
@@ -53,20 +54,23 @@ def _pearson_rows(a, b, eps: float = 1e-8):
 def dist(student_logits, teacher_logits, beta: float = 1.0,
          gamma: float = 1.0, temperature: float = 1.0):
   """DIST (Huang et al., NeurIPS 2022): relations, not exact probabilities.
+  A batch-level scalar (the intra-class term compares positions).
 
-  p = softmax(z / T). Inter-class: 1 - mean_i pearson(p_s[i, :], p_t[i, :]);
+  p = softmax(z / T) per position (all positions of [B, T, C] logits taken
+  as rows). Inter-class: 1 - mean_i pearson(p_s[i, :], p_t[i, :]);
   intra-class: 1 - mean_c pearson(p_s[:, c], p_t[:, c]).
   L = T^2 * (beta * inter + gamma * intra); 1e-8 in the cosine denominators.
   """
-  t = jax.nn.softmax(
-      jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature)
-  s = jax.nn.softmax(student_logits.astype(jnp.float32) / temperature)
+  rows = lambda z: z.reshape(-1, z.shape[-1])
+  t = jax.nn.softmax(rows(
+      jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)) / temperature)
+  s = jax.nn.softmax(rows(student_logits.astype(jnp.float32)) / temperature)
   inter = 1.0 - jnp.mean(_pearson_rows(s, t))
   intra = 1.0 - jnp.mean(_pearson_rows(s.T, t.T))
   return temperature**2 * (beta * inter + gamma * intra)
 
 
 def logit_mse(student_logits, teacher_logits):
-  """Logit matching (Ba & Caruana, 2014): mean (s - t)^2."""
+  """Logit matching (Ba & Caruana, 2014): mean_c (s_c - t_c)^2."""
   t = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)
-  return jnp.mean((student_logits.astype(jnp.float32) - t) ** 2)
+  return jnp.mean((student_logits.astype(jnp.float32) - t) ** 2, -1)

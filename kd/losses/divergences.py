@@ -1,0 +1,182 @@
+"""Divergences between the teacher's and the student's softened predictions,
+per position: logits [..., V] (a classifier's [B, C], a language model's
+[B, T, V]) -> values [...].
+
+Notation: p = softmax(t / T) the teacher's distribution, q = softmax(s / T)
+the student's, T the temperature (both logits divided by it before the
+softmax). No T^2 factor is applied (as in GKD and TRL); `kd.losses.logits.kd`
+is the T^2-scaled forward KL of Hinton et al. The teacher's logits receive no
+gradient.
+"""
+import math
+from numbers import Number
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def kl(log_p, log_q):
+  """KL(p || q) = sum_v p_v (log p_v - log q_v) over the last axis, from
+  log-probabilities (`optax.losses.kl_divergence_with_log_targets`)."""
+  return optax.losses.kl_divergence_with_log_targets(log_q, log_p)
+
+
+def check_positive(name: str, value) -> None:
+  """Raises ValueError if a concrete number `value` is not > 0."""
+  if isinstance(value, Number) and not value > 0:
+    raise ValueError(f'{name} must be > 0, got {value}')
+
+
+def log_probs(student_logits, teacher_logits, temperature: float = 1.0):
+  """(log q, log p): float32 log-softmax of both logits over T; the teacher's
+  side is stop-gradient."""
+  check_positive('temperature', temperature)
+  t = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature
+  s = student_logits.astype(jnp.float32) / temperature
+  return jax.nn.log_softmax(s), jax.nn.log_softmax(t)
+
+
+def _log_mixture(log_a, log_b, weight: float):
+  """log(w a + (1 - w) b), computed in log space."""
+  return jnp.logaddexp(log_a + jnp.log(weight), log_b + jnp.log1p(-weight))
+
+
+def forward_kl(student_logits, teacher_logits, temperature: float = 1.0):
+  """KL(p || q), the teacher's distribution against the student's: mode
+  covering (Hinton et al., 2015, without the T^2)."""
+  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
+  return kl(log_p, log_q)
+
+
+def reverse_kl(student_logits, teacher_logits, temperature: float = 1.0):
+  """KL(q || p) = sum_v q_v (log q_v - log p_v): mode seeking (MiniLLM,
+  Gu et al., ICLR 2024; GKD with beta -> 1)."""
+  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
+  return kl(log_q, log_p)
+
+
+def generalized_jsd(student_logits, teacher_logits, temperature: float = 1.0,
+                    beta: float = 0.5):
+  """Generalized Jensen-Shannon divergence (GKD, Agarwal et al., ICLR 2024):
+  JSD_beta = beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q,
+  0 < beta < 1; beta = 0.5 is the Jensen-Shannon divergence.
+
+  As beta -> 0, JSD_beta / beta -> KL(p || q) (forward); as beta -> 1,
+  JSD_beta / (1 - beta) -> KL(q || p) (reverse). This is TRL's
+  `generalized_jsd_loss` (its `beta` weights the teacher's term, M = beta
+  teacher + (1 - beta) student), except that TRL takes beta = 0 and 1 to
+  mean the plain forward and reverse KL (use `forward_kl` / `reverse_kl`),
+  and that its `reduction='batchmean'` divides the sum over tokens by the
+  number of sequences, where the scalar form here averages over tokens.
+  """
+  if not 0 < beta < 1:
+    raise ValueError(f'beta must be in (0, 1), got {beta}; beta = 0 and 1 '
+                     'are the forward_kl and reverse_kl losses')
+  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
+  log_m = _log_mixture(log_p, log_q, beta)
+  return beta * kl(log_p, log_m) + (1 - beta) * kl(log_q, log_m)
+
+
+def tvd(student_logits, teacher_logits, temperature: float = 1.0):
+  """Total variation distance 0.5 sum_v |p_v - q_v| (in [0, 1]; used as a
+  GKD divergence by Wen et al., ACL 2023, f-divergence KD)."""
+  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
+  return 0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), -1)
+
+
+def _check_alpha(alpha):
+  if not 0 <= alpha <= 1:
+    raise ValueError(f'alpha must be in [0, 1], got {alpha}')
+
+
+def skew_kl(student_logits, teacher_logits, temperature: float = 1.0,
+            alpha: float = 0.1):
+  """Skew KL (DistiLLM, Ko et al., ICML 2024):
+  KL(p || alpha p + (1 - alpha) q), 0 <= alpha <= 1; alpha = 0 is the
+  forward KL, and the skew keeps the value and gradient bounded where q is
+  near 0."""
+  _check_alpha(alpha)
+  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
+  return kl(log_p, _log_mixture(log_p, log_q, alpha))
+
+
+def skew_reverse_kl(student_logits, teacher_logits, temperature: float = 1.0,
+                    alpha: float = 0.1):
+  """Skew reverse KL (DistiLLM, Ko et al., ICML 2024):
+  KL(q || alpha q + (1 - alpha) p), 0 <= alpha <= 1; alpha = 0 is the
+  reverse KL."""
+  _check_alpha(alpha)
+  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
+  return kl(log_q, _log_mixture(log_q, log_p, alpha))
+
+
+def topk_kl_cached(student_logits, teacher_topk, temperature: float = 1.0):
+  """Forward KL to the teacher's top-k, from cached `(values, indices)`, each
+  [..., k]: the teacher's logits (or log-probabilities: the softmax over k is
+  the same) at its k most likely tokens, and those tokens.
+
+  The teacher's distribution is truncated to its top k and renormalised,
+  p~ = softmax(values / T); the student's log-probabilities are those of its
+  full softmax, gathered at the indices:
+    L = sum_{j <= k} p~_j (log p~_j - log q_{i_j}),
+  which is KL(p~ || q) with p~ zero off the top k, so it is >= 0 and 0 only
+  when q = p~; it pulls the student's mass into the teacher's top k (the
+  "top-k" sparse KD of cached-logit distillation, e.g. Anshumann et al.,
+  2025). Renormalising the student over the k as well would ignore the mass
+  it puts elsewhere.
+  """
+  values, indices = teacher_topk
+  log_q, log_p = log_probs(student_logits, values, temperature)
+  return kl(log_p, jnp.take_along_axis(log_q, indices, -1))
+
+
+def topk_kl(student_logits, teacher_logits, temperature: float = 1.0,
+            k: int = 64):
+  """`topk_kl_cached` with the teacher's top k (k >= 1) taken from its full
+  logits."""
+  if not 1 <= k <= teacher_logits.shape[-1]:
+    raise ValueError(f'k must be in [1, {teacher_logits.shape[-1]}] (the '
+                     f'vocabulary size), got {k}')
+  return topk_kl_cached(student_logits,
+                        jax.lax.top_k(jax.lax.stop_gradient(teacher_logits), k),
+                        temperature)
+
+
+def chunked(fn, chunk_size: int):
+  """Per-position loss `fn(student, teacher, **kwargs)` computed `chunk_size`
+  positions at a time, so its [positions, V] intermediates (both softmaxes,
+  their logs, and in the backward pass their gradients) exist for one chunk
+  at a time, not for all B * T positions.
+
+  The student's logits and the teacher's (or its cached top-k tuple) are
+  split along their leading position axes (those of the student's logits
+  but the last); further arguments reach every chunk whole. Each chunk runs
+  under `jax.checkpoint`, so the backward pass recomputes a chunk's
+  intermediates instead of storing them. The logits themselves are inputs
+  and stay whole; where `chunk_size` does not divide the number of
+  positions they are padded (one more copy), so pick a divisor. Values and
+  gradients equal those of `fn`.
+  """
+  if chunk_size < 1:
+    raise ValueError(f'chunk_size must be >= 1, got {chunk_size}')
+
+  def per_position(student_logits, teacher, *args, **kwargs):
+    lead = student_logits.shape[:-1]
+    n = math.prod(lead)
+    size = min(chunk_size, n)
+    num_chunks = -(-n // size)
+
+    def split(x):
+      x = x.reshape(n, *x.shape[len(lead):])
+      pad = num_chunks * size - n
+      if pad:
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+      return x.reshape(num_chunks, size, *x.shape[1:])
+
+    chunks = jax.tree.map(split, (student_logits, teacher))
+    values = jax.lax.map(jax.checkpoint(lambda c: fn(*c, *args, **kwargs)),
+                         chunks)
+    return values.reshape(-1)[:n].reshape(lead)
+
+  return per_position
