@@ -75,7 +75,13 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
           f'reading {path} needs PyTorch: `pip install torch` (the CPU wheel '
           f'is enough), or convert the file to .safetensors or .npz '
           f'elsewhere') from e
-    obj = torch.load(path, map_location='cpu', weights_only=False)
+    try:  # Tensors and plain containers only: no code runs from the file.
+      obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(
+          f'{path}: torch.load(weights_only=True) failed ({e}); if you trust '
+          f'the file, save its state dict alone (`torch.save(ckpt["model"], '
+          f'...)`) or as .safetensors and convert that') from e
     return {k: v.detach().cpu().numpy() for k, v in _unwrap(obj).items()
             if hasattr(v, 'detach')}
   if ext == '.safetensors':
@@ -123,13 +129,14 @@ def to_variables(state_dict: dict[str, np.ndarray], rules: Rules,
   for key, value in state_dict.items():
     module, _, leaf = key.rpartition('.')
     modules.setdefault(module, {})[leaf] = np.asarray(value)
-  flat, source, problems = {}, {}, []
+  flat, source, problems = {}, {}, []  # source: target -> PyTorch key.
   for module, leaves in modules.items():
     kind = 'bn' if 'running_mean' in leaves else 'other'
     path = tuple(_rename(module, rules).split('/'))
     for leaf, value in leaves.items():
       for collection, name, array in _leaves(leaf, value, kind):
         target, key = (collection, *path, name), f'{module}.{leaf}'
+        source[target] = key
         if target not in want:
           problems.append(f'unexpected: {key} {tuple(value.shape)} (would be '
                           f'{"/".join(target)}, not in the model)')
@@ -138,9 +145,9 @@ def to_variables(state_dict: dict[str, np.ndarray], rules: Rules,
                           f'{"/".join(target)} {array.shape}, the model '
                           f'has {want[target]}')
         else:
-          flat[target], source[target] = array.astype(np.float32), key
+          flat[target] = array.astype(np.float32)
   problems += [f'missing: {"/".join(k)} {want[k]} (no PyTorch key maps '
-               f'to it)' for k in want if k not in flat]
+               f'to it)' for k in want if k not in source]
   if problems:
     raise MismatchError(
         f'the state dict does not match the model ({len(problems)} '
