@@ -158,6 +158,20 @@ def test_a_mismatch_lists_every_key_and_writes_nothing(resnet8_npz,
   assert sorted(os.listdir(tmp_path)) == ['bad.npz']
 
 
+def test_two_keys_on_one_variable_is_an_error(resnet8_npz):
+  from kd.convert import repdistiller  # pylint: disable=import-outside-toplevel
+  _, state, x, _ = resnet8_npz
+  rules = [(r'^layer1\.0\.conv2$', 'layer1.0.conv1'),
+           *repdistiller.RULES['resnet8']]
+  abstract = jax.eval_shape(lambda: models.create('resnet8', 100).init(
+      jax.random.key(0), x[:1], train=False))
+  with pytest.raises(common.MismatchError) as e:
+    common.to_variables(state, rules, abstract)
+  assert ('duplicate: layer1.0.conv2.weight and layer1.0.conv1.weight both '
+          'map to params/layer1_0/Conv_0/kernel') in str(e.value)
+  assert 'missing: params/layer1_0/Conv_1/kernel' in str(e.value)
+
+
 def test_an_existing_run_dir_is_not_overwritten(resnet8_npz, tmp_path):
   out = tmp_path / 'taken'
   out.mkdir()

@@ -100,20 +100,21 @@ def _rename(module: str, rules: Rules) -> str:
   return module
 
 
-def _leaves(leaf: str, value: np.ndarray, kind: str):
-  """[(collection, flax leaf, array)] for one PyTorch tensor (none for a
-  dropped one)."""
+def _leaf(leaf: str, value: np.ndarray, is_bn: bool):
+  """(collection, Flax leaf name, array) for one PyTorch tensor; None for
+  one that is dropped."""
   if leaf == 'num_batches_tracked':
-    return []
-  if kind == 'bn':
-    return [{'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
-             'running_mean': ('batch_stats', 'mean'),
-             'running_var': ('batch_stats', 'var')}[leaf] + (value,)]
+    return None
+  if is_bn:
+    return {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
+            'running_mean': ('batch_stats', 'mean'),
+            'running_var': ('batch_stats', 'var')}.get(
+                leaf, ('params', leaf)) + (value,)
   if leaf == 'bias':
-    return [('params', 'bias', value)]
+    return 'params', 'bias', value
   if value.ndim == 4:
-    return [('params', 'kernel', value.transpose(2, 3, 1, 0))]
-  return [('params', 'kernel', value.T)]
+    return 'params', 'kernel', value.transpose(2, 3, 1, 0)
+  return 'params', 'kernel', value.T
 
 
 def to_variables(state_dict: dict[str, np.ndarray], rules: Rules,
@@ -131,27 +132,35 @@ def to_variables(state_dict: dict[str, np.ndarray], rules: Rules,
     modules.setdefault(module, {})[leaf] = np.asarray(value)
   flat, source, problems = {}, {}, []  # source: target -> PyTorch key.
   for module, leaves in modules.items():
-    kind = 'bn' if 'running_mean' in leaves else 'other'
+    is_bn = 'running_mean' in leaves
     path = tuple(_rename(module, rules).split('/'))
     for leaf, value in leaves.items():
-      for collection, name, array in _leaves(leaf, value, kind):
-        target, key = (collection, *path, name), f'{module}.{leaf}'
-        source[target] = key
-        if target not in want:
-          problems.append(f'unexpected: {key} {tuple(value.shape)} (would be '
-                          f'{"/".join(target)}, not in the model)')
-        elif want[target] != array.shape:
-          problems.append(f'shape mismatch: {key} {tuple(value.shape)} -> '
-                          f'{"/".join(target)} {array.shape}, the model '
-                          f'has {want[target]}')
-        else:
-          flat[target] = array.astype(np.float32)
+      if (converted := _leaf(leaf, value, is_bn)) is None:
+        continue
+      collection, name, array = converted
+      target, key = (collection, *path, name), f'{module}.{leaf}'
+      where = '/'.join(target)
+      if target in source:
+        problems.append(f'duplicate: {key} and {source[target]} both map '
+                        f'to {where}')
+      elif target not in want:
+        problems.append(f'unexpected: {key} {tuple(value.shape)} (would be '
+                        f'{where}, not in the model)')
+      elif want[target] != array.shape:
+        problems.append(f'shape mismatch: {key} {tuple(value.shape)} -> '
+                        f'{where} {array.shape}, the model has '
+                        f'{want[target]}')
+      else:
+        flat[target] = array.astype(np.float32)
+      source.setdefault(target, key)
   problems += [f'missing: {"/".join(k)} {want[k]} (no PyTorch key maps '
                f'to it)' for k in want if k not in source]
   if problems:
+    shown = problems[:50] + ([f'... and {len(problems) - 50} more']
+                             if len(problems) > 50 else [])
     raise MismatchError(
         f'the state dict does not match the model ({len(problems)} '
-        f'problems):\n  ' + '\n  '.join(problems))
+        f'problems; is --model right?):\n  ' + '\n  '.join(shown))
   variables: dict = {}
   for path, array in flat.items():
     node = variables
