@@ -3,7 +3,9 @@
 Parity fixtures (tests/fixtures/convert/, made by make_fixtures.py with
 PyTorch): each model's state-dict key -> shape list, the seed of its
 weights, an input and the reference model's logits. No torch needed here.
-`pytest tests/test_convert.py -q -s` prints the parity table.
+`pytest tests/test_convert.py -q -s -k logits` prints the parity table;
+with KD_CONVERT_FIXTURES=DIR, of the fixtures in DIR (make_fixtures.py
+--all --out=DIR: every model of both tables).
 """
 import hashlib
 import importlib.util
@@ -24,19 +26,20 @@ _spec = importlib.util.spec_from_file_location(
     'make_fixtures', os.path.join(HERE, 'make_fixtures.py'))
 make_fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_fixtures)
-CASES = make_fixtures.CASES
+PARITY_DIR = os.environ.get('KD_CONVERT_FIXTURES', HERE)
+PARITY_CASES = sorted(f[:-len('.npz')] for f in os.listdir(PARITY_DIR)
+                      if f.endswith('.npz'))
 TOLERANCE = 1e-4  # Max abs logit difference, float32.
 
 
-def load_case(case: str):
+def load_case(case: str, folder: str = HERE):
   """(source, kd model, state dict, NHWC input, reference logits)."""
-  source, model = CASES[case][:2]
-  with np.load(os.path.join(HERE, f'{case}.npz')) as f:
+  with np.load(os.path.join(folder, f'{case}.npz')) as f:
     state = make_fixtures.random_state_dict(
         make_fixtures.unpack_shapes(f), int(f['seed']),
         float(f['linear_scale']))
-    return (source, model, state, f['input'].transpose(0, 2, 3, 1),
-            f['logits'])
+    return (str(f['source']), str(f['model']), state,
+            f['input'].transpose(0, 2, 3, 1), f['logits'])
 
 
 @pytest.fixture(scope='module')
@@ -55,7 +58,7 @@ def logits_fn():
 
 @pytest.fixture(scope='module')
 def resnet8_npz(tmp_path_factory):
-  source, model, state, x, ref = load_case('resnet8')
+  _, _, state, x, ref = load_case('resnet8')
   path = str(tmp_path_factory.mktemp('src') / 'resnet8.npz')
   np.savez(path, **state)
   return path, state, x, ref
@@ -66,9 +69,9 @@ def max_diff(logits_fn, source, model, variables, x, ref) -> float:
                       ref).max())
 
 
-@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('case', PARITY_CASES)
 def test_logits_match_the_pytorch_model(case, logits_fn):
-  source, model, state, x, ref = load_case(case)
+  source, model, state, x, ref = load_case(case, PARITY_DIR)
   variables = convert.convert_state_dict(source, model, state)
   diff = max_diff(logits_fn, source, model, variables, x, ref)
   print(f'\n| {source} | {model} | {x.shape[1]}x{x.shape[2]} | {diff:.1e} |',
