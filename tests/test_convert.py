@@ -183,6 +183,17 @@ def test_an_existing_run_dir_is_not_overwritten(resnet8_npz, tmp_path):
   assert os.listdir(out) == []
 
 
+def test_a_failed_write_leaves_nothing(resnet8_npz, tmp_path, monkeypatch):
+  def disk_full(*args):
+    raise OSError('No space left on device')
+
+  monkeypatch.setattr(common.checkpoint, 'save', disk_full)
+  with pytest.raises(OSError, match='No space left'):
+    convert.convert('repdistiller', 'resnet8', resnet8_npz[0],
+                    str(tmp_path / 'out'))
+  assert os.listdir(tmp_path) == []
+
+
 def test_unknown_names_list_the_valid_ones():
   with pytest.raises(ValueError, match=r"no model 'resnet9'.*resnet8x4"):
     convert.model_name('repdistiller', 'resnet9')

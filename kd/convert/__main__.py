@@ -12,7 +12,8 @@ def main(argv=None) -> int:
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--from', dest='source', required=True,
                       choices=sorted(convert.SOURCES))
-  parser.add_argument('--model', required=True, help='kd model name')
+  parser.add_argument('--model', required=True,
+                      help="kd's model name (or the source's own)")
   parser.add_argument('ckpt', help='.pth/.pt, .safetensors or .npz')
   parser.add_argument('--out', required=True, help='run directory to write')
   args = parser.parse_args(argv)
