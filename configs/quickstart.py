@@ -6,7 +6,7 @@ exports the distilled student to TFLite (float32 and int8) and compares all.
 
   python -m kd.main --config=configs/quickstart.py --workdir=/tmp/kd_quickstart
 """
-from kd.config import pipeline_config, run_config, term
+from kd.config import parse_args, pipeline_config, run_config, term
 
 
 def _base(model: str, steps: int, augment: bool, **model_kwargs):
@@ -25,7 +25,7 @@ def _base(model: str, steps: int, augment: bool, **model_kwargs):
 
 
 def get_config(arg: str | None = None):
-  del arg
+  parse_args(arg)  # It takes none.
   # The CNN gains from shifted digits; the small MLP loses, so it sees the
   # plain images, with and without the teacher.
   teacher = _base('cnn', 1200, True, channels=(32, 64), dense=128)

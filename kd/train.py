@@ -13,6 +13,7 @@ import numpy as np
 
 from kd import cache as cache_lib
 from kd import checkpoint
+from kd import config as kd_config
 from kd import data
 from kd import evaluate
 from kd import loop
@@ -166,6 +167,7 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                        name: str = 'train') -> dict:
   """Runs `config` in `workdir`, resuming from its checkpoints; returns the
   run's summary (also written to `workdir/summary.json`)."""
+  kd_config.validate(config)
   os.makedirs(workdir, exist_ok=True)
   done = loop.finished_summary(workdir, config.steps)
   if done is not None:
