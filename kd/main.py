@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 from kd import config as kd_config
 from kd import distributed
+from kd import loop
 from kd import report
 from kd import train
 
@@ -105,14 +106,18 @@ def run_pipeline(config, workdir: str) -> dict:
   summary = {}
   dirs = {name: config.get('stage_dirs', {}).get(name) or
           os.path.join(workdir, name) for name in config.stages}
-  for name in config.stage_order:
+  order = list(config.stage_order)
+  for i, name in enumerate(order):
     stage = config.stages[name]
     with stage.unlocked():
       if stage.distill.teacher.workdir in config.stages:
         stage.distill.teacher.workdir = dirs[stage.distill.teacher.workdir]
       if stage.get('init_from') in config.stages:
         stage.init_from = dirs[stage.init_from]
-    result = train.train_and_evaluate(stage, dirs[name], name)
+    later = sum(config.stages[n].steps for n in order[i + 1:]
+                if loop.finished_summary(dirs[n], config.stages[n].steps)
+                is None)
+    result = train.train_and_evaluate(stage, dirs[name], name, later)
     summary.update({f'{name}/{k}': v for k, v in result.items()})
   summary['wall_seconds'] = time.perf_counter() - t0
   if jax.process_index() == 0:
