@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, NamedTuple
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -25,13 +26,29 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _Preemption:
-  """Turns SIGTERM into a request to checkpoint and stop."""
+  """Turns SIGTERM into the step at which to checkpoint and stop.
+
+  Several processes (`jax.distributed` with its preemption service, on by
+  default): JAX's own notifier catches SIGTERM on any process and every
+  process stops at the same step (`reached_preemption_sync_point`), so all
+  save the same checkpoint together. One process: a SIGTERM handler.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._sync = (jax.process_count() > 1 and
+                  jax.config.jax_enable_preemption_service)
+
+  def reached(self, step: int) -> bool:
+    """Whether to save at `step` and stop; called at every step."""
+    if self._sync:
+      self.requested = multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
   def __enter__(self):
+    if self._sync:  # JAX's notifier holds SIGTERM; do not take it over.
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # Not the main thread: leave signals alone.
@@ -172,9 +189,9 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
         # Sums stay on the device; logged values are means since last log.
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
         is_last = step == config.steps
+        stop = preemption.reached(step)
         log_now = step % config.log_every == 0 or is_last
-        save_now = (step % config.checkpoint_every == 0 or is_last
-                    or preemption.requested)
+        save_now = step % config.checkpoint_every == 0 or is_last or stop
         if log_now or save_now:
           host = parallel.unreplicate(metrics)
           if not all(np.isfinite(v) for v in host.values()):
@@ -196,7 +213,7 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
         if save_now:
           checkpoint.save(mngr, step, parallel.unreplicate(p_state))
           last_saved = step
-        if preemption.requested and not is_last:
+        if stop and not is_last:
           print(f'[{name}] SIGTERM: saved step {step}; rerun to resume')
           raise SystemExit(143)
   except BaseException:
@@ -231,4 +248,13 @@ def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
   logger.summary(summary)
   logger.close()
   write_json(os.path.join(workdir, 'summary.json'), summary)
+  print_done(name, workdir)
   return summary
+
+
+def print_done(name: str, workdir: str, exported=()) -> None:
+  """Where a finished run's results are: the summary, checkpoints, exports."""
+  if jax.process_index() == 0:
+    print(f'[{name}] done: {os.path.join(workdir, "summary.json")}, '
+          f'checkpoints in {os.path.join(workdir, "checkpoints")}'
+          + ''.join(f', exported {f}' for f in exported))

@@ -307,10 +307,7 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
   logger.summary(summary)
   logger.close()
   loop.write_json(os.path.join(workdir, 'summary.json'), summary)
-  if jax.process_index() == 0:
-    print(f'[{name}] done: {workdir} (checkpoints in '
-          f'{os.path.join(workdir, "checkpoints")}'
-          + ''.join(f', {f}' for f in exported) + ')')
+  loop.print_done(name, workdir, exported)
   return summary
 
 

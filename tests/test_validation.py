@@ -118,3 +118,36 @@ def test_every_config_file_is_valid_and_rejects_unknown_arguments(module):
   kd_config.validate(get_config(None), num_devices=1)
   with pytest.raises(ValueError, match="unknown config argument 'typo'"):
     get_config('typo=1')
+
+
+@pytest.mark.parametrize('module,field,value', [
+    ('online', 'dtype', 'bfloat16'),
+    ('self_distillation', 'label_smoothing', 0.1),
+    ('adversarial', 'mixup_alpha', 0.2),
+    ('multi_teacher', 'distill.quantization_aware', True),
+    ('online', 'distill.teacher.cache', True),
+])
+def test_variant_rejects_fields_it_does_not_support(tmp_path, module, field,
+                                                    value):
+  c = importlib.import_module(f'experiments.{module}.config').get_config(
+      'steps=5')
+  *parents, key = field.split('.')
+  node = c
+  for p in parents:
+    node = node[p]
+  node[key] = value
+  train_fn = importlib.import_module(f'experiments.{module}.train').train
+  with pytest.raises(ValueError, match=rf'config\.{field}={value!r}: the '
+                     f'{module} variant does not support it; set it to'):
+    train_fn(c, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_variant_validates_values_first(tmp_path):
+  from experiments.online import train as online  # pylint: disable=import-outside-toplevel
+  c = importlib.import_module('experiments.online.config').get_config(
+      'temperature=0')
+  with pytest.raises(ValueError, match=r'config\.online\.temperature=0\.0: a '
+                     'temperature must be positive'):
+    online.train(c, str(tmp_path / 'run'))
+
