@@ -101,7 +101,7 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(
   metrics = tmp_path / 'cut' / 'metrics.jsonl'
   deadline = time.time() + 120
   while time.time() < deadline and procs[1].poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+    if metrics.exists() and metrics.read_text():
       break
     time.sleep(0.05)
   procs[1].send_signal(signal.SIGTERM)
