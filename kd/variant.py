@@ -73,7 +73,7 @@ def setup(config, variant: str, unsupported: dict | None = None) -> Setup:
 
 def create_model(s: Setup, model) -> Any:
   """The model of a `config.model`-like entry (`name`, `kwargs`)."""
-  return models.create(model.name, s.num_classes, **dict(model.kwargs))
+  return models.create(model.name, s.num_classes, **model.kwargs.to_dict())
 
 
 def fit(config, workdir: str, name: str, s: Setup, state,

@@ -1,6 +1,9 @@
 """Bad config values and config-file arguments fail before any work, naming
 the field and the fix."""
+import glob
 import importlib
+import os
+import runpy
 import subprocess
 import sys
 
@@ -11,6 +14,7 @@ from configs.mnist1d import train as mnist1d_train
 from kd import config as kd_config
 from kd import train
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _run(**fields):
   c = kd_config.run_config()
@@ -96,7 +100,7 @@ def test_config_arguments_are_typed_and_unknown_keys_fail():
 def test_pipeline_override_of_a_run_field_names_the_stages(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'kd.main', '--config=configs/quickstart.py',
-       f'--workdir={tmp_path}', '--config.parallel=mesh'],
+       f'--workdir={tmp_path}', '--config.parallel=mesh'], cwd=ROOT,
       capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 1
   assert ("pipeline configs have no field 'parallel'; it is set per stage: "
@@ -151,3 +155,15 @@ def test_variant_validates_values_first(tmp_path):
                      'temperature must be positive'):
     online.train(c, str(tmp_path / 'run'))
 
+
+
+@pytest.mark.parametrize('spec', sorted(
+    os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'launch',
+                                                             'specs', '*.py'))))
+def test_every_sweep_argument_parses(spec):
+  """Every launch spec's ARGS (with a seed) are valid for its config file."""
+  s = importlib.import_module(f'launch.specs.{spec}')
+  get_config = runpy.run_path(os.path.join(ROOT, s.CONFIG))['get_config']
+  for arg in s.ARGS:
+    kd_config.validate(get_config(arg.format(root='/r') + ',seed=1'),
+                       num_devices=1)
