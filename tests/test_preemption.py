@@ -83,8 +83,8 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(
   """Two processes (jax.distributed): SIGTERM reaches process 1 only, yet
   both stop at the same step and save it together."""
   config = tmp_path / 'tiny.py'
-  config.write_text(CONFIG.replace("'kd_digits', True",
-                                   "'kd_digits', True\n  c.data.process_split = 'slice'"))
+  config.write_text(CONFIG.replace(
+      '  return c', "  c.data.process_split = 'slice'\n  return c"))
   data.builder('kd_digits')
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))

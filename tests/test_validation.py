@@ -148,12 +148,12 @@ def test_variant_rejects_fields_it_does_not_support(tmp_path, module, field,
 
 
 def test_variant_validates_values_first(tmp_path):
-  from experiments.online import train as online  # pylint: disable=import-outside-toplevel
   c = importlib.import_module('experiments.online.config').get_config(
       'temperature=0')
+  train_fn = importlib.import_module('experiments.online.train').train
   with pytest.raises(ValueError, match=r'config\.online\.temperature=0\.0: a '
                      'temperature must be positive'):
-    online.train(c, str(tmp_path / 'run'))
+    train_fn(c, str(tmp_path / 'run'))
 
 
 
