@@ -16,7 +16,7 @@ all of them.
   python -m kd.main --config=configs/quickstart.py --workdir=/tmp/kd_quickstart
 """
 from configs.mnist1d import train as recipes
-from kd.config import pipeline_config, term
+from kd.config import parse_args, pipeline_config, term
 
 STEPS = 3000
 
@@ -30,7 +30,7 @@ def _stage(model: str):
 
 
 def get_config(arg: str | None = None):
-  del arg
+  parse_args(arg)  # It takes none.
   teacher, scratch, student = _stage('cnn1d'), _stage('mlp'), _stage('mlp')
   student.distill.teacher.update(workdir='teacher',  # The stage above.
                                  model=teacher.model.name,

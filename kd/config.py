@@ -1,7 +1,15 @@
 """Defaults shared by every run config. A config file under `configs/` starts
 from `run_config()` (one run) or `pipeline_config(...)` (named stages run in
-order, later stages using earlier ones as teachers)."""
+order, later stages using earlier ones as teachers). `validate` rejects bad
+values before a run does any work; `parse_args` reads a config file's
+`:key=value,...` argument."""
+import jax
 import ml_collections as mc
+
+from kd.optim import OPTIMIZERS, SCHEDULES
+from kd.parallel import KINDS
+
+DTYPES = ('float32', 'bfloat16')  # The keys of kd.train.DTYPES.
 
 
 def run_config() -> mc.ConfigDict:
@@ -78,3 +86,127 @@ def pipeline_config(**stages: mc.ConfigDict) -> mc.ConfigDict:
   c.stages = mc.ConfigDict(stages)
   c.stage_dirs = mc.ConfigDict()  # Stage -> directory, instead of WORKDIR/stage.
   return c
+
+
+def parse_args(arg: str | None, **defaults) -> dict:
+  """`key=value,...` (the text after `:` in `--config=file.py:...`) as a dict
+  of every key in `defaults`, each value of its default's type (bool: 0/1,
+  true/false); a default given as a type (`hint=int`) means None unless the
+  argument is given. Unknown keys and values that do not parse are errors."""
+  values = {k: None if isinstance(v, type) else v for k, v in defaults.items()}
+  for item in (arg or '').split(','):
+    if not item:
+      continue
+    key, sep, text = item.partition('=')
+    if key not in defaults:
+      raise ValueError(f'unknown config argument {key!r} in {arg!r}; valid: '
+                       f'{", ".join(sorted(defaults))}')
+    if not sep:
+      raise ValueError(f'config argument {item!r} has no value; write '
+                       f'{key}=VALUE')
+    kind = defaults[key]
+    values[key] = _typed(key, text, kind if isinstance(kind, type) else
+                         type(kind))
+  return values
+
+
+def _typed(key: str, text: str, kind: type):
+  if kind is bool:
+    if text.lower() in ('1', 'true'):
+      return True
+    if text.lower() in ('0', 'false'):
+      return False
+    raise ValueError(f'config argument {key}={text!r}: expected 0/1 or '
+                     'true/false')
+  try:
+    return kind(text)
+  except ValueError:
+    raise ValueError(f'config argument {key}={text!r}: expected '
+                     f'{kind.__name__}') from None
+
+
+def _fail(field: str, value, why: str, fix: str):
+  raise ValueError(f'config.{field}={value!r}: {why}; {fix}')
+
+
+def validate(config: mc.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises ValueError naming the first bad field of a run or of any stage
+  of a pipeline, before any work is done. `num_devices`: the devices the
+  batches split over (default all of them)."""
+  if 'stages' in config:
+    for name in config.stage_order:
+      if name not in config.stages:
+        _fail('stage_order', tuple(config.stage_order),
+              f'stage {name!r} is not in config.stages',
+              f'name one of {sorted(config.stages)}')
+      _validate_run(config.stages[name], f'stages.{name}.', num_devices)
+  else:
+    _validate_run(config, '', num_devices)
+
+
+def _validate_run(c, at: str, num_devices: int | None) -> None:
+  def check(ok: bool, field: str, why: str, fix: str):
+    if not ok:
+      _fail(at + field, _get(c, field), why, fix)
+
+  for field in ('steps', 'batch_size', 'eval_batch_size', 'log_every',
+                'checkpoint_every', 'keep_checkpoints',
+                'optimizer.accumulate_steps'):
+    check(_get(c, field) > 0, field, 'must be positive',
+          f'set --config.{at}{field} to 1 or more')
+  check(c.eval_every >= 0, 'eval_every', 'must be 0 (test only at the end) '
+        'or a number of steps', f'set --config.{at}eval_every to 0 or more')
+  check(c.optimizer.lr > 0, 'optimizer.lr', 'the learning rate must be '
+        'positive', f'set --config.{at}optimizer.lr, e.g. 1e-3')
+  check(c.optimizer.warmup_steps >= 0, 'optimizer.warmup_steps',
+        'cannot be negative', f'set --config.{at}optimizer.warmup_steps to 0 '
+        'or more')
+  check(0 <= c.label_smoothing < 1, 'label_smoothing', 'must be in [0, 1)',
+        f'set --config.{at}label_smoothing, e.g. 0.1 (0: off)')
+  check(c.mixup_alpha >= 0, 'mixup_alpha', 'cannot be negative',
+        f'set --config.{at}mixup_alpha to 0 (off) or a Beta parameter > 0')
+  for field, valid in (('dtype', DTYPES), ('parallel', KINDS),
+                       ('optimizer.name', OPTIMIZERS),
+                       ('optimizer.schedule', SCHEDULES),
+                       ('distill.teacher.dtype', DTYPES + ('auto',))):
+    check(_get(c, field) in valid, field, 'unknown name',
+          f'valid: {", ".join(valid)}')
+  teacher = c.distill.teacher
+  check(teacher.model_shards >= 1, 'distill.teacher.model_shards',
+        'must be 1 or more', 'set 1 to keep the teacher on every device')
+  for field in ('model.kwargs', 'distill.teacher.kwargs'):
+    for key in ('num_classes', 'dtype'):
+      check(key not in _get(c, field), f'{field}.{key}',
+            f'{key} is not a model argument here: it comes from '
+            + ('the dataset (config.data.name)' if key == 'num_classes' else
+               f'config.{at}dtype / distill.teacher.dtype'),
+            f'remove {key} from config.{at}{field}')
+  for path, value in _leaves(c):
+    if path.rsplit('.', 1)[-1] == 'temperature' and isinstance(
+        value, (int, float)):
+      check(value > 0, path, 'a temperature must be positive',
+            f'set --config.{at}{path}, e.g. 4.0')
+  devices = jax.device_count() if num_devices is None else num_devices
+  split = max(devices // max(teacher.model_shards, 1), 1)
+  local = max(jax.local_device_count() // max(teacher.model_shards, 1), 1)
+  check(c.batch_size % split == 0, 'batch_size',
+        f'the global batch must split evenly over {split} devices',
+        f'choose a multiple of {split}')
+  check(c.eval_batch_size % local == 0, 'eval_batch_size',
+        f'each process\'s test batch must split evenly over its {local} '
+        'devices', f'choose a multiple of {local}')
+
+
+def _get(c, field: str):
+  for key in field.split('.'):
+    c = c[key]
+  return c
+
+
+def _leaves(c, prefix: str = ''):
+  """(dotted path, value) of every non-dict value of `c`."""
+  for key, value in c.items():
+    if isinstance(value, (mc.ConfigDict, dict)):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value

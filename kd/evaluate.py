@@ -5,7 +5,7 @@ import time
 import jax
 import numpy as np
 
-from kd import data
+from kd import loop
 
 
 def count_params(params) -> int:
@@ -48,12 +48,8 @@ def named_rates(totals: dict) -> dict:
 
 def test_named(config, parallel, eval_fn, replicated_args) -> dict:
   """`named_rates` of a `make_named_eval_step` over the config's test split."""
-  d = config.data
-  batches = data.eval_batches(
-      d.name, batch_size=config.eval_batch_size, split=d.eval_split,
-      data_dir=d.data_dir or None, image_size=d.image_size or None,
-      download=d.download)
-  return named_rates(sum_stats(eval_fn, parallel, replicated_args, batches))
+  return named_rates(sum_stats(eval_fn, parallel, replicated_args,
+                               loop.eval_batches(config)))
 
 
 def latency_ms(fn, example, *, warmup: int = 10, runs: int = 100) -> float:

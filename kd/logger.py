@@ -52,13 +52,16 @@ class MetricLogger:
     self._wandb = (_start_wandb(config, workdir, backend) if self.active
                    else None)
 
-  def drop_after(self, step: int) -> None:
-    """Forgets rows past `step`, the checkpoint a resumed run restarts from."""
-    if self.active and os.path.exists(self.path):
-      rows = [r for r in read_metrics(os.path.dirname(self.path))
-              if r['step'] <= step]
-      with open(self.path, 'w') as f:
-        f.writelines(json.dumps(r) + '\n' for r in rows)
+  def drop_after(self, step: int) -> list[dict]:
+    """Forgets rows past `step`, the checkpoint a resumed run restarts from;
+    returns the rows kept (none on other processes)."""
+    if not (self.active and os.path.exists(self.path)):
+      return []
+    rows = [r for r in read_metrics(os.path.dirname(self.path))
+            if r['step'] <= step]
+    with open(self.path, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows)
+    return rows
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.active:
@@ -98,34 +101,69 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 class Progress:
-  """Prints `name step/total loss examples/s ETA` lines."""
+  """Prints `[name] step s/total loss .. ex/s ETA` lines, and a line before
+  and after the first step compiles. The ETA counts this run's remaining
+  steps and `later_steps` (later pipeline stages) at an exponential moving
+  average of the time per step (weight `smoothing` on the newest interval),
+  compilation excluded."""
 
   def __init__(self, name: str, total_steps: int, start_step: int,
-               batch_size: int, stream=sys.stdout):
+               batch_size: int, later_steps: int = 0, stream=sys.stdout,
+               smoothing: float = 0.3):
     self.name, self.total, self.batch_size = name, total_steps, batch_size
+    self.later_steps, self.smoothing = later_steps, smoothing
     self.stream = stream if jax.process_index() == 0 else None
     self._t0, self._s0 = time.perf_counter(), start_step
+    self.step_seconds = None  # The moving average.
+    self._first = 0.0  # Seconds of the first step, compilation included.
 
-  def rate(self, step: int) -> tuple[float, int]:
-    """Examples per second and number of steps since the last call."""
+  def _print(self, text: str) -> None:
+    if self.stream is not None:
+      print(f'[{self.name}] {text}', file=self.stream, flush=True)
+
+  def compiling(self, step: int) -> None:
+    self._print(f'compiling the step (step {step}/{self.total}) ...')
+    self._t0 = time.perf_counter()
+
+  def compiled(self) -> None:
+    """After the first step has run (its outputs ready)."""
+    now = time.perf_counter()
+    self._first = now - self._t0
+    self._print(f'compiled and ran the first step in '
+                f'{_duration(self._first, exact=True)}')
+    self._t0, self._s0 = now, self._s0 + 1
+
+  def rate(self, step: int) -> float:
+    """Examples per second since the last call (or compilation)."""
     now, steps = time.perf_counter(), step - self._s0
-    rate = steps * self.batch_size / max(now - self._t0, 1e-9)
+    if steps == 0:  # Only the first step since compiling: count it.
+      steps, self._t0 = 1, self._t0 - self._first
+    seconds = max(now - self._t0, 1e-9)
+    if steps > 0:
+      per_step = seconds / steps
+      self.step_seconds = per_step if self.step_seconds is None else (
+          self.smoothing * per_step + (1 - self.smoothing) * self.step_seconds)
     self._t0, self._s0 = now, step
-    return rate, steps
+    return steps * self.batch_size / seconds
+
+  def eta(self, step: int, rate: float) -> float:
+    remaining = self.total - step + self.later_steps
+    if self.step_seconds is not None:
+      return remaining * self.step_seconds
+    return remaining * self.batch_size / rate if rate > 0 else math.inf
 
   def line(self, step: int, metrics: dict, rate: float) -> None:
-    if self.stream is None:
-      return
-    eta = (self.total - step) * self.batch_size / rate if rate > 0 else math.inf
     shown = ' '.join(f'{k} {metrics[k]:.4f}' for k in ('loss', 'ce', 'accuracy')
                      if k in metrics)
-    print(f'[{self.name}] step {step}/{self.total} {shown} '
-          f'{rate:,.0f} ex/s ETA {_duration(eta)}', file=self.stream,
-          flush=True)
+    scope = ' (pipeline)' if self.later_steps else ''
+    self._print(f'step {step}/{self.total} {shown} {rate:,.0f} ex/s '
+                f'ETA{scope} {_duration(self.eta(step, rate))}')
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, exact: bool = False) -> str:
   if not math.isfinite(seconds):
     return '?'
+  if exact and seconds < 60:
+    return f'{seconds:.1f}s'
   m, s = divmod(int(seconds), 60)
   return f'{m}m{s:02d}s' if m else f'{s}s'

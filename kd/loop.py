@@ -1,7 +1,7 @@
 """The training loop every kind of run shares: resume, log, test, checkpoint.
 
 `run` drives a compiled step `train_step(state, *extra, batch)` (see
-`kd.parallel.DataParallel.wrap`) over the config's training data. The caller
+`kd.parallel.DataParallel.wrap`) over batches of `train_batches`. The caller
 builds the state and the step, so a variant with its own step (several
 teachers, several students, a discriminator) reuses everything else.
 """
@@ -9,9 +9,10 @@ import json
 import os
 import signal
 import time
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -25,13 +26,29 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _Preemption:
-  """Turns SIGTERM into a request to checkpoint and stop."""
+  """Turns SIGTERM into the step at which to checkpoint and stop.
+
+  Several processes (`jax.distributed` with its preemption service, on by
+  default): JAX's own notifier catches SIGTERM on any process and every
+  process stops at the same step (`reached_preemption_sync_point`), so all
+  save the same checkpoint together. One process: a SIGTERM handler.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._sync = (jax.process_count() > 1 and
+                  jax.config.jax_enable_preemption_service)
+
+  def reached(self, step: int) -> bool:
+    """Whether to save at `step` and stop; called at every step."""
+    if self._sync:
+      self.requested = multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
   def __enter__(self):
+    if self._sync:  # JAX's notifier holds SIGTERM; do not take it over.
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # Not the main thread: leave signals alone.
@@ -76,48 +93,105 @@ def restore(config, workdir: str, state, name: str):
   return mngr, state
 
 
-def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
-        train_step: Callable, extra: tuple, test: Callable,
-        lr_schedule: Callable | None = None,
-        extend_batch: Callable | None = None):
-  """Trains `state` (host values, as `restore` returns it) to `config.steps`;
-  returns (replicated final state, training seconds). The caller keeps
-  `logger` open for its summary; it is closed here only on failure.
-
-  Logs interval means of the step's metrics every `log_every` steps, writes
-  `test(p_state)` (a dict) every `eval_every` steps, saves every
-  `checkpoint_every` steps and at the end. SIGTERM saves and exits with 143;
-  a non-finite loss stops the run and keeps the last good checkpoint.
-  `extend_batch` adds host-side entries to each batch (cached teacher
-  outputs).
-  """
+def data_args(config) -> dict:
+  """The arguments every `kd.data` loader takes from `config.data`."""
   d = config.data
-  start_step = int(state.step)
-  logger.drop_after(start_step)
-  progress = Progress(name, config.steps, start_step, config.batch_size)
-  batches = data.train_batches(
+  return dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
+              download=d.download)
+
+
+def train_batches(config, parallel, start_step: int):
+  """This process's training batches from step `start_step + 1` on."""
+  d = config.data
+  return data.train_batches(
       d.name, batch_size=parallel.check_batch_size(config.batch_size),
       seed=config.seed, augment=d.augment, start_step=start_step,
       shuffle_buffer=d.shuffle_buffer, process_split=d.process_split,
-      exclude_classes=tuple(d.exclude_classes), data_dir=d.data_dir or None,
-      image_size=d.image_size or None, download=d.download)
+      exclude_classes=tuple(d.exclude_classes), **data_args(config))
+
+
+def eval_batches(config):
+  """This process's part of the test split, once."""
+  d = config.data
+  return data.eval_batches(d.name, batch_size=config.eval_batch_size,
+                           split=d.eval_split, **data_args(config))
+
+
+class Best:
+  """The best test accuracy of a run and its step, over its evaluations
+  (those logged before a resume included). Ties keep the earliest."""
+
+  def __init__(self, rows=()):
+    self.accuracy, self.step = None, None
+    for row in rows:
+      self.update(row['step'], row)
+
+  def update(self, step: int, stats: dict) -> None:
+    acc = stats.get('test_accuracy')
+    if acc is not None and (self.accuracy is None or acc > self.accuracy):
+      self.accuracy, self.step = acc, step
+
+  def summary(self) -> dict:
+    if self.accuracy is None:
+      return {}
+    return {'best_test_accuracy': self.accuracy,
+            'best_test_step': float(self.step)}
+
+
+class Trained(NamedTuple):
+  p_state: Any  # Replicated final state.
+  seconds: float  # Training time, the final test excluded.
+  final: dict  # `test(p_state)` at the last step.
+  best: Best
+
+
+def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
+        train_step: Callable, extra: tuple, test: Callable, batches,
+        lr_schedule: Callable | None = None, logged: tuple | None = None,
+        later_steps: int = 0) -> Trained:
+  """Trains `state` (host values, as `restore` returns it) to `config.steps`
+  on `batches` (from `train_batches(config, parallel, state.step)`), then
+  tests it. The caller keeps `logger` open for its summary; it is closed
+  here only on failure.
+
+  Logs interval means of the step's metrics every `log_every` steps, writes
+  `test(p_state)` (a dict; only its keys in `logged` if given) every
+  `eval_every` steps and at the end, saves every `checkpoint_every` steps and
+  at the end. SIGTERM saves and exits with 143; a non-finite loss stops the
+  run and keeps the last good checkpoint. `later_steps`: steps of the stages
+  after this one, for the ETA.
+  """
+  start_step = int(state.step)
+  best = Best(logger.drop_after(start_step))
+  progress = Progress(name, config.steps, start_step, config.batch_size,
+                      later_steps)
   p_state = parallel.replicate(state)
-  last_saved, sums = start_step, None
+  last_saved, last_logged, sums = start_step, start_step, None
+
+  def write_test(step):
+    stats = test(p_state)
+    logger.write(step, {k: v for k, v in stats.items()
+                        if logged is None or k in logged})
+    best.update(step, stats)
+    return stats
+
   t_start = time.perf_counter()
   try:
     with _Preemption() as preemption:
       for step in range(start_step + 1, config.steps + 1):
-        batch = next(batches)
-        if extend_batch is not None:
-          batch = extend_batch(batch)
-        batch = parallel.shard(batch)
+        batch = parallel.shard(next(batches))
+        if step == start_step + 1:
+          progress.compiling(step)
         p_state, metrics = train_step(p_state, *extra, batch)
+        if step == start_step + 1:
+          jax.block_until_ready(metrics)
+          progress.compiled()
         # Sums stay on the device; logged values are means since last log.
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
         is_last = step == config.steps
+        stop = preemption.reached(step)
         log_now = step % config.log_every == 0 or is_last
-        save_now = (step % config.checkpoint_every == 0 or is_last
-                    or preemption.requested)
+        save_now = step % config.checkpoint_every == 0 or is_last or stop
         if log_now or save_now:
           host = parallel.unreplicate(metrics)
           if not all(np.isfinite(v) for v in host.values()):
@@ -126,7 +200,8 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
                 f'good checkpoint (step {last_saved}) is kept in '
                 f'{mngr.directory}; lower the learning rate or check the data.')
         if log_now:
-          rate, n = progress.rate(step)
+          rate = progress.rate(step)
+          n, last_logged = step - last_logged, step
           means = {k: v / n for k, v in parallel.unreplicate(sums).items()}
           sums = None
           if lr_schedule is not None:
@@ -134,11 +209,11 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
           logger.write(step, {**means, 'examples_per_sec': rate})
           progress.line(step, means, rate)
         if config.eval_every and step % config.eval_every == 0 and not is_last:
-          logger.write(step, test(p_state))
+          write_test(step)
         if save_now:
           checkpoint.save(mngr, step, parallel.unreplicate(p_state))
           last_saved = step
-        if preemption.requested and not is_last:
+        if stop and not is_last:
           print(f'[{name}] SIGTERM: saved step {step}; rerun to resume')
           raise SystemExit(143)
   except BaseException:
@@ -148,7 +223,8 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
     # A pending async save must land even when the loop is interrupted.
     mngr.wait_until_finished()
   mngr.close()
-  return p_state, time.perf_counter() - t_start
+  seconds = time.perf_counter() - t_start
+  return Trained(p_state, seconds, write_test(config.steps), best)
 
 
 def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
@@ -165,11 +241,20 @@ def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
   write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   mngr, state = restore(config, workdir, state, name)
   logger = MetricLogger(workdir, config)
-  p_state, seconds = run(config, name, parallel, mngr, logger, state,
-                         train_step, extra, test)
-  summary = {'steps': config.steps, 'train_seconds': seconds, **test(p_state)}
-  logger.write(config.steps, summary)
+  trained = run(config, name, parallel, mngr, logger, state, train_step,
+                extra, test, train_batches(config, parallel, int(state.step)))
+  summary = {'steps': config.steps, 'train_seconds': trained.seconds,
+             **trained.final}
   logger.summary(summary)
   logger.close()
   write_json(os.path.join(workdir, 'summary.json'), summary)
+  print_done(name, workdir)
   return summary
+
+
+def print_done(name: str, workdir: str, exported=()) -> None:
+  """Where a finished run's results are: the summary, checkpoints, exports."""
+  if jax.process_index() == 0:
+    print(f'[{name}] done: {os.path.join(workdir, "summary.json")}, '
+          f'checkpoints in {os.path.join(workdir, "checkpoints")}'
+          + ''.join(f', exported {f}' for f in exported))

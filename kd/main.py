@@ -6,6 +6,7 @@ in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir` and
 """
 import json
 import os
+import sys
 import time
 
 from absl import app
@@ -14,7 +15,9 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from kd import config as kd_config
 from kd import distributed
+from kd import loop
 from kd import report
 from kd import train
 
@@ -33,6 +36,52 @@ def define_flags():
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, except that an override of a run's field on a
+  pipeline config (`--config.parallel=mesh`) says which stages have it."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError):
+    hint = pipeline_override_hint(argv)
+    if hint is None:
+      raise
+    sys.exit(f'FATAL Flags parsing error: {hint}')
+
+
+def pipeline_override_hint(argv: list[str]) -> str | None:
+  """The error for `--config.FIELD=V` overrides of a pipeline config where
+  FIELD belongs to its stages; None if there is none."""
+  paths = [a for a in argv if a.startswith('--config=')]
+  if not paths:
+    return None
+  config = flags.FLAGS['config'].parser.parse(paths[-1].split('=', 1)[1])
+  if 'stages' not in config:
+    return None
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    field, _, value = arg[len('--config.'):].partition('=')
+    if field.split('.')[0] in config:
+      continue
+    having = [name for name in config.stage_order
+              if _has_field(config.stages[name], field)]
+    if not having:
+      return (f'pipeline configs have no field {field!r}, nor does any of '
+              f'their stages ({", ".join(config.stage_order)})')
+    return (f'pipeline configs have no field {field!r}; it is set per stage: '
+            + ', '.join(f'--config.stages.{name}.{field}={value}'
+                        for name in having))
+  return None
+
+
+def _has_field(config, field: str) -> bool:
+  for key in field.split('.'):
+    if not hasattr(config, 'keys') or key not in config:
+      return False
+    config = config[key]
+  return True
+
+
 def _runs(config) -> list:
   return list(config.stages.values()) if 'stages' in config else [config]
 
@@ -48,22 +97,23 @@ def apply_wandb_flags(config, group: str | None, tags: list | None) -> None:
 
 def run_pipeline(config, workdir: str) -> dict:
   """Runs every stage; returns the merged `stage/key` summary."""
-  unknown = set(config.stage_order) - set(config.stages)
-  if unknown:
-    raise ValueError(f'stage_order names {sorted(unknown)}; the stages are '
-                     f'{sorted(config.stages)}')
+  kd_config.validate(config)  # Every stage, before the first runs.
   t0 = time.perf_counter()
   summary = {}
   dirs = {name: config.get('stage_dirs', {}).get(name) or
           os.path.join(workdir, name) for name in config.stages}
-  for name in config.stage_order:
+  order = list(config.stage_order)
+  for i, name in enumerate(order):
     stage = config.stages[name]
     with stage.unlocked():
       if stage.distill.teacher.workdir in config.stages:
         stage.distill.teacher.workdir = dirs[stage.distill.teacher.workdir]
       if stage.get('init_from') in config.stages:
         stage.init_from = dirs[stage.init_from]
-    result = train.train_and_evaluate(stage, dirs[name], name)
+    later = sum(config.stages[n].steps for n in order[i + 1:]
+                if loop.finished_summary(dirs[n], config.stages[n].steps)
+                is None)
+    result = train.train_and_evaluate(stage, dirs[name], name, later)
     summary.update({f'{name}/{k}': v for k, v in result.items()})
   summary['wall_seconds'] = time.perf_counter() - t0
   if jax.process_index() == 0:
@@ -78,6 +128,7 @@ def main(argv):
   distributed.initialize()
   f = flags.FLAGS
   config, workdir = f.config, f.workdir
+  kd_config.validate(config)  # Before the workdir is touched.
   apply_wandb_flags(config, f.wandb_group, f.wandb_tags)
   os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
@@ -119,4 +170,4 @@ def run_variant(train_fn) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,10 +1,12 @@
 """Trains and evaluates one run (a supervised model or a distilled student).
 
-Reads top to bottom: data and models, train state (restored if the run was
-interrupted), teacher, the compiled step, the loop, evaluation, export.
+`train_and_evaluate` reads top to bottom: `build` (data spec, models, train
+state), `teacher_source` (how the step sees the teacher), `fit` (restore,
+compile, the loop with its tests), `finish` (summary, latency, export).
 """
 import functools
 import os
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,7 @@ import numpy as np
 
 from kd import cache as cache_lib
 from kd import checkpoint
+from kd import config as kd_config
 from kd import data
 from kd import evaluate
 from kd import loop
@@ -20,7 +23,7 @@ from kd import losses
 from kd import models
 from kd import optim
 from kd import steps
-from kd.logger import MetricLogger, read_metrics
+from kd.logger import MetricLogger
 from kd.parallel import DataParallel
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -158,27 +161,27 @@ def warm_start(state, run_dir: str, name: str):
                        model_state=dict(found['model_state']), aux_params=aux)
 
 
-def _test_row(stats: dict) -> dict:
-  return {k: stats[k] for k in ('test_accuracy', 'test_loss')}
+TEST_ROW = ('test_accuracy', 'test_loss')  # The metrics row of a test.
 
 
-def train_and_evaluate(config: mc.ConfigDict, workdir: str,
-                       name: str = 'train') -> dict:
-  """Runs `config` in `workdir`, resuming from its checkpoints; returns the
-  run's summary (also written to `workdir/summary.json`)."""
-  os.makedirs(workdir, exist_ok=True)
-  done = loop.finished_summary(workdir, config.steps)
-  if done is not None:
-    print(f'[{name}] already finished in {workdir}; reusing its results')
-    return done
-  loop.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+class Built(NamedTuple):
+  """A run's data spec, devices, models and initial train state."""
+  spec: Any
+  parallel: DataParallel
+  model: Any
+  example: np.ndarray
+  tx: Any
+  lr_schedule: Any
+  teacher: Any  # None for a supervised run.
+  terms: tuple
+  state: steps.TrainState
 
-  # Data and models.
-  d = config.data
-  data_kw = dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
-                 download=d.download)
-  spec = data.spec(d.name, image_size=data_kw['image_size'])
-  t = config.distill.teacher
+
+def build(config: mc.ConfigDict, name: str) -> Built:
+  """Data spec, models and train state (warm-started from
+  `config.init_from`), failing early on a bad batch size or term."""
+  d, t = config.data, config.distill.teacher
+  spec = data.spec(d.name, image_size=d.image_size or None)
   if t.cache and t.model_shards > 1:
     raise ValueError('distill.teacher.cache builds on one device; with '
                      'model_shards > 1 keep the teacher live (cache=False)')
@@ -187,10 +190,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   model = build_model(config.model.name, config.model.kwargs,
                       spec.num_classes, config.dtype)
   example = np.zeros((1, *spec.input_shape), np.float32)
-
-  # Train state, restored when the run was interrupted.
   tx, lr_schedule = optim.create(config.optimizer, config.steps)
-  teacher = teacher_vars = None
+  teacher = None
   terms, aux_params, aux_state = (), {}, {}
   if t.workdir:
     teacher = build_model(t.model, t.kwargs, spec.num_classes,
@@ -207,82 +208,126 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                              aux_params, aux_state)
   if config.init_from:
     state = warm_start(state, config.init_from, name)
-  mngr, state = loop.restore(config, workdir, state, name)
+  return Built(spec, parallel, model, example, tx, lr_schedule, teacher,
+               terms, state)
 
-  # Teacher: frozen variables, passed to the step as data; or its outputs
-  # put in each batch, read from a cache or computed by a teacher split over
-  # the mesh's model axis.
-  extra, train_extra, extend_batch, with_teacher = (), (), None, None
-  if teacher is not None:
-    teacher_vars = checkpoint.load_variables(t.workdir, jax.eval_shape(
-        lambda: teacher.init(jax.random.key(0), example, train=False)))
-    if t.model_shards > 1:
-      with_teacher = sharded_teacher(parallel, teacher, teacher_vars, terms,
-                                     example)
-    else:
-      extra = (parallel.replicate(teacher_vars),)  # For evaluation too.
-      if t.cache:
-        cache = teacher_cache(config, workdir, teacher, teacher_vars, terms,
-                              example)
-        extend_batch = lambda b: {**b, 'teacher': cache.lookup(b['index'])}
-      else:
-        train_extra = extra
-    train_step = parallel.wrap(steps.make_distill_step(
-        model, teacher if train_extra else None, tx, terms,
+
+class TeacherSource(NamedTuple):
+  """Where a distillation step gets the teacher from: its frozen variables
+  passed as data (`train_extra`, and `eval_extra` for evaluation), or its
+  outputs put in each batch, read from a cache (`extend_batch`) or computed
+  by a teacher split over the mesh's model axis (`with_teacher`)."""
+  variables: Any = None
+  eval_extra: tuple = ()
+  train_extra: tuple = ()
+  extend_batch: Callable | None = None
+  with_teacher: Callable | None = None
+
+
+def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
+  if b.teacher is None:
+    return TeacherSource()
+  t = config.distill.teacher
+  variables = checkpoint.load_variables(t.workdir, jax.eval_shape(
+      lambda: b.teacher.init(jax.random.key(0), b.example, train=False)))
+  if t.model_shards > 1:
+    return TeacherSource(variables, with_teacher=sharded_teacher(
+        b.parallel, b.teacher, variables, b.terms, b.example))
+  extra = (b.parallel.replicate(variables),)
+  if t.cache:
+    cache = teacher_cache(config, workdir, b.teacher, variables, b.terms,
+                          b.example)
+    return TeacherSource(variables, extra, extend_batch=lambda batch: {
+        **batch, 'teacher': cache.lookup(batch['index'])})
+  return TeacherSource(variables, extra, extra)
+
+
+def compile_steps(config, b: Built, src: TeacherSource):
+  """(train step, eval step), compiled for `b.parallel`."""
+  if b.teacher is not None:
+    train_step = b.parallel.wrap(steps.make_distill_step(
+        b.model, b.teacher if src.train_extra else None, b.tx, b.terms,
         config.distill.ce_weight, config.label_smoothing, config.seed,
         config.mixup_alpha, config.distill.quantization_aware),
-                               num_replicated=1 + len(train_extra))
+                                 num_replicated=1 + len(src.train_extra))
   else:
-    train_step = parallel.wrap(
-        steps.make_supervised_step(model, tx, config.label_smoothing,
+    train_step = b.parallel.wrap(
+        steps.make_supervised_step(b.model, b.tx, config.label_smoothing,
                                    config.seed, config.mixup_alpha,
                                    config.distill.quantization_aware),
         num_replicated=1)
+  eval_fn = b.parallel.wrap(
+      steps.make_eval_step(b.model, b.teacher if src.eval_extra else None),
+      1 + len(src.eval_extra), donate_first=False)
+  if src.with_teacher is not None:
+    return src.with_teacher(train_step), src.with_teacher(eval_fn)
+  return train_step, eval_fn
 
-  # Test-split evaluation: every `eval_every` steps and at the end.
-  eval_fn = parallel.wrap(
-      steps.make_eval_step(model, teacher if extra else None),
-      1 + len(extra), donate_first=False)
-  if with_teacher is not None:
-    train_step, eval_fn = with_teacher(train_step), with_teacher(eval_fn)
+
+def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
+        logger: MetricLogger, later_steps: int = 0) -> loop.Trained:
+  """Trains from `workdir`'s last checkpoint (or `b.state`) to the end and
+  tests: every `eval_every` steps and at the end."""
+  mngr, state = loop.restore(config, workdir, b.state, name)
+  train_step, eval_fn = compile_steps(config, b, src)
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
-    batches = data.eval_batches(d.name, batch_size=config.eval_batch_size,
-                                split=d.eval_split, **data_kw)
-    return evaluate.run_eval(eval_fn, parallel, (variables, *extra), batches)
+    return evaluate.run_eval(eval_fn, b.parallel, (variables, *src.eval_extra),
+                             loop.eval_batches(config))
 
-  # The loop.
-  logger = MetricLogger(workdir, config)
-  p_state, train_seconds = loop.run(
-      config, name, parallel, mngr, logger, state, train_step, train_extra,
-      lambda p: _test_row(test(p)), lr_schedule, extend_batch)
+  batches = loop.train_batches(config, b.parallel, int(state.step))
+  if src.extend_batch is not None:
+    batches = map(src.extend_batch, batches)
+  return loop.run(config, name, b.parallel, mngr, logger, state, train_step,
+                  src.train_extra, test, batches, b.lr_schedule,
+                  logged=TEST_ROW, later_steps=later_steps)
 
-  # Evaluation.
-  stats = test(p_state)
-  logger.write(config.steps, _test_row(stats))
-  tested = [r for r in read_metrics(workdir) if 'test_accuracy' in r]
-  best = max(tested, key=lambda r: r['test_accuracy'], default=None)
-  if best is not None:
-    stats.update(best_test_accuracy=best['test_accuracy'],
-                 best_test_step=float(best['step']))
-  state = parallel.unreplicate(p_state)
+
+def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
+           trained: loop.Trained, logger: MetricLogger) -> dict:
+  """The summary (test figures, latency, exports), written and returned."""
+  state = b.parallel.unreplicate(trained.p_state)
   variables = {'params': state.params, **state.model_state}
   summary = {'steps': config.steps,
              'params': float(evaluate.count_params(state.params)),
-             'train_seconds': train_seconds, **stats}
+             'train_seconds': trained.seconds, **trained.final,
+             **trained.best.summary()}
   if config.evaluate.latency:
-    summary['latency_ms'] = evaluate.model_latency_ms(model, variables,
-                                                      spec.input_shape)
-    if teacher is not None:
+    summary['latency_ms'] = evaluate.model_latency_ms(b.model, variables,
+                                                      b.spec.input_shape)
+    if b.teacher is not None:
       summary['teacher_latency_ms'] = evaluate.model_latency_ms(
-          teacher, teacher_vars, spec.input_shape)
+          b.teacher, src.variables, b.spec.input_shape)
+  exported = []
   if config.export.formats and jax.process_index() == 0:
-    summary.update(export_student(config, workdir, model, variables))
+    summary.update(export_student(config, workdir, b.model, variables))
+    exported = [os.path.join(workdir, f'student_{fmt}.tflite')
+                for fmt in config.export.formats]
   logger.summary(summary)
   logger.close()
   loop.write_json(os.path.join(workdir, 'summary.json'), summary)
+  loop.print_done(name, workdir, exported)
   return summary
+
+
+def train_and_evaluate(config: mc.ConfigDict, workdir: str,
+                       name: str = 'train', later_steps: int = 0) -> dict:
+  """Runs `config` in `workdir`, resuming from its checkpoints; returns the
+  run's summary (also written to `workdir/summary.json`). `later_steps`:
+  the steps of later pipeline stages, for the ETA."""
+  kd_config.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  done = loop.finished_summary(workdir, config.steps)
+  if done is not None:
+    print(f'[{name}] already finished in {workdir}; reusing its results')
+    return done
+  loop.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  b = build(config, name)
+  src = teacher_source(config, workdir, b)
+  logger = MetricLogger(workdir, config)
+  trained = fit(config, workdir, name, b, src, logger, later_steps)
+  return finish(config, workdir, name, b, src, trained, logger)
 
 
 def export_student(config, workdir, model, variables) -> dict:

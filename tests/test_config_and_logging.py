@@ -94,6 +94,30 @@ def test_progress_line_has_step_loss_rate_and_eta():
   assert '100 ex/s' in line and 'ETA 5s' in line
 
 
+def test_progress_eta_covers_later_stages_at_a_smoothed_step_time(
+    monkeypatch):
+  now = [0.0]
+  monkeypatch.setattr(logger.time, 'perf_counter', lambda: now[0])
+  out = io.StringIO()
+  p = logger.Progress('teacher', total_steps=100, start_step=0, batch_size=10,
+                      later_steps=200, stream=out, smoothing=0.5)
+  p.compiling(1)
+  now[0] = 7.0  # The first step, compilation included.
+  p.compiled()
+  now[0] = 7.0 + 9 * 0.1
+  assert p.rate(10) == pytest.approx(10 * 9 / 0.9)  # Compilation excluded.
+  now[0] += 10 * 0.3
+  p.rate(20)
+  # Moving average of 0.1 s and 0.3 s per step: 0.2 s; 80 + 200 steps left.
+  assert p.step_seconds == pytest.approx(0.2)
+  assert p.eta(20, rate=1.0) == pytest.approx(280 * 0.2)
+  p.line(20, {'loss': 1.0}, rate=33.3)
+  lines = out.getvalue().splitlines()
+  assert lines[0] == '[teacher] compiling the step (step 1/100) ...'
+  assert lines[1] == '[teacher] compiled and ran the first step in 7.0s'
+  assert lines[2].endswith('ETA (pipeline) 56s')
+
+
 class _Recorder:
   """Stands in for the wandb module and keeps what would be sent."""
 

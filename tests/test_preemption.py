@@ -1,6 +1,8 @@
 """SIGTERM checkpoints and exits; the same command resumes to the same end."""
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -74,3 +76,38 @@ def test_sigterm_saves_and_the_rerun_ends_identical(tmp_path):
   (s1, p1), (s2, p2) = _params(full), _params(cut)
   assert s1 == s2 == 600
   jax.tree.map(np.testing.assert_array_equal, p1, p2)
+
+
+def test_sigterm_to_one_process_saves_the_same_step_on_every_process(
+    tmp_path):
+  """Two processes (jax.distributed): SIGTERM reaches process 1 only, yet
+  both stop at the same step and save it together."""
+  config = tmp_path / 'tiny.py'
+  config.write_text(CONFIG.replace(
+      '  return c', "  c.data.process_split = 'slice'\n  return c"))
+  data.builder('kd_digits')
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'kd.main', f'--config={config}',
+       f'--workdir={tmp_path / "cut"}'], cwd=ROOT,
+      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
+               XLA_FLAGS='--xla_force_host_platform_device_count=1',
+               KD_COORDINATOR=f'127.0.0.1:{port}', KD_NUM_PROCESSES='2',
+               KD_PROCESS_ID=str(i)),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  metrics = tmp_path / 'cut' / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while time.time() < deadline and procs[1].poll() is None:
+    if metrics.exists() and metrics.read_text():
+      break
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=120)[0] for p in procs]
+  assert [p.returncode for p in procs] == [143, 143], outs[0][-2000:]
+  saved = [re.findall(r'SIGTERM: saved step (\d+)', out) for out in outs]
+  assert saved[0] == saved[1] and len(saved[0]) == 1, outs
+  step, _ = _params(tmp_path / 'cut')
+  assert step == int(saved[0][0]) < 600

@@ -17,7 +17,7 @@ the method's `INIT` pre-training stage first; always on for ab and ft). Feature 
 the zoo takes the same method definition.
 """
 from configs.cifar100 import teacher as teacher_config
-from kd.config import pipeline_config, term
+from kd.config import parse_args, pipeline_config, term
 
 PAIRS = (('wrn_40_2', 'wrn_16_2'), ('resnet56', 'resnet20'),
          ('resnet110', 'resnet32'), ('resnet32x4', 'resnet8x4'),
@@ -82,12 +82,12 @@ INIT = {
 
 
 def get_config(arg: str | None = None):
-  a = teacher_config.parse(arg)
-  t_name, s_name = a.get('teacher', 'resnet32x4'), a.get('student', 'resnet8x4')
-  method = a.get('method', 'kd')
+  a = parse_args(arg, teacher='resnet32x4', student='resnet8x4', method='kd',
+                 epochs=240, seed=0, init=False, teacher_dir='')
+  t_name, s_name, method = a['teacher'], a['student'], a['method']
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; valid: {sorted(METHODS)}')
-  epochs, seed = int(a.get('epochs', 240)), int(a.get('seed', 0))
+  epochs, seed = a['epochs'], a['seed']
   teacher = teacher_config.recipe(t_name, epochs)
   student = teacher_config.recipe(s_name, epochs)
   student.seed = seed
@@ -99,7 +99,7 @@ def get_config(arg: str | None = None):
   student.wandb.group = f'{t_name}-{s_name}-{method}'
   student.wandb.tags = (method, t_name, s_name)
   stages = {'teacher': teacher}
-  if method in ('ab', 'ft') or (a.get('init') == '1' and method in INIT):
+  if method in ('ab', 'ft') or (a['init'] and method in INIT):
     init_epochs, init_terms = INIT[method]
     init = teacher_config.recipe(s_name, max(1, init_epochs * epochs // 240))
     init.seed = seed
@@ -113,6 +113,6 @@ def get_config(arg: str | None = None):
     student.init_from = 'init'
   stages['student'] = student
   c = pipeline_config(**stages)
-  if a.get('teacher_dir'):
+  if a['teacher_dir']:
     c.stage_dirs = {'teacher': a['teacher_dir']}
   return c

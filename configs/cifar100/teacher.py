@@ -9,15 +9,11 @@ crop + flip.
 
 `epochs=N` shortens the schedule proportionally (smoke tests).
 """
-from kd.config import run_config
+from kd.config import parse_args, run_config
 
 TRAIN_EXAMPLES = 50_000
 BATCH = 64
 SMALL_LR_MODELS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')
-
-
-def parse(arg: str | None) -> dict:
-  return dict(kv.split('=', 1) for kv in (arg or '').split(',') if kv)
 
 
 def recipe(model: str, epochs: int = 240):
@@ -40,5 +36,4 @@ def recipe(model: str, epochs: int = 240):
 
 
 def get_config(arg: str | None = None):
-  a = parse(arg)
-  return recipe(a.get('model', 'resnet32x4'), int(a.get('epochs', 240)))
+  return recipe(**parse_args(arg, model='resnet32x4', epochs=240))

@@ -15,8 +15,7 @@ evaluation on the 'validation' split.
 `epochs=`, `batch=`, `image_size=` and `seed=` arguments shorten or resize
 it (smoke tests).
 """
-from configs.cifar100.teacher import parse
-from kd.config import pipeline_config, run_config, term
+from kd.config import parse_args, pipeline_config, run_config, term
 
 TRAIN_EXAMPLES = 1_281_167
 METHODS = {
@@ -45,16 +44,17 @@ def recipe(model: str, epochs: int, batch: int, image_size: int):
 
 
 def get_config(arg: str | None = None):
-  a = parse(arg)
-  method = a.get('method', 'kd')
+  a = parse_args(arg, method='kd', epochs=100, batch=256, image_size=224,
+                 teacher='resnet34_imagenet', student='resnet18_imagenet',
+                 seed=0, teacher_dir='')
+  method = a['method']
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; valid: {sorted(METHODS)}')
-  size = dict(epochs=int(a.get('epochs', 100)), batch=int(a.get('batch', 256)),
-              image_size=int(a.get('image_size', 224)))
-  t_name = a.get('teacher', 'resnet34_imagenet')
+  size = {k: a[k] for k in ('epochs', 'batch', 'image_size')}
+  t_name = a['teacher']
   teacher = recipe(t_name, **size)
-  student = recipe(a.get('student', 'resnet18_imagenet'), **size)
-  student.seed = int(a.get('seed', 0))
+  student = recipe(a['student'], **size)
+  student.seed = a['seed']
   ce_weight, terms = METHODS[method]
   student.distill.ce_weight = ce_weight
   if terms:
@@ -62,6 +62,6 @@ def get_config(arg: str | None = None):
     for name, t in terms.items():
       student.distill.terms[name] = t
   c = pipeline_config(teacher=teacher, student=student)
-  if a.get('teacher_dir'):
+  if a['teacher_dir']:
     c.stage_dirs = {'teacher': a['teacher_dir']}
   return c

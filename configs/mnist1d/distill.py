@@ -14,7 +14,7 @@ distillation (simulated int8). `export=1`: TFLite float32 and int8 exports.
       --workdir=runs/mnist1d/kd_T4_s0
 """
 from configs.mnist1d import train as recipes
-from kd.config import pipeline_config, term
+from kd.config import parse_args, pipeline_config, term
 
 METHODS = ('scratch', 'kd', 'dkd', 'dist', 'rkd', 'pkt', 'logit_mse')
 
@@ -34,26 +34,26 @@ def _terms(method: str, temperature: float) -> tuple[float, dict]:
 
 
 def get_config(arg: str | None = None):
-  a = recipes.parse(arg)
-  method = a.get('method', 'kd')
+  a = parse_args(arg, method='kd', steps=6000, teacher='cnn1d', student='mlp',
+                 seed=0, temperature=4.0, mixup=0.0, qat=False, export=False,
+                 teacher_dir='')
+  method = a['method']
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
-  steps = int(a.get('steps', 6000))
-  teacher = recipes.recipe(a.get('teacher', 'cnn1d'), 0, steps)
-  student = recipes.recipe(a.get('student', 'mlp'), int(a.get('seed', 0)),
-                           steps)
-  ce_weight, terms = _terms(method, float(a.get('temperature', 4.0)))
+  teacher = recipes.recipe(a['teacher'], 0, a['steps'])
+  student = recipes.recipe(a['student'], a['seed'], a['steps'])
+  ce_weight, terms = _terms(method, a['temperature'])
   student.distill.ce_weight = ce_weight
   if terms:
     student.distill.teacher.update(workdir='teacher', model=teacher.model.name,
                                    kwargs=teacher.model.kwargs)
     for name, t in terms.items():
       student.distill.terms[name] = t
-  student.mixup_alpha = float(a.get('mixup', 0.0))
-  student.distill.quantization_aware = bool(int(a.get('qat', 0)))
-  if int(a.get('export', 0)):
+  student.mixup_alpha = a['mixup']
+  student.distill.quantization_aware = a['qat']
+  if a['export']:
     student.export.formats = ('float32', 'int8')
   c = pipeline_config(teacher=teacher, student=student)
-  if a.get('teacher_dir'):
+  if a['teacher_dir']:
     c.stage_dirs = {'teacher': a['teacher_dir']}
   return c

@@ -7,14 +7,10 @@ training recipe: Adam, lr 1e-2, batch 100, 6,000 steps, no schedule.
 Models: logreg, mlp (100-100, as the paper), cnn1d, gru (bidirectional,
 6 units, as the paper).
 """
-from kd.config import run_config
+from kd.config import parse_args, run_config
 
 MODELS = {'logreg': {}, 'mlp': {'hidden': (100, 100)}, 'cnn1d': {},
           'gru': {'hidden': 6}}
-
-
-def parse(arg: str | None) -> dict:
-  return dict(kv.split('=', 1) for kv in (arg or '').split(',') if kv)
 
 
 def recipe(model: str, seed: int = 0, steps: int = 6000):
@@ -36,6 +32,4 @@ def recipe(model: str, seed: int = 0, steps: int = 6000):
 
 
 def get_config(arg: str | None = None):
-  a = parse(arg)
-  return recipe(a.get('model', 'mlp'), int(a.get('seed', 0)),
-                int(a.get('steps', 6000)))
+  return recipe(**parse_args(arg, model='mlp', seed=0, steps=6000))

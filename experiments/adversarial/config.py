@@ -18,24 +18,24 @@ import ml_collections as mc
 
 from configs.mnist1d import train as recipes
 from experiments.adversarial import discriminator
+from kd.config import parse_args
 
 TEACHER = 'runs/mnist1d_baselines/model=cnn1d__seed=1'
 
 
 def get_config(arg: str | None = None):
-  a = recipes.parse(arg)
-  c = recipes.recipe('mlp', int(a.get('seed', 0)), int(a.get('steps', 6000)))
-  form = a.get('form', 'non_saturating')
+  a = parse_args(arg, seed=0, steps=6000, form='non_saturating',
+                 teacher_dir=TEACHER, adv_weight=0.1, kd_weight=1.0,
+                 temperature=4.0, disc_steps=1, embedding=False,
+                 conditional=False, raw_logits=False, disc_lr=1e-3)
+  c = recipes.recipe('mlp', a['seed'], a['steps'])
+  form = a['form']
   if form not in discriminator.FORMS:
     raise ValueError(f'unknown form {form!r}; valid: {discriminator.FORMS}')
   c.adversarial = mc.ConfigDict(dict(
-      teacher_dir=a.get('teacher_dir', TEACHER), form=form,
-      adv_weight=float(a.get('adv_weight', 0.1)),
-      kd_weight=float(a.get('kd_weight', 1.0)), ce_weight=1.0,
-      temperature=float(a.get('temperature', 4.0)),
-      disc_steps=int(a.get('disc_steps', 1)),
-      embedding=bool(int(a.get('embedding', 0))),
-      conditional=bool(int(a.get('conditional', 0))),
-      raw_logits=bool(int(a.get('raw_logits', 0))),
-      disc_hidden=(64, 64), disc_lr=float(a.get('disc_lr', 1e-3))))
+      teacher_dir=a['teacher_dir'], form=form, adv_weight=a['adv_weight'],
+      kd_weight=a['kd_weight'], ce_weight=1.0, temperature=a['temperature'],
+      disc_steps=a['disc_steps'], embedding=a['embedding'],
+      conditional=a['conditional'], raw_logits=a['raw_logits'],
+      disc_hidden=(64, 64), disc_lr=a['disc_lr']))
   return c

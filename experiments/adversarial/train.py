@@ -20,20 +20,15 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from experiments.adversarial import discriminator as disc_lib
-from kd import data
-from kd import evaluate
-from kd import loop
 from kd import main as kd_main
 from kd import losses
-from kd import models
-from kd import optim
 from kd import steps
+from kd import variant
 from kd.export.student import load_run
-from kd.parallel import AXIS, DataParallel
+from kd.parallel import AXIS
 
 
 @flax.struct.dataclass
@@ -151,34 +146,25 @@ def init_state(config, student, teacher, disc, tx, disc_tx, example,
 
 def train(config, workdir: str) -> dict:
   a = config.adversarial
-  spec = data.spec(config.data.name)
-  parallel = DataParallel(config.parallel)
-  student = models.create(config.model.name, spec.num_classes,
-                          **config.model.kwargs.to_dict())
+  s = variant.setup(config, 'adversarial')
+  student = variant.create_model(s, config.model)
   _, teacher, teacher_vars, _ = load_run(a.teacher_dir)
   disc = disc_lib.Discriminator(tuple(a.disc_hidden))
-  tx, _ = optim.create(config.optimizer, config.steps)
   disc_tx = optax.adam(a.disc_lr, b1=0.5)  # b1 = 0.5: the usual GAN choice.
-  example = np.zeros((1, *spec.input_shape), np.float32)
-  state = init_state(config, student, teacher, disc, tx, disc_tx, example,
-                     spec.num_classes)
-  train_step = parallel.wrap(
-      make_step(student, teacher, disc, tx, disc_tx, a, spec.num_classes),
+  state = init_state(config, student, teacher, disc, s.tx, disc_tx, s.example,
+                     s.num_classes)
+  train_step = s.parallel.wrap(
+      make_step(student, teacher, disc, s.tx, disc_tx, a, s.num_classes),
       num_replicated=2)
-  p_teacher = parallel.replicate(teacher_vars)
-  eval_fn = parallel.wrap(steps.make_named_eval_step(
+  p_teacher = s.parallel.replicate(teacher_vars)
+  eval_fn = s.parallel.wrap(steps.make_named_eval_step(
       lambda v, tv, x: {'student': student.apply(v, x, train=False)[0],
                         'teacher': teacher.apply(tv, x, train=False)[0]}), 2,
-                          donate_first=False)
-
-  def test(p_state):
-    s = p_state.student
-    variables = {'params': s.params, **s.model_state}
-    return evaluate.test_named(config, parallel, eval_fn,
-                               (variables, p_teacher))
-
-  return loop.fit(config, workdir, f'adversarial/{a.form}', parallel, state,
-                  train_step, (p_teacher,), test)
+                            donate_first=False)
+  return variant.fit(
+      config, workdir, f'adversarial/{a.form}', s, state, train_step,
+      (p_teacher,), eval_fn, lambda p: ({'params': p.student.params,
+                                         **p.student.model_state}, p_teacher))
 
 
 if __name__ == '__main__':

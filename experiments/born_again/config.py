@@ -21,7 +21,7 @@ Generation k trains with seed + 10 k (its own initialisation and data order).
 """
 from configs.mnist1d import train as recipes
 from experiments.born_again import losses  # pylint: disable=unused-import
-from kd.config import pipeline_config, term
+from kd.config import parse_args, pipeline_config, term
 
 VARIANTS = ('ban', 'ban_l', 'cwtm', 'dkpp')
 
@@ -37,13 +37,14 @@ def _terms(variant: str) -> tuple[float, dict]:
 
 
 def get_config(arg: str | None = None):
-  a = recipes.parse(arg)
-  variant = a.get('variant', 'ban')
+  a = parse_args(arg, variant='ban', seed=0, steps=6000, generations=3,
+                 gen0_dir='')
+  variant = a['variant']
   if variant not in VARIANTS:
     raise ValueError(f'unknown variant {variant!r}; valid: {VARIANTS}')
-  seed, steps = int(a.get('seed', 0)), int(a.get('steps', 6000))
+  seed, steps = a['seed'], a['steps']
   stages = {}
-  for k in range(int(a.get('generations', 3)) + 1):
+  for k in range(a['generations'] + 1):
     c = recipes.recipe('mlp', seed + 10 * k, steps)
     if k:
       ce_weight, terms = _terms(variant)
@@ -54,6 +55,6 @@ def get_config(arg: str | None = None):
         c.distill.terms[name] = t
     stages[f'gen{k}'] = c
   c = pipeline_config(**stages)
-  if 'gen0_dir' in a:
+  if a['gen0_dir']:
     c.stage_dirs = {'gen0': a['gen0_dir']}
   return c

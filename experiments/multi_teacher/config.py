@@ -16,31 +16,32 @@ learned regressor).
 import ml_collections as mc
 
 from configs.mnist1d import train as recipes
-from kd.config import term
+from kd.config import parse_args, term
 from experiments.multi_teacher import weights as weights_lib
 
 TEACHERS = 'cnn1d:0+cnn1d:1+cnn1d:2+gru:0'
 
 
 def get_config(arg: str | None = None):
-  a = recipes.parse(arg)
-  mode = a.get('mode', 'mean')
+  a = parse_args(arg, mode='mean', seed=0, steps=6000,
+                 root='runs/mnist1d_baselines', teachers=TEACHERS, weights='',
+                 temperature=4.0, hint=int)
+  mode = a['mode']
   if mode not in weights_lib.MODES:
     raise ValueError(f'unknown mode {mode!r}; valid: {weights_lib.MODES}')
-  c = recipes.recipe('mlp', int(a.get('seed', 0)), int(a.get('steps', 6000)))
-  root = a.get('root', 'runs/mnist1d_baselines')
-  pairs = [p.split(':') for p in a.get('teachers', TEACHERS).split('+')]
-  fixed = tuple(float(w) for w in a['weights'].split('+')) if 'weights' in a \
-      else ()
+  c = recipes.recipe('mlp', a['seed'], a['steps'])
+  root = a['root']
+  pairs = [p.split(':') for p in a['teachers'].split('+')]
+  fixed = tuple(float(w) for w in a['weights'].split('+') if w)
   if mode == 'fixed' and len(fixed) != len(pairs):
     raise ValueError(f'mode=fixed needs {len(pairs)} weights=w1+w2+...')
   c.multi = mc.ConfigDict(dict(
       teachers=tuple(f'{root}/model={m}__seed={s}' for m, s in pairs),
-      mode=mode, weights=fixed, temperature=float(a.get('temperature', 4.0)),
+      mode=mode, weights=fixed, temperature=a['temperature'],
       ce_weight=1.0, kd_weight=1.0,
       term_teachers=mc.ConfigDict()))  # distill.terms name -> teacher index.
-  if 'hint' in a:
+  if a['hint'] is not None:
     c.distill.terms.hint = term('hint', 1.0, student='embedding',
                                 teacher='embedding', adapter='regressor')
-    c.multi.term_teachers.hint = int(a['hint'])
+    c.multi.term_teachers.hint = a['hint']
   return c

@@ -15,20 +15,17 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from experiments.multi_teacher import weights as weights_lib
-from kd import data
 from kd import evaluate
 from kd import loop
 from kd import main as kd_main
 from kd import losses
-from kd import models
-from kd import optim
 from kd import steps
 from kd import train as kd_train
+from kd import variant
 from kd.export.student import load_run
-from kd.parallel import AXIS, DataParallel
+from kd.parallel import AXIS
 
 
 def teacher_weights(mode: str, teacher_logits, student_logits, labels,
@@ -100,14 +97,13 @@ def ensemble_logits(teachers, teacher_vars, x):
 
 def train(config, workdir: str) -> dict:
   m = config.multi
-  spec = data.spec(config.data.name)
-  parallel = DataParallel(config.parallel)
-  student = models.create(config.model.name, spec.num_classes,
-                          **config.model.kwargs.to_dict())
+  unsupported = {k: v for k, v in variant.UNSUPPORTED.items()
+                 if k != 'distill.terms'}  # Terms pair with term_teachers.
+  s = variant.setup(config, 'multi_teacher', unsupported)
+  student, example = variant.create_model(s, config.model), s.example
   loaded = [load_run(d)[1:3] for d in m.teachers]
   teachers = tuple(t for t, _ in loaded)
   teacher_vars = tuple(v for _, v in loaded)
-  example = np.zeros((1, *spec.input_shape), np.float32)
   terms = kd_train.distill_terms(config)
   term_teachers = tuple(int(m.term_teachers.get(t.name, 0)) for t in terms)
   aux_params = {}
@@ -120,29 +116,25 @@ def train(config, workdir: str) -> dict:
     aux_params.update(kd_train.init_adapters(
         (term,), student, teachers[k], example,
         jax.random.key(config.seed + 1), 0)[0])
-  tx, _ = optim.create(config.optimizer, config.steps)
-  state = steps.create_state(student, tx, jax.random.key(config.seed),
+  state = steps.create_state(student, s.tx, jax.random.key(config.seed),
                              example, aux_params)
-  train_step = parallel.wrap(
-      make_step(student, teachers, tx, m.mode, m.temperature, m.ce_weight,
+  train_step = s.parallel.wrap(
+      make_step(student, teachers, s.tx, m.mode, m.temperature, m.ce_weight,
                 m.kd_weight, tuple(m.weights), terms, term_teachers),
       num_replicated=2)
-  p_teachers = parallel.replicate(teacher_vars)
+  p_teachers = s.parallel.replicate(teacher_vars)
 
-  eval_student = parallel.wrap(steps.make_named_eval_step(
+  eval_student = s.parallel.wrap(steps.make_named_eval_step(
       lambda v, x: {'student': student.apply(v, x, train=False)[0]}), 1,
-                               donate_first=False)
-  eval_teachers = parallel.wrap(steps.make_named_eval_step(
+                                 donate_first=False)
+  eval_teachers = s.parallel.wrap(steps.make_named_eval_step(
       lambda tv, x: ensemble_logits(teachers, tv, x)), 1, donate_first=False)
-
-  def test(p_state):
-    variables = {'params': p_state.params, **p_state.model_state}
-    return evaluate.test_named(config, parallel, eval_student, (variables,))
-
-  summary = loop.fit(config, workdir, f'multi_teacher/{m.mode}', parallel,
-                     state, train_step, (p_teachers,), test)
+  summary = variant.fit(
+      config, workdir, f'multi_teacher/{m.mode}', s, state, train_step,
+      (p_teachers,), eval_student,
+      lambda p: ({'params': p.params, **p.model_state},))
   if 'ensemble/test_accuracy' not in summary:
-    summary.update(evaluate.test_named(config, parallel, eval_teachers,
+    summary.update(evaluate.test_named(config, s.parallel, eval_teachers,
                                        (p_teachers,)))
     summary['teachers'] = list(m.teachers)
     loop.write_json(os.path.join(workdir, 'summary.json'), summary)

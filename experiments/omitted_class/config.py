@@ -11,12 +11,12 @@ bias correction the paper describes.
   python -m experiments.omitted_class.analyze runs/omitted/seed*
 """
 from configs.mnist1d import train as recipes
-from kd.config import pipeline_config, term
+from kd.config import parse_args, pipeline_config, term
 
 
 def get_config(arg: str | None = None):
-  a = recipes.parse(arg)
-  omit, seed = int(a.get('omit', 3)), int(a.get('seed', 0))
+  a = parse_args(arg, omit=3, seed=0, teacher_dir='')
+  omit, seed = a['omit'], a['seed']
   teacher = recipes.recipe('cnn1d', 0)
   stages = {'teacher': teacher}
   for name, distil in (('student_kd', True), ('student_scratch', False)):
@@ -28,6 +28,6 @@ def get_config(arg: str | None = None):
       s.distill.terms.kd = term('kd', 1.0, temperature=4.0)
     stages[name] = s
   c = pipeline_config(**stages)
-  if a.get('teacher_dir'):
+  if a['teacher_dir']:
     c.stage_dirs = {'teacher': a['teacher_dir']}
   return c

@@ -12,15 +12,16 @@ Arguments: `students` ('+'-joined models of configs/mnist1d/train.py),
 import ml_collections as mc
 
 from configs.mnist1d import train as recipes
+from kd.config import parse_args
 
 
 def get_config(arg: str | None = None):
-  a = recipes.parse(arg)
-  names = a.get('students', 'mlp+mlp').split('+')
-  c = recipes.recipe('mlp', int(a.get('seed', 0)), int(a.get('steps', 6000)))
+  a = parse_args(arg, students='mlp+mlp', seed=0, steps=6000, temperature=1.0,
+                 mutual_weight=1.0)
+  names = a['students'].split('+')
+  c = recipes.recipe('mlp', a['seed'], a['steps'])
   c.online = mc.ConfigDict(dict(
       students={f'student_{i}': dict(name=n, kwargs=recipes.MODELS[n])
                 for i, n in enumerate(names)},
-      temperature=float(a.get('temperature', 1.0)),
-      mutual_weight=float(a.get('mutual_weight', 1.0))))
+      temperature=a['temperature'], mutual_weight=a['mutual_weight']))
   return c

@@ -13,18 +13,13 @@ has every student and their ensemble (mean of their distributions).
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from experiments.online import mutual
-from kd import data
-from kd import evaluate
-from kd import loop
 from kd import main as kd_main
 from kd import losses
-from kd import models
-from kd import optim
 from kd import steps
-from kd.parallel import AXIS, DataParallel
+from kd import variant
+from kd.parallel import AXIS
 
 
 def make_step(students, tx, temperature: float, mutual_weight: float):
@@ -62,35 +57,27 @@ def predictions(students, variables, x):
 
 def train(config, workdir: str) -> dict:
   o = config.online
-  spec = data.spec(config.data.name)
-  parallel = DataParallel(config.parallel)
-  students = tuple(models.create(s.name, spec.num_classes,
-                                 **s.kwargs.to_dict())
-                   for _, s in sorted(o.students.items()))
-  example = np.zeros((1, *spec.input_shape), np.float32)
+  s = variant.setup(config, 'online')
+  students = tuple(variant.create_model(s, m)
+                   for _, m in sorted(o.students.items()))
   params, model_state = [], []
   for i, m in enumerate(students):
     v = dict(m.init(jax.random.fold_in(jax.random.key(config.seed), i),
-                    example, train=False))
+                    s.example, train=False))
     params.append(v.pop('params'))
     model_state.append(v)
   params, model_state = tuple(params), tuple(model_state)
-  tx, _ = optim.create(config.optimizer, config.steps)
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            model_state=model_state,
-                           opt_state=tx.init((params, {})))
-  train_step = parallel.wrap(make_step(students, tx, o.temperature,
-                                       o.mutual_weight), num_replicated=1)
-  eval_fn = parallel.wrap(steps.make_named_eval_step(
+                           opt_state=s.tx.init((params, {})))
+  train_step = s.parallel.wrap(make_step(students, s.tx, o.temperature,
+                                         o.mutual_weight), num_replicated=1)
+  eval_fn = s.parallel.wrap(steps.make_named_eval_step(
       lambda v, x: predictions(students, v, x)), 1, donate_first=False)
-
-  def test(p_state):
-    variables = tuple({'params': p, **s} for p, s in
-                      zip(p_state.params, p_state.model_state))
-    return evaluate.test_named(config, parallel, eval_fn, (variables,))
-
-  return loop.fit(config, workdir, 'online', parallel, state, train_step, (),
-                    test)
+  return variant.fit(config, workdir, 'online', s, state, train_step, (),
+                     eval_fn, lambda p: (tuple(
+                         {'params': ps, **ms}
+                         for ps, ms in zip(p.params, p.model_state)),))
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ T 20, correct probability 0.9.
 import ml_collections as mc
 
 from configs.mnist1d import train as recipes
+from kd.config import parse_args
 
 MODES = ('byot', 'teacher_free')
 DEFAULTS = {'byot': dict(alpha=0.3, temperature=3.0),
@@ -23,18 +24,20 @@ TAPS = {'mlp': 'hidden0', 'cnn1d': 'stage0+stage1'}
 
 
 def get_config(arg: str | None = None):
-  a = recipes.parse(arg)
-  mode = a.get('mode', 'byot')
+  a = parse_args(arg, mode='byot', model='mlp', seed=0, steps=6000, taps=str,
+                 alpha=float, temperature=float, feature_weight=0.01,
+                 correct_prob=0.9)
+  mode = a['mode']
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; valid: {MODES}')
-  model = a.get('model', 'mlp')
-  c = recipes.recipe(model, int(a.get('seed', 0)), int(a.get('steps', 6000)))
+  model = a['model']
+  c = recipes.recipe(model, a['seed'], a['steps'])
   d = DEFAULTS[mode]
   c.self_distill = mc.ConfigDict(dict(
       mode=mode,
-      taps=tuple(a.get('taps', TAPS.get(model, '')).split('+')),
-      alpha=float(a.get('alpha', d['alpha'])),
-      temperature=float(a.get('temperature', d['temperature'])),
-      feature_weight=float(a.get('feature_weight', 0.01)),
-      correct_prob=float(a.get('correct_prob', 0.9))))
+      taps=tuple((a['taps'] or TAPS.get(model, '')).split('+')),
+      alpha=d['alpha'] if a['alpha'] is None else a['alpha'],
+      temperature=(d['temperature'] if a['temperature'] is None
+                   else a['temperature']),
+      feature_weight=a['feature_weight'], correct_prob=a['correct_prob']))
   return c

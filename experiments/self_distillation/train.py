@@ -20,18 +20,13 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from experiments.self_distillation import losses as sd_losses
-from kd import data
-from kd import evaluate
-from kd import loop
 from kd import main as kd_main
 from kd import losses
-from kd import models
-from kd import optim
 from kd import steps
-from kd.parallel import AXIS, DataParallel
+from kd import variant
+from kd.parallel import AXIS
 
 
 class AuxHead(nn.Module):
@@ -106,11 +101,8 @@ def predictions(model, heads, taps, variables, aux, x):
 
 def train(config, workdir: str) -> dict:
   s = config.self_distill
-  spec = data.spec(config.data.name)
-  parallel = DataParallel(config.parallel)
-  model = models.create(config.model.name, spec.num_classes,
-                        **config.model.kwargs.to_dict())
-  example = np.zeros((1, *spec.input_shape), np.float32)
+  v = variant.setup(config, 'self_distillation')
+  model, example = variant.create_model(v, config.model), v.example
   rng = jax.random.key(config.seed)
   heads, aux = None, {}
   if s.mode == 'byot':
@@ -121,21 +113,18 @@ def train(config, workdir: str) -> dict:
       raise ValueError(f'byot taps {list(s.taps)}: {missing or "none"} not '
                        f'among the model features {sorted(feats)}')
     heads = AuxHeads(tuple(s.taps), feats['embedding'].shape[-1],
-                     spec.num_classes)
+                     v.num_classes)
     aux = {'heads': heads.init(jax.random.fold_in(rng, 1), {
         t: jnp.zeros(feats[t].shape, feats[t].dtype) for t in s.taps})[
             'params']}
-  tx, _ = optim.create(config.optimizer, config.steps)
-  state = steps.create_state(model, tx, rng, example, aux)
-  train_step = parallel.wrap(make_step(model, heads, tx, s), 1)
-  eval_fn = parallel.wrap(steps.make_named_eval_step(
+  state = steps.create_state(model, v.tx, rng, example, aux)
+  train_step = v.parallel.wrap(make_step(model, heads, v.tx, s), 1)
+  eval_fn = v.parallel.wrap(steps.make_named_eval_step(
       lambda st, x: predictions(model, heads, s.taps,
                                 {'params': st.params, **st.model_state},
                                 st.aux_params, x)), 1, donate_first=False)
-  test = lambda p_state: evaluate.test_named(config, parallel, eval_fn,
-                                             (p_state,))
-  return loop.fit(config, workdir, f'self_distillation/{s.mode}', parallel,
-                  state, train_step, (), test)
+  return variant.fit(config, workdir, f'self_distillation/{s.mode}', v, state,
+                     train_step, (), eval_fn, lambda p_state: (p_state,))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,88 @@
+"""The setup every variant trainer shares (experiments/*/train.py: several
+teachers, several students, a discriminator, a model that teaches itself).
+
+A variant calls `setup` (checks, data spec, devices, optimizer), builds its
+own state, step and eval step, and hands them to `fit`, which runs
+`kd.loop.fit` (restore, the loop, test, summary) with the test over the
+config's test split.
+"""
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from kd import config as kd_config
+from kd import data
+from kd import evaluate
+from kd import loop
+from kd import models
+from kd import optim
+from kd.parallel import DataParallel
+
+# The fields no variant step implements, each with the one value it runs
+# with (the default): a different value is an error, not silently ignored.
+UNSUPPORTED = {
+    'dtype': 'float32',
+    'label_smoothing': 0.0,
+    'mixup_alpha': 0.0,
+    'init_from': '',
+    'distill.quantization_aware': False,
+    'distill.teacher.workdir': '',
+    'distill.teacher.cache': False,
+    'distill.teacher.model_shards': 1,
+    'distill.terms': {},
+}
+
+
+def reject_unsupported(config, fields: dict, variant: str) -> None:
+  """Raises ValueError for the first of `fields` (path -> the only value
+  `variant` supports) that `config` sets otherwise."""
+  for path, supported in fields.items():
+    value = config
+    for key in path.split('.'):
+      value = value[key]
+    if hasattr(value, 'to_dict'):
+      value = value.to_dict()
+    if value != supported:
+      raise ValueError(
+          f'config.{path}={value!r}: the {variant} variant does not support '
+          f'it; set it to {supported!r} (or use kd.main, which does)')
+
+
+class Setup(NamedTuple):
+  spec: Any  # kd.data.DatasetSpec
+  parallel: DataParallel
+  example: np.ndarray  # One zero input, for initialising models.
+  tx: Any  # The optimizer of config.optimizer.
+  num_classes: int
+
+
+def setup(config, variant: str, unsupported: dict | None = None) -> Setup:
+  """Checks `config` (`kd.config.validate` and the fields `variant` does not
+  support, `UNSUPPORTED` unless given) before any work; returns what every
+  variant builds first."""
+  kd_config.validate(config)
+  reject_unsupported(config, UNSUPPORTED if unsupported is None
+                     else unsupported, variant)
+  spec = data.spec(config.data.name, image_size=config.data.image_size or None)
+  parallel = DataParallel(config.parallel)
+  parallel.check_batch_size(config.batch_size)
+  tx, _ = optim.create(config.optimizer, config.steps)
+  return Setup(spec, parallel, np.zeros((1, *spec.input_shape), np.float32),
+               tx, spec.num_classes)
+
+
+def create_model(s: Setup, model) -> Any:
+  """The model of a `config.model`-like entry (`name`, `kwargs`)."""
+  return models.create(model.name, s.num_classes, **model.kwargs.to_dict())
+
+
+def fit(config, workdir: str, name: str, s: Setup, state,
+        train_step: Callable, extra: tuple, eval_fn: Callable,
+        eval_args: Callable) -> dict:
+  """Trains with `kd.loop.fit`; the test runs `eval_fn` (a
+  `kd.steps.make_named_eval_step`) on `eval_args(p_state)` over the test
+  split. Returns the summary."""
+  test = lambda p_state: evaluate.test_named(config, s.parallel, eval_fn,
+                                             eval_args(p_state))
+  return loop.fit(config, workdir, name, s.parallel, state, train_step,
+                  extra, test)
