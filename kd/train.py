@@ -19,6 +19,7 @@ from kd import loop
 from kd import losses
 from kd import models
 from kd import optim
+from kd import runs
 from kd import steps
 from kd.logger import MetricLogger, read_metrics
 from kd.parallel import DataParallel
@@ -120,14 +121,15 @@ def sharded_teacher(parallel, teacher, teacher_vars, terms, example):
   return with_teacher
 
 
-def teacher_cache(config, workdir, teacher, teacher_vars, terms, example):
+def teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
+                  terms, example):
   """The teacher-output cache of this run's teacher and training data
   (`kd.cache`): logits and every feature a term reads, built on first use
   in `distill.teacher.cache_dir` (default WORKDIR/teacher_cache)."""
   t = config.distill.teacher
   cache_lib.check_usable(config)
   names = teacher_outputs(teacher, terms, example)
-  meta = cache_lib.provenance(config, checkpoint.latest_step(t.workdir),
+  meta = cache_lib.provenance(config, teacher_step,
                               teacher_vars, teacher_dtype(t.dtype))
   # Variables as an argument, not as constants folded into the program.
   forward = functools.partial(jax.jit(lambda v, x: steps.outputs(
@@ -142,7 +144,7 @@ def warm_start(state, run_dir: str, name: str):
   adapter of the same term name and shapes taken from `run_dir`'s last
   checkpoint: how a pre-training stage (FitNets, FT's paraphraser, AB's
   connectors) hands its result to the next. Optimizer state starts fresh."""
-  found, step = checkpoint.load_state(run_dir, f'[{name}] init_from')
+  found, step = runs.latest_state(run_dir, f'[{name}] init_from')
   variables = {'params': found['params'], **found['model_state']}
   checkpoint.check_same_structure(
       {'params': state.params, **state.model_state}, variables,
@@ -165,13 +167,18 @@ def _test_row(stats: dict) -> dict:
 def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                        name: str = 'train') -> dict:
   """Runs `config` in `workdir`, resuming from its checkpoints; returns the
-  run's summary (also written to `workdir/summary.json`)."""
-  os.makedirs(workdir, exist_ok=True)
-  done = loop.finished_summary(workdir, config.steps)
+  run's summary (also written to `workdir/summary.json`). The directory is
+  locked meanwhile, and must hold no run of another config (`kd.runs`)."""
+  with runs.lock(workdir):
+    runs.check_identity(workdir, config)
+    return _train_and_evaluate(config, workdir, name)
+
+
+def _train_and_evaluate(config, workdir, name):
+  done = runs.finished_summary(workdir, config.steps)
   if done is not None:
     print(f'[{name}] already finished in {workdir}; reusing its results')
     return done
-  loop.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   # Data and models.
   d = config.data
@@ -214,16 +221,18 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   # the mesh's model axis.
   extra, train_extra, extend_batch, with_teacher = (), (), None, None
   if teacher is not None:
-    teacher_vars = checkpoint.load_variables(t.workdir, jax.eval_shape(
-        lambda: teacher.init(jax.random.key(0), example, train=False)))
+    teacher_vars, teacher_step = runs.load_teacher(
+        t.workdir, jax.eval_shape(lambda: teacher.init(
+            jax.random.key(0), example, train=False)),
+        t.allow_unfinished_teacher)
     if t.model_shards > 1:
       with_teacher = sharded_teacher(parallel, teacher, teacher_vars, terms,
                                      example)
     else:
       extra = (parallel.replicate(teacher_vars),)  # For evaluation too.
       if t.cache:
-        cache = teacher_cache(config, workdir, teacher, teacher_vars, terms,
-                              example)
+        cache = teacher_cache(config, workdir, teacher, teacher_vars,
+                              teacher_step, terms, example)
         extend_batch = lambda b: {**b, 'teacher': cache.lookup(b['index'])}
       else:
         train_extra = extra
@@ -252,7 +261,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                                 split=d.eval_split, **data_kw)
     return evaluate.run_eval(eval_fn, parallel, (variables, *extra), batches)
 
-  # The loop.
+  # The loop, once the run is accepted.
+  runs.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   logger = MetricLogger(workdir, config)
   p_state, train_seconds = loop.run(
       config, name, parallel, mngr, logger, state, train_step, train_extra,
@@ -271,6 +281,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   summary = {'steps': config.steps,
              'params': float(evaluate.count_params(state.params)),
              'train_seconds': train_seconds, **stats}
+  if teacher is not None:
+    summary['teacher_step'] = teacher_step
   if config.evaluate.latency:
     summary['latency_ms'] = evaluate.model_latency_ms(model, variables,
                                                       spec.input_shape)
@@ -281,7 +293,7 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
     summary.update(export_student(config, workdir, model, variables))
   logger.summary(summary)
   logger.close()
-  loop.write_json(os.path.join(workdir, 'summary.json'), summary)
+  runs.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 

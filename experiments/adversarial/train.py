@@ -27,12 +27,12 @@ from experiments.adversarial import discriminator as disc_lib
 from kd import data
 from kd import evaluate
 from kd import loop
-from kd import main as kd_main
 from kd import losses
+from kd import main as kd_main
 from kd import models
 from kd import optim
+from kd import runs
 from kd import steps
-from kd.export.student import load_run
 from kd.parallel import AXIS, DataParallel
 
 
@@ -155,7 +155,7 @@ def train(config, workdir: str) -> dict:
   parallel = DataParallel(config.parallel)
   student = models.create(config.model.name, spec.num_classes,
                           **config.model.kwargs.to_dict())
-  _, teacher, teacher_vars, _ = load_run(a.teacher_dir)
+  _, teacher, teacher_vars, _ = runs.load_run(a.teacher_dir)
   disc = disc_lib.Discriminator(tuple(a.disc_hidden))
   tx, _ = optim.create(config.optimizer, config.steps)
   disc_tx = optax.adam(a.disc_lr, b1=0.5)  # b1 = 0.5: the usual GAN choice.

@@ -21,13 +21,13 @@ from experiments.multi_teacher import weights as weights_lib
 from kd import data
 from kd import evaluate
 from kd import loop
-from kd import main as kd_main
 from kd import losses
+from kd import main as kd_main
 from kd import models
 from kd import optim
+from kd import runs
 from kd import steps
 from kd import train as kd_train
-from kd.export.student import load_run
 from kd.parallel import AXIS, DataParallel
 
 
@@ -104,7 +104,7 @@ def train(config, workdir: str) -> dict:
   parallel = DataParallel(config.parallel)
   student = models.create(config.model.name, spec.num_classes,
                           **config.model.kwargs.to_dict())
-  loaded = [load_run(d)[1:3] for d in m.teachers]
+  loaded = [runs.load_run(d)[1:3] for d in m.teachers]
   teachers = tuple(t for t, _ in loaded)
   teacher_vars = tuple(v for _, v in loaded)
   example = np.zeros((1, *spec.input_shape), np.float32)
@@ -145,7 +145,7 @@ def train(config, workdir: str) -> dict:
     summary.update(evaluate.test_named(config, parallel, eval_teachers,
                                        (p_teachers,)))
     summary['teachers'] = list(m.teachers)
-    loop.write_json(os.path.join(workdir, 'summary.json'), summary)
+    runs.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 
