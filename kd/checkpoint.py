@@ -91,13 +91,23 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   return None
 
 
+def _name(key) -> str:
+  """`['a']` for a dict key or attribute (orbax restores a train state's
+  fields and named tuples as dicts), `[0]` for a sequence index."""
+  if isinstance(key, jax.tree_util.SequenceKey):
+    return f'[{key.idx}]'
+  name = getattr(key, 'key', getattr(key, 'name', key))
+  return f'[{name!r}]'
+
+
 def flat_shapes(tree) -> dict[str, tuple]:
-  return {jax.tree_util.keystr(path): tuple(np.shape(leaf))
+  return {''.join(map(_name, path)): tuple(np.shape(leaf))
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def check_same_structure(expected, found, what: str) -> None:
-  """Raises ArchitectureMismatchError naming parameters that differ."""
+  """Raises ArchitectureMismatchError naming parameters that differ (the
+  optimizer state's differences only when nothing else differs)."""
   want, got = flat_shapes(expected), flat_shapes(found)
   problems = [f'missing in checkpoint: {k} {want[k]}'
               for k in sorted(want.keys() - got.keys())]
@@ -105,6 +115,8 @@ def check_same_structure(expected, found, what: str) -> None:
                for k in sorted(got.keys() - want.keys())]
   problems += [f'shape mismatch: {k} model {want[k]} vs checkpoint {got[k]}'
                for k in sorted(want.keys() & got.keys()) if want[k] != got[k]]
+  model_only = [p for p in problems if "['opt_state']" not in p]
+  problems = model_only or problems
   if problems:
     shown = problems[:20] + ([f'... and {len(problems) - 20} more']
                              if len(problems) > 20 else [])
