@@ -28,7 +28,12 @@ from absl import flags
 
 def _load(path):
   with open(path) as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path} is not valid JSON ({e}): a run cut short while '
+                     'writing it; rerun that run\'s command') from e
 
 
 def find_runs(root: str) -> list[str]:

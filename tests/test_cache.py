@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from kd import cache, config as kd_config, data, runs, train
+from kd import cache, config as kd_config, data, train
+from kd.runs import latest_state, load_run
 
 
 def _config(**overrides):
@@ -46,7 +47,7 @@ def _student(teacher_dir, use_cache, cache_dir=''):
 
 
 def _final(workdir):
-  return runs.latest_state(workdir, 'run')[0]
+  return latest_state(workdir, 'run')[0]
 
 
 @pytest.fixture(scope='module')
@@ -75,7 +76,7 @@ def test_cache_rows_are_the_teachers_outputs_by_example_index(runs,
   meta = json.load(open(os.path.join(cache_dir, 'meta.json')))
   assert meta['outputs'] == {'embedding': [16], 'logits': [10]}
   assert meta['num_examples'] == data.num_examples('kd_digits', 'train')
-  _, teacher, variables, _ = runs.load_run(teacher_dir)
+  _, teacher, variables, _ = load_run(teacher_dir)
   images, _ = data.load_split('kd_digits', 'train')
   idx = np.array([0, 5, meta['num_examples'] - 1, 3])
   logits, feats = teacher.apply(variables, images[idx], train=False)
