@@ -25,6 +25,7 @@ import ml_collections as mc
 import numpy as np
 
 from kd import checkpoint
+from kd import config as kd_config
 from kd import data
 from kd import models
 
@@ -42,6 +43,11 @@ NEUTRAL_FIELDS = (
     'wandb', 'evaluate.latency', 'export', 'data.download',
     'distill.teacher.cache_dir', 'distill.teacher.allow_unfinished_teacher',
 )
+
+
+# Fields holding a directory: equal when they name the same one (a pipeline
+# writes its stages' teacher directories from --workdir, relative or not).
+PATH_FIELDS = ('distill.teacher.workdir', 'init_from', 'data.data_dir')
 
 
 class RunLockedError(RuntimeError):
@@ -134,23 +140,38 @@ def _flat(tree, prefix: str = '') -> dict:
   return {prefix[:-1]: tree}
 
 
-def _neutral(path: str) -> bool:
+def _in_run(path: str) -> str:
+  """`path` inside one run: a pipeline's `stages.<name>.` prefix removed."""
   parts = path.split('.')
-  if parts[0] == 'stages' and len(parts) > 2:
-    parts = parts[2:]
-  path = '.'.join(parts)
+  return '.'.join(parts[2:] if parts[0] == 'stages' and len(parts) > 2
+                  else parts)
+
+
+def _neutral(path: str) -> bool:
+  path = _in_run(path)
   return any(path == f or path.startswith(f + '.') for f in NEUTRAL_FIELDS)
+
+
+def _same(path: str, a, b) -> bool:
+  if _in_run(path) in PATH_FIELDS and a and b and isinstance(a, str) and (
+      isinstance(b, str)):
+    return os.path.realpath(a) == os.path.realpath(b)
+  return a == b
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
   """`path: old -> new` for every field that differs and could change the
-  result (see NEUTRAL_FIELDS)."""
+  result (see NEUTRAL_FIELDS). A field the saved config lacks counts as its
+  default (`kd.config.run_config`): kd added it later, keeping the old
+  behaviour as the default."""
   old, new = _flat(old), _flat(json.loads(json.dumps(new)))
+  defaults = _flat(json.loads(json.dumps(kd_config.run_config().to_dict())))
   missing = object()
   out = []
   for k in sorted(old.keys() | new.keys()):
-    a, b = old.get(k, missing), new.get(k, missing)
-    if a != b and not _neutral(k):
+    a = old.get(k, defaults.get(_in_run(k), missing))
+    b = new.get(k, missing)
+    if not _same(k, a, b) and not _neutral(k):
       show = lambda v: '<absent>' if v is missing else json.dumps(v)
       out.append(f'{k}: {show(a)} -> {show(b)}')
   return out

@@ -282,3 +282,14 @@ def test_missing_teacher_directory_is_named_and_not_created(tmp_path):
     train.train_and_evaluate(_student(missing), str(tmp_path / 's'))
   assert not os.path.exists(missing)
   assert not os.path.exists(tmp_path / 's' / 'config.json')
+
+
+def test_config_diff_paths_defaults_and_directories():
+  old = {'steps': 10, 'init_from': 'runs/a', 'log_every': 1,
+         'stages': {'s': {'optimizer': {'lr': 0.1}, 'wandb': {'mode': 'x'}}}}
+  new = {'steps': 20, 'init_from': os.path.abspath('runs/a'), 'log_every': 5,
+         'stages': {'s': {'optimizer': {'lr': 0.2}, 'wandb': {'mode': 'y'}}},
+         'label_smoothing': 0.0, 'mixup_alpha': 0.5}
+  assert runs.config_diff(old, new) == [
+      'mixup_alpha: 0.0 -> 0.5',  # Absent before: its default, 0.0.
+      'stages.s.optimizer.lr: 0.1 -> 0.2', 'steps: 10 -> 20']
