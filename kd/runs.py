@@ -250,11 +250,17 @@ def lock(run_dir: str):
     if host == socket.gethostname() and isinstance(pid, int) and (
         not _alive(pid)):
       warnings.warn(f'{path}: its holder (pid {pid}) is gone; taking over')
-      try:  # A rename: of two processes taking over, one wins.
-        os.rename(path, f'{path}.stale{os.getpid()}')
-        os.remove(f'{path}.stale{os.getpid()}')
+      # A rename: of two processes taking over, one wins; a lock taken
+      # meanwhile by another process is put back.
+      stale = f'{path}.stale{os.getpid()}'
+      try:
+        os.rename(path, stale)
       except FileNotFoundError:
-        pass
+        continue
+      if _holder(stale) == h:
+        os.remove(stale)
+      else:
+        os.rename(stale, path)
       continue
     raise RunLockedError(
         f'{run_dir} is in use by pid {pid} on host {host} (since '
@@ -344,10 +350,8 @@ def load_variables(run_dir: str, abstract_variables, what: str):
   return jax.tree.map(np.asarray, variables), step
 
 
-def load_teacher(run_dir: str, abstract_variables,
-                 allow_unfinished: bool = False):
-  """(variables, step) of a teacher run, which must be finished unless
-  `allow_unfinished`."""
+def check_teacher(run_dir: str, allow_unfinished: bool = False) -> None:
+  """A teacher run must exist, and be finished unless `allow_unfinished`."""
   if not os.path.isdir(run_dir):
     raise FileNotFoundError(
         f'teacher directory {run_dir} does not exist; train the teacher '
@@ -361,6 +365,12 @@ def load_teacher(run_dir: str, abstract_variables,
         '): finish it by rerunning its command, or set '
         'config.distill.teacher.allow_unfinished_teacher=True to distill '
         'from its latest checkpoint.')
+
+
+def load_teacher(run_dir: str, abstract_variables,
+                 allow_unfinished: bool = False):
+  """(variables, step) of a teacher run (`check_teacher`)."""
+  check_teacher(run_dir, allow_unfinished)
   return load_variables(run_dir, abstract_variables, 'teacher')
 
 

@@ -155,6 +155,8 @@ def train(config, workdir: str) -> dict:
   parallel = DataParallel(config.parallel)
   student = models.create(config.model.name, spec.num_classes,
                           **config.model.kwargs.to_dict())
+  runs.check_teacher(a.teacher_dir,
+                     config.distill.teacher.allow_unfinished_teacher)
   _, teacher, teacher_vars, _ = runs.load_run(a.teacher_dir)
   disc = disc_lib.Discriminator(tuple(a.disc_hidden))
   tx, _ = optim.create(config.optimizer, config.steps)

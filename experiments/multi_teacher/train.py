@@ -104,6 +104,8 @@ def train(config, workdir: str) -> dict:
   parallel = DataParallel(config.parallel)
   student = models.create(config.model.name, spec.num_classes,
                           **config.model.kwargs.to_dict())
+  for d in m.teachers:
+    runs.check_teacher(d, config.distill.teacher.allow_unfinished_teacher)
   loaded = [runs.load_run(d)[1:3] for d in m.teachers]
   teachers = tuple(t for t, _ in loaded)
   teacher_vars = tuple(v for _, v in loaded)
