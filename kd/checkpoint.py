@@ -1,6 +1,7 @@
-"""Orbax checkpoints of train states, and loading a frozen teacher from them."""
+"""Orbax checkpoints of train states: save, and restore the newest readable one."""
 import logging
 import os
+import time
 
 import jax
 import numpy as np
@@ -18,6 +19,9 @@ class ArchitectureMismatchError(ValueError):
 
 
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+  if max_to_keep < 1:
+    raise ValueError(f'keep_checkpoints={max_to_keep} would delete every '
+                     'checkpoint; keep at least 1 (the default is 2)')
   return ocp.CheckpointManager(
       os.path.abspath(directory),
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -28,21 +32,57 @@ def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
   mngr.save(step, args=ocp.args.StandardSave(state), force=True)
 
 
+def _readable(mngr: ocp.CheckpointManager, step: int):
+  """The raw tree of a step, or None if its files cannot be read."""
+  try:
+    return mngr.restore(step, args=ocp.args.StandardRestore())
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _move_aside(mngr: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Renames broken step folders to `<step>.corrupt-<time>` (orbax ignores
+  them), so that the resumed run can save those steps again."""
+  if jax.process_index() == 0:
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for step in steps:
+      where = os.path.join(str(mngr.directory), str(step))
+      log.warning('moving unreadable checkpoint %s to %s.corrupt-%s', where,
+                  where, stamp)
+      os.rename(where, f'{where}.corrupt-{stamp}')
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices('kd-corrupt-checkpoints')
+  mngr.reload()
+
+
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   """Restores the newest readable checkpoint, or returns None if there is none.
 
-  A checkpoint that cannot be read is skipped (with a warning naming it) in
-  favour of the one before, so a crash while saving loses only that save.
+  A checkpoint whose files cannot be read is skipped (with a warning naming
+  it) in favour of the one before and then moved aside, so a crash while
+  saving loses only that save. A readable checkpoint of another structure
+  (the model changed) raises ArchitectureMismatchError naming the parameters.
   """
-  errors = []
+  errors, broken = [], []
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      restored = mngr.restore(step,
+                              args=ocp.args.StandardRestore(abstract_state))
     except Exception as e:  # pylint: disable=broad-except
+      found = _readable(mngr, step)
       where = os.path.join(str(mngr.directory), str(step))
+      if found is not None:
+        check_same_structure(abstract_state, found, f'checkpoint {where}')
+        raise  # Same names and shapes: not a question of architecture.
       log.warning('checkpoint %s is unreadable (%s); trying an older one',
                   where, e)
       errors.append(f'{where}: {type(e).__name__}: {e}')
+      broken.append(step)
+      continue
+    if broken:
+      _move_aside(mngr, broken)
+    return restored
   if errors:
     raise CorruptCheckpointError(
         'no readable checkpoint in ' + str(mngr.directory) + ':\n  ' +
@@ -51,13 +91,23 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   return None
 
 
+def _name(key) -> str:
+  """`['a']` for a dict key or attribute (orbax restores a train state's
+  fields and named tuples as dicts), `[0]` for a sequence index."""
+  if isinstance(key, jax.tree_util.SequenceKey):
+    return f'[{key.idx}]'
+  name = getattr(key, 'key', getattr(key, 'name', key))
+  return f'[{name!r}]'
+
+
 def flat_shapes(tree) -> dict[str, tuple]:
-  return {jax.tree_util.keystr(path): tuple(np.shape(leaf))
+  return {''.join(map(_name, path)): tuple(np.shape(leaf))
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def check_same_structure(expected, found, what: str) -> None:
-  """Raises ArchitectureMismatchError naming parameters that differ."""
+  """Raises ArchitectureMismatchError naming parameters that differ (the
+  optimizer state's differences only when nothing else differs)."""
   want, got = flat_shapes(expected), flat_shapes(found)
   problems = [f'missing in checkpoint: {k} {want[k]}'
               for k in sorted(want.keys() - got.keys())]
@@ -65,46 +115,11 @@ def check_same_structure(expected, found, what: str) -> None:
                for k in sorted(got.keys() - want.keys())]
   problems += [f'shape mismatch: {k} model {want[k]} vs checkpoint {got[k]}'
                for k in sorted(want.keys() & got.keys()) if want[k] != got[k]]
+  model_only = [p for p in problems if "['opt_state']" not in p]
+  problems = model_only or problems
   if problems:
     shown = problems[:20] + ([f'... and {len(problems) - 20} more']
                              if len(problems) > 20 else [])
     raise ArchitectureMismatchError(
         f'{what} does not match the configured architecture:\n  ' +
         '\n  '.join(shown))
-
-
-def latest_step(run_dir: str) -> int | None:
-  mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(run_dir,
-                                                            'checkpoints')))
-  step = mngr.latest_step()
-  mngr.close()
-  return step
-
-
-def load_state(run_dir: str, what: str):
-  """(raw train-state tree of the latest checkpoint of a run, its step)."""
-  ckpt_dir = os.path.join(run_dir, 'checkpoints')
-  mngr = ocp.CheckpointManager(os.path.abspath(ckpt_dir))
-  step = mngr.latest_step()
-  if step is None:
-    mngr.close()
-    raise FileNotFoundError(
-        f'{what}: no checkpoint found in {ckpt_dir}; train that run first '
-        f'(or point the config at a finished run directory)')
-  found = mngr.restore(step, args=ocp.args.StandardRestore())
-  mngr.close()
-  return found, step
-
-
-def load_variables(run_dir: str, abstract_variables, what: str = 'teacher'):
-  """Loads `{'params', ...model_state}` from the latest checkpoint of a run.
-
-  `abstract_variables` (e.g. from `jax.eval_shape(model.init, ...)`) is the
-  architecture the config asks for; a checkpoint with other parameter names
-  or shapes raises an error listing them.
-  """
-  found, step = load_state(run_dir, what)
-  found_vars = {'params': found['params'], **found['model_state']}
-  check_same_structure(dict(abstract_variables), found_vars,
-                       f'{what} checkpoint {run_dir}/checkpoints (step {step})')
-  return jax.tree.map(np.asarray, found_vars)

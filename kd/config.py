@@ -49,7 +49,10 @@ def run_config() -> mc.ConfigDict:
           cache=False, cache_dir='',
           # > 1: the teacher's parameters split over a `model` mesh axis of
           # this size (parallel='mesh'), for teachers too big for a device.
-          model_shards=1)),
+          model_shards=1,
+          # Distill from a teacher run that has not finished (its latest
+          # checkpoint; the summary's teacher_step says which).
+          allow_unfinished_teacher=False)),
       ce_weight=1.0,
       terms=mc.ConfigDict(),
       # Train with simulated int8 (kd.quantization) for a better int8 export.

@@ -59,8 +59,9 @@ class MetricLogger:
       return []
     rows = [r for r in read_metrics(os.path.dirname(self.path))
             if r['step'] <= step]
-    with open(self.path, 'w') as f:
+    with open(self.path + '.tmp', 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in rows)
+    os.replace(self.path + '.tmp', self.path)
     return rows
 
   def write(self, step: int, metrics: dict) -> None:
@@ -93,11 +94,24 @@ class MetricLogger:
 
 
 def read_metrics(workdir: str) -> list[dict]:
+  """The rows of `metrics.jsonl`. A last line cut short (a process killed
+  while writing it) is dropped with a warning; a bad line before it is an
+  error naming the file and line."""
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+  rows = []
+  for i, line in lines:
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i != lines[-1][0]:
+        raise ValueError(f'{path} line {i} is not JSON ({e}); delete that '
+                         'line (or the file) and rerun') from e
+      warnings.warn(f'{path}: dropping its last line, cut short: {line!r}')
+  return rows
 
 
 class Progress:

@@ -5,7 +5,6 @@
 builds the state and the step, so a variant with its own step (several
 teachers, several students, a discriminator) reuses everything else.
 """
-import json
 import os
 import signal
 import time
@@ -18,6 +17,7 @@ import numpy as np
 
 from kd import checkpoint
 from kd import data
+from kd import runs
 from kd.logger import MetricLogger, Progress
 
 
@@ -62,23 +62,6 @@ class _Preemption:
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
-
-
-def write_json(path: str, obj) -> None:
-  if jax.process_index() == 0:
-    with open(path + '.tmp', 'w') as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(path + '.tmp', path)
-
-
-def finished_summary(workdir: str, total_steps: int) -> dict | None:
-  path = os.path.join(workdir, 'summary.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      summary = json.load(f)
-    if summary.get('steps') == total_steps:
-      return summary
-  return None
 
 
 def restore(config, workdir: str, state, name: str):
@@ -195,10 +178,12 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
         if log_now or save_now:
           host = parallel.unreplicate(metrics)
           if not all(np.isfinite(v) for v in host.values()):
+            kept = (f'The last good checkpoint (step {last_saved}) is kept '
+                    f'in {mngr.directory}' if last_saved
+                    else 'No checkpoint has been saved yet')
             raise NonFiniteLossError(
-                f'[{name}] non-finite loss at step {step}: {host}. The last '
-                f'good checkpoint (step {last_saved}) is kept in '
-                f'{mngr.directory}; lower the learning rate or check the data.')
+                f'[{name}] non-finite loss at step {step}: {host}. {kept}; '
+                'lower the learning rate or check the data.')
         if log_now:
           rate = progress.rate(step)
           n, last_logged = step - last_logged, step
@@ -232,23 +217,24 @@ def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
   """A whole run of a variant's own step: trains `state` with `run` (resuming
   from `workdir`'s checkpoints), then writes `summary.json` with the steps,
   training time and `test(p_state)`; returns the summary. A finished run is
-  reused."""
-  done = finished_summary(workdir, config.steps)
-  if done is not None:
-    print(f'[{name}] already finished in {workdir}; reusing its results')
-    return done
-  os.makedirs(workdir, exist_ok=True)
-  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  mngr, state = restore(config, workdir, state, name)
-  logger = MetricLogger(workdir, config)
-  trained = run(config, name, parallel, mngr, logger, state, train_step,
-                extra, test, train_batches(config, parallel, int(state.step)))
-  summary = {'steps': config.steps, 'train_seconds': trained.seconds,
-             **trained.final}
-  logger.summary(summary)
-  logger.close()
-  write_json(os.path.join(workdir, 'summary.json'), summary)
-  print_done(name, workdir)
+  reused; `workdir` is locked, and must hold no run of another config."""
+  with runs.lock(workdir):
+    runs.check_identity(workdir, config)
+    done = runs.finished_summary(workdir, config.steps)
+    if done is not None:
+      print(f'[{name}] already finished in {workdir}; reusing its results')
+      return done
+    mngr, state = restore(config, workdir, state, name)
+    runs.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    logger = MetricLogger(workdir, config)
+    trained = run(config, name, parallel, mngr, logger, state, train_step,
+                  extra, test, train_batches(config, parallel, int(state.step)))
+    summary = {'steps': config.steps, 'train_seconds': trained.seconds,
+               **trained.final}
+    logger.summary(summary)
+    logger.close()
+    runs.write_json(os.path.join(workdir, 'summary.json'), summary)
+    print_done(name, workdir)
   return summary
 
 

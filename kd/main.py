@@ -2,7 +2,9 @@
 
 A config is one run, or a pipeline (`stage_order` + `stages`) whose stages run
 in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir` and
-`init_from` may name an earlier stage. Re-running with the same workdir resumes.
+`init_from` may name an earlier stage. Re-running with the same workdir resumes
+(and reuses finished stages); a workdir holding a run of another config is
+refused unless `--overwrite` deletes that run first (see `kd.runs`).
 """
 import json
 import os
@@ -17,8 +19,8 @@ from ml_collections import config_flags
 
 from kd import config as kd_config
 from kd import distributed
-from kd import loop
 from kd import report
+from kd import runs
 from kd import train
 
 
@@ -33,6 +35,10 @@ def define_flags():
   flags.DEFINE_string('wandb_group', None,
                       'W&B group of every stage (sweeps set it).')
   flags.DEFINE_list('wandb_tags', None, 'W&B tags of every stage.')
+  flags.DEFINE_bool('overwrite', False,
+                    'Delete the run already in --workdir (checkpoints, '
+                    'metrics, summary, config; every stage directory under '
+                    'it) and start over.')
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -95,13 +101,39 @@ def apply_wandb_flags(config, group: str | None, tags: list | None) -> None:
         run.wandb.tags = tuple(run.wandb.tags) + tuple(tags)
 
 
+def stage_dirs(config, workdir: str) -> dict:
+  return {name: config.get('stage_dirs', {}).get(name) or
+          os.path.join(workdir, name) for name in config.stages}
+
+
+def overwrite(config, workdir: str) -> None:
+  """Deletes the run in `workdir`: with a pipeline, its own files and those
+  of every stage directory inside `workdir` (a stage kept elsewhere through
+  `stage_dirs`, such as a shared teacher, is left alone)."""
+  dirs = [workdir]
+  if 'stages' in config:
+    root = os.path.abspath(workdir) + os.sep
+    dirs += [d for d in stage_dirs(config, workdir).values()
+             if os.path.abspath(d).startswith(root)]
+  for d in dirs:
+    for path in runs.clear(d):
+      print(f'--overwrite: deleted {path}')
+
+
 def run_pipeline(config, workdir: str) -> dict:
-  """Runs every stage; returns the merged `stage/key` summary."""
+  """Runs every stage; returns the merged `stage/key` summary. `workdir` is
+  locked meanwhile and must hold no pipeline of another config."""
   kd_config.validate(config)  # Every stage, before the first runs.
+  with runs.lock(workdir):
+    runs.check_identity(workdir, config)
+    runs.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    return _run_stages(config, workdir)
+
+
+def _run_stages(config, workdir: str) -> dict:
   t0 = time.perf_counter()
   summary = {}
-  dirs = {name: config.get('stage_dirs', {}).get(name) or
-          os.path.join(workdir, name) for name in config.stages}
+  dirs = stage_dirs(config, workdir)
   order = list(config.stage_order)
   for i, name in enumerate(order):
     stage = config.stages[name]
@@ -111,14 +143,18 @@ def run_pipeline(config, workdir: str) -> dict:
       if stage.get('init_from') in config.stages:
         stage.init_from = dirs[stage.init_from]
     later = sum(config.stages[n].steps for n in order[i + 1:]
-                if loop.finished_summary(dirs[n], config.stages[n].steps)
+                if runs.finished_summary(dirs[n], config.stages[n].steps)
                 is None)
-    result = train.train_and_evaluate(stage, dirs[name], name, later)
+    converted = runs.summary(dirs[name]) or {}
+    if converted.get('converted'):  # Weights from kd.convert: nothing to train.
+      print(f'[{name}] converted weights in {dirs[name]} '
+            f'({converted.get("source")}); reusing them')
+      result = converted
+    else:
+      result = train.train_and_evaluate(stage, dirs[name], name, later)
     summary.update({f'{name}/{k}': v for k, v in result.items()})
   summary['wall_seconds'] = time.perf_counter() - t0
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2, sort_keys=True)
+  runs.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 
@@ -130,21 +166,19 @@ def main(argv):
   config, workdir = f.config, f.workdir
   kd_config.validate(config)  # Before the workdir is touched.
   apply_wandb_flags(config, f.wandb_group, f.wandb_tags)
-  os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
-  if 'stages' in config:
-    if lead:
-      with open(os.path.join(workdir, 'config.json'), 'w') as f:
-        f.write(config.to_json(indent=2))
-    summary = run_pipeline(config, workdir)
-    if lead:
-      print(report.table(summary, list(config.stage_order)))
-      print(f'plot: {report.plot(workdir, list(config.stage_order), summary)}')
-  elif lead:
-    print(json.dumps(train.train_and_evaluate(config, workdir), indent=2,
-                     sort_keys=True))
-  else:
-    train.train_and_evaluate(config, workdir)
+  with runs.lock(workdir):
+    if f.overwrite:
+      overwrite(config, workdir)
+    if 'stages' in config:
+      summary = run_pipeline(config, workdir)
+      if lead:
+        print(report.table(summary, list(config.stage_order)))
+        print(f'plot: {report.plot(workdir, list(config.stage_order), summary)}')
+    else:
+      summary = train.train_and_evaluate(config, workdir)
+      if lead:
+        print(json.dumps(summary, indent=2, sort_keys=True))
   if lead:
     print(f'summary: {os.path.join(workdir, "summary.json")}')
 
@@ -160,7 +194,10 @@ def run_variant(train_fn) -> None:
     distributed.initialize()
     f = flags.FLAGS
     apply_wandb_flags(f.config, f.wandb_group, f.wandb_tags)
-    summary = train_fn(f.config, f.workdir)
+    with runs.lock(f.workdir):
+      if f.overwrite:
+        overwrite(f.config, f.workdir)
+      summary = train_fn(f.config, f.workdir)
     if jax.process_index() == 0:
       print(json.dumps(summary, indent=2, sort_keys=True))
 

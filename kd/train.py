@@ -22,6 +22,7 @@ from kd import loop
 from kd import losses
 from kd import models
 from kd import optim
+from kd import runs
 from kd import steps
 from kd.logger import MetricLogger
 from kd.parallel import DataParallel
@@ -123,14 +124,15 @@ def sharded_teacher(parallel, teacher, teacher_vars, terms, example):
   return with_teacher
 
 
-def teacher_cache(config, workdir, teacher, teacher_vars, terms, example):
+def teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
+                  terms, example):
   """The teacher-output cache of this run's teacher and training data
   (`kd.cache`): logits and every feature a term reads, built on first use
   in `distill.teacher.cache_dir` (default WORKDIR/teacher_cache)."""
   t = config.distill.teacher
   cache_lib.check_usable(config)
   names = teacher_outputs(teacher, terms, example)
-  meta = cache_lib.provenance(config, checkpoint.latest_step(t.workdir),
+  meta = cache_lib.provenance(config, teacher_step,
                               teacher_vars, teacher_dtype(t.dtype))
   # Variables as an argument, not as constants folded into the program.
   forward = functools.partial(jax.jit(lambda v, x: steps.outputs(
@@ -145,7 +147,7 @@ def warm_start(state, run_dir: str, name: str):
   adapter of the same term name and shapes taken from `run_dir`'s last
   checkpoint: how a pre-training stage (FitNets, FT's paraphraser, AB's
   connectors) hands its result to the next. Optimizer state starts fresh."""
-  found, step = checkpoint.load_state(run_dir, f'[{name}] init_from')
+  found, step = runs.latest_state(run_dir, f'[{name}] init_from')
   variables = {'params': found['params'], **found['model_state']}
   checkpoint.check_same_structure(
       {'params': state.params, **state.model_state}, variables,
@@ -218,6 +220,7 @@ class TeacherSource(NamedTuple):
   outputs put in each batch, read from a cache (`extend_batch`) or computed
   by a teacher split over the mesh's model axis (`with_teacher`)."""
   variables: Any = None
+  step: int | None = None  # The teacher checkpoint's.
   eval_extra: tuple = ()
   train_extra: tuple = ()
   extend_batch: Callable | None = None
@@ -228,18 +231,20 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
   if b.teacher is None:
     return TeacherSource()
   t = config.distill.teacher
-  variables = checkpoint.load_variables(t.workdir, jax.eval_shape(
-      lambda: b.teacher.init(jax.random.key(0), b.example, train=False)))
+  variables, step = runs.load_teacher(
+      t.workdir, jax.eval_shape(lambda: b.teacher.init(
+          jax.random.key(0), b.example, train=False)),
+      t.allow_unfinished_teacher)
   if t.model_shards > 1:
-    return TeacherSource(variables, with_teacher=sharded_teacher(
+    return TeacherSource(variables, step, with_teacher=sharded_teacher(
         b.parallel, b.teacher, variables, b.terms, b.example))
   extra = (b.parallel.replicate(variables),)
   if t.cache:
-    cache = teacher_cache(config, workdir, b.teacher, variables, b.terms,
-                          b.example)
-    return TeacherSource(variables, extra, extend_batch=lambda batch: {
+    cache = teacher_cache(config, workdir, b.teacher, variables, step,
+                          b.terms, b.example)
+    return TeacherSource(variables, step, extra, extend_batch=lambda batch: {
         **batch, 'teacher': cache.lookup(batch['index'])})
-  return TeacherSource(variables, extra, extra)
+  return TeacherSource(variables, step, extra, extra)
 
 
 def compile_steps(config, b: Built, src: TeacherSource):
@@ -279,6 +284,8 @@ def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
   batches = loop.train_batches(config, b.parallel, int(state.step))
   if src.extend_batch is not None:
     batches = map(src.extend_batch, batches)
+  # The run is accepted: its config is recorded before the first step.
+  runs.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   return loop.run(config, name, b.parallel, mngr, logger, state, train_step,
                   src.train_extra, test, batches, b.lr_schedule,
                   logged=TEST_ROW, later_steps=later_steps)
@@ -293,6 +300,8 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
              'params': float(evaluate.count_params(state.params)),
              'train_seconds': trained.seconds, **trained.final,
              **trained.best.summary()}
+  if b.teacher is not None:
+    summary['teacher_step'] = src.step
   if config.evaluate.latency:
     summary['latency_ms'] = evaluate.model_latency_ms(b.model, variables,
                                                       b.spec.input_shape)
@@ -306,7 +315,7 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
                 for fmt in config.export.formats]
   logger.summary(summary)
   logger.close()
-  loop.write_json(os.path.join(workdir, 'summary.json'), summary)
+  runs.write_json(os.path.join(workdir, 'summary.json'), summary)
   loop.print_done(name, workdir, exported)
   return summary
 
@@ -314,20 +323,21 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
 def train_and_evaluate(config: mc.ConfigDict, workdir: str,
                        name: str = 'train', later_steps: int = 0) -> dict:
   """Runs `config` in `workdir`, resuming from its checkpoints; returns the
-  run's summary (also written to `workdir/summary.json`). `later_steps`:
-  the steps of later pipeline stages, for the ETA."""
+  run's summary (also written to `workdir/summary.json`). The directory is
+  locked meanwhile and must hold no run of another config (`kd.runs`).
+  `later_steps`: the steps of later pipeline stages, for the ETA."""
   kd_config.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  done = loop.finished_summary(workdir, config.steps)
-  if done is not None:
-    print(f'[{name}] already finished in {workdir}; reusing its results')
-    return done
-  loop.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  b = build(config, name)
-  src = teacher_source(config, workdir, b)
-  logger = MetricLogger(workdir, config)
-  trained = fit(config, workdir, name, b, src, logger, later_steps)
-  return finish(config, workdir, name, b, src, trained, logger)
+  with runs.lock(workdir):
+    runs.check_identity(workdir, config)
+    done = runs.finished_summary(workdir, config.steps)
+    if done is not None:
+      print(f'[{name}] already finished in {workdir}; reusing its results')
+      return done
+    b = build(config, name)
+    src = teacher_source(config, workdir, b)
+    logger = MetricLogger(workdir, config)
+    trained = fit(config, workdir, name, b, src, logger, later_steps)
+    return finish(config, workdir, name, b, src, trained, logger)
 
 
 def export_student(config, workdir, model, variables) -> dict:

@@ -124,10 +124,12 @@ def make_run(spec, root: str, arg: str, overrides: tuple, seed) -> Run:
 def describe(run: Run) -> None:
   os.makedirs(run.workdir, exist_ok=True)
   args = dict(kv.split('=', 1) for kv in run.arg.split(',') if kv)
-  with open(os.path.join(run.workdir, 'sweep.json'), 'w') as f:
+  path = os.path.join(run.workdir, 'sweep.json')
+  with open(path + '.tmp', 'w') as f:  # Atomic, as kd.runs.write_json.
     json.dump({'name': run.name, 'group': run.group, 'args': args,
                'overrides': {k: _flag_value(v) for k, v in run.overrides}},
               f, indent=2)
+  os.replace(path + '.tmp', path)
 
 
 def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:

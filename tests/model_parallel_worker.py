@@ -55,8 +55,8 @@ def distill(root: str, model_shards: int) -> dict:
   c.distill.terms.hint = kd_config.term('hint', 0.1, 'embedding', 'embedding',
                                         adapter='regressor')
   summary = train.train_and_evaluate(c, f'{root}/student{model_shards}')
-  from kd import checkpoint  # pylint: disable=import-outside-toplevel
-  state = checkpoint.load_state(f'{root}/student{model_shards}', 's')[0]
+  from kd import runs  # pylint: disable=import-outside-toplevel
+  state = runs.latest_state(f'{root}/student{model_shards}', 's')[0]
   flat = np.concatenate([np.ravel(v) for v in
                          jax.tree.leaves((state['params'],
                                           state['aux_params']))])

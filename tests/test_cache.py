@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from kd import cache, checkpoint, config as kd_config, data, train
-from kd.export.student import load_run
+from kd import cache, config as kd_config, data, train
+from kd.runs import latest_state, load_run
 
 
 def _config(**overrides):
@@ -47,7 +47,7 @@ def _student(teacher_dir, use_cache, cache_dir=''):
 
 
 def _final(workdir):
-  return checkpoint.load_state(workdir, 'run')[0]
+  return latest_state(workdir, 'run')[0]
 
 
 @pytest.fixture(scope='module')

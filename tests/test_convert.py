@@ -17,7 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from kd import checkpoint, convert, loop, models
+from kd import convert, models
+from kd import runs as kd_runs
 from kd.convert import __main__ as cli
 from kd.convert import common
 
@@ -104,7 +105,7 @@ def test_cli_writes_a_finished_run_that_loads_as_a_teacher(
   assert summary['converted'] is True and summary['source'] == 'repdistiller'
   assert summary['source_sha256'] == digest
   assert summary['steps'] == config['steps'] == 0
-  assert loop.finished_summary(out, config['steps']) is not None
+  assert kd_runs.is_finished(out)
   # The same load as kd.train's teacher: distill.teacher.workdir + .model.
   from configs.cifar100 import distill  # pylint: disable=import-outside-toplevel
   from kd import train  # pylint: disable=import-outside-toplevel
@@ -112,7 +113,7 @@ def test_cli_writes_a_finished_run_that_loads_as_a_teacher(
   t = t.distill.teacher
   t.workdir = out
   teacher = train.build_model(t.model, t.kwargs, 100, 'float32')
-  variables = checkpoint.load_variables(t.workdir, jax.eval_shape(
+  variables, _ = kd_runs.load_teacher(t.workdir, jax.eval_shape(
       lambda: teacher.init(jax.random.key(0), x[:1], train=False)))
   assert max_diff(logits_fn, 'repdistiller', 'resnet8', variables, x,
                   ref) < TOLERANCE
@@ -126,9 +127,10 @@ def test_safetensors_and_npz_give_the_same_run(resnet8_npz, tmp_path):
   runs = {}
   for name, src in (('npz', path), ('st', st)):
     convert.convert('repdistiller', 'resnet8', src, str(tmp_path / name))
-    runs[name] = checkpoint.load_variables(
+    runs[name], _ = kd_runs.load_variables(
         str(tmp_path / name), jax.eval_shape(lambda: models.create(
-            'resnet8', 100).init(jax.random.key(0), x[:1], train=False)))
+            'resnet8', 100).init(jax.random.key(0), x[:1], train=False)),
+        'teacher')
   jax.tree.map(np.testing.assert_array_equal, runs['npz'], runs['st'])
 
 

@@ -64,7 +64,7 @@ def test_one_step_updates_the_discriminator_as_by_hand(teacher_dir, form):
                             'embedding=1,conditional=1')
   a = c.adversarial
   student = models.create('mlp', 10, hidden=(16, 16))
-  _, teacher, t_vars, _ = adv_train.load_run(teacher_dir)
+  _, teacher, t_vars, _ = adv_train.runs.load_run(teacher_dir)
   disc = disc_lib.Discriminator((8,))
   tx, _ = optim.create(c.optimizer, 10)
   disc_tx = optax.adam(a.disc_lr, b1=0.5)

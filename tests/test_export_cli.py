@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from kd import config as kd_config, train
+from kd import config as kd_config, runs, train
 from kd.export import student, tflite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,14 +27,14 @@ def run_dir(tmp_path_factory):
 
 
 def test_load_run_restores_the_trained_student(run_dir):
-  config, model, variables, step = student.load_run(run_dir)
+  config, model, variables, step = runs.load_run(run_dir)
   assert step == 150 and config.model.name == 'mlp'
   assert variables['params']['dense0']['kernel'].shape == (64, 16)
 
 
 @pytest.mark.parametrize('quantize', ['none', 'int8'])
 def test_export_writes_file_and_sidecar(run_dir, tmp_path, quantize):
-  config, model, variables, step = student.load_run(run_dir)
+  config, model, variables, step = runs.load_run(run_dir)
   out = str(tmp_path / f'm_{quantize}.tflite')
   side = student.export(config, model, variables, out, quantize=quantize,
                         step=step, latency=True)
@@ -73,12 +73,12 @@ def test_command_line_dynamic_batch_fp16(run_dir, tmp_path):
 
 def test_not_a_run_directory_is_explained(tmp_path):
   with pytest.raises(FileNotFoundError, match='must be a run'):
-    student.load_run(str(tmp_path))
+    runs.load_run(str(tmp_path))
 
 
 def test_edge_table_from_sidecars(run_dir, tmp_path):
   from kd.export import table  # pylint: disable=import-outside-toplevel
-  config, model, variables, step = student.load_run(run_dir)
+  config, model, variables, step = runs.load_run(run_dir)
   student.export(config, model, variables, os.path.join(run_dir, 'x.tflite'),
                  quantize='int8', step=step, latency=True)
   (row,) = [r for r in table.rows([run_dir]) if r['file'] == 'x.tflite']

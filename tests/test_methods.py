@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs.cifar100 import distill
-from kd import checkpoint, main
+from kd import main, runs
 from tests.mock_tfds import metadata_dir
 
 TEACHER, STUDENT = 'cnn', 'cnn'
@@ -93,8 +93,8 @@ def test_init_stage_hands_its_student_and_adapters_on(mock_cifar, teacher_dir,
   with c.unlocked():
     c.stage_order = ('init', 'student')
   main.run_pipeline(c, str(tmp_path))
-  init = checkpoint.load_state(str(tmp_path / 'init'), 'init')[0]
-  student = checkpoint.load_state(str(tmp_path / 'student'), 'student')[0]
+  init = runs.latest_state(str(tmp_path / 'init'), 'init')[0]
+  student = runs.latest_state(str(tmp_path / 'student'), 'student')[0]
   same = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
   same(init['params'], student['params'])
   same(init['aux_params']['ft'], student['aux_params']['ft'])
@@ -106,7 +106,7 @@ def test_init_stage_hands_its_student_and_adapters_on(mock_cifar, teacher_dir,
     c.stage_order = ('student',)
   other = tmp_path / 'cold'
   main.run_pipeline(c, str(other))
-  cold = checkpoint.load_state(str(other / 'student'), 'student')[0]
+  cold = runs.latest_state(str(other / 'student'), 'student')[0]
   para = lambda t: t['aux_params']['ft']['params']['paraphraser']
   assert not np.allclose(para(cold)['decoder0']['kernel'],
                          para(student)['decoder0']['kernel'])

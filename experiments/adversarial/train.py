@@ -25,9 +25,9 @@ import optax
 from experiments.adversarial import discriminator as disc_lib
 from kd import main as kd_main
 from kd import losses
+from kd import runs
 from kd import steps
 from kd import variant
-from kd.export.student import load_run
 from kd.parallel import AXIS
 
 
@@ -148,7 +148,9 @@ def train(config, workdir: str) -> dict:
   a = config.adversarial
   s = variant.setup(config, 'adversarial')
   student = variant.create_model(s, config.model)
-  _, teacher, teacher_vars, _ = load_run(a.teacher_dir)
+  runs.check_teacher(a.teacher_dir,
+                     config.distill.teacher.allow_unfinished_teacher)
+  _, teacher, teacher_vars, _ = runs.load_run(a.teacher_dir)
   disc = disc_lib.Discriminator(tuple(a.disc_hidden))
   disc_tx = optax.adam(a.disc_lr, b1=0.5)  # b1 = 0.5: the usual GAN choice.
   state = init_state(config, student, teacher, disc, s.tx, disc_tx, s.example,

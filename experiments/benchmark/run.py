@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kd import models, steps
+from kd import models, runs, steps
 from kd.parallel import DataParallel
 
 # name: (teacher, student, global batch, input shape, classes)
@@ -227,8 +227,7 @@ def main(argv):
       rows.append(bench(pair, dtype, f.iters, f.batch))
       print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
   os.makedirs(f.out, exist_ok=True)
-  with open(os.path.join(f.out, 'results.json'), 'w') as fh:
-    json.dump(rows, fh, indent=2)
+  runs.write_json(os.path.join(f.out, 'results.json'), rows)
   table = markdown(rows)
   with open(os.path.join(f.out, 'results.md'), 'w') as fh:
     fh.write(table + '\n')

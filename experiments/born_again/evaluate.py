@@ -12,16 +12,18 @@ import sys
 
 
 from kd import evaluate as kd_evaluate
+from kd import runs
 from kd import steps
-from kd.export.student import load_run
 from kd.parallel import DataParallel
 
 
 def evaluate(run_dir: str) -> dict:
-  with open(os.path.join(run_dir, 'config.json')) as f:
-    pipeline = json.load(f)
+  pipeline = runs.saved_config(run_dir)
+  if pipeline is None or 'stage_order' not in pipeline:
+    raise FileNotFoundError(f'{run_dir} is not a pipeline directory written '
+                            'by kd.main (no config.json with stage_order)')
   stage_order, dirs = pipeline['stage_order'], pipeline.get('stage_dirs', {})
-  loaded = [load_run(dirs.get(s) or os.path.join(run_dir, s))
+  loaded = [runs.load_run(dirs.get(s) or os.path.join(run_dir, s))
             for s in stage_order]
   config = loaded[0][0]
   gen_models = tuple(m for _, m, _, _ in loaded)
@@ -42,8 +44,7 @@ def evaluate(run_dir: str) -> dict:
                           donate_first=False)
   result = kd_evaluate.test_named(config, parallel, eval_fn, (
       parallel.replicate(tuple(v for _, _, v, _ in loaded)),))
-  with open(os.path.join(run_dir, 'generations.json'), 'w') as f:
-    json.dump(result, f, indent=2, sort_keys=True)
+  runs.write_json(os.path.join(run_dir, 'generations.json'), result)
   return result
 
 

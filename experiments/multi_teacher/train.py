@@ -18,13 +18,12 @@ import jax.numpy as jnp
 
 from experiments.multi_teacher import weights as weights_lib
 from kd import evaluate
-from kd import loop
-from kd import main as kd_main
 from kd import losses
+from kd import main as kd_main
+from kd import runs
 from kd import steps
 from kd import train as kd_train
 from kd import variant
-from kd.export.student import load_run
 from kd.parallel import AXIS
 
 
@@ -101,7 +100,9 @@ def train(config, workdir: str) -> dict:
                  if k != 'distill.terms'}  # Terms pair with term_teachers.
   s = variant.setup(config, 'multi_teacher', unsupported)
   student, example = variant.create_model(s, config.model), s.example
-  loaded = [load_run(d)[1:3] for d in m.teachers]
+  for d in m.teachers:
+    runs.check_teacher(d, config.distill.teacher.allow_unfinished_teacher)
+  loaded = [runs.load_run(d)[1:3] for d in m.teachers]
   teachers = tuple(t for t, _ in loaded)
   teacher_vars = tuple(v for _, v in loaded)
   terms = kd_train.distill_terms(config)
@@ -137,7 +138,7 @@ def train(config, workdir: str) -> dict:
     summary.update(evaluate.test_named(config, s.parallel, eval_teachers,
                                        (p_teachers,)))
     summary['teachers'] = list(m.teachers)
-    loop.write_json(os.path.join(workdir, 'summary.json'), summary)
+    runs.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 
 

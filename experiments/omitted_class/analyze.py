@@ -18,13 +18,13 @@ import jax
 import numpy as np
 
 from kd import data
-from kd.export import student as student_lib
+from kd import runs
 
 DELTAS = np.arange(0.0, 30.0, 0.05)
 
 
 def _logits(stage_dir: str):
-  config, model, variables, _ = student_lib.load_run(stage_dir)
+  config, model, variables, _ = runs.load_run(stage_dir)
   apply = jax.jit(lambda x: model.apply(variables, x, train=False)[0])
   x_test, y_test = data.load_split(config.data.name, 'test')
   x_train, _ = data.load_split(config.data.name, 'train')

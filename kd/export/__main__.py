@@ -1,6 +1,6 @@
 """`python -m kd.export --workdir=RUN_DIR --quantize=none|fp16|dynamic|int8`
 
-Loads a run's config and latest checkpoint and writes the student as a
+Loads a run's config and newest readable checkpoint (`kd.runs.load_run`) and writes the student as a
 builtin-ops-only `.tflite` file with a JSON sidecar (see `kd.export.student`).
 """
 import json
@@ -10,6 +10,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from kd import runs
 from kd.export import student, tflite
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory (one stage).')
@@ -28,7 +29,7 @@ flags.mark_flag_as_required('workdir')
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  config, model, variables, step = student.load_run(_WORKDIR.value)
+  config, model, variables, step = runs.load_run(_WORKDIR.value)
   if _REPRESENTATIVE.value:
     config.export.representative_examples = _REPRESENTATIVE.value
   out = _OUT.value or os.path.join(_WORKDIR.value,

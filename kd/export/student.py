@@ -1,35 +1,14 @@
 """Export a trained student to a `.tflite` file plus a JSON sidecar, with its
 accuracy, parity with JAX, size and batch-1 latency measured on the way."""
-import json
 import os
 
 import jax
-import ml_collections as mc
 import numpy as np
 
-from kd import checkpoint
 from kd import data
 from kd import evaluate
+from kd import runs
 from kd.export import tflite
-
-
-def load_run(workdir: str):
-  """(config, model, variables, step) of a finished or running run."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: --workdir must be a run (or '
-                            'pipeline stage) directory written by kd.main')
-  with open(path) as f:
-    config = mc.ConfigDict(json.load(f))
-  spec = data.spec(config.data.name, config.data.image_size or None)
-  from kd import train  # pylint: disable=import-outside-toplevel
-  model = train.build_model(config.model.name, config.model.kwargs,
-                            spec.num_classes, 'float32')
-  example = jax.numpy.zeros((1, *spec.input_shape))
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), example, train=False))
-  variables = checkpoint.load_variables(workdir, abstract, what='student')
-  return config, model, variables, checkpoint.latest_step(workdir)
 
 
 def _class_names(config) -> list[str] | None:
@@ -100,6 +79,5 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
         'tflite_batch1': evaluate.latency_ms(runner.predict, x_test[:1]),
         'jax_batch1': evaluate.model_latency_ms(model, variables,
                                                 spec.input_shape)}
-  with open(out_path + '.json', 'w') as f:
-    json.dump(sidecar, f, indent=2)
+  runs.write_json(out_path + '.json', sidecar)
   return sidecar

@@ -1,0 +1,393 @@
+"""A run directory: the files a run leaves, and how to open them safely.
+
+  WORKDIR/config.json     the config, written once the run is accepted
+  WORKDIR/run.lock        {"pid", "host", "started"} while a process runs it
+  WORKDIR/checkpoints/    orbax steps; a broken one is moved to <step>.corrupt-*
+  WORKDIR/metrics.jsonl   one JSON object per line
+  WORKDIR/summary.json    written last: the run is finished when its "steps"
+                          equals the config's
+
+Training code (`kd.train`, `kd.loop`, `kd.main`) locks the directory and checks
+that a rerun asks for the same run (`check_identity`); everything that reads a
+finished run (the exporter, experiments, a teacher, `init_from`) opens it here.
+"""
+import contextlib
+import datetime
+import json
+import logging
+import os
+import shutil
+import socket
+import warnings
+
+import jax
+import ml_collections as mc
+import numpy as np
+
+from kd import checkpoint
+from kd import config as kd_config
+from kd import data
+from kd import models
+
+log = logging.getLogger(__name__)
+
+LOCK = 'run.lock'
+
+# Config fields a rerun may change: they decide when to log, test, save or
+# report, never what is trained. Any other difference refuses the rerun.
+# A dotted path names the field and everything under it; in a pipeline the
+# same paths apply inside every stage (`stages.<name>.`).
+NEUTRAL_FIELDS = (
+    'log_every', 'checkpoint_every', 'keep_checkpoints', 'eval_every',
+    'eval_batch_size',  # Masked sums: the same test figures in any batch size.
+    'wandb', 'evaluate.latency', 'export', 'data.download',
+    'distill.teacher.cache_dir', 'distill.teacher.allow_unfinished_teacher',
+)
+
+
+# Fields holding a directory: equal when they name the same one (a pipeline
+# writes its stages' teacher directories from --workdir, relative or not).
+PATH_FIELDS = ('distill.teacher.workdir', 'init_from', 'data.data_dir')
+
+
+class RunLockedError(RuntimeError):
+  pass
+
+
+class ConfigMismatchError(ValueError):
+  pass
+
+
+class CorruptFileError(ValueError):
+  pass
+
+
+class UnfinishedTeacherError(RuntimeError):
+  pass
+
+
+def write_json(path: str, obj) -> None:
+  """Writes `obj` to `path` atomically (a reader sees the old or the new file,
+  never half of one); only process 0 writes."""
+  if jax.process_index() != 0:
+    return
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_json(path: str, fix: str):
+  """The JSON object in `path`; a file that does not parse is an error naming
+  it and `fix`."""
+  with open(path) as f:
+    text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise CorruptFileError(f'{path} is not valid JSON ({e}); {fix}') from e
+
+
+def saved_config(run_dir: str) -> dict | None:
+  path = os.path.join(run_dir, 'config.json')
+  if not os.path.exists(path):
+    return None
+  return read_json(path, 'restore it, or start this run over with '
+                   '`python -m kd.main ... --overwrite` (or a new --workdir)')
+
+
+def load_config(run_dir: str) -> mc.ConfigDict:
+  found = saved_config(run_dir)
+  if found is None:
+    raise FileNotFoundError(
+        f'{os.path.join(run_dir, "config.json")} not found: {run_dir} must be '
+        'a run (or pipeline stage) directory written by kd.main')
+  return mc.ConfigDict(found)
+
+
+def summary(run_dir: str) -> dict | None:
+  path = os.path.join(run_dir, 'summary.json')
+  if not os.path.exists(path):
+    return None
+  return read_json(path, 'delete it and rerun the same command: the run '
+                   'resumes from its last checkpoint and writes it again')
+
+
+def finished_summary(run_dir: str, total_steps: int) -> dict | None:
+  """The summary of a run finished at `total_steps`, else None."""
+  found = summary(run_dir)
+  return found if found is not None and found.get('steps') == total_steps \
+      else None
+
+
+def is_finished(run_dir: str) -> bool:
+  config = saved_config(run_dir)
+  return config is not None and finished_summary(
+      run_dir, config.get('steps')) is not None
+
+
+# Identity.
+
+
+def _flat(tree, prefix: str = '') -> dict:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f'{prefix}{k}.'))
+    return out if out or not prefix else {prefix[:-1]: {}}
+  return {prefix[:-1]: tree}
+
+
+def _in_run(path: str) -> str:
+  """`path` inside one run: a pipeline's `stages.<name>.` prefix removed."""
+  parts = path.split('.')
+  return '.'.join(parts[2:] if parts[0] == 'stages' and len(parts) > 2
+                  else parts)
+
+
+def _neutral(path: str) -> bool:
+  path = _in_run(path)
+  return any(path == f or path.startswith(f + '.') for f in NEUTRAL_FIELDS)
+
+
+def _same(path: str, a, b) -> bool:
+  if _in_run(path) in PATH_FIELDS and a and b and isinstance(a, str) and (
+      isinstance(b, str)):
+    return os.path.realpath(a) == os.path.realpath(b)
+  return a == b
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+  """`path: old -> new` for every field that differs and could change the
+  result (see NEUTRAL_FIELDS). A field the saved config lacks counts as its
+  default (`kd.config.run_config`): kd added it later, keeping the old
+  behaviour as the default."""
+  old, new = _flat(old), _flat(json.loads(json.dumps(new)))
+  defaults = _flat(json.loads(json.dumps(kd_config.run_config().to_dict())))
+  missing = object()
+  out = []
+  for k in sorted(old.keys() | new.keys()):
+    a = old.get(k, defaults.get(_in_run(k), missing))
+    b = new.get(k, missing)
+    if not _same(k, a, b) and not _neutral(k):
+      show = lambda v: '<absent>' if v is missing else json.dumps(v)
+      out.append(f'{k}: {show(a)} -> {show(b)}')
+  return out
+
+
+def check_identity(run_dir: str, config: mc.ConfigDict) -> None:
+  """Refuses to continue `run_dir` with a config other than the one it was
+  started with: resumed or reused results would belong to neither."""
+  old = saved_config(run_dir)
+  if old is None:
+    return
+  diff = config_diff(old, config.to_dict())
+  if diff:
+    raise ConfigMismatchError(
+        f'{run_dir} holds a run of another config; the fields that differ '
+        '(saved -> now):\n  ' + '\n  '.join(diff) + '\nUse a new --workdir, '
+        'or pass --overwrite to kd.main to delete that run and start over.')
+
+
+# The lock.
+
+_held: dict[str, int] = {}  # Lock path -> depth: one process nests them.
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _take(path: str) -> bool:
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  with os.fdopen(fd, 'w') as f:
+    json.dump({'pid': os.getpid(), 'host': socket.gethostname(),
+               'started': datetime.datetime.now(datetime.timezone.utc)
+               .isoformat(timespec='seconds')}, f)
+  return True
+
+
+def _holder(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.loads(f.read() or '{}')
+  except (FileNotFoundError, json.JSONDecodeError):
+    return {}
+
+
+@contextlib.contextmanager
+def lock(run_dir: str):
+  """Holds `run_dir/run.lock` for the block: a second process on the same
+  directory is refused, naming the holder. A lock whose holder died on this
+  host is taken over with a warning. Only process 0 of a multi-process run
+  takes it, so the processes of one run never refuse each other."""
+  path = os.path.abspath(os.path.join(run_dir, LOCK))
+  if jax.process_index() != 0:
+    yield
+    return
+  if path in _held:
+    _held[path] += 1
+    try:
+      yield
+    finally:
+      _held[path] -= 1
+    return
+  os.makedirs(run_dir, exist_ok=True)
+  while not _take(path):
+    h = _holder(path)
+    pid, host = h.get('pid'), h.get('host')
+    if host == socket.gethostname() and isinstance(pid, int) and (
+        not _alive(pid)):
+      warnings.warn(f'{path}: its holder (pid {pid}) is gone; taking over')
+      # A rename: of two processes taking over, one wins; a lock taken
+      # meanwhile by another process is put back.
+      stale = f'{path}.stale{os.getpid()}'
+      try:
+        os.rename(path, stale)
+      except FileNotFoundError:
+        continue
+      if _holder(stale) == h:
+        os.remove(stale)
+      else:
+        os.rename(stale, path)
+      continue
+    raise RunLockedError(
+        f'{run_dir} is in use by pid {pid} on host {host} (since '
+        f'{h.get("started")}): two runs in one directory would mix their '
+        f'metrics, checkpoints and summary. Wait for it, stop it, or use '
+        f'another --workdir; if that process is gone (its machine died), '
+        f'delete {path}.')
+  _held[path] = 1
+  try:
+    yield
+  finally:
+    del _held[path]
+    if _holder(path).get('pid') == os.getpid():
+      os.remove(path)
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
+# Starting over.
+
+RUN_FILES = ('checkpoints', 'metrics.jsonl', 'summary.json', 'config.json')
+
+
+def clear(run_dir: str) -> list[str]:
+  """`--overwrite`: deletes what a run wrote (checkpoints, metrics, summary,
+  config, exported students) so that it starts over; keeps other files
+  (wandb's offline runs, a teacher cache, which checks its own provenance).
+  Returns the deleted paths."""
+  if not os.path.isdir(run_dir):
+    return []
+  gone = [os.path.join(run_dir, f) for f in sorted(os.listdir(run_dir))
+          if f in RUN_FILES or (f.startswith('student_') and '.tflite' in f)]
+  if jax.process_index() == 0:
+    for p in gone:
+      shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+  _sync('kd-overwrite')
+  return gone
+
+
+# Checkpoints of finished (or running) runs, opened read-only.
+
+
+def latest_state(run_dir: str, what: str):
+  """(raw train-state tree, step) of the newest readable checkpoint of
+  `run_dir`; an unreadable one is skipped with a warning. Creates nothing."""
+  ckpt_dir = os.path.abspath(os.path.join(run_dir, 'checkpoints'))
+  if not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(
+        f'{what}: {ckpt_dir} does not exist; train that run first (or point '
+        f'the config at a run directory written by kd.main)')
+  mngr = checkpoint.ocp.CheckpointManager(
+      ckpt_dir, options=checkpoint.ocp.CheckpointManagerOptions(
+          create=False, read_only=True))
+  try:
+    errors = []
+    for step in sorted(mngr.all_steps(), reverse=True):
+      try:
+        return mngr.restore(
+            step, args=checkpoint.ocp.args.StandardRestore()), step
+      except Exception as e:  # pylint: disable=broad-except
+        log.warning('%s/%d is unreadable (%s); trying an older one',
+                    ckpt_dir, step, e)
+        errors.append(f'{ckpt_dir}/{step}: {type(e).__name__}: {e}')
+  finally:
+    mngr.close()
+  if errors:
+    raise checkpoint.CorruptCheckpointError(
+        f'{what}: no readable checkpoint in {ckpt_dir}:\n  ' +
+        '\n  '.join(errors))
+  raise FileNotFoundError(
+      f'{what}: no checkpoint in {ckpt_dir}; train that run first')
+
+
+def load_variables(run_dir: str, abstract_variables, what: str):
+  """(`{'params', ...model_state}`, step) of `run_dir`'s newest readable
+  checkpoint, checked against `abstract_variables` (the architecture asked
+  for): other parameter names or shapes raise an error listing them."""
+  found, step = latest_state(run_dir, what)
+  variables = {'params': found['params'], **found['model_state']}
+  checkpoint.check_same_structure(
+      dict(abstract_variables), variables,
+      f'{what} checkpoint {run_dir}/checkpoints (step {step})')
+  return jax.tree.map(np.asarray, variables), step
+
+
+def check_teacher(run_dir: str, allow_unfinished: bool = False) -> None:
+  """A teacher run must exist, and be finished unless `allow_unfinished`."""
+  if not os.path.isdir(run_dir):
+    raise FileNotFoundError(
+        f'teacher directory {run_dir} does not exist; train the teacher '
+        'first (kd.main with its config and that --workdir)')
+  if not allow_unfinished and not is_finished(run_dir):
+    config, done = saved_config(run_dir), summary(run_dir)
+    raise UnfinishedTeacherError(
+        f'teacher {run_dir} is not finished (its config asks for '
+        f'{(config or {}).get("steps", "?")} steps; summary.json '
+        + (f'has steps {done.get("steps")}' if done else 'is missing') +
+        '): finish it by rerunning its command, or set '
+        'config.distill.teacher.allow_unfinished_teacher=True to distill '
+        'from its latest checkpoint.')
+
+
+def load_teacher(run_dir: str, abstract_variables,
+                 allow_unfinished: bool = False):
+  """(variables, step) of a teacher run (`check_teacher`)."""
+  check_teacher(run_dir, allow_unfinished)
+  return load_variables(run_dir, abstract_variables, 'teacher')
+
+
+def model_of(config):
+  """The (float32) model `config` trains."""
+  spec = data.spec(config.data.name, config.data.image_size or None)
+  model = models.create(config.model.name, spec.num_classes,
+                        **dict(config.model.kwargs or {}))
+  return model, spec
+
+
+def load_run(run_dir: str):
+  """(config, model, variables, step) of a finished or running run."""
+  config = load_config(run_dir)
+  model, spec = model_of(config)
+  example = jax.numpy.zeros((1, *spec.input_shape))
+  abstract = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), example, train=False))
+  variables, step = load_variables(run_dir, abstract, 'student')
+  return config, model, variables, step
