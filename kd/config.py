@@ -19,7 +19,10 @@ def run_config() -> mc.ConfigDict:
       name='kd_digits', data_dir='', download=False, augment=True,
       image_size=0, shuffle_buffer=10_000, eval_split='test',
       exclude_classes=(),  # Left out of training (a transfer set without them).
-      process_split='shard'))  # Or 'slice': see kd.data.train_batches.
+      process_split='shard',  # Or 'slice': see kd.data.train_batches.
+      # Text datasets (kd.data.text): tokens per training sequence, and the
+      # tokenizer ('byte', or 'bpe' trained to `vocab_size`).
+      seq_len=0, tokenizer='byte', vocab_size=0))
   c.model = mc.ConfigDict(dict(name='mlp', kwargs=mc.ConfigDict()))
   c.dtype = 'float32'
   c.batch_size = 64  # Global, split over all devices.
@@ -56,7 +59,13 @@ def run_config() -> mc.ConfigDict:
       ce_weight=1.0,
       terms=mc.ConfigDict(),
       # Train with simulated int8 (kd.quantization) for a better int8 export.
-      quantization_aware=False))
+      quantization_aware=False,
+      # On-policy distillation (GKD, Agarwal et al. 2024), text datasets:
+      # with probability `lmbda` a batch keeps its first `prompt_len` tokens
+      # and the rest is the student's own sample (at `temperature`,
+      # `top_k`), which the terms then score against the teacher.
+      on_policy=mc.ConfigDict(dict(lmbda=0.0, prompt_len=0, temperature=1.0,
+                                   top_k=0))))
   c.parallel = 'pmap'
   c.log_every = 100
   c.checkpoint_every = 500
@@ -174,6 +183,30 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
                        ('distill.teacher.dtype', DTYPES + ('auto',))):
     check(_get(c, field) in valid, field, 'unknown name',
           f'valid: {", ".join(valid)}')
+  if _is_text(c.data.name):
+    check(c.data.seq_len > 0, 'data.seq_len', 'a text dataset needs the '
+          'training sequence length', f'set --config.{at}data.seq_len, e.g. 128')
+    check(c.data.tokenizer in ('byte', 'bpe'), 'data.tokenizer',
+          'unknown tokenizer', 'valid: byte, bpe')
+    check(c.data.tokenizer != 'bpe' or c.data.vocab_size > 259,
+          'data.vocab_size', 'a BPE vocabulary must exceed the 259 byte and '
+          'special tokens', f'set --config.{at}data.vocab_size, e.g. 4096')
+    check(not c.mixup_alpha, 'mixup_alpha', 'token ids cannot be mixed',
+          f'set --config.{at}mixup_alpha=0 for a text dataset')
+    check(not c.distill.teacher.cache, 'distill.teacher.cache',
+          'the teacher-output cache holds classifier outputs by example',
+          'keep the teacher live (cache=False) for a text dataset')
+  on_policy = c.distill.get('on_policy')
+  if on_policy is not None and on_policy.lmbda:
+    check(0 < on_policy.lmbda <= 1, 'distill.on_policy.lmbda',
+          'is a probability', 'set it in (0, 1], or 0 for off-policy only')
+    check(_is_text(c.data.name), 'distill.on_policy.lmbda', 'on-policy '
+          'distillation samples tokens: it needs a text dataset',
+          'set it to 0')
+    check(0 < on_policy.prompt_len < max(c.data.seq_len, 1),
+          'distill.on_policy.prompt_len', 'the prompt must be shorter than '
+          'data.seq_len (the rest is sampled)',
+          f'set --config.{at}distill.on_policy.prompt_len, e.g. 32')
   teacher = c.distill.teacher
   check(teacher.model_shards >= 1, 'distill.teacher.model_shards',
         'must be 1 or more', 'set 1 to keep the teacher on every device')
@@ -198,6 +231,11 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
   check(c.eval_batch_size % local == 0, 'eval_batch_size',
         f'each process\'s test batch must split evenly over its {local} '
         'devices', f'choose a multiple of {local}')
+
+
+def _is_text(name: str) -> bool:
+  from kd.data import text  # pylint: disable=import-outside-toplevel
+  return text.is_text(name)
 
 
 def _get(c, field: str):

@@ -1,4 +1,5 @@
 """Test-set statistics, parameter counts and batch-1 latency."""
+import math
 import statistics
 import time
 
@@ -27,6 +28,10 @@ def run_eval(eval_fn, parallel, replicated_args, batches) -> dict:
   n = float(totals['count'])
   result = {'test_accuracy': float(totals['correct']) / n,
             'test_loss': float(totals['loss']) / n, 'test_examples': n}
+  if 'bytes' in totals:  # Cross-entropy in nats per token -> bits per byte.
+    result['test_bits_per_byte'] = (float(totals['loss']) / math.log(2) /
+                                    float(totals['bytes']))
+    result['test_perplexity'] = math.exp(result['test_loss'])
   if 'agree' in totals:
     result['teacher_agreement'] = float(totals['agree']) / n
     result['kl_to_teacher'] = float(totals['kl']) / n
@@ -67,7 +72,9 @@ def latency_ms(fn, example, *, warmup: int = 10, runs: int = 100) -> float:
   return 1000.0 * statistics.median(times)
 
 
-def model_latency_ms(model, variables, input_shape, **kwargs) -> float:
-  """Batch-1 latency of the jitted inference function on the default device."""
+def model_latency_ms(model, variables, input_shape, dtype='float32',
+                     **kwargs) -> float:
+  """Batch-1 latency of the jitted inference function on the default device
+  (for a language model: one forward pass over a whole sequence)."""
   fn = jax.jit(lambda x: model.apply(variables, x, train=False)[0])
-  return latency_ms(fn, np.zeros((1, *input_shape), np.float32), **kwargs)
+  return latency_ms(fn, np.zeros((1, *input_shape), dtype), **kwargs)

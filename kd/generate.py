@@ -99,3 +99,23 @@ def generate(model: lm.TransformerLM, variables, prompts: jax.Array,
   tokens = jnp.where(offset < 0, from_prompt,
                      jnp.where(generated, from_new, pad_id))
   return tokens, generated
+
+
+def on_policy_batch(model: lm.TransformerLM, variables, batch: dict,
+                    rng: jax.Array, prompt_len: int, temperature: float,
+                    top_k: int, pad_id: int, eos_id: int | None) -> dict:
+  """A packed LM batch (`kd.data.text.model_batch`) whose tokens after the
+  first `prompt_len` are the model's own samples: the input of on-policy
+  distillation (GKD, Agarwal et al. 2024), where the teacher then scores
+  the student's samples. `label` holds the sampled next tokens and `mask`
+  is 1 exactly on the sampled targets (the prompt is context only); a
+  sequence that samples eos stops there. No gradient flows through the
+  sampling."""
+  inputs = batch['image']
+  b, t = inputs.shape
+  tokens, generated = generate(
+      model, jax.lax.stop_gradient(variables), inputs[:, :prompt_len],
+      jnp.full((b,), prompt_len, jnp.int32), rng, t + 1 - prompt_len,
+      temperature, top_k, pad_id=pad_id, eos_id=eos_id)
+  mask = generated[:, 1:].astype(jnp.float32)
+  return dict(batch, image=tokens[:, :-1], label=tokens[:, 1:], mask=mask)

@@ -83,19 +83,29 @@ def data_args(config) -> dict:
               download=d.download)
 
 
-def train_batches(config, parallel, start_step: int):
-  """This process's training batches from step `start_step + 1` on."""
+def train_batches(config, parallel, start_step: int, tok=None):
+  """This process's training batches from step `start_step + 1` on (for a
+  text dataset, packed sequences of `tok`'s tokens)."""
   d = config.data
+  batch_size = parallel.check_batch_size(config.batch_size)
+  if data.text.is_text(d.name):
+    return map(data.text.model_batch, data.text.train_batches(
+        d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
+        tok=tok, data_dir=d.data_dir or None, start_step=start_step))
   return data.train_batches(
-      d.name, batch_size=parallel.check_batch_size(config.batch_size),
-      seed=config.seed, augment=d.augment, start_step=start_step,
-      shuffle_buffer=d.shuffle_buffer, process_split=d.process_split,
+      d.name, batch_size=batch_size, seed=config.seed, augment=d.augment,
+      start_step=start_step, shuffle_buffer=d.shuffle_buffer,
+      process_split=d.process_split,
       exclude_classes=tuple(d.exclude_classes), **data_args(config))
 
 
-def eval_batches(config):
+def eval_batches(config, tok=None):
   """This process's part of the test split, once."""
   d = config.data
+  if data.text.is_text(d.name):
+    return map(data.text.model_batch, data.text.eval_batches(
+        d.name, batch_size=config.eval_batch_size, seq_len=d.seq_len,
+        tok=tok, split=d.eval_split, data_dir=d.data_dir or None))
   return data.eval_batches(d.name, batch_size=config.eval_batch_size,
                            split=d.eval_split, **data_args(config))
 

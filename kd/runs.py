@@ -374,9 +374,12 @@ def load_teacher(run_dir: str, abstract_variables,
   return load_variables(run_dir, abstract_variables, 'teacher')
 
 
-def model_of(config):
-  """The (float32) model `config` trains."""
-  spec = data.spec(config.data.name, config.data.image_size or None)
+def model_of(config, run_dir: str | None = None):
+  """(The float32 model `config` trains, its data spec); a text run's
+  tokenizer is read from `run_dir`."""
+  tok = (data.text.run_tokenizer(config, run_dir)
+         if data.text.is_text(config.data.name) else None)
+  spec = data.run_spec(config, tok)
   model = models.create(config.model.name, spec.num_classes,
                         **dict(config.model.kwargs or {}))
   return model, spec
@@ -385,8 +388,8 @@ def model_of(config):
 def load_run(run_dir: str):
   """(config, model, variables, step) of a finished or running run."""
   config = load_config(run_dir)
-  model, spec = model_of(config)
-  example = jax.numpy.zeros((1, *spec.input_shape))
+  model, spec = model_of(config, run_dir)
+  example = jax.numpy.zeros((1, *spec.input_shape), spec.input_dtype)
   abstract = jax.eval_shape(
       lambda: model.init(jax.random.key(0), example, train=False))
   variables, step = load_variables(run_dir, abstract, 'student')

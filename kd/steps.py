@@ -200,7 +200,9 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
                       tx: optax.GradientTransformation, terms: tuple[Term, ...],
                       ce_weight: float, label_smoothing: float = 0.0,
                       seed: int = 0, mixup_alpha: float = 0.0,
-                      qat: bool = False) -> Callable:
+                      qat: bool = False,
+                      on_policy: tuple[float, Callable] | None = None
+                      ) -> Callable:
   """Distillation from a frozen teacher: `step(state, teacher_vars, batch)`;
   with `teacher=None`, `step(state, batch)` and the teacher's outputs come in
   `batch['teacher']` (a teacher-output cache).
@@ -209,7 +211,10 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
   The teacher runs in inference mode and receives no gradient; adapters'
   parameters train with the student's. With `mixup_alpha` both models see
   the same mixed-up inputs (see `mixup`); with `qat` the student trains with
-  simulated int8 (quantization-aware distillation).
+  simulated int8 (quantization-aware distillation). With `on_policy =
+  (lmbda, sample)`, a step with probability lmbda first replaces the batch
+  by `sample(student_variables, batch, rng)` (the student's own tokens,
+  `kd.generate.on_policy_batch`): GKD's mix of on- and off-policy data.
   """
 
   def loss_fn(trainable, state, teacher_out, batch, rng):
@@ -238,6 +243,15 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
     if mixup_alpha:
       rng, mix_rng = jax.random.split(rng)
       batch = mixup(batch, mix_rng, mixup_alpha)
+    if on_policy is not None:
+      lmbda, sample = on_policy
+      rng, sample_rng = jax.random.split(rng)
+      # One draw for every shard (no device index): all take one branch.
+      sampled = jax.random.bernoulli(
+          jax.random.fold_in(jax.random.key(seed + 1), state.step), lmbda)
+      variables = {'params': state.params, **state.model_state}
+      batch = jax.lax.cond(sampled, lambda b: sample(variables, b, sample_rng),
+                           lambda b: b, batch)
     if teacher is None:  # Outputs read from the teacher cache (kd.cache).
       teacher_out = batch['teacher']
     else:
@@ -247,6 +261,8 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
     grads, (new_state, new_aux, metrics) = jax.grad(loss_fn, has_aux=True)(
         (state.params, state.aux_params), state, teacher_out, batch, rng)
     new_aux = {k: v for k, v in new_aux.items() if k in state.aux_state}
+    if on_policy is not None:
+      metrics['on_policy'] = sampled.astype(jnp.float32)
     return (apply_gradients(state, tx, grads, new_state, new_aux),
             jax.lax.pmean(metrics, AXIS))
 
@@ -275,6 +291,8 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
     logits, _ = model.apply(variables, batch['image'], train=False)
     mask = batch['mask']
     out = {'count': jnp.sum(mask), **_masked_sums(logits, batch)}
+    if 'bytes' in batch:  # Text: the bytes the targets cover.
+      out['bytes'] = jnp.sum(batch['bytes'])
     if teacher is not None or 'teacher' in batch:
       t_logits = (batch['teacher']['logits'] if teacher is None else
                   teacher.apply(teacher_vars, batch['image'], train=False)[0])

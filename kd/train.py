@@ -18,6 +18,7 @@ from kd import checkpoint
 from kd import config as kd_config
 from kd import data
 from kd import evaluate
+from kd import generate
 from kd import loop
 from kd import losses
 from kd import models
@@ -177,13 +178,16 @@ class Built(NamedTuple):
   teacher: Any  # None for a supervised run.
   terms: tuple
   state: steps.TrainState
+  tok: Any = None  # A text dataset's tokenizer.
 
 
-def build(config: mc.ConfigDict, name: str) -> Built:
+def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   """Data spec, models and train state (warm-started from
   `config.init_from`), failing early on a bad batch size or term."""
   d, t = config.data, config.distill.teacher
-  spec = data.spec(d.name, image_size=d.image_size or None)
+  text = data.text.is_text(d.name)
+  tok = data.text.run_tokenizer(config, workdir) if text else None
+  spec = data.run_spec(config, tok)
   if t.cache and t.model_shards > 1:
     raise ValueError('distill.teacher.cache builds on one device; with '
                      'model_shards > 1 keep the teacher live (cache=False)')
@@ -191,7 +195,7 @@ def build(config: mc.ConfigDict, name: str) -> Built:
   parallel.check_batch_size(config.batch_size)  # Fails early on a bad size.
   model = build_model(config.model.name, config.model.kwargs,
                       spec.num_classes, config.dtype)
-  example = np.zeros((1, *spec.input_shape), np.float32)
+  example = np.zeros((1, *spec.input_shape), spec.input_dtype)
   tx, lr_schedule = optim.create(config.optimizer, config.steps)
   teacher = None
   terms, aux_params, aux_state = (), {}, {}
@@ -202,7 +206,8 @@ def build(config: mc.ConfigDict, name: str) -> Built:
     check_terms(terms, model, teacher, example)
     aux_params, aux_state = init_adapters(
         terms, model, teacher, example, jax.random.key(config.seed + 1),
-        data.num_examples(d.name, 'train', d.data_dir or None, d.download))
+        0 if text else data.num_examples(d.name, 'train', d.data_dir or None,
+                                         d.download))
   elif len(config.distill.terms):
     raise ValueError('config.distill.terms is set but no teacher is: set '
                      'config.distill.teacher.workdir (and .model)')
@@ -211,7 +216,28 @@ def build(config: mc.ConfigDict, name: str) -> Built:
   if config.init_from:
     state = warm_start(state, config.init_from, name)
   return Built(spec, parallel, model, example, tx, lr_schedule, teacher,
-               terms, state)
+               terms, state, tok)
+
+
+def check_same_tokens(config, tok) -> None:
+  """A student learns the teacher's next-token distributions: over the same
+  vocabulary, from the same tokenizer."""
+  t_dir = config.distill.teacher.workdir
+  t_config = runs.load_config(t_dir)
+  t_tok = data.text.run_tokenizer(t_config, t_dir)
+  kinds = (t_config.data.tokenizer, config.data.tokenizer)
+  fix = ('use the teacher\'s tokenizer: set config.data.tokenizer='
+         f'{kinds[0]!r} (and data.vocab_size={t_tok.vocab_size})')
+  if t_tok.vocab_size != tok.vocab_size or kinds[0] != kinds[1]:
+    raise ValueError(
+        f'the teacher ({t_dir}) reads a vocabulary of {t_tok.vocab_size} '
+        f'tokens ({kinds[0]}), the student {tok.vocab_size} ({kinds[1]}): '
+        f'{fix}')
+  if kinds[0] == 'bpe' and t_tok.to_str() != tok.to_str():
+    raise ValueError(f'the teacher ({t_dir}) and the student have different '
+                     f'BPE tokenizer files of {tok.vocab_size} tokens: {fix}, '
+                     'in a new run directory (its tokenizer.json is copied '
+                     'from the teacher)')
 
 
 class TeacherSource(NamedTuple):
@@ -231,6 +257,9 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
   if b.teacher is None:
     return TeacherSource()
   t = config.distill.teacher
+  if b.tok is not None:
+    runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
+    check_same_tokens(config, b.tok)
   variables, step = runs.load_teacher(
       t.workdir, jax.eval_shape(lambda: b.teacher.init(
           jax.random.key(0), b.example, train=False)),
@@ -253,8 +282,8 @@ def compile_steps(config, b: Built, src: TeacherSource):
     train_step = b.parallel.wrap(steps.make_distill_step(
         b.model, b.teacher if src.train_extra else None, b.tx, b.terms,
         config.distill.ce_weight, config.label_smoothing, config.seed,
-        config.mixup_alpha, config.distill.quantization_aware),
-                                 num_replicated=1 + len(src.train_extra))
+        config.mixup_alpha, config.distill.quantization_aware,
+        on_policy(config, b)), num_replicated=1 + len(src.train_extra))
   else:
     train_step = b.parallel.wrap(
         steps.make_supervised_step(b.model, b.tx, config.label_smoothing,
@@ -269,6 +298,17 @@ def compile_steps(config, b: Built, src: TeacherSource):
   return train_step, eval_fn
 
 
+def on_policy(config, b: Built):
+  """(lmbda, sampler) of on-policy distillation, or None (off-policy)."""
+  o = config.distill.on_policy
+  if not o.lmbda:
+    return None
+  return o.lmbda, functools.partial(
+      generate.on_policy_batch, b.model, prompt_len=o.prompt_len,
+      temperature=o.temperature, top_k=o.top_k, pad_id=b.tok.pad_id,
+      eos_id=b.tok.eos_id)
+
+
 def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
         logger: MetricLogger, later_steps: int = 0) -> loop.Trained:
   """Trains from `workdir`'s last checkpoint (or `b.state`) to the end and
@@ -279,9 +319,9 @@ def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
     return evaluate.run_eval(eval_fn, b.parallel, (variables, *src.eval_extra),
-                             loop.eval_batches(config))
+                             loop.eval_batches(config, b.tok))
 
-  batches = loop.train_batches(config, b.parallel, int(state.step))
+  batches = loop.train_batches(config, b.parallel, int(state.step), b.tok)
   if src.extend_batch is not None:
     batches = map(src.extend_batch, batches)
   # The run is accepted: its config is recorded before the first step.
@@ -303,11 +343,12 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
   if b.teacher is not None:
     summary['teacher_step'] = src.step
   if config.evaluate.latency:
+    shape, dtype = b.spec.input_shape, b.spec.input_dtype
     summary['latency_ms'] = evaluate.model_latency_ms(b.model, variables,
-                                                      b.spec.input_shape)
+                                                      shape, dtype)
     if b.teacher is not None:
       summary['teacher_latency_ms'] = evaluate.model_latency_ms(
-          b.teacher, src.variables, b.spec.input_shape)
+          b.teacher, src.variables, shape, dtype)
   exported = []
   if config.export.formats and jax.process_index() == 0:
     summary.update(export_student(config, workdir, b.model, variables))
@@ -333,7 +374,7 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
     if done is not None:
       print(f'[{name}] already finished in {workdir}; reusing its results')
       return done
-    b = build(config, name)
+    b = build(config, workdir, name)
     src = teacher_source(config, workdir, b)
     logger = MetricLogger(workdir, config)
     trained = fit(config, workdir, name, b, src, logger, later_steps)

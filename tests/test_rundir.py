@@ -233,7 +233,7 @@ def test_a_bad_metrics_line_before_the_last_is_an_error(tmp_path):
 
 def test_keep_checkpoints_zero_is_refused_and_deletes_nothing(run_copy):
   os.remove(os.path.join(run_copy, 'summary.json'))
-  with pytest.raises(ValueError, match='keep_checkpoints=0 would delete'):
+  with pytest.raises(ValueError, match='config.keep_checkpoints=0: must be positive'):
     train.train_and_evaluate(_run_config(keep_checkpoints=0), run_copy)
   assert sorted(os.listdir(os.path.join(run_copy, 'checkpoints'))) == [
       '20', '40']

@@ -5,3 +5,12 @@ from kd.data.input_pipeline import (DatasetNotPreparedError, DatasetSpec,
                                     indexed_batches, load_split, names,
                                     num_examples, spec, train_batches)
 from kd.data import text
+
+
+def run_spec(config, tok=None) -> DatasetSpec:
+  """The spec of `config.data`: for a text dataset, of `tok`'s tokens at
+  `config.data.seq_len` (`text.run_tokenizer` gives `tok`)."""
+  d = config.data
+  if text.is_text(d.name):
+    return text.spec(d.name, d.seq_len, tok or text.run_tokenizer(config))
+  return spec(d.name, image_size=d.image_size or None)

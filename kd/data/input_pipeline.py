@@ -36,6 +36,7 @@ class DatasetSpec:
   mean: tuple[float, ...]  # Normalisation, in units of the [0, 1] input.
   std: tuple[float, ...]
   augment: str  # One of AUGMENTATIONS.
+  input_dtype: str = 'float32'  # 'int32' for token ids.
 
 
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

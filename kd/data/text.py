@@ -21,12 +21,14 @@ so the loss is the masked mean over [B, T], sum(mask * nll) / sum(mask),
 and bits per byte is sum(mask * nll) / ln 2 / sum(bytes).
 """
 import os
+import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from kd.data import text_builders
-from kd.data.input_pipeline import _data_dir, _process_index_count
+from kd.data.input_pipeline import (DatasetSpec, _data_dir,
+                                    _process_index_count)
 
 TEXT = ('kd_bbcnews', 'kd_pystdlib')  # Offline; '<name>/tiny' for tests.
 TOKENIZERS = ('byte', 'bpe')
@@ -82,6 +84,9 @@ class BPETokenizer:
   def load(cls, path: str) -> 'BPETokenizer':
     import tokenizers as tk  # pylint: disable=import-outside-toplevel
     return cls(tk.Tokenizer.from_file(path))
+
+  def to_str(self) -> str:
+    return self._tok.to_str()
 
   def save(self, path: str):
     tmp = path + '.tmp'
@@ -258,3 +263,47 @@ def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
     first = (b * count + index) * batch_size
     yield _batch(view[first:first + batch_size], tok)
 
+
+
+def is_text(name: str) -> bool:
+  return name.split('/')[0] in TEXT
+
+
+def run_tokenizer(config, run_dir: str | None = None):
+  """The tokenizer of a text run (`config.data.tokenizer`). A BPE one lives
+  in RUN_DIR/tokenizer.json: copied there from the teacher's run when the
+  teacher has one (a student must read the teacher's tokens), else trained
+  on the training split and saved there on first use."""
+  d = config.data
+  if d.tokenizer != 'bpe':
+    return tokenizer(d.tokenizer)
+  path = os.path.join(run_dir, 'tokenizer.json') if run_dir else None
+  teacher_dir = config.distill.teacher.workdir
+  teacher_path = (os.path.join(teacher_dir, 'tokenizer.json')
+                  if teacher_dir else None)
+  if (path and not os.path.exists(path) and teacher_path
+      and os.path.exists(teacher_path)):
+    os.makedirs(run_dir, exist_ok=True)
+    shutil.copyfile(teacher_path, path + '.tmp')
+    os.replace(path + '.tmp', path)
+  return tokenizer('bpe', name=d.name, vocab_size=d.vocab_size, path=path,
+                   data_dir=d.data_dir or None)
+
+
+def spec(name: str, seq_len: int, tok) -> DatasetSpec:
+  """A text dataset as a next-token classification problem: inputs of
+  `seq_len` token ids, one class per vocabulary entry."""
+  if seq_len <= 0:
+    raise ValueError(f'config.data.seq_len={seq_len}: a text dataset ({name})'
+                     ' needs the training sequence length; set it > 0')
+  return DatasetSpec(name, 'tokens', tok.vocab_size, (seq_len,), (), (),
+                     'none', 'int32')
+
+
+def model_batch(batch: dict) -> dict:
+  """A packed batch in the form every kd step reads: `image` the model
+  input (token ids [B, T]; the key predates non-image inputs), `label` the
+  next tokens [B, T], `mask` and `bytes` per target."""
+  tokens = batch['tokens']
+  return {'image': tokens[:, :-1], 'label': tokens[:, 1:],
+          'mask': batch['mask'], 'bytes': batch['bytes']}

@@ -1,0 +1,61 @@
+"""Language-model distillation: the byte-level teacher of `configs/lm/train.py`
+-> the 0.11M student, by `method`:
+  scratch      the student from the corpus alone (cross-entropy)
+  forward_kl   CE + KL(teacher || student) per token (word-level KD;
+               DistilBERT's soft targets at T = 1)
+  reverse_kl   CE + KL(student || teacher) (MiniLLM's direction)
+  jsd          CE + generalized JSD, beta 0.5 (GKD)
+  skew_kl      CE + skew KL, alpha 0.1 (DistiLLM)
+  tvd          CE + total variation
+  gkd          on-policy GKD: JSD(0.5) alone, and with probability `lmbda`
+               (0.5) the batch's text after `prompt` tokens is the
+               student's own sample (temperature 1), scored by the teacher
+`teacher_dir=PATH` shares one trained teacher between runs.
+
+  python -m kd.main --config=configs/lm/distill.py:method=forward_kl,seed=0 \
+      --workdir=runs/lm/forward_kl_s0
+"""
+from configs.lm import train as recipes
+from kd.config import parse_args, pipeline_config, term
+
+METHODS = ('scratch', 'forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tvd',
+           'gkd')
+
+
+def _terms(method: str) -> tuple[float, dict]:
+  """(cross-entropy weight, terms)."""
+  return {
+      'scratch': (1.0, {}),
+      'forward_kl': (1.0, {'forward_kl': term('forward_kl', 1.0)}),
+      'reverse_kl': (1.0, {'reverse_kl': term('reverse_kl', 1.0)}),
+      'jsd': (1.0, {'jsd': term('generalized_jsd', 1.0, beta=0.5)}),
+      'skew_kl': (1.0, {'skew_kl': term('skew_kl', 1.0, alpha=0.1)}),
+      'tvd': (1.0, {'tvd': term('tvd', 1.0)}),
+      'gkd': (0.0, {'jsd': term('generalized_jsd', 1.0, beta=0.5)}),
+  }[method]
+
+
+def get_config(arg: str | None = None):
+  a = parse_args(arg, method='forward_kl', teacher_dir=str, lmbda=0.5,
+                 prompt=32, teacher_size='teacher', student_size='student',
+                 teacher_steps=2000, **recipes.DEFAULTS)
+  method = a.pop('method')
+  if method not in METHODS:
+    raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
+  shared = {k: a[k] for k in ('seq_len', 'batch', 'dataset', 'tokenizer',
+                              'vocab')}
+  teacher = recipes.recipe(a['teacher_size'], 0, a['teacher_steps'], **shared)
+  student = recipes.recipe(a['student_size'], a['seed'], a['steps'], **shared)
+  ce_weight, terms = _terms(method)
+  student.distill.ce_weight = ce_weight
+  if terms:
+    student.distill.teacher.update(workdir='teacher', model=teacher.model.name,
+                                   kwargs=teacher.model.kwargs)
+    for name, t in terms.items():
+      student.distill.terms[name] = t
+  if method == 'gkd':
+    student.distill.on_policy.update(lmbda=a['lmbda'], prompt_len=a['prompt'])
+  c = pipeline_config(teacher=teacher, student=student)
+  if a['teacher_dir']:
+    c.stage_dirs = {'teacher': a['teacher_dir']}
+  return c

@@ -1,0 +1,152 @@
+"""Language models through kd's engine: a byte-level teacher trained on the
+stdlib corpus, a student distilled on- and off-policy, the held-out figures,
+and the errors a user meets (other vocabulary, too long a sequence)."""
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.lm import distill
+from kd import generate
+from kd import main
+from kd import models
+from kd import train
+from kd.data import text
+from kd.models import lm
+
+TINY = ('dataset=kd_pystdlib/tiny,seq_len=32,batch=8,teacher_size=tiny,'
+        'student_size=tiny,prompt=8')
+
+
+def _pipeline(arg, teacher_steps=30, student_steps=10):
+  c = distill.get_config(f'{TINY},{arg},teacher_steps={teacher_steps},'
+                         f'steps={student_steps}')
+  for stage in c.stages.values():
+    stage.log_every = 5
+    stage.wandb.mode = 'disabled'
+  return c
+
+
+def _rows(run_dir):
+  with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def gkd_run(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('lm'))
+  return root, main.run_pipeline(_pipeline('method=gkd'), root)
+
+
+def test_teacher_learns_the_corpus_and_reports_bits_per_byte(gkd_run):
+  root, summary = gkd_run
+  rows = [r for r in _rows(os.path.join(root, 'teacher')) if 'loss' in r]
+  assert rows[0]['loss'] > rows[-1]['loss'] + 0.5
+  # Uniform over 259 byte-level tokens is log2(259) = 8.02 bits a byte.
+  assert summary['teacher/test_bits_per_byte'] < math.log2(259) - 1.5
+  assert summary['teacher/test_perplexity'] == pytest.approx(
+      math.exp(summary['teacher/test_loss']))
+  # Every held-out target token counted once, by both models.
+  assert summary['teacher/test_examples'] == summary['student/test_examples']
+
+
+def test_on_policy_student_mixes_its_own_samples(gkd_run):
+  root, summary = gkd_run
+  rows = [r for r in _rows(os.path.join(root, 'student')) if 'loss' in r]
+  # lmbda = 0.5: some steps of each logged interval were on-policy, not all.
+  assert 0 < np.mean([r['on_policy'] for r in rows]) < 1
+  assert summary['student/teacher_step'] == 30
+  assert 0 <= summary['student/teacher_agreement'] <= 1
+  assert summary['student/kl_to_teacher'] > 0
+
+
+def test_on_policy_batch_keeps_the_prompt_and_masks_it():
+  tok = text.ByteTokenizer()
+  model = models.create('transformer_lm', tok.vocab_size, d_model=16,
+                        num_layers=1, num_heads=2, max_len=64)
+  batch = text.model_batch(next(text.train_batches(
+      'kd_pystdlib/tiny', batch_size=4, seq_len=16, seed=0, tok=tok)))
+  variables = model.init(jax.random.key(0), batch['image'])
+  out = jax.jit(lambda v, b: generate.on_policy_batch(
+      model, v, b, jax.random.key(1), prompt_len=5, temperature=1.0,
+      top_k=0, pad_id=tok.pad_id, eos_id=tok.eos_id))(variables, batch)
+  np.testing.assert_array_equal(out['image'][:, :5], batch['image'][:, :5])
+  np.testing.assert_array_equal(out['label'][:, :-1], out['image'][:, 1:])
+  mask = np.asarray(out['mask'])
+  assert not mask[:, :4].any()  # Targets inside the prompt are context.
+  assert mask[:, 4].all()  # The first sampled token is always learnt from.
+  # Without an eos, the rest of every row is the model's greedy-free sample.
+  assert out['image'].dtype == jnp.int32 and mask.shape == (4, 16)
+
+
+def test_forward_kl_student_from_a_shared_teacher(gkd_run, tmp_path):
+  root, _ = gkd_run
+  c = _pipeline(f'method=forward_kl,teacher_dir={root}/teacher',
+                student_steps=10)
+  c.stage_order = ('student',)
+  summary = main.run_pipeline(c, str(tmp_path))
+  rows = [r for r in _rows(str(tmp_path / 'student')) if 'loss' in r]
+  assert rows[-1]['forward_kl'] < rows[0]['forward_kl']
+  assert 'on_policy' not in rows[0]
+  assert summary['student/test_bits_per_byte'] > 0
+
+
+def test_other_vocabulary_than_the_teacher_is_an_error(gkd_run, tmp_path):
+  root, _ = gkd_run
+  c = _pipeline(f'method=forward_kl,teacher_dir={root}/teacher,'
+                'tokenizer=bpe,vocab=300').stages.student
+  c.distill.teacher.workdir = f'{root}/teacher'
+  with pytest.raises(ValueError, match=r'vocabulary of 259 tokens \(byte\), '
+                     r'the student 300 \(bpe\)'):
+    train.train_and_evaluate(c, str(tmp_path / 's'))
+  assert not os.path.exists(tmp_path / 's' / 'metrics.jsonl')
+
+
+def test_a_sequence_longer_than_the_context_is_an_error(tmp_path):
+  c = _pipeline('method=scratch').stages.student
+  c.model.kwargs.max_len = 16  # seq_len is 32.
+  with pytest.raises(ValueError, match='sequence length 32 exceeds the model '
+                     'context max_len=16'):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'config.json')
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('mixup_alpha', 1.0, 'token ids cannot be mixed'),
+    ('data.seq_len', 0, 'needs the training sequence length'),
+])
+def test_text_fields_are_checked_before_any_work(tmp_path, field, value,
+                                                 match):
+  c = _pipeline('method=scratch').stages.student
+  section, _, key = field.rpartition('.')
+  (c[section] if section else c)[key] = value
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_on_policy_needs_a_text_dataset():
+  from configs.mnist1d import train as mnist1d  # pylint: disable=import-outside-toplevel
+  c = mnist1d.get_config('steps=10')
+  c.distill.on_policy.update(lmbda=0.5, prompt_len=4)
+  from kd import config as kd_config  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match='needs a text dataset'):
+    kd_config.validate(c)
+
+
+def test_the_lm_param_count_of_the_configured_sizes():
+  from configs.lm import train as lm_configs  # pylint: disable=import-outside-toplevel
+  for size, want in (('teacher', 830_000), ('student', 110_000)):
+    kw = lm_configs.SIZES[size]
+    model = models.create('transformer_lm', 259, **kw)
+    count = sum(np.size(p) for p in jax.tree.leaves(jax.eval_shape(
+        lambda m=model: m.init(jax.random.key(0),
+                               jnp.zeros((1, 8), jnp.int32)))['params']))
+    assert count == lm.lm_param_count(
+        259, kw['d_model'], kw['num_layers'], kw['num_heads'],
+        kw.get('num_kv_heads') or kw['num_heads'],
+        lm.default_mlp_hidden(kw['d_model'], 'swiglu'), 'swiglu', True)
+    assert abs(count - want) < 0.05 * want, (size, count)
