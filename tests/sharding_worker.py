@@ -3,7 +3,8 @@ forward KL, the 'kd' loss at T = 1) on a data x fsdp x tensor = 2 x 2 x 2
 mesh of 8 simulated CPU devices against one device; how the student, its
 optimizer state and a larger teacher are laid out; a global-batch step with
 no collectives. Run by test_sharding.py in a subprocess; writes a JSON
-report."""
+report. With `multihost` (and kd.distributed's KD_* variables), one of
+several processes running the same distillation on the same mesh."""
 import collections
 import json
 import sys
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kd import models, steps
+from kd import distributed, models, steps
 from kd.parallel import DataParallel
 from kd.sharding import ShardedParallel
 
@@ -32,18 +33,26 @@ def total_bytes(tree) -> int:
   return sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree))
 
 
+def local_part(batch):
+  """This process's rows of a global batch."""
+  n, i = jax.process_count(), jax.process_index()
+  return jax.tree.map(lambda x: np.split(x, n)[i], batch)
+
+
 def run(parallel, state, teacher_vars, step, batches):
   state, teacher_vars = parallel.replicate(state), parallel.replicate(
       teacher_vars)
   wrapped = parallel.wrap(step, 2)
   losses = []
   for batch in batches:
-    state, metrics = wrapped(state, teacher_vars, parallel.shard(batch))
+    state, metrics = wrapped(state, teacher_vars,
+                             parallel.shard(local_part(batch)))
     losses.append(float(parallel.unreplicate(metrics)['loss']))
   return state, teacher_vars, losses
 
 
-def distill_report() -> dict:
+def setup():
+  """(state, teacher variables, step, batches) of a small LM distillation."""
   student = models.create('transformer_lm', VOCAB, d_model=32, num_layers=1,
                           num_heads=4, mlp_hidden=64, max_len=LENGTH)
   teacher = models.create('transformer_lm', VOCAB, d_model=64, num_layers=2,
@@ -60,7 +69,15 @@ def distill_report() -> dict:
       teacher.init(jax.random.key(1), batches[0]['image'][:1])))
   terms = (steps.Term('forward_kl', 'kd', 1.0, kwargs={'temperature': 1.0}),)
   step = steps.make_distill_step(student, teacher, tx, terms, ce_weight=1.0)
+  return state, teacher_vars, step, batches
 
+
+def flat(tree) -> list[float]:
+  return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)]).tolist()
+
+
+def distill_report() -> dict:
+  state, teacher_vars, step, batches = setup()
   one = DataParallel('mesh', num_local_devices=1)
   want, _, want_losses = run(one, state, teacher_vars, step, batches)
   sharded = ShardedParallel({'data': 2, 'fsdp': 2, 'tensor': 2})
@@ -76,6 +93,7 @@ def distill_report() -> dict:
   return {
       'mesh': dict(sharded.mesh.shape),
       'losses': got_losses, 'want_losses': want_losses,
+      'params': flat(sharded.to_host(got.params)),
       'max_param_diff': max(jax.tree.leaves(jax.tree.map(
           lambda a, b: float(np.max(np.abs(a - b))),
           sharded.to_host(got.params), one.unreplicate(want.params)))),
@@ -116,7 +134,22 @@ def global_step_report() -> dict:
           'kernel_spec': [str(a) for a in got['kernel'].sharding.spec]}
 
 
+def multihost_report() -> dict:
+  """The same run on the same mesh, its devices in several processes."""
+  state, teacher_vars, step, batches = setup()
+  sharded = ShardedParallel({'data': 2, 'fsdp': 2, 'tensor': 2})
+  got, _, losses = run(sharded, state, teacher_vars, step, batches)
+  return {'processes': jax.process_count(),
+          'local_devices': jax.local_device_count(),
+          'losses': losses, 'params': flat(sharded.to_host(got.params))}
+
+
 if __name__ == '__main__':
-  with open(sys.argv[1], 'w') as f:
-    json.dump({'distill': distill_report(), 'global': global_step_report()},
-              f)
+  if len(sys.argv) > 2 and sys.argv[2] == 'multihost':
+    distributed.initialize()
+    report = multihost_report()
+  else:
+    report = {'distill': distill_report(), 'global': global_step_report()}
+  if jax.process_index() == 0:
+    with open(sys.argv[1], 'w') as f:
+      json.dump(report, f)

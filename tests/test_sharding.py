@@ -3,6 +3,7 @@ the rules' layouts, and distillation on 8 simulated CPU devices matching one
 device."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -29,6 +30,32 @@ def report(tmp_path_factory):
        str(path)], env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(path.read_text())
+
+
+def test_two_processes_run_the_same_mesh_as_one(report, tmp_path):
+  """2 processes x 4 devices (jax.distributed, gloo), as the launcher
+  starts them: the same losses and parameters as 1 process x 8."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'tests', 'sharding_worker.py'),
+       str(tmp_path / 'report.json'), 'multihost'],
+      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
+               XLA_FLAGS='--xla_force_host_platform_device_count=4',
+               KD_COORDINATOR=f'127.0.0.1:{port}', KD_NUM_PROCESSES='2',
+               KD_PROCESS_ID=str(i)),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  for p in procs:
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0, out[-3000:]
+  got = json.loads((tmp_path / 'report.json').read_text())
+  assert (got['processes'], got['local_devices']) == (2, 4)
+  np.testing.assert_allclose(got['losses'], report['distill']['losses'],
+                             rtol=1e-6)
+  np.testing.assert_allclose(got['params'], report['distill']['params'],
+                             atol=1e-6)
 
 
 def test_lm_distillation_on_the_mesh_matches_one_device(report):
