@@ -5,14 +5,14 @@ optimizer's statistics, and a frozen teacher's variables) split over the
 mesh by *rules*, the batch split over `('data', 'fsdp')`, and compiles a
 step as one global-batch program with `jax.jit`; XLA's partitioner (GSPMD,
 Auto axes) inserts the all-gathers and reduce-scatters. Each device holds
-about 1 / (fsdp * tensor) of every model; a teacher too large for one
-device fits on the mesh.
+about 1 / (fsdp * tensor) of a transformer LM (1 / fsdp of other models'
+kernels); a teacher too large for one device fits on the mesh.
 
 Rules, in two tables:
 - `RULES`: (regex, logical axes) pairs. The regex is searched in a leaf's
   path 'params/blocks_0/attn/query/kernel'; the first match names the
   logical axes of the leaf's *trailing* dimensions (aligned to the right,
-  so a conv kernel [3, 3, in, out] takes ('embed', 'mlp') on its last two,
+  so a conv kernel [3, 3, in, out] takes ('embed', None) on its last two,
   and layers stacked on a leading axis need no new rule).
 - `LOGICAL_AXES`: logical axis -> mesh axis (or tuple of mesh axes, or
   None). A dimension is split only over the mesh axes whose sizes divide
@@ -79,12 +79,13 @@ LM_RULES: Rules = (
     (r'head/kernel$', ('embed', 'vocab')),
     (r'norm/scale$', ('embed',)),
 )
-# Any Dense or Conv layer: kernels [..., in, out], per-channel vectors (bias,
-# batch norm's scale, bias, mean and var) [out].
-GENERIC_RULES: Rules = (
-    (r'kernel$', ('embed', 'mlp')),
-    (r'(bias|scale|mean|var)$', ('mlp',)),
-)
+# Any Dense or Conv kernel [..., in, out]: FSDP only, its input features
+# over `fsdp`. A path does not tell which dimensions of consecutive layers
+# meet, and a contracted dimension split two ways (one layer's outputs over
+# `tensor`, the next one's inputs over `fsdp`) miscompiled in XLA's
+# partitioner (jax 0.10.2: wrong gradients through a ReLU); the LM's rules
+# split every such pair alike. Biases and norms stay replicated.
+GENERIC_RULES: Rules = ((r'kernel$', ('embed', None)),)
 RULES: Rules = LM_RULES + GENERIC_RULES
 
 LOGICAL_AXES: Mapping[str, Any] = {

@@ -113,25 +113,54 @@ def distill_report() -> dict:
   }
 
 
+def generic_report() -> dict:
+  """An MLP distilled from a CNN, split by the generic rules."""
+  rng = np.random.default_rng(2)
+  batches = [{'image': rng.normal(size=(BATCH, 8, 8, 1)).astype(np.float32),
+              'label': rng.integers(0, 10, BATCH).astype(np.int32)}
+             for _ in range(STEPS)]
+  student = models.create('mlp', 10, hidden=(16, 32))
+  teacher = models.create('cnn', 10, channels=(8,), dense=32)
+  tx = optax.sgd(0.1, momentum=0.9)
+  state, teacher_vars = jax.tree.map(np.asarray, (
+      steps.create_state(student, tx, jax.random.key(0),
+                         batches[0]['image'][:1]),
+      teacher.init(jax.random.key(1), batches[0]['image'][:1])))
+  terms = (steps.Term('kd', 'kd', 1.0, kwargs={'temperature': 4.0}),)
+  step = steps.make_distill_step(student, teacher, tx, terms, ce_weight=1.0)
+  one = DataParallel('mesh', num_local_devices=1)
+  want, _, want_losses = run(one, state, teacher_vars, step, batches)
+  sharded = ShardedParallel({'data': 2, 'fsdp': 2, 'tensor': 2})
+  got, _, losses = run(sharded, state, teacher_vars, step, batches)
+  kernel = got.params['dense1']['kernel']
+  return {'losses': losses, 'want_losses': want_losses,
+          'max_param_diff': max(jax.tree.leaves(jax.tree.map(
+              lambda a, b: float(np.max(np.abs(a - b))),
+              sharded.to_host(got.params), one.unreplicate(want.params)))),
+          'kernel_spec': [str(a) for a in kernel.sharding.spec]}
+
+
 def global_step_report() -> dict:
   """A least-squares step over the global batch, written with no named
-  axis: the mean over the batch is the global mean."""
+  axis (the mean over the batch is the global mean), with a rule of its own
+  for its weight matrix."""
   def step(w, batch):
     loss, grad = jax.value_and_grad(lambda w: jnp.mean(
-        (batch['x'] @ w['kernel'] - batch['y'])**2))(w)
+        (batch['x'] @ w['w'] - batch['y'])**2))(w)
     return jax.tree.map(lambda p, g: p - 0.1 * g, w, grad), loss
 
   rng = np.random.default_rng(1)
-  w = {'kernel': rng.normal(size=(8, 4)).astype(np.float32)}
+  w = {'w': rng.normal(size=(8, 4)).astype(np.float32)}
   batch = {'x': rng.normal(size=(16, 8)).astype(np.float32),
            'y': rng.normal(size=(16, 4)).astype(np.float32)}
   want, want_loss = jax.jit(step)(w, batch)
-  sharded = ShardedParallel({'fsdp': 4, 'tensor': 2})
+  sharded = ShardedParallel({'fsdp': 4, 'tensor': 2},
+                            rules=((r'\bw$', ('embed', 'mlp')),))
   got, loss = sharded.wrap(step)(sharded.place(w), sharded.shard(batch))
   return {'loss': float(loss), 'want_loss': float(want_loss),
           'max_param_diff': float(np.max(np.abs(
-              sharded.to_host(got)['kernel'] - want['kernel']))),
-          'kernel_spec': [str(a) for a in got['kernel'].sharding.spec]}
+              sharded.to_host(got)['w'] - want['w']))),
+          'w_spec': [str(a) for a in got['w'].sharding.spec]}
 
 
 def multihost_report() -> dict:
@@ -149,7 +178,8 @@ if __name__ == '__main__':
     distributed.initialize()
     report = multihost_report()
   else:
-    report = {'distill': distill_report(), 'global': global_step_report()}
+    report = {'distill': distill_report(), 'generic': generic_report(),
+              'global': global_step_report()}
   if jax.process_index() == 0:
     with open(sys.argv[1], 'w') as f:
       json.dump(report, f)

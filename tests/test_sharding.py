@@ -78,11 +78,18 @@ def test_each_device_holds_a_quarter_of_student_and_teacher(report):
     assert total / 4 <= max(per_device) < 0.26 * total, name
 
 
+def test_generic_rules_distil_an_mlp_from_a_cnn_as_one_device(report):
+  r = report['generic']
+  np.testing.assert_allclose(r['losses'], r['want_losses'], rtol=1e-5)
+  assert r['max_param_diff'] < 1e-5
+  assert r['kernel_spec'] == ['fsdp']  # [16, 32]: inputs over fsdp only.
+
+
 def test_a_global_batch_step_without_collectives(report):
   r = report['global']
   assert r['loss'] == pytest.approx(r['want_loss'], rel=1e-6)
   assert r['max_param_diff'] < 1e-6
-  assert r['kernel_spec'] == ['fsdp', 'tensor']
+  assert r['w_spec'] == ['fsdp', 'tensor']
 
 
 @pytest.mark.parametrize('shape, axes, spec', [
@@ -112,8 +119,8 @@ def test_rules_align_to_the_trailing_dimensions():
   assert sharding.logical_axes('opt_state/0/mu/0/blocks_0/mlp/down/kernel',
                                2, rules) == ('mlp', 'embed')
   assert sharding.logical_axes('params/conv1/kernel', 4, rules) == (
-      None, None, 'embed', 'mlp')
-  assert sharding.logical_axes('batch_stats/bn1/mean', 1, rules) == ('mlp',)
+      None, None, 'embed', None)
+  assert sharding.logical_axes('batch_stats/bn1/mean', 1, rules) == (None,)
   # Fewer dimensions than the rule (factored statistics): replicated.
   assert sharding.logical_axes('v_row/blocks_0/attn/out/kernel', 2,
                                rules) == (None, None)
