@@ -39,18 +39,29 @@ written with no collectives runs unchanged.
 From a config (see `create`):
 
   config.parallel = 'sharded'
-  config.mesh = {'data': 2, 'fsdp': 2, 'tensor': 2}  # -1: the devices left.
+  config.mesh = ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2))
 
-`{'data': -1}` (the default) is data parallelism with replicated models;
-`{'fsdp': -1}` is ZeRO-3 / FSDP; `{'data': 2, 'fsdp': 4}` FSDP within groups
-of 4 devices (put `fsdp` within a host, where links are fast); `tensor`
-splits heads and MLP widths (Megatron), for layers too wide for one device.
-The batch must be divisible by data * fsdp.
+or on the command line `--config.parallel=sharded --config.mesh.fsdp=4`;
+one size may be -1 (the devices left), missing ones are 1. `{'data': -1}`
+(the default) is data parallelism with replicated models; `{'fsdp': -1}`
+ZeRO-3 / FSDP; `{'data': 2, 'fsdp': 4}` FSDP within groups of 4 devices
+(the later axes are the nearer devices: keep `fsdp` and `tensor` within a
+host); `tensor` splits heads and MLP widths (Megatron), for layers too wide
+for one device. The batch must be divisible by data * fsdp. Other models:
+pass `rules` with rows for their parameter paths (patterns are searched in
+paths that may carry a prefix such as 'params/' or 'opt_state/0/mu/0/', so
+anchor their end with `$`, not their start).
 
-Multi-host: the mesh spans `jax.devices()` of all processes started by the
-usual launcher (`launch/local_multihost.sh N --config=...`, or `srun`); each
-process feeds its own part of the global batch (`shard`), and `to_host` of
-a split array gathers it from all processes (call it on every process).
+Multi-host: the mesh spans `jax.devices()` of all processes, each feeds
+its own part of the global batch (`shard`), and `to_host` of a split array
+gathers it from all of them (a collective: call it on every process). On
+one machine, 2 processes x 4 CPU devices:
+
+  KD_DEVICES_PER_PROCESS=4 launch/local_multihost.sh 2 --config=CONFIG \
+      --config.parallel=sharded --config.mesh.data=2 --config.mesh.fsdp=2 \
+      --config.mesh.tensor=2 --workdir=DIR
+
+and on a cluster `srun` (or a TPU VM) starts the processes instead.
 """
 import re
 from typing import Any, Callable, Mapping, Sequence
@@ -60,11 +71,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from kd import parallel as data_parallel
 from kd.parallel import AXIS, DataParallel
 
 DATA, FSDP, TENSOR = 'data', 'fsdp', 'tensor'
 MESH_AXES = (DATA, FSDP, TENSOR)
 BATCH_AXES = (DATA, FSDP)  # The batch's leading dimension is split over these.
+KINDS = data_parallel.KINDS + ('sharded',)  # The values of `config.parallel`.
 
 Rules = Sequence[tuple[str, tuple[str | None, ...]]]
 
@@ -188,7 +201,12 @@ class ShardedParallel:
 
   def check_batch_size(self, global_batch: int) -> int:
     """Returns this process's batch; the global batch must split over
-    data x fsdp."""
+    data x fsdp, and so must the processes (each feeds its own rows)."""
+    if self.batch_shards % jax.process_count():
+      raise ValueError(
+          f'data x fsdp = {self.batch_shards} (mesh {dict(self.mesh.shape)}) '
+          f'does not split over {jax.process_count()} processes; make it a '
+          'multiple of the process count')
     if global_batch % self.batch_shards:
       raise ValueError(
           f'batch size {global_batch} is not divisible by data x fsdp = '
@@ -241,10 +259,11 @@ class ShardedParallel:
            donate_first: bool = True) -> Callable:
     """Compiles `step(*args, batch)` (a per-shard step of `kd.steps`, or a
     global-batch one) as one program over the mesh. The last argument is
-    the batch, split over data x fsdp; the other `num_replicated` are
-    placed by `place`; outputs keep the rules' layout (the new state where
-    the old one was), so steps chain without moving data."""
-    del num_replicated  # Arguments carry their placement with them.
+    the batch, split over data x fsdp; the others keep the layout `place`
+    gave them (so `num_replicated`, DataParallel's count of them, is not
+    needed). Outputs take the rules' layout (the new state where the old
+    one was), so steps chain without moving data."""
+    del num_replicated
 
     def global_step(*args):
       *rest, batch = args
@@ -263,6 +282,9 @@ def create(config) -> DataParallel | ShardedParallel:
   """The parallelism `config.parallel` names: 'pmap' or 'mesh' (data
   parallel, `kd.parallel`) or 'sharded' over `config.mesh` (default all
   devices on `data`) with `RULES`."""
+  if config.parallel not in KINDS:
+    raise ValueError(f'unknown parallel kind {config.parallel!r}; valid: '
+                     f'{KINDS}')
   if config.parallel == 'sharded':
     if config.distill.teacher.model_shards > 1:
       raise ValueError("distill.teacher.model_shards is for parallel='mesh'; "

@@ -165,3 +165,7 @@ def test_create_picks_the_parallelism_from_the_config():
   c.distill.teacher.model_shards = 2
   with pytest.raises(ValueError, match="teacher is split by the mesh's fsdp"):
     sharding.create(c)
+  c.parallel = 'shard'
+  with pytest.raises(ValueError, match=r"'shard'; valid: \('pmap', 'mesh', "
+                     r"'sharded'\)"):
+    sharding.create(c)
