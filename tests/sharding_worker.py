@@ -1,8 +1,8 @@
 """Language-model distillation (kd.steps.make_distill_step: cross-entropy +
 forward KL, the 'kd' loss at T = 1) on a data x fsdp x tensor = 2 x 2 x 2
 mesh of 8 simulated CPU devices against one device; how the student, its
-optimizer state and a larger teacher are laid out; a global-batch step with
-no collectives. Run by test_sharding.py in a subprocess; writes a JSON
+optimizer state and a larger teacher are laid out; an MLP distilled from a
+CNN by the generic rules; a global-batch step with no collectives. Run by test_sharding.py in a subprocess; writes a JSON
 report. With `multihost` (and kd.distributed's KD_* variables), one of
 several processes running the same distillation on the same mesh."""
 import collections

@@ -47,9 +47,13 @@ def test_two_processes_run_the_same_mesh_as_one(report, tmp_path):
                KD_PROCESS_ID=str(i)),
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
-  for p in procs:
-    out = p.communicate(timeout=600)[0]
-    assert p.returncode == 0, out[-3000:]
+  try:
+    for p in procs:
+      out = p.communicate(timeout=600)[0]
+      assert p.returncode == 0, out[-3000:]
+  finally:  # A process left waiting for a failed peer.
+    for p in procs:
+      p.kill()
   got = json.loads((tmp_path / 'report.json').read_text())
   assert (got['processes'], got['local_devices']) == (2, 4)
   np.testing.assert_allclose(got['losses'], report['distill']['losses'],
