@@ -7,7 +7,7 @@ import jax
 import ml_collections as mc
 
 from kd.optim import OPTIMIZERS, SCHEDULES
-from kd.parallel import KINDS
+from kd.sharding import KINDS
 
 DTYPES = ('float32', 'bfloat16')  # The keys of kd.train.DTYPES.
 
@@ -66,7 +66,10 @@ def run_config() -> mc.ConfigDict:
       # `top_k`), which the terms then score against the teacher.
       on_policy=mc.ConfigDict(dict(lmbda=0.0, prompt_len=0, temperature=1.0,
                                    top_k=0))))
-  c.parallel = 'pmap'
+  c.parallel = 'pmap'  # Or 'mesh'; 'sharded': parameters split over `mesh`.
+  # parallel='sharded' (kd.sharding): devices per mesh axis, -1 for the
+  # devices left; the batch splits over data x fsdp.
+  c.mesh = mc.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.log_every = 100
   c.checkpoint_every = 500
   c.keep_checkpoints = 2

@@ -135,7 +135,12 @@ def _run_stages(config, workdir: str) -> dict:
   summary = {}
   dirs = stage_dirs(config, workdir)
   order = list(config.stage_order)
+  # Under a W&B sweep agent the last stage (the student the sweep scores)
+  # logs to the agent's run; earlier stages get runs of their own.
+  agent_run = os.environ.pop('WANDB_RUN_ID', None)
   for i, name in enumerate(order):
+    if agent_run and i == len(order) - 1:
+      os.environ['WANDB_RUN_ID'] = agent_run
     stage = config.stages[name]
     with stage.unlocked():
       if stage.distill.teacher.workdir in config.stages:

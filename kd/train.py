@@ -24,6 +24,7 @@ from kd import losses
 from kd import models
 from kd import optim
 from kd import runs
+from kd import sharding
 from kd import steps
 from kd.logger import MetricLogger
 from kd.parallel import DataParallel
@@ -191,7 +192,7 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   if t.cache and t.model_shards > 1:
     raise ValueError('distill.teacher.cache builds on one device; with '
                      'model_shards > 1 keep the teacher live (cache=False)')
-  parallel = DataParallel(config.parallel, model_shards=t.model_shards)
+  parallel = sharding.create(config)
   parallel.check_batch_size(config.batch_size)  # Fails early on a bad size.
   model = build_model(config.model.name, config.model.kwargs,
                       spec.num_classes, config.dtype)

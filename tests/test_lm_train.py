@@ -150,3 +150,15 @@ def test_the_lm_param_count_of_the_configured_sizes():
         kw.get('num_kv_heads') or kw['num_heads'],
         lm.default_mlp_hidden(kw['d_model'], 'swiglu'), 'swiglu', True)
     assert abs(count - want) < 0.05 * want, (size, count)
+
+
+def test_sharded_parallel_trains_like_pmap(tmp_path):
+  """`parallel='sharded'` (kd.sharding) runs the same step as 'pmap'."""
+  losses = {}
+  for kind in ('pmap', 'sharded'):
+    c = _pipeline('method=scratch', student_steps=4).stages.student
+    c.parallel, c.log_every = kind, 2
+    train.train_and_evaluate(c, str(tmp_path / kind))
+    losses[kind] = [r['loss'] for r in _rows(str(tmp_path / kind))
+                    if 'loss' in r]
+  np.testing.assert_allclose(losses['sharded'], losses['pmap'], rtol=1e-5)
