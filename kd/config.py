@@ -36,6 +36,9 @@ def run_config() -> mc.ConfigDict:
   # A finished run (or earlier pipeline stage) whose student and matching
   # adapters start this run: the second stage of FitNets, FT and AB.
   c.init_from = ''
+  # 'strided': init_from is a deeper language model of the same width, and
+  # the student takes every k-th of its layers (DistilBERT).
+  c.init_from_layers = ''
   c.label_smoothing = 0.0
   # > 0: mixup of each batch; a teacher sees the student's mixed inputs
   # (consistent teaching, FunMatch).

@@ -26,6 +26,7 @@ from kd import optim
 from kd import runs
 from kd import sharding
 from kd import steps
+from kd.models import lm
 from kd.logger import MetricLogger
 from kd.parallel import DataParallel
 
@@ -144,12 +145,26 @@ def teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
       config, names)
 
 
-def warm_start(state, run_dir: str, name: str):
+def warm_start(state, run_dir: str, name: str, layers: str = ''):
   """`state` with the student (parameters and model state) and every
   adapter of the same term name and shapes taken from `run_dir`'s last
   checkpoint: how a pre-training stage (FitNets, FT's paraphraser, AB's
-  connectors) hands its result to the next. Optimizer state starts fresh."""
+  connectors) hands its result to the next. Optimizer state starts fresh.
+  `layers='strided'`: `run_dir` holds a deeper language model of the same
+  width (the teacher), and the student takes its embedding, final norm and
+  every k-th layer (DistilBERT, Sanh et al. 2019)."""
   found, step = runs.latest_state(run_dir, f'[{name}] init_from')
+  if layers == 'strided':
+    t_params = found['params']
+    layer_map = lm.strided_layer_map(len(lm.layer_names(t_params)),
+                                     len(lm.layer_names(state.params)))
+    params = lm.init_from_teacher_layers(t_params, state.params, layer_map)
+    print(f'[{name}] initialised from {run_dir} (step {step}): teacher '
+          f'layers {layer_map}')
+    return state.replace(params=params)
+  if layers:
+    raise ValueError(f"config.init_from_layers={layers!r}; valid: '' (the "
+                     "same architecture) or 'strided'")
   variables = {'params': found['params'], **found['model_state']}
   checkpoint.check_same_structure(
       {'params': state.params, **state.model_state}, variables,
@@ -215,7 +230,8 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   state = steps.create_state(model, tx, jax.random.key(config.seed), example,
                              aux_params, aux_state)
   if config.init_from:
-    state = warm_start(state, config.init_from, name)
+    state = warm_start(state, config.init_from, name,
+                       config.init_from_layers)
   return Built(spec, parallel, model, example, tx, lr_schedule, teacher,
                terms, state, tok)
 

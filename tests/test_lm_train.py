@@ -8,11 +8,14 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs.lm import distill
 from kd import generate
 from kd import main
+from kd import runs as kd_runs
+from kd import steps as steps_lib
 from kd import models
 from kd import train
 from kd.data import text
@@ -162,3 +165,22 @@ def test_sharded_parallel_trains_like_pmap(tmp_path):
     losses[kind] = [r['loss'] for r in _rows(str(tmp_path / kind))
                     if 'loss' in r]
   np.testing.assert_allclose(losses['sharded'], losses['pmap'], rtol=1e-5)
+
+
+def test_student_starts_from_every_other_teacher_layer(gkd_run):
+  root, _ = gkd_run
+  c = _pipeline(f'method=forward_kl,init=1,student_size=tiny_half').stages
+  student = c.student
+  model = train.build_model(student.model.name, student.model.kwargs, 259,
+                            'float32')
+  state = steps_lib.create_state(
+      model, optax.sgd(0.1), jax.random.key(0), np.zeros((1, 32), np.int32))
+  warm = train.warm_start(state, f'{root}/teacher', 'student', 'strided')
+  teacher, _ = kd_runs.latest_state(f'{root}/teacher', 'teacher')
+  # 2 teacher layers -> 1: the student's only layer is the teacher's first.
+  jax.tree.map(np.testing.assert_array_equal, dict(warm.params),
+               {'embed': teacher['params']['embed'],
+                'final_norm': teacher['params']['final_norm'],
+                'blocks_0': teacher['params']['blocks_0']})
+  with pytest.raises(ValueError, match="valid: '' .* or 'strided'"):
+    train.warm_start(state, f'{root}/teacher', 'student', 'every_other')

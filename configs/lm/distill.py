@@ -10,7 +10,9 @@
   gkd          on-policy GKD: JSD(0.5) alone, and with probability `lmbda`
                (0.5) the batch's text after `prompt` tokens is the
                student's own sample (temperature 1), scored by the teacher
-`teacher_dir=PATH` shares one trained teacher between runs.
+`teacher_dir=PATH` shares one trained teacher between runs. `init=1` starts
+the student from every other teacher layer (DistilBERT; needs a student of
+the teacher's width: `student_size=distil`).
 
   python -m kd.main --config=configs/lm/distill.py:method=forward_kl,seed=0 \
       --workdir=runs/lm/forward_kl_s0
@@ -37,7 +39,8 @@ def _terms(method: str) -> tuple[float, dict]:
 
 def get_config(arg: str | None = None):
   a = parse_args(arg, method='forward_kl', teacher_dir=str, lmbda=0.5,
-                 prompt=32, teacher_size='teacher', student_size='student',
+                 prompt=32, init=False, teacher_size='teacher',
+                 student_size='student',
                  teacher_steps=2000, **recipes.DEFAULTS)
   method = a.pop('method')
   if method not in METHODS:
@@ -53,6 +56,8 @@ def get_config(arg: str | None = None):
                                    kwargs=teacher.model.kwargs)
     for name, t in terms.items():
       student.distill.terms[name] = t
+  if a['init']:
+    student.update(init_from='teacher', init_from_layers='strided')
   if method == 'gkd':
     student.distill.on_policy.update(lmbda=a['lmbda'], prompt_len=a['prompt'])
   c = pipeline_config(teacher=teacher, student=student)

@@ -6,7 +6,9 @@ library's source (`kd_pystdlib`, PSF licence), byte-level tokens by default.
 Sizes (decoder-only, RMSNorm, RoPE, SwiGLU, tied embeddings; context 256):
   teacher  d 128, 4 layers, 4 heads: 0.83M parameters (byte-level)
   student  d 64, 2 layers, 4 query / 2 key-value heads: 0.11M
-  tiny     d 32, 2 layers, 2 heads (tests)
+  distil   d 128, 2 layers, 4 heads: the teacher's width at half its depth,
+           for a student initialised from every other teacher layer
+  tiny, tiny_half   d 32, 2 and 1 layers, 2 heads (tests)
 A step is `batch` sequences of `seq_len` tokens (32 x 128 = 4,096).
 Arguments: size, seed, steps, seq_len, batch, dataset (kd_pystdlib,
 kd_bbcnews; '/tiny' for tests), tokenizer (byte, bpe), vocab (BPE size).
@@ -16,7 +18,9 @@ from kd.config import parse_args, run_config
 SIZES = {
     'teacher': dict(d_model=128, num_layers=4, num_heads=4),
     'student': dict(d_model=64, num_layers=2, num_heads=4, num_kv_heads=2),
+    'distil': dict(d_model=128, num_layers=2, num_heads=4),
     'tiny': dict(d_model=32, num_layers=2, num_heads=2),
+    'tiny_half': dict(d_model=32, num_layers=1, num_heads=2),
 }
 DEFAULTS = dict(size='student', seed=0, steps=2000, seq_len=128, batch=32,
                 dataset='kd_pystdlib', tokenizer='byte', vocab=0)

@@ -172,7 +172,7 @@ def strided_layer_map(teacher_layers: int, student_layers: int
                for i in range(student_layers))
 
 
-def _layers(params) -> list[str]:
+def layer_names(params) -> list[str]:
   return sorted((k for k in params if k.startswith('blocks_')),
                 key=lambda k: int(k.split('_')[1]))
 
@@ -182,7 +182,7 @@ def init_from_teacher_layers(teacher_params, student_params,
   """Student params with the teacher's embedding, final norm and head, and
   student layer i <- teacher layer `layer_map[i]` (Sanh et al. 2019,
   DistilBERT). Both must have the same width, heads and MLP size."""
-  t_layers, s_layers = _layers(teacher_params), _layers(student_params)
+  t_layers, s_layers = layer_names(teacher_params), layer_names(student_params)
   if len(layer_map) != len(s_layers):
     raise ValueError(f'layer_map has {len(layer_map)} entries for a student '
                      f'of {len(s_layers)} layers')
