@@ -11,7 +11,7 @@ from typing import Callable
 import flax.linen as nn
 
 from kd.models import (cifar_resnet, cnn, gru, imagenet_resnet, mlp,
-                       mobilenet, shufflenet, vgg, wrn)
+                       mobilenet, shufflenet, vgg, vit, wrn)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'mlp': mlp.MLP,
@@ -43,6 +43,14 @@ for _name, _blocks, _bottleneck in (('resnet18', (2, 2, 2, 2), False),
                                     ('resnet50', (3, 4, 6, 3), True)):
   _REGISTRY[f'{_name}_imagenet'] = functools.partial(
       imagenet_resnet.ImageNetResNet, blocks=_blocks, bottleneck=_bottleneck)
+# ViT / DeiT with 16x16 patches (timm's sizes); kwargs such as patch_size,
+# depth, width, heads shrink them for small inputs.
+for _size, (_width, _depth, _heads) in vit.SIZES.items():
+  for _name, _distilled in ((f'vit_{_size}', False), (f'deit_{_size}', False),
+                            (f'deit_{_size}_distilled', True)):
+    _REGISTRY[_name] = functools.partial(
+        vit.VisionTransformer, width=_width, depth=_depth, heads=_heads,
+        distilled=_distilled)
 
 
 def register(name: str, factory: Callable[..., nn.Module]) -> None:
