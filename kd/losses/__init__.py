@@ -71,3 +71,7 @@ def check_inputs(name: str, student_shape, teacher_shape) -> None:
     if kind == 'same_channels' and s[-1] != t[-1]:
       raise fail(f'channels differ ({s[-1]} vs {t[-1]}); use the '
                  "'regressor' adapter to map the student's")
+
+from kd.losses import deit  # pylint: disable=g-import-not-at-top,wrong-import-position
+register(deit.hard_distillation, 'logits')
+register(deit.label_cross_entropy, 'logits')
