@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs.vit import distill
-from kd import data, heads, losses, main, models
+from kd import data, heads, losses, main, models, train
 from kd.export import student as export_student
 from kd.export import tflite
 from kd.losses import deit
@@ -176,3 +176,30 @@ def test_method_runs_a_few_steps(method, teacher_dir, tmp_path):
 def test_unknown_method_is_named():
   with pytest.raises(ValueError, match="unknown method 'deit'.*deit_hard"):
     distill.get_config('method=deit')
+
+
+def test_imagenet_deit_smoke_on_mock_data(tmp_path):
+  from configs.imagenet import deit  # pylint: disable=import-outside-toplevel
+  from configs.imagenet import distill as imagenet  # pylint: disable=import-outside-toplevel
+  root = metadata_dir(str(tmp_path / 'tfds'),
+                      {'imagenet2012': ('train', 'validation')}, 16)
+  size = 'batch=8,epochs=1,image_size=32'
+  # A small CNN stands in for the ResNet teacher (a run dir like any other).
+  small_cnn = {'channels': (4, 8), 'dense': 16}
+  teacher = imagenet.get_config(f'teacher=cnn,{size}').stages.teacher
+  teacher.model.kwargs = small_cnn
+  c = deit.get_config(f'method=deit_hard,teacher=cnn,'
+                      f'teacher_dir={tmp_path / "teacher"},{size}')
+  assert c.model.name == 'deit_small_distilled' and c.distill.ce_weight == 0
+  assert c.distill.terms.cls_ce.kwargs.label_smoothing == 0.1
+  c.distill.teacher.kwargs = small_cnn
+  c.model.kwargs = {'depth': 1, 'width': 32, 'heads': 2}
+  for stage in (teacher, c):
+    stage.data.data_dir = root
+    stage.steps, stage.log_every, stage.checkpoint_every = 2, 1, 2
+    stage.eval_every, stage.wandb.mode, stage.evaluate.latency = 0, 'disabled', False
+  with tfds.testing.mock_data(num_examples=16, data_dir=root):
+    train.train_and_evaluate(teacher, str(tmp_path / 'teacher'))
+    summary = train.train_and_evaluate(c, str(tmp_path / 'student'))
+  assert summary['test_examples'] == 16 and np.isfinite(summary['test_loss'])
+  assert 'teacher_agreement' in summary

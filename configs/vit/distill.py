@@ -22,7 +22,7 @@ from configs.mnist1d import train as recipes
 from kd.config import pipeline_config, term
 
 METHODS = ('scratch', 'kd', 'deit_hard', 'deit_soft')
-VIT = {'patch_size': 4, 'width': 64, 'depth': 4, 'heads': 4}
+VIT = {'patch_size': 4, 'width': 32, 'depth': 4, 'heads': 4}
 
 
 def _method(method: str, temperature: float) -> tuple[str, float, dict]:
@@ -55,7 +55,7 @@ def get_config(arg: str | None = None):
   method = a.get('method', 'deit_hard')
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
-  steps = int(a.get('steps', 3000))
+  steps = int(a.get('steps', 2000))
   teacher = recipes.recipe('cnn1d', 0, int(a.get('teacher_steps', 6000)))
   vit = {k: int(a.get(k, v)) for k, v in VIT.items()}
   model, ce_weight, terms = _method(method, float(a.get('temperature', 1.0)))
