@@ -13,6 +13,7 @@ own accuracies come from `kd.heads.head_accuracies`. Recipe: AdamW lr 1e-3,
 weight decay 0.05, cosine with 5% warm-up, batch 100 (DeiT's ImageNet recipe,
 minus its augmentations). `temperature` (1, DeiT's default), `steps`,
 `seed`, and the ViT's `depth`, `width`, `heads`, `patch_size` are arguments.
+A student run trains in 70-150 s on 2 shared CPU cores (the teacher ~60 s).
 
   python -m kd.main \
       --config=configs/vit/distill.py:method=deit_hard,seed=0 \
