@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from kd.losses import classification
+from kd.losses import deit
 from kd.losses import divergences
 from kd.losses import features
 from kd.losses import logits
@@ -106,6 +107,9 @@ kd = register(logits.kd, 'logits')
 dkd = register(logits.dkd, 'logits', labels=True)
 dist = register(logits.dist, 'logits', per_position=False)
 logit_mse = register(logits.logit_mse, 'logits')
+hard_distillation = register(deit.hard_distillation, 'logits')
+label_cross_entropy = register(deit.label_cross_entropy, 'logits',
+                               labels=True)
 hint = register(features.hint, 'same_channels')
 attention_transfer = register(features.attention_transfer, 'map')
 factor_transfer = register(features.factor_transfer, 'map')
@@ -166,3 +170,4 @@ def check_inputs(name: str, student_shape, teacher_shape) -> None:
     if kind == 'same_channels' and s[-1] != t[-1]:
       raise fail(f'channels differ ({s[-1]} vs {t[-1]}); use the '
                  "'regressor' adapter to map the student's")
+

@@ -12,7 +12,7 @@ from typing import Callable
 import flax.linen as nn
 
 from kd.models import (cifar_resnet, cnn, gru, imagenet_resnet, lm, mlp,
-                       mobilenet, shufflenet, vgg, wrn)
+                       mobilenet, shufflenet, vgg, vit, wrn)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'mlp': mlp.MLP,
@@ -47,6 +47,14 @@ for _name, _blocks, _bottleneck in (('resnet18', (2, 2, 2, 2), False),
 # Language models: the classes are the vocabulary.
 _REGISTRY['transformer_lm'] = (
     lambda num_classes, **kw: lm.TransformerLM(vocab_size=num_classes, **kw))
+# ViT / DeiT with 16x16 patches (timm's sizes); kwargs such as patch_size,
+# depth, width, heads shrink them for small inputs.
+for _size, (_width, _depth, _heads) in vit.SIZES.items():
+  for _name, _distilled in ((f'vit_{_size}', False), (f'deit_{_size}', False),
+                            (f'deit_{_size}_distilled', True)):
+    _REGISTRY[_name] = functools.partial(
+        vit.VisionTransformer, width=_width, depth=_depth, heads=_heads,
+        distilled=_distilled)
 
 
 def register(name: str, factory: Callable[..., nn.Module]) -> None:
