@@ -28,6 +28,8 @@ def run_eval(eval_fn, parallel, replicated_args, batches) -> dict:
   n = float(totals['count'])
   result = {'test_accuracy': float(totals['correct']) / n,
             'test_loss': float(totals['loss']) / n, 'test_examples': n}
+  result.update({f'test_accuracy_{k[len("correct_"):]}': float(v) / n
+                 for k, v in totals.items() if k.startswith('correct_')})
   if 'bytes' in totals:  # Cross-entropy in nats per token -> bits per byte.
     result['test_bits_per_byte'] = (float(totals['loss']) / math.log(2) /
                                     float(totals['bytes']))

@@ -277,20 +277,29 @@ def _masked_sums(logits, batch) -> dict:
               logits, batch['label']))}
 
 
+HEADS = ('cls', 'dist')  # DeiT's class and distillation heads.
+
+
 def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
                    ) -> Callable:
   """Summed test statistics of a masked batch: `step(vars[, teacher_vars], batch)`.
 
-  Returns sums over the global batch (psum): `count`, `correct`, `loss`, and
-  with a teacher `agree` (top-1 agreement) and `kl` (KL(teacher || student)).
+  Returns sums over the global batch (psum): `count`, `correct`, `loss`,
+  `correct_<head>` for each of `HEADS` the student has (features
+  '<head>_logits'), `bytes` for text, and with a teacher `agree` (top-1
+  agreement) and `kl` (KL(teacher || student)).
   Without `teacher`, teacher logits in `batch['teacher']['logits']` (from a
   sharded teacher) give the same two.
   """
 
   def stats(variables, batch, teacher_vars=None):
-    logits, _ = model.apply(variables, batch['image'], train=False)
+    logits, feats = model.apply(variables, batch['image'], train=False)
     mask = batch['mask']
     out = {'count': jnp.sum(mask), **_masked_sums(logits, batch)}
+    for head in HEADS:  # A student predicting with the mean of its heads.
+      if f'{head}_logits' in feats:
+        out[f'correct_{head}'] = jnp.sum(mask * (jnp.argmax(
+            feats[f'{head}_logits'], -1) == batch['label']))
     if 'bytes' in batch:  # Text: the bytes the targets cover.
       out['bytes'] = jnp.sum(batch['bytes'])
     if teacher is not None or 'teacher' in batch:
