@@ -400,3 +400,14 @@ def export(run: LMRun, out_path: str, *, quantize: str = 'none',
                     os.path.join(os.path.dirname(os.path.abspath(out_path)),
                                  tokenizer['file']))
   return sidecar
+
+
+def sidecar_tokenizer(model_path: str):
+  """The tokenizer an exported file's sidecar names (a BPE file is next to
+  the model)."""
+  with open(model_path + '.json') as f:
+    info = json.load(f)['tokenizer']
+  if info['kind'] == 'bpe':
+    return text.BPETokenizer.load(os.path.join(
+        os.path.dirname(os.path.abspath(model_path)), info['file']))
+  return text.tokenizer(info['kind'])
