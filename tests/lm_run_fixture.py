@@ -15,18 +15,20 @@ SIZES = {'d_model': 128, 'num_layers': 2, 'num_heads': 4, 'max_len': 64}
 
 
 def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
-                 seq_len: int = 64, batch_size: int = 8) -> str:
+                 seq_len: int = 64, batch_size: int = 8, sizes=None,
+                 name: str = 'kd_pystdlib/tiny', lr: float = 3e-3) -> str:
+  sizes = sizes or SIZES
   config = {'seed': 0,
-            'model': {'name': 'transformer_lm', 'kwargs': SIZES},
-            'data': {'name': 'kd_pystdlib/tiny', 'data_dir': data_dir,
+            'model': {'name': 'transformer_lm', 'kwargs': sizes},
+            'data': {'name': name, 'data_dir': data_dir,
                      'seq_len': seq_len, 'tokenizer': 'byte',
                      'vocab_size': 0}}
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(config, f)
   tok = text.ByteTokenizer()
-  model = models.create('transformer_lm', tok.vocab_size, **SIZES)
-  tx = optax.adam(3e-3)
+  model = models.create('transformer_lm', tok.vocab_size, **sizes)
+  tx = optax.adam(lr)
   state = steps.create_state(model, tx, jax.random.key(0),
                              jnp.zeros((1, seq_len), jnp.int32))
 

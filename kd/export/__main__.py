@@ -56,7 +56,7 @@ def export_lm(out: str | None) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  if lm.read_config(_WORKDIR.value).model.name == 'transformer_lm':
+  if student.read_config(_WORKDIR.value).model.name == 'transformer_lm':
     export_lm(_OUT.value)
     return
   config, model, variables, step = student.load_run(_WORKDIR.value)

@@ -29,13 +29,12 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections as mc
 import numpy as np
 
 from kd import checkpoint
 from kd import models
 from kd.data import text
-from kd.export import tflite
+from kd.export import student, tflite
 from kd.generate import generate, sample_token
 from kd.models import lm
 
@@ -45,15 +44,6 @@ _RECIPE = {'none': 'none', 'fp16': 'fp16', 'dynamic': 'dynamic',
 
 LMRun = collections.namedtuple('LMRun',
                                'workdir config model variables step tokenizer')
-
-
-def read_config(workdir: str) -> mc.ConfigDict:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: --workdir must be a run (or '
-                            'pipeline stage) directory written by kd.main')
-  with open(path) as f:
-    return mc.ConfigDict(json.load(f))
 
 
 def run_tokenizer(config, workdir: str):
@@ -69,8 +59,9 @@ def run_tokenizer(config, workdir: str):
 
 def load_run(workdir: str) -> LMRun:
   """The language model of a run directory, float32, at its latest
-  checkpoint."""
-  config = read_config(workdir)
+  checkpoint. (The one place that opens an LM run: point it at kd.runs
+  once that exists.)"""
+  config = student.read_config(workdir)
   if config.model.name != 'transformer_lm':
     raise ValueError(f'{workdir} holds a {config.model.name!r} model, not a '
                      'transformer_lm')
@@ -240,7 +231,7 @@ def jax_generate(model, variables, prompts, max_new_tokens: int, *, pad_id,
 
 
 def heldout_rows(run: LMRun, seq_len: int, count: int,
-                 split: str = 'test') -> np.ndarray:
+                 split: str = 'test') -> list[dict]:
   """`count` packed batches of one row (see `kd.data.text`) spread evenly
   over `split`: dicts of tokens [1, seq_len + 1], mask and bytes."""
   d = run.config.data
@@ -363,7 +354,9 @@ def export(run: LMRun, out_path: str, *, quantize: str = 'none',
       'quantize': quantize,
       'quantization': ('float32' if quantize == 'none' else
                        'float16 weights' if quantize == 'fp16' else
-                       'int8 weights (dynamic range), float32 activations'),
+                       'int8 weights, per channel (the dynamic-range '
+                       'recipe); float32 activation tensors, which the '
+                       'hybrid kernels quantize on the fly'),
       'kind': 'transformer_lm', 'checkpoint_step': run.step,
       'vocab_size': tok.vocab_size, 'context_len': context_len(run),
       'prompt_len': prompt_len, 'cache_len': cache_len,

@@ -13,14 +13,18 @@ from kd import evaluate
 from kd.export import tflite
 
 
-def load_run(workdir: str):
-  """(config, model, variables, step) of a finished or running run."""
+def read_config(workdir: str) -> mc.ConfigDict:
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} not found: --workdir must be a run (or '
                             'pipeline stage) directory written by kd.main')
   with open(path) as f:
-    config = mc.ConfigDict(json.load(f))
+    return mc.ConfigDict(json.load(f))
+
+
+def load_run(workdir: str):
+  """(config, model, variables, step) of a finished or running run."""
+  config = read_config(workdir)
   spec = data.spec(config.data.name, config.data.image_size or None)
   from kd import train  # pylint: disable=import-outside-toplevel
   model = train.build_model(config.model.name, config.model.kwargs,
