@@ -73,7 +73,8 @@ def load_run(workdir: str) -> LMRun:
       jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
   variables = checkpoint.load_variables(workdir, abstract,
                                         what='language model')
-  return LMRun(workdir, config, model, variables, checkpoint.latest_step(workdir), tok)
+  return LMRun(workdir, config, model, variables,
+               checkpoint.latest_step(workdir), tok)
 
 
 def context_len(run: LMRun) -> int:
@@ -164,7 +165,8 @@ class LiteRTLM:
     return self._interpreter.get_signature_list()
 
   def op_names(self) -> set[str]:
-    return {op['op_name'] for op in self._interpreter._get_ops_details()}  # pylint: disable=protected-access
+    details = self._interpreter._get_ops_details()  # pylint: disable=protected-access
+    return {op['op_name'] for op in details}
 
   def prefill(self, tokens: np.ndarray):
     """Logits [P, V] of right-padded `tokens` [P] and the cache."""
