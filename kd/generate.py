@@ -6,6 +6,13 @@ distillation: `generate` is a pure traceable function (jit it with `model`,
 call it inside a jitted step). The prompt is prefilled in one call, then a
 `lax.while_loop` decodes one token a step until `max_new_tokens` or until
 every sequence has emitted `eos_id`.
+
+  python -m kd.generate --workdir=RUN --prompt=TEXT [--max_new_tokens=64
+      --temperature=0 --top_k=0 --seed=0] [--tflite=FILE]
+
+prints the prompt and its continuation, sampled in JAX, or with `--tflite`
+by the same rule from a file written by `python -m kd.export` (its prefill
+and decode signatures run in LiteRT; --workdir is then not needed).
 """
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""A tiny byte-level language-model run directory, laid out as kd's trainer
+"""A tiny language-model run directory (byte-level unless told), laid out as kd's trainer
 writes one (config.json, checkpoints/<step>/ with a TrainState), trained a
 few dozen Adam steps on the tiny Python-stdlib corpus."""
 import json
@@ -16,17 +16,20 @@ SIZES = {'d_model': 128, 'num_layers': 2, 'num_heads': 4, 'max_len': 64}
 
 def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
                  seq_len: int = 64, batch_size: int = 8, sizes=None,
-                 name: str = 'kd_pystdlib/tiny', lr: float = 3e-3) -> str:
+                 name: str = 'kd_pystdlib/tiny', lr: float = 3e-3,
+                 tokenizer: str = 'byte', vocab_size: int = 0) -> str:
   sizes = sizes or SIZES
   config = {'seed': 0,
             'model': {'name': 'transformer_lm', 'kwargs': sizes},
             'data': {'name': name, 'data_dir': data_dir,
-                     'seq_len': seq_len, 'tokenizer': 'byte',
-                     'vocab_size': 0}}
+                     'seq_len': seq_len, 'tokenizer': tokenizer,
+                     'vocab_size': vocab_size}}
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(config, f)
-  tok = text.ByteTokenizer()
+  tok = text.tokenizer(tokenizer, name=name, vocab_size=vocab_size,
+                       path=os.path.join(workdir, 'tokenizer.json'),
+                       data_dir=data_dir)
   model = models.create('transformer_lm', tok.vocab_size, **sizes)
   tx = optax.adam(lr)
   state = steps.create_state(model, tx, jax.random.key(0),

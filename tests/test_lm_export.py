@@ -151,3 +151,27 @@ def test_sampling_through_litert_draws_as_jax_does(run, files):
   (want,) = lm.jax_generate(run.model, run.variables, [prompt], 12,
                             pad_id=256, temperature=1.0, top_k=20, seed=3)
   assert got == want
+
+
+def test_a_bpe_run_exports_its_tokenizer_beside_the_file(run, tmp_path):
+  workdir = write_lm_run(str(tmp_path / 'bpe_run'),
+                         run.config.data.data_dir, train_steps=0,
+                         seq_len=32,
+                         tokenizer='bpe', vocab_size=300,
+                         sizes={'d_model': 32, 'num_layers': 1,
+                                'num_heads': 2, 'max_len': 32})
+  bpe = lm.load_run(workdir)
+  assert bpe.tokenizer.vocab_size == 300
+  out = str(tmp_path / 'export' / 'bpe.tflite')
+  side = lm.export(bpe, out, prompts=0)
+  assert side['tokenizer'] == {
+      'kind': 'bpe', 'vocab_size': 300, 'pad_id': 0, 'bos_id': 1,
+      'eos_id': 2, 'prompt': 'bos_id, then the encoded text',
+      'file': 'bpe.tflite.tokenizer.json'}
+  tok = lm.sidecar_tokenizer(out)
+  ids = tok.encode(['def main():'])[0]
+  assert tok.decode(ids) == 'def main():'
+  assert list(ids) == list(bpe.tokenizer.encode(['def main():'])[0])
+  assert (side['prompt_len'], side['cache_len']) == (16, 32)
+  want = generate.complete('def', workdir=workdir, max_new_tokens=8)
+  assert generate.complete('def', tflite=out, max_new_tokens=8) == want
