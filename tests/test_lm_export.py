@@ -122,6 +122,7 @@ def test_export_cli_dispatches_to_the_lm_exporter(run, tmp_path):
   assert side['signatures']['decode']['inputs']['k_cache'][0] == [
       2, 1, L, 4, 32]
   assert side['checkpoint_step'] == 40
+  assert 'DYNAMIC_UPDATE_SLICE' in side['builtin_ops']
   assert side['tokens_per_s']['litert'] > 0 and side['tokens_per_s']['jax'] > 0
 
 

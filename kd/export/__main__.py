@@ -57,6 +57,10 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   if student.read_config(_WORKDIR.value).model.name == 'transformer_lm':
+    if _BATCH.value != '1' or _SOFTMAX.value or _REPRESENTATIVE.value:
+      raise app.UsageError('--batch, --softmax and --representative are for '
+                           'classifiers; a language model exports batch 1 '
+                           'logits and quantizes weights only')
     export_lm(_OUT.value)
     return
   config, model, variables, step = student.load_run(_WORKDIR.value)

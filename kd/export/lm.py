@@ -84,9 +84,9 @@ def context_len(run: LMRun) -> int:
 
 
 def _one_hot_lookup(next_fun, args, kwargs, context):
-  """Token embedding lookups as one_hot(tokens) @ table (exact): a matmul,
-  whose table the converter quantizes like every other weight, where a
-  gather would keep a float32 copy of it."""
+  """Token embedding lookups as one_hot(tokens) @ table (exact). The
+  converter turns it into an EMBEDDING_LOOKUP whose table it quantizes like
+  every other weight, where jnp.take's GATHER_ND keeps a float32 copy."""
   module = context.module
   if isinstance(module, nn.Embed) and context.method_name == '__call__':
     (tokens,) = args
@@ -280,8 +280,10 @@ def measure(run: LMRun, runner: LiteRTLM, *, prompts: int = 20,
   p, model, variables = runner.prompt_len, run.model, run.variables
   tok = run.tokenizer
   if p + new_tokens > min(runner.cache_len, model.max_len):
-    raise ValueError(f'prompt length {p} + {new_tokens} new tokens exceeds '
-                     f'the cache length {runner.cache_len}')
+    raise ValueError(f'parity needs prompts of up to {p} tokens + '
+                     f'{new_tokens} new tokens, more than the cache length '
+                     f'{runner.cache_len}: lower --parity_tokens or '
+                     '--prompt_len, or raise --cache_len')
   rows = heldout_rows(run, p, max(prompts, bpb_rows))
   starts = np.linspace(0, len(rows) - 1, prompts).astype(int)
   # A held-out row's first n tokens, n from P/2 up to P.
@@ -381,6 +383,7 @@ def export(run: LMRun, out_path: str, *, quantize: str = 'none',
                                      'predicts the token at pos + 1'],
                           'k_cache': [cache, 'float32', 'keys'],
                           'v_cache': [cache, 'float32', 'values']}}},
+      'builtin_ops': sorted(runner.op_names()),
       'cache_layout': '[layers, batch 1, slot (= position), kv_heads, '
                       'head_dim]; slot j holds position j; a query at pos '
                       'reads slots 0..pos',
