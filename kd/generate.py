@@ -6,6 +6,13 @@ distillation: `generate` is a pure traceable function (jit it with `model`,
 call it inside a jitted step). The prompt is prefilled in one call, then a
 `lax.while_loop` decodes one token a step until `max_new_tokens` or until
 every sequence has emitted `eos_id`.
+
+  python -m kd.generate --workdir=RUN --prompt=TEXT [--max_new_tokens=64
+      --temperature=0 --top_k=0 --seed=0] [--tflite=FILE]
+
+prints the prompt and its continuation, sampled in JAX, or with `--tflite`
+by the same rule from a file written by `python -m kd.export` (its prefill
+and decode signatures run in LiteRT; --workdir is then not needed).
 """
 import jax
 import jax.numpy as jnp
@@ -119,3 +126,50 @@ def on_policy_batch(model: lm.TransformerLM, variables, batch: dict,
       temperature, top_k, pad_id=pad_id, eos_id=eos_id)
   mask = generated[:, 1:].astype(jnp.float32)
   return dict(batch, image=tokens[:, :-1], label=tokens[:, 1:], mask=mask)
+def complete(prompt: str, *, workdir: str | None = None,
+             tflite: str | None = None, max_new_tokens: int = 64,
+             temperature: float = 0.0, top_k: int = 0, seed: int = 0) -> str:
+  """The text of `prompt` and its continuation, sampled (as `generate`
+  does) by a run's model in JAX, or by an exported LiteRT file (`tflite`,
+  with its JSON sidecar beside it). The model sees bos, then the prompt."""
+  from kd.export import lm as lm_export  # pylint: disable=import-outside-toplevel
+  if tflite:
+    tok = lm_export.sidecar_tokenizer(tflite)
+    ids = [tok.bos_id, *map(int, tok.encode([prompt])[0])]
+    new = lm_export.LiteRTLM.from_file(tflite).generate(
+        ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
+        eos_id=tok.eos_id)
+  else:
+    if not workdir:
+      raise ValueError('give --workdir (a run directory) or --tflite (an '
+                       'exported file)')
+    run = lm_export.load_run(workdir)
+    tok = run.tokenizer
+    ids = [tok.bos_id, *map(int, tok.encode([prompt])[0])]
+    (new,) = lm_export.jax_generate(
+        run.model, run.variables, [ids], max_new_tokens, pad_id=tok.pad_id,
+        temperature=temperature, top_k=top_k, seed=seed, eos_id=tok.eos_id)
+  return prompt + tok.decode([t for t in new if t != tok.eos_id])
+
+
+if __name__ == '__main__':
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'A language-model run.')
+  _TFLITE = flags.DEFINE_string('tflite', None, 'An exported .tflite file '
+                                '(from `python -m kd.export`) to run instead.')
+  _PROMPT = flags.DEFINE_string('prompt', '', 'Text to continue.')
+  _MAX_NEW = flags.DEFINE_integer('max_new_tokens', 64, 'Tokens to add.')
+  _TEMPERATURE = flags.DEFINE_float('temperature', 0.0, '0: greedy.')
+  _TOP_K = flags.DEFINE_integer('top_k', 0, 'Sample among the k most '
+                                'likely tokens (0: all).')
+  _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+
+  def main(argv):
+    del argv
+    print(complete(_PROMPT.value, workdir=_WORKDIR.value,
+                   tflite=_TFLITE.value, max_new_tokens=_MAX_NEW.value,
+                   temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
+                   seed=_SEED.value))
+
+  app.run(main)

@@ -368,7 +368,7 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
           b.teacher, src.variables, shape, dtype)
   exported = []
   if config.export.formats and jax.process_index() == 0:
-    summary.update(export_student(config, workdir, b.model, variables))
+    summary.update(export_student(config, workdir, b, variables))
     exported = [os.path.join(workdir, f'student_{fmt}.tflite')
                 for fmt in config.export.formats]
   logger.summary(summary)
@@ -398,16 +398,33 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
     return finish(config, workdir, name, b, src, trained, logger)
 
 
-def export_student(config, workdir, model, variables) -> dict:
+def export_student(config, workdir, b: Built, variables) -> dict:
   """Writes `student_<format>.tflite` (+ .json) files; returns their figures
-  as summary entries `tflite_<format>_<figure>`."""
+  as summary entries `tflite_<format>_<figure>`. A language model's file
+  has prefill and decode signatures (`kd.export.lm`)."""
+  # The exporter (TensorFlow) loads only when a run exports.
+  from kd.export import lm as lm_export  # pylint: disable=import-outside-toplevel
   from kd.export import student  # pylint: disable=import-outside-toplevel
   out = {}
   for fmt in config.export.formats:
+    path = os.path.join(workdir, f'student_{fmt}.tflite')
+    quantize = 'none' if fmt == 'float32' else fmt
+    if b.tok is not None:
+      side = lm_export.export(
+          lm_export.LMRun(workdir, config, b.model, variables, config.steps,
+                          b.tok), path, quantize=quantize,
+          new_tokens=min(64, config.data.seq_len // 2),
+          speed=config.evaluate.latency)
+      bpb = side['bits_per_byte']
+      out.update({f'tflite_{fmt}_bytes': float(side['bytes']),
+                  f'tflite_{fmt}_bits_per_byte': bpb['litert'],
+                  f'tflite_{fmt}_jax_bits_per_byte': bpb['jax_float32'],
+                  f'tflite_{fmt}_greedy_sequences_equal': float(
+                      side['parity']['greedy_sequences_equal'])})
+      continue
     side = student.export(
-        config, model, variables, os.path.join(workdir, f'student_{fmt}.tflite'),
-        quantize='none' if fmt == 'float32' else fmt, step=config.steps,
-        latency=config.evaluate.latency)
+        config, b.model, variables, path, quantize=quantize,
+        step=config.steps, latency=config.evaluate.latency)
     out.update({f'tflite_{fmt}_accuracy': side['tflite_accuracy'],
                 f'tflite_{fmt}_bytes': float(side['bytes']),
                 f'tflite_{fmt}_max_abs_logit_diff': side['max_abs_diff_vs_jax'],

@@ -10,7 +10,9 @@
   gkd          on-policy GKD: JSD(0.5) alone, and with probability `lmbda`
                (0.5) the batch's text after `prompt` tokens is the
                student's own sample (temperature 1), scored by the teacher
-`teacher_dir=PATH` shares one trained teacher between runs. `init=1` starts
+`teacher_dir=PATH` shares one trained teacher between runs. `export=1`
+exports the student to LiteRT (float32 and int8 weights; prefill and decode
+signatures). `init=1` starts
 the student from every other teacher layer (DistilBERT; needs a student of
 the teacher's width: `student_size=distil`).
 
@@ -39,7 +41,7 @@ def _terms(method: str) -> tuple[float, dict]:
 
 def get_config(arg: str | None = None):
   a = parse_args(arg, method='forward_kl', teacher_dir=str, lmbda=0.5,
-                 prompt=32, init=False, teacher_size='teacher',
+                 prompt=32, init=False, export=False, teacher_size='teacher',
                  student_size='student',
                  teacher_steps=2000, **recipes.DEFAULTS)
   method = a.pop('method')
@@ -56,6 +58,8 @@ def get_config(arg: str | None = None):
                                    kwargs=teacher.model.kwargs)
     for name, t in terms.items():
       student.distill.terms[name] = t
+  if a['export']:
+    student.export.formats = ('float32', 'int8')
   if a['init']:
     student.update(init_from='teacher', init_from_layers='strided')
   if method == 'gkd':

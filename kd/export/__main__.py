@@ -1,7 +1,9 @@
 """`python -m kd.export --workdir=RUN_DIR --quantize=none|fp16|dynamic|int8`
 
-Loads a run's config and newest readable checkpoint (`kd.runs.load_run`) and writes the student as a
-builtin-ops-only `.tflite` file with a JSON sidecar (see `kd.export.student`).
+Loads a run's config and newest readable checkpoint (`kd.runs.load_run`) and
+writes the student as a builtin-ops-only `.tflite` file with a JSON sidecar
+(see `kd.export.student`); a language model (`transformer_lm`) gets `prefill`
+and `decode` signatures and int8 weights (see `kd.export.lm`).
 """
 import json
 import os
@@ -11,7 +13,7 @@ from absl import flags
 from absl import logging
 
 from kd import runs
-from kd.export import student, tflite
+from kd.export import lm, student, tflite
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory (one stage).')
 _QUANTIZE = flags.DEFINE_enum('quantize', 'none', list(tflite.QUANTIZATIONS),
@@ -23,12 +25,45 @@ _SOFTMAX = flags.DEFINE_bool('softmax', False, 'Output probabilities.')
 _REPRESENTATIVE = flags.DEFINE_integer(
     'representative', None, 'int8 calibration examples from the train split '
     '(default: the config\'s export.representative_examples).')
+_PROMPT_LEN = flags.DEFINE_integer(
+    'prompt_len', None, 'LM: prompt length of the prefill signature '
+    '(default: half the cache).')
+_CACHE_LEN = flags.DEFINE_integer(
+    'cache_len', None, 'LM: key/value cache slots, prompt + new tokens '
+    '(default: the training sequence length).')
+_PARITY_PROMPTS = flags.DEFINE_integer(
+    'parity_prompts', 20, 'LM: held-out prompts generated greedily by JAX '
+    'and LiteRT (0: skip the measurements).')
+_PARITY_TOKENS = flags.DEFINE_integer('parity_tokens', 64,
+                                      'LM: new tokens per parity prompt.')
+_BPB_ROWS = flags.DEFINE_integer('bpb_rows', 8, 'LM: held-out rows of '
+                                 'prompt_len tokens for bits per byte.')
 flags.mark_flag_as_required('workdir')
+
+
+def export_lm(out: str | None) -> dict:
+  run = lm.load_run(_WORKDIR.value)
+  out = out or os.path.join(_WORKDIR.value, f'lm_{_QUANTIZE.value}.tflite')
+  sidecar = lm.export(run, out, quantize=_QUANTIZE.value,
+                      prompt_len=_PROMPT_LEN.value, cache_len=_CACHE_LEN.value,
+                      prompts=_PARITY_PROMPTS.value,
+                      new_tokens=_PARITY_TOKENS.value,
+                      bpb_rows=_BPB_ROWS.value)
+  print(json.dumps(sidecar, indent=2))
+  print(f'wrote {out} and {out}.json')
+  return sidecar
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if runs.load_config(_WORKDIR.value).model.name == 'transformer_lm':
+    if _BATCH.value != '1' or _SOFTMAX.value or _REPRESENTATIVE.value:
+      raise app.UsageError('--batch, --softmax and --representative are for '
+                           'classifiers; a language model exports batch 1 '
+                           'logits and quantizes weights only')
+    export_lm(_OUT.value)
+    return
   config, model, variables, step = runs.load_run(_WORKDIR.value)
   if _REPRESENTATIVE.value:
     config.export.representative_examples = _REPRESENTATIVE.value

@@ -44,9 +44,6 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
 
   blob = tflite.convert(predict, spec.input_shape, quantize=quantize,
                         representative_data=rep, batch_size=batch_size)
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  with open(out_path, 'wb') as f:
-    f.write(blob)
   runner = tflite.TFLiteModel(blob)
   lite = runner.predict(x_test)
   ref = np.asarray(jax.jit(predict)(x_test))
@@ -79,5 +76,5 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
         'tflite_batch1': evaluate.latency_ms(runner.predict, x_test[:1]),
         'jax_batch1': evaluate.model_latency_ms(model, variables,
                                                 spec.input_shape)}
-  runs.write_json(out_path + '.json', sidecar)
+  tflite.write(out_path, blob, sidecar)
   return sidecar

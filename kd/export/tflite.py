@@ -15,6 +15,7 @@ from jax.experimental import jax2tf
 from jax.extend import core as jax_core
 
 # One timer for both runtimes, so LiteRT and jitted JAX are measured alike.
+from kd import runs
 from kd.evaluate import latency_ms  # pylint: disable=unused-import
 
 QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8')
@@ -24,10 +25,10 @@ class ExportError(RuntimeError):
   pass
 
 
-def _unsupported_ops(predict_fn, example) -> list[str]:
+def _unsupported_ops(fn, examples) -> list[str]:
   """Custom calls in the lowered program (ops with no TFLite kernel), each
   with the name stack (module path) it came from."""
-  text = jax.jit(predict_fn).lower(example).as_text(debug_info=True)
+  text = jax.jit(fn).lower(*examples).as_text(debug_info=True)
   locs = dict(re.findall(r'^#(loc\d+) = loc\((.*)\)$', text, re.M))
   found = []
   for target, loc in re.findall(
@@ -56,7 +57,7 @@ def _captured_stderr(lines: list[str]):
       os.write(2, text[-4000:].encode())
 
 
-def _primitive_paths(predict_fn, example, op: str) -> list[str]:
+def _primitive_paths(fn, examples, op: str) -> list[str]:
   """Module paths (flax name stacks) of the JAX primitives lowered to `op`."""
   # 'stablehlo.reduce_window' or versioned 'vhlo.sort_v1' -> the primitive's
   # name ('reduce_window_max', 'sort') contains the bare op name.
@@ -71,19 +72,61 @@ def _primitive_paths(predict_fn, example, op: str) -> list[str]:
       for sub in jax_core.jaxprs_in_params(eqn.params):
         visit(sub)
 
-  visit(jax.make_jaxpr(predict_fn)(example).jaxpr)
+  visit(jax.make_jaxpr(fn)(*examples).jaxpr)
   return paths
 
 
-def _failed_ops(log: list[str], predict_fn, example) -> list[str]:
+def _failed_ops(log: list[str], fn, examples) -> list[str]:
   """'op (at module/path)' for each op the converter could not express."""
   found = []
   for line in log:
     m = re.search(r"error: '([\w.]+)' op is not", line)
     if m:
-      where = _primitive_paths(predict_fn, example, m.group(1))
+      where = _primitive_paths(fn, examples, m.group(1))
       found.append(f'{m.group(1)} (at {", ".join(where) or "?"})')
   return sorted(set(found))
+
+
+def _tf_function(fn, specs, polymorphic=None, name: str | None = None):
+  converted = jax2tf.convert(fn, with_gradient=False,
+                             polymorphic_shapes=polymorphic)
+  if name:  # The TFLite signature key.
+    converted.__name__ = name
+  return tf.function(converted, autograph=False, input_signature=specs)
+
+
+def _set_weight_quantization(converter, quantize: str):
+  """Builtin ops only; 'fp16' stores float16 weights, 'dynamic' int8 weights
+  (activations stay float: the dynamic-range recipe)."""
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+  if quantize != 'none':
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  if quantize == 'fp16':
+    converter.target_spec.supported_types = [tf.float16]
+
+
+def _run_converter(converter, signatures) -> bytes:
+  """converter.convert(), or an ExportError naming the ops (and the modules
+  they come from) that have no builtin kernel. `signatures`: [(jax fn,
+  example inputs)] that were converted."""
+  log = []
+  try:
+    with _captured_stderr(log):
+      return converter.convert()
+  except Exception as e:  # pylint: disable=broad-except
+    ops = set()
+    for fn, examples in signatures:
+      ops.update(_failed_ops(log, fn, examples) +
+                 _unsupported_ops(fn, examples))
+    if not ops:
+      errors = [line.split('error: ', 1)[1].strip()
+                for line in str(e).splitlines() + log if 'error: ' in line]
+      detail = errors[0] if errors else str(e).strip() or type(e).__name__
+      raise ExportError(f'TFLite conversion failed: {detail[:500]}') from e
+    raise ExportError(
+        'TFLite conversion failed; ops without a builtin TFLite kernel: '
+        f'{", ".join(sorted(ops))}. Only builtin TFLite ops are allowed (no '
+        'Flex/select-TF ops): replace that layer with builtin ops.') from e
 
 
 def convert(predict_fn, input_shape, *, quantize: str = 'none',
@@ -103,17 +146,12 @@ def convert(predict_fn, input_shape, *, quantize: str = 'none',
   shape = (batch_size, *input_shape)
   polymorphic = None if batch_size else ['(b, ' + ', '.join(
       str(d) for d in input_shape) + ')']
-  tf_fn = tf.function(
-      jax2tf.convert(predict_fn, with_gradient=False,
-                     polymorphic_shapes=polymorphic),
-      autograph=False, input_signature=[tf.TensorSpec(shape, tf.float32)])
+  tf_fn = _tf_function(predict_fn, [tf.TensorSpec(shape, tf.float32)],
+                       polymorphic)
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [tf_fn.get_concrete_function()], tf_fn)
-  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-  if quantize != 'none':
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  if quantize == 'fp16':
-    converter.target_spec.supported_types = [tf.float16]
+  _set_weight_quantization(converter, 'none' if quantize == 'int8'
+                           else quantize)
   if quantize == 'int8':
     data = np.asarray(representative_data, np.float32)[:max_representative]
     n = batch_size or 1
@@ -122,27 +160,45 @@ def convert(predict_fn, input_shape, *, quantize: str = 'none',
       for i in range(0, len(data) - n + 1, n):
         yield [data[i:i + n]]
 
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-  log = []
-  try:
-    with _captured_stderr(log):
-      return converter.convert()
-  except Exception as e:  # pylint: disable=broad-except
-    example = np.zeros((1, *input_shape), np.float32)
-    ops = sorted(set(_failed_ops(log, predict_fn, example) +
-                     _unsupported_ops(predict_fn, example)))
-    if not ops:
-      errors = [line.split('error: ', 1)[1].strip()
-                for line in str(e).splitlines() + log if 'error: ' in line]
-      detail = errors[0] if errors else str(e).strip() or type(e).__name__
-      raise ExportError(f'TFLite conversion failed: {detail[:500]}') from e
-    raise ExportError(
-        'TFLite conversion failed; ops without a builtin TFLite kernel: '
-        f'{", ".join(ops)}. Only builtin TFLite ops are allowed (no '
-        'Flex/select-TF ops): replace that layer with builtin ops.') from e
+  example = np.zeros((1, *input_shape), np.float32)
+  return _run_converter(converter, [(predict_fn, (example,))])
+
+
+def convert_signatures(signatures: dict, *, quantize: str = 'none') -> bytes:
+  """One flatbuffer with a signature per entry of `signatures`, {name: (fn,
+  {input name: example})}: `fn(*inputs)` returns a dict of named outputs, and
+  the inputs' shapes and dtypes are fixed at the examples'. quantize: 'none',
+  'fp16' or 'dynamic' (weights only; activations stay float)."""
+  if quantize not in ('none', 'fp16', 'dynamic'):
+    raise ValueError(f'unknown weight quantization {quantize!r}; valid: '
+                     'none, fp16, dynamic')
+  module = tf.Module()
+  functions = []
+  for name, (fn, inputs) in signatures.items():
+    specs = [tf.TensorSpec(np.shape(x), tf.as_dtype(np.asarray(x).dtype),
+                           name=key) for key, x in inputs.items()]
+    tf_fn = _tf_function(fn, specs, name=name)
+    setattr(module, name, tf_fn)
+    functions.append(tf_fn.get_concrete_function())
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(functions,
+                                                              module)
+  _set_weight_quantization(converter, quantize)
+  return _run_converter(converter, [(fn, tuple(inputs.values()))
+                                    for fn, inputs in signatures.values()])
+
+
+def write(out_path: str, blob: bytes, sidecar: dict):
+  """Writes the model and its JSON sidecar `out_path + '.json'`."""
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  with open(out_path + '.tmp', 'wb') as f:  # A kill leaves no half file.
+    f.write(blob)
+  os.replace(out_path + '.tmp', out_path)
+  runs.write_json(out_path + '.json', sidecar)
 
 
 class TFLiteModel:

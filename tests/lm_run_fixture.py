@@ -1,0 +1,61 @@
+"""A tiny language-model run directory (byte-level unless told), laid out as kd's trainer
+writes one (config.json, checkpoints/<step>/ with a TrainState), trained a
+few dozen Adam steps on the tiny Python-stdlib corpus."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from kd import checkpoint, models, steps
+from kd.data import text
+
+SIZES = {'d_model': 128, 'num_layers': 2, 'num_heads': 4, 'max_len': 64}
+
+
+def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
+                 seq_len: int = 64, batch_size: int = 8, sizes=None,
+                 name: str = 'kd_pystdlib/tiny', lr: float = 3e-3,
+                 tokenizer: str = 'byte', vocab_size: int = 0) -> str:
+  sizes = sizes or SIZES
+  config = {'seed': 0,
+            'model': {'name': 'transformer_lm', 'kwargs': sizes},
+            'data': {'name': name, 'data_dir': data_dir,
+                     'seq_len': seq_len, 'tokenizer': tokenizer,
+                     'vocab_size': vocab_size}}
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(config, f)
+  tok = text.tokenizer(tokenizer, name=name, vocab_size=vocab_size,
+                       path=os.path.join(workdir, 'tokenizer.json'),
+                       data_dir=data_dir)
+  model = models.create('transformer_lm', tok.vocab_size, **sizes)
+  tx = optax.adam(lr)
+  state = steps.create_state(model, tx, jax.random.key(0),
+                             jnp.zeros((1, seq_len), jnp.int32))
+
+  @jax.jit
+  def step(state, batch):
+    def loss(params):
+      logits = model.apply({'params': params}, batch['tokens'][:, :-1])[0]
+      nll = optax.softmax_cross_entropy_with_integer_labels(
+          logits, batch['tokens'][:, 1:])
+      return jnp.sum(nll * batch['mask']) / jnp.sum(batch['mask'])
+    grads = jax.grad(loss)(state.params)
+    updates, opt_state = tx.update((grads, {}), state.opt_state,
+                                   (state.params, {}))
+    return state.replace(step=state.step + 1,
+                         params=optax.apply_updates(state.params, updates[0]),
+                         opt_state=opt_state)
+
+  batches = text.train_batches(config['data']['name'], batch_size=batch_size,
+                               seq_len=seq_len, seed=0, tok=tok,
+                               data_dir=data_dir)
+  for _ in range(train_steps):
+    state = step(state, next(batches))
+  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
+  checkpoint.save(mngr, train_steps, state)
+  mngr.wait_until_finished()
+  mngr.close()
+  return workdir
