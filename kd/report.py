@@ -11,25 +11,29 @@ def _fmt(pattern: str, value) -> str:
 
 
 def table(summary: dict, stages: list[str]) -> str:
-  """Markdown table: one row per stage, then its TFLite exports."""
-  rows = ['| model | test accuracy | params | size (bytes) | '
+  """Markdown table: one row per stage, then its TFLite exports (language
+  models: held-out bits per byte in place of accuracy)."""
+  text = any(f'{s}/test_bits_per_byte' in summary for s in stages)
+  metric, key, pattern = (('bits per byte', 'bits_per_byte', '{:.3f}') if text
+                          else ('test accuracy', 'accuracy', '{:.2%}'))
+  rows = [f'| model | {metric} | params | size (bytes) | '
           'agreement with teacher | batch-1 latency (ms) |',
           '|---|---|---|---|---|---|']
 
-  def row(label, acc, params, size, agree, latency):
-    rows.append(f'| {label} | {_fmt("{:.2%}", acc)} | {_fmt("{:,.0f}", params)} '
-                f'| {_fmt("{:,.0f}", size)} | {_fmt("{:.2%}", agree)} '
-                f'| {_fmt("{:.3f}", latency)} |')
+  def row(label, value, params, size, agree, latency):
+    rows.append(f'| {label} | {_fmt(pattern, value)} | '
+                f'{_fmt("{:,.0f}", params)} | {_fmt("{:,.0f}", size)} | '
+                f'{_fmt("{:.2%}", agree)} | {_fmt("{:.3f}", latency)} |')
 
   for s in stages:
     get = lambda k, s=s: summary.get(f'{s}/{k}')
     params = get('params')
-    row(f'{s} (JAX float32)', get('test_accuracy'), params,
+    row(f'{s} (JAX float32)', get(f'test_{key}'), params,
         None if params is None else 4 * params, get('teacher_agreement'),
         get('latency_ms'))
     for fmt in TFLITE_FORMATS:
-      if get(f'tflite_{fmt}_accuracy') is not None:
-        row(f'{s} (TFLite {fmt})', get(f'tflite_{fmt}_accuracy'), params,
+      if get(f'tflite_{fmt}_bytes') is not None:
+        row(f'{s} (TFLite {fmt})', get(f'tflite_{fmt}_{key}'), params,
             int(get(f'tflite_{fmt}_bytes')), None,
             get(f'tflite_{fmt}_latency_ms'))
   return '\n'.join(rows)
