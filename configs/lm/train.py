@@ -33,7 +33,8 @@ def recipe(size: str, seed: int, steps: int, seq_len: int, batch: int,
   c = run_config()
   c.seed = seed
   c.data.update(name=dataset, augment=False, seq_len=seq_len,
-                tokenizer=tokenizer, vocab_size=vocab)
+                tokenizer=tokenizer, vocab_size=vocab,
+                eval_split='test[:20]')  # 20 held-out files, 0.4M bytes.
   c.model.name = 'transformer_lm'
   c.model.kwargs.update(SIZES[size], max_len=2 * seq_len)
   c.batch_size, c.eval_batch_size = batch, 64
