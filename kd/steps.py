@@ -61,12 +61,27 @@ def resolve(outputs_: Mapping[str, Any], key: str) -> str:
   return stages[-k] if 1 <= k <= len(stages) else key
 
 
+def feature_names(outputs_: Mapping[str, Any], key: str) -> tuple[str, ...]:
+  """The output names a term's `student` or `teacher` field selects, each
+  `resolve`d: one name, or several comma-separated ('stage-2,stage-1')."""
+  return tuple(resolve(outputs_, k.strip()) for k in key.split(','))
+
+
+def select(outputs_: Mapping[str, Any], key: str):
+  """The output `key` names, or the tuple of outputs for several names."""
+  names = feature_names(outputs_, key)
+  if len(names) == 1:
+    return outputs_[names[0]]
+  return tuple(outputs_[name] for name in names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Term:
   """One weighted distillation loss pairing a student and a teacher output.
 
   `student` and `teacher` name entries of the models' outputs: `'logits'` or
-  a key of their feature dicts. An `adapter` (see `kd.adapters`) maps the
+  a key of their feature dicts; several comma-separated names pass a tuple
+  of outputs (FSP's layer pairs, review KD's stages). An `adapter` (see `kd.adapters`) maps the
   pair to the loss's inputs with learnable parameters of its own.
   Per-position losses are averaged over the batch's `mask` (all positions
   without one); `kwargs['chunk_size']` computes such a loss that many
@@ -89,8 +104,8 @@ class Term:
                aux_state=None, rng=None):
     """Returns (loss value, the adapter's new state)."""
     spec = losses.spec(self.loss)
-    s = student_out[resolve(student_out, self.student)]
-    t = teacher_out[resolve(teacher_out, self.teacher)]
+    s = select(student_out, self.student)
+    t = select(teacher_out, self.teacher)
     extra = dict(self.kwargs)
     new_state = aux_state
     adapter = self.make_adapter()
