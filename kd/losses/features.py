@@ -188,8 +188,8 @@ def ofd_margin(mean, std):
   """OFD's margin per channel: m = E[x | x < 0] for x ~ N(mean, std^2),
   m = mean - std phi(mean / std) / Phi(-mean / std), and -3 std where
   Phi(-mean / std) <= 0.001 (hardly any negative response; the reference
-  code's cut-off)."""
-  mean, std = _f32(mean), jnp.abs(_f32(std))
+  code's cut-off). std is floored at 1e-6 (a constant channel)."""
+  mean, std = _f32(mean), jnp.maximum(jnp.abs(_f32(std)), 1e-6)
   ratio = mean / std
   tail = jax.scipy.stats.norm.cdf(-ratio)
   m = mean - std * jax.scipy.stats.norm.pdf(ratio) / jnp.maximum(tail, 1e-3)
