@@ -295,16 +295,18 @@ class ABF(nn.Module):
   def __call__(self, x, residual, out_size):
     # kaiming_uniform(a=1) of the reference code.
     init = nn.initializers.lecun_uniform()
-    x = nn.Conv(self.mid, _kernel(x, 1), use_bias=False, kernel_init=init)(x)
-    x = BatchNormTrain()(x)
+    x = nn.Conv(self.mid, _kernel(x, 1), use_bias=False, kernel_init=init,
+                name='conv1')(x)
+    x = BatchNormTrain(name='bn1')(x)
     if residual is not None:
       y = _resize(residual, x.shape[1:-1])
-      z = nn.sigmoid(nn.Conv(2, _kernel(x, 1))(jnp.concatenate([x, y], -1)))
+      z = nn.sigmoid(nn.Conv(2, _kernel(x, 1), name='attention')(
+          jnp.concatenate([x, y], -1)))
       x = x * z[..., :1] + y * z[..., 1:]
     x = _resize(x, out_size)
     y = nn.Conv(self.features, _kernel(x, 3), use_bias=False,
-                kernel_init=init)(x)
-    return BatchNormTrain()(y), x
+                kernel_init=init, name='conv2')(x)
+    return BatchNormTrain(name='bn2')(y), x
 
 
 class _Review(nn.Module):
