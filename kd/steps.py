@@ -85,7 +85,8 @@ class Term:
   pair to the loss's inputs with learnable parameters of its own.
   Per-position losses are averaged over the batch's `mask` (all positions
   without one); `kwargs['chunk_size']` computes such a loss that many
-  positions at a time (`kd.losses.chunked`).
+  positions at a time (`kd.losses.chunked`); `kwargs['warmup_steps']` ramps
+  the weight up linearly over that many steps (`weight_at`).
   """
   name: str
   loss: str
@@ -95,6 +96,15 @@ class Term:
   kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   adapter: str = ''
   adapter_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def weight_at(self, step):
+    """The weight at training step `step` (from 0): with warm-up,
+    weight * min((step + 1) / warmup_steps, 1), the per-epoch ramp of DKD's
+    and review KD's reference code taken per step."""
+    warmup = self.kwargs.get('warmup_steps', 0)
+    if not warmup:
+      return self.weight
+    return self.weight * jnp.minimum((step + 1) / warmup, 1.0)
 
   def make_adapter(self) -> adapters_lib.Adapter | None:
     return (adapters_lib.get(self.adapter, **self.adapter_kwargs)
@@ -107,6 +117,7 @@ class Term:
     s = select(student_out, self.student)
     t = select(teacher_out, self.teacher)
     extra = dict(self.kwargs)
+    extra.pop('warmup_steps', None)
     new_state = aux_state
     adapter = self.make_adapter()
     if adapter is not None:
@@ -243,7 +254,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
           student_out, teacher_out, batch, aux_params.get(term.name),
           state.aux_state.get(term.name), jax.random.fold_in(rng, i))
       metrics[term.name] = value
-      total = total + term.weight * value
+      total = total + term.weight_at(state.step) * value
     metrics['loss'] = total
     return total, (new_state, new_aux_state, metrics)
 

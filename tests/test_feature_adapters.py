@@ -133,3 +133,47 @@ def test_a_few_steps_lower_the_term_with_finite_gradients(name):
     assert bool(finite) and np.isfinite(float(v))
     values.append(float(v))
   assert values[-1] < 0.7 * values[0], values
+
+
+def test_warmup_ramps_the_weight_and_is_not_a_loss_argument():
+  term = steps.Term('kd', 'kd', 2.0, kwargs={'warmup_steps': 4})
+  assert [float(term.weight_at(s)) for s in (0, 1, 3, 10)] == [0.5, 1.0, 2.0,
+                                                               2.0]
+  assert steps.Term('kd', 'kd', 2.0).weight_at(0) == 2.0
+  out = {'logits': jnp.asarray(R.normal(size=(B, 10)), jnp.float32)}
+  value, _ = term(out, {'logits': out['logits'] + 1.0}, {})
+  assert float(value) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_configs_give_each_pair_its_weights_and_warmup():
+  from configs.cifar100 import distill  # pylint: disable=import-outside-toplevel
+  from configs.imagenet import distill as imagenet  # pylint: disable=import-outside-toplevel
+  terms = lambda arg: distill.get_config(arg).stages.student.distill.terms
+  assert terms('teacher=resnet32x4,student=resnet8x4,method=reviewkd'
+               ).reviewkd.weight == 5.0
+  review = terms('teacher=wrn_40_2,student=wrn_16_2,method=reviewkd').reviewkd
+  assert review.weight == 1.0 and review.kwargs.warmup_steps == 20 * 781
+  assert terms('method=dkd_std').dkd.kwargs.warmup_steps == 20 * 781
+  assert terms('method=kd_std').kd.kwargs.standardize
+  for _ in range(2):  # Configs do not change the METHODS they copy.
+    c = imagenet.get_config('method=reviewkd,batch=256')
+    assert c.stages.student.distill.terms.reviewkd.kwargs.warmup_steps == \
+        1_281_167 // 256
+
+
+def test_check_terms_names_a_missing_output_of_several():
+  from kd import models, train  # pylint: disable=import-outside-toplevel
+  model = models.create('cnn', 10, channels=(4, 8, 8), dense=16)
+  x = jnp.zeros((2, 16, 16, 3))
+  bad = steps.Term('fsp', 'fsp', 1.0, 'stage-2,stage9', 'stage-2,stage-1')
+  with pytest.raises(ValueError, match=r"student output 'stage-2,stage9'; "
+                     r'the student has: .*stage1'):
+    train.check_terms((bad,), model, model, x)
+  good = steps.Term('fsp', 'fsp', 1.0, 'stage-3,stage-2', 'stage-3,stage-2')
+  train.check_terms((good,), model, model, x)
+  assert train.teacher_outputs(model, (good,), x) == ['logits', 'stage0',
+                                                      'stage1']
+  wide = models.create('cnn', 10, channels=(4, 8, 16), dense=16)
+  with pytest.raises(ValueError, match="loss 'fsp'.*channels differ"):
+    train.check_terms((steps.Term('fsp', 'fsp', 1.0, 'stage-2,stage-1',
+                                  'stage-2,stage-1'),), model, wide, x)

@@ -17,6 +17,8 @@ the method's `INIT` pre-training stage first; always on for ab, ft and
 fsp). Feature names 'stage-k' count stages from the last, so every pair of
 the zoo takes the same method definition.
 """
+import copy
+
 from configs.cifar100 import teacher as teacher_config
 from kd.config import pipeline_config, term
 
@@ -67,14 +69,15 @@ METHODS = {
                                   f'preact_{s}', adapter='ofd')
                   for i, s in enumerate(_STAGES)}),
     # Review KD (mdistiller): the student's stages and embedding fused by
-    # ABFs against the teacher's pre-ReLU stages and embedding.
+    # ABFs against the teacher's pre-ReLU stages and embedding; the weight
+    # warms up over 20 epochs (WARMUP below).
     'reviewkd': (1.0, {'reviewkd': term(
         'hcl', 1.0, ','.join(_STAGES + ('embedding',)),
         ','.join(f'preact_{s}' for s in _STAGES) + ',embedding',
         adapter='review_kd')}),
-    # Initialisation methods: the adapters (and for AB the student) first
-    # train alone in an 'init' stage (INIT), then the student from labels
-    # (AB) or with the frozen paraphraser's factor (FT).
+    # Initialisation methods: the adapters (and for AB and FSP the student)
+    # first train alone in an 'init' stage (INIT), then the student from
+    # labels (AB, FSP) or with the frozen paraphraser's factor (FT).
     'ab': (1.0, {}),
     'fsp': (1.0, {}),
     'ft': (1.0, {'ft': term('factor_transfer', 200.0, 'stage-1', 'stage-1',
@@ -105,6 +108,9 @@ INIT = {
 # of that pair differs (mdistiller's reviewkd.yaml).
 PAIR_WEIGHTS = {('resnet32x4', 'resnet8x4', 'reviewkd'): {'reviewkd': 5.0}}
 
+# method -> {term: warm-up epochs of its weight} (mdistiller).
+WARMUP = {'reviewkd': {'reviewkd': 20}, 'dkd_std': {'dkd': 20}}
+
 
 def get_config(arg: str | None = None):
   a = teacher_config.parse(arg)
@@ -120,9 +126,12 @@ def get_config(arg: str | None = None):
   student.distill.teacher.update(workdir='teacher', model=t_name)
   student.distill.ce_weight = ce_weight
   for name, t in terms.items():
-    student.distill.terms[name] = t
+    student.distill.terms[name] = copy.deepcopy(t)  # Keeps METHODS.
   for name, w in PAIR_WEIGHTS.get((t_name, s_name, method), {}).items():
     student.distill.terms[name].weight = w
+  for name, warmup_epochs in WARMUP.get(method, {}).items():
+    student.distill.terms[name].kwargs.warmup_steps = (
+        warmup_epochs * student.steps // epochs)
   student.wandb.group = f'{t_name}-{s_name}-{method}'
   student.wandb.tags = (method, t_name, s_name)
   stages = {'teacher': teacher}

@@ -16,6 +16,8 @@ epochs, x0.1 at 30/60/90; inception crop + flip; evaluation on the
 `epochs=`, `batch=`, `image_size=` and `seed=` arguments shorten or resize
 it (smoke tests).
 """
+import copy
+
 from configs.cifar100.teacher import parse
 from kd.config import pipeline_config, run_config, term
 
@@ -31,10 +33,10 @@ METHODS = {
                                   f'preact_stage-{k}', f'preact_stage-{k}',
                                   adapter='ofd') for k in range(1, 5)}),
     # Review KD (mdistiller's r34_r18/reviewkd.yaml): the student's pre-ReLU
-    # stages and embedding, weight 1.
+    # stages and embedding, weight 1 warmed up over the first epoch.
     'reviewkd': (1.0, {'reviewkd': term(
         'hcl', 1.0, _PREACT + ',embedding', _PREACT + ',embedding',
-        adapter='review_kd')}),
+        adapter='review_kd', warmup_steps=1)}),
 }
 
 
@@ -71,7 +73,10 @@ def get_config(arg: str | None = None):
   if terms:
     student.distill.teacher.update(workdir='teacher', model=t_name)
     for name, t in terms.items():
-      student.distill.terms[name] = t
+      student.distill.terms[name] = copy.deepcopy(t)  # Keeps METHODS.
+      if 'warmup_steps' in t.kwargs:  # In epochs above.
+        student.distill.terms[name].kwargs.warmup_steps = (
+            t.kwargs.warmup_steps * TRAIN_EXAMPLES // size['batch'])
   c = pipeline_config(teacher=teacher, student=student)
   if a.get('teacher_dir'):
     c.stage_dirs = {'teacher': a['teacher_dir']}
