@@ -81,8 +81,9 @@ class Term:
 
   `student` and `teacher` name entries of the models' outputs: `'logits'` or
   a key of their feature dicts; several comma-separated names pass a tuple
-  of outputs (FSP's layer pairs, review KD's stages). An `adapter` (see `kd.adapters`) maps the
-  pair to the loss's inputs with learnable parameters of its own.
+  of outputs (FSP's layer pairs, review KD's stages). An `adapter` (see
+  `kd.adapters`) maps the pair to the loss's inputs with learnable
+  parameters of its own.
   Per-position losses are averaged over the batch's `mask` (all positions
   without one); `kwargs['chunk_size']` computes such a loss that many
   positions at a time (`kd.losses.chunked`); `kwargs['warmup_steps']` ramps

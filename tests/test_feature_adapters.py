@@ -146,8 +146,9 @@ def test_warmup_ramps_the_weight_and_is_not_a_loss_argument():
 
 
 def test_configs_give_each_pair_its_weights_and_warmup():
-  from configs.cifar100 import distill  # pylint: disable=import-outside-toplevel
-  from configs.imagenet import distill as imagenet  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from configs.cifar100 import distill
+  from configs.imagenet import distill as imagenet
   terms = lambda arg: distill.get_config(arg).stages.student.distill.terms
   assert terms('teacher=resnet32x4,student=resnet8x4,method=reviewkd'
                ).reviewkd.weight == 5.0

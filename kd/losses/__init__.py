@@ -16,6 +16,8 @@ One way for every loss:
   similarity_preserving, pkt, correlation_congruence, dist, crd) have no
   per-position values: they return the batch's scalar, registered with
   `per_position=False`, and see padded examples like real ones.
+- `fsp` and `hcl` compare several maps per model: their arguments are
+  tuples of maps (a term names the outputs comma-separated).
 - `LOSSES` records, per name, a `LossSpec`: the function, its input kind,
   whether it takes the batch's `labels`, and whether it is per position. A
   training step calls `spec.fn` and reduces per-position values once with

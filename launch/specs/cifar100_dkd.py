@@ -2,7 +2,8 @@
 (FSP, OFD, ReviewKD) and logit standardisation (kd_std, dkd_std; Sun et al.,
 CVPR 2024), on the pairs of `cifar100_crd`, 3 seeds. Same cluster workflow:
 
-  python -m launch.sweep launch/specs/cifar100_dkd.py --workdir=runs --mode=slurm
+  python -m launch.sweep launch/specs/cifar100_dkd.py --workdir=runs \
+      --mode=slurm
   python -m kd.tables runs/cifar100_dkd --paper=experiments/paper_tables/crd.py
 
 Point `teacher_dir` at the CRD sweep's teachers to reuse them (the default
