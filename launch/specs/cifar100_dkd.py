@@ -1,5 +1,5 @@
-"""The methods of the DKD paper's CIFAR-100 table that the CRD sweep lacks
-(FSP, OFD, ReviewKD) and logit standardisation (kd_std, dkd_std; Sun et al.,
+"""Methods the CRD sweep lacks: OFD and ReviewKD (DKD paper, Table 1), FSP
+(CRD paper, Table 1) and logit standardisation (kd_std, dkd_std; Sun et al.,
 CVPR 2024), on the pairs of `cifar100_crd`, 3 seeds. Same cluster workflow:
 
   python -m launch.sweep launch/specs/cifar100_dkd.py --workdir=runs \
