@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kd.losses import features as feature_losses
 from kd.losses import norms
 from kd.parallel import AXIS
 
@@ -230,6 +231,129 @@ def ab() -> Adapter:
                     lambda out, t: ((out, t), {}))
 
 
+def _channel_stats(x, mask=None):
+  """Per-channel mean and standard deviation of map x over the global batch
+  (every device's shard) and the positions; `mask` [B] weights examples."""
+  w = jnp.ones(x.shape[:1]) if mask is None else jnp.asarray(mask, x.dtype)
+  w = w.reshape((-1,) + (1,) * (x.ndim - 1)) * jnp.ones(x.shape[:-1] + (1,))
+  axes = tuple(range(x.ndim - 1))
+  total = jax.lax.psum(jnp.sum(w, axes), AXIS)
+  mean = jax.lax.psum(jnp.sum(w * x, axes), AXIS) / total
+  square = jax.lax.psum(jnp.sum(w * x**2, axes), AXIS) / total
+  return mean, jnp.sqrt(jnp.maximum(square - mean**2, 0.0))
+
+
+def ofd() -> Adapter:
+  """OFD (Heo et al., ICCV 2019): the student's pre-ReLU map through a
+  `Connector` (1x1 convolution + batch norm) to the teacher's channels, and
+  the teacher's per-channel margin for `kd.losses.ofd`.
+
+  The paper reads the margin from the batch norm before the teacher's ReLU
+  (x ~ N(beta, gamma^2)). Here it comes from the statistics of the teacher's
+  pre-ReLU map itself, measured once on the first training batch (global,
+  over devices) and then kept in this term's state: no per-model lookup of
+  which batch norm feeds the ReLU, and where a residual sum precedes it (a
+  ResNet's stage output) it is the distribution of the map compared.
+  """
+
+  def init(rng, s, t, num_examples):
+    del num_examples
+    # A positive margin marks "not measured yet": a real one is negative.
+    return (Connector(t.shape[-1]).init(rng, s),
+            {'margin': jnp.ones((t.shape[-1],), jnp.float32)})
+
+  def apply(params, state, s, t, batch, rng):
+    del rng
+    t = jax.lax.stop_gradient(t)
+    measured = feature_losses.ofd_margin(
+        *_channel_stats(t.astype(jnp.float32), batch.get('mask')))
+    margin = jnp.where(state['margin'] > 0, measured, state['margin'])
+    out = Connector(t.shape[-1]).apply(params, s)
+    return (out, t), {'margin': margin}, {'margin': margin}
+
+  return Adapter(init, apply)
+
+
+def _resize(x, size):
+  """Nearest-neighbour resize of x's spatial axes to `size`."""
+  if tuple(x.shape[1:-1]) == tuple(size):
+    return x
+  return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), 'nearest')
+
+
+class ABF(nn.Module):
+  """Attention-based fusion of review KD (Chen et al., CVPR 2021): the
+  stage's map to `mid` channels (1x1 conv + BN); with the fused map of the
+  deeper stage (`residual`, resized to this one), x = a x + b residual with
+  per-position weights (a, b) = sigmoid(1x1 conv of both); resized to the
+  teacher's `out_size`, then a 3x3 conv + BN to `features` channels. Returns
+  (output, fused map for the next shallower stage)."""
+  mid: int
+  features: int
+
+  @nn.compact
+  def __call__(self, x, residual, out_size):
+    # kaiming_uniform(a=1) of the reference code.
+    init = nn.initializers.lecun_uniform()
+    x = nn.Conv(self.mid, _kernel(x, 1), use_bias=False, kernel_init=init,
+                name='conv1')(x)
+    x = BatchNormTrain(name='bn1')(x)
+    if residual is not None:
+      y = _resize(residual, x.shape[1:-1])
+      z = nn.sigmoid(nn.Conv(2, _kernel(x, 1), name='attention')(
+          jnp.concatenate([x, y], -1)))
+      x = x * z[..., :1] + y * z[..., 1:]
+    x = _resize(x, out_size)
+    y = nn.Conv(self.features, _kernel(x, 3), use_bias=False,
+                kernel_init=init, name='conv2')(x)
+    return BatchNormTrain(name='bn2')(y), x
+
+
+class _Review(nn.Module):
+  """ABFs from the deepest stage to the shallowest (knowledge review)."""
+
+  @nn.compact
+  def __call__(self, feats, teacher_feats):
+    mid = min(512, feats[-1].shape[-1])
+    outs, residual = [], None
+    for i in reversed(range(len(feats))):
+      out, residual = ABF(mid, teacher_feats[i].shape[-1], name=f'abf{i}')(
+          feats[i], residual, teacher_feats[i].shape[1:-1])
+      outs.insert(0, out)
+    return tuple(outs)
+
+
+def _as_maps(feats, rank: int):
+  """Vectors [B, C] (a pooled embedding) as 1 x .. x 1 maps of `rank`
+  spatial axes."""
+  return tuple(f.reshape(f.shape[0], *(1,) * rank, f.shape[-1])
+               if f.ndim == 2 else f for f in feats)
+
+
+def review_kd() -> Adapter:
+  """Review KD (Chen et al., CVPR 2021): the student's stages, shallow to
+  deep (a term naming them comma-separated, e.g.
+  'stage-3,stage-2,stage-1,embedding'), fused from the deepest down by
+  `ABF`s, each output at its teacher stage's size and width; loss inputs
+  (the fused outputs, the teacher's maps) for `kd.losses.hcl`.
+  """
+
+  def maps(s, t):
+    rank = s[0].ndim - 2
+    return _as_maps(s, rank), _as_maps(t, rank)
+
+  def init(rng, s, t, num_examples):
+    del num_examples
+    return _Review().init(rng, *maps(s, t)), {}
+
+  def apply(params, state, s, t, batch, rng):
+    del batch, rng
+    s, t = maps(s, t)
+    return (_Review().apply(params, s, t), t), {}, state
+
+  return Adapter(init, apply)
+
+
 class _FactorTransfer(nn.Module):
   channels: int
   rate: float
@@ -286,8 +410,8 @@ def ft(stage: str = 'translator', rate: float = 0.5) -> Adapter:
   return Adapter(init, apply)
 
 
-ADAPTERS = {'regressor': regressor, 'linear': linear, 'vid': vid, 'crd': crd, 'ab': ab,
-            'ft': ft}
+ADAPTERS = {'regressor': regressor, 'linear': linear, 'vid': vid, 'crd': crd,
+            'ab': ab, 'ft': ft, 'ofd': ofd, 'review_kd': review_kd}
 
 
 def register(name: str, factory: Callable[..., Adapter]) -> None:

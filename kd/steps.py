@@ -61,16 +61,33 @@ def resolve(outputs_: Mapping[str, Any], key: str) -> str:
   return stages[-k] if 1 <= k <= len(stages) else key
 
 
+def feature_names(outputs_: Mapping[str, Any], key: str) -> tuple[str, ...]:
+  """The output names a term's `student` or `teacher` field selects, each
+  `resolve`d: one name, or several comma-separated ('stage-2,stage-1')."""
+  return tuple(resolve(outputs_, k.strip()) for k in key.split(','))
+
+
+def select(outputs_: Mapping[str, Any], key: str):
+  """The output `key` names, or the tuple of outputs for several names."""
+  names = feature_names(outputs_, key)
+  if len(names) == 1:
+    return outputs_[names[0]]
+  return tuple(outputs_[name] for name in names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Term:
   """One weighted distillation loss pairing a student and a teacher output.
 
   `student` and `teacher` name entries of the models' outputs: `'logits'` or
-  a key of their feature dicts. An `adapter` (see `kd.adapters`) maps the
-  pair to the loss's inputs with learnable parameters of its own.
+  a key of their feature dicts; several comma-separated names pass a tuple
+  of outputs (FSP's layer pairs, review KD's stages). An `adapter` (see
+  `kd.adapters`) maps the pair to the loss's inputs with learnable
+  parameters of its own.
   Per-position losses are averaged over the batch's `mask` (all positions
   without one); `kwargs['chunk_size']` computes such a loss that many
-  positions at a time (`kd.losses.chunked`).
+  positions at a time (`kd.losses.chunked`); `kwargs['warmup_steps']` ramps
+  the weight up linearly over that many steps (`weight_at`).
   """
   name: str
   loss: str
@@ -81,6 +98,15 @@ class Term:
   adapter: str = ''
   adapter_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+  def weight_at(self, step):
+    """The weight at training step `step` (from 0): with warm-up,
+    weight * min((step + 1) / warmup_steps, 1), the per-epoch ramp of DKD's
+    and review KD's reference code taken per step."""
+    warmup = self.kwargs.get('warmup_steps', 0)
+    if not warmup:
+      return self.weight
+    return self.weight * jnp.minimum((step + 1) / warmup, 1.0)
+
   def make_adapter(self) -> adapters_lib.Adapter | None:
     return (adapters_lib.get(self.adapter, **self.adapter_kwargs)
             if self.adapter else None)
@@ -89,9 +115,10 @@ class Term:
                aux_state=None, rng=None):
     """Returns (loss value, the adapter's new state)."""
     spec = losses.spec(self.loss)
-    s = student_out[resolve(student_out, self.student)]
-    t = teacher_out[resolve(teacher_out, self.teacher)]
+    s = select(student_out, self.student)
+    t = select(teacher_out, self.teacher)
     extra = dict(self.kwargs)
+    extra.pop('warmup_steps', None)
     new_state = aux_state
     adapter = self.make_adapter()
     if adapter is not None:
@@ -233,7 +260,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
           student_out, teacher_out, batch, aux_params.get(term.name),
           state.aux_state.get(term.name), jax.random.fold_in(rng, i))
       metrics[term.name] = value
-      total = total + term.weight * value
+      total = total + term.weight_at(state.step) * value
     metrics['loss'] = total
     return total, (new_state, new_aux_state, metrics)
 

@@ -75,14 +75,15 @@ def check_terms(terms, student, teacher, example) -> None:
     term.make_adapter()
     for side, key, shapes in (('student', term.student, s_shapes),
                               ('teacher', term.teacher, t_shapes)):
-      if steps.resolve(shapes, key) not in shapes:
+      if any(n not in shapes for n in steps.feature_names(shapes, key)):
         raise ValueError(
             f'distill term {term.name!r} ({term.loss}) asks for {side} '
             f'output {key!r}; the {side} has: {", ".join(sorted(shapes))}')
     if not term.adapter:  # An adapter reshapes the pair itself.
-      losses.check_inputs(
-          term.loss, s_shapes[steps.resolve(s_shapes, term.student)].shape,
-          t_shapes[steps.resolve(t_shapes, term.teacher)].shape)
+      shape = lambda x: jax.tree.map(lambda a: a.shape, x)
+      losses.check_inputs(term.loss,
+                          shape(steps.select(s_shapes, term.student)),
+                          shape(steps.select(t_shapes, term.teacher)))
 
 
 def init_adapters(terms, student, teacher, example, rng, num_examples):
@@ -96,16 +97,18 @@ def init_adapters(terms, student, teacher, example, rng, num_examples):
       zeros = lambda a: jnp.zeros((2, *a.shape[1:]), a.dtype)
       params[term.name], state[term.name] = adapter.init(
           jax.random.fold_in(rng, i),
-          zeros(s_out[steps.resolve(s_out, term.student)]),
-          zeros(t_out[steps.resolve(t_out, term.teacher)]), num_examples)
+          jax.tree.map(zeros, steps.select(s_out, term.student)),
+          jax.tree.map(zeros, steps.select(t_out, term.teacher)),
+          num_examples)
   return params, state
 
 
 def teacher_outputs(teacher, terms, example) -> list[str]:
   """The teacher outputs a distillation reads: logits and every term's."""
   shapes = _output_shapes(teacher, example)
-  return sorted({'logits'} | {steps.resolve(shapes, term.teacher)
-                              for term in terms})
+  return sorted({'logits'} | {name for term in terms
+                              for name in steps.feature_names(shapes,
+                                                              term.teacher)})
 
 
 def sharded_teacher(parallel, teacher, teacher_vars, terms, example):

@@ -470,3 +470,20 @@ def test_wandb_sweep_command_runs_with_its_seed(tmp_path):
   assert 0 <= summary['test_accuracy'] <= 1
   assert json.load(open(os.path.join(run.workdir, 'sweep.json')))['args'] == {
       'steps': '20', 'seed': '7'}
+
+
+def test_dkd_table_spec_runs_the_new_methods_with_published_numbers(tmp_path):
+  spec = sweep.load_spec(os.path.join(ROOT, 'launch/specs/cifar100_dkd.py'))
+  runs = sweep.expand(spec, str(tmp_path))
+  assert len(runs) == 5 * 5 * 3
+  methods = {r.arg.split(',method=')[1].split(',')[0] for r in runs}
+  assert methods == {'fsp', 'ofd', 'reviewkd', 'kd_std', 'dkd_std'}
+  paper = tables.load_paper(os.path.join(ROOT,
+                                         'experiments/paper_tables/crd.py'))
+  pairs = {tuple(r.arg.replace('teacher=', '').replace('student=', '')
+                 .split(',')[:2]) for r in runs}
+  for t, s in pairs:
+    for m in ('fsp', 'ofd', 'reviewkd'):
+      assert 0.69 < paper.PUBLISHED[(t, s, m)] < 0.77, (t, s, m)
+  assert paper.PUBLISHED[('resnet32x4', 'resnet8x4', 'reviewkd')] == \
+      pytest.approx(0.7563)

@@ -1,5 +1,6 @@
 """Each loss against an independent NumPy version of its published formula,
 plus properties (zero at equality, no teacher gradient, permutations)."""
+import math
 import re
 
 import jax
@@ -134,6 +135,64 @@ def np_ab(s, t, m):
   return total / s.shape[0]
 
 
+def zscore(z):
+  return (z - z.mean(-1, keepdims=True)) / (
+      1e-7 + z.std(-1, ddof=1, keepdims=True))
+
+
+def np_fsp(s_maps, t_maps):
+  def gram(bot, top):  # bot's spatial size is twice top's here.
+    n, h, w, c = bot.shape
+    bot = bot.reshape(n, h // 2, 2, w // 2, 2, c).mean((2, 4))
+    b, t = bot.reshape(n, -1, bot.shape[-1]), top.reshape(n, -1, top.shape[-1])
+    return np.stack([t[i].T @ b[i] / b.shape[1] for i in range(n)])
+  total = 0.0
+  for i in range(len(s_maps) - 1):
+    total += np.mean((gram(s_maps[i], s_maps[i + 1])
+                      - gram(t_maps[i], t_maps[i + 1]))**2)
+  return total
+
+
+def np_normal_tail_mean(mu, sigma):
+  """E[x | x < 0], x ~ N(mu, sigma^2), or -3 sigma if P(x < 0) <= 0.001."""
+  out = []
+  for m, s in zip(mu, sigma):
+    cdf = 0.5 * (1 + math.erf(-m / s / math.sqrt(2)))
+    pdf = math.exp(-(m / s)**2 / 2) / math.sqrt(2 * math.pi)
+    out.append(m - s * pdf / cdf if cdf > 0.001 else -3 * s)
+  return np.array(out)
+
+
+def np_ofd(s, t, margin):
+  m = np.broadcast_to(margin, s.shape)
+  loss = ((s - m)**2 * ((s > m) & (t <= m))
+          + (s - t)**2 * ((s > t) & (t > m) & (t <= 0))
+          + (s - t)**2 * (t > 0))
+  return loss.reshape(len(s), -1).sum(-1).mean()
+
+
+def np_hcl(s_maps, t_maps):
+  def pool(x, l):
+    n, h, w, c = x.shape
+    return x.reshape(n, l, h // l, l, w // l, c).mean((2, 4))
+  total = 0.0
+  for fs, ft in zip(s_maps, t_maps):
+    loss, cnt, tot = np.mean((fs - ft)**2), 1.0, 1.0
+    for l in (4, 2, 1):
+      if l >= fs.shape[1]:
+        continue
+      cnt /= 2
+      loss += np.mean((pool(fs, l) - pool(ft, l))**2) * cnt
+      tot += cnt
+    total += loss / tot
+  return total
+
+
+S_MAPS = (R.normal(size=(B, 8, 8, 3)), R.normal(size=(B, 4, 4, 5)),
+          R.normal(size=(B, 2, 2, 4)))
+T_MAPS = tuple(R.normal(size=m.shape) for m in S_MAPS)
+MARGIN = -np.abs(R.normal(size=3)) - 0.1
+
 CASES = {
     'kd': (lambda: losses.kd(S_LOG, T_LOG, 3.0), lambda: np_kd(S_LOG, T_LOG, 3.0)),
     'dkd': (lambda: losses.dkd(S_LOG, T_LOG, LABELS, 1.0, 8.0, 4.0),
@@ -163,6 +222,19 @@ CASES = {
     'activation_boundary': (
         lambda: losses.activation_boundary(S_MAP, T_MAP, 0.5),
         lambda: np_ab(S_MAP, T_MAP, 0.5)),
+    'kd_standardized': (
+        lambda: losses.kd(S_LOG, T_LOG, 2.0, standardize=True),
+        lambda: np_kd(zscore(S_LOG), zscore(T_LOG), 2.0)),
+    'dkd_standardized': (
+        lambda: losses.dkd(S_LOG, T_LOG, LABELS, 1.0, 8.0, 2.0,
+                           standardize=True),
+        lambda: np_dkd(zscore(S_LOG), zscore(T_LOG), LABELS, 1.0, 8.0, 2.0)),
+    'fsp': (lambda: losses.fsp(S_MAPS[1:], T_MAPS[1:]),
+            lambda: np_fsp(S_MAPS[1:], T_MAPS[1:])),
+    'ofd': (lambda: losses.ofd(S_MAP, T_MAP, MARGIN),
+            lambda: np_ofd(S_MAP, T_MAP, MARGIN)),
+    'hcl': (lambda: losses.hcl(S_MAPS, T_MAPS),
+            lambda: np_hcl(S_MAPS, T_MAPS)),
 }
 
 
@@ -182,6 +254,8 @@ PAIRS = {  # name: (student, teacher, extra kwargs)
     'factor_transfer': (S_MAP, T_MAP, {}), 'nst': (S_MAP, T_MAP, {}),
     'similarity_preserving': (S_MAP, T_MAP, {}), 'rkd': (S_EMB, T_EMB, {}),
     'pkt': (S_EMB, T_EMB, {}), 'correlation_congruence': (S_EMB, T_EMB, {}),
+    'ofd': (S_MAP, T_MAP, {'margin': MARGIN}),
+    'fsp': (S_MAPS[1:], T_MAPS[1:], {}), 'hcl': (S_MAPS, T_MAPS, {}),
 }
 
 
@@ -205,10 +279,13 @@ def test_zero_when_student_equals_teacher(name):
 def test_no_gradient_reaches_the_teacher_and_student_gets_one(name):
   s, t, kw = PAIRS[name]
   fn = losses.get(name)
+  f32 = lambda x: jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), x)
   g_s, g_t = jax.grad(lambda a, b: fn(a, b, **kw), argnums=(0, 1))(
-      jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32))
-  assert np.all(np.asarray(g_t) == 0.0)
-  assert np.abs(np.asarray(g_s)).sum() > 0 and np.isfinite(g_s).all()
+      f32(s), f32(t))
+  g_s, g_t = (np.concatenate([np.ravel(g) for g in jax.tree.leaves(x)])
+              for x in (g_s, g_t))
+  assert np.all(g_t == 0.0)
+  assert np.abs(g_s).sum() > 0 and np.isfinite(g_s).all()
 
 
 @pytest.mark.parametrize('name', ['kd', 'logit_mse', 'hint',
@@ -292,7 +369,8 @@ def test_activation_boundary_gradient_reaches_only_the_student():
 
 PER_POSITION_SHAPES = {  # name: values' shape for the PAIRS inputs.
     'kd': (B,), 'dkd': (B,), 'logit_mse': (B,), 'hint': (B, 4, 4),
-    'attention_transfer': (B,), 'factor_transfer': (B,), 'nst': (B,)}
+    'attention_transfer': (B,), 'factor_transfer': (B,), 'nst': (B,),
+    'ofd': (B,), 'fsp': (B,), 'hcl': (B,)}
 
 
 @pytest.mark.parametrize('name', sorted(PAIRS))
@@ -345,3 +423,56 @@ def test_cross_entropy_per_position_and_label_smoothing():
   q = np.full((B, C), 0.1 / C) + 0.9 * np.eye(C)[LABELS]
   np.testing.assert_allclose(float(losses.cross_entropy(S_LOG, LABELS, 0.1)),
                              np.mean(-(q * log_q).sum(-1)), rtol=1e-5)
+
+
+def test_ofd_margin_is_the_mean_of_the_negative_tail():
+  mu, sigma = np.array([-1.0, 0.0, 0.5, 4.0]), np.array([1.0, 2.0, 0.7, 1.0])
+  np.testing.assert_allclose(losses.features.ofd_margin(mu, sigma),
+                             np_normal_tail_mean(mu, sigma), rtol=1e-5)
+  # Against sampling: the mean of the negative draws.
+  x = np.random.default_rng(1).normal(0.5, 0.7, 400_000)
+  np.testing.assert_allclose(float(losses.features.ofd_margin(0.5, 0.7)),
+                             x[x < 0].mean(), rtol=1e-2)
+
+
+def test_ofd_no_loss_where_the_relu_hides_the_difference():
+  t = np.where(T_MAP > 0, T_MAP, T_MAP - 5.0)  # Negatives below the margin.
+  s = np.where(T_MAP > 0, T_MAP, -10.0)  # Below the target where t < 0.
+  assert float(losses.ofd(s, t, MARGIN)) == 0.0
+  # A student above the margin where the teacher is off costs (s - m)^2.
+  off = np.where(T_MAP > 0, T_MAP, MARGIN + 1.0)
+  np.testing.assert_allclose(float(losses.ofd(off, t, MARGIN)),
+                             np.sum(T_MAP <= 0) / B, rtol=1e-5)
+
+
+def test_standardized_logits_ignore_shift_and_scale():
+  for fn, kw in ((losses.kd, {}), (losses.dkd, {'labels': LABELS})):
+    base = float(fn(S_LOG, T_LOG, standardize=True, **kw))
+    moved = float(fn(3.0 * S_LOG + 1.0, 0.5 * T_LOG - 2.0, standardize=True,
+                     **kw))
+    np.testing.assert_allclose(moved, base, rtol=1e-4)
+    assert float(fn(3.0 * S_LOG, T_LOG, **kw)) != pytest.approx(
+        float(fn(S_LOG, T_LOG, **kw)))
+
+
+def test_hcl_pools_any_size_like_adaptive_pooling():
+  x = R.normal(size=(2, 7, 7, 3))
+  pooled = losses.features.adaptive_pool(x, (4, 4))
+  # PyTorch's bins for 7 -> 4: [0, 2), [1, 4), [3, 6), [5, 7).
+  bins = [(0, 2), (1, 4), (3, 6), (5, 7)]
+  want = np.array([[x[:, a:b, c:d].mean((1, 2)) for c, d in bins]
+                   for a, b in bins]).transpose(2, 0, 1, 3)
+  np.testing.assert_allclose(pooled, want, rtol=1e-5)
+  assert np.isfinite(float(losses.hcl((x,), (x + 1.0,))))
+
+
+@pytest.mark.parametrize('name,s,t,match', [
+    ('fsp', (8, 4, 4, 16), (8, 4, 4, 16), 'two or more feature maps'),
+    ('fsp', ((8, 4, 4, 16), (8, 2, 2, 8)), ((8, 4, 4, 16), (8, 2, 2, 4)),
+     'channels differ'),
+    ('kd', ((8, 10), (8, 10)), ((8, 10), (8, 10)), 'one output per model')])
+def test_check_inputs_of_several_maps(name, s, t, match):
+  with pytest.raises(ValueError, match=match):
+    losses.check_inputs(name, s, t)
+  losses.check_inputs('fsp', ((8, 4, 4, 16), (8, 2, 2, 8)),
+                      ((8, 4, 4, 16), (8, 2, 2, 8)))

@@ -13,9 +13,12 @@ recipe. Loss weights are those of the reference implementations
 
 Arguments: teacher, student, method (one of METHODS), epochs (default 240),
 seed, teacher_dir (share one trained teacher between runs), init (1: run
-the method's `INIT` pre-training stage first; always on for ab and ft). Feature names 'stage-k' count stages from the last, so every pair of
+the method's `INIT` pre-training stage first; always on for ab, ft and
+fsp). Feature names 'stage-k' count stages from the last, so every pair of
 the zoo takes the same method definition.
 """
+import copy
+
 from configs.cifar100 import teacher as teacher_config
 from kd.config import parse_args, pipeline_config, term
 
@@ -55,10 +58,28 @@ METHODS = {
     'dist': (1.0, {'dist': term('dist', 1.0, beta=2.0, gamma=2.0,
                                 temperature=4.0)}),
     'logit_mse': (1.0, {'logit_mse': term('logit_mse', 1.0)}),
-    # Initialisation methods: the adapters (and for AB the student) first
-    # train alone in an 'init' stage (INIT), then the student from labels
-    # (AB) or with the frozen paraphraser's factor (FT).
+    # Logit standardisation (Sun et al., CVPR 2024): base temperature 2 and
+    # the KD weight 9 of the paper's commands (for DKD, alpha and beta x 9).
+    'kd_std': (0.1, {'kd': term('kd', 9.0, temperature=2.0,
+                                standardize=True)}),
+    'dkd_std': (1.0, {'dkd': term('dkd', 9.0, alpha=1.0, beta=8.0,
+                                  temperature=2.0, standardize=True)}),
+    # OFD (mdistiller): pre-ReLU stages, weight 1e-3 halved per stage back.
+    'ofd': (1.0, {f'ofd{i}': term('ofd', 1e-3 / 2**(2 - i), f'preact_{s}',
+                                  f'preact_{s}', adapter='ofd')
+                  for i, s in enumerate(_STAGES)}),
+    # Review KD (mdistiller): the student's stages and embedding fused by
+    # ABFs against the teacher's pre-ReLU stages and embedding; the weight
+    # warms up over 20 epochs (WARMUP below).
+    'reviewkd': (1.0, {'reviewkd': term(
+        'hcl', 1.0, ','.join(_STAGES + ('embedding',)),
+        ','.join(f'preact_{s}' for s in _STAGES) + ',embedding',
+        adapter='review_kd')}),
+    # Initialisation methods: the adapters (and for AB and FSP the student)
+    # first train alone in an 'init' stage (INIT), then the student from
+    # labels (AB, FSP) or with the frozen paraphraser's factor (FT).
     'ab': (1.0, {}),
+    'fsp': (1.0, {}),
     'ft': (1.0, {'ft': term('factor_transfer', 200.0, 'stage-1', 'stage-1',
                             adapter='ft', adapter_kwargs=dict(
                                 stage='translator', rate=0.5))}),
@@ -78,7 +99,17 @@ INIT = {
                                                rate=0.5))}),
     'fitnet': (30, {'hint': term('hint', 1.0, 'stage-2', 'stage-2',
                                  adapter='regressor')}),
+    # FSP: the student alone matches the FSP matrices of consecutive stages.
+    'fsp': (30, {'fsp': term('fsp', 1.0, ','.join(_STAGES),
+                             ','.join(_STAGES))}),
 }
+
+# (teacher, student, method) -> {term: weight} where the reference config
+# of that pair differs (mdistiller's reviewkd.yaml).
+PAIR_WEIGHTS = {('resnet32x4', 'resnet8x4', 'reviewkd'): {'reviewkd': 5.0}}
+
+# method -> {term: warm-up epochs of its weight} (mdistiller).
+WARMUP = {'reviewkd': {'reviewkd': 20}, 'dkd_std': {'dkd': 20}}
 
 
 def get_config(arg: str | None = None):
@@ -95,11 +126,16 @@ def get_config(arg: str | None = None):
   student.distill.teacher.update(workdir='teacher', model=t_name)
   student.distill.ce_weight = ce_weight
   for name, t in terms.items():
-    student.distill.terms[name] = t
+    student.distill.terms[name] = copy.deepcopy(t)  # Keeps METHODS.
+  for name, w in PAIR_WEIGHTS.get((t_name, s_name, method), {}).items():
+    student.distill.terms[name].weight = w
+  for name, warmup_epochs in WARMUP.get(method, {}).items():
+    student.distill.terms[name].kwargs.warmup_steps = (
+        warmup_epochs * student.steps // epochs)
   student.wandb.group = f'{t_name}-{s_name}-{method}'
   student.wandb.tags = (method, t_name, s_name)
   stages = {'teacher': teacher}
-  if method in ('ab', 'ft') or (a['init'] and method in INIT):
+  if method in ('ab', 'ft', 'fsp') or (a['init'] and method in INIT):
     init_epochs, init_terms = INIT[method]
     init = teacher_config.recipe(s_name, max(1, init_epochs * epochs // 240))
     init.seed = seed

@@ -16,6 +16,8 @@ One way for every loss:
   similarity_preserving, pkt, correlation_congruence, dist, crd) have no
   per-position values: they return the batch's scalar, registered with
   `per_position=False`, and see padded examples like real ones.
+- `fsp` and `hcl` compare several maps per model: their arguments are
+  tuples of maps (a term names the outputs comma-separated).
 - `LOSSES` records, per name, a `LossSpec`: the function, its input kind,
   whether it takes the batch's `labels`, and whether it is per position. A
   training step calls `spec.fn` and reduces per-position values once with
@@ -50,9 +52,11 @@ from kd.losses.relations import (correlation_congruence as _cc, pkt as _pkt,
 # feature maps (spatial sizes pooled to the smaller; 'same_channels' also
 # needs equal widths); 'same_shape' equal shapes (hidden states [B, T, D]);
 # 'batch' anything with equal batch sizes; 'same' anything of equal size
-# once flattened.
+# once flattened; 'maps' several feature maps per model (a term naming its
+# outputs comma-separated: tuples reach the loss), paired in order as
+# 'same_channels'.
 INPUT_KINDS = ('logits', 'topk', 'map', 'same_channels', 'same_shape',
-               'batch', 'same')
+               'batch', 'same', 'maps')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +127,9 @@ rkd = register(_rkd, 'batch', per_position=False)
 pkt = register(_pkt, 'batch', per_position=False)
 correlation_congruence = register(_cc, 'same', per_position=False)
 crd = register(_crd, 'batch', per_position=False)
+ofd = register(features.ofd, 'same_channels')
+fsp = register(features.fsp, 'maps')
+hcl = register(features.hcl, 'maps')
 
 # The language-model divergences take the mask third.
 forward_kl = register(divergences.forward_kl, 'logits', mask_position=2)
@@ -138,11 +145,33 @@ topk_kl_cached = register(divergences.topk_kl_cached, 'topk', mask_position=2)
 chunked = divergences.chunked
 
 
+def _is_shape_tuple(shape) -> bool:
+  return bool(shape) and all(isinstance(d, (tuple, list)) for d in shape)
+
+
 def check_inputs(name: str, student_shape, teacher_shape) -> None:
   """Raises ValueError naming the loss and both shapes if they cannot pair
-  (for 'topk', `teacher_shape` is that of the cached values)."""
-  s, t = tuple(student_shape), tuple(teacher_shape)
+  (for 'topk', `teacher_shape` is that of the cached values; for 'maps',
+  each side is a tuple of shapes)."""
   kind = spec(name).inputs
+  several = [_is_shape_tuple(x) for x in (student_shape, teacher_shape)]
+  if kind == 'maps' or any(several):
+    fail = lambda why: ValueError(
+        f'loss {name!r} cannot pair student {student_shape} with teacher '
+        f'{teacher_shape}: {why}')
+    if kind != 'maps':
+      raise fail('it takes one output per model, not several')
+    if not all(several) or len(student_shape) != len(teacher_shape) or len(
+        student_shape) < 2:
+      raise fail('needs two or more feature maps per model, named '
+                 "comma-separated (e.g. 'stage-2,stage-1'), as many for each")
+    for s, t in zip(student_shape, teacher_shape):
+      _check_pair(name, 'same_channels', tuple(s), tuple(t))
+    return
+  _check_pair(name, kind, tuple(student_shape), tuple(teacher_shape))
+
+
+def _check_pair(name, kind, s, t) -> None:
   fail = lambda why: ValueError(
       f'loss {name!r} cannot pair student {s} with teacher {t}: {why}')
   if s[:1] != t[:1]:

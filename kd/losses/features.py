@@ -9,6 +9,7 @@ the smaller (`match_spatial`).
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kd.losses import norms
 
@@ -27,6 +28,20 @@ def _pool_to(x, size):
     shape += [small, big // small]
   x = x.reshape(shape + [x.shape[-1]])
   return jnp.mean(x, axis=tuple(range(2, 2 * len(size) + 1, 2)))
+
+
+def adaptive_pool(x, size):
+  """Average-pools the spatial axes of x (N, *spatial, C) to `size` in
+  PyTorch's adaptive bins: output i of an axis of length n averages inputs
+  floor(i n / size) .. ceil((i + 1) n / size) - 1 (any sizes)."""
+  for axis, out in enumerate(size, start=1):
+    n = x.shape[axis]
+    bins = np.zeros((out, n), np.float32)
+    for i in range(out):
+      lo, hi = (i * n) // out, -((-(i + 1) * n) // out)
+      bins[i, lo:hi] = 1.0 / (hi - lo)
+    x = jnp.moveaxis(jnp.tensordot(bins, x, axes=(1, axis)), 0, axis)
+  return x
 
 
 def match_spatial(student_feat, teacher_feat):
@@ -143,3 +158,81 @@ def hidden_cosine(student_hidden, teacher_hidden):
   s = norms.normalize(_f32(student_hidden))
   t = norms.normalize(_teacher(teacher_hidden))
   return 1.0 - jnp.sum(s * t, -1)
+
+
+def fsp_matrix(bottom, top):
+  """FSP ("flow of solution procedure") matrix of two maps of one model:
+  G[i, j] = mean_p top[p, i] bottom[p, j] per example, [B, C_top, C_bot],
+  the larger map average-pooled to the smaller's spatial size."""
+  bottom, top = match_spatial(_f32(bottom), _f32(top))
+  n = bottom.shape[0]
+  b = bottom.reshape(n, -1, bottom.shape[-1])
+  t = top.reshape(n, -1, top.shape[-1])
+  return jnp.einsum('npi,npj->nij', t, b) / b.shape[1]
+
+
+def fsp(student_feats, teacher_feats):
+  """FSP (Yim et al., CVPR 2017), as in the CRD benchmark code: for maps
+  f_1 .. f_k of each model (a term naming k outputs, comma-separated),
+  per example L = sum_{i<k} mean_{a,b} (G_s^i - G_t^i)[a, b]^2 with
+  G^i = `fsp_matrix`(f_i, f_{i+1}). Student and teacher maps need equal
+  channels (the FSP matrices' shapes).
+  """
+  fsp_s = [fsp_matrix(a, b) for a, b in zip(student_feats, student_feats[1:])]
+  fsp_t = [fsp_matrix(_teacher(a), _teacher(b))
+           for a, b in zip(teacher_feats, teacher_feats[1:])]
+  return sum(jnp.mean((s - t) ** 2, (1, 2)) for s, t in zip(fsp_s, fsp_t))
+
+
+def ofd_margin(mean, std):
+  """OFD's margin per channel: m = E[x | x < 0] for x ~ N(mean, std^2),
+  m = mean - std phi(mean / std) / Phi(-mean / std), and -3 std where
+  Phi(-mean / std) <= 0.001 (hardly any negative response; the reference
+  code's cut-off). std is floored at 1e-6 (a constant channel)."""
+  mean, std = _f32(mean), jnp.maximum(jnp.abs(_f32(std)), 1e-6)
+  ratio = mean / std
+  tail = jax.scipy.stats.norm.cdf(-ratio)
+  m = mean - std * jax.scipy.stats.norm.pdf(ratio) / jnp.maximum(tail, 1e-3)
+  return jnp.where(tail > 1e-3, m, -3.0 * std)
+
+
+def ofd(student_feat, teacher_feat, margin):
+  """Overhaul of feature distillation (Heo et al., ICCV 2019), the partial
+  L2 on pre-ReLU maps (the student's through a connector to the teacher's
+  channels). With the teacher's target t' = max(t, m) (margin m < 0 per
+  channel, `ofd_margin`), per example
+    L = sum over positions and channels of (s - t')^2 1(s > t' or t > 0):
+  no loss where both responses are negative and the student's is already
+  below the target, since the ReLU erases the difference.
+  """
+  s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
+  target = jnp.maximum(t, _f32(margin))
+  loss = (s - target) ** 2 * ((s > target) | (t > 0))
+  return jnp.sum(loss.reshape(loss.shape[0], -1), -1)
+
+
+def hcl(student_feats, teacher_feats, levels=(4, 2, 1)):
+  """Hierarchical context loss of review KD (Chen et al., CVPR 2021), as in
+  the reference code: for each pair of maps (s, t) of equal shape, per
+  example, l(s, t) = mean (s - t)^2 at full size and, for each size l in
+  `levels` below the map's height, (s, t) average-pooled to l x l with
+  weights 1/2, 1/4, ...; the weighted sum divided by the sum of the weights.
+  L = sum over the pairs. Vectors [B, C] count as 1 x 1 maps.
+  """
+  total = 0.0
+  for s, t in zip(student_feats, teacher_feats):
+    s, t = _f32(s), _teacher(t)
+    if s.ndim == 2:
+      s, t = s[:, None, None], t[:, None, None]
+    mse = lambda a, b: jnp.mean(((a - b) ** 2).reshape(a.shape[0], -1), -1)
+    loss, weight, weights = mse(s, t), 1.0, 1.0
+    for size in levels:
+      if size >= s.shape[1]:
+        continue
+      weight /= 2.0
+      shape = (size,) * (s.ndim - 2)
+      loss = loss + weight * mse(adaptive_pool(s, shape),
+                                 adaptive_pool(t, shape))
+      weights += weight
+    total = total + loss / weights
+  return total
