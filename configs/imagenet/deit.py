@@ -22,23 +22,24 @@ no weight decay on norms and biases; expect lower than the paper's 81.2%
 `epochs=`, `batch=`, `image_size=`, `seed=` shorten or resize it (smoke
 tests).
 """
-from configs.cifar100.teacher import parse
 from configs.imagenet.distill import TRAIN_EXAMPLES
-from kd.config import run_config, term
+from kd.config import parse_args, run_config, term
 
 METHODS = ('deit_hard', 'deit_soft', 'scratch')
 
 
 def get_config(arg: str | None = None):
-  a = parse(arg)
-  method = a.get('method', 'deit_hard')
+  a = parse_args(arg, method='deit_hard', epochs=300, batch=1024,
+                 image_size=224, seed=0, teacher_dir='',
+                 teacher='resnet50_imagenet')
+  method = a['method']
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
-  epochs, batch = int(a.get('epochs', 300)), int(a.get('batch', 1024))
+  epochs, batch = a['epochs'], a['batch']
   c = run_config()
-  c.seed = int(a.get('seed', 0))
+  c.seed = a['seed']
   c.data.update(name='imagenet2012', eval_split='validation',
-                image_size=int(a.get('image_size', 224)))
+                image_size=a['image_size'])
   c.model.name = 'deit_small' if method == 'scratch' else 'deit_small_distilled'
   c.batch_size, c.eval_batch_size = batch, batch
   per_epoch = TRAIN_EXAMPLES // batch
@@ -51,8 +52,7 @@ def get_config(arg: str | None = None):
     c.label_smoothing = 0.1
     return c
   c.distill.ce_weight = 0.0
-  c.distill.teacher.update(workdir=a.get('teacher_dir', ''),
-                           model=a.get('teacher', 'resnet50_imagenet'))
+  c.distill.teacher.update(workdir=a['teacher_dir'], model=a['teacher'])
   c.distill.terms.cls_ce = term('label_cross_entropy', 0.5, 'cls_logits',
                                 label_smoothing=0.1)
   c.distill.terms.deit = (

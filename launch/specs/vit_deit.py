@@ -3,7 +3,7 @@ shared by every run; a ViT from labels, with soft KD on its logits, and with
 a distillation token trained by hard or soft distillation; 3 seeds.
 
   python -m launch.sweep launch/specs/vit_deit.py --workdir=runs
-  python -m kd.tables runs/vit_deit --group-by=method
+  python -m kd.tables runs/vit_deit --group-by=model,method
 """
 NAME = 'vit_deit'
 CONFIG = 'configs/vit/distill.py'
