@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from kd import checkpoint, models, steps
+from kd import config as kd_config
 from kd.data import text
 
 SIZES = {'d_model': 128, 'num_layers': 2, 'num_heads': 4, 'max_len': 64}
@@ -19,11 +20,12 @@ def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
                  name: str = 'kd_pystdlib/tiny', lr: float = 3e-3,
                  tokenizer: str = 'byte', vocab_size: int = 0) -> str:
   sizes = sizes or SIZES
-  config = {'seed': 0,
-            'model': {'name': 'transformer_lm', 'kwargs': sizes},
-            'data': {'name': name, 'data_dir': data_dir,
-                     'seq_len': seq_len, 'tokenizer': tokenizer,
-                     'vocab_size': vocab_size}}
+  c = kd_config.run_config()  # The config.json a kd.main run writes.
+  c.model.update(name='transformer_lm', kwargs=sizes)
+  c.data.update(name=name, data_dir=data_dir, seq_len=seq_len,
+                tokenizer=tokenizer, vocab_size=vocab_size, augment=False)
+  c.steps, c.batch_size = max(train_steps, 1), batch_size
+  config = c.to_dict()
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(config, f)
