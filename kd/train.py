@@ -55,7 +55,8 @@ def distill_terms(config) -> tuple[steps.Term, ...]:
       steps.Term(name=name, loss=t.loss, weight=float(t.weight),
                  student=t.student, teacher=t.teacher,
                  kwargs=t.kwargs.to_dict(), adapter=t.adapter,
-                 adapter_kwargs=t.adapter_kwargs.to_dict())
+                 adapter_kwargs=t.adapter_kwargs.to_dict(),
+                 num_steps=config.steps)
       for name, t in config.distill.terms.items())
 
 
