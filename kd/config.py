@@ -69,7 +69,14 @@ def run_config() -> mc.ConfigDict:
       # and the rest is the student's own sample (at `temperature`,
       # `top_k`), which the terms then score against the teacher.
       on_policy=mc.ConfigDict(dict(lmbda=0.0, prompt_len=0, temperature=1.0,
-                                   top_k=0))))
+                                   top_k=0)),
+      # Sequence-level KD (Kim & Rush 2016; kd.seqkd), text datasets: with
+      # prompt_len > 0 the student trains on the teacher's continuations
+      # (at `temperature`, 0: greedy, and `top_k`) of the first
+      # `num_prompts` (0: all) training rows' first `prompt_len` tokens,
+      # generated once into `dir` (default: the run's `seqkd/`).
+      seqkd=mc.ConfigDict(dict(prompt_len=0, temperature=0.0, top_k=0,
+                               num_prompts=0, batch_size=64, dir=''))))
   c.parallel = 'pmap'  # Or 'mesh'; 'sharded': parameters split over `mesh`.
   # parallel='sharded' (kd.sharding): devices per mesh axis, -1 for the
   # devices left; the batch splits over data x fsdp.
@@ -219,6 +226,20 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           'distill.on_policy.prompt_len', 'the prompt must be shorter than '
           'data.seq_len (the rest is sampled)',
           f'set --config.{at}distill.on_policy.prompt_len, e.g. 32')
+  seqkd = c.distill.get('seqkd')
+  if seqkd is not None and seqkd.prompt_len:
+    check(_is_text(c.data.name), 'distill.seqkd.prompt_len', 'sequence-level '
+          'KD generates tokens: it needs a text dataset', 'set it to 0')
+    check(0 < seqkd.prompt_len <= c.data.seq_len, 'distill.seqkd.prompt_len',
+          'the prompt must fit in data.seq_len (the rest is generated)',
+          f'set --config.{at}distill.seqkd.prompt_len, e.g. 32')
+    check(bool(c.distill.teacher.workdir), 'distill.teacher.workdir',
+          'sequence-level KD needs the teacher that generates',
+          f'set --config.{at}distill.teacher.workdir')
+    check(seqkd.temperature >= 0, 'distill.seqkd.temperature',
+          'cannot be negative', 'set 0 (greedy) or a sampling temperature')
+    check(seqkd.batch_size > 0, 'distill.seqkd.batch_size',
+          'must be positive', 'set the generation batch, e.g. 64')
   teacher = c.distill.teacher
   check(teacher.model_shards >= 1, 'distill.teacher.model_shards',
         'must be 1 or more', 'set 1 to keep the teacher on every device')
@@ -231,7 +252,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
             f'remove {key} from config.{at}{field}')
   for path, value in _leaves(c):
     if path.rsplit('.', 1)[-1] == 'temperature' and isinstance(
-        value, (int, float)):
+        value, (int, float)) and path != 'distill.seqkd.temperature':
       check(value > 0, path, 'a temperature must be positive',
             f'set --config.{at}{path}, e.g. 4.0')
   for name, t in c.distill.terms.items():
