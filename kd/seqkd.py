@@ -34,10 +34,11 @@ class SeqKDMismatchError(ValueError):
 
 def provenance(teacher_run_dir: str, teacher_step: int, tok, *, dataset: str,
                split: str, data_dir: str, seq_len: int, prompt_len: int,
-               temperature: float, top_k: int, seed: int, num_prompts: int
-               ) -> dict:
+               temperature: float, top_k: int, seed: int, num_prompts: int,
+               batch_size: int) -> dict:
   """What a data directory for these settings must record (through JSON, as
-  a stored one is read back)."""
+  a stored one is read back). A sample's random draws depend on the
+  generation `batch_size` (one key per batch) as well as the seed."""
   return json.loads(json.dumps({
       'format': FORMAT,
       'teacher': {'workdir': os.path.abspath(teacher_run_dir),
@@ -51,7 +52,7 @@ def provenance(teacher_run_dir: str, teacher_step: int, tok, *, dataset: str,
       'sampling': {'seq_len': seq_len, 'prompt_len': prompt_len,
                    'new_tokens': seq_len + 1 - prompt_len,
                    'temperature': temperature, 'top_k': top_k, 'seed': seed,
-                   'num_prompts': num_prompts},
+                   'num_prompts': num_prompts, 'batch_size': batch_size},
   }))
 
 
@@ -117,7 +118,8 @@ def build(teacher_run_dir: str, out_dir: str, *, seq_len: int,
   want = provenance(teacher_run_dir, step, tok, dataset=dataset, split=split,
                     data_dir=data_dir or '', seq_len=seq_len,
                     prompt_len=prompt_len, temperature=temperature,
-                    top_k=top_k, seed=seed, num_prompts=num_prompts)
+                    top_k=top_k, seed=seed, num_prompts=num_prompts,
+                    batch_size=batch_size)
   if check_meta(out_dir, want):
     return read_meta(out_dir)
   rows = prompts(dataset, split, seq_len, tok, data_dir, num_prompts)

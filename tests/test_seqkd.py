@@ -41,7 +41,8 @@ def test_rows_are_the_teachers_greedy_continuations(seqkd_run):
   assert meta['num_rows'] == ROWS and meta['teacher']['step'] == 30
   assert meta['sampling'] == {
       'seq_len': SEQ_LEN, 'prompt_len': PROMPT, 'new_tokens': SEQ_LEN + 1 -
-      PROMPT, 'temperature': 0.0, 'top_k': 0, 'seed': 0, 'num_prompts': ROWS}
+      PROMPT, 'temperature': 0.0, 'top_k': 0, 'seed': 0, 'num_prompts': ROWS,
+      'batch_size': 16}
   tokens = np.load(os.path.join(out_dir, 'tokens.npy'))
   mask = np.load(os.path.join(out_dir, 'mask.npy'))
   assert tokens.shape == (ROWS, SEQ_LEN + 1) and mask.shape == (ROWS, SEQ_LEN)
@@ -68,7 +69,7 @@ def test_other_settings_are_refused_naming_the_field(seqkd_run):
                      r'this run needs 1\.0'):
     seqkd.build(os.path.join(seqkd_run, 'teacher'), out_dir,
                 seq_len=SEQ_LEN, prompt_len=PROMPT, temperature=1.0,
-                num_prompts=ROWS)
+                num_prompts=ROWS, batch_size=16)
 
 
 def test_student_trains_on_them_and_its_loss_falls(seqkd_run):
