@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs.lm import distill
+from kd import config as kd_config
 from kd import generate
 from kd import main
 from kd import runs
@@ -95,3 +96,16 @@ def test_resume_yields_identical_batches(seqkd_run):
   assert firsts[:6] != firsts[6:12]
   assert whole[0]['bytes'].sum() > 0 and set(whole[0]) == {
       'image', 'label', 'mask', 'bytes'}
+
+
+def test_validate_rejects_bad_seqkd_settings():
+  c = distill.get_config(f'{TINY},method=seqkd').stages.student
+  c.distill.seqkd.prompt_len = SEQ_LEN + 1
+  with pytest.raises(ValueError, match=r'distill\.seqkd\.prompt_len=33.*'
+                     'must fit in data.seq_len'):
+    kd_config.validate(c, 1)
+  c.distill.seqkd.prompt_len = PROMPT
+  c.distill.teacher.workdir = ''
+  with pytest.raises(ValueError, match=r'distill\.teacher\.workdir.*needs '
+                     'the teacher'):
+    kd_config.validate(c, 1)
