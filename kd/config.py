@@ -8,6 +8,7 @@ import ml_collections as mc
 
 from kd.optim import OPTIMIZERS, SCHEDULES
 from kd.sharding import KINDS
+from kd.steps import SCHEDULES as TERM_SCHEDULES
 
 DTYPES = ('float32', 'bfloat16')  # The keys of kd.train.DTYPES.
 
@@ -68,7 +69,14 @@ def run_config() -> mc.ConfigDict:
       # and the rest is the student's own sample (at `temperature`,
       # `top_k`), which the terms then score against the teacher.
       on_policy=mc.ConfigDict(dict(lmbda=0.0, prompt_len=0, temperature=1.0,
-                                   top_k=0))))
+                                   top_k=0)),
+      # Sequence-level KD (Kim & Rush 2016; kd.seqkd), text datasets: with
+      # prompt_len > 0 the student trains on the teacher's continuations
+      # (at `temperature`, 0: greedy, and `top_k`) of the first
+      # `num_prompts` (0: all) training rows' first `prompt_len` tokens,
+      # generated once into `dir` (default: the run's `seqkd/`).
+      seqkd=mc.ConfigDict(dict(prompt_len=0, temperature=0.0, top_k=0,
+                               num_prompts=0, batch_size=64, dir=''))))
   c.parallel = 'pmap'  # Or 'mesh'; 'sharded': parameters split over `mesh`.
   # parallel='sharded' (kd.sharding): devices per mesh axis, -1 for the
   # devices left; the batch splits over data x fsdp.
@@ -89,7 +97,12 @@ def term(loss: str, weight: float = 1.0, student: str = 'logits',
   """One distillation term of `config.distill.terms`: `loss` (a name in
   `kd.losses.LOSSES`) between the student output `student` and the teacher
   output `teacher` ('logits' or a feature name), through an optional
-  learnable `adapter` (a name in `kd.adapters.ADAPTERS`)."""
+  learnable `adapter` (a name in `kd.adapters.ADAPTERS`).
+
+  `schedule={'weight': ('linear', 0.0, 1.0), 'temperature': ('cosine', 4.0,
+  1.0), 'beta': ('constant', 0.5)}` varies the weight (replacing `weight`)
+  or a loss argument over the run's steps, or over a fourth entry's
+  number of steps (`kd.steps.scheduled`)."""
   return mc.ConfigDict(dict(
       loss=loss, weight=weight, student=student, teacher=teacher,
       kwargs=mc.ConfigDict(kwargs), adapter=adapter,
@@ -213,6 +226,20 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           'distill.on_policy.prompt_len', 'the prompt must be shorter than '
           'data.seq_len (the rest is sampled)',
           f'set --config.{at}distill.on_policy.prompt_len, e.g. 32')
+  seqkd = c.distill.get('seqkd')
+  if seqkd is not None and seqkd.prompt_len:
+    check(_is_text(c.data.name), 'distill.seqkd.prompt_len', 'sequence-level '
+          'KD generates tokens: it needs a text dataset', 'set it to 0')
+    check(0 < seqkd.prompt_len <= c.data.seq_len, 'distill.seqkd.prompt_len',
+          'the prompt must fit in data.seq_len (the rest is generated)',
+          f'set --config.{at}distill.seqkd.prompt_len, e.g. 32')
+    check(bool(c.distill.teacher.workdir), 'distill.teacher.workdir',
+          'sequence-level KD needs the teacher that generates',
+          f'set --config.{at}distill.teacher.workdir')
+    check(seqkd.temperature >= 0, 'distill.seqkd.temperature',
+          'cannot be negative', 'set 0 (greedy) or a sampling temperature')
+    check(seqkd.batch_size > 0, 'distill.seqkd.batch_size',
+          'must be positive', 'set the generation batch, e.g. 64')
   teacher = c.distill.teacher
   check(teacher.model_shards >= 1, 'distill.teacher.model_shards',
         'must be 1 or more', 'set 1 to keep the teacher on every device')
@@ -225,9 +252,13 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
             f'remove {key} from config.{at}{field}')
   for path, value in _leaves(c):
     if path.rsplit('.', 1)[-1] == 'temperature' and isinstance(
-        value, (int, float)):
+        value, (int, float)) and path != 'distill.seqkd.temperature':
       check(value > 0, path, 'a temperature must be positive',
             f'set --config.{at}{path}, e.g. 4.0')
+  for name, t in c.distill.terms.items():
+    for field, spec in (t.kwargs.get('schedule') or {}).items():
+      _check_schedule(f'{at}distill.terms.{name}.kwargs.schedule.{field}',
+                      field, tuple(spec))
   devices = jax.device_count() if num_devices is None else num_devices
   split = max(devices // max(teacher.model_shards, 1), 1)
   local = max(jax.local_device_count() // max(teacher.model_shards, 1), 1)
@@ -237,6 +268,36 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
   check(c.eval_batch_size % local == 0, 'eval_batch_size',
         f'each process\'s test batch must split evenly over its {local} '
         'devices', f'choose a multiple of {local}')
+
+
+# The valid range of a scheduled term field's values, and its fix.
+_SCHEDULE_RANGES = {
+    'weight': (lambda v: v >= 0, 'cannot be negative'),
+    'temperature': (lambda v: v > 0, 'must be positive'),
+    'beta': (lambda v: 0 < v < 1, 'must be in (0, 1)'),
+    'alpha': (lambda v: 0 <= v <= 1, 'must be in [0, 1]'),
+}
+
+
+def _check_schedule(path: str, field: str, spec: tuple) -> None:
+  """A term's schedule: (kind, value) for 'constant', (kind, start, end[,
+  steps]) otherwise, with endpoints in the field's range."""
+  kind = spec[0] if spec else None
+  if kind not in TERM_SCHEDULES:
+    _fail(path, spec, 'unknown schedule', 'start it with one of '
+          + ', '.join(TERM_SCHEDULES))
+  sizes = (2,) if kind == 'constant' else (3, 4)
+  if len(spec) not in sizes:
+    _fail(path, spec, f'a {kind} schedule has {" or ".join(map(str, sizes))} '
+          'entries', "write ('constant', v) or (kind, start, end[, steps])")
+  if len(spec) == 4 and not spec[3] > 0:
+    _fail(path, spec, 'its number of steps must be positive',
+          'give steps >= 1, or leave it out for the run\'s steps')
+  ok, why = _SCHEDULE_RANGES.get(field, (lambda v: True, ''))
+  for value in spec[1:3]:
+    if not ok(value):
+      _fail(path, spec, f'{field} {why}', f'choose values where {field} '
+            f'{why}')
 
 
 def _is_text(name: str) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 from kd import checkpoint
 from kd import data
 from kd import runs
+from kd import seqkd
 from kd.logger import MetricLogger, Progress
 
 
@@ -83,11 +84,17 @@ def data_args(config) -> dict:
               download=d.download)
 
 
-def train_batches(config, parallel, start_step: int, tok=None):
+def train_batches(config, parallel, start_step: int, tok=None,
+                  seqkd_dir: str = ''):
   """This process's training batches from step `start_step + 1` on (for a
-  text dataset, packed sequences of `tok`'s tokens)."""
+  text dataset, packed sequences of `tok`'s tokens; with `seqkd_dir`, the
+  teacher's generations stored there by `kd.seqkd.build`)."""
   d = config.data
   batch_size = parallel.check_batch_size(config.batch_size)
+  if seqkd_dir:
+    return seqkd.train_batches(seqkd_dir, batch_size=batch_size,
+                               seed=config.seed, tok=tok,
+                               start_step=start_step)
   if data.text.is_text(d.name):
     return map(data.text.model_batch, data.text.train_batches(
         d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,

@@ -75,6 +75,27 @@ def select(outputs_: Mapping[str, Any], key: str):
   return tuple(outputs_[name] for name in names)
 
 
+SCHEDULES = ('constant', 'linear', 'cosine')
+
+
+def scheduled(spec, step, num_steps: int):
+  """The value at `step` of a schedule `spec` over `num_steps` steps:
+  ('constant', v) -> v; ('linear', a, b) -> a + (b - a) f;
+  ('cosine', a, b) -> b + (a - b) (1 + cos(pi f)) / 2; with
+  f = min(step / n, 1), n the spec's optional fourth entry or `num_steps`,
+  so the value is a at step 0 and b from step n on."""
+  kind, *values = spec
+  if kind == 'constant':
+    return values[0]
+  start, end, *n = values
+  frac = jnp.minimum(step / max(n[0] if n else num_steps, 1), 1.0)
+  if kind == 'linear':
+    return start + (end - start) * frac
+  if kind == 'cosine':
+    return end + (start - end) * 0.5 * (1 + jnp.cos(jnp.pi * frac))
+  raise ValueError(f'unknown schedule {kind!r}; valid: {", ".join(SCHEDULES)}')
+
+
 @dataclasses.dataclass(frozen=True)
 class Term:
   """One weighted distillation loss pairing a student and a teacher output.
@@ -87,7 +108,9 @@ class Term:
   Per-position losses are averaged over the batch's `mask` (all positions
   without one); `kwargs['chunk_size']` computes such a loss that many
   positions at a time (`kd.losses.chunked`); `kwargs['warmup_steps']` ramps
-  the weight up linearly over that many steps (`weight_at`).
+  the weight up linearly over that many steps, and `kwargs['schedule']`
+  maps 'weight' or a loss argument ('temperature', 'beta', ...) to a
+  schedule (`scheduled`) over the run's `num_steps` (`at`).
   """
   name: str
   loss: str
@@ -97,28 +120,45 @@ class Term:
   kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   adapter: str = ''
   adapter_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  num_steps: int = 0  # The run's, the default length of a schedule.
+
+  @property
+  def is_scheduled(self) -> bool:
+    return bool(self.kwargs.get('warmup_steps') or self.kwargs.get('schedule'))
+
+  def at(self, field: str, step, default):
+    """Field `field` ('weight' or a loss argument) at training step `step`:
+    its schedule's value, else `default`."""
+    spec = (self.kwargs.get('schedule') or {}).get(field)
+    return default if spec is None else scheduled(spec, step, self.num_steps)
 
   def weight_at(self, step):
-    """The weight at training step `step` (from 0): with warm-up,
-    weight * min((step + 1) / warmup_steps, 1), the per-epoch ramp of DKD's
-    and review KD's reference code taken per step."""
+    """The weight at training step `step` (from 0): the scheduled (or
+    constant) weight, with warm-up times min((step + 1) / warmup_steps, 1),
+    the per-epoch ramp of DKD's and review KD's reference code taken per
+    step."""
+    weight = self.at('weight', step, self.weight)
     warmup = self.kwargs.get('warmup_steps', 0)
     if not warmup:
-      return self.weight
-    return self.weight * jnp.minimum((step + 1) / warmup, 1.0)
+      return weight
+    return weight * jnp.minimum((step + 1) / warmup, 1.0)
 
   def make_adapter(self) -> adapters_lib.Adapter | None:
     return (adapters_lib.get(self.adapter, **self.adapter_kwargs)
             if self.adapter else None)
 
   def __call__(self, student_out, teacher_out, batch, aux_params=None,
-               aux_state=None, rng=None):
-    """Returns (loss value, the adapter's new state)."""
+               aux_state=None, rng=None, step=0):
+    """Returns (loss value, the adapter's new state); scheduled loss
+    arguments take their values at `step`."""
     spec = losses.spec(self.loss)
     s = select(student_out, self.student)
     t = select(teacher_out, self.teacher)
     extra = dict(self.kwargs)
     extra.pop('warmup_steps', None)
+    for field in extra.pop('schedule', None) or {}:
+      if field != 'weight':
+        extra[field] = self.at(field, step, None)
     new_state = aux_state
     adapter = self.make_adapter()
     if adapter is not None:
@@ -258,9 +298,13 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
     for i, term in enumerate(terms):
       value, new_aux_state[term.name] = term(
           student_out, teacher_out, batch, aux_params.get(term.name),
-          state.aux_state.get(term.name), jax.random.fold_in(rng, i))
+          state.aux_state.get(term.name), jax.random.fold_in(rng, i),
+          state.step)
       metrics[term.name] = value
-      total = total + term.weight_at(state.step) * value
+      weight = term.weight_at(state.step)
+      if term.is_scheduled:
+        metrics[f'{term.name}/weight'] = jnp.asarray(weight, jnp.float32)
+      total = total + weight * value
     metrics['loss'] = total
     return total, (new_state, new_aux_state, metrics)
 

@@ -24,6 +24,7 @@ from kd import losses
 from kd import models
 from kd import optim
 from kd import runs
+from kd import seqkd
 from kd import sharding
 from kd import steps
 from kd.models import lm
@@ -55,7 +56,8 @@ def distill_terms(config) -> tuple[steps.Term, ...]:
       steps.Term(name=name, loss=t.loss, weight=float(t.weight),
                  student=t.student, teacher=t.teacher,
                  kwargs=t.kwargs.to_dict(), adapter=t.adapter,
-                 adapter_kwargs=t.adapter_kwargs.to_dict())
+                 adapter_kwargs=t.adapter_kwargs.to_dict(),
+                 num_steps=config.steps)
       for name, t in config.distill.terms.items())
 
 
@@ -271,6 +273,7 @@ class TeacherSource(NamedTuple):
   train_extra: tuple = ()
   extend_batch: Callable | None = None
   with_teacher: Callable | None = None
+  seqkd_dir: str = ''  # Training data: the teacher's generations (kd.seqkd).
 
 
 def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
@@ -284,6 +287,7 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
       t.workdir, jax.eval_shape(lambda: b.teacher.init(
           jax.random.key(0), b.example, train=False)),
       t.allow_unfinished_teacher)
+  seqkd_dir = seqkd_data(config, workdir) if b.tok is not None else ''
   if t.model_shards > 1:
     return TeacherSource(variables, step, with_teacher=sharded_teacher(
         b.parallel, b.teacher, variables, b.terms, b.example))
@@ -293,7 +297,22 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
                           b.terms, b.example)
     return TeacherSource(variables, step, extra, extend_batch=lambda batch: {
         **batch, 'teacher': cache.lookup(batch['index'])})
-  return TeacherSource(variables, step, extra, extra)
+  return TeacherSource(variables, step, extra, extra, seqkd_dir=seqkd_dir)
+
+
+def seqkd_data(config, workdir: str) -> str:
+  """The directory of the teacher's generations this run trains on
+  (generated on first use), or '' without sequence-level KD."""
+  s = config.distill.seqkd
+  if not s.prompt_len:
+    return ''
+  out_dir = s.dir or os.path.join(workdir, 'seqkd')
+  seqkd.build(config.distill.teacher.workdir, out_dir,
+              seq_len=config.data.seq_len, prompt_len=s.prompt_len,
+              temperature=s.temperature, top_k=s.top_k, seed=config.seed,
+              num_prompts=s.num_prompts, batch_size=s.batch_size,
+              dataset=config.data.name, data_dir=config.data.data_dir or None)
+  return out_dir
 
 
 def compile_steps(config, b: Built, src: TeacherSource):
@@ -341,7 +360,8 @@ def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
     return evaluate.run_eval(eval_fn, b.parallel, (variables, *src.eval_extra),
                              loop.eval_batches(config, b.tok))
 
-  batches = loop.train_batches(config, b.parallel, int(state.step), b.tok)
+  batches = loop.train_batches(config, b.parallel, int(state.step), b.tok,
+                               src.seqkd_dir)
   if src.extend_batch is not None:
     batches = map(src.extend_batch, batches)
   # The run is accepted: its config is recorded before the first step.

@@ -10,6 +10,9 @@
   gkd          on-policy GKD: JSD(0.5) alone, and with probability `lmbda`
                (0.5) the batch's text after `prompt` tokens is the
                student's own sample (temperature 1), scored by the teacher
+  seqkd        sequence-level KD (Kim & Rush 2016): cross-entropy on the
+               teacher's greedy continuations of the training rows' first
+               `prompt` tokens, generated once (kd.seqkd)
 `teacher_dir=PATH` shares one trained teacher between runs. `export=1`
 exports the student to LiteRT (float32 and int8 weights; prefill and decode
 signatures). `init=1` starts
@@ -23,7 +26,7 @@ from configs.lm import train as recipes
 from kd.config import parse_args, pipeline_config, term
 
 METHODS = ('scratch', 'forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tvd',
-           'gkd')
+           'gkd', 'seqkd')
 
 
 def _terms(method: str) -> tuple[float, dict]:
@@ -36,6 +39,7 @@ def _terms(method: str) -> tuple[float, dict]:
       'skew_kl': (1.0, {'skew_kl': term('skew_kl', 1.0, alpha=0.1)}),
       'tvd': (1.0, {'tvd': term('tvd', 1.0)}),
       'gkd': (0.0, {'jsd': term('generalized_jsd', 1.0, beta=0.5)}),
+      'seqkd': (1.0, {}),
   }[method]
 
 
@@ -53,7 +57,7 @@ def get_config(arg: str | None = None):
   student = recipes.recipe(a['student_size'], a['seed'], a['steps'], **shared)
   ce_weight, terms = _terms(method)
   student.distill.ce_weight = ce_weight
-  if terms:
+  if terms or method == 'seqkd':
     student.distill.teacher.update(workdir='teacher', model=teacher.model.name,
                                    kwargs=teacher.model.kwargs)
     for name, t in terms.items():
@@ -64,6 +68,8 @@ def get_config(arg: str | None = None):
     student.update(init_from='teacher', init_from_layers='strided')
   if method == 'gkd':
     student.distill.on_policy.update(lmbda=a['lmbda'], prompt_len=a['prompt'])
+  if method == 'seqkd':
+    student.distill.seqkd.prompt_len = a['prompt']
   c = pipeline_config(teacher=teacher, student=student)
   if a['teacher_dir']:
     c.stage_dirs = {'teacher': a['teacher_dir']}

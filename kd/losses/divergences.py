@@ -70,7 +70,7 @@ def generalized_jsd(student_logits, teacher_logits, temperature: float = 1.0,
   and that its `reduction='batchmean'` divides the sum over tokens by the
   number of sequences, where the scalar form here averages over tokens.
   """
-  if not 0 < beta < 1:
+  if isinstance(beta, Number) and not 0 < beta < 1:
     raise ValueError(f'beta must be in (0, 1), got {beta}; beta = 0 and 1 '
                      'are the forward_kl and reverse_kl losses')
   log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
@@ -86,7 +86,7 @@ def tvd(student_logits, teacher_logits, temperature: float = 1.0):
 
 
 def _check_alpha(alpha):
-  if not 0 <= alpha <= 1:
+  if isinstance(alpha, Number) and not 0 <= alpha <= 1:
     raise ValueError(f'alpha must be in [0, 1], got {alpha}')
 
 
