@@ -44,7 +44,7 @@ def _lm(size: str, vocab: int, seq_len: int):
 
 
 def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
-                batch: int = 32, seq_len: int = 128, vocab: int = 256,
+                batch: int = 32, seq_len: int = 128, vocab: int = 259,
                 iters: int = 5) -> dict:
   """Tokens/s of the student step, teacher forward and distillation step."""
   parallel = DataParallel('pmap')
@@ -134,7 +134,7 @@ def full_recompute_generate(model, variables, prompts, max_new_tokens: int):
 
 
 def bench_generate(size: str = 'teacher', batch: int = 8, prompt: int = 32,
-                   new_tokens: int = 96, vocab: int = 256, iters: int = 3
+                   new_tokens: int = 96, vocab: int = 259, iters: int = 3
                    ) -> dict:
   """Greedy tokens/s with the KV cache and with full recomputation."""
   model = _lm(size, vocab, (prompt + new_tokens) // 2 + 1)
