@@ -7,6 +7,15 @@ example's `index` in the split. A run memory-maps the shards and gathers the
 rows of each batch on the host. Only valid for inputs that are the same
 every epoch (no augmentation, no mixup): consistent teaching keeps the
 teacher live.
+
+A language model's cache (`build_topk`) holds the teacher's top-k logits
+and their tokens (`TOPK_OUTPUTS`, [T, k] per row) for every row of the
+student's training stream packed once (`kd.data.text.training_rows`: every
+epoch re-packs the documents otherwise, so no fixed set of rows would
+cover what the student sees); row = the row's number there, which a run
+with the cache trains on (`train_batches(..., fixed_packing=True)`, only
+the row order changes per epoch). Its `topk_kl` terms then read it as
+`topk_kl_cached`.
 """
 import hashlib
 import json

@@ -220,6 +220,9 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
     check(_is_text(c.data.name), 'distill.on_policy.lmbda', 'on-policy '
           'distillation samples tokens: it needs a text dataset',
           'set it to 0')
+    check(not c.distill.teacher.cache, 'distill.on_policy.lmbda',
+          "the teacher cache holds no outputs for the student's samples",
+          'set it to 0, or keep the teacher live (cache=False)')
     check(0 < on_policy.prompt_len < max(c.data.seq_len, 1),
           'distill.on_policy.prompt_len', 'the prompt must be shorter than '
           'data.seq_len (the rest is sampled)',

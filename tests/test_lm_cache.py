@@ -95,9 +95,28 @@ def test_a_cache_of_another_k_is_refused_naming_it(runs, teacher_dir,
      'distill.teacher.cache_topk'),
     (lambda c: c.distill.terms.topk.kwargs.update(k=K + 1),
      'distill.terms.topk'),
+    (lambda c: c.distill.on_policy.update(lmbda=0.5, prompt_len=8),
+     'distill.on_policy.lmbda'),
 ])
 def test_text_cache_needs_topk_terms_of_its_k(change, field):
   c = _student('teacher', True)
   change(c)
   with pytest.raises(ValueError, match=field):
     kd_config.validate(c)
+
+
+def test_fixed_packing_keeps_epoch_0_rows_and_names_them():
+  kw = dict(batch_size=8, seq_len=SEQ, seed=1)
+  rows = text.training_rows('kd_pystdlib/tiny', seq_len=SEQ, seed=1)
+  per_epoch = len(rows) // 8
+  fixed = text.train_batches('kd_pystdlib/tiny', fixed_packing=True, **kw)
+  first = next(fixed)
+  # Epoch 0 is the default iterator's: a cache run sees the same data.
+  np.testing.assert_array_equal(
+      first['tokens'], next(text.train_batches('kd_pystdlib/tiny', **kw))[
+          'tokens'])
+  later = next(text.train_batches('kd_pystdlib/tiny', fixed_packing=True,
+                                  start_step=per_epoch + 3, **kw))
+  for b in (first, later):
+    np.testing.assert_array_equal(b['tokens'], rows[b['index']])
+  assert 'index' in text.model_batch(later)
