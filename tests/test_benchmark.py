@@ -25,11 +25,14 @@ def test_peak_flops_by_device_kind():
 def test_lm_benchmark_reports_consistent_figures():
   from experiments.benchmark import lm  # pylint: disable=g-import-not-at-top
   s = lm.bench_steps('tiny', 'tiny_half', batch=4, seq_len=16, iters=1)
-  for step in ('student_step', 'teacher_forward', 'distill_step'):
+  for step in ('student_step', 'teacher_forward', 'distill_step',
+               'cached_step'):
     assert s[f'{step}_tok_per_s'] == pytest.approx(
         4 * 16 / (s[f'{step}_ms'] / 1000))
   assert s['overhead_ratio'] == pytest.approx(
       s['distill_step_ms'] / (s['student_step_ms'] + s['teacher_forward_ms']))
+  assert s['cached_vs_student'] == pytest.approx(
+      s['cached_step_ms'] / s['student_step_ms'])
   assert s['teacher_params'] > s['student_params'] > 0
   # Chunking bounds the [positions, V] intermediates by the chunk's.
   d = lm.bench_divergence(batch=2, seq_len=64, vocab=512, chunk_size=16)

@@ -6,9 +6,11 @@ Three measurements, synthetic tokens on the device, medians of timed
 iterations after warm-up (`run._time`):
   steps       tokens/s of the student's supervised step, the teacher's
               forward pass and the live distillation step (forward KL per
-              token), and the overhead ratio t(distill) / (t(student) +
-              t(teacher)), for the `configs/lm` sizes (teacher 0.83M ->
-              student 0.11M, batch 32 x 128, byte vocabulary);
+              token), the cached step (top-16 KL, `topk_kl_cached`, from
+              teacher logits in the batch, as with a top-k teacher cache),
+              the overhead ratio t(distill) / (t(student) + t(teacher)) and
+              t(cached) / t(student), for the `configs/lm` sizes (teacher
+              0.82M -> student 0.11M, batch 32 x 128, byte vocabulary);
   divergence  the temporary memory XLA plans for the value and gradient of
               `generalized_jsd` at [B, T, V] (default 4 x 512 x 32,768),
               plain and through `kd.losses.chunked`: each compiled on its
@@ -17,7 +19,7 @@ iterations after warm-up (`run._time`):
               loop that re-runs the full forward pass on the whole prefix
               for every new token (argmax of its last position); both are
               one jitted loop and give the same tokens.
-Writes results.json to --out and prints a table.
+Writes lm_results.json to --out and prints the tables.
 """
 import json
 import os
@@ -45,8 +47,9 @@ def _lm(size: str, vocab: int, seq_len: int):
 
 def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
                 batch: int = 32, seq_len: int = 128, vocab: int = 259,
-                iters: int = 5) -> dict:
-  """Tokens/s of the student step, teacher forward and distillation step."""
+                topk: int = 16, iters: int = 5) -> dict:
+  """Tokens/s of the student step, teacher forward, distillation step and
+  cached step (top-`topk` KL from teacher logits in the batch)."""
   parallel = DataParallel('pmap')
   batch -= batch % parallel.local_devices
   teacher = _lm(teacher_size, vocab, seq_len)
@@ -64,6 +67,15 @@ def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
     return parallel.replicate(state)
   rep_t = parallel.replicate(t_vars)
   terms = (steps.Term('forward_kl', 'forward_kl', 1.0),)
+  # As a run with a top-k teacher cache feeds the step (kd.cache).
+  values, indices = jax.jit(lambda v, a: lax.top_k(teacher.apply(v, a)[0],
+                                                   topk))(t_vars, x)
+  cached = parallel.shard({'image': x, 'label': y,
+                           'mask': np.ones(y.shape, np.float32),
+                           'teacher': {'topk_values': np.asarray(values),
+                                       'topk_indices': np.asarray(indices)}})
+  cached_terms = (steps.Term('topk', 'topk_kl_cached', 1.0,
+                             teacher='topk_values,topk_indices'),)
   fns = {
       'student_step': (parallel.wrap(steps.make_supervised_step(student, tx),
                                      1), (fresh(), data)),
@@ -72,9 +84,11 @@ def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
           donate_first=False), (rep_t, data)),
       'distill_step': (parallel.wrap(steps.make_distill_step(
           student, teacher, tx, terms, 1.0), 2), (fresh(), rep_t, data)),
+      'cached_step': (parallel.wrap(steps.make_distill_step(
+          student, None, tx, cached_terms, 1.0), 1), (fresh(), cached)),
   }
   out = {'teacher': teacher_size, 'student': student_size, 'batch': batch,
-         'seq_len': seq_len, 'vocab': vocab,
+         'seq_len': seq_len, 'vocab': vocab, 'topk': topk,
          'teacher_params': _count(t_vars), 'student_params': s_params,
          'device': jax.devices()[0].device_kind,
          'devices': parallel.local_devices}
@@ -84,6 +98,7 @@ def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
     out[f'{name}_tok_per_s'] = batch * seq_len / sec
   out['overhead_ratio'] = out['distill_step_ms'] / (
       out['student_step_ms'] + out['teacher_forward_ms'])
+  out['cached_vs_student'] = out['cached_step_ms'] / out['student_step_ms']
   return out
 
 
@@ -165,11 +180,14 @@ def markdown(result: dict) -> str:
       f"{s['batch']} x {s['seq_len']}, vocabulary {s['vocab']}",
       '',
       '| student step tok/s | teacher fwd tok/s | distill step tok/s | '
-      'overhead ratio |',
-      '|---|---|---|---|',
+      f"cached top-{s['topk']} step tok/s | overhead ratio | "
+      'cached / student |',
+      '|---|---|---|---|---|---|',
       f"| {s['student_step_tok_per_s']:,.0f} | "
       f"{s['teacher_forward_tok_per_s']:,.0f} | "
-      f"{s['distill_step_tok_per_s']:,.0f} | {s['overhead_ratio']:.2f} |",
+      f"{s['distill_step_tok_per_s']:,.0f} | "
+      f"{s['cached_step_tok_per_s']:,.0f} | {s['overhead_ratio']:.2f} | "
+      f"{s['cached_vs_student']:.2f} |",
       '',
       f"Generalized JSD, value + gradient, [{d['batch']}, {d['seq_len']}, "
       f"{d['vocab']}] logits ({d['logits_mb']:,.0f} MB each)",
