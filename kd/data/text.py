@@ -215,8 +215,9 @@ def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
   skipped. With `fixed_packing` every epoch keeps epoch 0's packing
   (`fixed_rows`), only the row order changes, and each batch carries the
   row numbers as `index`: the keys of a teacher-output cache (`kd.cache`),
-  whose rows must be the ones the student sees. Process i keeps rows i*B..(i+1)*B of every global batch, so the
-  global batches do not depend on the process count. Starting at
+  whose rows must be the ones the student sees. Process i keeps rows
+  i*B..(i+1)*B of every global batch, so the global batches do not depend
+  on the process count. Starting at
   `start_step` yields exactly what an uninterrupted iterator yields from
   its `start_step`-th batch on."""
   tok = tok or ByteTokenizer()
