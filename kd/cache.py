@@ -7,6 +7,15 @@ example's `index` in the split. A run memory-maps the shards and gathers the
 rows of each batch on the host. Only valid for inputs that are the same
 every epoch (no augmentation, no mixup): consistent teaching keeps the
 teacher live.
+
+A language model's cache (`build_topk`) holds the teacher's top-k logits
+and their tokens (`TOPK_OUTPUTS`, [T, k] per row) for every row of the
+student's training stream packed once (`kd.data.text.training_rows`: every
+epoch re-packs the documents otherwise, so no fixed set of rows would
+cover what the student sees); row = the row's number there, which a run
+with the cache trains on (`train_batches(..., fixed_packing=True)`, only
+the row order changes per epoch). Its `topk_kl` terms then read it as
+`topk_kl_cached`.
 """
 import hashlib
 import json
@@ -51,6 +60,33 @@ def provenance(config, teacher_step: int, teacher_vars, dtype: str) -> dict:
   }))
 
 
+TOPK_OUTPUTS = ('topk_values', 'topk_indices')
+
+
+def tokenizer_digest(tok) -> str:
+  """sha256 of a BPE tokenizer's JSON; 'byte' for the byte tokenizer."""
+  if not hasattr(tok, 'to_str'):
+    return 'byte'
+  return hashlib.sha256(tok.to_str().encode()).hexdigest()
+
+
+def lm_provenance(config, teacher_step: int, teacher_vars, dtype: str,
+                  tok) -> dict:
+  """What a language model's top-k cache must record: the teacher, and the
+  rows of the student's training stream (`kd.data.text.training_rows`: the
+  corpus, its tokenizer, seq_len and the seed of the fixed packing) and k."""
+  d = config.data
+  meta = provenance(config, teacher_step, teacher_vars, dtype)
+  meta['data'] = {
+      'name': d.name, 'split': 'train',
+      'data_dir': os.path.abspath(d.data_dir) if d.data_dir else '',
+      'tokenizer': d.tokenizer, 'vocab_size': tok.vocab_size,
+      'tokenizer_sha256': tokenizer_digest(tok), 'seq_len': d.seq_len,
+      'seed': config.seed, 'packing': 'fixed (epoch 0 order)'}
+  meta['topk'] = config.distill.teacher.cache_topk
+  return meta
+
+
 def check_usable(config) -> None:
   """A cache holds one view per example: refuse configs that draw others."""
   if config.data.augment and data.spec(config.data.name).augment != 'none':
@@ -70,9 +106,8 @@ def build(cache_dir: str, meta: dict, teacher_fn, config, outputs,
   and writes the shards of `outputs` and `meta.json` (last, so a partly
   written cache is never taken for a finished one)."""
   d = config.data
-  os.makedirs(cache_dir, exist_ok=True)
   n = data.num_examples(d.name, 'train', d.data_dir or None, d.download)
-  shards, shapes, done = {}, {}, 0
+  writers, done = {}, 0
   for batch in data.indexed_batches(d.name, 'train', batch_size,
                                     d.data_dir or None, d.image_size or None,
                                     d.download):
@@ -82,25 +117,61 @@ def build(cache_dir: str, meta: dict, teacher_fn, config, outputs,
       images = np.concatenate(
           [images, np.zeros((batch_size - k, *images.shape[1:]), images.dtype)])
     out = teacher_fn(images)
-    shard, row = np.divmod(batch['index'], shard_rows)
-    for name in outputs:
-      value = np.asarray(out[name][:k], np.float32)
-      if name not in shards:  # Written in place, never all in memory.
-        shapes[name] = list(value.shape[1:])
-        shards[name] = [np.lib.format.open_memmap(
-            os.path.join(cache_dir, f'{name}.{j}.npy'), mode='w+',
-            dtype=np.float32,
-            shape=(min(shard_rows, n - start), *value.shape[1:]))
-                        for j, start in enumerate(range(0, n, shard_rows))]
-      for j in np.unique(shard):
-        shards[name][j][row[shard == j]] = value[shard == j]
+    _write(writers, cache_dir, n, shard_rows, batch['index'],
+           {name: np.asarray(out[name][:k], np.float32) for name in outputs})
     done += k
     print(f'[teacher cache] {done}/{n} examples', end='\r', flush=True)
   print()
-  for memmaps in shards.values():
+  _finish(cache_dir, meta, writers, n, shard_rows)
+
+
+def build_topk(cache_dir: str, meta: dict, teacher_fn, rows: np.ndarray,
+               batch_size: int = 32, shard_rows: int = 4096) -> None:
+  """Writes `teacher_fn(tokens) -> (values, indices)`, the teacher's top-k
+  logits [B, T, k] and their tokens, for every row of `rows` [N, T + 1]
+  (inputs rows[:, :-1]), as the shards of `TOPK_OUTPUTS`: float32 values,
+  int32 indices, row = the row's number in `rows`."""
+  n = len(rows)
+  writers = {}
+  for start in range(0, n, batch_size):
+    tokens = np.asarray(rows[start:start + batch_size, :-1], np.int32)
+    k = len(tokens)
+    if k < batch_size:  # One compiled shape for every batch.
+      tokens = np.concatenate(
+          [tokens, np.zeros((batch_size - k, *tokens.shape[1:]), np.int32)])
+    values, indices = teacher_fn(tokens)
+    _write(writers, cache_dir, n, shard_rows, np.arange(start, start + k),
+           {'topk_values': np.asarray(values[:k], np.float32),
+            'topk_indices': np.asarray(indices[:k], np.int32)})
+    print(f'[teacher cache] {start + k}/{n} rows', end='\r', flush=True)
+  print()
+  _finish(cache_dir, meta, writers, n, shard_rows)
+
+
+def _write(writers, cache_dir, n, shard_rows, index, values) -> None:
+  """Puts `values` {output: [len(index), ...]} at rows `index` of the
+  output's shards, opened (in place, never all in memory) on first use."""
+  os.makedirs(cache_dir, exist_ok=True)
+  shard, row = np.divmod(index, shard_rows)
+  for name, value in values.items():
+    if name not in writers:
+      writers[name] = [np.lib.format.open_memmap(
+          os.path.join(cache_dir, f'{name}.{j}.npy'), mode='w+',
+          dtype=value.dtype,
+          shape=(min(shard_rows, n - start), *value.shape[1:]))
+                       for j, start in enumerate(range(0, n, shard_rows))]
+    for j in np.unique(shard):
+      writers[name][j][row[shard == j]] = value[shard == j]
+
+
+def _finish(cache_dir, meta, writers, n, shard_rows) -> None:
+  """Flushes the shards, then writes `meta.json` (last, so a partly written
+  cache is never taken for a finished one)."""
+  for memmaps in writers.values():
     for m in memmaps:
       m.flush()
-  meta = dict(meta, num_examples=n, shard_rows=shard_rows, outputs=shapes)
+  meta = dict(meta, num_examples=n, shard_rows=shard_rows,
+              outputs={k: list(m[0].shape[1:]) for k, m in writers.items()})
   with open(os.path.join(cache_dir, 'meta.json.tmp'), 'w') as f:
     json.dump(meta, f, indent=2, sort_keys=True)
   os.replace(os.path.join(cache_dir, 'meta.json.tmp'),
@@ -148,7 +219,7 @@ class TeacherCache:
     shard, row = np.divmod(indices, self.rows)
     out = {}
     for name, shards in self.shards.items():
-      value = np.empty((len(indices), *shards[0].shape[1:]), np.float32)
+      value = np.empty((len(indices), *shards[0].shape[1:]), shards[0].dtype)
       for k in np.unique(shard):
         sel = shard == k
         value[sel] = shards[k][row[sel]]
@@ -157,12 +228,15 @@ class TeacherCache:
 
 
 def open_or_build(cache_dir: str, meta: dict, teacher_fn, config,
-                  outputs) -> TeacherCache:
+                  outputs, build_fn=None) -> TeacherCache:
   """The cache in `cache_dir`, built first if it has none (process 0
-  builds it; the others wait)."""
+  builds it with `build_fn()`, default `build`; the others wait)."""
   if not os.path.exists(os.path.join(cache_dir, 'meta.json')):
     if jax.process_index() == 0:
-      build(cache_dir, meta, teacher_fn, config, outputs)
+      if build_fn is None:
+        build(cache_dir, meta, teacher_fn, config, outputs)
+      else:
+        build_fn()
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices('teacher cache built')

@@ -54,6 +54,9 @@ def run_config() -> mc.ConfigDict:
           # Read the teacher's outputs from a cache built once (kd.cache)
           # instead of running it; needs inputs without augmentation.
           cache=False, cache_dir='',
+          # A text dataset's cache: the teacher's top k logits per token,
+          # read by its `topk_kl` terms (of this k) as `topk_kl_cached`.
+          cache_topk=0,
           # > 1: the teacher's parameters split over a `model` mesh axis of
           # this size (parallel='mesh'), for teachers too big for a device.
           model_shards=1,
@@ -212,9 +215,17 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           'special tokens', f'set --config.{at}data.vocab_size, e.g. 4096')
     check(not c.mixup_alpha, 'mixup_alpha', 'token ids cannot be mixed',
           f'set --config.{at}mixup_alpha=0 for a text dataset')
-    check(not c.distill.teacher.cache, 'distill.teacher.cache',
-          'the teacher-output cache holds classifier outputs by example',
-          'keep the teacher live (cache=False) for a text dataset')
+    t = c.distill.teacher
+    check(not t.cache or t.cache_topk > 0, 'distill.teacher.cache_topk',
+          "a text dataset's cache holds the teacher's top-k logits per token",
+          f'set --config.{at}distill.teacher.cache_topk, e.g. 64, or keep the '
+          'teacher live (cache=False)')
+    for name, term in c.distill.terms.items() if t.cache else ():
+      check(term.loss == 'topk_kl' and term.kwargs.get('k') == t.cache_topk,
+            f'distill.terms.{name}', 'a top-k cache serves only topk_kl '
+            f'terms of k=distill.teacher.cache_topk={t.cache_topk}',
+            'make it topk_kl with that k, or keep the teacher live '
+            '(cache=False)')
   on_policy = c.distill.get('on_policy')
   if on_policy is not None and on_policy.lmbda:
     check(0 < on_policy.lmbda <= 1, 'distill.on_policy.lmbda',
@@ -222,6 +233,9 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
     check(_is_text(c.data.name), 'distill.on_policy.lmbda', 'on-policy '
           'distillation samples tokens: it needs a text dataset',
           'set it to 0')
+    check(not c.distill.teacher.cache, 'distill.on_policy.lmbda',
+          "the teacher cache holds no outputs for the student's samples",
+          'set it to 0, or keep the teacher live (cache=False)')
     check(0 < on_policy.prompt_len < max(c.data.seq_len, 1),
           'distill.on_policy.prompt_len', 'the prompt must be shorter than '
           'data.seq_len (the rest is sampled)',

@@ -98,7 +98,8 @@ def train_batches(config, parallel, start_step: int, tok=None,
   if data.text.is_text(d.name):
     return map(data.text.model_batch, data.text.train_batches(
         d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
-        tok=tok, data_dir=d.data_dir or None, start_step=start_step))
+        tok=tok, data_dir=d.data_dir or None, start_step=start_step,
+        fixed_packing=bool(config.distill.teacher.cache)))
   return data.train_batches(
       d.name, batch_size=batch_size, seed=config.seed, augment=d.augment,
       start_step=start_step, shuffle_buffer=d.shuffle_buffer,

@@ -4,6 +4,7 @@
 state), `teacher_source` (how the step sees the teacher), `fit` (restore,
 compile, the loop with its tests), `finish` (summary, latency, export).
 """
+import dataclasses
 import functools
 import os
 from typing import Any, Callable, NamedTuple
@@ -150,6 +151,33 @@ def teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
       config, names)
 
 
+def lm_teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
+                     tok):
+  """A text run's top-k cache (`kd.cache.build_topk`): the teacher's
+  `distill.teacher.cache_topk` largest logits at every token of the rows of
+  `kd.data.text.training_rows` (the fixed packing the run then trains on)."""
+  t, d = config.distill.teacher, config.data
+  meta = cache_lib.lm_provenance(config, teacher_step, teacher_vars,
+                                 teacher_dtype(t.dtype), tok)
+  forward = functools.partial(jax.jit(lambda v, x: jax.lax.top_k(
+      teacher.apply(v, x, train=False)[0], t.cache_topk)), teacher_vars)
+  cache_dir = t.cache_dir or os.path.join(workdir, 'teacher_cache')
+  build = lambda: cache_lib.build_topk(
+      cache_dir, meta, forward, data.text.training_rows(
+          d.name, seq_len=d.seq_len, seed=config.seed, tok=tok,
+          data_dir=d.data_dir or None))
+  return cache_lib.open_or_build(cache_dir, meta, None, config,
+                                 cache_lib.TOPK_OUTPUTS, build)
+
+
+def cached_topk_terms(terms) -> tuple[steps.Term, ...]:
+  """`topk_kl` terms as `topk_kl_cached` on the cache's outputs."""
+  return tuple(dataclasses.replace(
+      term, loss='topk_kl_cached', teacher=','.join(cache_lib.TOPK_OUTPUTS),
+      kwargs={k: v for k, v in term.kwargs.items() if k != 'k'})
+               for term in terms)
+
+
 def warm_start(state, run_dir: str, name: str, layers: str = ''):
   """`state` with the student (parameters and model state) and every
   adapter of the same term name and shapes taken from `run_dir`'s last
@@ -225,6 +253,8 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
                           teacher_dtype(t.dtype))
     terms = distill_terms(config)
     check_terms(terms, model, teacher, example)
+    if text and t.cache:
+      terms = cached_topk_terms(terms)
     aux_params, aux_state = init_adapters(
         terms, model, teacher, example, jax.random.key(config.seed + 1),
         0 if text else data.num_examples(d.name, 'train', d.data_dir or None,
@@ -293,8 +323,10 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
         b.parallel, b.teacher, variables, b.terms, b.example))
   extra = (b.parallel.replicate(variables),)
   if t.cache:
-    cache = teacher_cache(config, workdir, b.teacher, variables, step,
-                          b.terms, b.example)
+    cache = (lm_teacher_cache(config, workdir, b.teacher, variables, step,
+                              b.tok) if b.tok is not None else
+             teacher_cache(config, workdir, b.teacher, variables, step,
+                           b.terms, b.example))
     return TeacherSource(variables, step, extra, extend_batch=lambda batch: {
         **batch, 'teacher': cache.lookup(batch['index'])})
   return TeacherSource(variables, step, extra, extra, seqkd_dir=seqkd_dir)

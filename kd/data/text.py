@@ -206,13 +206,18 @@ def _encoded(name, split, tok, data_dir):
 def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
                   tok=None, data_dir: str | None = None, split: str = 'train',
                   start_step: int = 0, process_index: int | None = None,
-                  process_count: int | None = None):
+                  process_count: int | None = None,
+                  fixed_packing: bool = False):
   """Endless iterator of packed batches (see the module doc) of this
   process's `batch_size` rows. Every epoch packs the documents in an order
   of its own and visits the rows in an order of its own, both drawn from
   (seed, epoch); rows left over from the last whole global batch are
-  skipped. Process i keeps rows i*B..(i+1)*B of every global batch, so the
-  global batches do not depend on the process count. Starting at
+  skipped. With `fixed_packing` every epoch keeps epoch 0's packing
+  (`fixed_rows`), only the row order changes, and each batch carries the
+  row numbers as `index`: the keys of a teacher-output cache (`kd.cache`),
+  whose rows must be the ones the student sees. Process i keeps rows
+  i*B..(i+1)*B of every global batch, so the global batches do not depend
+  on the process count. Starting at
   `start_step` yields exactly what an uninterrupted iterator yields from
   its `start_step`-th batch on."""
   tok = tok or ByteTokenizer()
@@ -233,12 +238,36 @@ def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
     if e != epoch:
       epoch = e
       rng = np.random.default_rng([seed, epoch])
-      view = windows(pack([docs[i] for i in rng.permutation(len(docs))],
-                          tok), seq_len)
+      perm = rng.permutation(len(docs))
+      if not fixed_packing or view is None:
+        view = (fixed_rows(docs, tok, seq_len, seed) if fixed_packing else
+                windows(pack([docs[i] for i in perm], tok), seq_len))
       order = rng.permutation(rows)
     first = (b * count + index) * batch_size
-    yield _batch(view[order[first:first + batch_size]], tok)
+    picked = order[first:first + batch_size]
+    batch = _batch(view[picked], tok)
+    if fixed_packing:
+      batch['index'] = picked
+    yield batch
     step += 1
+
+
+def fixed_rows(docs: list[np.ndarray], tok, seq_len: int, seed: int
+               ) -> np.ndarray:
+  """[rows, seq_len + 1]: the windows of epoch 0's packing (documents in
+  the order drawn from (seed, 0)), which `fixed_packing` keeps for every
+  epoch."""
+  perm = np.random.default_rng([seed, 0]).permutation(len(docs))
+  return windows(pack([docs[i] for i in perm], tok), seq_len)
+
+
+def training_rows(name: str, *, seq_len: int, seed: int, tok=None,
+                  data_dir: str | None = None, split: str = 'train'
+                  ) -> np.ndarray:
+  """Every row `train_batches(..., fixed_packing=True)` draws from, by its
+  `index`: [rows, seq_len + 1] tokens."""
+  tok = tok or ByteTokenizer()
+  return fixed_rows(_encoded(name, split, tok, data_dir), tok, seq_len, seed)
 
 
 def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
@@ -303,7 +332,11 @@ def spec(name: str, seq_len: int, tok) -> DatasetSpec:
 def model_batch(batch: dict) -> dict:
   """A packed batch in the form every kd step reads: `image` the model
   input (token ids [B, T]; the key predates non-image inputs), `label` the
-  next tokens [B, T], `mask` and `bytes` per target."""
+  next tokens [B, T], `mask` and `bytes` per target (and `index`, the
+  row numbers, with fixed packing)."""
   tokens = batch['tokens']
-  return {'image': tokens[:, :-1], 'label': tokens[:, 1:],
-          'mask': batch['mask'], 'bytes': batch['bytes']}
+  out = {'image': tokens[:, :-1], 'label': tokens[:, 1:],
+         'mask': batch['mask'], 'bytes': batch['bytes']}
+  if 'index' in batch:
+    out['index'] = batch['index']
+  return out

@@ -1,0 +1,122 @@
+"""A language model's top-k teacher cache: its rows are the teacher's top k
+at the student's training rows, a student trained from it matches one
+taught live by `topk_kl`, and a cache made for another k is refused."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs.lm import train as lm_configs
+from kd import cache, config as kd_config, models, train
+from kd.data import text
+from tests.lm_run_fixture import write_lm_run
+
+SIZES = dict(lm_configs.SIZES['tiny'], max_len=64)
+SEQ, K = 32, 4
+
+
+@pytest.fixture(scope='module')
+def teacher_dir(tmp_path_factory):
+  return write_lm_run(str(tmp_path_factory.mktemp('teacher')), None,
+                      train_steps=20, seq_len=SEQ, sizes=SIZES)
+
+
+def _student(teacher_dir, use_cache, cache_dir='', k=K):
+  c = lm_configs.recipe('tiny_half', 0, 4, seq_len=SEQ, batch=8,
+                        dataset='kd_pystdlib/tiny', tokenizer='byte', vocab=0)
+  c.log_every, c.checkpoint_every = 1, 4
+  c.wandb.mode = 'disabled'
+  t = c.distill.teacher
+  t.update(workdir=teacher_dir, model='transformer_lm', kwargs=SIZES,
+           allow_unfinished_teacher=True, cache=use_cache, cache_dir=cache_dir,
+           cache_topk=k if use_cache else 0)
+  c.distill.terms.topk = kd_config.term('topk_kl', 1.0, k=k, temperature=2.0)
+  return c
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  return [(r['step'], r['loss'], r['topk']) for r in rows if 'topk' in r]
+
+
+@pytest.fixture(scope='module')
+def runs(teacher_dir, tmp_path_factory):
+  root = tmp_path_factory.mktemp('runs')
+  cache_dir = str(root / 'cache')
+  for name, use in (('live', False), ('cached', True)):
+    train.train_and_evaluate(_student(teacher_dir, use, cache_dir),
+                             str(root / name))
+  return root, cache_dir
+
+
+def test_cached_student_trains_like_the_live_topk_teacher(runs):
+  root, _ = runs
+  live, cached = _losses(str(root / 'live')), _losses(str(root / 'cached'))
+  assert [r[0] for r in live] == [1, 2, 3, 4]
+  np.testing.assert_allclose(np.array(cached)[:, 1:], np.array(live)[:, 1:],
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_cached_rows_are_the_teachers_topk(runs, teacher_dir):
+  _, cache_dir = runs
+  with open(os.path.join(cache_dir, 'meta.json')) as f:
+    meta = json.load(f)
+  c = cache.TeacherCache(cache_dir, {'topk': K}, cache.TOPK_OUTPUTS)
+  rows = text.training_rows('kd_pystdlib/tiny', seq_len=SEQ, seed=0)
+  assert c.num_examples == len(rows) == meta['num_examples']
+  teacher = models.create('transformer_lm', 259, **SIZES)
+  variables, _ = train.runs.load_variables(
+      teacher_dir, jax.eval_shape(lambda: teacher.init(
+          jax.random.key(0), rows[:1, :-1])), 'teacher')
+  picked = np.array([0, 5, len(rows) - 1])
+  values, indices = jax.lax.top_k(
+      teacher.apply(variables, rows[picked, :-1])[0], K)
+  got = c.lookup(picked)
+  assert got['topk_indices'].dtype == np.int32
+  assert got['topk_values'].shape == (3, SEQ, K)
+  np.testing.assert_allclose(got['topk_values'], values, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(got['topk_indices'], indices)
+
+
+def test_a_cache_of_another_k_is_refused_naming_it(runs, teacher_dir,
+                                                   tmp_path):
+  _, cache_dir = runs
+  c = _student(teacher_dir, True, cache_dir, k=3)
+  with pytest.raises(cache.CacheMismatchError,
+                     match=r'topk: cache has 4, this run needs 3'):
+    train.train_and_evaluate(c, str(tmp_path))
+
+
+@pytest.mark.parametrize('change, field', [
+    (lambda c: c.distill.teacher.update(cache_topk=0),
+     'distill.teacher.cache_topk'),
+    (lambda c: c.distill.terms.topk.kwargs.update(k=K + 1),
+     'distill.terms.topk'),
+    (lambda c: c.distill.on_policy.update(lmbda=0.5, prompt_len=8),
+     'distill.on_policy.lmbda'),
+])
+def test_text_cache_needs_topk_terms_of_its_k(change, field):
+  c = _student('teacher', True)
+  change(c)
+  with pytest.raises(ValueError, match=field):
+    kd_config.validate(c)
+
+
+def test_fixed_packing_keeps_epoch_0_rows_and_names_them():
+  kw = dict(batch_size=8, seq_len=SEQ, seed=1)
+  rows = text.training_rows('kd_pystdlib/tiny', seq_len=SEQ, seed=1)
+  per_epoch = len(rows) // 8
+  fixed = text.train_batches('kd_pystdlib/tiny', fixed_packing=True, **kw)
+  first = next(fixed)
+  # Epoch 0 is the default iterator's: a cache run sees the same data.
+  np.testing.assert_array_equal(
+      first['tokens'], next(text.train_batches('kd_pystdlib/tiny', **kw))[
+          'tokens'])
+  later = next(text.train_batches('kd_pystdlib/tiny', fixed_packing=True,
+                                  start_step=per_epoch + 3, **kw))
+  for b in (first, later):
+    np.testing.assert_array_equal(b['tokens'], rows[b['index']])
+  assert 'index' in text.model_batch(later)
