@@ -30,6 +30,23 @@ def assert_moved(initial, final, what: str = 'params') -> None:
     assert not np.allclose(b, a), f'{what}: array {i} {np.shape(b)} unchanged'
 
 
+def initial_params(run_dir: str):
+  """The parameters `kd.train` starts `run_dir`'s student from (no
+  `init_from`): its model initialised with the config's seed."""
+  config = runs.load_config(run_dir)
+  model, spec = runs.model_of(config, run_dir)
+  example = np.zeros((1, *spec.input_shape), spec.input_dtype)
+  return model.init(jax.random.key(config.seed), example,
+                    train=False)['params']
+
+
+def assert_run_moved(run_dir: str, steps: int) -> None:
+  """`run_dir`'s last checkpoint (step `steps`) moved every parameter of a
+  `kd.train` run from its initialisation."""
+  assert_moved(initial_params(run_dir), final_state(run_dir, steps)['params'],
+               run_dir)
+
+
 def accuracies(config, logits_fn) -> dict:
   """{name: test accuracy} over `config`'s test split, in numpy, of
   `logits_fn(image)` -> {name: logits}; padding (mask 0) left out."""
