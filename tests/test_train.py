@@ -208,14 +208,20 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     run_checks.assert_logged(stage_dir(stage), stage_summary,
                              ('test_accuracy',), ('loss',), log_every=10)
     assert summary[f'{stage}/test_accuracy'] == stage_summary['test_accuracy']
-  # Thirty steps lift the teacher well above chance (0.1) on MNIST-1D.
+  # Thirty steps lift the models trained on labels alone well above chance
+  # (0.1) on MNIST-1D (0.38 and 0.32 with this seed).
   assert summary['teacher/test_accuracy'] > 0.2
+  assert summary['student_scratch/test_accuracy'] > 0.2
   want = _teacher_stats(c.stages.student_kd, stage_dir('student_kd'),
                         stage_dir('teacher'))
   for key, value in want.items():
     np.testing.assert_allclose(summary[f'student_kd/{key}'], value,
                                rtol=1e-4, atol=1e-6, err_msg=key)
-  assert summary['student_kd/tflite_float32_agreement_with_jax'] > 0.99
+  # The float TFLite model scores as the checkpoint but where they disagree.
+  agreement = summary['student_kd/tflite_float32_agreement_with_jax']
+  assert agreement > 0.99
+  assert abs(summary['student_kd/tflite_float32_accuracy'] -
+             summary['student_kd/test_accuracy']) <= 1 - agreement + 1e-9
   assert summary['teacher/params'] > summary['student_kd/params'] > 0
   assert summary['student_kd/tflite_int8_bytes'] < summary[
       'student_kd/tflite_float32_bytes']
