@@ -128,8 +128,9 @@ def test_a_few_steps(teacher_dir, tmp_path, parallel):
   # The reported accuracies are the checkpoint's and the teacher's.
   s_vars = {'params': final['student']['params'],
             **final['student']['model_state']}
-  apply = jax.jit(lambda x: {'student': student.apply(s_vars, x, train=False)[0],
-                             'teacher': teacher.apply(t_vars, x, train=False)[0]})
+  apply = jax.jit(lambda x: {
+      'student': student.apply(s_vars, x, train=False)[0],
+      'teacher': teacher.apply(t_vars, x, train=False)[0]})
   run_checks.assert_accuracies(summary, run_checks.accuracies(c, apply))
   run_checks.assert_logged(
       run, summary, ('student/test_accuracy', 'teacher/test_accuracy'),
