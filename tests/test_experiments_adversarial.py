@@ -15,7 +15,9 @@ from experiments.adversarial import train as adv_train
 from kd import models
 from kd import optim
 from kd import train as kd_train
+from kd import variant
 from kd.parallel import DataParallel
+from tests import run_checks
 
 
 def test_game_losses_match_hand_values():
@@ -110,7 +112,26 @@ def test_a_few_steps(teacher_dir, tmp_path, parallel):
                             'raw_logits=1')
   c.update(eval_every=2, log_every=2, parallel=parallel)
   c.wandb.mode = 'disabled'
-  summary = adv_train.train(c, str(tmp_path / 'run'))
+  run = str(tmp_path / 'run')
+  summary = adv_train.train(c, run)
   assert summary['steps'] == 4
-  for key in ('student', 'teacher'):
-    assert 0.0 <= summary[f'{key}/test_accuracy'] <= 1.0
+  # Both players moved from where the seed puts them.
+  s = variant.setup(c, 'adversarial')
+  student = variant.create_model(s, c.model)
+  _, teacher, t_vars, _ = adv_train.runs.load_run(teacher_dir)
+  disc = disc_lib.Discriminator(tuple(c.adversarial.disc_hidden))
+  initial = adv_train.init_state(c, student, teacher, disc, s.tx,
+                                 optax.adam(1.0), s.example, s.num_classes)
+  final = run_checks.final_state(run, 4)
+  run_checks.assert_moved(initial.student.params, final['student']['params'])
+  run_checks.assert_moved(initial.disc_params, final['disc_params'], 'disc')
+  # The reported accuracies are the checkpoint's and the teacher's.
+  s_vars = {'params': final['student']['params'],
+            **final['student']['model_state']}
+  apply = jax.jit(lambda x: {
+      'student': student.apply(s_vars, x, train=False)[0],
+      'teacher': teacher.apply(t_vars, x, train=False)[0]})
+  run_checks.assert_accuracies(summary, run_checks.accuracies(c, apply))
+  run_checks.assert_logged(
+      run, summary, ('student/test_accuracy', 'teacher/test_accuracy'),
+      ('loss', 'disc_loss', 'adv'), log_every=2)

@@ -1,6 +1,7 @@
 """Multi-teacher weights against hand-computed values, and a few real steps."""
 import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,10 @@ from experiments.multi_teacher import train as mt_train
 from experiments.multi_teacher import weights
 from configs.mnist1d import train as recipes
 from kd import losses
+from kd import models
+from kd import runs
 from kd import train as kd_train
+from tests import run_checks
 
 
 def _two_class(*probs):
@@ -104,11 +108,39 @@ def test_a_few_steps_with_two_teachers(teacher_root, tmp_path, mode, parallel):
                            'teachers=logreg:0+mlp:0')
   c.update(eval_every=2, log_every=2, parallel=parallel)
   c.wandb.mode = 'disabled'
-  summary = mt_train.train(c, str(tmp_path / 'run'))
+  run = str(tmp_path / 'run')
+  summary = mt_train.train(c, run)
   assert summary['steps'] == 4
-  for key in ('student', 'teacher_0', 'teacher_1', 'ensemble'):
-    assert 0.0 <= summary[f'{key}/test_accuracy'] <= 1.0
   assert math.isfinite(summary['student/test_loss'])
+  student = models.create(c.model.name, 10, **c.model.kwargs.to_dict())
+  example = np.zeros((1, 40, 1), np.float32)
+  final = run_checks.final_state(run, 4)
+  run_checks.assert_moved(  # The student trained from its seed's init.
+      student.init(jax.random.key(c.seed), example, train=False)['params'],
+      final['params'])
+  # Each teacher scores as its own run did; the student as its checkpoint;
+  # the ensemble as the mean of the teachers' distributions.
+  loaded = [runs.load_run(d)[1:3] for d in c.multi.teachers]
+  for k, d in enumerate(c.multi.teachers):
+    assert summary[f'teacher_{k}/test_accuracy'] == runs.summary(d)[
+        'test_accuracy']
+  s_vars = {'params': final['params'], **final['model_state']}
+  apply = jax.jit(lambda x: {
+      'student': student.apply(s_vars, x, train=False)[0],
+      **{f'teacher_{k}': t.apply(v, x, train=False)[0]
+         for k, (t, v) in enumerate(loaded)}})
+
+  def logits_fn(x):
+    out = {k: np.asarray(v) for k, v in apply(x).items()}
+    return {**out, 'ensemble': run_checks.ensemble(
+        [out['teacher_0'], out['teacher_1']])}
+
+  run_checks.assert_accuracies(summary, run_checks.accuracies(c, logits_fn))
+  run_checks.assert_logged(run, summary, ('student/test_accuracy',),
+                           ('loss', 'ce', 'kd', 'weight_0', 'weight_1'),
+                           log_every=2)
+  with open(os.path.join(run, 'summary.json')) as f:
+    assert json.load(f) == summary
 
 
 def test_a_feature_term_pairs_the_student_with_a_chosen_teacher(

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
+from kd import runs as kd_runs
 from kd import tables
 from launch import sweep
+from tests import run_checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = '''
@@ -467,7 +470,16 @@ def test_wandb_sweep_command_runs_with_its_seed(tmp_path):
   assert config['seed'] == 7 and config['steps'] == 20
   assert config['optimizer']['lr'] == 0.003
   summary = json.load(open(os.path.join(run.workdir, 'summary.json')))
-  assert 0 <= summary['test_accuracy'] <= 1
+  # It trained from seed 7's initialisation and reports its checkpoint.
+  run_checks.assert_run_moved(run.workdir, 20)
+  _, model, variables, _ = kd_runs.load_run(run.workdir)
+  apply = jax.jit(lambda x: {'run': model.apply(variables, x,
+                                                train=False)[0]})
+  run_checks.assert_accuracies(
+      {'run/test_accuracy': summary['test_accuracy']},
+      run_checks.accuracies(kd_runs.load_config(run.workdir), apply))
+  run_checks.assert_logged(run.workdir, summary, ('test_accuracy',),
+                           ('loss',), log_every=20)
   assert json.load(open(os.path.join(run.workdir, 'sweep.json')))['args'] == {
       'steps': '20', 'seed': '7'}
 

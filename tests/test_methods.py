@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from configs.cifar100 import distill
 from kd import main, runs
+from tests import run_checks
 from tests.mock_tfds import metadata_dir
 
 TEACHER, STUDENT = 'cnn', 'cnn'
@@ -61,8 +62,8 @@ def test_recipe_matches_the_benchmark():
 @pytest.mark.parametrize('method', sorted(distill.METHODS))
 def test_method_runs_a_few_steps(method, mock_cifar, teacher_dir, tmp_path):
   c = distill.get_config(f'teacher={TEACHER},student={STUDENT},method={method}')
-  runs = [r for r in ('init', 'student') if r in c.stages]
-  for run in runs:
+  stages = [r for r in ('init', 'student') if r in c.stages]
+  for run in stages:
     stage = c.stages[run]
     _small(stage, mock_cifar)
     stage.distill.teacher.workdir = teacher_dir
@@ -70,15 +71,34 @@ def test_method_runs_a_few_steps(method, mock_cifar, teacher_dir, tmp_path):
       if t.adapter == 'crd':
         t.adapter_kwargs.num_negatives = 16
   with c.unlocked():
-    c.stage_order = tuple(runs)
+    c.stage_order = tuple(stages)
   summary = main.run_pipeline(c, str(tmp_path))
-  for run in runs:
+  for run in stages:
     rows = [r for r in map(json.loads, open(tmp_path / run / 'metrics.jsonl'))
             if 'loss' in r]
     assert len(rows) == 3
     for name in c.stages[run].distill.terms:
       assert all(np.isfinite(r[name]) for r in rows), name
-  assert 0.0 <= summary['student/test_accuracy'] <= 1.0
+  # The student moved from where it started: its seed's initialisation, or
+  # the init stage's result (itself moved from its seed's).
+  student_dir = str(tmp_path / 'student')
+  final = run_checks.final_state(student_dir, 3)['params']
+  if 'init' in stages:
+    init_dir = str(tmp_path / 'init')
+    run_checks.assert_moved(run_checks.initial_params(init_dir),
+                            run_checks.final_state(init_dir, 3)['params'],
+                            'init', every=False)
+    start = run_checks.final_state(init_dir, 3)['params']
+  else:
+    start = run_checks.initial_params(student_dir)
+  run_checks.assert_moved(start, final, 'student')
+  # The reported accuracy is the checkpoint's on the test split.
+  config, model, variables, _ = runs.load_run(student_dir)
+  apply = jax.jit(lambda x: {'student': model.apply(variables, x,
+                                                    train=False)[0]})
+  run_checks.assert_accuracies(summary, run_checks.accuracies(config, apply))
+  run_checks.assert_logged(student_dir, runs.summary(student_dir),
+                           ('test_accuracy',))
 
 
 def test_init_stage_hands_its_student_and_adapters_on(mock_cifar, teacher_dir,
