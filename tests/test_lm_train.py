@@ -63,7 +63,8 @@ def test_on_policy_student_mixes_its_own_samples(gkd_run):
   # lmbda = 0.5: some steps of each logged interval were on-policy, not all.
   assert 0 < np.mean([r['on_policy'] for r in rows]) < 1
   assert summary['student/teacher_step'] == 30
-  assert 0 <= summary['student/teacher_agreement'] <= 1
+  # The student and the teacher are compared on the same held-out tokens.
+  assert summary['student/teacher_agreement'] > 0
   assert summary['student/kl_to_teacher'] > 0
 
 
