@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from kd import data
+from kd import runs
 
 FORMAT = 1
 
@@ -178,17 +179,6 @@ def _finish(cache_dir, meta, writers, n, shard_rows) -> None:
              os.path.join(cache_dir, 'meta.json'))
 
 
-def _differences(want, found, prefix='') -> list[str]:
-  out = []
-  for key in sorted(set(want) | set(found)):
-    a, b = want.get(key), found.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += _differences(a, b, f'{prefix}{key}.')
-    elif a != b:
-      out.append(f'{prefix}{key}: cache has {b!r}, this run needs {a!r}')
-  return out
-
-
 class TeacherCache:
   """A finished cache, checked against the run that wants it."""
 
@@ -196,7 +186,7 @@ class TeacherCache:
     path = os.path.join(cache_dir, 'meta.json')
     with open(path) as f:
       found = json.load(f)
-    problems = _differences(meta, {k: found.get(k) for k in meta})
+    problems = runs.differences(meta, {k: found.get(k) for k in meta}, 'cache')
     missing = sorted(set(outputs) - set(found.get('outputs', {})))
     if missing:
       problems.append(f'outputs: cache lacks {missing}')

@@ -236,11 +236,8 @@ def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
   from `workdir`'s checkpoints), then writes `summary.json` with the steps,
   training time and `test(p_state)`; returns the summary. A finished run is
   reused; `workdir` is locked, and must hold no run of another config."""
-  with runs.lock(workdir):
-    runs.check_identity(workdir, config)
-    done = runs.finished_summary(workdir, config.steps)
+  with runs.accepted(workdir, config, name) as done:
     if done is not None:
-      print(f'[{name}] already finished in {workdir}; reusing its results')
       return done
     mngr, state = restore(config, workdir, state, name)
     runs.write_json(os.path.join(workdir, 'config.json'), config.to_dict())

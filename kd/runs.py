@@ -226,6 +226,32 @@ def _holder(path: str) -> dict:
     return {}
 
 
+def differences(want: dict, found: dict, what: str = 'directory',
+                prefix: str = '') -> list[str]:
+  """'field: <what> has X, this run needs Y' for every differing leaf of two
+  nested provenance dicts (a cache's or stored generations' meta.json)."""
+  out = []
+  for key in sorted(set(want) | set(found)):
+    a, b = want.get(key), found.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += differences(a, b, what, f'{prefix}{key}.')
+    elif a != b:
+      out.append(f'{prefix}{key}: {what} has {b!r}, this run needs {a!r}')
+  return out
+
+
+@contextlib.contextmanager
+def accepted(run_dir: str, config: mc.ConfigDict, name: str):
+  """Holds `run_dir`'s lock for a run of `config` (a rerun must ask for the
+  same config); yields the run's summary if it already finished, else None."""
+  with lock(run_dir):
+    check_identity(run_dir, config)
+    done = finished_summary(run_dir, config.steps)
+    if done is not None:
+      print(f'[{name}] already finished in {run_dir}; reusing its results')
+    yield done
+
+
 @contextlib.contextmanager
 def lock(run_dir: str):
   """Holds `run_dir/run.lock` for the block: a second process on the same

@@ -56,18 +56,6 @@ def provenance(teacher_run_dir: str, teacher_step: int, tok, *, dataset: str,
   }))
 
 
-def differences(want: dict, found: dict, prefix: str = '') -> list[str]:
-  """'field: directory has X, this run needs Y' for every differing leaf."""
-  out = []
-  for key in sorted(set(want) | set(found)):
-    a, b = want.get(key), found.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += differences(a, b, f'{prefix}{key}.')
-    elif a != b:
-      out.append(f'{prefix}{key}: directory has {b!r}, this run needs {a!r}')
-  return out
-
-
 def read_meta(out_dir: str) -> dict | None:
   path = os.path.join(out_dir, 'meta.json')
   if not os.path.exists(path):
@@ -83,7 +71,7 @@ def check_meta(out_dir: str, want: dict) -> bool:
   if found is None:
     return False
   found = {k: v for k, v in found.items() if k in want}
-  diff = differences(want, found)
+  diff = runs.differences(want, found)
   if diff:
     raise SeqKDMismatchError(
         f'{out_dir} holds sequence-level KD data of other settings:\n  '

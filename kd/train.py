@@ -440,11 +440,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   locked meanwhile and must hold no run of another config (`kd.runs`).
   `later_steps`: the steps of later pipeline stages, for the ETA."""
   kd_config.validate(config)
-  with runs.lock(workdir):
-    runs.check_identity(workdir, config)
-    done = runs.finished_summary(workdir, config.steps)
+  with runs.accepted(workdir, config, name) as done:
     if done is not None:
-      print(f'[{name}] already finished in {workdir}; reusing its results')
       return done
     b = build(config, workdir, name)
     src = teacher_source(config, workdir, b)
