@@ -1,6 +1,9 @@
 """Test-session environment: CPU only, offline, data in a temporary TFDS dir."""
+import gc
 import os
 import tempfile
+
+import pytest
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -8,3 +11,13 @@ os.environ.setdefault('WANDB_SILENT', 'true')
 os.environ.setdefault('WANDB_MODE', 'offline')
 # The offline builders (kd_digits, mnist1d) prepare themselves here once.
 os.environ.setdefault('TFDS_DATA_DIR', tempfile.mkdtemp(prefix='kd_tfds_'))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _free_compiled_programs():
+  """Drops a module's compiled programs after it: one process runs the whole
+  suite, and without this its memory grows with every module's programs."""
+  yield
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.clear_caches()
+  gc.collect()
