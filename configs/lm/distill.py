@@ -13,6 +13,9 @@
   seqkd        sequence-level KD (Kim & Rush 2016): cross-entropy on the
                teacher's greedy continuations of the training rows' first
                `prompt` tokens, generated once (kd.seqkd)
+  topk         CE + KL to the teacher's top-k (k 32 of the vocabulary,
+               renormalised), read from a cache of the teacher's top-k
+               logits per token built once (kd.cache)
 `teacher_dir=PATH` shares one trained teacher between runs. `export=1`
 exports the student to LiteRT (float32 and int8 weights; prefill and decode
 signatures). `init=1` starts
@@ -26,7 +29,8 @@ from configs.lm import train as recipes
 from kd.config import parse_args, pipeline_config, term
 
 METHODS = ('scratch', 'forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tvd',
-           'gkd', 'seqkd')
+           'gkd', 'seqkd', 'topk')
+TOPK = 32
 
 
 def _terms(method: str) -> tuple[float, dict]:
@@ -40,6 +44,7 @@ def _terms(method: str) -> tuple[float, dict]:
       'tvd': (1.0, {'tvd': term('tvd', 1.0)}),
       'gkd': (0.0, {'jsd': term('generalized_jsd', 1.0, beta=0.5)}),
       'seqkd': (1.0, {}),
+      'topk': (1.0, {'topk': term('topk_kl', 1.0, k=TOPK)}),
   }[method]
 
 
@@ -70,6 +75,8 @@ def get_config(arg: str | None = None):
     student.distill.on_policy.update(lmbda=a['lmbda'], prompt_len=a['prompt'])
   if method == 'seqkd':
     student.distill.seqkd.prompt_len = a['prompt']
+  if method == 'topk':
+    student.distill.teacher.update(cache=True, cache_topk=TOPK)
   c = pipeline_config(teacher=teacher, student=student)
   if a['teacher_dir']:
     c.stage_dirs = {'teacher': a['teacher_dir']}

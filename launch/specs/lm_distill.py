@@ -1,6 +1,7 @@
 """Language-model distillation on the stdlib corpus (byte-level): the 0.83M
 teacher (shared by every run), the 0.11M student from the corpus alone and
-distilled with each objective, and on-policy GKD; 3 seeds.
+distilled with each objective, sequence-level KD, on-policy GKD and
+the top-k teacher cache; 3 seeds.
 
   python -m launch.sweep launch/specs/lm_distill.py --workdir=runs
   python -m kd.tables runs/lm_distill --group-by=method \
@@ -14,6 +15,7 @@ NAME = 'lm_distill'
 CONFIG = 'configs/lm/distill.py'
 _T = 'teacher_dir={root}/teacher,teacher_steps=1000,steps=500'
 ARGS = [f'method={m},{_T}' for m in ('scratch', 'forward_kl', 'reverse_kl',
-                                     'jsd', 'skew_kl', 'tvd', 'gkd')]
+                                     'jsd', 'skew_kl', 'tvd', 'gkd', 'seqkd',
+                                     'topk')]
 SEEDS = [0, 1, 2]
 TAGS = ['lm', 'pystdlib']
