@@ -13,9 +13,9 @@ through GRID, or configs/lm/distill.py's seq_len/batch/steps arguments.
 """
 NAME = 'lm_distill'
 CONFIG = 'configs/lm/distill.py'
-_T = 'teacher_dir={root}/teacher,teacher_steps=1000,steps=500'
+_T = 'teacher_dir={root}/teacher,teacher_steps=1000,steps=300'
+# The issue's table (tvd, also in the config, left out to fit 2 CPU cores).
 ARGS = [f'method={m},{_T}' for m in ('scratch', 'forward_kl', 'reverse_kl',
-                                     'jsd', 'skew_kl', 'tvd', 'gkd', 'seqkd',
-                                     'topk')]
+                                     'jsd', 'skew_kl', 'seqkd', 'gkd', 'topk')]
 SEEDS = [0, 1, 2]
 TAGS = ['lm', 'pystdlib']
