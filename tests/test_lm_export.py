@@ -29,14 +29,14 @@ def run(tmp_path_factory):
 @pytest.fixture(scope='module')
 def files(run):
   return {q: lm.convert(run.model, run.variables, prompt_len=P, cache_len=L,
-                        quantize=q) for q in ('none', 'int8')}
+                        quantize=q) for q in ('none', 'int8', 'int4')}
 
 
 @pytest.fixture(scope='module')
 def measured(run, files):
   return {q: lm.measure(run, lm.LiteRTLM(blob), prompts=4, new_tokens=16,
                         bpb_rows=4, speed=False)
-          for q, blob in files.items()}
+          for q, blob in files.items() if q != 'int4'}
 
 
 def test_load_run_restores_the_trained_checkpoint(run):
@@ -82,6 +82,19 @@ def test_int8_weights_file_is_small_and_keeps_bits_per_byte(files, measured):
   assert abs(bpb['litert'] - bpb['jax_float32']) < 0.05
   # Quantized, so not bit-equal to float.
   assert bpb['litert'] != measured['none']['bits_per_byte']['litert']
+
+
+def test_weight_only_files_dequantize_to_float_kernels(files):
+  # Weight-only: int8/int4 weights feed DEQUANTIZE, and no hybrid kernel
+  # quantizes activations, unlike the converter's dynamic-range recipe.
+  for q in ('int8', 'int4'):
+    assert 'DEQUANTIZE' in lm.LiteRTLM(files[q]).op_names()
+  assert len(files['int4']) < 0.8 * len(files['int8'])
+  tokens = np.arange(P, dtype=np.int32) % 256
+  ref = lm.LiteRTLM(files['none']).prefill(tokens)[0]
+  err = {q: np.abs(lm.LiteRTLM(files[q]).prefill(tokens)[0] - ref).max()
+         for q in ('int8', 'int4')}
+  assert 0 < err['int8'] < err['int4'] < 1.0
 
 
 def test_decode_continues_a_prefill_as_one_longer_prefill(run, files):

@@ -1,9 +1,10 @@
-"""`python -m kd.export --workdir=RUN_DIR --quantize=none|fp16|dynamic|int8`
+"""`python -m kd.export --workdir=RUN_DIR --quantize=none|fp16|dynamic|int8|int4`
 
 Loads a run's config and newest readable checkpoint (`kd.runs.load_run`) and
 writes the student as a builtin-ops-only `.tflite` file with a JSON sidecar
-(see `kd.export.student`); a language model (`transformer_lm`) gets `prefill`
-and `decode` signatures and int8 weights (see `kd.export.lm`).
+(see `kd.export.student`: int8 is full-integer); a language model
+(`transformer_lm`) gets `prefill` and `decode` signatures and weight-only
+quantization, int4 included (see `kd.export.lm`).
 """
 import json
 import os
@@ -16,8 +17,9 @@ from kd import runs
 from kd.export import lm, student, tflite
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory (one stage).')
-_QUANTIZE = flags.DEFINE_enum('quantize', 'none', list(tflite.QUANTIZATIONS),
-                              'Weights/activations format.')
+_QUANTIZE = flags.DEFINE_enum('quantize', 'none', list(lm.QUANTIZATIONS),
+                              'Weights/activations format (int4: language '
+                              'models).')
 _OUT = flags.DEFINE_string('out', None, 'Output file (default: '
                            'RUN_DIR/student_<quantize>.tflite).')
 _BATCH = flags.DEFINE_string('batch', '1', "Fixed batch size, or 'dynamic'.")
@@ -64,6 +66,10 @@ def main(argv):
                            'logits and quantizes weights only')
     export_lm(_OUT.value)
     return
+  if _QUANTIZE.value not in tflite.QUANTIZATIONS:
+    raise app.UsageError(f'--quantize={_QUANTIZE.value} is for language '
+                         f'models; a classifier takes one of '
+                         f'{", ".join(tflite.QUANTIZATIONS)}')
   config, model, variables, step = runs.load_run(_WORKDIR.value)
   if _REPRESENTATIVE.value:
     config.export.representative_examples = _REPRESENTATIVE.value

@@ -15,9 +15,11 @@ is right-padded to P with any id: `logits[0, n - 1]` predicts token n, which
 can read it, and no mask is needed. Decoding needs pos < L.
 
 Quantization is of the weights only (inputs, caches and outputs stay
-float32): 'fp16' stores float16 weights; 'dynamic' and 'int8' (for a
-language model the same recipe) store int8 weights, run by LiteRT's hybrid
-kernels.
+float32): 'fp16' stores float16 weights; 'dynamic' int8 weights run by
+LiteRT's hybrid kernels (the converter's dynamic-range recipe, activations
+quantized on the fly); 'int8' and 'int4' weight-only int8 / int4 weights
+(per channel, dequantized to float32 for float kernels: ai-edge-quantizer's
+`weight_only_wi8_afp32` / `weight_only_wi4_afp32` recipes).
 """
 import collections
 import json
@@ -37,9 +39,21 @@ from kd.export import tflite
 from kd.generate import generate, sample_token
 from kd.models import lm
 
-QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8')
-_RECIPE = {'none': 'none', 'fp16': 'fp16', 'dynamic': 'dynamic',
-           'int8': 'dynamic'}
+QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8', 'int4')
+_CONVERTER = {'none': 'none', 'fp16': 'fp16', 'dynamic': 'dynamic',
+              'int8': 'none', 'int4': 'none'}
+_WEIGHT_ONLY = {'int8': 'weight_only_wi8_afp32',
+                'int4': 'weight_only_wi4_afp32'}
+_DESCRIBED = {
+    'none': 'float32',
+    'fp16': 'float16 weights',
+    'dynamic': 'int8 weights, per channel (the converter\'s dynamic-range '
+               'recipe); float32 activation tensors, which the hybrid '
+               'kernels quantize on the fly',
+    'int8': 'weight-only int8, per channel (ai-edge-quantizer '
+            'weight_only_wi8_afp32): dequantized to float32, float kernels',
+    'int4': 'weight-only int4, per channel (ai-edge-quantizer '
+            'weight_only_wi4_afp32): dequantized to float32, float kernels'}
 
 LMRun = collections.namedtuple('LMRun',
                                'workdir config model variables step tokenizer')
@@ -113,12 +127,27 @@ def convert(model, variables, *, prompt_len: int, cache_len: int,
                      f'({model.max_len})')
   prefill, decode = functions(model, variables, cache_len)
   cache = np.zeros(cache_shape(model, cache_len), np.float32)
-  return tflite.convert_signatures({
+  blob = tflite.convert_signatures({
       'prefill': (prefill, {'tokens': np.zeros((1, prompt_len), np.int32)}),
       'decode': (decode, {'token': np.zeros((1, 1), np.int32),
                           'pos': np.zeros((1,), np.int32),
                           'k_cache': cache, 'v_cache': cache})},
-                                   quantize=_RECIPE[quantize])
+                                   quantize=_CONVERTER[quantize])
+  if quantize in _WEIGHT_ONLY:
+    blob = weight_only(blob, _WEIGHT_ONLY[quantize])
+  return blob
+
+
+def weight_only(blob: bytes, recipe_name: str) -> bytes:
+  """The float flatbuffer quantized by an ai-edge-quantizer recipe."""
+  try:
+    from ai_edge_quantizer import quantizer, recipe  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError('weight-only int8/int4 export needs ai-edge-quantizer: '
+                      'pip install ai-edge-quantizer (or --quantize=dynamic '
+                      'for the converter\'s own int8 recipe)') from e
+  q = quantizer.Quantizer(bytearray(blob), getattr(recipe, recipe_name)())
+  return bytes(q.quantize(enable_progress_report=False).quantized_model)
 
 
 class LiteRTLM:
@@ -335,11 +364,7 @@ def export(run: LMRun, out_path: str, *, quantize: str = 'none',
       'file': os.path.basename(out_path), 'bytes': len(blob),
       'float32_bytes': float_bytes, 'size_vs_float32': len(blob) / float_bytes,
       'quantize': quantize,
-      'quantization': ('float32' if quantize == 'none' else
-                       'float16 weights' if quantize == 'fp16' else
-                       'int8 weights, per channel (the dynamic-range '
-                       'recipe); float32 activation tensors, which the '
-                       'hybrid kernels quantize on the fly'),
+      'quantization': _DESCRIBED[quantize],
       'kind': 'transformer_lm', 'checkpoint_step': run.step,
       'vocab_size': tok.vocab_size, 'context_len': context_len(run),
       'prompt_len': prompt_len, 'cache_len': cache_len,
