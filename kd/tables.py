@@ -7,8 +7,8 @@
 Reads every finished run under the ROOTs (a folder with `config.json` and
 `summary.json`; a pipeline whose own summary.json is missing is unfinished
 and left out with its stages) and prints a Markdown table: per group the
-number of runs (seeds) and, for each `--metric` (summary keys, fractions
-shown in %), mean ± std over them (just the value for one run). The default
+number of runs (seeds) and, for each `--metric` (summary keys; accuracies and
+agreements, fractions, shown in %), mean ± std over them (just the value for one run). The default
 metrics are the last-step (`last`) and best-evaluation (`best`) test
 accuracy, as papers differ on which they report. With a paper spec, the
 published number and the difference (first metric - paper).
@@ -187,22 +187,36 @@ def table(runs: list[dict], keys: list[str], paper=None,
   return rows
 
 
-def _pct(mean: float, std: float | None) -> str:
+def is_fraction(metric: str) -> bool:
+  return 'accuracy' in metric or 'agreement' in metric
+
+
+def _number(x: float) -> str:
+  return f'{x:,.0f}' if abs(x) >= 1000 else f'{x:.4g}'
+
+
+def _value(metric: str, mean: float, std: float | None) -> str:
+  """'m ± s': fractions in %, other figures (bits per byte, seconds,
+  parameters) as they are."""
   if math.isnan(mean):
     return '-'
-  return f'{100 * mean:.2f}' + ('' if std is None else f' ± {100 * std:.2f}')
+  if is_fraction(metric):
+    return f'{100 * mean:.2f}' + ('' if std is None else
+                                  f' ± {100 * std:.2f}')
+  return _number(mean) + ('' if std is None else f' ± {_number(std)}')
 
 
 def markdown(rows: list[dict], keys: list[str], paper=None,
              metrics=METRICS) -> str:
   names = [_HEADERS.get(m, m) for m in metrics]
-  head = keys + ['seeds'] + [f'{n} (%)' for n in names]
+  head = keys + ['seeds'] + [f'{n} (%)' if is_fraction(m) else n
+                             for m, n in zip(metrics, names)]
   if paper is not None:
     head += ['paper (%)', f'{names[0]} - paper']
   out = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in rows:
     cells = [r[k] for k in keys] + [str(r['n'])] + [
-        _pct(r[m], r[f'{m}_std']) for m in metrics]
+        _value(m, r[m], r[f'{m}_std']) for m in metrics]
     if paper is not None:
       cells += (['-', '-'] if r['diff'] is None else
                 [f'{100 * r["paper"]:.2f}', f'{100 * r["diff"]:+.2f}'])

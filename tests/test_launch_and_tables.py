@@ -264,13 +264,15 @@ def _readme_command_and_table(name: str) -> tuple[list[str], list[str]]:
   return lines[i].split(), lines[j:k]
 
 
-def _values(cell: str, n: int) -> list[float]:
-  """n fractions whose mean and sample std are the cell's 'm ± s' (%)."""
-  mean, _, std = cell.partition(' ± ')
+def _values(cell: str, n: int, metric: str) -> list[float]:
+  """n values whose mean and sample std are the cell's 'm ± s' (fractions
+  in %)."""
+  scale = 100 if tables.is_fraction(metric) else 1
+  mean, _, std = cell.replace(',', '').partition(' ± ')
   if n == 1:
-    return [float(mean) / 100]
+    return [float(mean) / scale]
   d = [i - (n - 1) / 2 for i in range(n)]
-  return [(float(mean) + float(std) * x / statistics.stdev(d)) / 100
+  return [(float(mean) + float(std) * x / statistics.stdev(d)) / scale
           for x in d]
 
 
@@ -322,7 +324,8 @@ def test_readme_tables_are_what_their_command_prints(tmp_path, name):
     groups.setdefault(tables._key(entry, keys), []).append((d, config))
   assert sorted(groups) == sorted(expected)
   for key, members in groups.items():
-    columns = [_values(cell, len(members)) for cell in expected[key]]
+    columns = [_values(cell, len(members), m)
+               for cell, m in zip(expected[key], metrics)]
     for (d, config), values in zip(members, zip(*columns)):
       prefix = f'{config.stage_order[-1]}/' if 'stages' in config else ''
       with open(os.path.join(d, 'summary.json'), 'w') as f:
