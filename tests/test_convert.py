@@ -199,8 +199,8 @@ def test_a_failed_write_leaves_nothing(resnet8_npz, tmp_path, monkeypatch):
 def test_unknown_names_list_the_valid_ones():
   with pytest.raises(ValueError, match=r"no model 'resnet9'.*resnet8x4"):
     convert.model_name('repdistiller', 'resnet9')
-  with pytest.raises(ValueError, match=r"unknown source 'timm'.*torchvision"):
-    convert.model_name('timm', 'resnet18')
+  with pytest.raises(ValueError, match=r"unknown source 'mdistiller'.*timm"):
+    convert.model_name('mdistiller', 'resnet18')
   assert convert.model_name('torchvision', 'resnet50') == 'resnet50_imagenet'
 
 
