@@ -97,13 +97,16 @@ def test_cli_converts_the_safetensors_file_into_a_teacher_run(tmp_path,
 
 @pytest.mark.parametrize('timm_name', make_fixtures.FULL_SIZE)
 def test_full_size_timm_checkpoints_map_onto_kd_models(timm_name):
-  """Every key of timm's model at 224x224 maps onto kd's, shapes equal."""
+  """Every key of timm's model maps onto kd's at its input size, shapes
+  equal (the position embeddings' count included)."""
   with np.load(os.path.join(HERE, 'full_size.npz')) as f:
     shapes = base.unpack_shapes({k: f[f'{timm_name}:{k}']
                                  for k in ('keys', 'ndims', 'dims')})
   # Zero-size-in-memory stand-ins: only names and shapes are checked.
   state = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
-  variables = convert.convert_state_dict('timm', timm_name, state)
+  image_size = int(timm_name.rpartition('_')[2])
+  variables = convert.convert_state_dict('timm', timm_name, state,
+                                         image_size=image_size)
   assert (sum(leaf.size for leaf in jax.tree.leaves(variables)) ==
           sum(int(np.prod(s)) for s in shapes.values()))
 
@@ -139,6 +142,10 @@ def test_bad_kwargs_and_names_are_errors(tmp_path, capsys):
                    '--kwargs={"depht": 2}', f'--out={tmp_path / "out"}']) == 1
   assert 'depht' in capsys.readouterr().err
   assert os.listdir(tmp_path) == []
+  with pytest.raises(ValueError, match='image_size=384 applies to '
+                     'imagenet2012 only'):
+    convert.convert('timm', 'deit_tiny', SAFETENSORS, str(tmp_path / 'out'),
+                    data='cifar10', image_size=384)
   assert (convert.model_name('timm', 'deit_small_distilled_patch16_224') ==
           'deit_small_distilled')
   with pytest.raises(ValueError, match=r"timm has no model 'deit_huge'.*"

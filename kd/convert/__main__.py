@@ -19,6 +19,8 @@ def main(argv=None) -> int:
   parser.add_argument('--out', required=True, help='run directory to write')
   parser.add_argument('--data', help="kd's dataset the model is for (default: "
                       "the source's, cifar100 or imagenet2012)")
+  parser.add_argument('--image_size', type=int, default=0,
+                      help="ImageNet's input size, where not 224")
   parser.add_argument('--kwargs', default='{}',
                       help='the model\'s arguments as JSON, e.g. '
                       '\'{"patch_size": 4, "depth": 6}\'')
@@ -34,7 +36,8 @@ def main(argv=None) -> int:
     return 1
   try:
     summary = convert.convert(args.source, args.model, args.ckpt, args.out,
-                              data=args.data, kwargs=kwargs)
+                              data=args.data, image_size=args.image_size,
+                              kwargs=kwargs)
   except (common.MismatchError, ImportError, ValueError, TypeError,
           FileExistsError) as e:
     print(f'error: {e}', file=sys.stderr)

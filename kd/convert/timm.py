@@ -9,7 +9,9 @@
   cls_token, dist_token, pos_embed, norm, head, head_dist: same names
 
 The head count is not in any shape: it comes from the model name (or
-`--kwargs`), so name the model the checkpoint was trained as.
+`--kwargs`), so name the model the checkpoint was trained as. A
+checkpoint at another input size than 224 needs `--image_size` (the
+position embeddings' count depends on it).
 """
 from kd.convert.common import Rules
 from kd.models import vit
@@ -29,4 +31,7 @@ ALIASES = {
     **{f'{kind}_{size}_patch16_224': f'{kind}_{size}'
        for kind in ('vit', 'deit') for size in vit.SIZES},
     **{f'deit_{size}_distilled_patch16_224': f'deit_{size}_distilled'
-       for size in vit.SIZES}}
+       for size in vit.SIZES},
+    # At 384x384: with --image_size=384.
+    'deit_base_patch16_384': 'deit_base',
+    'deit_base_distilled_patch16_384': 'deit_base_distilled'}
