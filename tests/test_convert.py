@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from kd import convert, models
+from kd import convert, data, models
 from kd import runs as kd_runs
 from kd.convert import __main__ as cli
 from kd.convert import common
@@ -50,7 +50,8 @@ def logits_fn():
 
   def get(source: str, model: str):
     if model not in fns:
-      net = models.create(model, convert.source_module(source).NUM_CLASSES)
+      net = models.create(model, data.spec(
+          convert.source_module(source).DATA).num_classes)
       fns[model] = jax.jit(lambda v, x: net.apply(v, x, train=False)[0])
     return fns[model]
 

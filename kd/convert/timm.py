@@ -16,7 +16,7 @@ position embeddings' count depends on it).
 from kd.convert.common import Rules
 from kd.models import vit
 
-DATA, NUM_CLASSES, INPUT_SHAPE = 'imagenet2012', 1000, (224, 224, 3)
+DATA = 'imagenet2012'  # Classes and input size: kd.data's spec of it.
 
 _VIT = [(r'^patch_embed\.proj$', 'patch_embed'),
         (r'^blocks\.(\d+)\.', r'blocks\1/'),
