@@ -3,7 +3,9 @@
 Fixtures (tests/fixtures/convert/timm/, made by its make_fixtures.py with
 timm 1.0): a tiny ViT and DeiT-distilled as seeds + timm's logits, the
 DeiT's state dict as a .safetensors file, and the key -> shape lists of
-timm's full-size DeiT / ViT. No torch needed here.
+timm's full-size DeiT / ViT. No torch needed here. With
+KD_CONVERT_TIMM_FIXTURES=DIR the parity test runs on the cases in DIR
+(make_fixtures.py --all --out=DIR: full-size models, random weights).
 """
 import hashlib
 import importlib.util
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 from kd import convert, models, train
+from kd import data as kd_data
 from kd import runs as kd_runs
 from kd.convert import __main__ as cli
 from kd.convert import common
@@ -25,29 +28,35 @@ _spec = importlib.util.spec_from_file_location(
 make_fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_fixtures)
 base = make_fixtures.base
+PARITY_DIR = os.environ.get('KD_CONVERT_TIMM_FIXTURES', HERE)
+PARITY_CASES = sorted(f[:-len('.npz')] for f in os.listdir(PARITY_DIR)
+                      if f.endswith('.npz') and f != 'full_size.npz')
 TOLERANCE = 1e-4  # Max abs logit difference, float32.
 SAFETENSORS = os.path.join(HERE, f'{make_fixtures.SAFETENSORS}.safetensors')
 
 
-def load_case(case: str):
-  """(kd model, kwargs, data, state dict, NHWC input, timm's logits)."""
-  with np.load(os.path.join(HERE, f'{case}.npz')) as f:
+def load_case(case: str, folder: str = HERE):
+  """(kd model, kwargs, data, image size, state dict, NHWC input, timm's
+  logits)."""
+  with np.load(os.path.join(folder, f'{case}.npz')) as f:
     state = base.random_state_dict(base.unpack_shapes(f), int(f['seed']),
                                    float(f['linear_scale']))
     return (str(f['model']), json.loads(str(f['kwargs'])), str(f['data']),
-            state, f['input'].transpose(0, 2, 3, 1), f['logits'])
+            int(f['image_size']), state, f['input'].transpose(0, 2, 3, 1),
+            f['logits'])
 
 
 @pytest.fixture(scope='module')
 def logits_fn():
-  """A jitted forward per kd model name, compiled once."""
+  """A jitted forward per kd model and kwargs, compiled once."""
   fns = {}
 
-  def get(model: str):
-    if model not in fns:
-      net = models.create(model, 10, **make_fixtures.TINY)
-      fns[model] = jax.jit(lambda v, x: net.apply(v, x, train=False)[0])
-    return fns[model]
+  def get(model: str, kwargs: dict, data: str):
+    key = (model, json.dumps(kwargs, sort_keys=True), data)
+    if key not in fns:
+      net = models.create(model, kd_data.spec(data).num_classes, **kwargs)
+      fns[key] = jax.jit(lambda v, x: net.apply(v, x, train=False)[0])
+    return fns[key]
 
   return get
 
@@ -56,14 +65,14 @@ def max_diff(fn, variables, x, ref) -> float:
   return float(np.abs(np.asarray(fn(variables, x)) - ref).max())
 
 
-@pytest.mark.parametrize('case', sorted(make_fixtures.CASES))
+@pytest.mark.parametrize('case', PARITY_CASES)
 def test_logits_match_timm(case, logits_fn):
-  model, kwargs, data, state, x, ref = load_case(case)
+  model, kwargs, data, size, state, x, ref = load_case(case, PARITY_DIR)
   variables = convert.convert_state_dict('timm', model, state, data=data,
-                                         kwargs=kwargs)
-  diff = max_diff(logits_fn(model), variables, x, ref)
-  print(f'\n| timm | {model} | {x.shape[1]}x{x.shape[2]} | {diff:.1e} |',
-        end='')
+                                         image_size=size, kwargs=kwargs)
+  diff = max_diff(logits_fn(convert.model_name('timm', model), kwargs, data),
+                  variables, x, ref)
+  print(f'\n| timm | {model} | {size}x{size} | {diff:.1e} |', end='')
   assert diff < TOLERANCE
   # The fused qkv keeps timm's [3, heads, head_dim] order: a transpose.
   np.testing.assert_array_equal(variables['params']['blocks1']['attn']['qkv'][
@@ -74,7 +83,7 @@ def test_logits_match_timm(case, logits_fn):
 
 def test_cli_converts_the_safetensors_file_into_a_teacher_run(tmp_path,
                                                                logits_fn):
-  model, kwargs, data, _, x, ref = load_case(make_fixtures.SAFETENSORS)
+  model, kwargs, data, _, _, x, ref = load_case(make_fixtures.SAFETENSORS)
   out = str(tmp_path / 'deit')
   assert cli.main(['--from=timm', f'--model={model}', SAFETENSORS,
                    f'--data={data}', f'--kwargs={json.dumps(kwargs)}',
@@ -92,7 +101,8 @@ def test_cli_converts_the_safetensors_file_into_a_teacher_run(tmp_path,
   teacher = train.build_model(model, kwargs, 10, 'float32')
   variables, _ = kd_runs.load_teacher(out, jax.eval_shape(
       lambda: teacher.init(jax.random.key(0), x[:1], train=False)))
-  assert max_diff(logits_fn(model), variables, x, ref) < TOLERANCE
+  assert max_diff(logits_fn(model, kwargs, data), variables, x,
+                  ref) < TOLERANCE
 
 
 @pytest.mark.parametrize('timm_name', make_fixtures.FULL_SIZE)
