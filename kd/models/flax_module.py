@@ -18,9 +18,10 @@ kd passes `num_classes` and `dtype` to the module where it takes arguments
 of these names; otherwise set its class count in `kwargs` under its own
 name (its output is checked against the data's classes). Training mode
 reaches its `__call__` as `train`/`training`/`is_training`, or negated as
-`deterministic`/`use_running_average`, whichever it takes. A module that
-writes to the 'intermediates' collection itself (`sow`) is not supported:
-kd would keep that collection as model state.
+`deterministic`/`use_running_average`, whichever it takes. The module's own
+`sow` calls into 'intermediates' do nothing here (kd never makes that
+collection mutable, as `init` does not by default): capture the submodule
+whose output holds the value instead.
 """
 import importlib
 import inspect
