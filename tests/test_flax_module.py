@@ -48,6 +48,16 @@ class UserMLP(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
+class Sows(nn.Module):
+  """Records its hidden layer with `sow`, as some libraries' modules do."""
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(8)(x.reshape(x.shape[0], -1))
+    self.sow('intermediates', 'h', h)
+    return nn.Dense(10)(h)
+
+
 def make_mlp(num_classes: int, hidden: int = 16) -> nn.Module:
   return UserMLP(num_classes, hidden)
 
@@ -105,6 +115,16 @@ def test_num_classes_and_dtype_go_where_the_module_takes_them():
   logits, features = mlp.apply(mlp.init(jax.random.key(0), X), X)
   assert logits.shape == (4, 7) and logits.dtype == jnp.float32
   assert features == {}
+
+
+def test_a_modules_own_sow_adds_no_model_state():
+  """kd keeps every collection but params as model state: a sown
+  'intermediates' would grow it each step."""
+  model = models.create(f'{HERE}:Sows', 10, capture='Dense_0')
+  variables = model.init(jax.random.key(0), X)
+  assert set(variables) == {'params'}
+  (_, features), state = model.apply(variables, X, train=True, mutable=[])
+  assert state == {} and features['Dense_0'].shape == (4, 8)
 
 
 def test_errors_name_the_fix(cnn):
