@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from kd import convert, models
+from kd import convert, data, models
 from kd import runs as kd_runs
 from kd.convert import __main__ as cli
 from kd.convert import common
@@ -50,7 +50,8 @@ def logits_fn():
 
   def get(source: str, model: str):
     if model not in fns:
-      net = models.create(model, convert.source_module(source).NUM_CLASSES)
+      net = models.create(model, data.spec(
+          convert.source_module(source).DATA).num_classes)
       fns[model] = jax.jit(lambda v, x: net.apply(v, x, train=False)[0])
     return fns[model]
 
@@ -199,8 +200,8 @@ def test_a_failed_write_leaves_nothing(resnet8_npz, tmp_path, monkeypatch):
 def test_unknown_names_list_the_valid_ones():
   with pytest.raises(ValueError, match=r"no model 'resnet9'.*resnet8x4"):
     convert.model_name('repdistiller', 'resnet9')
-  with pytest.raises(ValueError, match=r"unknown source 'timm'.*torchvision"):
-    convert.model_name('timm', 'resnet18')
+  with pytest.raises(ValueError, match=r"unknown source 'mdistiller'.*timm"):
+    convert.model_name('mdistiller', 'resnet18')
   assert convert.model_name('torchvision', 'resnet50') == 'resnet50_imagenet'
 
 

@@ -1,5 +1,6 @@
-"""python -m kd.convert --from=repdistiller|torchvision --model=NAME CKPT --out=RUN_DIR"""
+"""python -m kd.convert --from=repdistiller|timm|torchvision --model=NAME CKPT --out=RUN_DIR"""
 import argparse
+import json
 import sys
 
 from kd import convert
@@ -16,10 +17,28 @@ def main(argv=None) -> int:
                       help="kd's model name (or the source's own)")
   parser.add_argument('ckpt', help='.pth/.pt, .safetensors or .npz')
   parser.add_argument('--out', required=True, help='run directory to write')
+  parser.add_argument('--data', help="kd's dataset the model is for (default: "
+                      "the source's, cifar100 or imagenet2012)")
+  parser.add_argument('--image_size', type=int, default=0,
+                      help="ImageNet's input size, where not 224")
+  parser.add_argument('--kwargs', default='{}',
+                      help='the model\'s arguments as JSON, e.g. '
+                      '\'{"patch_size": 4, "depth": 6}\'')
   args = parser.parse_args(argv)
   try:
-    summary = convert.convert(args.source, args.model, args.ckpt, args.out)
-  except (common.MismatchError, ImportError, ValueError,
+    kwargs = json.loads(args.kwargs)
+    if not isinstance(kwargs, dict):
+      raise ValueError('not an object')
+  except ValueError as e:
+    print(f'error: --kwargs={args.kwargs!r} is not a JSON object of the '
+          f'model\'s arguments ({e}); e.g. --kwargs=\'{{"depth": 6}}\'',
+          file=sys.stderr)
+    return 1
+  try:
+    summary = convert.convert(args.source, args.model, args.ckpt, args.out,
+                              data=args.data, image_size=args.image_size,
+                              kwargs=kwargs)
+  except (common.MismatchError, ImportError, ValueError, TypeError,
           FileExistsError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

@@ -12,6 +12,9 @@ layer kind:
   linear  weight [out, in] -> kernel [in, out], bias -> bias
   BN      weight -> scale, bias -> bias (params); running_mean -> mean,
           running_var -> var (batch_stats); num_batches_tracked dropped
+  LN      weight [C] -> scale, bias -> bias
+  other   a parameter of the module itself (a ViT's `cls_token`,
+          `pos_embed`) keeps its name and layout
 """
 import hashlib
 import json
@@ -110,8 +113,10 @@ def _leaf(leaf: str, value: np.ndarray, is_bn: bool):
             'running_mean': ('batch_stats', 'mean'),
             'running_var': ('batch_stats', 'var')}.get(
                 leaf, ('params', leaf)) + (value,)
-  if leaf == 'bias':
-    return 'params', 'bias', value
+  if leaf != 'weight':
+    return 'params', leaf, value
+  if value.ndim == 1:  # A LayerNorm's (or GroupNorm's) affine scale.
+    return 'params', 'scale', value
   if value.ndim == 4:
     return 'params', 'kernel', value.transpose(2, 3, 1, 0)
   return 'params', 'kernel', value.T
@@ -133,12 +138,14 @@ def to_variables(state_dict: dict[str, np.ndarray], rules: Rules,
   flat, source, problems = {}, {}, []  # source: target -> PyTorch key.
   for module, leaves in modules.items():
     is_bn = 'running_mean' in leaves
-    path = tuple(_rename(module, rules).split('/'))
+    # A top-level parameter (`cls_token`) has no module: the root's.
+    path = tuple(_rename(module, rules).split('/')) if module else ()
     for leaf, value in leaves.items():
       if (converted := _leaf(leaf, value, is_bn)) is None:
         continue
       collection, name, array = converted
-      target, key = (collection, *path, name), f'{module}.{leaf}'
+      target = (collection, *path, name)
+      key = f'{module}.{leaf}' if module else leaf
       where = '/'.join(target)
       if target in source:
         problems.append(f'duplicate: {key} and {source[target]} both map '
@@ -170,19 +177,21 @@ def to_variables(state_dict: dict[str, np.ndarray], rules: Rules,
   return variables
 
 
-def abstract_variables(model_name: str, num_classes: int, input_shape):
-  model = models.create(model_name, num_classes)
+def abstract_variables(model_name: str, num_classes: int, input_shape,
+                       **kwargs):
+  model = models.create(model_name, num_classes, **kwargs)
   return model, jax.eval_shape(
       lambda: model.init(jax.random.key(0), np.zeros((1, *input_shape),
                                                     np.float32), train=False))
 
 
-def run_config(model_name: str, data: str):
-  """A kd run config that names the converted model and its data; zero
-  steps: nothing is trained here."""
+def run_config(model_name: str, data: str, kwargs: dict | None = None):
+  """A kd run config that names the converted model (with its `kwargs`) and
+  its data; zero steps: nothing is trained here."""
   c = config_lib.run_config()
   c.data.name = data
   c.model.name = model_name
+  c.model.kwargs.update(kwargs or {})
   c.steps = 0
   return c
 

@@ -4,7 +4,7 @@ PyTorch module paths to kd's CIFAR zoo, per model family."""
 from kd.convert.common import CONV_BN, Rules
 from kd.models import vgg
 
-DATA, NUM_CLASSES, INPUT_SHAPE = 'cifar100', 100, (32, 32, 3)
+DATA = 'cifar100'  # Classes and input size: kd.data's spec of it.
 
 _RESNET = [(r'^layer(\d+)\.(\d+)\.', r'layer\1_\2/'),
            (r'/downsample\.0$', '/Conv_2'), (r'/downsample\.1$', '/BatchNorm_2'),

@@ -2,7 +2,7 @@
 mdistiller's ImageNet teachers): renames to kd's `resnet*_imagenet`."""
 from kd.convert.common import CONV_BN, Rules
 
-DATA, NUM_CLASSES, INPUT_SHAPE = 'imagenet2012', 1000, (224, 224, 3)
+DATA = 'imagenet2012'  # Classes and input size: kd.data's spec of it.
 
 
 def _resnet(convs_per_block: int) -> Rules:

@@ -5,14 +5,16 @@ Every model is a `flax.linen.Module` whose `__call__(x, train: bool)` returns
 (NHWC for 2-D maps, NWC for 1-D maps) that always includes `'embedding'`, the
 pre-logit vector. For 'transformer_lm' `num_classes` is the vocabulary
 size and `x` a [batch, length] int32 token array (see `kd.models.lm`).
+A user's own module, named `module:package.path:ClassName`, is wrapped into
+this convention (`kd.models.flax_module`).
 """
 import functools
 from typing import Callable
 
 import flax.linen as nn
 
-from kd.models import (cifar_resnet, cnn, gru, imagenet_resnet, lm, mlp,
-                       mobilenet, shufflenet, vgg, vit, wrn)
+from kd.models import (cifar_resnet, cnn, flax_module, gru, imagenet_resnet,
+                       lm, mlp, mobilenet, shufflenet, vgg, vit, wrn)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'mlp': mlp.MLP,
@@ -69,7 +71,10 @@ def names() -> list[str]:
 
 def create(name: str, num_classes: int, **kwargs) -> nn.Module:
   """Returns the model `name` with a `num_classes`-way classifier head."""
+  if name.startswith(flax_module.PREFIX):
+    return flax_module.create(name, num_classes, **kwargs)
   if name not in _REGISTRY:
     raise ValueError(
-        f'unknown model {name!r}; valid names: {", ".join(names())}')
+        f'unknown model {name!r}; valid names: {", ".join(names())}, or a '
+        f'module of your own as "{flax_module.PREFIX}package.path:ClassName"')
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
