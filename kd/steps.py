@@ -410,3 +410,36 @@ def make_named_eval_step(logits_fn: Callable) -> Callable:
     return jax.lax.psum(out, AXIS)
 
   return step
+
+
+def multi_step(step: Callable, k: int) -> Callable:
+  """`k` training steps in one call: `step(state, *extra, batch)` scanned
+  over `batches` stacked on a leading axis of size `k`. Returns the last
+  state and each metric summed over the `k` steps (`kd.loop` logs means of
+  sums)."""
+  if k == 1:
+    return step
+
+  def run(state, *args):
+    *extra, batches = args
+    state, metrics = jax.lax.scan(lambda s, b: step(s, *extra, b), state,
+                                  batches)
+    return state, jax.tree.map(lambda m: jnp.sum(m, 0), metrics)
+
+  return run
+
+
+def vectorized(make_step: Callable, values) -> Callable:
+  """Several runs in one step: `step(states, *shared, batches)` with the
+  runs' states and batches stacked on a leading run axis, running
+  `make_step(v_r)(state_r, *shared, batch_r)` for each run r, where `v_r`
+  is run r's entry of `values` (a pytree of arrays with the run axis: its
+  seed, learning rate, temperatures...). `shared` (a teacher) is one for
+  all runs."""
+
+  def step(states, *args):
+    *shared, batches = args
+    return jax.vmap(lambda v, s, b: make_step(v)(s, *shared, b))(
+        values, states, batches)
+
+  return step
