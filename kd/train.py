@@ -418,18 +418,24 @@ def on_policy(config, b: Built):
       eos_id=b.tok.eos_id)
 
 
-def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
-        logger: MetricLogger, later_steps: int = 0) -> loop.Trained:
-  """Trains from `workdir`'s last checkpoint (or `b.state`) to the end and
-  tests: every `eval_every` steps and at the end."""
-  mngr, state = loop.restore(config, workdir, b.state, name)
-  train_step, eval_fn = compile_steps(config, b, src)
+def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
+  """`test(p_state)`: the test figures of a replicated train state."""
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
     return evaluate.run_eval(eval_fn, b.parallel, (variables, *src.eval_extra),
                              loop.eval_batches(config, b.tok))
 
+  return test
+
+
+def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
+        logger: MetricLogger, later_steps: int = 0) -> loop.Trained:
+  """Trains from `workdir`'s last checkpoint (or `b.state`) to the end and
+  tests: every `eval_every` steps and at the end."""
+  mngr, state = loop.restore(config, workdir, b.state, name)
+  train_step, eval_fn = compile_steps(config, b, src)
+  test = tester(config, b, src, eval_fn)
   batches = loop.train_batches(config, b.parallel, int(state.step), b.tok,
                                src.seqkd_dir)
   if src.extend_batch is not None:
