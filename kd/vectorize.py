@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import time
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections as mc
@@ -65,8 +66,25 @@ def _shared(config) -> dict:
   return out
 
 
+def _unsupported(c):
+  """(field, why) of a run that trains only alone, else None."""
+  for field, bad, why in (
+      ('data.name', data.text.is_text(c.data.name),
+       'text runs train one at a time'),
+      ('parallel', c.parallel == 'sharded',
+       "parallel='sharded' trains runs one at a time"),
+      ('distill.teacher.model_shards', c.distill.teacher.model_shards > 1,
+       'a teacher split over devices serves one run at a time')):
+    if bad:
+      return field, why
+  return None
+
+
 def group_key(config) -> str:
-  """Runs of equal keys can train together."""
+  """Runs of equal keys can train together (a run that trains only alone
+  has a key of its own)."""
+  if _unsupported(config):
+    return f'alone {id(config)}'
   return json.dumps(_shared(config), sort_keys=True)
 
 
@@ -74,17 +92,11 @@ def check_group(configs) -> None:
   """Raises ValueError naming a field in which runs differ that they may
   not differ in to train together, or a kind of run that cannot."""
   for c in configs:
-    for field, bad, why in (
-        ('data.name', data.text.is_text(c.data.name),
-         'text runs train one at a time'),
-        ('parallel', c.parallel == 'sharded',
-         "parallel='sharded' trains runs one at a time"),
-        ('distill.teacher.model_shards', c.distill.teacher.model_shards > 1,
-         'a teacher split over devices serves one run at a time')):
-      if bad:
-        value = functools.reduce(lambda x, k: x[k], field.split('.'), c)
-        raise ValueError(f'config.{field}={value!r}: {why}; train it '
-                         'without vectorizing')
+    if _unsupported(c):
+      field, why = _unsupported(c)
+      value = functools.reduce(lambda x, k: x[k], field.split('.'), c)
+      raise ValueError(f'config.{field}={value!r}: {why}; train it '
+                       'without vectorizing')
   first = _shared(configs[0])
   for c in configs[1:]:
     other = _shared(c)
@@ -119,15 +131,16 @@ def _restore_common(configs, workdirs, states, names):
   mngrs = [checkpoint.manager(os.path.join(w, 'checkpoints'),
                               c.keep_checkpoints)
            for c, w in zip(configs, workdirs)]
-  common = set.intersection(*(set(m.all_steps()) for m in mngrs))
-  if not common:
+  step = max(set.intersection(*(set(m.all_steps()) for m in mngrs)),
+             default=0)
+  for m in mngrs:
+    for later in [s for s in m.all_steps() if s > step]:
+      m.delete(later)
+  if not step:
     return mngrs, states
-  step = max(common)
   print(f'[{names[0]} x{len(names)}] resuming from step {step}')
   restored = []
   for m, state in zip(mngrs, states):
-    for later in [s for s in m.all_steps() if s > step]:
-      m.delete(later)
     restored.append(m.restore(step, args=checkpoint.ocp.args.StandardRestore(
         jax.eval_shape(lambda s=state: s))))
   return mngrs, restored
@@ -139,7 +152,8 @@ def train_group(configs, workdirs, names) -> list[dict]:
   does)."""
   for c in configs:
     kd_config.validate(c)
-  check_group(configs)
+  if len(configs) > 1:
+    check_group(configs)
   with contextlib.ExitStack() as stack_:
     done = [stack_.enter_context(runs.accepted(w, c, n))
             for c, w, n in zip(configs, workdirs, names)]
@@ -198,10 +212,34 @@ def _stages(config, workdir: str) -> list[tuple]:
   return out
 
 
+class Job(NamedTuple):
+  """One run (or stage) to train, for the pipelines `users` (indices)."""
+  users: list
+  name: str
+  config: Any
+  workdir: str
+
+
+def plan(configs, workdirs) -> list[list[list[Job]]]:
+  """For each n (stage n of every pipeline; a single run is one stage), the
+  groups of those runs that train together. A run directory shared by
+  several pipelines (one teacher) is one job."""
+  plans = [_stages(c, w) for c, w in zip(configs, workdirs)]
+  waves = []
+  for n in range(max(len(p) for p in plans)):
+    jobs = {}
+    for i, stages in enumerate(plans):
+      if n < len(stages):
+        name, c, d = stages[n]
+        jobs.setdefault(os.path.realpath(d), Job([], name, c, d)).users.append(i)
+    waves.append(group(list(jobs.values()), key=lambda job: job.config))
+  return waves
+
+
 def train_all(configs, workdirs) -> list[dict]:
   """Trains runs or pipelines (`configs`, in `workdirs`), each group of
-  runs (or n-th stages) that can train together at once; returns their
-  summaries (a pipeline's: `stage/key`, as `kd.main` writes)."""
+  `plan` at once; returns their summaries (a pipeline's: `stage/key`, as
+  `kd.main` writes)."""
   for c in configs:
     kd_config.validate(c)
   t0 = time.perf_counter()
@@ -211,29 +249,17 @@ def train_all(configs, workdirs) -> list[dict]:
       if 'stages' in c:
         runs.check_identity(w, c)
         runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
-    plans = [_stages(c, w) for c, w in zip(configs, workdirs)]
     results = [{} for _ in configs]
-    for wave in range(max(len(p) for p in plans)):
-      jobs = {}  # Directory -> (pipelines, name, config): one run each.
-      for i, plan in enumerate(plans):
-        if wave < len(plan):
-          n, c, d = plan[wave]
-          jobs.setdefault(os.path.realpath(d), ([], n, c, d))[0].append(i)
-      todo = []
-      for users, n, c, d in jobs.values():
-        converted = runs.summary(d) or {}
-        if converted.get('converted'):  # Weights from kd.convert.
-          for i in users:
-            _merge(results[i], configs[i], n, converted)
-        else:
-          todo.append((users, n, c, d))
-      for members in group(todo, key=lambda job: job[2]):
-        summaries = train_group([m[2] for m in members],
-                                [m[3] for m in members],
-                                [m[1] for m in members])
-        for (users, n, _, _), s in zip(members, summaries):
-          for i in users:
-            _merge(results[i], configs[i], n, s)
+    for wave in plan(configs, workdirs):
+      for jobs in wave:
+        converted = [runs.summary(j.workdir) or {} for j in jobs]
+        todo = [j for j, s in zip(jobs, converted) if not s.get('converted')]
+        summaries = dict(zip(map(id, todo), train_group(
+            [j.config for j in todo], [j.workdir for j in todo],
+            [j.name for j in todo]) if todo else []))
+        for j, s in zip(jobs, converted):  # Weights from kd.convert: reused.
+          for i in j.users:
+            _merge(results[i], configs[i], j.name, summaries.get(id(j), s))
     for c, w, r in zip(configs, workdirs, results):
       if 'stages' in c:
         r['wall_seconds'] = time.perf_counter() - t0

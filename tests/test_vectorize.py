@@ -2,10 +2,12 @@
 import json
 import os
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from kd import config as kd_config, train, vectorize
+from kd import checkpoint, config as kd_config, train, vectorize
 from kd.config import term
 
 SEEDS = (0, 1, 2, 3)
@@ -31,6 +33,13 @@ def _student(teacher_dir, seed, temperature, lr):
                            kwargs={'hidden': (32,)})
   c.distill.terms['kd'] = term('kd', 1.0, temperature=temperature)
   return c
+
+
+def _params(workdir):
+  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
+  found = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
+  mngr.close()
+  return found['params']
 
 
 def _rows(workdir):
@@ -119,3 +128,43 @@ def test_with_seeds_names_a_folder_per_seed(tmp_path):
   configs, dirs = vectorize.with_seeds(_base(), str(tmp_path), [3, 5])
   assert [c.seed for c in configs] == [3, 5]
   assert dirs == [str(tmp_path / 'seed=3'), str(tmp_path / 'seed=5')]
+
+
+def test_hinton_sweep_plans_one_teacher_and_a_group_per_method(tmp_path):
+  from launch import sweep  # pylint: disable=import-outside-toplevel
+  spec = sweep.load_spec('launch/specs/mnist1d_hinton.py')
+  todo = sweep.expand(spec, str(tmp_path))
+  configs = [sweep.load_config(spec, r) for r in todo]
+  teachers, students = vectorize.plan(configs, [r.workdir for r in todo])
+  assert [len(g) for g in teachers] == [1]
+  assert len(teachers[0][0].users) == len(todo) == 50
+  # scratch, kd at 5 temperatures, dkd, dist, rkd, logit_mse; 5 seeds each.
+  assert sorted(len(g) for g in students) == [5, 5, 5, 5, 5, 25]
+  kd_group = max(students, key=len)
+  assert sorted({j.config.distill.terms.kd.kwargs.temperature
+                 for j in kd_group}) == [1, 2, 4, 8, 20]
+
+
+def test_interrupted_group_resumes_from_the_latest_common_checkpoint(
+    tmp_path, runs, monkeypatch, capsys):
+  configs, _, together = runs
+  workdirs = [str(tmp_path / f'run{i}') for i in range(len(configs))]
+  real, saved = checkpoint.save, []
+
+  def save_then_stop(mngr, step, state):
+    real(mngr, step, state)
+    saved.append(step)
+    if saved == [20] * 4 + [40] * 2:  # Runs 0 and 1 saved step 40, 2 and 3 not.
+      raise KeyboardInterrupt('simulated interruption')
+
+  monkeypatch.setattr(checkpoint, 'save', save_then_stop)
+  with pytest.raises(KeyboardInterrupt):
+    vectorize.train_all(configs, workdirs)
+  monkeypatch.undo()
+  capsys.readouterr()
+  vectorize.train_all(configs, workdirs)
+  assert 'resuming from step 20' in capsys.readouterr().out
+  for t, w in zip(together, workdirs):
+    assert [r['step'] for r in _rows(w)] == [r['step'] for r in _rows(t)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                 _params(t), _params(w))
