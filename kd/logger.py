@@ -33,7 +33,8 @@ def _start_wandb(config, workdir: str, backend=None):
         project=config.wandb.project, group=config.wandb.group or None,
         tags=list(config.wandb.tags) or None,
         name=config.wandb.name or os.path.basename(workdir.rstrip('/')),
-        reinit='finish_previous', settings=backend.Settings(silent=True))
+        # Runs trained together (kd.vectorize) log at once, each to its own.
+        reinit='create_new', settings=backend.Settings(silent=True))
   except Exception as e:  # pylint: disable=broad-except
     warnings.warn(f'wandb could not start ({type(e).__name__}: {e}); '
                   'training goes on with JSON-lines metrics only')

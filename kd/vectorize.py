@@ -36,6 +36,7 @@ from kd import checkpoint
 from kd import config as kd_config
 from kd import data
 from kd import loop
+from kd import report
 from kd import runs
 from kd import train
 from kd.logger import MetricLogger
@@ -62,6 +63,9 @@ def _shared(config) -> dict:
   flat = runs._flat(json.loads(json.dumps(config.to_dict())))  # pylint: disable=protected-access
   out = {k: v for k, v in flat.items()
          if not any(_matches(k, p) for p in VARIED + PER_RUN)}
+  # A varied number must be set in every run (a term's temperature).
+  out.update({f'{k} (set)': True for k in flat
+              if any(_matches(k, p) for p in VARIED)})
   out['mixup'] = bool(config.mixup_alpha)
   return out
 
@@ -261,9 +265,11 @@ def train_all(configs, workdirs) -> list[dict]:
           for i in j.users:
             _merge(results[i], configs[i], j.name, summaries.get(id(j), s))
     for c, w, r in zip(configs, workdirs, results):
-      if 'stages' in c:
+      if 'stages' in c:  # What kd.main leaves in a pipeline's directory.
         r['wall_seconds'] = time.perf_counter() - t0
         runs.write_json(os.path.join(w, 'summary.json'), r)
+        if jax.process_index() == 0:
+          report.plot(w, list(c.stage_order), r)
   return results
 
 

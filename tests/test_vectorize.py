@@ -13,6 +13,7 @@ from kd.config import term
 SEEDS = (0, 1, 2, 3)
 TEMPERATURES = (1.0, 2.0, 4.0, 4.0)
 LRS = (3e-3, 3e-3, 1e-3, 3e-3)
+MIXUP = (0.1, 0.2, 0.4, 0.2)
 
 
 def _base(**overrides):
@@ -26,8 +27,8 @@ def _base(**overrides):
   return c
 
 
-def _student(teacher_dir, seed, temperature, lr):
-  c = _base(seed=seed)
+def _student(teacher_dir, seed, temperature, lr, mixup=0.0):
+  c = _base(seed=seed, mixup_alpha=mixup)
   c.optimizer.lr = lr
   c.distill.teacher.update(workdir=teacher_dir, model='mlp',
                            kwargs={'hidden': (32,)})
@@ -58,9 +59,11 @@ def teacher_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, teacher_dir):
-  """(the 4 runs' configs, their folders trained alone, trained together)."""
+  """(the 4 runs' configs, their folders trained alone, trained together):
+  different seeds, temperatures, learning rates and mixup alphas."""
   root = tmp_path_factory.mktemp('runs')
-  configs = [_student(teacher_dir, *v) for v in zip(SEEDS, TEMPERATURES, LRS)]
+  configs = [_student(teacher_dir, *v)
+             for v in zip(SEEDS, TEMPERATURES, LRS, MIXUP)]
   alone = [str(root / f'alone{i}') for i in range(len(configs))]
   for c, w in zip(configs, alone):
     train.train_and_evaluate(c, w)
@@ -117,8 +120,7 @@ def test_groups_split_on_fields_that_change_the_step(teacher_dir):
                      r'optimizer\.lr.*config\.batch_size: 32 vs 64\. Train '
                      'them in separate groups'):
     vectorize.check_group([a, c])
-  d = _student(teacher_dir, 3, 4.0, 1e-3)
-  d.mixup_alpha = 0.2
+  d = _student(teacher_dir, 3, 4.0, 1e-3, mixup=0.2)
   with pytest.raises(ValueError, match=r'config\.mixup_alpha: 0 \(off\) in '
                      'one run'):
     vectorize.check_group([a, d])
