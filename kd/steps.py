@@ -231,6 +231,12 @@ def _mixed_ce(logits, batch, label_smoothing):
   return ce(batch['label'])
 
 
+def _on(value) -> bool:
+  """Whether an optional number (0: off) is set; a traced one (a run's own
+  value in runs trained together, `vectorized`) is."""
+  return not isinstance(value, (int, float)) or value != 0
+
+
 def _step_rng(seed, state):
   """Per step and per device, so shards draw different random numbers."""
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed),
@@ -254,7 +260,7 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
                                                  batch.get('mask'))})
 
   def step(state, batch):
-    if mixup_alpha:
+    if _on(mixup_alpha):
       batch = mixup(batch, _step_rng(seed, state), mixup_alpha)
     grads, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
         (state.params, state.aux_params), state, batch)
@@ -311,7 +317,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
   def step(state, *args):
     *teacher_vars, batch = args
     rng = _step_rng(seed, state)
-    if mixup_alpha:
+    if _on(mixup_alpha):
       rng, mix_rng = jax.random.split(rng)
       batch = mixup(batch, mix_rng, mixup_alpha)
     if on_policy is not None:
