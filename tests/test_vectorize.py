@@ -170,3 +170,19 @@ def test_interrupted_group_resumes_from_the_latest_common_checkpoint(
     assert [r['step'] for r in _rows(w)] == [r['step'] for r in _rows(t)]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
                  _params(t), _params(w))
+
+
+def test_group_with_four_steps_per_call_trains_the_same_parameters(tmp_path,
+                                                                   runs):
+  configs, _, together = runs
+  workdirs = [str(tmp_path / f'run{i}') for i in range(len(configs))]
+  fours = []
+  for c in configs:
+    c = c.copy_and_resolve_references()
+    c.steps_per_dispatch, c.log_every = 4, 20
+    fours.append(c)
+  vectorize.train_all(fours, workdirs)
+  for t, w in zip(together, workdirs):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                 _params(t), _params(w))
+    assert [r['step'] for r in _rows(w)] == [20, 40, 40]
