@@ -17,9 +17,10 @@ a group equals its twin trained alone up to float rounding.
 Pipelines train stage by stage: the first stages of all pipelines, grouped
 (a stage shared by several, such as one teacher directory, trains once),
 then the second stages, and so on. A group resumes from its runs' latest
-common checkpoint. Not vectorized: text datasets, `parallel='sharded'`,
-teachers split over devices (`distill.teacher.model_shards > 1`).
-`summary.json`'s `train_seconds` is the group's.
+common checkpoint (a run's later checkpoints are deleted). Not vectorized:
+text datasets, `parallel='sharded'`, teachers split over devices
+(`distill.teacher.model_shards > 1`). `summary.json`'s `train_seconds` is
+the group's.
 """
 import contextlib
 import functools
