@@ -86,6 +86,10 @@ def run_config() -> mc.ConfigDict:
   c.mesh = mc.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.log_every = 100
   c.checkpoint_every = 500
+  # Training steps per jitted call (`lax.scan` over k batches): fewer
+  # dispatches for small models; logging, tests and checkpoints happen at
+  # multiples of k.
+  c.steps_per_dispatch = 1
   c.keep_checkpoints = 2
   c.wandb = mc.ConfigDict(dict(
       mode='offline', project='kd', group='', tags=(), name=''))
@@ -188,6 +192,19 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
                 'optimizer.accumulate_steps'):
     check(_get(c, field) > 0, field, 'must be positive',
           f'set --config.{at}{field} to 1 or more')
+  k = c.get('steps_per_dispatch', 1)
+  check(k > 0, 'steps_per_dispatch', 'must be positive',
+        f'set --config.{at}steps_per_dispatch to 1 or more')
+  for field in ('steps', 'log_every', 'checkpoint_every', 'eval_every'):
+    check(_get(c, field) % k == 0, field, f'must be a multiple of '
+          f'steps_per_dispatch={k} (k steps run in one call)',
+          f'set --config.{at}{field} to a multiple of {k}, or '
+          f'--config.{at}steps_per_dispatch to a divisor of it')
+  check(k == 1 or c.parallel != 'sharded', 'steps_per_dispatch',
+        "parallel='sharded' takes one batch per call", 'set it to 1')
+  check(k == 1 or c.distill.teacher.model_shards == 1, 'steps_per_dispatch',
+        'a teacher split over devices (distill.teacher.model_shards > 1) '
+        'takes one batch per call', 'set it to 1')
   check(c.eval_every >= 0, 'eval_every', 'must be 0 (test only at the end) '
         'or a number of steps', f'set --config.{at}eval_every to 0 or more')
   check(c.optimizer.lr > 0, 'optimizer.lr', 'the learning rate must be '

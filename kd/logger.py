@@ -33,7 +33,8 @@ def _start_wandb(config, workdir: str, backend=None):
         project=config.wandb.project, group=config.wandb.group or None,
         tags=list(config.wandb.tags) or None,
         name=config.wandb.name or os.path.basename(workdir.rstrip('/')),
-        reinit='finish_previous', settings=backend.Settings(silent=True))
+        # Runs trained together (kd.vectorize) log at once, each to its own.
+        reinit='create_new', settings=backend.Settings(silent=True))
   except Exception as e:  # pylint: disable=broad-except
     warnings.warn(f'wandb could not start ({type(e).__name__}: {e}); '
                   'training goes on with JSON-lines metrics only')
@@ -130,6 +131,7 @@ class Progress:
     self._t0, self._s0 = time.perf_counter(), start_step
     self.step_seconds = None  # The moving average.
     self._first = 0.0  # Seconds of the first step, compilation included.
+    self._first_steps = 1  # Steps of the first dispatch.
 
   def _print(self, text: str) -> None:
     if self.stream is not None:
@@ -139,19 +141,21 @@ class Progress:
     self._print(f'compiling the step (step {step}/{self.total}) ...')
     self._t0 = time.perf_counter()
 
-  def compiled(self) -> None:
-    """After the first step has run (its outputs ready)."""
+  def compiled(self, steps: int = 1) -> None:
+    """After the first dispatch (of `steps` steps) has run (its outputs
+    ready)."""
     now = time.perf_counter()
     self._first = now - self._t0
     self._print(f'compiled and ran the first step in '
                 f'{_duration(self._first, exact=True)}')
-    self._t0, self._s0 = now, self._s0 + 1
+    self._t0, self._s0 = now, self._s0 + steps
+    self._first_steps = steps
 
   def rate(self, step: int) -> float:
     """Examples per second since the last call (or compilation)."""
     now, steps = time.perf_counter(), step - self._s0
-    if steps == 0:  # Only the first step since compiling: count it.
-      steps, self._t0 = 1, self._t0 - self._first
+    if steps == 0:  # Only the first dispatch since compiling: count it.
+      steps, self._t0 = self._first_steps, self._t0 - self._first
     seconds = max(now - self._t0, 1e-9)
     if steps > 0:
       per_step = seconds / steps

@@ -5,6 +5,7 @@
 builds the state and the step, so a variant with its own step (several
 teachers, several students, a discriminator) reuses everything else.
 """
+import itertools
 import os
 import signal
 import time
@@ -146,6 +147,14 @@ class Trained(NamedTuple):
   best: Best
 
 
+class Sink(NamedTuple):
+  """Where one run's results go."""
+  name: str
+  logger: MetricLogger
+  mngr: Any  # Its checkpoint manager.
+  lr_schedule: Callable | None = None
+
+
 def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
         train_step: Callable, extra: tuple, test: Callable, batches,
         lr_schedule: Callable | None = None, logged: tuple | None = None,
@@ -155,38 +164,86 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
   tests it. The caller keeps `logger` open for its summary; it is closed
   here only on failure.
 
-  Logs interval means of the step's metrics every `log_every` steps, writes
-  `test(p_state)` (a dict; only its keys in `logged` if given) every
-  `eval_every` steps and at the end, saves every `checkpoint_every` steps and
-  at the end. SIGTERM saves and exits with 143; a non-finite loss stops the
-  run and keeps the last good checkpoint. `later_steps`: steps of the stages
-  after this one, for the ETA.
+  `train_step` takes `config.steps_per_dispatch` = k batches stacked on a
+  leading axis (`kd.steps.multi_step`), so everything below happens at
+  multiples of k. Logs interval means of the step's metrics every
+  `log_every` steps, writes `test(p_state)` (a dict; only its keys in
+  `logged` if given) every `eval_every` steps and at the end, saves every
+  `checkpoint_every` steps and at the end. SIGTERM saves and exits with
+  143; a non-finite loss stops the run and keeps the last good checkpoint.
+  `later_steps`: steps of the stages after this one, for the ETA.
   """
-  start_step = int(state.step)
-  best = Best(logger.drop_after(start_step))
+  return _run(config, name, parallel, [Sink(name, logger, mngr, lr_schedule)],
+              state, train_step, extra, test, batches, logged, later_steps,
+              stacked=False)[0]
+
+
+def run_group(config, name: str, parallel, sinks: list[Sink], state,
+              train_step: Callable, extra: tuple, test: Callable, batches,
+              logged: tuple | None = None) -> list[Trained]:
+  """`run` for runs trained together (`kd.steps.vectorized`): `state`,
+  each of `batches` and the step's metrics hold the runs on a leading axis,
+  in the order of `sinks`, and `test` takes one run's replicated state.
+  A non-finite loss in any run stops the group."""
+  return _run(config, name, parallel, sinks, state, train_step, extra, test,
+              batches, logged, 0, stacked=True)
+
+
+def in_groups(batches, k: int):
+  """Every `k` consecutive batches stacked on a new leading axis."""
+  if k == 1:
+    yield from batches
+    return
+  while len(group := list(itertools.islice(batches, k))) == k:
+    yield jax.tree.map(lambda *xs: np.stack(xs), *group)
+
+
+def _run(config, name, parallel, sinks, state, train_step, extra, test,
+         batches, logged, later_steps, stacked: bool) -> list[Trained]:
+  k = config.steps_per_dispatch
+  start_step = int(np.max(state.step))
+  if start_step % k:
+    raise ValueError(
+        f'[{name}] resuming from step {start_step}, which is not a multiple '
+        f'of config.steps_per_dispatch={k}; resume with steps_per_dispatch '
+        f'set to a divisor of {start_step} (e.g. 1)')
+  part = ((lambda tree, r: jax.tree.map(lambda x: x[r], tree)) if stacked
+          else (lambda tree, r: tree))
+  bests = [Best(s.logger.drop_after(start_step)) for s in sinks]
   progress = Progress(name, config.steps, start_step, config.batch_size,
                       later_steps)
   p_state = parallel.replicate(state)
   last_saved, last_logged, sums = start_step, start_step, None
 
-  def write_test(step):
-    stats = test(p_state)
-    logger.write(step, {k: v for k, v in stats.items()
-                        if logged is None or k in logged})
-    best.update(step, stats)
-    return stats
+  def run_state(r):
+    """Run r's replicated state."""
+    if not stacked:
+      return p_state
+    return parallel.replicate(part(parallel.unreplicate(p_state), r))
 
+  def write_test(step) -> list[dict]:
+    out = []
+    for r, sink in enumerate(sinks):
+      stats = test(run_state(r))
+      sink.logger.write(step, {key: v for key, v in stats.items()
+                               if logged is None or key in logged})
+      bests[r].update(step, stats)
+      out.append(stats)
+    return out
+
+  batches = parallel.prefetch(in_groups(batches, k),
+                              lead=int(k > 1) + int(stacked))
   t_start = time.perf_counter()
   try:
     with _Preemption() as preemption:
-      for step in range(start_step + 1, config.steps + 1):
-        batch = parallel.shard(next(batches))
-        if step == start_step + 1:
+      for step in range(start_step + k, config.steps + 1, k):
+        batch = next(batches)
+        if step == start_step + k:
           progress.compiling(step)
         p_state, metrics = train_step(p_state, *extra, batch)
-        if step == start_step + 1:
+        if step == start_step + k:
           jax.block_until_ready(metrics)
-          progress.compiled()
+          progress.compiled(k)
         # Sums stay on the device; logged values are means since last log.
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
         is_last = step == config.steps
@@ -195,39 +252,51 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
         save_now = step % config.checkpoint_every == 0 or is_last or stop
         if log_now or save_now:
           host = parallel.unreplicate(metrics)
-          if not all(np.isfinite(v) for v in host.values()):
-            kept = (f'The last good checkpoint (step {last_saved}) is kept '
-                    f'in {mngr.directory}' if last_saved
-                    else 'No checkpoint has been saved yet')
-            raise NonFiniteLossError(
-                f'[{name}] non-finite loss at step {step}: {host}. {kept}; '
-                'lower the learning rate or check the data.')
+          for r, sink in enumerate(sinks):
+            values = part(host, r)
+            if not all(np.isfinite(v) for v in values.values()):
+              kept = (f'The last good checkpoint (step {last_saved}) is kept '
+                      f'in {sink.mngr.directory}' if last_saved
+                      else 'No checkpoint has been saved yet')
+              raise NonFiniteLossError(
+                  f'[{sink.name}] non-finite loss at step {step}: {values}. '
+                  f'{kept}; lower the learning rate or check the data.')
         if log_now:
           rate = progress.rate(step)
           n, last_logged = step - last_logged, step
-          means = {k: v / n for k, v in parallel.unreplicate(sums).items()}
+          host_sums = parallel.unreplicate(sums)
           sums = None
-          if lr_schedule is not None:
-            means['learning_rate'] = lr_schedule(step - 1)
-          logger.write(step, {**means, 'examples_per_sec': rate})
-          progress.line(step, means, rate)
+          for r, sink in enumerate(sinks):
+            means = {key: v / n for key, v in part(host_sums, r).items()}
+            if sink.lr_schedule is not None:
+              means['learning_rate'] = sink.lr_schedule(step - 1)
+            sink.logger.write(step, {**means, 'examples_per_sec': rate})
+            if r == 0:
+              progress.line(step, means, rate)
         if config.eval_every and step % config.eval_every == 0 and not is_last:
           write_test(step)
         if save_now:
-          checkpoint.save(mngr, step, parallel.unreplicate(p_state))
+          host_state = parallel.unreplicate(p_state)
+          for r, sink in enumerate(sinks):
+            checkpoint.save(sink.mngr, step, part(host_state, r))
           last_saved = step
         if stop and not is_last:
           print(f'[{name}] SIGTERM: saved step {step}; rerun to resume')
           raise SystemExit(143)
   except BaseException:
-    logger.close()
+    for sink in sinks:
+      sink.logger.close()
     raise
   finally:
     # A pending async save must land even when the loop is interrupted.
-    mngr.wait_until_finished()
-  mngr.close()
+    for sink in sinks:
+      sink.mngr.wait_until_finished()
+  for sink in sinks:
+    sink.mngr.close()
   seconds = time.perf_counter() - t_start
-  return Trained(p_state, seconds, write_test(config.steps), best)
+  finals = write_test(config.steps)
+  return [Trained(run_state(r), seconds, finals[r], bests[r])
+          for r in range(len(sinks))]
 
 
 def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
@@ -236,6 +305,10 @@ def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
   from `workdir`'s checkpoints), then writes `summary.json` with the steps,
   training time and `test(p_state)`; returns the summary. A finished run is
   reused; `workdir` is locked, and must hold no run of another config."""
+  if config.steps_per_dispatch != 1:
+    raise ValueError(f'config.steps_per_dispatch={config.steps_per_dispatch}: '
+                     "a variant's own step takes one batch per dispatch; set "
+                     'it to 1')
   with runs.accepted(workdir, config, name) as done:
     if done is not None:
       return done

@@ -5,6 +5,11 @@ in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir` and
 `init_from` may name an earlier stage. Re-running with the same workdir resumes
 (and reuses finished stages); a workdir holding a run of another config is
 refused unless `--overwrite` deletes that run first (see `kd.runs`).
+
+`--vectorize_seeds=0,1,2,3` trains the config once per seed, in
+`DIR/seed=S`, all seeds together in one step (`kd.vectorize`; in a pipeline
+each stage inside DIR takes the seed, a stage kept elsewhere through
+`stage_dirs`, such as a shared teacher, keeps its own).
 """
 import json
 import os
@@ -22,6 +27,7 @@ from kd import distributed
 from kd import report
 from kd import runs
 from kd import train
+from kd import vectorize
 
 
 
@@ -39,6 +45,9 @@ def define_flags():
                     'Delete the run already in --workdir (checkpoints, '
                     'metrics, summary, config; every stage directory under '
                     'it) and start over.')
+  flags.DEFINE_list('vectorize_seeds', None,
+                    'Train the config once per seed, in WORKDIR/seed=S, '
+                    'all together (kd.vectorize).')
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -172,6 +181,9 @@ def main(argv):
   kd_config.validate(config)  # Before the workdir is touched.
   apply_wandb_flags(config, f.wandb_group, f.wandb_tags)
   lead = jax.process_index() == 0
+  if f.vectorize_seeds:
+    run_seeds(config, workdir, f.vectorize_seeds, f.overwrite)
+    return
   with runs.lock(workdir):
     if f.overwrite:
       overwrite(config, workdir)
@@ -188,6 +200,19 @@ def main(argv):
     print(f'summary: {os.path.join(workdir, "summary.json")}')
 
 
+def run_seeds(config, workdir: str, seeds, overwrite_: bool) -> None:
+  """`--vectorize_seeds`: `config` once per seed, trained together."""
+  configs, dirs = vectorize.with_seeds(config, workdir, seeds)
+  with runs.lock(workdir):
+    if overwrite_:
+      for c, d in zip(configs, dirs):
+        overwrite(c, d)
+    summaries = vectorize.train_all(configs, dirs)
+  if jax.process_index() == 0:
+    for d, s in zip(dirs, summaries):
+      print(f'{os.path.join(d, "summary.json")}: {json.dumps(s, sort_keys=True)}')
+
+
 def run_variant(train_fn) -> None:
   """`python -m experiments.<variant>.train --config=... --workdir=...`: the
   same flags for a variant with a trainer of its own, `train_fn(config,
@@ -198,6 +223,9 @@ def run_variant(train_fn) -> None:
     logging.set_verbosity(logging.WARNING)
     distributed.initialize()
     f = flags.FLAGS
+    if f.vectorize_seeds:
+      raise app.UsageError('--vectorize_seeds trains kd.main runs; a '
+                           "variant's runs train one at a time")
     apply_wandb_flags(f.config, f.wandb_group, f.wandb_tags)
     with runs.lock(f.workdir):
       if f.overwrite:

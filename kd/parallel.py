@@ -4,8 +4,11 @@ A step function `f(*replicated_args, batch)` written with collectives over
 `AXIS` is run data-parallel: the batch is split across devices, the
 other arguments (train state, teacher variables) are replicated.
 """
+import collections
+import itertools
 from typing import Callable
 
+from flax import jax_utils
 import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
@@ -13,6 +16,18 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 AXIS = 'batch'  # The data-parallel axis every step's collectives use.
 MODEL_AXIS = 'model'  # Splits a large teacher's parameters (mesh only).
 KINDS = ('pmap', 'mesh')
+
+
+def ahead(iterator, size: int):
+  """The items of `iterator`, each taken `size` items before it is used."""
+  queue = collections.deque(itertools.islice(iterator, size))
+  while queue:
+    yield queue.popleft()
+    queue.extend(itertools.islice(iterator, 1))
+
+
+def _batch_spec(lead: int) -> P:
+  return P(*(None,) * lead, AXIS)
 
 
 class DataParallel:
@@ -71,14 +86,25 @@ class DataParallel:
       return jax.pmap(lambda t: t, devices=self._pmap_devices)(stacked)
     return jax.device_put(tree, self._replicated)
 
-  def shard(self, batch):
-    """Places this process's part of a global batch on the devices."""
+  def shard(self, batch, lead: int = 0):
+    """Places this process's part of a global batch on the devices; its
+    examples are on axis `lead` (after `lead` axes of steps or runs, see
+    `kd.steps.multi_step` and `kd.steps.vectorized`)."""
     if self.kind == 'pmap':
       n = self.local_devices
-      return jax.tree.map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
+      return jax.tree.map(lambda x: np.moveaxis(np.reshape(
+          x, x.shape[:lead] + (n, -1) + x.shape[lead + 1:]), lead, 0), batch)
+    sharding = NamedSharding(self.mesh, _batch_spec(lead))
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self._sharded, x),
-        batch)
+        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+  def prefetch(self, batches, lead: int = 0, size: int = 2):
+    """`batches` placed on the devices (`shard`) `size` ahead of their use,
+    so that their transfer overlaps the running step."""
+    placed = (self.shard(batch, lead) for batch in batches)
+    if self.kind == 'pmap':  # `shard` only splits them on the host.
+      return jax_utils.prefetch_to_device(placed, size, self.devices)
+    return ahead(placed, size)
 
   def unreplicate(self, tree):
     """One host (numpy) copy of a replicated value."""
@@ -87,8 +113,9 @@ class DataParallel:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
   def wrap(self, step: Callable, num_replicated: int,
-           donate_first: bool = True) -> Callable:
-    """Compiles `step(*replicated, batch)` for this kind of parallelism."""
+           donate_first: bool = True, lead: int = 0) -> Callable:
+    """Compiles `step(*replicated, batch)` for this kind of parallelism;
+    the batch's examples are on axis `lead` (see `shard`)."""
     donate = (0,) if donate_first else ()
     if self.kind == 'pmap':
       return jax.pmap(step, axis_name=AXIS, donate_argnums=donate,
@@ -97,7 +124,8 @@ class DataParallel:
     # its own psum, so the step would no longer mean the same under pmap.
     mapped = jax.shard_map(
         step, mesh=self.mesh,
-        in_specs=(P(),) * num_replicated + (P(AXIS),), out_specs=P(),
+        in_specs=(P(),) * num_replicated + (_batch_spec(lead),),
+        out_specs=P(),
         check_vma=False)
     return jax.jit(mapped, donate_argnums=donate)
 

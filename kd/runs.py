@@ -39,6 +39,7 @@ LOCK = 'run.lock'
 # same paths apply inside every stage (`stages.<name>.`).
 NEUTRAL_FIELDS = (
     'log_every', 'checkpoint_every', 'keep_checkpoints', 'eval_every',
+    'steps_per_dispatch',  # The same steps, k to a call (kd.steps.multi_step).
     'eval_batch_size',  # Masked sums: the same test figures in any batch size.
     'wandb', 'evaluate.latency', 'export', 'data.download',
     'distill.teacher.cache_dir', 'distill.teacher.allow_unfinished_teacher',

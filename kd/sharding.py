@@ -242,6 +242,13 @@ class ShardedParallel:
         lambda x: jax.make_array_from_process_local_data(self._batch, x),
         batch)
 
+  def prefetch(self, batches, lead: int = 0, size: int = 2):
+    """`batches` placed on the mesh (`shard`) `size` ahead of their use."""
+    if lead:
+      raise ValueError("parallel='sharded' takes one batch per step: set "
+                       'steps_per_dispatch=1 and train runs one at a time')
+    return data_parallel.ahead(map(self.shard, batches), size)
+
   def to_host(self, tree):
     """Numpy copies; an array split across processes is gathered from all
     of them (a collective: call it on every process)."""
@@ -256,7 +263,7 @@ class ShardedParallel:
   unreplicate = to_host  # DataParallel's name, used by kd.loop.
 
   def wrap(self, step: Callable, num_replicated: int = 0,
-           donate_first: bool = True) -> Callable:
+           donate_first: bool = True, lead: int = 0) -> Callable:
     """Compiles `step(*args, batch)` (a per-shard step of `kd.steps`, or a
     global-batch one) as one program over the mesh. The last argument is
     the batch, split over data x fsdp; the others keep the layout `place`
@@ -264,6 +271,9 @@ class ShardedParallel:
     needed). Outputs take the rules' layout (the new state where the old
     one was), so steps chain without moving data."""
     del num_replicated
+    if lead:
+      raise ValueError("parallel='sharded' takes one batch per step: set "
+                       'steps_per_dispatch=1 and train runs one at a time')
 
     def global_step(*args):
       *rest, batch = args

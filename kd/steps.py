@@ -231,6 +231,12 @@ def _mixed_ce(logits, batch, label_smoothing):
   return ce(batch['label'])
 
 
+def _on(value) -> bool:
+  """Whether an optional number (0: off) is set; a traced one (a run's own
+  value in runs trained together, `vectorized`) is."""
+  return not isinstance(value, (int, float)) or value != 0
+
+
 def _step_rng(seed, state):
   """Per step and per device, so shards draw different random numbers."""
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed),
@@ -254,7 +260,7 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
                                                  batch.get('mask'))})
 
   def step(state, batch):
-    if mixup_alpha:
+    if _on(mixup_alpha):
       batch = mixup(batch, _step_rng(seed, state), mixup_alpha)
     grads, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
         (state.params, state.aux_params), state, batch)
@@ -311,7 +317,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
   def step(state, *args):
     *teacher_vars, batch = args
     rng = _step_rng(seed, state)
-    if mixup_alpha:
+    if _on(mixup_alpha):
       rng, mix_rng = jax.random.split(rng)
       batch = mixup(batch, mix_rng, mixup_alpha)
     if on_policy is not None:
@@ -408,5 +414,38 @@ def make_named_eval_step(logits_fn: Callable) -> Callable:
       out.update({f'{name}/{k}': v
                   for k, v in _masked_sums(logits, batch).items()})
     return jax.lax.psum(out, AXIS)
+
+  return step
+
+
+def multi_step(step: Callable, k: int) -> Callable:
+  """`k` training steps in one call: `step(state, *extra, batch)` scanned
+  over `batches` stacked on a leading axis of size `k`. Returns the last
+  state and each metric summed over the `k` steps (`kd.loop` logs means of
+  sums)."""
+  if k == 1:
+    return step
+
+  def run(state, *args):
+    *extra, batches = args
+    state, metrics = jax.lax.scan(lambda s, b: step(s, *extra, b), state,
+                                  batches)
+    return state, jax.tree.map(lambda m: jnp.sum(m, 0), metrics)
+
+  return run
+
+
+def vectorized(make_step: Callable, values) -> Callable:
+  """Several runs in one step: `step(states, *shared, batches)` with the
+  runs' states and batches stacked on a leading run axis, running
+  `make_step(v_r)(state_r, *shared, batch_r)` for each run r, where `v_r`
+  is run r's entry of `values` (a pytree of arrays with the run axis: its
+  seed, learning rate, temperatures...). `shared` (a teacher) is one for
+  all runs."""
+
+  def step(states, *args):
+    *shared, batches = args
+    return jax.vmap(lambda v, s, b: make_step(v)(s, *shared, b))(
+        values, states, batches)
 
   return step

@@ -347,26 +347,64 @@ def seqkd_data(config, workdir: str) -> str:
   return out_dir
 
 
-def compile_steps(config, b: Built, src: TeacherSource):
-  """(train step, eval step), compiled for `b.parallel`."""
+def run_values(config) -> dict:
+  """The numbers of `config` in which runs trained together may differ
+  (`kd.vectorize`): seed, peak learning rate, mixup alpha, cross-entropy
+  weight, and each term's weight and temperature."""
+  return {'seed': config.seed, 'lr': config.optimizer.lr,
+          'mixup_alpha': config.mixup_alpha,
+          'ce_weight': config.distill.ce_weight,
+          'terms': {name: {k: t[k] if k == 'weight' else t.kwargs[k]
+                           for k in ('weight', 'temperature')
+                           if k == 'weight' or k in t.kwargs}
+                    for name, t in config.distill.terms.items()}}
+
+
+def with_values(terms, values: dict) -> tuple[steps.Term, ...]:
+  """`terms` with the weights and temperatures of `run_values(...)['terms']`."""
+  return tuple(dataclasses.replace(
+      term, weight=values[term.name]['weight'],
+      kwargs={**term.kwargs, **{k: v for k, v in values[term.name].items()
+                                if k != 'weight'}}) for term in terms)
+
+
+def train_step(config, b: Built, src: TeacherSource, v: dict) -> Callable:
+  """The per-shard training step of `config` (one batch) with the numbers
+  `v` (`run_values`: the config's own, or one run's traced entry in a
+  group trained together)."""
+  tx, _ = optim.create(config.optimizer, config.steps, lr=v['lr'])
+  mixup_alpha = v['mixup_alpha'] if config.mixup_alpha else 0.0
   if b.teacher is not None:
-    train_step = b.parallel.wrap(steps.make_distill_step(
-        b.model, b.teacher if src.train_extra else None, b.tx, b.terms,
-        config.distill.ce_weight, config.label_smoothing, config.seed,
-        config.mixup_alpha, config.distill.quantization_aware,
-        on_policy(config, b)), num_replicated=1 + len(src.train_extra))
+    return steps.make_distill_step(
+        b.model, b.teacher if src.train_extra else None, tx,
+        with_values(b.terms, v['terms']), v['ce_weight'],
+        config.label_smoothing, v['seed'], mixup_alpha,
+        config.distill.quantization_aware, on_policy(config, b))
+  return steps.make_supervised_step(b.model, tx, config.label_smoothing,
+                                    v['seed'], mixup_alpha,
+                                    config.distill.quantization_aware)
+
+
+def compile_steps(config, b: Built, src: TeacherSource, group_values=None):
+  """(train step, eval step), compiled for `b.parallel`. The train step
+  runs `config.steps_per_dispatch` steps per call (`kd.steps.multi_step`);
+  with `group_values` (`run_values` of runs trained together, stacked on a
+  leading run axis) it trains them all (`kd.steps.vectorized`)."""
+  if group_values is None:
+    step = train_step(config, b, src, run_values(config))
   else:
-    train_step = b.parallel.wrap(
-        steps.make_supervised_step(b.model, b.tx, config.label_smoothing,
-                                   config.seed, config.mixup_alpha,
-                                   config.distill.quantization_aware),
-        num_replicated=1)
+    step = steps.vectorized(lambda v: train_step(config, b, src, v),
+                            group_values)
+  k = config.steps_per_dispatch
+  train = b.parallel.wrap(steps.multi_step(step, k),
+                          num_replicated=1 + len(src.train_extra),
+                          lead=int(k > 1) + int(group_values is not None))
   eval_fn = b.parallel.wrap(
       steps.make_eval_step(b.model, b.teacher if src.eval_extra else None),
       1 + len(src.eval_extra), donate_first=False)
   if src.with_teacher is not None:
-    return src.with_teacher(train_step), src.with_teacher(eval_fn)
-  return train_step, eval_fn
+    return src.with_teacher(train), src.with_teacher(eval_fn)
+  return train, eval_fn
 
 
 def on_policy(config, b: Built):
@@ -380,18 +418,24 @@ def on_policy(config, b: Built):
       eos_id=b.tok.eos_id)
 
 
-def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
-        logger: MetricLogger, later_steps: int = 0) -> loop.Trained:
-  """Trains from `workdir`'s last checkpoint (or `b.state`) to the end and
-  tests: every `eval_every` steps and at the end."""
-  mngr, state = loop.restore(config, workdir, b.state, name)
-  train_step, eval_fn = compile_steps(config, b, src)
+def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
+  """`test(p_state)`: the test figures of a replicated train state."""
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
     return evaluate.run_eval(eval_fn, b.parallel, (variables, *src.eval_extra),
                              loop.eval_batches(config, b.tok))
 
+  return test
+
+
+def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
+        logger: MetricLogger, later_steps: int = 0) -> loop.Trained:
+  """Trains from `workdir`'s last checkpoint (or `b.state`) to the end and
+  tests: every `eval_every` steps and at the end."""
+  mngr, state = loop.restore(config, workdir, b.state, name)
+  train_step, eval_fn = compile_steps(config, b, src)
+  test = tester(config, b, src, eval_fn)
   batches = loop.train_batches(config, b.parallel, int(state.step), b.tok,
                                src.seqkd_dir)
   if src.extend_batch is not None:

@@ -30,6 +30,7 @@ UNSUPPORTED = {
     'distill.teacher.cache': False,
     'distill.teacher.model_shards': 1,
     'distill.terms': {},
+    'steps_per_dispatch': 1,
 }
 
 

@@ -1,7 +1,7 @@
 """Expand a sweep spec into runs; run them locally or write cluster scripts.
 
   python -m launch.sweep launch/specs/mnist1d_baselines.py --workdir=ROOT \
-      [--mode=local|slurm|tpu|wandb] [--parallel=N] [--dry_run]
+      [--mode=local|slurm|tpu|wandb] [--parallel=N] [--dry_run] [--vectorize]
 
 A spec is a Python file with
   NAME    the sweep's name (its W&B group; runs are ROOT/NAME/<run>)
@@ -16,6 +16,13 @@ A spec is a Python file with
 Each run's folder is named after its arguments and overrides and holds a
 `sweep.json` describing it. Finished runs (a summary.json) are skipped;
 unfinished ones resume from their checkpoints.
+
+`--vectorize` (local mode): the unfinished runs train in this process,
+every group of them that can train together in one step (`kd.vectorize`:
+runs differing only in seed, learning rate, mixup alpha, loss weights and
+temperatures; a shared teacher stage trains once). Each run still gets its
+folder, sweep.json, metrics, checkpoints and summary; the output goes to
+this process's stdout instead of each run's log.txt.
 
 Local runs and SLURM tasks start with this interpreter (`sys.executable`:
 cluster nodes share its file system); TPU-VM workers, other machines, and W&B
@@ -178,6 +185,46 @@ def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
   return failed
 
 
+def load_config(spec, run: Run):
+  """The config `run.command(...)` trains, read as kd.main reads it."""
+  # kd (and JAX) load only when a sweep trains here.
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  from kd import main  # pylint: disable=import-outside-toplevel
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'Config file.',
+                                  flag_values=values, lock_config=True)
+  values(['sweep', f'--config={spec.CONFIG}:{run.arg}'] +
+         [f'--{k}={_flag_value(v)}' for k, v in run.overrides])
+  config = values.config
+  main.apply_wandb_flags(config, run.group, list(run.tags))
+  return config
+
+
+def run_vectorized(spec, runs: list[Run], dry_run: bool) -> None:
+  """`--vectorize`: the unfinished runs trained in groups in this process."""
+  if getattr(spec, 'PROGRAM', PROGRAM) != PROGRAM:
+    raise ValueError(f'--vectorize trains {PROGRAM} runs; this spec runs '
+                     f'{spec.PROGRAM}: leave --vectorize out')
+  todo = [r for r in runs if not r.finished]
+  print(f'{len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} '
+        'to train in vectorized groups', flush=True)
+  if not todo:
+    return
+  from kd import vectorize  # pylint: disable=import-outside-toplevel
+  configs = [load_config(spec, r) for r in todo]
+  root = os.path.dirname(todo[0].workdir)
+  for wave in vectorize.plan(configs, [r.workdir for r in todo]):
+    for jobs in wave:
+      print(f'{jobs[0].name}: {len(jobs)} together: '
+            + ', '.join(os.path.relpath(j.workdir, root) for j in jobs),
+            flush=True)
+  if dry_run:
+    return
+  for run in todo:
+    describe(run)
+  vectorize.train_all(configs, [r.workdir for r in todo])
+
+
 def _reap(active: dict) -> int:
   """Waits a moment, forgets finished runs; returns how many failed."""
   time.sleep(0.2)
@@ -250,6 +297,8 @@ def define_flags():
   flags.DEFINE_enum('mode', 'local', list(MODES), 'What to do.')
   flags.DEFINE_integer('parallel', 1, 'Local runs at a time.')
   flags.DEFINE_bool('dry_run', False, 'Print commands only.')
+  flags.DEFINE_bool('vectorize', False, 'Local mode: train the runs that can '
+                    'train together in one step each (kd.vectorize).')
   flags.DEFINE_integer('nodes', 1, 'SLURM: nodes per run.')
   flags.DEFINE_integer('gpus_per_node', 1, 'SLURM: GPUs per node.')
   flags.mark_flag_as_required('workdir')
@@ -263,6 +312,12 @@ def main(argv):
   root = os.path.abspath(f.workdir)
   runs = expand(spec, root)
   os.makedirs(os.path.join(root, spec.NAME), exist_ok=True)
+  if f.vectorize:
+    if f.mode != 'local':
+      raise app.UsageError('--vectorize trains the runs here: use '
+                           '--mode=local')
+    run_vectorized(spec, runs, f.dry_run)
+    return
   if f.mode == 'local':
     sys.exit(1 if run_local(spec, runs, f.parallel, f.dry_run) else 0)
   for run in runs:

@@ -1,0 +1,143 @@
+"""Wall time of a whole sweep, its runs one after another vs vectorized.
+
+  python -m experiments.benchmark.vectorize [--spec=launch/specs/mnist1d_hinton.py]
+      [--steps=N] [--seeds=0,1,2,3,4] [--first_args=N] [--workdir=DIR]
+      [--out=DIR] [--tag=cpu]
+
+Runs `python -m launch.sweep SPEC` (each run its own process, as a sweep
+runs by default) and `python -m launch.sweep SPEC --vectorize` (the runs
+that can, trained together: `kd.vectorize`) on the same spec, each in its
+own root under --workdir, and prints both wall times and the speed-up. The
+spec's shared teacher is trained once beforehand and copied into both roots,
+so neither time includes it. `--steps` overrides every run's steps (the
+spec's config must take a `steps=` argument); with `--first_args` and
+`--seeds` it is a short check that the script works, not a measurement. Writes vectorize_<tag>.json and .md to --out.
+"""
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+
+from kd import runs
+from launch import sweep
+
+flags.DEFINE_string('spec', 'launch/specs/mnist1d_hinton.py', 'Sweep spec.')
+flags.DEFINE_integer('steps', None, "Every run's steps (default: the spec's).")
+flags.DEFINE_list('seeds', None, "Seeds (default: the spec's).")
+flags.DEFINE_integer('first_args', None, "Only the spec's first N ARGS "
+                     '(a short check).')
+flags.DEFINE_string('workdir', None, 'Where the runs go (default: a '
+                    'temporary directory, deleted after).')
+flags.DEFINE_string('out', 'experiments/benchmark/results',
+                    'Where the results go.')
+flags.DEFINE_string('tag', 'cpu', 'Results file name: vectorize_<tag>.json.')
+FLAGS = flags.FLAGS
+
+
+def write_spec(path: str, spec_path: str, steps, seeds, first_args) -> None:
+  """A spec file: `spec_path`'s, with `steps=` added to every argument,
+  other seeds, and only its first `first_args` arguments, if given."""
+  lines = ['import importlib.util as _u',
+           f'_s = _u.spec_from_file_location("base", {os.path.abspath(spec_path)!r})',
+           '_m = _u.module_from_spec(_s)', '_s.loader.exec_module(_m)',
+           'globals().update({k: v for k, v in vars(_m).items() '
+           'if k.isupper()})']
+  if steps:
+    lines.append(f'ARGS = [a + ",steps={steps}" for a in ARGS]')
+  if first_args:
+    lines.append(f'ARGS = ARGS[:{first_args}]')
+  if seeds:
+    lines.append(f'SEEDS = {[int(s) for s in seeds]!r}')
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def teacher_jobs(spec, root: str):
+  """The shared stages of the spec's runs (trained before timing)."""
+  # kd.vectorize.plan finds the directories several runs share.
+  from kd import vectorize  # pylint: disable=import-outside-toplevel
+  todo = sweep.expand(spec, root)
+  configs = [sweep.load_config(spec, r) for r in todo]
+  waves = vectorize.plan(configs, [r.workdir for r in todo])
+  return [j for wave in waves for jobs in wave for j in jobs
+          if len(j.users) > 1]
+
+
+def timed_sweep(spec_path: str, root: str, *extra) -> float:
+  cmd = [sys.executable, '-m', 'launch.sweep', spec_path,
+         f'--workdir={root}', *extra]
+  print('$', ' '.join(cmd), flush=True)
+  t0 = time.perf_counter()
+  subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+  return time.perf_counter() - t0
+
+
+def mean_accuracy(spec, root: str) -> float:
+  accs = [runs.summary(r.workdir) for r in sweep.expand(spec, root)]
+  values = [s[k] for s in accs for k in s if k.endswith('test_accuracy')
+            and not k.endswith('best_test_accuracy') and 'teacher/' not in k]
+  return sum(values) / len(values)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty.
+  base = FLAGS.workdir or tempfile.mkdtemp(prefix='kd_vectorize_')
+  os.makedirs(base, exist_ok=True)
+  spec_path = os.path.join(base, 'spec.py')
+  write_spec(spec_path, FLAGS.spec, FLAGS.steps, FLAGS.seeds,
+             FLAGS.first_args)
+  spec = sweep.load_spec(spec_path)
+  roots = {mode: os.path.join(base, mode)
+           for mode in ('sequential', 'vectorized')}
+  # The shared teacher: trained once (not timed), copied into both roots.
+  from kd import train  # pylint: disable=import-outside-toplevel
+  for job in teacher_jobs(spec, roots['sequential']):
+    train.train_and_evaluate(job.config, job.workdir, job.name)
+    other = os.path.join(roots['vectorized'],
+                         os.path.relpath(job.workdir, roots['sequential']))
+    if not os.path.exists(other):
+      shutil.copytree(job.workdir, other)
+  seconds = {'sequential': timed_sweep(spec_path, roots['sequential']),
+             'vectorized': timed_sweep(spec_path, roots['vectorized'],
+                                       '--vectorize')}
+  result = {
+      'spec': FLAGS.spec, 'runs': len(sweep.expand(spec, base)),
+      'steps': FLAGS.steps or 'spec default', 'seeds': list(spec.SEEDS),
+      'seconds': seconds,
+      'speedup': seconds['sequential'] / seconds['vectorized'],
+      'mean_test_accuracy': {m: mean_accuracy(spec, r)
+                             for m, r in roots.items()},
+      'device': str(jax.devices()[0].device_kind),
+      'cpu': platform.processor() or platform.machine(),
+      'cores': os.cpu_count(), 'jax': jax.__version__,
+  }
+  print(json.dumps(result, indent=2))
+  os.makedirs(FLAGS.out, exist_ok=True)
+  path = os.path.join(FLAGS.out, f'vectorize_{FLAGS.tag}')
+  runs.write_json(path + '.json', result)
+  with open(path + '.md', 'w') as f:
+    f.write(f'{result["runs"]} runs of {FLAGS.spec} (steps: '
+            f'{result["steps"]}), {result["device"]}, {result["cores"]} '
+            f'cores, jax {result["jax"]}\n\n'
+            '| sweep | wall seconds | mean test accuracy |\n|---|---|---|\n'
+            + ''.join(f'| {m} | {seconds[m]:.1f} | '
+                      f'{result["mean_test_accuracy"][m]:.4f} |\n'
+                      for m in seconds)
+            + f'\nspeed-up: {result["speedup"]:.2f}x\n')
+  print(f'wrote {path}.json, {path}.md')
+  if not FLAGS.workdir:
+    shutil.rmtree(base)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,106 @@
+"""Several training steps per jitted call (`config.steps_per_dispatch`)."""
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from kd import checkpoint, config as kd_config, train
+
+
+def _config(k: int, parallel: str = 'pmap'):
+  c = kd_config.run_config()
+  c.data.name, c.data.augment = 'kd_digits', False
+  c.model.kwargs.hidden = (16,)
+  c.batch_size, c.steps, c.log_every, c.checkpoint_every = 32, 16, 8, 8
+  c.optimizer.lr = 3e-3
+  c.mixup_alpha = 0.2  # The step's random numbers follow the step count.
+  c.wandb.mode, c.evaluate.latency = 'disabled', False
+  c.steps_per_dispatch, c.parallel = k, parallel
+  return c
+
+
+def _params(workdir):
+  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
+  found = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
+  mngr.close()
+  return found['params']
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def one_step_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('k1'))
+  train.train_and_evaluate(_config(1), workdir)
+  return workdir
+
+
+@pytest.mark.parametrize('parallel', ['pmap', 'mesh'])
+def test_four_steps_per_call_train_the_same_parameters(tmp_path, one_step_run,
+                                                       parallel):
+  workdir = str(tmp_path)
+  summary = train.train_and_evaluate(_config(4, parallel), workdir)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               _params(one_step_run), _params(workdir))
+  rows, ref = _rows(workdir), _rows(one_step_run)
+  assert [r['step'] for r in rows] == [r['step'] for r in ref] == [8, 16, 16]
+  for got, want in zip(rows, ref):  # Interval means over the same steps.
+    for key in ('loss', 'accuracy', 'learning_rate', 'test_accuracy'):
+      if key in want:
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5)
+  assert summary['steps'] == 16
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['16', '8']
+
+
+def test_resume_with_another_steps_per_dispatch(tmp_path, one_step_run):
+  workdir = str(tmp_path)
+  half = _config(1)
+  half.steps_per_dispatch = 2
+  with pytest.raises(KeyboardInterrupt):
+    _interrupted(half, workdir)
+  train.train_and_evaluate(_config(4), workdir)  # Resumes from step 8.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               _params(one_step_run), _params(workdir))
+
+
+def _interrupted(config, workdir):
+  """Trains `config` until its first checkpoint (step 8), then stops."""
+  real = checkpoint.save
+
+  def save_then_stop(mngr, step, state):
+    real(mngr, step, state)
+    raise KeyboardInterrupt('simulated interruption')
+
+  checkpoint.save = save_then_stop
+  try:
+    train.train_and_evaluate(config, workdir)
+  finally:
+    checkpoint.save = real
+
+
+@pytest.mark.parametrize('field,value', [('steps', 18), ('log_every', 6),
+                                         ('checkpoint_every', 10),
+                                         ('eval_every', 4)])
+def test_intervals_must_be_multiples_of_steps_per_dispatch(field, value):
+  c = _config(8)
+  c.steps, c.log_every, c.checkpoint_every = 16, 8, 8
+  c[field] = value
+  with pytest.raises(ValueError, match=rf'config\.{field}={value}: must be a '
+                     r'multiple of steps_per_dispatch=8.*--config\.'
+                     rf'{field} to a multiple of 8'):
+    kd_config.validate(c)
+
+
+def test_variants_take_one_step_per_call():
+  from kd import variant  # pylint: disable=import-outside-toplevel
+  c = _config(4)
+  c.mixup_alpha = 0.0
+  with pytest.raises(ValueError, match=r'config\.steps_per_dispatch=4: the '
+                     r'x variant does not support it; set it to 1'):
+    variant.reject_unsupported(c, variant.UNSUPPORTED, 'x')
