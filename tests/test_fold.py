@@ -10,35 +10,45 @@ from kd import config as kd_config, fold, models, runs, train
 # name -> (kwargs, input shape, batch norms that stay: those after a residual
 # sum, as a pre-activation net's are).
 ZOO = {
-    'resnet8': ({}, (32, 32, 3), 0),
-    'resnet8x4': ({}, (32, 32, 3), 0),
-    'wrn_16_1': ({}, (32, 32, 3), 7),  # 6 blocks' first norms + the last.
-    'vgg8': ({}, (32, 32, 3), 0),
-    'MobileNetV2': ({}, (32, 32, 3), 0),
-    'ShuffleV1': ({}, (32, 32, 3), 0),
-    'ShuffleV2': ({}, (32, 32, 3), 0),
-    'ResNet50': ({}, (32, 32, 3), 0),
-    'resnet18_imagenet': ({}, (32, 32, 3), 0),
-    'mobilenet_v1_imagenet': ({}, (32, 32, 3), 0),
+    'resnet8': ({}, (16, 16, 3), 0),
+    'wrn_16_1': ({}, (16, 16, 3), 7),  # 6 blocks' first norms + the last.
+    'vgg8': ({}, (16, 16, 3), 0),
+    'MobileNetV2': ({}, (16, 16, 3), 0),
+    'ShuffleV1': ({}, (16, 16, 3), 0),
+    'ShuffleV2': ({}, (16, 16, 3), 0),
+    'ResNet50': ({}, (16, 16, 3), 0),
+    'resnet18_imagenet': ({}, (16, 16, 3), 0),
+    'mobilenet_v1_imagenet': ({}, (16, 16, 3), 0),
     'cnn': ({'channels': (8, 16), 'dense': 16}, (8, 8, 1), 0),
 }
 
 
-def random_statistics(variables, seed=1):
-  """`variables` with batch norm statistics, scales and biases far from
-  their initial 0 / 1 (an untrained net would fold trivially)."""
+def random_variables(model, x, seed=1):
+  """Variables of `model` drawn with NumPy (no compiled init): He-scaled
+  kernels, and batch norm statistics, scales and biases far from their
+  initial 0 / 1 (an untrained net would fold trivially)."""
   rng = np.random.default_rng(seed)
 
   def draw(path, a):
     key = jax.tree_util.keystr(path)
     if 'batch_stats' in key and key.endswith("['var']"):
-      return rng.uniform(0.3, 3.0, a.shape).astype(a.dtype)
-    if key.endswith("['mean']") or key.endswith("['bias']"):
-      return rng.normal(0.0, 0.5, a.shape).astype(a.dtype)
-    if key.endswith("['scale']"):
-      return rng.uniform(0.5, 2.0, a.shape).astype(a.dtype)
-    return a
-  return jax.tree_util.tree_map_with_path(draw, variables)
+      v = rng.uniform(0.3, 3.0, a.shape)
+    elif key.endswith("['mean']") or key.endswith("['bias']"):
+      v = rng.normal(0.0, 0.5, a.shape)
+    elif key.endswith("['scale']"):
+      v = rng.uniform(0.5, 2.0, a.shape)
+    else:
+      v = rng.normal(0.0, np.sqrt(2 / np.prod(a.shape[:-1])), a.shape)
+    return v.astype(a.dtype)
+  return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(
+      model.init, jax.random.key(0), x))
+
+
+def outputs(model, variables, folded, f_vars, x):
+  """(the model's, the folded model's) inference outputs, in one program."""
+  return jax.jit(lambda v, fv: (model.apply(v, x, train=False),
+                                folded.apply(fv, x, train=False)))(
+                                    variables, f_vars)
 
 
 def num_norms(variables) -> int:
@@ -50,13 +60,12 @@ def test_folded_outputs_equal_the_model_for_every_feature(name):
   kwargs, shape, kept = ZOO[name]
   model = models.create(name, 10, **kwargs)
   x = np.random.default_rng(0).normal(size=(2, *shape)).astype(np.float32)
-  variables = random_statistics(model.init(jax.random.key(0), x))
+  variables = random_variables(model, x)
   folded, f_vars = fold.fold_batch_norms(model, variables, x)
   assert num_norms(f_vars) == kept
   if num_norms(variables):
     assert len(folded.layers) == num_norms(variables) - kept
-  want = model.apply(variables, x, train=False)
-  got = folded.apply(f_vars, x, train=False)
+  want, got = outputs(model, variables, folded, f_vars, x)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for path, w in jax.tree_util.tree_leaves_with_path(want):
     g = dict(jax.tree_util.tree_leaves_with_path(got))[path]
@@ -84,7 +93,7 @@ class TapBetweenConvAndNorm(nn.Module):
 def test_only_a_layer_the_norm_alone_reads_folds():
   model = TapBetweenConvAndNorm()
   x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype(np.float32)
-  variables = random_statistics(model.init(jax.random.key(0), x))
+  variables = random_variables(model, x)
   folded, f_vars = fold.fold_batch_norms(model, variables, x)
   assert folded.layers == {('Conv_2',)}
   assert set(f_vars['batch_stats']) == {'BatchNorm_0', 'BatchNorm_1'}
@@ -95,7 +104,7 @@ def test_only_a_layer_the_norm_alone_reads_folds():
       f_vars['params']['Conv_2']['bias'],
       scale * (p['Conv_2']['bias'] - s['mean']) + p['BatchNorm_2']['bias'],
       rtol=1e-6)
-  want, got = (model.apply(variables, x), folded.apply(f_vars, x))
+  want, got = outputs(model, variables, folded, f_vars, x)
   np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(got[1]['conv_out'], want[1]['conv_out'])
   with pytest.raises(ValueError, match='inference mode only'):
@@ -104,11 +113,10 @@ def test_only_a_layer_the_norm_alone_reads_folds():
 
 def test_bfloat16_model_folds_with_its_output_dtypes():
   model = models.create('resnet8', 10, dtype=jnp.bfloat16)
-  x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
-  variables = random_statistics(model.init(jax.random.key(0), x))
+  x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
+  variables = random_variables(model, x)
   folded, f_vars = fold.fold_batch_norms(model, variables, x)
-  want = model.apply(variables, x, train=False)
-  got = folded.apply(f_vars, x, train=False)
+  want, got = outputs(model, variables, folded, f_vars, x)
   assert jax.tree.map(lambda a: a.dtype, got) == jax.tree.map(
       lambda a: a.dtype, want)
   # bfloat16 rounds each layer's output to 8 bits of mantissa.
@@ -118,7 +126,7 @@ def test_bfloat16_model_folds_with_its_output_dtypes():
 def test_model_without_batch_norm_comes_back_unchanged():
   model = models.create('cnn1d', 10)
   x = np.zeros((1, 40, 1), np.float32)
-  variables = model.init(jax.random.key(0), x)
+  variables = random_variables(model, x)
   assert fold.fold_batch_norms(model, variables, x) == (model, variables)
 
 
