@@ -76,7 +76,7 @@ def foldable_pairs(calls, jaxpr) -> dict:
   for v in jaxpr.outvars:
     if isinstance(v, jax_core.Var) and v in made:
       uses.setdefault(v, set()).add('output')
-  escapes = {}  # Call -> [(var, its outside users)].
+  escapes = {}  # Call -> the outside users of each value it hands out.
   for v, users in uses.items():
     escapes.setdefault(made[v], []).append(users)
   paths = [m.path for m, _ in calls]
@@ -89,7 +89,7 @@ def foldable_pairs(calls, jaxpr) -> dict:
       continue
     norm = calls[j][0]
     if (isinstance(norm, nn.BatchNorm) and norm.use_running_average
-        and norm.axis in (-1,) and paths.count(module.path) == 1
+        and norm.axis == -1 and paths.count(module.path) == 1
         and paths.count(norm.path) == 1):
       pairs[module.path] = norm.path
   return pairs
@@ -152,7 +152,8 @@ class FoldedModel:
   def _intercept(self, next_fun, args, kwargs, context):
     path = context.module.path
     if context.method_name == '__call__' and path in self.norms:
-      return args[0].astype(self.norms[path])
+      x = args[0] if args else kwargs['x']
+      return x.astype(self.norms[path])
     out = next_fun(*args, **kwargs)
     if (context.method_name == '__call__' and path in self.layers
         and not context.module.use_bias):
