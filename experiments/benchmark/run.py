@@ -297,6 +297,10 @@ def _figure(x: float) -> str:
   return f'{x:,.1f}' if x >= 10 else f'{x:.2g}'
 
 
+def _megabytes(x: float) -> str:
+  return f'{x:,.0f}' if x >= 10 else _figure(x)
+
+
 def _rate(r: dict, key: str) -> str:
   return f'{r[key]:,.0f}' if r.get(key) is not None else '-'
 
@@ -326,7 +330,7 @@ def markdown(rows) -> str:
                 _rate(r, 'distill_step_folded_ex_per_s')]
     cells += [f"{r['overhead_ratio']:.2f}", f"{r['cached_vs_student']:.2f}",
               f"{r['distill_step_compile_s']:.1f}",
-              _figure(r['peak_memory_mb']), _figure(r['distill_step_gflop']),
+              _megabytes(r['peak_memory_mb']), _figure(r['distill_step_gflop']),
               f"{_figure(100 * r['distill_step_mfu'])}%"
               if r['distill_step_mfu'] else '-']
     if pipeline:
