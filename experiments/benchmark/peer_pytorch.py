@@ -9,7 +9,7 @@ training step (forward, cross-entropy, backward, SGD with momentum 0.9),
 the teacher's forward pass (eval mode, no_grad) and the distillation step
 (the teacher's no_grad forward, then the student's step on CE + KD at T=4),
 float32 on the CPU, random inputs, the median of `--iters` timed calls after
-two warm-up calls. The CIFAR models are RepDistiller's own definitions
+two warm-up calls, the three steps' calls interleaved. The CIFAR models are RepDistiller's own definitions
 (`--repdistiller`: the folder holding its `models/`, e.g. a clone of
 github.com/HobbitLong/RepDistiller), the ImageNet ones torchvision's; the
 MNIST-1D pair (kd's `cnn1d` and `mlp`) is re-expressed here layer for layer.
@@ -78,16 +78,19 @@ def create(torch, pair: str, repdistiller: str):
           model_dict[s_name](num_classes=classes))
 
 
-def _time(fn, iters: int) -> float:
-  """Median seconds per call, after two warm-up calls."""
-  fn()
-  fn()
-  times = []
-  for _ in range(iters):
-    t0 = time.perf_counter()
+def time_interleaved(fns: dict, iters: int) -> dict:
+  """{name: median seconds per call} of `fns`, after two warm-up calls
+  each, their timed calls taken in turn (as `run.time_interleaved`)."""
+  for fn in fns.values():
     fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+    fn()
+  times = {k: [] for k in fns}
+  for _ in range(iters):
+    for k, fn in fns.items():
+      t0 = time.perf_counter()
+      fn()
+      times[k].append(time.perf_counter() - t0)
+  return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench(pair: str, iters: int, batch: int = 0,
@@ -124,10 +127,9 @@ def bench(pair: str, iters: int, batch: int = 0,
 
   out = {'pair': pair, 'batch': batch, 'torch': torch.__version__,
          'threads': torch.get_num_threads()}
-  for name, fn in (('student_step', student_step),
-                   ('teacher_forward', teacher_forward),
-                   ('distill_step', distill_step)):
-    sec = _time(fn, iters)
+  for name, sec in time_interleaved(
+      {'student_step': student_step, 'teacher_forward': teacher_forward,
+       'distill_step': distill_step}, iters).items():
     out[f'{name}_ms'] = 1000 * sec
     out[f'{name}_ex_per_s'] = batch / sec
   return out
