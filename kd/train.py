@@ -19,6 +19,7 @@ from kd import checkpoint
 from kd import config as kd_config
 from kd import data
 from kd import evaluate
+from kd import fold
 from kd import generate
 from kd import loop
 from kd import losses
@@ -296,7 +297,8 @@ class TeacherSource(NamedTuple):
   """Where a distillation step gets the teacher from: its frozen variables
   passed as data (`train_extra`, and `eval_extra` for evaluation), or its
   outputs put in each batch, read from a cache (`extend_batch`) or computed
-  by a teacher split over the mesh's model axis (`with_teacher`)."""
+  by a teacher split over the mesh's model axis (`with_teacher`). `model`
+  runs with `variables` (batch norms folded: `distill.teacher.fold_bn`)."""
   variables: Any = None
   step: int | None = None  # The teacher checkpoint's.
   eval_extra: tuple = ()
@@ -304,6 +306,7 @@ class TeacherSource(NamedTuple):
   extend_batch: Callable | None = None
   with_teacher: Callable | None = None
   seqkd_dir: str = ''  # Training data: the teacher's generations (kd.seqkd).
+  model: Any = None
 
 
 def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
@@ -320,16 +323,21 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
   seqkd_dir = seqkd_data(config, workdir) if b.tok is not None else ''
   if t.model_shards > 1:
     return TeacherSource(variables, step, with_teacher=sharded_teacher(
-        b.parallel, b.teacher, variables, b.terms, b.example))
-  extra = (b.parallel.replicate(variables),)
+        b.parallel, b.teacher, variables, b.terms, b.example), model=b.teacher)
   if t.cache:
+    extra = (b.parallel.replicate(variables),)
     cache = (lm_teacher_cache(config, workdir, b.teacher, variables, step,
                               b.tok) if b.tok is not None else
              teacher_cache(config, workdir, b.teacher, variables, step,
                            b.terms, b.example))
     return TeacherSource(variables, step, extra, extend_batch=lambda batch: {
-        **batch, 'teacher': cache.lookup(batch['index'])})
-  return TeacherSource(variables, step, extra, extra, seqkd_dir=seqkd_dir)
+        **batch, 'teacher': cache.lookup(batch['index'])}, model=b.teacher)
+  teacher = b.teacher
+  if t.fold_bn:
+    teacher, variables = fold.fold_batch_norms(teacher, variables, b.example)
+  extra = (b.parallel.replicate(variables),)
+  return TeacherSource(variables, step, extra, extra, seqkd_dir=seqkd_dir,
+                       model=teacher)
 
 
 def seqkd_data(config, workdir: str) -> str:
@@ -376,7 +384,7 @@ def train_step(config, b: Built, src: TeacherSource, v: dict) -> Callable:
   mixup_alpha = v['mixup_alpha'] if config.mixup_alpha else 0.0
   if b.teacher is not None:
     return steps.make_distill_step(
-        b.model, b.teacher if src.train_extra else None, tx,
+        b.model, src.model if src.train_extra else None, tx,
         with_values(b.terms, v['terms']), v['ce_weight'],
         config.label_smoothing, v['seed'], mixup_alpha,
         config.distill.quantization_aware, on_policy(config, b))
@@ -400,7 +408,7 @@ def compile_steps(config, b: Built, src: TeacherSource, group_values=None):
                           num_replicated=1 + len(src.train_extra),
                           lead=int(k > 1) + int(group_values is not None))
   eval_fn = b.parallel.wrap(
-      steps.make_eval_step(b.model, b.teacher if src.eval_extra else None),
+      steps.make_eval_step(b.model, src.model if src.eval_extra else None),
       1 + len(src.eval_extra), donate_first=False)
   if src.with_teacher is not None:
     return src.with_teacher(train), src.with_teacher(eval_fn)
@@ -464,7 +472,7 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
                                                       shape, dtype)
     if b.teacher is not None:
       summary['teacher_latency_ms'] = evaluate.model_latency_ms(
-          b.teacher, src.variables, shape, dtype)
+          src.model, src.variables, shape, dtype)
   exported = []
   if config.export.formats and jax.process_index() == 0:
     summary.update(export_student(config, workdir, b, variables))

@@ -1,20 +1,65 @@
 """The throughput benchmark runs and reports consistent figures."""
+import sys
+
+import jax
+import numpy as np
 import pytest
 
 from experiments.benchmark import run
 
 
-def test_mnist1d_pair_reports_every_figure():
-  r = run.bench('mnist1d', 'float32', iters=1)
-  for step in ('student_step', 'teacher_forward', 'distill_step',
-               'cached_step'):
+def test_batch_norm_pair_reports_every_figure(monkeypatch):
+  # A teacher with batch norms to fold, small enough to compile quickly.
+  monkeypatch.setitem(run.PAIRS, 'tiny', ('resnet8', 'mlp', 8, (8, 8, 3), 10))
+  r = run.bench('tiny', 'float32', iters=1)
+  for step in run.STEPS:
     assert r[f'{step}_ex_per_s'] == pytest.approx(
         r['batch'] / (r[f'{step}_ms'] / 1000))
+    assert r[f'{step}_memory_mb'] > 0
   assert r['overhead_ratio'] == pytest.approx(
       r['distill_step_ms'] / (r['student_step_ms'] + r['teacher_forward_ms']))
+  assert r['folded_speedup'] == pytest.approx(
+      r['distill_step_ms'] / r['distill_step_folded_ms'])
+  # Each program's own memory: the step holding both models plans more than
+  # the teacher's forward pass, and the folded teacher drops the norms'.
+  assert r['peak_memory_mb'] == r['distill_step_memory_mb']
+  assert r['distill_step_memory_mb'] > r['teacher_forward_memory_mb']
+  assert r['teacher_forward_folded_memory_mb'] < r['teacher_forward_memory_mb']
   assert r['distill_step_gflop'] > 0
   assert r['distill_step_mfu'] is None  # No peak is known for a CPU.
-  assert '| cnn1d -> mlp | float32 | 100 |' in run.markdown([r])
+  table = run.markdown([r])
+  assert '| resnet8 -> mlp | float32 | 8 |' in table
+  assert '| distill folded ex/s |' in table and 'PyTorch' not in table
+
+
+def test_memory_is_the_programs_planned_bytes():
+  x = np.zeros((256, 1024), np.float32)  # 1 MB.
+  assert run.compiled_figures(jax.jit(lambda a: a * 2), (x,))[1] == 2.0
+  # The output reuses the donated input's buffer.
+  assert run.compiled_figures(jax.jit(lambda a: a * 2, donate_argnums=0),
+                              (x,))[1] == 1.0
+
+
+def test_input_pipeline_rate_on_mock_cifar():
+  r = run.pipeline_rate('cifar_r32x4_r8x4', batch=8, iters=2)
+  assert r['input_pipeline_data'] == 'cifar100 (mock)'
+  assert r['input_pipeline_ex_per_s'] > 0
+
+
+def test_peer_ratios_and_missing_torch():
+  row = {'student_step_ex_per_s': 50.0, 'teacher_forward_ex_per_s': 90.0,
+         'distill_step_ex_per_s': 30.0, 'distill_step_folded_ex_per_s': 33.0}
+  p = {'torch': '2.x', 'student_step_ex_per_s': 100.0,
+       'teacher_forward_ex_per_s': 120.0, 'distill_step_ex_per_s': 60.0}
+  run.add_peer(row, p)
+  assert row['kd_vs_peer_student_step'] == 0.5
+  assert row['kd_vs_peer_distill_step'] == 0.5
+  assert row['kd_vs_peer_distill_step_folded'] == pytest.approx(0.55)
+  try:
+    import torch  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    with pytest.raises(RuntimeError, match='pip install torch'):
+      run.peer('mnist1d', 1, 100, sys.executable, '/nonexistent')
 
 
 def test_peak_flops_by_device_kind():

@@ -3,7 +3,7 @@
   python -m experiments.benchmark.lm [--iters=5] [--out=DIR]
 
 Three measurements, synthetic tokens on the device, medians of timed
-iterations after warm-up (`run._time`):
+iterations after warm-up, interleaved (`run.time_interleaved`):
   steps       tokens/s of the student's supervised step, the teacher's
               forward pass and the live distillation step (forward KL per
               token), the cached step (top-16 KL, `topk_kl_cached`, from
@@ -92,8 +92,7 @@ def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
          'teacher_params': _count(t_vars), 'student_params': s_params,
          'device': jax.devices()[0].device_kind,
          'devices': parallel.local_devices}
-  for name, (fn, args) in fns.items():
-    sec = run._time(fn, args, iters)  # pylint: disable=protected-access
+  for name, sec in run.time_interleaved(fns, iters).items():
     out[f'{name}_ms'] = 1000 * sec
     out[f'{name}_tok_per_s'] = batch * seq_len / sec
   out['overhead_ratio'] = out['distill_step_ms'] / (
@@ -165,8 +164,9 @@ def bench_generate(size: str = 'teacher', batch: int = 8, prompt: int = 32,
          'new_tokens': new_tokens,
          'same_tokens': bool(jnp.all(cached(variables, prompts)
                                      == full(variables, prompts)))}
-  for name, fn in (('kv_cache', cached), ('full_recompute', full)):
-    sec = run._time(fn, (variables, prompts), iters)  # pylint: disable=protected-access
+  for name, sec in run.time_interleaved(
+      {'kv_cache': (cached, (variables, prompts)),
+       'full_recompute': (full, (variables, prompts))}, iters).items():
     out[f'{name}_tok_per_s'] = batch * new_tokens / sec
   out['speedup'] = out['kv_cache_tok_per_s'] / out['full_recompute_tok_per_s']
   return out

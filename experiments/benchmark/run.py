@@ -2,24 +2,53 @@
 
   python -m experiments.benchmark.run [--pairs=mnist1d,cifar_r32x4,...]
       [--dtypes=float32,bfloat16] [--iters=20] [--out=DIR]
+      [--peer [--peer_python=/work/venv_torch/bin/python]]
   python -m experiments.benchmark.run --mfu_of=experiments/benchmark/results/h100_batch512.json
 
 For each (teacher, student, batch, input shape) pair and compute dtype:
 examples/s of the student's supervised step, the teacher's forward pass, the
 live distillation step (teacher forward + student step, one jitted call) and
 the cached step (the student step reading teacher logits from the batch, as
-with `distill.teacher.cache`); compile time of each; the overhead ratio
+with `distill.teacher.cache`); the teacher's forward pass and the
+distillation step again with the teacher's batch norms folded into its
+convolutions (`kd.fold`, as `distill.teacher.fold_bn` loads a teacher; no
+figure where nothing folds); compile time of each; the overhead ratio
 t(distill) / (t(student) + t(teacher)); and the distillation step's model
 FLOPs (XLA's count of the forward passes, backward as 2x forward) and MFU
 against the device's dense peak (`PEAK_FLOPS`; none on a CPU).
-Synthetic data on the device; medians of timed iterations after warm-up.
+Synthetic data on the device; every configuration's timed calls interleaved
+(one call of each in turn, so a change in the machine's load hits them
+alike), medians after two warm-up calls.
+
+Memory (`{step}_memory_mb`; the table's 'peak MB' is the distillation
+step's): XLA's plan for that one compiled program on one device
+(`compiled.memory_analysis()`): its arguments and outputs, less the outputs
+that reuse donated arguments, plus its temporaries. It is each
+configuration's own figure, not the process's running peak, and leaves out
+what the runtime holds besides (other programs, the input pipeline).
+
+Input pipeline (`--pipeline`, on by default): examples/s of the training
+iterator alone (`kd.data.train_batches` with the dataset's augmentation:
+CIFAR crop and flip, ImageNet Inception crop), MNIST-1D real (built
+offline), CIFAR-100 and ImageNet as `tfds.testing.mock_data` records
+(random images through the same decode, cache, shuffle and augmentation;
+`--pipeline_data_dir` where the real ones are prepared), after one epoch
+has filled the in-memory cache.
+
+`--peer` runs `experiments/benchmark/peer_pytorch.py` (PyTorch, the
+reference model definitions, the same protocol) with `--peer_python`
+right after each pair's float32 row, and adds its examples/s and the ratios
+kd / PyTorch.
 Writes results.json and results.md to --out.
 """
+import contextlib
+import gc
 import json
 import os
-import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -28,11 +57,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tensorflow_datasets as tfds
 
-from kd import models, runs, steps
+from kd import data, fold, models, runs, steps
 from kd.parallel import DataParallel
 
-# name: (teacher, student, global batch, input shape, classes)
+# name: (teacher, student, global batch, input shape, classes); the dataset
+# whose training iterator `pipeline_rate` measures is DATASETS[name].
 PAIRS = {
     'mnist1d': ('cnn1d', 'mlp', 100, (40, 1), 10),
     'cifar_r32x4_r8x4': ('resnet32x4', 'resnet8x4', 64, (32, 32, 3), 100),
@@ -40,6 +71,12 @@ PAIRS = {
     'imagenet_r34_r18': ('resnet34_imagenet', 'resnet18_imagenet', 64,
                          (224, 224, 3), 1000),
 }
+DATASETS = {'mnist1d': 'mnist1d', 'cifar_r32x4_r8x4': 'cifar100',
+            'cifar_wrn40_2_wrn16_2': 'cifar100',
+            'imagenet_r34_r18': 'imagenet2012'}
+STEPS = ('student_step', 'teacher_forward', 'distill_step', 'cached_step',
+         'teacher_forward_folded', 'distill_step_folded')
+PEER_STEPS = ('student_step', 'teacher_forward', 'distill_step')
 
 
 # Dense peak FLOP/s per device kind and compute dtype (float32 matmuls run
@@ -93,27 +130,68 @@ def mfu_of_results(path: str) -> list[dict]:
   return rows
 
 
-def _time(fn, args, iters):
-  """Median seconds per call, after two warm-up calls."""
-  def call(args):
-    out = jax.block_until_ready(fn(*args))
-    if isinstance(out, tuple) and hasattr(out[0], 'params'):
-      args = (out[0],) + tuple(args[1:])  # The old state was donated.
-    return args
+def _call(fn, args):
+  """Runs `fn(*args)`; the arguments of its next call (a step's new state
+  in place of the donated one)."""
+  out = jax.block_until_ready(fn(*args))
+  if isinstance(out, tuple) and hasattr(out[0], 'params'):
+    return (out[0],) + tuple(args[1:])
+  return args
 
-  args = call(call(args))
-  times = []
+
+def time_interleaved(configs: dict, iters: int) -> dict:
+  """{name: median seconds per call} of `configs` (name: (fn, args)), after
+  two warm-up calls each, their timed calls taken in turn."""
+  args = {k: _call(fn, _call(fn, a)) for k, (fn, a) in configs.items()}
+  times = {k: [] for k in configs}
   for _ in range(iters):
-    t0 = time.perf_counter()
-    args = call(args)
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+    for k, (fn, _) in configs.items():
+      t0 = time.perf_counter()
+      args[k] = _call(fn, args[k])
+      times[k].append(time.perf_counter() - t0)
+  return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _compile_seconds(fn, args) -> float:
+def compiled_figures(fn, args) -> tuple[float, float]:
+  """(compile seconds, planned memory MB: arguments + outputs - aliased
+  (donated) + temporaries) of `fn` for `args`, on one device."""
   t0 = time.perf_counter()
-  fn.lower(*args).compile()
-  return time.perf_counter() - t0
+  compiled = fn.lower(*args).compile()
+  seconds = time.perf_counter() - t0
+  m = compiled.memory_analysis()
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes
+           - m.alias_size_in_bytes + m.temp_size_in_bytes)
+  return seconds, total / 2**20
+
+
+def pipeline_rate(pair: str, batch: int, iters: int,
+                  data_dir: str = '') -> dict:
+  """Examples/s of the pair's training iterator (augmentation on), timed
+  over `iters` batches after a first epoch (decoding, cache filling)."""
+  name = DATASETS[pair]
+  spec = data.spec(name)
+  mock = name not in data.input_pipeline.OFFLINE and not data_dir
+  with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    if mock:
+      from tests.mock_tfds import metadata_dir  # pylint: disable=import-outside-toplevel
+      examples = 4 * batch
+      data_dir = metadata_dir(tmp, {name: ('train',)}, examples)
+      stack.enter_context(tfds.testing.mock_data(num_examples=examples,
+                                                 data_dir=data_dir))
+    image_size = spec.input_shape[0] if spec.augment != 'none' else None
+    it = data.train_batches(name, batch_size=batch, seed=0, augment=True,
+                            data_dir=data_dir or None, image_size=image_size)
+    size = data.num_examples(name, 'train', data_dir or None)
+    for _ in range(max(size // batch, 1) + 1):
+      next(it)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+      next(it)
+    sec = (time.perf_counter() - t0) / iters
+    del it  # Its prefetching threads would compete with later timings.
+    gc.collect()
+  return {'input_pipeline_ex_per_s': batch / sec,
+          'input_pipeline_data': f'{name} ({"mock" if mock else "real"})'}
 
 
 def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
@@ -129,73 +207,140 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
   y = rng.integers(0, classes, size=batch).astype(np.int32)
   tx = optax.sgd(0.01, momentum=0.9)
   t_vars = teacher.init(jax.random.key(1), x[:1])
+  folded, f_vars = fold.fold_batch_norms(teacher, t_vars, x[:1])
   state = steps.create_state(student, tx, jax.random.key(0), x[:1])
   t_logits = np.asarray(jax.jit(
       lambda v, a: teacher.apply(v, a, train=False)[0])(t_vars, x))
-  data = parallel.shard({'image': x, 'label': y})
+  placed = parallel.shard({'image': x, 'label': y})
   # As a run with distill.teacher.cache feeds the step (kd.cache).
   cached = parallel.shard({'image': x, 'label': y,
                            'teacher': {'logits': t_logits}})
-  rep_t = parallel.replicate(t_vars)
   terms = (steps.Term('kd', 'kd', 1.0, kwargs={'temperature': 4.0}),)
-  forward = parallel.wrap(
-      lambda v, b: teacher.apply(v, b['image'], train=False)[0], 1,
-      donate_first=False)
-  runs = {
+
+  def forward(model):
+    return parallel.wrap(
+        lambda v, b: model.apply(v, b['image'], train=False)[0], 1,
+        donate_first=False)
+
+  def distill(model):
+    return parallel.wrap(steps.make_distill_step(student, model, tx, terms,
+                                                 1.0), 2)
+
+  configs = {
       'student_step': (parallel.wrap(steps.make_supervised_step(student, tx),
-                                     1), (parallel.replicate(state), data)),
-      'teacher_forward': (forward, (rep_t, data)),
-      'distill_step': (parallel.wrap(steps.make_distill_step(
-          student, teacher, tx, terms, 1.0), 2),
-                       (parallel.replicate(state), rep_t, data)),
+                                     1), (parallel.replicate(state), placed)),
+      'teacher_forward': (forward(teacher),
+                          (parallel.replicate(t_vars), placed)),
+      'distill_step': (distill(teacher), (parallel.replicate(state),
+                                          parallel.replicate(t_vars), placed)),
       'cached_step': (parallel.wrap(steps.make_distill_step(
           student, None, tx, terms, 1.0), 1),
                       (parallel.replicate(state), cached)),
   }
+  if folded is not teacher:  # Something folded.
+    configs['teacher_forward_folded'] = (forward(folded),
+                                         (parallel.replicate(f_vars), placed))
+    configs['distill_step_folded'] = (distill(folded), (
+        parallel.replicate(state), parallel.replicate(f_vars), placed))
   out = {'pair': pair, 'teacher': t_name, 'student': s_name, 'batch': batch,
          'dtype': dtype, 'device': jax.devices()[0].device_kind,
          'devices': parallel.local_devices}
-  for name, (fn, args) in runs.items():
-    compile_s = _compile_seconds(fn, args)
-    sec = _time(fn, args, iters)
+  for name, (fn, args) in configs.items():
+    out[f'{name}_compile_s'], out[f'{name}_memory_mb'] = compiled_figures(
+        fn, args)
+  for name, sec in time_interleaved(configs, iters).items():
     out[f'{name}_ex_per_s'] = batch / sec
     out[f'{name}_ms'] = 1000 * sec
-    out[f'{name}_compile_s'] = compile_s
   out['overhead_ratio'] = out['distill_step_ms'] / (
       out['student_step_ms'] + out['teacher_forward_ms'])
   out['cached_vs_student'] = out['cached_step_ms'] / out['student_step_ms']
+  if 'distill_step_folded_ms' in out:
+    out['folded_speedup'] = (out['distill_step_ms']
+                             / out['distill_step_folded_ms'])
   add_mfu(out, teacher, t_vars, student,
           {'params': state.params, **state.model_state}, x)
-  stats = jax.devices()[0].memory_stats() or {}
-  out['peak_memory_mb'] = (stats['peak_bytes_in_use'] / 2**20
-                           if 'peak_bytes_in_use' in stats else
-                           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                           / 1024)
-  out['peak_memory_of'] = ('device' if 'peak_bytes_in_use' in stats
-                           else 'process max RSS')
+  out['peak_memory_mb'] = out['distill_step_memory_mb']
+  out['peak_memory_of'] = ('XLA plan of the distillation step, one device: '
+                           'arguments + outputs - donated + temporaries')
   return out
+
+
+def peer(pair: str, iters: int, batch: int, python: str,
+         repdistiller: str) -> dict:
+  """`peer_pytorch`'s figures for `pair`, run by `python` (a subprocess:
+  PyTorch usually lives in an environment of its own)."""
+  cmd = [python, '-m', 'experiments.benchmark.peer_pytorch', f'--pair={pair}',
+         f'--iters={iters}', f'--batch={batch}',
+         f'--repdistiller={repdistiller}']
+  done = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                        cwd=os.path.dirname(os.path.dirname(
+                            os.path.dirname(os.path.abspath(__file__)))))
+  if done.returncode:
+    raise RuntimeError(f'{" ".join(cmd)} failed:\n{done.stderr.strip()}')
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def add_peer(row: dict, p: dict) -> dict:
+  """`row` with the peer's examples/s and kd / PyTorch ratios."""
+  row['peer_torch'] = p['torch']
+  for step in PEER_STEPS:
+    row[f'peer_{step}_ex_per_s'] = p[f'{step}_ex_per_s']
+    row[f'kd_vs_peer_{step}'] = (row[f'{step}_ex_per_s']
+                                 / p[f'{step}_ex_per_s'])
+  if 'distill_step_folded_ex_per_s' in row:
+    row['kd_vs_peer_distill_step_folded'] = (
+        row['distill_step_folded_ex_per_s'] / p['distill_step_ex_per_s'])
+  return row
 
 
 def _figure(x: float) -> str:
   return f'{x:,.1f}' if x >= 10 else f'{x:.2g}'
 
 
+def _megabytes(x: float) -> str:
+  return f'{x:,.0f}' if x >= 10 else _figure(x)
+
+
+def _rate(r: dict, key: str) -> str:
+  return f'{r[key]:,.0f}' if r.get(key) is not None else '-'
+
+
 def markdown(rows) -> str:
-  lines = ['| pair | dtype | batch | student step ex/s | teacher fwd ex/s | '
-           'distill step ex/s | cached step ex/s | overhead ratio | '
-           'cached / student | compile s (distill) | peak MB | '
-           'GFLOP / distill step | MFU (distill) |',
-           '|' + '---|' * 13]
+  """The rows as a table; the folded-teacher, input-pipeline and PyTorch
+  columns appear when some row has them."""
+  folded = any('distill_step_folded_ex_per_s' in r for r in rows)
+  pipeline = any('input_pipeline_ex_per_s' in r for r in rows)
+  peer = any('peer_distill_step_ex_per_s' in r for r in rows)
+  head = ['pair', 'dtype', 'batch', 'student step ex/s', 'teacher fwd ex/s',
+          'distill step ex/s', 'cached step ex/s']
+  head += ['teacher fwd folded ex/s', 'distill folded ex/s'] * folded
+  head += ['overhead ratio', 'cached / student', 'compile s (distill)',
+           'peak MB', 'GFLOP / distill step', 'MFU (distill)']
+  head += ['input pipeline ex/s'] * pipeline
+  head += ['PyTorch student ex/s', 'PyTorch teacher fwd ex/s',
+           'PyTorch distill ex/s', 'kd / PyTorch student',
+           'kd / PyTorch distill', 'kd folded / PyTorch distill'] * peer
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in rows:
-    lines.append(
-        f"| {r['teacher']} -> {r['student']} | {r['dtype']} | {r['batch']} "
-        f"| {r['student_step_ex_per_s']:,.0f} | {r['teacher_forward_ex_per_s']:,.0f} "
-        f"| {r['distill_step_ex_per_s']:,.0f} | {r['cached_step_ex_per_s']:,.0f} "
-        f"| {r['overhead_ratio']:.2f} | {r['cached_vs_student']:.2f} "
-        f"| {r['distill_step_compile_s']:.1f} | {r['peak_memory_mb']:,.0f} "
-        f"| {_figure(r['distill_step_gflop'])} | "
-        + (f"{_figure(100 * r['distill_step_mfu'])}% |"
-           if r['distill_step_mfu'] else '- |'))
+    cells = [f"{r['teacher']} -> {r['student']}", r['dtype'], str(r['batch'])]
+    cells += [_rate(r, f'{k}_ex_per_s') for k in (
+        'student_step', 'teacher_forward', 'distill_step', 'cached_step')]
+    if folded:
+      cells += [_rate(r, 'teacher_forward_folded_ex_per_s'),
+                _rate(r, 'distill_step_folded_ex_per_s')]
+    cells += [f"{r['overhead_ratio']:.2f}", f"{r['cached_vs_student']:.2f}",
+              f"{r['distill_step_compile_s']:.1f}",
+              _megabytes(r['peak_memory_mb']), _figure(r['distill_step_gflop']),
+              f"{_figure(100 * r['distill_step_mfu'])}%"
+              if r['distill_step_mfu'] else '-']
+    if pipeline:
+      cells.append(_rate(r, 'input_pipeline_ex_per_s'))
+    if peer:
+      cells += [_rate(r, f'peer_{k}_ex_per_s') for k in PEER_STEPS]
+      cells += [f'{r[k]:.2f}' if r.get(k) is not None else '-' for k in (
+          'kd_vs_peer_student_step', 'kd_vs_peer_distill_step',
+          'kd_vs_peer_distill_step_folded')]
+    lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
 
@@ -207,6 +352,16 @@ def define_flags():
   flags.DEFINE_string('out', 'benchmark_results', 'Output folder.')
   flags.DEFINE_integer('batch', 0, 'Global batch for every pair (0: each '
                        "pair's own).")
+  flags.DEFINE_bool('pipeline', True, "Measure each pair's training "
+                    'iterator (examples/s).')
+  flags.DEFINE_string('pipeline_data_dir', '', 'A TFDS data dir holding the '
+                      'prepared CIFAR-100 / ImageNet (default: mock records).')
+  flags.DEFINE_bool('peer', False, 'Also time the pairs in PyTorch '
+                    '(peer_pytorch.py, float32 rows) and print kd / PyTorch.')
+  flags.DEFINE_string('peer_python', sys.executable, 'The Python that runs '
+                      'peer_pytorch.py (one with torch installed).')
+  flags.DEFINE_string('repdistiller', '/work/refcode', "The folder holding "
+                      "RepDistiller's models/ (the peer's CIFAR models).")
   flags.DEFINE_string('mfu_of', None, 'A results.json measured elsewhere: '
                       'print its table with FLOPs and MFU added, measure '
                       'nothing.')
@@ -223,8 +378,13 @@ def main(argv):
     return
   rows = []
   for pair in f.pairs:
+    rate = (pipeline_rate(pair, f.batch or PAIRS[pair][2], max(f.iters, 20),
+                          f.pipeline_data_dir) if f.pipeline else {})
     for dtype in f.dtypes:
-      rows.append(bench(pair, dtype, f.iters, f.batch))
+      rows.append({**bench(pair, dtype, f.iters, f.batch), **rate})
+      if f.peer and dtype == 'float32':  # Right after kd's row.
+        add_peer(rows[-1], peer(pair, f.iters, rows[-1]['batch'],
+                                f.peer_python, f.repdistiller))
       print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
   os.makedirs(f.out, exist_ok=True)
   runs.write_json(os.path.join(f.out, 'results.json'), rows)
