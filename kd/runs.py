@@ -43,6 +43,7 @@ NEUTRAL_FIELDS = (
     'eval_batch_size',  # Masked sums: the same test figures in any batch size.
     'wandb', 'evaluate.latency', 'export', 'data.download',
     'distill.teacher.cache_dir', 'distill.teacher.allow_unfinished_teacher',
+    'distill.teacher.fold_bn',  # The same teacher outputs (kd.fold, 1e-5).
 )
 
 
