@@ -3,20 +3,19 @@ and the language model's three graphs; the command line, its sidecar, the
 edge table and the errors."""
 import json
 import os
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import app, flags
+from absl.testing import flagsaver
 
 from kd import config as kd_config, models, runs, train
 from kd.export import lm, onnx, student, table, tflite
 from tests.lm_run_fixture import write_lm_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_VIT = {'depth': 2, 'width': 16, 'heads': 2, 'patch_size': 4}
 CASES = {'mlp': ('mlp', (8, 8, 1), {}),
          'cnn': ('cnn', (8, 8, 1), {'channels': (4, 8), 'dense': 16}),
@@ -26,9 +25,11 @@ CASES = {'mlp': ('mlp', (8, 8, 1), {}),
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, '-m', 'kd.export', *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, PYTHONPATH=ROOT))
+  """`python -m kd.export ARGS` in this process (no second start-up)."""
+  from kd.export import __main__ as export_cli  # pylint: disable=import-outside-toplevel
+  with flagsaver.flagsaver():
+    flags.FLAGS(['kd.export', *args])
+    export_cli.main([])
 
 
 @pytest.fixture(scope='module', params=sorted(CASES))
@@ -123,8 +124,7 @@ def test_student_export_sidecar(run_dir, tmp_path):
 
 
 def test_command_line_writes_onnx_and_the_table_lists_it(run_dir):
-  proc = _cli(f'--workdir={run_dir}', '--format=onnx', '--batch=dynamic')
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  _cli(f'--workdir={run_dir}', '--format=onnx', '--batch=dynamic')
   out = os.path.join(run_dir, 'student_float32.onnx')
   side = json.load(open(out + '.json'))
   assert side['input']['shape'][0] == -1
@@ -143,11 +143,11 @@ def test_command_line_writes_onnx_and_the_table_lists_it(run_dir):
 
 
 def test_command_line_refuses_quantized_onnx(run_dir):
-  proc = _cli(f'--workdir={run_dir}', '--format=onnx', '--quantize=int8')
-  assert proc.returncode != 0
-  assert ('--format=onnx exports float32 only: --quantize=int8 is not '
-          'supported; valid: --quantize=none, or --format=tflite') in (
-              proc.stderr)
+  with pytest.raises(app.UsageError,
+                     match='--format=onnx exports float32 only: '
+                     '--quantize=int8 is not supported; valid: '
+                     '--quantize=none, or --format=tflite'):
+    _cli(f'--workdir={run_dir}', '--format=onnx', '--quantize=int8')
   assert not os.path.exists(os.path.join(run_dir, 'student_int8.onnx'))
 
 
@@ -184,10 +184,9 @@ def test_lm_logits_prefill_and_decode_match_jax(lm_run):
 
 def test_lm_command_line_writes_three_graphs_and_parity(lm_run):
   out = os.path.join(lm_run.workdir, 'lm.onnx')
-  proc = _cli(f'--workdir={lm_run.workdir}', '--format=onnx', f'--out={out}',
-              '--prompt_len=16', '--cache_len=48', '--parity_prompts=3',
-              '--parity_tokens=8', '--bpb_rows=2')
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  _cli(f'--workdir={lm_run.workdir}', '--format=onnx', f'--out={out}',
+       '--prompt_len=16', '--cache_len=48', '--parity_prompts=3',
+       '--parity_tokens=8', '--bpb_rows=2')
   side = json.load(open(out + '.json'))
   paths = onnx.lm_paths(out)
   assert paths['decode'] == os.path.join(lm_run.workdir, 'lm.decode.onnx')
