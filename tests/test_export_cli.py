@@ -83,5 +83,5 @@ def test_edge_table_from_sidecars(run_dir, tmp_path):
                  quantize='int8', step=step, latency=True)
   (row,) = [r for r in table.rows([run_dir]) if r['file'] == 'x.tflite']
   text = table.markdown([row])
-  assert f'| mlp | kd_digits | int8 | {row["bytes"]:,} |' in text
+  assert f'| mlp | kd_digits | TFLite | int8 | {row["bytes"]:,} |' in text
   assert f'{100 * row["tflite_accuracy"]:.2f}%' in text

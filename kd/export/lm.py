@@ -280,11 +280,12 @@ def _median_seconds(fn, runs: int = 3) -> float:
 
 
 def measure(run: LMRun, runner: LiteRTLM, *, prompts: int = 20,
-            new_tokens: int = 64, bpb_rows: int = 8,
-            speed: bool = True) -> dict:
+            new_tokens: int = 64, bpb_rows: int = 8, speed: bool = True,
+            runtime: str = 'litert') -> dict:
   """Greedy parity with JAX on `prompts` held-out prompts (lengths spread
   over P/2..P) x `new_tokens`, held-out bits per byte (JAX float vs this
-  file, on `bpb_rows` rows of P tokens) and batch-1 generation speed."""
+  file, on `bpb_rows` rows of P tokens) and batch-1 generation speed; the
+  file's figures under the key `runtime`."""
   p, model, variables = runner.prompt_len, run.model, run.variables
   tok = run.tokenizer
   if p + new_tokens > min(runner.cache_len, model.max_len):
@@ -316,7 +317,7 @@ def measure(run: LMRun, runner: LiteRTLM, *, prompts: int = 20,
       'bits_per_byte': {
           'rows': bpb_rows, 'row_tokens': p, 'split': 'test',
           'jax_float32': bits_per_byte(apply, bpb),
-          'litert': bits_per_byte(lambda x: runner.prefill(x)[0], bpb)},
+          runtime: bits_per_byte(lambda x: runner.prefill(x)[0], bpb)},
   }
   if speed:
     x = heldout[-1]
@@ -332,7 +333,7 @@ def measure(run: LMRun, runner: LiteRTLM, *, prompts: int = 20,
         'note': f'batch 1, greedy, a {len(x)}-token prompt then '
                 f'{new_tokens} new tokens (prefill included), median of 3 '
                 f'on {os.cpu_count()} CPU cores; noisy on a shared machine',
-        'jax': new_tokens / jax_s, 'litert': new_tokens / lite_s}
+        'jax': new_tokens / jax_s, runtime: new_tokens / lite_s}
   return out
 
 
@@ -350,15 +351,8 @@ def export(run: LMRun, out_path: str, *, quantize: str = 'none',
   float_bytes = len(blob) if quantize == 'none' else len(
       convert(run.model, run.variables, **kw))
   runner = LiteRTLM(blob)
-  tok, model, d = run.tokenizer, run.model, run.config.data
-  tokenizer = {'kind': d.get('tokenizer', 'byte'),
-               'vocab_size': tok.vocab_size, 'pad_id': tok.pad_id,
-               'bos_id': tok.bos_id, 'eos_id': tok.eos_id,
-               'prompt': 'bos_id, then the encoded text',
-               'byte_ids': 'UTF-8 bytes 0..255'}
-  if tokenizer['kind'] == 'bpe':
-    del tokenizer['byte_ids']
-    tokenizer['file'] = os.path.basename(out_path) + '.tokenizer.json'
+  tok, model = run.tokenizer, run.model
+  tokenizer = tokenizer_info(run, out_path)
   cache = list(cache_shape(model, cache_len))
   sidecar = {
       'file': os.path.basename(out_path), 'bytes': len(blob),
@@ -397,11 +391,31 @@ def export(run: LMRun, out_path: str, *, quantize: str = 'none',
                            new_tokens=new_tokens, bpb_rows=bpb_rows,
                            speed=speed))
   tflite.write(out_path, blob, sidecar)
-  if tokenizer['kind'] == 'bpe':
+  copy_tokenizer(run, out_path, tokenizer)
+  return sidecar
+
+
+def tokenizer_info(run: LMRun, out_path: str) -> dict:
+  """The sidecar's `tokenizer`: ids, and for BPE the file next to
+  `out_path`."""
+  tok = run.tokenizer
+  info = {'kind': run.config.data.get('tokenizer', 'byte'),
+          'vocab_size': tok.vocab_size, 'pad_id': tok.pad_id,
+          'bos_id': tok.bos_id, 'eos_id': tok.eos_id,
+          'prompt': 'bos_id, then the encoded text',
+          'byte_ids': 'UTF-8 bytes 0..255'}
+  if info['kind'] == 'bpe':
+    del info['byte_ids']
+    info['file'] = os.path.basename(out_path) + '.tokenizer.json'
+  return info
+
+
+def copy_tokenizer(run: LMRun, out_path: str, info: dict):
+  """A BPE run's tokenizer.json to the file `info` names."""
+  if info['kind'] == 'bpe':
     shutil.copyfile(os.path.join(run.workdir, 'tokenizer.json'),
                     os.path.join(os.path.dirname(os.path.abspath(out_path)),
-                                 tokenizer['file']))
-  return sidecar
+                                 info['file']))
 
 
 def sidecar_tokenizer(model_path: str):

@@ -1,4 +1,5 @@
-"""Markdown edge table from export sidecars (`*.tflite.json`).
+"""Markdown edge table from classifier export sidecars (`*.tflite.json`,
+`*.onnx.json`; language-model sidecars are left out).
 
   python -m kd.export.table RUN_DIR_OR_SIDECAR [...]
 """
@@ -7,40 +8,52 @@ import json
 import os
 import sys
 
+_FORMATS = {'tflite': 'TFLite', 'onnx': 'ONNX'}
+
 
 def rows(paths: list[str]) -> list[dict]:
   found = []
   for p in paths:
     found += (sorted(glob.glob(os.path.join(p, '**', '*.tflite.json'),
-                               recursive=True)) if os.path.isdir(p) else [p])
+                               recursive=True) +
+                     glob.glob(os.path.join(p, '**', '*.onnx.json'),
+                               recursive=True))
+              if os.path.isdir(p) else [p])
   out = []
   for path in found:
     with open(path) as f:
       side = json.load(f)
+    if side.get('kind') == 'transformer_lm':
+      continue
     run = os.path.dirname(os.path.abspath(path))
     with open(os.path.join(run, 'config.json')) as f:
       config = json.load(f)
     qat = config['distill'].get('quantization_aware', False)
+    fmt = side.get('format', 'tflite')  # Older sidecars are TFLite's.
+    lat = side.get('latency_ms', {})
     out.append({'model': config['model']['name'],
                 'dataset': config['data']['name'], **side,
+                'format': _FORMATS[fmt],
                 'quantize': ('float32' if side['quantize'] == 'none' else
-                             side['quantize']) + (' (QAT)' if qat else '')})
+                             side['quantize']) + (' (QAT)' if qat else ''),
+                'file_accuracy': side[f'{fmt}_accuracy'],
+                'file_batch1_ms': lat.get(f'{fmt}_batch1')})
   return out
 
 
 def markdown(rows_: list[dict]) -> str:
-  lines = ['| model | data | format | size (bytes) | TFLite accuracy | JAX '
-           'accuracy | max logit diff | LiteRT b=1 (ms) | JAX b=1 (ms) |',
-           '|---|---|---|---|---|---|---|---|---|']
+  lines = ['| model | data | format | quantize | size (bytes) | file accuracy '
+           '| JAX accuracy | max logit diff | file b=1 (ms) | JAX b=1 (ms) |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for r in rows_:
-    lat = r.get('latency_ms', {})
     fmt = lambda v, p: '-' if v is None else p.format(v)
     lines.append(
-        f'| {r["model"]} | {r["dataset"]} | {r["quantize"]} | {r["bytes"]:,} '
-        f'| {100 * r["tflite_accuracy"]:.2f}% | {100 * r["jax_accuracy"]:.2f}% '
+        f'| {r["model"]} | {r["dataset"]} | {r["format"]} | {r["quantize"]} '
+        f'| {r["bytes"]:,} | {100 * r["file_accuracy"]:.2f}% '
+        f'| {100 * r["jax_accuracy"]:.2f}% '
         f'| {r["max_abs_diff_vs_jax"]:.2g} '
-        f'| {fmt(lat.get("tflite_batch1"), "{:.3f}")} '
-        f'| {fmt(lat.get("jax_batch1"), "{:.3f}")} |')
+        f'| {fmt(r["file_batch1_ms"], "{:.3f}")} '
+        f'| {fmt(r.get("latency_ms", {}).get("jax_batch1"), "{:.3f}")} |')
   return '\n'.join(lines)
 
 
