@@ -10,7 +10,8 @@ the teacher generated: the loss ignores the prompt) and `meta.json` (what
 produced it: teacher run and checkpoint step, sampling settings, corpus,
 tokenizer), written last, so a directory without it is unfinished. The
 prompts are the first `prompt_len` tokens of the packed training rows in
-file order (`kd.data.text.windows`), the first `num_prompts` of them.
+file order (`kd.data.text.windows`), or `num_prompts` of them evenly spaced
+over the corpus (a run of S steps of B rows reads S * B).
 """
 import functools
 import hashlib
@@ -82,11 +83,14 @@ def check_meta(out_dir: str, want: dict) -> bool:
 
 def prompts(dataset: str, split: str, seq_len: int, tok,
             data_dir: str | None, num_prompts: int) -> np.ndarray:
-  """[N, seq_len + 1] packed rows in file order, the first `num_prompts`
-  (all when 0)."""
+  """[N, seq_len + 1] packed rows in file order: all when `num_prompts` is
+  0, else that many evenly spaced ones (every file's share, not the first
+  files')."""
   rows = text.windows(text.pack(text._encoded(dataset, split, tok, data_dir),  # pylint: disable=protected-access
                                 tok), seq_len)
-  return np.asarray(rows[:num_prompts or len(rows)], np.int32)
+  if 0 < num_prompts < len(rows):
+    rows = rows[np.linspace(0, len(rows) - 1, num_prompts).round().astype(int)]
+  return np.asarray(rows, np.int32)
 
 
 def build(teacher_run_dir: str, out_dir: str, *, seq_len: int,

@@ -12,7 +12,8 @@
                student's own sample (temperature 1), scored by the teacher
   seqkd        sequence-level KD (Kim & Rush 2016): cross-entropy on the
                teacher's greedy continuations of the training rows' first
-               `prompt` tokens, generated once (kd.seqkd)
+               `prompt` tokens (steps x batch of them, evenly spaced over
+               the corpus), generated once (kd.seqkd)
   topk         CE + KL to the teacher's top-k (k 32 of the vocabulary,
                renormalised), read from a cache of the teacher's top-k
                logits per token built once (kd.cache)
@@ -73,8 +74,9 @@ def get_config(arg: str | None = None):
     student.update(init_from='teacher', init_from_layers='strided')
   if method == 'gkd':
     student.distill.on_policy.update(lmbda=a['lmbda'], prompt_len=a['prompt'])
-  if method == 'seqkd':
-    student.distill.seqkd.prompt_len = a['prompt']
+  if method == 'seqkd':  # Continuations of the rows the run reads once.
+    student.distill.seqkd.update(prompt_len=a['prompt'],
+                                 num_prompts=a['steps'] * a['batch'])
   if method == 'topk':
     student.distill.teacher.update(cache=True, cache_topk=TOPK)
   c = pipeline_config(teacher=teacher, student=student)
