@@ -11,13 +11,19 @@ from experiments.benchmark import run
 def test_batch_norm_pair_reports_every_figure(monkeypatch):
   # A teacher with batch norms to fold, small enough to compile quickly.
   monkeypatch.setitem(run.PAIRS, 'tiny', ('resnet8', 'mlp', 8, (8, 8, 3), 10))
-  r = run.bench('tiny', 'float32', iters=1)
+  r = run.bench('tiny', 'float32', iters=1, steps_per_dispatch=2)
   for step in run.STEPS:
     assert r[f'{step}_ex_per_s'] == pytest.approx(
         r['batch'] / (r[f'{step}_ms'] / 1000))
     assert r[f'{step}_memory_mb'] > 0
   assert r['overhead_ratio'] == pytest.approx(
       r['distill_step_ms'] / (r['student_step_ms'] + r['teacher_forward_ms']))
+  # Two steps a call: per-step figures, the call's time halved.
+  assert r['steps_per_dispatch'] == 2
+  assert r['overhead_ratio_k'] == pytest.approx(
+      r['distill_step_k_ms'] / (r['student_step_ms'] + r['teacher_forward_ms']))
+  assert r['distill_step_k_ex_per_s'] == pytest.approx(
+      r['batch'] / (r['distill_step_k_ms'] / 1000))
   assert r['folded_speedup'] == pytest.approx(
       r['distill_step_ms'] / r['distill_step_folded_ms'])
   # Each program's own memory: the step holding both models plans more than
@@ -30,6 +36,7 @@ def test_batch_norm_pair_reports_every_figure(monkeypatch):
   table = run.markdown([r])
   assert '| resnet8 -> mlp | float32 | 8 |' in table
   assert '| distill folded ex/s |' in table and 'PyTorch' not in table
+  assert '| overhead ratio, 2 steps a call |' in table
 
 
 def test_memory_is_the_programs_planned_bytes():

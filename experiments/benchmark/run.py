@@ -194,7 +194,8 @@ def pipeline_rate(pair: str, batch: int, iters: int,
           'input_pipeline_data': f'{name} ({"mock" if mock else "real"})'}
 
 
-def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
+def bench(pair: str, dtype: str, iters: int, batch: int = 0,
+          steps_per_dispatch: int = 8) -> dict:
   t_name, s_name, default_batch, shape, classes = PAIRS[pair]
   batch = batch or default_batch
   dt = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[dtype]
@@ -237,6 +238,14 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
           student, None, tx, terms, 1.0), 1),
                       (parallel.replicate(state), cached)),
   }
+  k = steps_per_dispatch
+  if k > 1:  # As `config.steps_per_dispatch=k` runs (kd.steps.multi_step).
+    configs['distill_step_k'] = (parallel.wrap(steps.multi_step(
+        steps.make_distill_step(student, teacher, tx, terms, 1.0), k), 2,
+                                               lead=1), (
+        parallel.replicate(state), parallel.replicate(t_vars),
+        parallel.shard({'image': np.stack([x] * k),
+                        'label': np.stack([y] * k)}, lead=1)))
   if folded is not teacher:  # Something folded.
     configs['teacher_forward_folded'] = (forward(folded),
                                          (parallel.replicate(f_vars), placed))
@@ -249,10 +258,15 @@ def bench(pair: str, dtype: str, iters: int, batch: int = 0) -> dict:
     out[f'{name}_compile_s'], out[f'{name}_memory_mb'] = compiled_figures(
         fn, args)
   for name, sec in time_interleaved(configs, iters).items():
-    out[f'{name}_ex_per_s'] = batch / sec
-    out[f'{name}_ms'] = 1000 * sec
+    per_step = sec / (k if name == 'distill_step_k' else 1)
+    out[f'{name}_ex_per_s'] = batch / per_step
+    out[f'{name}_ms'] = 1000 * per_step
   out['overhead_ratio'] = out['distill_step_ms'] / (
       out['student_step_ms'] + out['teacher_forward_ms'])
+  if k > 1:
+    out['steps_per_dispatch'] = k
+    out['overhead_ratio_k'] = out['distill_step_k_ms'] / (
+        out['student_step_ms'] + out['teacher_forward_ms'])
   out['cached_vs_student'] = out['cached_step_ms'] / out['student_step_ms']
   if 'distill_step_folded_ms' in out:
     out['folded_speedup'] = (out['distill_step_ms']
@@ -309,11 +323,14 @@ def markdown(rows) -> str:
   """The rows as a table; the folded-teacher, input-pipeline and PyTorch
   columns appear when some row has them."""
   folded = any('distill_step_folded_ex_per_s' in r for r in rows)
+  k = max(r.get('steps_per_dispatch', 1) for r in rows)
   pipeline = any('input_pipeline_ex_per_s' in r for r in rows)
   peer = any('peer_distill_step_ex_per_s' in r for r in rows)
   head = ['pair', 'dtype', 'batch', 'student step ex/s', 'teacher fwd ex/s',
           'distill step ex/s', 'cached step ex/s']
   head += ['teacher fwd folded ex/s', 'distill folded ex/s'] * folded
+  head += [f'distill ex/s, {k} steps a call',
+           f'overhead ratio, {k} steps a call'] * (k > 1)
   head += ['overhead ratio', 'cached / student', 'compile s (distill)',
            'peak MB', 'GFLOP / distill step', 'MFU (distill)']
   head += ['input pipeline ex/s'] * pipeline
@@ -328,6 +345,10 @@ def markdown(rows) -> str:
     if folded:
       cells += [_rate(r, 'teacher_forward_folded_ex_per_s'),
                 _rate(r, 'distill_step_folded_ex_per_s')]
+    if k > 1:
+      cells += [_rate(r, 'distill_step_k_ex_per_s'),
+                f"{r['overhead_ratio_k']:.2f}" if 'overhead_ratio_k' in r
+                else '-']
     cells += [f"{r['overhead_ratio']:.2f}", f"{r['cached_vs_student']:.2f}",
               f"{r['distill_step_compile_s']:.1f}",
               _megabytes(r['peak_memory_mb']), _figure(r['distill_step_gflop']),
@@ -349,6 +370,9 @@ def define_flags():
                               'cifar_wrn40_2_wrn16_2'], 'Pairs to measure.')
   flags.DEFINE_list('dtypes', ['float32'], 'Compute dtypes.')
   flags.DEFINE_integer('iters', 10, 'Timed iterations per measurement.')
+  flags.DEFINE_integer('steps_per_dispatch', 8, 'Also time the distillation '
+                       'step k to a jitted call (lax.scan over k batches, '
+                       'as config.steps_per_dispatch=k); 1: skip.')
   flags.DEFINE_string('out', 'benchmark_results', 'Output folder.')
   flags.DEFINE_integer('batch', 0, 'Global batch for every pair (0: each '
                        "pair's own).")
@@ -381,7 +405,8 @@ def main(argv):
     rate = (pipeline_rate(pair, f.batch or PAIRS[pair][2], max(f.iters, 20),
                           f.pipeline_data_dir) if f.pipeline else {})
     for dtype in f.dtypes:
-      rows.append({**bench(pair, dtype, f.iters, f.batch), **rate})
+      rows.append({**bench(pair, dtype, f.iters, f.batch,
+                           f.steps_per_dispatch), **rate})
       if f.peer and dtype == 'float32':  # Right after kd's row.
         add_peer(rows[-1], peer(pair, f.iters, rows[-1]['batch'],
                                 f.peer_python, f.repdistiller))
