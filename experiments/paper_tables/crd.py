@@ -1,8 +1,11 @@
 """CIFAR-100 top-1 of the CRD benchmark (Tian et al., ICLR 2020, Tables 1-2;
 last epoch of 240; FSP from Table 1) and DKD (Zhao et al., CVPR 2022, Table
 1; mean of 5 runs of the best epoch; OFD and ReviewKD from the same
-table). Keys as `kd.tables` prints them: a run with no teacher ('-') is
-trained from labels ('scratch'): the sweep's shared teachers.
+table). KD and DKD are checked against mdistiller's README (the DKD
+authors' code); FSP, OFD and ReviewKD were entered from the papers' tables
+and not re-checked against a copy here. Keys as `kd.tables` prints them:
+a run with no teacher ('-') is trained from labels ('scratch'): the
+sweep's shared teachers.
 """
 SOURCE = ('Tian et al., "Contrastive Representation Distillation", ICLR 2020 '
           '(teacher / scratch / KD / CRD / FSP); Zhao et al., "Decoupled '
