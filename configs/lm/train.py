@@ -4,7 +4,7 @@ library's source (`kd_pystdlib`, PSF licence), byte-level tokens by default.
   python -m kd.main --config=configs/lm/train.py:size=teacher --workdir=runs/lm/teacher
 
 Sizes (decoder-only, RMSNorm, RoPE, SwiGLU, tied embeddings; context 256):
-  teacher  d 128, 4 layers, 4 heads: 0.83M parameters (byte-level)
+  teacher  d 128, 4 layers, 4 heads: 0.82M parameters (byte-level)
   student  d 64, 2 layers, 4 query / 2 key-value heads: 0.11M
   distil   d 128, 2 layers, 4 heads: the teacher's width at half its depth,
            for a student initialised from every other teacher layer

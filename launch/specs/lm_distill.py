@@ -1,4 +1,4 @@
-"""Language-model distillation on the stdlib corpus (byte-level): the 0.83M
+"""Language-model distillation on the stdlib corpus (byte-level): the 0.82M
 teacher (shared by every run), the 0.11M student from the corpus alone and
 distilled with each objective, sequence-level KD and on-policy GKD; 3
 seeds.
