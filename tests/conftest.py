@@ -9,7 +9,12 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('WANDB_SILENT', 'true')
 os.environ.setdefault('WANDB_MODE', 'offline')
-# The offline builders (kd_digits, mnist1d) prepare themselves here once.
+# The offline builders (kd_digits, mnist1d) prepare themselves here once; a
+# folder per pytest-xdist worker, which would otherwise inherit the
+# controller's and race to prepare the same dataset.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+  os.environ['TFDS_DATA_DIR'] = tempfile.mkdtemp(
+      prefix=f'kd_tfds_{os.environ["PYTEST_XDIST_WORKER"]}_')
 os.environ.setdefault('TFDS_DATA_DIR', tempfile.mkdtemp(prefix='kd_tfds_'))
 
 

@@ -83,6 +83,11 @@ def assert_accuracies(summary: dict, recomputed: dict,
                                err_msg=name)
 
 
+def latest_params(run_dir: str):
+  """The parameters of `run_dir`'s newest checkpoint."""
+  return runs.latest_state(run_dir, 'test')[0]['params']
+
+
 def rows(run_dir: str) -> list[dict]:
   with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]

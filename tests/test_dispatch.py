@@ -1,13 +1,12 @@
 """Several training steps per jitted call (`config.steps_per_dispatch`)."""
-import json
 import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from kd import checkpoint, config as kd_config, train
+from tests import run_checks
 
 
 def _config(k: int, parallel: str = 'pmap'):
@@ -20,18 +19,6 @@ def _config(k: int, parallel: str = 'pmap'):
   c.wandb.mode, c.evaluate.latency = 'disabled', False
   c.steps_per_dispatch, c.parallel = k, parallel
   return c
-
-
-def _params(workdir):
-  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
-  found = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
-  mngr.close()
-  return found['params']
-
-
-def _rows(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope='module')
@@ -47,8 +34,8 @@ def test_four_steps_per_call_train_the_same_parameters(tmp_path, one_step_run,
   workdir = str(tmp_path)
   summary = train.train_and_evaluate(_config(4, parallel), workdir)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
-               _params(one_step_run), _params(workdir))
-  rows, ref = _rows(workdir), _rows(one_step_run)
+               run_checks.latest_params(one_step_run), run_checks.latest_params(workdir))
+  rows, ref = run_checks.rows(workdir), run_checks.rows(one_step_run)
   assert [r['step'] for r in rows] == [r['step'] for r in ref] == [8, 16, 16]
   for got, want in zip(rows, ref):  # Interval means over the same steps.
     for key in ('loss', 'accuracy', 'learning_rate', 'test_accuracy'):
@@ -66,7 +53,7 @@ def test_resume_with_another_steps_per_dispatch(tmp_path, one_step_run):
     _interrupted(half, workdir)
   train.train_and_evaluate(_config(4), workdir)  # Resumes from step 8.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
-               _params(one_step_run), _params(workdir))
+               run_checks.latest_params(one_step_run), run_checks.latest_params(workdir))
 
 
 def _interrupted(config, workdir):

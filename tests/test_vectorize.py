@@ -4,11 +4,11 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from kd import checkpoint, config as kd_config, train, vectorize
 from kd.config import term
+from tests import run_checks
 
 SEEDS = (0, 1, 2, 3)
 TEMPERATURES = (1.0, 2.0, 4.0, 4.0)
@@ -34,18 +34,6 @@ def _student(teacher_dir, seed, temperature, lr, mixup=0.0):
                            kwargs={'hidden': (32,)})
   c.distill.terms['kd'] = term('kd', 1.0, temperature=temperature)
   return c
-
-
-def _params(workdir):
-  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
-  found = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
-  mngr.close()
-  return found['params']
-
-
-def _rows(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope='module')
@@ -75,7 +63,7 @@ def runs(tmp_path_factory, teacher_dir):
 def test_runs_trained_together_equal_runs_trained_alone(runs):
   _, alone, together = runs
   for a, t in zip(alone, together):
-    ra, rt = _rows(a), _rows(t)
+    ra, rt = run_checks.rows(a), run_checks.rows(t)
     assert [r['step'] for r in ra] == [r['step'] for r in rt]
     assert [sorted(r) for r in ra] == [sorted(r) for r in rt]
     np.testing.assert_allclose(rt[0]['loss'], ra[0]['loss'], atol=1e-4)
@@ -87,7 +75,7 @@ def test_runs_trained_together_equal_runs_trained_alone(runs):
     assert sorted(sa) == sorted(st)
     assert abs(sa['test_accuracy'] - st['test_accuracy']) <= 0.005
   # The runs differ: different seeds, temperatures, learning rates.
-  firsts = [_rows(t)[0]['loss'] for t in together]
+  firsts = [run_checks.rows(t)[0]['loss'] for t in together]
   assert len(set(np.round(firsts, 4))) == len(firsts)
 
 
@@ -167,9 +155,9 @@ def test_interrupted_group_resumes_from_the_latest_common_checkpoint(
   vectorize.train_all(configs, workdirs)
   assert 'resuming from step 20' in capsys.readouterr().out
   for t, w in zip(together, workdirs):
-    assert [r['step'] for r in _rows(w)] == [r['step'] for r in _rows(t)]
+    assert [r['step'] for r in run_checks.rows(w)] == [r['step'] for r in run_checks.rows(t)]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
-                 _params(t), _params(w))
+                 run_checks.latest_params(t), run_checks.latest_params(w))
 
 
 def test_group_with_four_steps_per_call_trains_the_same_parameters(tmp_path,
@@ -184,5 +172,5 @@ def test_group_with_four_steps_per_call_trains_the_same_parameters(tmp_path,
   vectorize.train_all(fours, workdirs)
   for t, w in zip(together, workdirs):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
-                 _params(t), _params(w))
-    assert [r['step'] for r in _rows(w)] == [20, 40, 40]
+                 run_checks.latest_params(t), run_checks.latest_params(w))
+    assert [r['step'] for r in run_checks.rows(w)] == [20, 40, 40]
