@@ -9,13 +9,15 @@ every epoch (no augmentation, no mixup): consistent teaching keeps the
 teacher live.
 
 A language model's cache (`build_topk`) holds the teacher's top-k logits
-and their tokens (`TOPK_OUTPUTS`, [T, k] per row) for every row of the
+and their tokens (`TOPK_OUTPUTS`, [T, k] per row) for the rows of the
 student's training stream packed once (`kd.data.text.training_rows`: every
 epoch re-packs the documents otherwise, so no fixed set of rows would
-cover what the student sees); row = the row's number there, which a run
-with the cache trains on (`train_batches(..., fixed_packing=True)`, only
-the row order changes per epoch). Its `topk_kl` terms then read it as
-`topk_kl_cached`.
+cover what the student sees) that the run reads in its steps
+(`kd.data.text.rows_read`: a short run on a large corpus reads a small
+part), stored in the order of their numbers there (`row_numbers.npy`),
+which a run with the cache trains on (`train_batches(...,
+fixed_packing=True)`, only the row order changes per epoch). Its `topk_kl`
+terms then read it as `topk_kl_cached`.
 """
 import hashlib
 import json
@@ -83,7 +85,8 @@ def lm_provenance(config, teacher_step: int, teacher_vars, dtype: str,
       'data_dir': os.path.abspath(d.data_dir) if d.data_dir else '',
       'tokenizer': d.tokenizer, 'vocab_size': tok.vocab_size,
       'tokenizer_sha256': tokenizer_digest(tok), 'seq_len': d.seq_len,
-      'seed': config.seed, 'packing': 'fixed (epoch 0 order)'}
+      'seed': config.seed, 'packing': 'fixed (epoch 0 order)',
+      'rows_read_by': {'steps': config.steps, 'batch_size': config.batch_size}}
   meta['topk'] = config.distill.teacher.cache_topk
   return meta
 
@@ -127,15 +130,20 @@ def build(cache_dir: str, meta: dict, teacher_fn, config, outputs,
 
 
 def build_topk(cache_dir: str, meta: dict, teacher_fn, rows: np.ndarray,
-               batch_size: int = 32, shard_rows: int = 4096) -> None:
+               numbers: np.ndarray, batch_size: int = 32,
+               shard_rows: int = 4096) -> None:
   """Writes `teacher_fn(tokens) -> (values, indices)`, the teacher's top-k
-  logits [B, T, k] and their tokens, for every row of `rows` [N, T + 1]
-  (inputs rows[:, :-1]), as the shards of `TOPK_OUTPUTS`: float32 values,
-  int32 indices, row = the row's number in `rows`."""
-  n = len(rows)
+  logits [B, T, k] and their tokens, for the rows `numbers` (sorted) of
+  `rows` [N, T + 1] (inputs rows[:, :-1]), as the shards of `TOPK_OUTPUTS`
+  (float32 values, int32 indices; shard row i is row numbers[i]) and
+  `row_numbers.npy`."""
+  n = len(numbers)
+  os.makedirs(cache_dir, exist_ok=True)
+  np.save(os.path.join(cache_dir, 'row_numbers.npy'), np.asarray(numbers))
   writers = {}
   for start in range(0, n, batch_size):
-    tokens = np.asarray(rows[start:start + batch_size, :-1], np.int32)
+    tokens = np.asarray(rows[numbers[start:start + batch_size], :-1],
+                        np.int32)
     k = len(tokens)
     if k < batch_size:  # One compiled shape for every batch.
       tokens = np.concatenate(
@@ -197,6 +205,9 @@ class TeacherCache:
           'distill.teacher.cache_dir to another folder.')
     self.rows = found['shard_rows']
     self.num_examples = found['num_examples']
+    numbers = os.path.join(cache_dir, 'row_numbers.npy')
+    # Present when the cache holds only some rows (`build_topk`).
+    self.numbers = np.load(numbers) if os.path.exists(numbers) else None
     self.shards = {
         name: [np.load(os.path.join(cache_dir, f'{name}.{k}.npy'),
                        mmap_mode='r')
@@ -206,6 +217,17 @@ class TeacherCache:
   def lookup(self, indices) -> dict:
     """{output: [len(indices), ...]} rows of the given examples."""
     indices = np.asarray(indices)
+    if self.numbers is not None:
+      at = np.minimum(np.searchsorted(self.numbers, indices),
+                      len(self.numbers) - 1)
+      missing = indices[self.numbers[at] != indices]
+      if len(missing):
+        raise CacheMismatchError(
+            f'the teacher cache holds the {len(self.numbers)} rows its run '
+            f'reads (meta.json: rows_read_by), not rows '
+            f'{missing[:5].tolist()}: a run reading others needs a cache of '
+            'its own (distill.teacher.cache_dir)')
+      indices = at
     shard, row = np.divmod(indices, self.rows)
     out = {}
     for name, shards in self.shards.items():

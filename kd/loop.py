@@ -87,9 +87,17 @@ def data_args(config) -> dict:
 
 def train_batches(config, parallel, start_step: int, tok=None,
                   seqkd_dir: str = ''):
-  """This process's training batches from step `start_step + 1` on (for a
-  text dataset, packed sequences of `tok`'s tokens; with `seqkd_dir`, the
-  teacher's generations stored there by `kd.seqkd.build`)."""
+  """This process's training batches of steps `start_step + 1` to
+  `config.steps` (for a text dataset, packed sequences of `tok`'s tokens;
+  with `seqkd_dir`, the teacher's generations stored there by
+  `kd.seqkd.build`). None past the last step, so reading ahead (prefetch)
+  never asks a teacher cache for rows the run does not train on."""
+  return itertools.islice(_endless_batches(config, parallel, start_step, tok,
+                                           seqkd_dir),
+                          max(config.steps - start_step, 0))
+
+
+def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str):
   d = config.data
   batch_size = parallel.check_batch_size(config.batch_size)
   if seqkd_dir:

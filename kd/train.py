@@ -156,17 +156,20 @@ def lm_teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
                      tok):
   """A text run's top-k cache (`kd.cache.build_topk`): the teacher's
   `distill.teacher.cache_topk` largest logits at every token of the rows of
-  `kd.data.text.training_rows` (the fixed packing the run then trains on)."""
+  `kd.data.text.training_rows` (the fixed packing the run then trains on)
+  that its `steps` batches read."""
   t, d = config.distill.teacher, config.data
   meta = cache_lib.lm_provenance(config, teacher_step, teacher_vars,
                                  teacher_dtype(t.dtype), tok)
   forward = functools.partial(jax.jit(lambda v, x: jax.lax.top_k(
       teacher.apply(v, x, train=False)[0], t.cache_topk)), teacher_vars)
   cache_dir = t.cache_dir or os.path.join(workdir, 'teacher_cache')
+  where = dict(seq_len=d.seq_len, seed=config.seed, tok=tok,
+               data_dir=d.data_dir or None)
   build = lambda: cache_lib.build_topk(
-      cache_dir, meta, forward, data.text.training_rows(
-          d.name, seq_len=d.seq_len, seed=config.seed, tok=tok,
-          data_dir=d.data_dir or None))
+      cache_dir, meta, forward, data.text.training_rows(d.name, **where),
+      data.text.rows_read(d.name, batch_size=config.batch_size,
+                          steps=config.steps, **where))
   return cache_lib.open_or_build(cache_dir, meta, None, config,
                                  cache_lib.TOPK_OUTPUTS, build)
 

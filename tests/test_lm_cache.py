@@ -66,12 +66,18 @@ def test_cached_rows_are_the_teachers_topk(runs, teacher_dir):
     meta = json.load(f)
   c = cache.TeacherCache(cache_dir, {'topk': K}, cache.TOPK_OUTPUTS)
   rows = text.training_rows('kd_pystdlib/tiny', seq_len=SEQ, seed=0)
-  assert c.num_examples == len(rows) == meta['num_examples']
+  # Only the rows the run's 4 batches of 8 read, not all of them.
+  it = text.train_batches('kd_pystdlib/tiny', batch_size=8, seq_len=SEQ,
+                          seed=0, fixed_packing=True)
+  read = np.unique(np.concatenate([next(it)['index'] for _ in range(4)]))
+  assert meta['data']['rows_read_by'] == {'steps': 4, 'batch_size': 8}
+  assert c.num_examples == meta['num_examples'] == 32 < len(rows)
+  np.testing.assert_array_equal(c.numbers, read)
   teacher = models.create('transformer_lm', 259, **SIZES)
   variables, _ = train.runs.load_variables(
       teacher_dir, jax.eval_shape(lambda: teacher.init(
           jax.random.key(0), rows[:1, :-1])), 'teacher')
-  picked = np.array([0, 5, len(rows) - 1])
+  picked = read[[0, 5, -1]]
   values, indices = jax.lax.top_k(
       teacher.apply(variables, rows[picked, :-1])[0], K)
   got = c.lookup(picked)
@@ -79,6 +85,11 @@ def test_cached_rows_are_the_teachers_topk(runs, teacher_dir):
   assert got['topk_values'].shape == (3, SEQ, K)
   np.testing.assert_allclose(got['topk_values'], values, rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(got['topk_indices'], indices)
+  unread = np.setdiff1d(np.arange(len(rows)), read)[:1]
+  with pytest.raises(cache.CacheMismatchError,
+                     match=rf'holds the 32 rows its run reads .*not rows '
+                     rf'\[{unread[0]}\]'):
+    c.lookup(np.concatenate([read[:2], unread]))
 
 
 def test_a_cache_of_another_k_is_refused_naming_it(runs, teacher_dir,
@@ -103,6 +114,16 @@ def test_text_cache_needs_topk_terms_of_its_k(change, field):
   change(c)
   with pytest.raises(ValueError, match=field):
     kd_config.validate(c)
+
+
+@pytest.mark.parametrize('steps', [5, 172, 175, 517])
+def test_rows_read_are_the_rows_of_the_runs_batches(steps):
+  # 1380 rows, 172 batches of 8 an epoch: within, at and past epoch ends.
+  kw = dict(batch_size=8, seq_len=SEQ, seed=1)
+  it = text.train_batches('kd_pystdlib/tiny', fixed_packing=True, **kw)
+  seen = np.unique(np.concatenate([next(it)['index'] for _ in range(steps)]))
+  np.testing.assert_array_equal(
+      text.rows_read('kd_pystdlib/tiny', steps=steps, **kw), seen)
 
 
 def test_fixed_packing_keeps_epoch_0_rows_and_names_them():

@@ -237,12 +237,10 @@ def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
     e, b = divmod(step, per_epoch)
     if e != epoch:
       epoch = e
-      rng = np.random.default_rng([seed, epoch])
-      perm = rng.permutation(len(docs))
+      perm, order = _epoch_orders(seed, epoch, len(docs), rows)
       if not fixed_packing or view is None:
         view = (fixed_rows(docs, tok, seq_len, seed) if fixed_packing else
                 windows(pack([docs[i] for i in perm], tok), seq_len))
-      order = rng.permutation(rows)
     first = (b * count + index) * batch_size
     picked = order[first:first + batch_size]
     batch = _batch(view[picked], tok)
@@ -250,6 +248,35 @@ def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
       batch['index'] = picked
     yield batch
     step += 1
+
+
+def _epoch_orders(seed: int, epoch: int, num_docs: int, rows: int):
+  """(document order, row order) of an epoch, both drawn from (seed, epoch)."""
+  rng = np.random.default_rng([seed, epoch])
+  return rng.permutation(num_docs), rng.permutation(rows)
+
+
+def rows_read(name: str, *, batch_size: int, seq_len: int, seed: int,
+              steps: int, tok=None, data_dir: str | None = None,
+              split: str = 'train') -> np.ndarray:
+  """Sorted numbers (`index`) of the rows that `steps` global batches of
+  `batch_size` rows of `train_batches(..., fixed_packing=True)` draw, over
+  all processes: what a run of `steps` steps reads of `training_rows`."""
+  tok = tok or ByteTokenizer()
+  docs = _encoded(name, split, tok, data_dir)
+  rows = (sum(len(d) + 2 for d in docs) - 1) // seq_len
+  per_epoch = rows // batch_size
+  if not per_epoch:
+    raise ValueError(f'{name} {split} packs into {rows} rows of {seq_len} '
+                     f'tokens, fewer than one batch of {batch_size}')
+  read = np.zeros(rows, bool)
+  for e in range(-(-steps // per_epoch)):
+    batches = min(steps - e * per_epoch, per_epoch)
+    read[_epoch_orders(seed, e, len(docs), rows)[1][:batches * batch_size]] = (
+        True)
+    if read.all():
+      break
+  return np.flatnonzero(read)
 
 
 def fixed_rows(docs: list[np.ndarray], tok, seq_len: int, seed: int
