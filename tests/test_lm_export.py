@@ -60,6 +60,12 @@ def test_two_signatures_with_the_cache_as_inputs_and_outputs(run, files):
   ops = m.op_names()
   assert 'DYNAMIC_UPDATE_SLICE' in ops and 'FULLY_CONNECTED' in ops
   assert not [op for op in ops if op.startswith('Flex') or op == 'CUSTOM']
+  # Tensor names are stripped (tflite.without_tensor_names); signatures
+  # keep theirs, as checked above.
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  for blob in files.values():
+    tensors = Interpreter(model_content=blob).get_tensor_details()
+    assert len(tensors) > 100 and not any(t['name'] for t in tensors)
 
 
 def test_float32_greedy_generation_equals_jax_token_for_token(measured):

@@ -133,9 +133,9 @@ def convert(model, variables, *, prompt_len: int, cache_len: int,
                           'pos': np.zeros((1,), np.int32),
                           'k_cache': cache, 'v_cache': cache})},
                                    quantize=_CONVERTER[quantize])
-  if quantize in _WEIGHT_ONLY:
+  if quantize in _WEIGHT_ONLY:  # Its recipes find tensors by name.
     blob = weight_only(blob, _WEIGHT_ONLY[quantize])
-  return blob
+  return tflite.without_tensor_names(blob)
 
 
 def weight_only(blob: bytes, recipe_name: str) -> bytes:
