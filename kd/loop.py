@@ -6,6 +6,7 @@ builds the state and the step, so a variant with its own step (several
 teachers, several students, a discriminator) reuses everything else.
 """
 import itertools
+import json
 import os
 import signal
 import time
@@ -83,6 +84,14 @@ def data_args(config) -> dict:
   d = config.data
   return dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
               download=d.download)
+
+
+def stream_key(config) -> str:
+  """Everything of `config` that `train_batches` reads: runs of equal keys
+  draw the same batches."""
+  return json.dumps([config.data.to_dict(), config.batch_size, config.seed,
+                     config.steps, bool(config.distill.teacher.cache)],
+                    sort_keys=True)
 
 
 def train_batches(config, parallel, start_step: int, tok=None,

@@ -184,9 +184,9 @@ def _train(configs, workdirs, names) -> list[dict]:
   train_step, eval_fn = train.compile_steps(
       c0, b0, src, stack([train.run_values(c) for c in configs]))
   start = int(states[0].step)
-  streams = [loop.train_batches(c, b0.parallel, start) for c in configs]
-  if src.extend_batch is not None:
-    streams = [map(src.extend_batch, s) for s in streams]
+  extend = src.extend_batch or (lambda batch: batch)
+  streams = shared_streams(configs, lambda c: map(extend, loop.train_batches(
+      c, b0.parallel, start)))
   for c, w in zip(configs, workdirs):  # The runs are accepted.
     runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
   sinks = [loop.Sink(n, lg, m, b.lr_schedule)
@@ -194,9 +194,23 @@ def _train(configs, workdirs, names) -> list[dict]:
   trained = loop.run_group(c0, name, b0.parallel, sinks, stack(states),
                            train_step, src.train_extra,
                            train.tester(c0, b0, src, eval_fn),
-                           map(stack, zip(*streams)), logged=train.TEST_ROW)
+                           map(stack, streams), logged=train.TEST_ROW)
   return [train.finish(c, w, n, b, src, t, lg) for c, w, n, b, t, lg in
           zip(configs, workdirs, names, built, trained, loggers)]
+
+
+def shared_streams(configs, make):
+  """Lists of each run's batch, one a step, from one iterator `make(c)` per
+  distinct data stream (`loop.stream_key`): the runs of a seed that differ
+  only in loss settings read one pipeline."""
+  keys = [loop.stream_key(c) for c in configs]
+  made = {}
+  for k, c in zip(keys, configs):
+    if k not in made:
+      made[k] = make(c)
+  for batches in zip(*made.values()):
+    by_key = dict(zip(made, batches))
+    yield [by_key[k] for k in keys]
 
 
 def _stages(config, workdir: str) -> list[tuple]:

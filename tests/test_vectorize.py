@@ -174,3 +174,20 @@ def test_group_with_four_steps_per_call_trains_the_same_parameters(tmp_path,
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
                  run_checks.latest_params(t), run_checks.latest_params(w))
     assert [r['step'] for r in run_checks.rows(w)] == [20, 40, 40]
+
+
+def test_runs_of_one_data_stream_read_one_pipeline():
+  # Seed 0 at two temperatures draws the same batches: one iterator serves
+  # both; seed 1 and another batch size each get their own.
+  configs = [_student('t', 0, 1.0, 3e-3), _student('t', 0, 4.0, 1e-3),
+             _student('t', 1, 1.0, 3e-3), _base(seed=0, batch_size=16)]
+  made = []
+
+  def make(c):
+    made.append(c)
+    return iter([f'seed{c.seed}b{c.batch_size}/{i}' for i in range(3)])
+
+  steps = list(vectorize.shared_streams(configs, make))
+  assert len(made) == 3
+  assert steps == [[f'seed0b32/{i}', f'seed0b32/{i}', f'seed1b32/{i}',
+                    f'seed0b16/{i}'] for i in range(3)]
