@@ -435,16 +435,29 @@ def multi_step(step: Callable, k: int) -> Callable:
   return run
 
 
-def vectorized(make_step: Callable, values) -> Callable:
+def vectorized(make_step: Callable, values, stream_of=None,
+               teacher_forward: Callable | None = None) -> Callable:
   """Several runs in one step: `step(states, *shared, batches)` with the
   runs' states and batches stacked on a leading run axis, running
   `make_step(v_r)(state_r, *shared, batch_r)` for each run r, where `v_r`
   is run r's entry of `values` (a pytree of arrays with the run axis: its
   seed, learning rate, temperatures...). `shared` (a teacher) is one for
-  all runs."""
+  all runs.
+
+  With `stream_of` (int array: run r reads batch stream_of[r]), `batches`
+  holds each distinct data stream's batch once. With `teacher_forward(
+  *shared, images) -> outputs` as well, the teacher runs once per distinct
+  batch (not once per run: a temperature sweep shares it) and each run's
+  step, built for a cached teacher, reads them in `batch['teacher']`."""
 
   def step(states, *args):
     *shared, batches = args
+    if teacher_forward is not None:
+      batches = {**batches, 'teacher': jax.lax.stop_gradient(jax.vmap(
+          lambda images: teacher_forward(*shared, images))(batches['image']))}
+      shared = ()
+    if stream_of is not None:
+      batches = jax.tree.map(lambda x: x[stream_of], batches)
     return jax.vmap(lambda v, s, b: make_step(v)(s, *shared, b))(
         values, states, batches)
 

@@ -379,15 +379,18 @@ def with_values(terms, values: dict) -> tuple[steps.Term, ...]:
                                 if k != 'weight'}}) for term in terms)
 
 
-def train_step(config, b: Built, src: TeacherSource, v: dict) -> Callable:
+def train_step(config, b: Built, src: TeacherSource, v: dict,
+               teacher_in_batch: bool = False) -> Callable:
   """The per-shard training step of `config` (one batch) with the numbers
   `v` (`run_values`: the config's own, or one run's traced entry in a
-  group trained together)."""
+  group trained together); with `teacher_in_batch`, a distillation step
+  reads the teacher's outputs from `batch['teacher']`."""
   tx, _ = optim.create(config.optimizer, config.steps, lr=v['lr'])
   mixup_alpha = v['mixup_alpha'] if config.mixup_alpha else 0.0
   if b.teacher is not None:
+    live = src.train_extra and not teacher_in_batch
     return steps.make_distill_step(
-        b.model, src.model if src.train_extra else None, tx,
+        b.model, src.model if live else None, tx,
         with_values(b.terms, v['terms']), v['ce_weight'],
         config.label_smoothing, v['seed'], mixup_alpha,
         config.distill.quantization_aware, on_policy(config, b))
@@ -396,16 +399,25 @@ def train_step(config, b: Built, src: TeacherSource, v: dict) -> Callable:
                                     config.distill.quantization_aware)
 
 
-def compile_steps(config, b: Built, src: TeacherSource, group_values=None):
+def compile_steps(config, b: Built, src: TeacherSource, group_values=None,
+                  stream_of=None):
   """(train step, eval step), compiled for `b.parallel`. The train step
   runs `config.steps_per_dispatch` steps per call (`kd.steps.multi_step`);
   with `group_values` (`run_values` of runs trained together, stacked on a
-  leading run axis) it trains them all (`kd.steps.vectorized`)."""
+  leading run axis) it trains them all (`kd.steps.vectorized`), reading
+  the batches of the distinct streams `stream_of` names; a live teacher
+  then runs once per distinct batch (not under mixup, where each run mixes
+  its own)."""
   if group_values is None:
     step = train_step(config, b, src, run_values(config))
   else:
-    step = steps.vectorized(lambda v: train_step(config, b, src, v),
-                            group_values)
+    shared = (b.teacher is not None and bool(src.train_extra)
+              and not config.mixup_alpha)
+    forward = (lambda v, x: steps.outputs(*src.model.apply(
+        v, x, train=False))) if shared else None
+    step = steps.vectorized(
+        lambda v: train_step(config, b, src, v, teacher_in_batch=shared),
+        group_values, stream_of, forward)
   k = config.steps_per_dispatch
   train = b.parallel.wrap(steps.multi_step(step, k),
                           num_replicated=1 + len(src.train_extra),

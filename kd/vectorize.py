@@ -181,12 +181,12 @@ def _train(configs, workdirs, names) -> list[dict]:
   loggers = [MetricLogger(w, c) for c, w in zip(configs, workdirs)]
   mngrs, states = _restore_common(configs, workdirs,
                                   [b.state for b in built], names)
-  train_step, eval_fn = train.compile_steps(
-      c0, b0, src, stack([train.run_values(c) for c in configs]))
   start = int(states[0].step)
   extend = src.extend_batch or (lambda batch: batch)
-  streams = shared_streams(configs, lambda c: map(extend, loop.train_batches(
-      c, b0.parallel, start)))
+  stream_of, streams = shared_streams(configs, lambda c: map(
+      extend, loop.train_batches(c, b0.parallel, start)))
+  train_step, eval_fn = train.compile_steps(
+      c0, b0, src, stack([train.run_values(c) for c in configs]), stream_of)
   for c, w in zip(configs, workdirs):  # The runs are accepted.
     runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
   sinks = [loop.Sink(n, lg, m, b.lr_schedule)
@@ -200,17 +200,17 @@ def _train(configs, workdirs, names) -> list[dict]:
 
 
 def shared_streams(configs, make):
-  """Lists of each run's batch, one a step, from one iterator `make(c)` per
-  distinct data stream (`loop.stream_key`): the runs of a seed that differ
-  only in loss settings read one pipeline."""
+  """(stream_of, batches): run r reads distinct data stream stream_of[r]
+  (`loop.stream_key`: the runs of a seed that differ only in loss settings
+  share one), and `batches` yields a list of each stream's batch a step,
+  from one iterator `make(c)` per stream."""
   keys = [loop.stream_key(c) for c in configs]
   made = {}
   for k, c in zip(keys, configs):
     if k not in made:
       made[k] = make(c)
-  for batches in zip(*made.values()):
-    by_key = dict(zip(made, batches))
-    yield [by_key[k] for k in keys]
+  stream_of = np.array([list(made).index(k) for k in keys], np.int32)
+  return stream_of, map(list, zip(*made.values()))
 
 
 def _stages(config, workdir: str) -> list[tuple]:

@@ -187,7 +187,44 @@ def test_runs_of_one_data_stream_read_one_pipeline():
     made.append(c)
     return iter([f'seed{c.seed}b{c.batch_size}/{i}' for i in range(3)])
 
-  steps = list(vectorize.shared_streams(configs, make))
-  assert len(made) == 3
-  assert steps == [[f'seed0b32/{i}', f'seed0b32/{i}', f'seed1b32/{i}',
-                    f'seed0b16/{i}'] for i in range(3)]
+  stream_of, batches = vectorize.shared_streams(configs, make)
+  assert len(made) == 3 and stream_of.tolist() == [0, 0, 1, 2]
+  assert list(batches) == [[f'seed0b32/{i}', f'seed1b32/{i}', f'seed0b16/{i}']
+                           for i in range(3)]
+
+
+def test_a_shared_teacher_runs_once_per_stream_and_steps_the_same():
+  # Runs 0 and 1 (temperatures 1 and 4) read stream 0, run 2 stream 1: the
+  # teacher's forward pass on the 2 distinct batches, gathered per run,
+  # gives the step of each run with its own copy and a live teacher.
+  from kd import models, steps  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  student = models.create('mlp', 10, hidden=(8,))
+  teacher = models.create('mlp', 10, hidden=(16,))
+  rng = np.random.default_rng(0)
+  distinct = {'image': rng.normal(size=(2, 8, 6)).astype(np.float32),
+              'label': rng.integers(0, 10, (2, 8)).astype(np.int32)}
+  stream_of = np.array([0, 0, 1])
+  per_run = jax.tree.map(lambda x: x[stream_of], distinct)
+  t_vars = teacher.init(jax.random.key(9), distinct['image'][0])
+  tx = optax.sgd(0.1)
+  states = vectorize.stack([steps.create_state(
+      student, tx, jax.random.key(i), distinct['image'][0]) for i in range(3)])
+  values = {'t': np.array([1.0, 4.0, 2.0], np.float32)}
+
+  def make(live):
+    return lambda v: steps.make_distill_step(
+        student, teacher if live else None, tx,
+        (steps.Term('kd', 'kd', 1.0, kwargs={'temperature': v['t']}),), 1.0)
+
+  forward = lambda v, x: steps.outputs(*teacher.apply(v, x, train=False))
+  run = lambda step, batches: jax.vmap(
+      step, in_axes=(0, None, 0), axis_name='batch')(
+          jax.tree.map(lambda x: x[None], states), t_vars,
+          jax.tree.map(lambda x: x[None], batches))
+  alone = run(steps.vectorized(make(True), values), per_run)
+  shared = run(steps.vectorized(make(False), values, stream_of,
+                                forward), distinct)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               alone, shared)
+  assert len(set(np.round(np.asarray(shared[1]['kd'][0]), 5))) == 3
