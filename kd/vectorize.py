@@ -5,7 +5,9 @@ loss weights, temperatures: numbers that change no shape) and in `PER_RUN`
 fields train as one group: their train states stacked on a leading run
 axis, each run's numbers passed to the step as data (`kd.train.run_values`,
 `kd.steps.vectorized`), the teacher shared. Each run still reads its own
-batches (its seed's data order) and writes its own folder (config.json,
+batches (its seed's data order; runs of one data stream share its pipeline
+and the device gets its batch once, and a live teacher runs once per
+distinct batch: `shared_streams`) and writes its own folder (config.json,
 metrics.jsonl, checkpoints, summary.json) as if trained alone, so a run of
 a group equals its twin trained alone up to float rounding.
 
