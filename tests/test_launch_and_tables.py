@@ -266,7 +266,9 @@ def _readme_command_and_table(name: str) -> tuple[list[str], list[str]]:
 
 def _values(cell: str, n: int, metric: str) -> list[float]:
   """n values whose mean and sample std are the cell's 'm ± s' (fractions
-  in %)."""
+  in %); None for a metric the runs do not have ('-')."""
+  if cell == '-':
+    return [None] * n
   scale = 100 if tables.is_fraction(metric) else 1
   mean, _, std = cell.replace(',', '').partition(' ± ')
   if n == 1:
@@ -302,7 +304,8 @@ def _sweep_tree(name: str, root: str) -> dict:
 
 
 @pytest.mark.parametrize('name', ['mnist1d_baselines', 'mnist1d_hinton',
-                                  'mnist1d_consistent', 'mnist1d_qat'])
+                                  'mnist1d_consistent', 'mnist1d_qat',
+                                  'lm_distill'])
 def test_readme_tables_are_what_their_command_prints(tmp_path, name):
   """The sweep's runs as `launch.sweep` and the spec's config write them
   (config.json, sweep.json, the shared teacher), with the README's numbers
@@ -329,7 +332,8 @@ def test_readme_tables_are_what_their_command_prints(tmp_path, name):
     for (d, config), values in zip(members, zip(*columns)):
       prefix = f'{config.stage_order[-1]}/' if 'stages' in config else ''
       with open(os.path.join(d, 'summary.json'), 'w') as f:
-        json.dump({prefix + m: v for m, v in zip(metrics, values)}, f)
+        json.dump({prefix + m: v for m, v in zip(metrics, values)
+                   if v is not None}, f)
   proc = subprocess.run([sys.executable, '-m', 'kd.tables',
                          os.path.join(root, name)] + argv[4:], cwd=ROOT,
                         capture_output=True, text=True, timeout=120)
