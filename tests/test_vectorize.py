@@ -163,6 +163,7 @@ def test_interrupted_group_resumes_from_the_latest_common_checkpoint(
 def test_group_with_four_steps_per_call_trains_the_same_parameters(tmp_path,
                                                                    runs):
   configs, _, together = runs
+  configs, together = configs[:2], together[:2]  # A group of 2 is enough.
   workdirs = [str(tmp_path / f'run{i}') for i in range(len(configs))]
   fours = []
   for c in configs:
