@@ -91,7 +91,7 @@ def run_config() -> mc.ConfigDict:
   c.checkpoint_every = 500
   # Training steps per jitted call (`lax.scan` over k batches): fewer
   # dispatches for small models; logging, tests and checkpoints happen at
-  # multiples of k. (On the CPU, CIFAR ResNets ran far slower with k = 8.)
+  # multiples of k. On the CPU the k steps are unrolled (kd.steps.multi_step).
   c.steps_per_dispatch = 1
   c.keep_checkpoints = 2
   c.wandb = mc.ConfigDict(dict(

@@ -426,10 +426,15 @@ def multi_step(step: Callable, k: int) -> Callable:
   if k == 1:
     return step
 
+  # XLA:CPU runs a convolution inside a while loop about 60x slower than
+  # outside (a ResNet-8x4 step: 53 s vs 0.87 s), so on the CPU the k steps
+  # are unrolled into one program (0.81 s a step), at k times the compile.
+  unroll = True if jax.default_backend() == 'cpu' else 1
+
   def run(state, *args):
     *extra, batches = args
     state, metrics = jax.lax.scan(lambda s, b: step(s, *extra, b), state,
-                                  batches)
+                                  batches, unroll=unroll)
     return state, jax.tree.map(lambda m: jnp.sum(m, 0), metrics)
 
   return run
