@@ -223,8 +223,7 @@ def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
   tok = tok or ByteTokenizer()
   index, count = _process_index_count(process_index, process_count)
   docs = _encoded(name, split, tok, data_dir)
-  stream_len = sum(len(d) + 2 for d in docs)
-  rows = (stream_len - 1) // seq_len
+  rows = _num_rows(docs, seq_len)
   per_epoch = rows // (batch_size * count)
   if not per_epoch:
     raise ValueError(
@@ -250,6 +249,12 @@ def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
     step += 1
 
 
+def _num_rows(docs: list[np.ndarray], seq_len: int) -> int:
+  """Rows of `seq_len` tokens (and the next one) that packing `docs` (each
+  between bos and eos) gives."""
+  return (sum(len(d) + 2 for d in docs) - 1) // seq_len
+
+
 def _epoch_orders(seed: int, epoch: int, num_docs: int, rows: int):
   """(document order, row order) of an epoch, both drawn from (seed, epoch)."""
   rng = np.random.default_rng([seed, epoch])
@@ -264,7 +269,7 @@ def rows_read(name: str, *, batch_size: int, seq_len: int, seed: int,
   all processes: what a run of `steps` steps reads of `training_rows`."""
   tok = tok or ByteTokenizer()
   docs = _encoded(name, split, tok, data_dir)
-  rows = (sum(len(d) + 2 for d in docs) - 1) // seq_len
+  rows = _num_rows(docs, seq_len)
   per_epoch = rows // batch_size
   if not per_epoch:
     raise ValueError(f'{name} {split} packs into {rows} rows of {seq_len} '
