@@ -14,7 +14,6 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import numpy as np
 
 from kd import checkpoint
@@ -136,6 +135,36 @@ def eval_batches(config, tok=None):
                            split=d.eval_split, **data_args(config))
 
 
+EVAL_HELD_BYTES = 256 * 2**20
+
+
+def test_split(config, tok=None) -> Callable:
+  """`batches()`: the batches of `eval_batches(config, tok)`, read afresh
+  on the first call and held in memory after it when they fit in
+  EVAL_HELD_BYTES (MNIST-1D, CIFAR; not ImageNet). A run tests every
+  `eval_every` steps and a vectorized group tests each of its runs:
+  building the tf.data pipeline again each time cost more than the test."""
+  held = None
+
+  def holding(batches):
+    nonlocal held
+    kept, size = [], 0
+    for batch in batches:
+      size += sum(np.asarray(x).nbytes for x in jax.tree.leaves(batch))
+      if size <= EVAL_HELD_BYTES:
+        kept.append(batch)
+      yield batch
+    if size <= EVAL_HELD_BYTES:
+      held = kept
+
+  def batches():
+    if held is not None:
+      return iter(held)
+    return holding(eval_batches(config, tok))
+
+  return batches
+
+
 class Best:
   """The best test accuracy of a run and its step, over its evaluations
   (those logged before a resume included). Ties keep the earliest."""
@@ -230,18 +259,19 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
   progress = Progress(name, config.steps, start_step, config.batch_size,
                       later_steps)
   p_state = parallel.replicate(state)
-  last_saved, last_logged, sums = start_step, start_step, None
+  last_saved, last_logged, pending = start_step, start_step, []
 
-  def run_state(r):
-    """Run r's replicated state."""
+  def run_states() -> list:
+    """Each run's replicated state."""
     if not stacked:
-      return p_state
-    return parallel.replicate(part(parallel.unreplicate(p_state), r))
+      return [p_state]
+    host = parallel.unreplicate(p_state)
+    return [parallel.replicate(part(host, r)) for r in range(len(sinks))]
 
   def write_test(step) -> list[dict]:
     out = []
-    for r, sink in enumerate(sinks):
-      stats = test(run_state(r))
+    for r, (sink, state_r) in enumerate(zip(sinks, run_states())):
+      stats = test(state_r)
       sink.logger.write(step, {key: v for key, v in stats.items()
                                if logged is None or key in logged})
       bests[r].update(step, stats)
@@ -261,8 +291,8 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
         if step == start_step + k:
           jax.block_until_ready(metrics)
           progress.compiled(k)
-        # Sums stay on the device; logged values are means since last log.
-        sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+        # Logged values are means of the metrics since the last log.
+        pending.append(metrics)
         is_last = step == config.steps
         stop = preemption.reached(step)
         log_now = step % config.log_every == 0 or is_last
@@ -281,8 +311,8 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
         if log_now:
           rate = progress.rate(step)
           n, last_logged = step - last_logged, step
-          host_sums = parallel.unreplicate(sums)
-          sums = None
+          host_sums = parallel.host_sum(pending)
+          pending = []
           for r, sink in enumerate(sinks):
             means = {key: v / n for key, v in part(host_sums, r).items()}
             if sink.lr_schedule is not None:
@@ -312,8 +342,8 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
     sink.mngr.close()
   seconds = time.perf_counter() - t_start
   finals = write_test(config.steps)
-  return [Trained(run_state(r), seconds, finals[r], bests[r])
-          for r in range(len(sinks))]
+  return [Trained(state_r, seconds, finals[r], bests[r])
+          for r, state_r in enumerate(run_states())]
 
 
 def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,

@@ -443,11 +443,12 @@ def on_policy(config, b: Built):
 
 def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
   """`test(p_state)`: the test figures of a replicated train state."""
+  batches = loop.test_split(config, b.tok)
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
     return evaluate.run_eval(eval_fn, b.parallel, (variables, *src.eval_extra),
-                             loop.eval_batches(config, b.tok))
+                             batches())
 
   return test
 

@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from kd import checkpoint, config as kd_config, train
+from kd import checkpoint, config as kd_config, loop, train
+from kd import parallel as kd_parallel
 from tests import run_checks
 
 
@@ -91,3 +92,31 @@ def test_variants_take_one_step_per_call():
   with pytest.raises(ValueError, match=r'config\.steps_per_dispatch=4: the '
                      r'x variant does not support it; set it to 1'):
     variant.reject_unsupported(c, variant.UNSUPPORTED, 'x')
+
+
+@pytest.mark.parametrize('parallel', ['pmap', 'mesh'])
+def test_host_sum_adds_the_metrics_of_several_steps(parallel):
+  par = kd_parallel.DataParallel(parallel)
+  steps = [{'loss': np.float32(v), 'n': np.arange(3, dtype=np.float32) * v}
+           for v in (0.5, 1.25, 2.0)]
+  got = par.host_sum([par.replicate(s) for s in steps])
+  np.testing.assert_allclose(got['loss'], 3.75)
+  np.testing.assert_allclose(got['n'], [0.0, 3.75, 7.5])
+  assert not isinstance(got['loss'], jax.Array)  # On the host.
+
+
+@pytest.mark.parametrize('held_bytes, reads', [(loop.EVAL_HELD_BYTES, 1),
+                                               (0, 3)])
+def test_the_test_split_is_read_once_when_it_fits(monkeypatch, held_bytes,
+                                                  reads):
+  monkeypatch.setattr(loop, 'EVAL_HELD_BYTES', held_bytes)
+  calls = []
+  real = loop.eval_batches
+  monkeypatch.setattr(loop, 'eval_batches',
+                      lambda *a: calls.append(a) or real(*a))
+  batches = loop.test_split(_config(1))
+  passes = [list(batches()) for _ in range(3)]
+  assert len(calls) == reads
+  assert len(passes[0]) == 2  # kd_digits: 360 test examples, batches of 256
+  for p in passes[1:]:
+    jax.tree.map(np.testing.assert_array_equal, p, passes[0])
