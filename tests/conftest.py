@@ -16,6 +16,14 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
   os.environ['TFDS_DATA_DIR'] = tempfile.mkdtemp(
       prefix=f'kd_tfds_{os.environ["PYTEST_XDIST_WORKER"]}_')
 os.environ.setdefault('TFDS_DATA_DIR', tempfile.mkdtemp(prefix='kd_tfds_'))
+# The same programs compile in many modules (each clears JAX's caches after
+# it) and in the processes tests start (CLI runs, resumes, multi-host
+# workers): XLA's persistent cache, one folder for the session (set by the
+# controller, inherited by the workers and their processes), compiles each
+# once.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      tempfile.mkdtemp(prefix='kd_jax_cache_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 
 @pytest.fixture(autouse=True, scope='module')
