@@ -18,6 +18,11 @@ MODEL_AXIS = 'model'  # Splits a large teacher's parameters (mesh only).
 KINDS = ('pmap', 'mesh')
 
 
+def tree_sum(trees: list):
+  """Leafwise sum of host (numpy) trees of one structure."""
+  return jax.tree.map(lambda *xs: np.sum(xs, 0), *trees)
+
+
 def ahead(iterator, size: int):
   """The items of `iterator`, each taken `size` items before it is used."""
   queue = collections.deque(itertools.islice(iterator, size))
@@ -120,7 +125,7 @@ class DataParallel:
       hosts = [jax.tree.map(lambda x: x[0], t) for t in jax.device_get(trees)]
     else:
       hosts = [self.unreplicate(t) for t in trees]
-    return jax.tree.map(lambda *xs: np.sum(xs, 0), *hosts)
+    return tree_sum(hosts)
 
   def wrap(self, step: Callable, num_replicated: int,
            donate_first: bool = True, lead: int = 0) -> Callable:

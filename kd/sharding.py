@@ -262,6 +262,11 @@ class ShardedParallel:
 
   unreplicate = to_host  # DataParallel's name, used by kd.loop.
 
+  def host_sum(self, trees: list):
+    """One host copy of the sum of several steps' metrics
+    (`DataParallel.host_sum`)."""
+    return data_parallel.tree_sum([self.to_host(t) for t in trees])
+
   def wrap(self, step: Callable, num_replicated: int = 0,
            donate_first: bool = True, lead: int = 0) -> Callable:
     """Compiles `step(*args, batch)` (a per-shard step of `kd.steps`, or a

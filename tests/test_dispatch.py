@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kd import checkpoint, config as kd_config, loop, train
-from kd import parallel as kd_parallel
+from kd import parallel as kd_parallel, sharding
 from tests import run_checks
 
 
@@ -94,9 +94,10 @@ def test_variants_take_one_step_per_call():
     variant.reject_unsupported(c, variant.UNSUPPORTED, 'x')
 
 
-@pytest.mark.parametrize('parallel', ['pmap', 'mesh'])
+@pytest.mark.parametrize('parallel', ['pmap', 'mesh', 'sharded'])
 def test_host_sum_adds_the_metrics_of_several_steps(parallel):
-  par = kd_parallel.DataParallel(parallel)
+  par = (sharding.ShardedParallel() if parallel == 'sharded'
+         else kd_parallel.DataParallel(parallel))
   steps = [{'loss': np.float32(v), 'n': np.arange(3, dtype=np.float32) * v}
            for v in (0.5, 1.25, 2.0)]
   got = par.host_sum([par.replicate(s) for s in steps])
