@@ -1,7 +1,7 @@
 """A student's training step under XLA flag settings, side by side.
 
   python -m experiments.benchmark.xla_flags [--models=resnet8x4,wrn_16_2] [--rounds=2]
-      [--flags=,--xla_cpu_use_onednn=true,...]
+      [--setting= --setting=--xla_cpu_use_onednn=true ...]
 
 XLA reads its flags once per process, so each setting runs in its own
 process (`XLA_FLAGS=<setting>`), the settings taking turns for `--rounds`
