@@ -23,14 +23,19 @@ import optax
 from kd import models, steps
 from kd.parallel import DataParallel
 
-flags.DEFINE_string('model', 'resnet8x4', 'A CIFAR model of the zoo.')
-flags.DEFINE_integer('batch', 64, 'Batch size.')
-flags.DEFINE_integer('k', 2, 'Steps per call of the scanned programs.')
-flags.DEFINE_integer('iters', 2, 'Timed calls per program (best is kept).')
+def define_flags():
+  flags.DEFINE_string('model', 'resnet8x4', 'A CIFAR model of the zoo.')
+  flags.DEFINE_integer('batch', 64, 'Batch size.')
+  flags.DEFINE_integer('k', 2, 'Steps per call of the scanned programs.')
+  flags.DEFINE_integer('iters', 2, 'Timed calls per program (best is kept).')
+
+
 FLAGS = flags.FLAGS
 
 
-def best_seconds(fn, state, batch, iters):
+def call_seconds(fn, state, batch, iters):
+  """(state, seconds of each of `iters` calls `state, m = fn(state, batch)`
+  after one warm-up call)."""
   state, _ = fn(state, batch)
   jax.block_until_ready(state)
   times = []
@@ -39,22 +44,29 @@ def best_seconds(fn, state, batch, iters):
     state, m = fn(state, batch)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
-  return state, min(times)
+  return state, times
 
 
-def main(argv):
-  del argv
-  model = models.create(FLAGS.model, 100)
+def supervised(name: str, batch: int):
+  """(par, step, replicated state, images, labels): zoo model `name`'s
+  supervised step (SGD, momentum 0.9) on one synthetic CIFAR-sized batch."""
+  model = models.create(name, 100)
   rng = np.random.default_rng(0)
-  x = rng.normal(size=(FLAGS.batch, 32, 32, 3)).astype(np.float32)
-  y = rng.integers(0, 100, FLAGS.batch).astype(np.int32)
+  x = rng.normal(size=(batch, 32, 32, 3)).astype(np.float32)
+  y = rng.integers(0, 100, batch).astype(np.int32)
   tx = optax.sgd(0.01, momentum=0.9)
   par = DataParallel('pmap')
   state = par.replicate(steps.create_state(model, tx, jax.random.key(0),
                                            x[:1]))
-  base = steps.make_supervised_step(model, tx)
-  state, one = best_seconds(par.wrap(base, 1), state,
-                            par.shard({'image': x, 'label': y}), FLAGS.iters)
+  return par, steps.make_supervised_step(model, tx), state, x, y
+
+
+def main(argv):
+  del argv
+  par, base, state, x, y = supervised(FLAGS.model, FLAGS.batch)
+  state, times = call_seconds(par.wrap(base, 1), state,
+                              par.shard({'image': x, 'label': y}), FLAGS.iters)
+  one = min(times)
   k = FLAGS.k
   stacked = par.shard({'image': np.stack([x] * k),
                        'label': np.stack([y] * k)}, lead=1)
@@ -67,11 +79,13 @@ def main(argv):
       s, m = jax.lax.scan(base, s, b, unroll=unroll)
       return s, jax.tree.map(lambda a: a.sum(0), m)
 
-    state, t = best_seconds(par.wrap(k_steps, 1, lead=1), state, stacked,
-                            FLAGS.iters)
+    state, times = call_seconds(par.wrap(k_steps, 1, lead=1), state,
+                                stacked, FLAGS.iters)
+    t = min(times)
     print(f'{k} steps a call, {name}: {t / k:.3f} s a step '
           f'({t / k / one:.2f}x one step a call)', flush=True)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -17,10 +17,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 from absl import app
 from absl import flags
+
+from experiments.benchmark import scan_unroll
 
 DEFAULT_SETTINGS = [
     '',
@@ -44,30 +45,10 @@ FLAGS = flags.FLAGS
 
 def step_seconds(name: str, iters: int) -> float:
   """Median seconds of the supervised step of zoo model `name`."""
-  # pylint: disable=import-outside-toplevel
-  import jax
-  import numpy as np
-  import optax
-  from kd import models, steps
-  from kd.parallel import DataParallel
-  model = models.create(name, 100)
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(64, 32, 32, 3)).astype(np.float32)
-  y = rng.integers(0, 100, 64).astype(np.int32)
-  tx = optax.sgd(0.01, momentum=0.9)
-  par = DataParallel('pmap')
-  state = par.replicate(steps.create_state(model, tx, jax.random.key(0),
-                                           x[:1]))
-  fn = par.wrap(steps.make_supervised_step(model, tx), 1)
-  batch = par.shard({'image': x, 'label': y})
-  state, _ = fn(state, batch)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(iters):
-    t0 = time.perf_counter()
-    state, m = fn(state, batch)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
+  par, step, state, x, y = scan_unroll.supervised(name, 64)
+  _, times = scan_unroll.call_seconds(par.wrap(step, 1), state,
+                                      par.shard({'image': x, 'label': y}),
+                                      iters)
   return statistics.median(times)
 
 
