@@ -88,6 +88,12 @@ class DataParallel:
     if self.kind == 'pmap':
       n = self.local_devices
       stacked = jax.tree.map(lambda x: np.stack([np.asarray(x)] * n), tree)
+      if jax.process_count() == 1:
+        # Placed as the step returns its outputs: from a pmap identity, the
+        # step compiled again on its second call (the first call's inputs
+        # came from the identity, the second's from the step).
+        return jax.device_put(stacked, NamedSharding(
+            jax.sharding.Mesh(np.array(self.devices), (AXIS,)), P(AXIS)))
       return jax.pmap(lambda t: t, devices=self._pmap_devices)(stacked)
     return jax.device_put(tree, self._replicated)
 

@@ -3,9 +3,10 @@ import os
 
 import jax
 import numpy as np
+import optax
 import pytest
 
-from kd import checkpoint, config as kd_config, loop, train
+from kd import checkpoint, config as kd_config, loop, models, steps, train
 from kd import parallel as kd_parallel, sharding
 from tests import run_checks
 
@@ -121,3 +122,38 @@ def test_the_test_split_is_read_once_when_it_fits(monkeypatch, held_bytes,
   assert len(passes[0]) == 2  # kd_digits: 360 test examples, batches of 256
   for p in passes[1:]:
     jax.tree.map(np.testing.assert_array_equal, p, passes[0])
+
+
+def test_a_pmap_step_compiles_once():
+  """The state from `replicate` and the step's own output state are placed
+  alike, so the second call reuses the first call's program."""
+  model = models.create('mlp', 10, hidden=(8,))
+  tx = optax.sgd(0.1)
+  par = kd_parallel.DataParallel('pmap')
+  x = np.zeros((4, 8, 8, 1), np.float32)
+  state = par.replicate(steps.create_state(model, tx, jax.random.key(0),
+                                           x[:1]))
+  step = par.wrap(steps.make_supervised_step(model, tx), 1)
+  batch = par.shard({'image': x, 'label': np.zeros(4, np.int32)})
+  compiles = []  # A backend compile, or a hit in the persistent cache.
+
+  def on_duration(event, duration, **kwargs):
+    del duration, kwargs
+    if event == '/jax/core/compile/backend_compile_duration':
+      compiles.append(event)
+
+  def on_event(event, **kwargs):
+    del kwargs
+    if event == '/jax/compilation_cache/cache_hits':
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(on_duration)
+  jax.monitoring.register_event_listener(on_event)
+  try:
+    for _ in range(3):
+      state, metrics = step(state, batch)
+      jax.block_until_ready(metrics)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_duration)
+    jax.monitoring.unregister_event_listener(on_event)
+  assert len(compiles) == 1, compiles
