@@ -268,9 +268,9 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
     host = parallel.unreplicate(p_state)
     return [parallel.replicate(part(host, r)) for r in range(len(sinks))]
 
-  def write_test(step) -> list[dict]:
+  def write_test(step, states) -> list[dict]:
     out = []
-    for r, (sink, state_r) in enumerate(zip(sinks, run_states())):
+    for r, (sink, state_r) in enumerate(zip(sinks, states)):
       stats = test(state_r)
       sink.logger.write(step, {key: v for key, v in stats.items()
                                if logged is None or key in logged})
@@ -321,7 +321,7 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
             if r == 0:
               progress.line(step, means, rate)
         if config.eval_every and step % config.eval_every == 0 and not is_last:
-          write_test(step)
+          write_test(step, run_states())
         if save_now:
           host_state = parallel.unreplicate(p_state)
           for r, sink in enumerate(sinks):
@@ -341,9 +341,10 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
   for sink in sinks:
     sink.mngr.close()
   seconds = time.perf_counter() - t_start
-  finals = write_test(config.steps)
+  states = run_states()
+  finals = write_test(config.steps, states)
   return [Trained(state_r, seconds, finals[r], bests[r])
-          for r, state_r in enumerate(run_states())]
+          for r, state_r in enumerate(states)]
 
 
 def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
