@@ -133,8 +133,9 @@ def run_pipeline(config, workdir: str) -> dict:
   """Runs every stage; returns the merged `stage/key` summary. `workdir` is
   locked meanwhile and must hold no pipeline of another config."""
   kd_config.validate(config)  # Every stage, before the first runs.
+  train.preflight(config)
   with runs.lock(workdir):
-    runs.check_identity(workdir, config)
+    runs.check_identity(workdir, config, stage_dirs(config, workdir))
     runs.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
     return _run_stages(config, workdir)
 

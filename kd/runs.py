@@ -47,6 +47,12 @@ NEUTRAL_FIELDS = (
 )
 
 
+# Fields that decide only how a run is tested: an unfinished run may change
+# them (with a warning: its earlier test rows used the old value); a
+# finished run's summary holds the old value's figures, so there they refuse.
+EVAL_FIELDS = ('data.eval_split',)
+
+
 # Fields holding a directory: equal when they name the same one (a pipeline
 # writes its stages' teacher directories from --workdir, relative or not).
 PATH_FIELDS = ('distill.teacher.workdir', 'init_from', 'data.data_dir')
@@ -193,14 +199,43 @@ def recorded_config(run_dir: str) -> tuple[dict, str] | None:
   return None
 
 
-def check_identity(run_dir: str, config: mc.ConfigDict) -> None:
+def started(run_dir: str) -> bool:
+  """Whether a run began in `run_dir`: it has a config.json or a
+  checkpoint."""
+  ckpts = os.path.join(run_dir, 'checkpoints')
+  return os.path.exists(os.path.join(run_dir, 'config.json')) or (
+      os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)))
+
+
+def check_identity(run_dir: str, config: mc.ConfigDict,
+                   stage_dirs: dict | None = None) -> None:
   """Refuses to continue `run_dir` with a config other than the one it was
-  started with: resumed or reused results would belong to neither."""
+  started with: resumed or reused results would belong to neither. For a
+  pipeline, `stage_dirs` (stage -> directory): a stage that has not started
+  there may change (a typo fixed in a stage that never ran)."""
   found = recorded_config(run_dir)
   if found is None:
     return
   old, where = found
-  diff = config_diff(old, config.to_dict())
+  fresh = {n for n, d in (stage_dirs or {}).items() if not started(d)}
+  diff = [line for line in config_diff(old, config.to_dict())
+          if not (line.startswith('stages.') and
+                  line.split(':')[0].split('.')[1] in fresh)]
+  tested = []  # Fields of EVAL_FIELDS that may change, as unfinished.
+  for line in diff:
+    path = line.split(':')[0]
+    if _in_run(path) not in EVAL_FIELDS:
+      continue
+    stage = path.split('.')[1] if path.startswith('stages.') else None
+    where, run = ((stage_dirs or {}).get(stage), config.stages[stage]) \
+        if stage else (run_dir, config)
+    if where and 'steps' in run and finished_summary(where, run.steps) is None:
+      tested.append(line)
+  if tested:
+    warnings.warn(f'{run_dir}: the run resumes with a change that affects '
+                  'only its tests (' + '; '.join(tested) + '): the test rows '
+                  'of metrics.jsonl written before it used the old value')
+  diff = [line for line in diff if line not in tested]
   if diff:
     raise ConfigMismatchError(
         f'{run_dir} holds a run of another config (recorded in {where}); the '

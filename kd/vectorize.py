@@ -263,12 +263,13 @@ def train_all(configs, workdirs) -> list[dict]:
   `kd.main` writes)."""
   for c in configs:
     kd_config.validate(c)
+    train.preflight(c)
   t0 = time.perf_counter()
   with contextlib.ExitStack() as locks:
     for c, w in zip(configs, workdirs):
       locks.enter_context(runs.lock(w))
       if 'stages' in c:
-        runs.check_identity(w, c)
+        runs.check_identity(w, c, {n: d for n, _, d in _stages(c, w)})
         runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
     results = [{} for _ in configs]
     for wave in plan(configs, workdirs):

@@ -319,3 +319,74 @@ def test_config_diff_paths_defaults_and_directories():
   assert runs.config_diff(old, new) == [
       'mixup_alpha: 0.0 -> 0.5',  # Absent before: its default, 0.0.
       'stages.s.optimizer.lr: 0.1 -> 0.2', 'steps: 10 -> 20']
+
+
+# Checked before the first step; what may change on a rerun.
+
+
+def _pipeline(loss='kd', student_output='logits'):
+  student = _run_config(steps=10)
+  student.distill.teacher.update(workdir='teacher', model='mlp',
+                                 kwargs={'hidden': (16,)})
+  student.distill.terms.kd = kd_config.term(loss, 1.0, temperature=4.0,
+                                            student=student_output)
+  return kd_config.pipeline_config(teacher=_run_config(steps=20),
+                                   student=student)
+
+
+def test_pipeline_typo_in_a_later_stage_fails_before_the_first(tmp_path):
+  workdir = str(tmp_path / 'p')
+  with pytest.raises(ValueError, match=r"config\.stages\.student\.distill\."
+                     r"terms\.kd\.loss='kdd': unknown loss; valid: .*\bkd\b"):
+    main.run_pipeline(_pipeline(loss='kdd'), workdir)
+  assert not os.path.exists(workdir)  # The teacher did not train.
+
+
+def test_pipeline_stage_that_never_started_may_change(tmp_path):
+  """The student stage fails after the teacher trained (an output the
+  student lacks); the fixed rerun reuses the teacher."""
+  workdir = str(tmp_path / 'p')
+  with pytest.raises(ValueError, match="asks for student output 'nope'"):
+    main.run_pipeline(_pipeline(student_output='nope'), workdir)
+  assert runs.is_finished(os.path.join(workdir, 'teacher'))
+  assert not runs.started(os.path.join(workdir, 'student'))
+  summary = main.run_pipeline(_pipeline(), workdir)
+  assert summary['student/steps'] == 10 and summary['teacher/steps'] == 20
+  assert json.load(open(os.path.join(workdir, 'config.json')))['stages'][
+      'student']['distill']['terms']['kd']['student'] == 'logits'
+  # A stage that ran may not change.
+  with pytest.raises(runs.ConfigMismatchError,
+                     match=r'stages\.student\.distill\.terms\.kd\.student: '
+                     r'"logits" -> "nope"'):
+    main.run_pipeline(_pipeline(student_output='nope'), workdir)
+
+
+@pytest.mark.parametrize('split,message', [
+    ('validation', r"config\.data\.eval_split='validation': kd_digits has no "
+     r'such split; set --config\.data\.eval_split to one of test, train'),
+    ('test[:0]', r"config\.data\.eval_split='test\[:0\]': that part of "
+     'kd_digits holds no examples'),
+])
+def test_bad_eval_split_fails_before_the_first_step(tmp_path, split, message):
+  c = _run_config()
+  c.data.eval_split = split
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_unfinished_run_may_change_its_eval_split_with_a_warning(run_copy):
+  c = _run_config()
+  c.data.eval_split = 'test[:50%]'
+  with pytest.raises(runs.ConfigMismatchError, match='data.eval_split'):
+    train.train_and_evaluate(c, run_copy)  # Finished: its figures are old.
+  os.remove(os.path.join(run_copy, 'summary.json'))
+  with pytest.warns(UserWarning, match=r'only its tests \(data\.eval_split: '
+                    r'"test" -> "test\[:50%\]"\)'):
+    summary = train.train_and_evaluate(c, run_copy)
+  rows = [json.loads(l) for l in open(os.path.join(run_copy, 'metrics.jsonl'))]
+  final = [r for r in rows if 'test_accuracy' in r]
+  assert len(final) == 1 and final[0]['test_accuracy'] == summary[
+      'test_accuracy']
+  assert json.load(open(os.path.join(run_copy, 'config.json')))['data'][
+      'eval_split'] == 'test[:50%]'
