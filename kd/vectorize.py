@@ -286,7 +286,7 @@ def train_all(configs, workdirs) -> list[dict]:
         r['wall_seconds'] = time.perf_counter() - t0
         runs.write_json(os.path.join(w, 'summary.json'), r)
         if jax.process_index() == 0:
-          report.plot(w, list(c.stage_order), r)
+          report.plot(w, {n: d for n, _, d in _stages(c, w)}, r)
   return results
 
 
