@@ -136,7 +136,7 @@ def _restore_common(configs, workdirs, states, names):
   """(managers, states): every run restored at the latest step all of them
   have a checkpoint of (their later checkpoints deleted), or from `states`."""
   mngrs = [checkpoint.manager(os.path.join(w, 'checkpoints'),
-                              c.keep_checkpoints)
+                              c.keep_checkpoints, c.to_dict())
            for c, w in zip(configs, workdirs)]
   step = max(set.intersection(*(set(m.all_steps()) for m in mngrs)),
              default=0)
