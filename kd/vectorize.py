@@ -136,7 +136,7 @@ def _restore_common(configs, workdirs, states, names):
   """(managers, states): every run restored at the latest step all of them
   have a checkpoint of (their later checkpoints deleted), or from `states`."""
   mngrs = [checkpoint.manager(os.path.join(w, 'checkpoints'),
-                              c.keep_checkpoints)
+                              c.keep_checkpoints, c.to_dict())
            for c, w in zip(configs, workdirs)]
   step = max(set.intersection(*(set(m.all_steps()) for m in mngrs)),
              default=0)
@@ -314,7 +314,7 @@ def train_all(configs, workdirs, on_error=None) -> list[dict]:
         r['wall_seconds'] = time.perf_counter() - t0
         runs.write_json(os.path.join(w, 'summary.json'), r)
         if jax.process_index() == 0:
-          report.plot(w, list(c.stage_order), r)
+          report.plot(w, {n: d for n, _, d in _stages(c, w)}, r)
   return results
 
 

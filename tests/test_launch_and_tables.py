@@ -1,4 +1,5 @@
 """Sweep expansion and scripts, and paper tables from run folders."""
+import glob
 import importlib
 import json
 import os
@@ -252,13 +253,20 @@ def test_an_unknown_group_by_key_lists_the_valid_ones(tmp_path):
       proc.stderr)
 
 
-def _readme_command_and_table(name: str) -> tuple[list[str], list[str]]:
-  """The README's `python -m kd.tables runs/NAME ...` line and the table
-  under it."""
-  lines = open(os.path.join(ROOT, 'README.md')).read().splitlines()
-  i = next(i for i, line in enumerate(lines)
-           if line.strip().startswith(f'python -m kd.tables runs/{name} '))
-  j = next(j for j in range(i, len(lines)) if lines[j].startswith('|'))
+def _doc_command_and_table(name: str) -> tuple[list[str], list[str]]:
+  """The `python -m kd.tables runs/NAME ...` line that a table follows in
+  the README or a doc in docs/ (exactly one), and that table."""
+  found = []
+  for path in ['README.md'] + sorted(glob.glob('docs/*.md', root_dir=ROOT)):
+    lines = open(os.path.join(ROOT, path)).read().splitlines()
+    for i, line in enumerate(lines):
+      if line.strip().startswith(f'python -m kd.tables runs/{name} '):
+        j = next(j for j in range(i, len(lines))  # Past the command block.
+                 if lines[j].strip() and not lines[j].startswith('    '))
+        if lines[j].startswith('|'):
+          found.append((lines, i, j))
+  assert len(found) == 1, f'runs/{name}: {len(found)} tables in the docs'
+  ((lines, i, j),) = found
   k = next(k for k in range(j, len(lines) + 1)
            if k == len(lines) or not lines[k].startswith('|'))
   return lines[i].split(), lines[j:k]
@@ -306,11 +314,11 @@ def _sweep_tree(name: str, root: str) -> dict:
 @pytest.mark.parametrize('name', ['mnist1d_baselines', 'mnist1d_hinton',
                                   'mnist1d_consistent', 'mnist1d_qat',
                                   'lm_distill'])
-def test_readme_tables_are_what_their_command_prints(tmp_path, name):
+def test_doc_tables_are_what_their_command_prints(tmp_path, name):
   """The sweep's runs as `launch.sweep` and the spec's config write them
-  (config.json, sweep.json, the shared teacher), with the README's numbers
-  as summaries; the README's command must print the README's table."""
-  argv, table = _readme_command_and_table(name)
+  (config.json, sweep.json, the shared teacher), with the doc's numbers
+  as summaries; the doc's command must print the doc's table."""
+  argv, table = _doc_command_and_table(name)
   assert argv[:4] == ['python', '-m', 'kd.tables', f'runs/{name}']
   metrics = next((a.split('=', 1)[1].split(',') for a in argv
                   if a.startswith('--metric=')), list(tables.METRICS))
