@@ -1,11 +1,13 @@
 """The README and docs/: links that resolve, the landing page's commands."""
 import glob
+import json
 import os
 import re
 import subprocess
 
 import pytest
 
+from kd import report
 from tests import conftest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,3 +96,15 @@ def test_tests_that_start_processes_are_marked():
   assert conftest.starts_process(_through_a_helper, namespace)  # Comprehension.
   assert not conftest.starts_process(_slug, namespace)
   assert not conftest.starts_process(test_a_broken_link_is_found, namespace)
+
+
+def test_readme_quickstart_table_is_its_summarys():
+  """The README's quickstart table is what kd.main printed for the
+  summary.json the run wrote (kept beside the plot in docs/)."""
+  readme = open(os.path.join(ROOT, 'README.md')).read().splitlines()
+  i = readme.index('## The quickstart')
+  j = next(j for j in range(i, len(readme)) if readme[j].startswith('|'))
+  k = next(k for k in range(j, len(readme)) if not readme[k].startswith('|'))
+  summary = json.load(open(os.path.join(ROOT, 'docs/quickstart_summary.json')))
+  assert '\n'.join(readme[j:k]) == report.table(
+      summary, ['teacher', 'student_scratch', 'student_kd'])
