@@ -70,6 +70,63 @@ def test_second_process_is_refused_naming_the_holder(tmp_path):
   assert not os.path.exists(os.path.join(workdir, runs.LOCK))
 
 
+def test_unreadable_lock_is_refused_while_fresh_and_stale_after_a_minute(
+    tmp_path):
+  """An empty run.lock: its writer was killed between creating and writing
+  it (or is writing it now)."""
+  path = tmp_path / runs.LOCK
+  path.write_text('')
+  with pytest.raises(runs.RunLockedError,
+                     match=rf'{path} exists but cannot be read \(written \d+ '
+                     r's ago.*rerun in a minute'):
+    with runs.lock(str(tmp_path)):
+      pass
+  assert path.read_text() == ''  # Not taken.
+  old = path.stat().st_mtime - 120
+  os.utime(path, (old, old))
+  with pytest.warns(UserWarning, match=r'cannot be read and is 1\d\d s old'):
+    with runs.lock(str(tmp_path)):
+      assert json.loads(path.read_text())['pid'] == os.getpid()
+  assert not path.exists()
+
+
+def test_workdir_that_is_a_file_is_one_line_from_kd_main(tmp_path):
+  config = tmp_path / 'c.py'
+  config.write_text('from tests.test_train import _run_config\n'
+                    'def get_config(arg=None):\n  return _run_config()\n')
+  afile = tmp_path / 'afile'
+  afile.write_text('notes')
+  done = subprocess.run(
+      [sys.executable, '-m', 'kd.main', f'--config={config}',
+       f'--workdir={afile}'], cwd=ROOT, capture_output=True, text=True,
+      timeout=300, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
+  assert done.returncode == 1
+  assert 'Traceback' not in done.stderr, done.stderr[-3000:]
+  assert done.stderr.strip().splitlines()[-1] == (
+      f'[kd.main] RunDirError: --workdir {afile} is a file (or lies under '
+      'one), not a directory; pass a directory: a new one, or one kd.main '
+      'wrote')
+  assert afile.read_text() == 'notes'
+
+
+def test_read_only_workdir_is_named_with_the_fix(run_copy, monkeypatch):
+  """A read-only directory (simulated: the tests may run as root)."""
+  real_open = os.open
+
+  def read_only(path, flags, *args):
+    if str(path).startswith(run_copy) and flags & os.O_CREAT:
+      raise PermissionError(13, 'Permission denied', path)
+    return real_open(path, flags, *args)
+
+  monkeypatch.setattr(runs.os, 'open', read_only)
+  with pytest.raises(runs.RunDirError,
+                     match=rf'^{run_copy} is not writable \(Permission '
+                     r'denied\): .*Use a writable --workdir'):
+    train.train_and_evaluate(_run_config(), run_copy)
+  monkeypatch.undo()
+  assert runs.is_finished(run_copy)  # Still read as a run.
+
+
 def test_lock_is_released_on_errors_and_nests_in_one_process(tmp_path):
   workdir = str(tmp_path)
   with pytest.raises(KeyError):
