@@ -12,6 +12,8 @@ from tests import conftest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ['README.md'] + sorted(glob.glob('docs/*.md', root_dir=ROOT))
+READMES = sorted(glob.glob('experiments/**/README.md', root_dir=ROOT,
+                           recursive=True))
 LINK = re.compile(r'\[[^\]]*\]\(([^)\s]+)\)')
 
 
@@ -46,7 +48,7 @@ def _broken_links(doc: str, root: str = ROOT) -> list[str]:
   return broken
 
 
-@pytest.mark.parametrize('doc', DOCS)
+@pytest.mark.parametrize('doc', DOCS + READMES)
 def test_every_local_link_resolves(doc):
   assert _broken_links(doc) == []
 
