@@ -109,27 +109,45 @@ time.sleep(120)
 """
 
 
-def test_sigterm_stops_the_runs_and_the_sweep_exits_143(tmp_path):
+@pytest.mark.parametrize('signum,code', [(signal.SIGTERM, 143),
+                                         (signal.SIGINT, 130)])
+def test_a_signal_stops_the_runs_and_a_second_sweep_is_refused(tmp_path,
+                                                              signum, code):
   """Runs start with the sweep's interpreter (no python on PATH here) as the
-  spec's PROGRAM; SIGTERM reaches both running runs, the third never starts."""
+  spec's PROGRAM. A second sweep on the folder is refused in one line,
+  naming the first's pid, and leaves the live runs alone (it used to fail
+  them all, with lock tracebacks in their log.txt). SIGTERM or SIGINT (which
+  orphaned the runs) reaches both running runs as SIGTERM, the third never
+  starts."""
   (tmp_path / 'fake_program.py').write_text(FAKE_PROGRAM)
   (tmp_path / 'spec.py').write_text(
       "NAME = 'stop'\nCONFIG = 'unused.py'\nARGS = ['a=1', 'a=2', 'a=3']\n"
       "SEEDS = [0]\nPROGRAM = 'fake_program'\n")
   env = dict(os.environ, PYTHONPATH=str(tmp_path), PATH=str(tmp_path))
-  proc = subprocess.Popen(
-      [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
-       f'--workdir={tmp_path / "runs"}', '--parallel=2'], cwd=ROOT, env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  cmd = [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
+         f'--workdir={tmp_path / "runs"}', '--parallel=2']
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
   dirs = [tmp_path / 'runs' / 'stop' / f'a=1__seed=0',
           tmp_path / 'runs' / 'stop' / f'a=2__seed=0']
   for _ in range(300):
     if all((d / 'started').exists() for d in dirs) or proc.poll() is not None:
       break
     time.sleep(0.1)
-  proc.send_signal(signal.SIGTERM)
+  logs = [(d / 'log.txt').read_text() for d in dirs]
+  second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert second.returncode == 1
+  assert second.stderr.strip().splitlines() == [
+      f'{tmp_path / "runs" / "stop"} is in use by another sweep (pid '
+      f'{proc.pid}): wait for it to finish, or stop it (kill -TERM '
+      f'{proc.pid}: its runs checkpoint) and start this one again']
+  assert [(d / 'log.txt').read_text() for d in dirs] == logs
+  assert proc.poll() is None
+  proc.send_signal(signum)
   out = proc.communicate(timeout=60)[0]
-  assert proc.returncode == 143, out
+  assert proc.returncode == code, out
+  assert f'{signal.Signals(signum).name}: runs stopped' in out
   for d in dirs:
     assert (d / 'started').read_text() == sys.executable
     assert (d / 'terminated').exists(), (d / 'log.txt').read_text()
