@@ -1,5 +1,7 @@
 """The README and docs/: links that resolve, the landing page's commands."""
 import glob
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -133,3 +135,49 @@ def test_zoo_table_is_the_tested_parameter_counts():
   assert len(shown) == 20
   assert shown == {n: {**test_zoo.CIFAR100, **test_zoo.IMAGENET}[n]
                    for n in shown}
+
+
+def _importable(module: str) -> bool:
+  try:
+    return importlib.util.find_spec(module) is not None
+  except ModuleNotFoundError:  # Its package is missing.
+    return False
+
+
+def _missing_names(text: str) -> list[str]:
+  """The kd names (`kd.a.b`), modules run with `-m` and repository files
+  (`kd/x.py`, `configs/...py`) that `text` mentions but that do not exist."""
+  missing = []
+  for name in sorted(set(re.findall(r'`(kd(?:\.\w+)+)', text))):
+    parts = name.split('.')
+    for i in range(len(parts), 0, -1):  # The longest importable prefix.
+      module = '.'.join(parts[:i])
+      if _importable(module):
+        break
+    obj = importlib.import_module(module)
+    for attr in parts[i:]:
+      obj = getattr(obj, attr, None)
+    if obj is None:
+      missing.append(name)
+  for module in sorted(set(re.findall(
+      r'-m ((?:kd|launch|experiments)(?:\.\w+)+)', text))):
+    if not _importable(module):
+      missing.append(f'-m {module}')
+  for path in sorted(set(re.findall(
+      r'((?:kd|configs|launch|tests|experiments)/[\w/.\-]+\.(?:py|sh))', text))):
+    if not os.path.exists(os.path.join(ROOT, path)):
+      missing.append(path)
+  return missing
+
+
+@pytest.mark.parametrize('doc', DOCS)
+def test_names_and_files_the_docs_mention_exist(doc):
+  assert _missing_names(open(os.path.join(ROOT, doc)).read()) == []
+
+
+def test_a_renamed_function_is_found():
+  assert _missing_names(
+      '`kd.losses.kd` `kd.losses.no_such_loss` `kd.nothing.here` '
+      'python -m kd.tables, python -m kd.tabels; `kd/runs.py`, kd/gone.py') == [
+          'kd.losses.no_such_loss', 'kd.nothing.here', '-m kd.tabels',
+          'kd/gone.py']
