@@ -23,6 +23,7 @@ from kd import evaluate
 from kd import fold
 from kd import generate
 from kd import loop
+from kd import losses
 from kd import models
 from kd import optim
 from kd import runs
