@@ -6,11 +6,7 @@ values before a run does any work; `parse_args` reads a config file's
 import jax
 import ml_collections as mc
 
-from kd.optim import OPTIMIZERS, SCHEDULES
-from kd.sharding import KINDS
-from kd.steps import SCHEDULES as TERM_SCHEDULES
-
-DTYPES = ('float32', 'bfloat16')  # The keys of kd.train.DTYPES.
+from kd import names
 
 
 def run_config() -> mc.ConfigDict:
@@ -219,17 +215,17 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
         f'set --config.{at}label_smoothing, e.g. 0.1 (0: off)')
   check(c.mixup_alpha >= 0, 'mixup_alpha', 'cannot be negative',
         f'set --config.{at}mixup_alpha to 0 (off) or a Beta parameter > 0')
-  for field, valid in (('dtype', DTYPES), ('parallel', KINDS),
-                       ('optimizer.name', OPTIMIZERS),
-                       ('optimizer.schedule', SCHEDULES),
-                       ('distill.teacher.dtype', DTYPES + ('auto',))):
+  for field, valid in (('dtype', names.DTYPES), ('parallel', names.PARALLEL),
+                       ('optimizer.name', names.OPTIMIZERS),
+                       ('optimizer.schedule', names.LR_SCHEDULES),
+                       ('distill.teacher.dtype', names.DTYPES + ('auto',))):
     check(_get(c, field) in valid, field, 'unknown name',
           f'valid: {", ".join(valid)}')
-  if _is_text(c.data.name):
+  if names.is_text(c.data.name):
     check(c.data.seq_len > 0, 'data.seq_len', 'a text dataset needs the '
           'training sequence length', f'set --config.{at}data.seq_len, e.g. 128')
-    check(c.data.tokenizer in ('byte', 'bpe'), 'data.tokenizer',
-          'unknown tokenizer', 'valid: byte, bpe')
+    check(c.data.tokenizer in names.TOKENIZERS, 'data.tokenizer',
+          'unknown tokenizer', f'valid: {", ".join(names.TOKENIZERS)}')
     check(c.data.tokenizer != 'bpe' or c.data.vocab_size > 259,
           'data.vocab_size', 'a BPE vocabulary must exceed the 259 byte and '
           'special tokens', f'set --config.{at}data.vocab_size, e.g. 4096')
@@ -250,7 +246,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
   if on_policy is not None and on_policy.lmbda:
     check(0 < on_policy.lmbda <= 1, 'distill.on_policy.lmbda',
           'is a probability', 'set it in (0, 1], or 0 for off-policy only')
-    check(_is_text(c.data.name), 'distill.on_policy.lmbda', 'on-policy '
+    check(names.is_text(c.data.name), 'distill.on_policy.lmbda', 'on-policy '
           'distillation samples tokens: it needs a text dataset',
           'set it to 0')
     check(not c.distill.teacher.cache, 'distill.on_policy.lmbda',
@@ -262,7 +258,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           f'set --config.{at}distill.on_policy.prompt_len, e.g. 32')
   seqkd = c.distill.get('seqkd')
   if seqkd is not None and seqkd.prompt_len:
-    check(_is_text(c.data.name), 'distill.seqkd.prompt_len', 'sequence-level '
+    check(names.is_text(c.data.name), 'distill.seqkd.prompt_len', 'sequence-level '
           'KD generates tokens: it needs a text dataset', 'set it to 0')
     check(0 < seqkd.prompt_len <= c.data.seq_len, 'distill.seqkd.prompt_len',
           'the prompt must fit in data.seq_len (the rest is generated)',
@@ -317,9 +313,9 @@ def _check_schedule(path: str, field: str, spec: tuple) -> None:
   """A term's schedule: (kind, value) for 'constant', (kind, start, end[,
   steps]) otherwise, with endpoints in the field's range."""
   kind = spec[0] if spec else None
-  if kind not in TERM_SCHEDULES:
+  if kind not in names.TERM_SCHEDULES:
     _fail(path, spec, 'unknown schedule', 'start it with one of '
-          + ', '.join(TERM_SCHEDULES))
+          + ', '.join(names.TERM_SCHEDULES))
   sizes = (2,) if kind == 'constant' else (3, 4)
   if len(spec) not in sizes:
     _fail(path, spec, f'a {kind} schedule has {" or ".join(map(str, sizes))} '
@@ -332,11 +328,6 @@ def _check_schedule(path: str, field: str, spec: tuple) -> None:
     if not ok(value):
       _fail(path, spec, f'{field} {why}', f'choose values where {field} '
             f'{why}')
-
-
-def _is_text(name: str) -> bool:
-  from kd.data import text  # pylint: disable=import-outside-toplevel
-  return text.is_text(name)
 
 
 def _get(c, field: str):

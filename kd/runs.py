@@ -27,6 +27,7 @@ import numpy as np
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
+from kd.files import write_json  # pylint: disable=unused-import
 from kd import models
 
 log = logging.getLogger(__name__)
@@ -66,19 +67,6 @@ class CorruptFileError(ValueError):
 
 class UnfinishedTeacherError(RuntimeError):
   pass
-
-
-def write_json(path: str, obj) -> None:
-  """Writes `obj` to `path` atomically (a reader sees the old or the new file,
-  never half of one); only process 0 writes."""
-  if jax.process_index() != 0:
-    return
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def read_json(path: str, fix: str):

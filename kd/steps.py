@@ -17,6 +17,7 @@ import optax
 
 from kd import adapters as adapters_lib
 from kd import losses
+from kd import names
 from kd import quantization
 from kd.parallel import AXIS
 
@@ -75,7 +76,7 @@ def select(outputs_: Mapping[str, Any], key: str):
   return tuple(outputs_[name] for name in names)
 
 
-SCHEDULES = ('constant', 'linear', 'cosine')
+SCHEDULES = names.TERM_SCHEDULES
 
 
 def scheduled(spec, step, num_steps: int):
@@ -287,7 +288,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
   simulated int8 (quantization-aware distillation). With `on_policy =
   (lmbda, sample)`, a step with probability lmbda first replaces the batch
   by `sample(student_variables, batch, rng)` (the student's own tokens,
-  `kd.generate.on_policy_batch`): GKD's mix of on- and off-policy data.
+  `kd.sampling.on_policy_batch`): GKD's mix of on- and off-policy data.
   """
 
   def loss_fn(trainable, state, teacher_out, batch, rng):

@@ -20,15 +20,16 @@ from kd import config as kd_config
 from kd import data
 from kd import evaluate
 from kd import fold
-from kd import generate
 from kd import loop
 from kd import losses
 from kd import models
 from kd import optim
 from kd import runs
+from kd import sampling
 from kd import seqkd
 from kd import sharding
 from kd import steps
+from kd.data import select
 from kd.models import lm
 from kd.logger import MetricLogger
 from kd.parallel import DataParallel
@@ -436,14 +437,14 @@ def on_policy(config, b: Built):
   if not o.lmbda:
     return None
   return o.lmbda, functools.partial(
-      generate.on_policy_batch, b.model, prompt_len=o.prompt_len,
+      sampling.on_policy_batch, b.model, prompt_len=o.prompt_len,
       temperature=o.temperature, top_k=o.top_k, pad_id=b.tok.pad_id,
       eos_id=b.tok.eos_id)
 
 
 def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
   """`test(p_state)`: the test figures of a replicated train state."""
-  batches = loop.test_split(config, b.tok)
+  batches = select.test_split(config, b.tok)
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
@@ -460,7 +461,7 @@ def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
   mngr, state = loop.restore(config, workdir, b.state, name)
   train_step, eval_fn = compile_steps(config, b, src)
   test = tester(config, b, src, eval_fn)
-  batches = loop.train_batches(config, b.parallel, int(state.step), b.tok,
+  batches = select.train_batches(config, b.parallel, int(state.step), b.tok,
                                src.seqkd_dir)
   if src.extend_batch is not None:
     batches = map(src.extend_batch, batches)

@@ -42,6 +42,7 @@ from kd import loop
 from kd import report
 from kd import runs
 from kd import train
+from kd.data import select
 from kd.logger import MetricLogger
 
 # Fields runs of one group may differ in, passed to the step as data (see
@@ -186,7 +187,7 @@ def _train(configs, workdirs, names) -> list[dict]:
   start = int(states[0].step)
   extend = src.extend_batch or (lambda batch: batch)
   stream_of, streams = shared_streams(configs, lambda c: map(
-      extend, loop.train_batches(c, b0.parallel, start)))
+      extend, select.train_batches(c, b0.parallel, start)))
   train_step, eval_fn = train.compile_steps(
       c0, b0, src, stack([train.run_values(c) for c in configs]), stream_of)
   for c, w in zip(configs, workdirs):  # The runs are accepted.
@@ -203,10 +204,10 @@ def _train(configs, workdirs, names) -> list[dict]:
 
 def shared_streams(configs, make):
   """(stream_of, batches): run r reads distinct data stream stream_of[r]
-  (`loop.stream_key`: the runs of a seed that differ only in loss settings
+  (`kd.data.select.stream_key`: the runs of a seed that differ only in loss settings
   share one), and `batches` yields a list of each stream's batch a step,
   from one iterator `make(c)` per stream."""
-  keys = [loop.stream_key(c) for c in configs]
+  keys = [select.stream_key(c) for c in configs]
   made = {}
   for k, c in zip(keys, configs):
     if k not in made:

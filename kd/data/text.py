@@ -29,9 +29,7 @@ import tensorflow_datasets as tfds
 from kd.data import text_builders
 from kd.data.input_pipeline import (DatasetSpec, _data_dir,
                                     _process_index_count)
-
-TEXT = ('kd_bbcnews', 'kd_pystdlib')  # Offline; '<name>/tiny' for tests.
-TOKENIZERS = ('byte', 'bpe')
+from kd.names import TEXT_DATASETS as TEXT, TOKENIZERS, is_text
 
 
 class ByteTokenizer:
@@ -324,10 +322,6 @@ def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
     first = (b * count + index) * batch_size
     yield _batch(view[first:first + batch_size], tok)
 
-
-
-def is_text(name: str) -> bool:
-  return name.split('/')[0] in TEXT
 
 
 def run_tokenizer(config, run_dir: str | None = None):

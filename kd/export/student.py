@@ -9,7 +9,7 @@ import numpy as np
 from kd import data
 from kd import evaluate
 from kd import runs
-from kd.export import onnx, tflite
+from kd.export import artifact, onnx, tflite
 
 FORMATS = ('tflite', 'onnx')
 
@@ -91,5 +91,5 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
         f'{format}_batch1': evaluate.latency_ms(runner.predict, x_test[:1]),
         'jax_batch1': evaluate.model_latency_ms(model, variables,
                                                 spec.input_shape)}
-  tflite.write(out_path, blob, sidecar)
+  artifact.write(out_path, blob, sidecar)
   return sidecar

@@ -15,14 +15,10 @@ from jax.experimental import jax2tf
 from jax.extend import core as jax_core
 
 # One timer for both runtimes, so LiteRT and jitted JAX are measured alike.
-from kd import runs
+from kd.export.artifact import ExportError
 from kd.evaluate import latency_ms  # pylint: disable=unused-import
 
 QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8')
-
-
-class ExportError(RuntimeError):
-  pass
 
 
 def _unsupported_ops(fn, examples) -> list[str]:
@@ -210,15 +206,6 @@ def convert_signatures(signatures: dict, *, quantize: str = 'none') -> bytes:
   _set_weight_quantization(converter, quantize)
   return _run_converter(converter, [(fn, tuple(inputs.values()))
                                     for fn, inputs in signatures.values()])
-
-
-def write(out_path: str, blob: bytes, sidecar: dict):
-  """Writes the model and its JSON sidecar `out_path + '.json'`."""
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  with open(out_path + '.tmp', 'wb') as f:  # A kill leaves no half file.
-    f.write(blob)
-  os.replace(out_path + '.tmp', out_path)
-  runs.write_json(out_path + '.json', sidecar)
 
 
 class TFLiteModel:
