@@ -3,9 +3,12 @@ from `run_config()` (one run) or `pipeline_config(...)` (named stages run in
 order, later stages using earlier ones as teachers). `validate` rejects bad
 values before a run does any work; `parse_args` reads a config file's
 `:key=value,...` argument."""
+import os
+
 import jax
 import ml_collections as mc
 
+from kd import fields
 from kd import names
 
 
@@ -125,21 +128,27 @@ def pipeline_config(**stages: mc.ConfigDict) -> mc.ConfigDict:
   return c
 
 
+def stage_dirs(pipeline, workdir: str) -> dict:
+  """{stage: its directory}: `pipeline.stage_dirs[stage]` where set (a
+  teacher shared with other pipelines), else WORKDIR/stage. `pipeline` is a
+  pipeline config or its saved config.json."""
+  kept = pipeline.get('stage_dirs') or {}
+  return {name: kept.get(name) or os.path.join(workdir, name)
+          for name in pipeline['stages']}
+
+
 def parse_args(arg: str | None, **defaults) -> dict:
   """`key=value,...` (the text after `:` in `--config=file.py:...`) as a dict
   of every key in `defaults`, each value of its default's type (bool: 0/1,
   true/false); a default given as a type (`hint=int`) means None unless the
   argument is given. Unknown keys and values that do not parse are errors."""
   values = {k: None if isinstance(v, type) else v for k, v in defaults.items()}
-  for item in (arg or '').split(','):
-    if not item:
-      continue
-    key, sep, text = item.partition('=')
+  for key, text in fields.pairs(arg):
     if key not in defaults:
       raise ValueError(f'unknown config argument {key!r} in {arg!r}; valid: '
                        f'{", ".join(sorted(defaults))}')
-    if not sep:
-      raise ValueError(f'config argument {item!r} has no value; write '
+    if text is None:
+      raise ValueError(f'config argument {key!r} has no value; write '
                        f'{key}=VALUE')
     kind = defaults[key]
     values[key] = _typed(key, text, kind if isinstance(kind, type) else
@@ -184,18 +193,18 @@ def validate(config: mc.ConfigDict, num_devices: int | None = None) -> None:
 def _validate_run(c, at: str, num_devices: int | None) -> None:
   def check(ok: bool, field: str, why: str, fix: str):
     if not ok:
-      _fail(at + field, _get(c, field), why, fix)
+      _fail(at + field, fields.get(c, field), why, fix)
 
   for field in ('steps', 'batch_size', 'eval_batch_size', 'log_every',
                 'checkpoint_every', 'keep_checkpoints',
                 'optimizer.accumulate_steps'):
-    check(_get(c, field) > 0, field, 'must be positive',
+    check(fields.get(c, field) > 0, field, 'must be positive',
           f'set --config.{at}{field} to 1 or more')
   k = c.get('steps_per_dispatch', 1)
   check(k > 0, 'steps_per_dispatch', 'must be positive',
         f'set --config.{at}steps_per_dispatch to 1 or more')
   for field in ('steps', 'log_every', 'checkpoint_every', 'eval_every'):
-    check(_get(c, field) % k == 0, field, f'must be a multiple of '
+    check(fields.get(c, field) % k == 0, field, f'must be a multiple of '
           f'steps_per_dispatch={k} (k steps run in one call)',
           f'set --config.{at}{field} to a multiple of {k}, or '
           f'--config.{at}steps_per_dispatch to a divisor of it')
@@ -219,7 +228,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
                        ('optimizer.name', names.OPTIMIZERS),
                        ('optimizer.schedule', names.LR_SCHEDULES),
                        ('distill.teacher.dtype', names.DTYPES + ('auto',))):
-    check(_get(c, field) in valid, field, 'unknown name',
+    check(fields.get(c, field) in valid, field, 'unknown name',
           f'valid: {", ".join(valid)}')
   if names.is_text(c.data.name):
     check(c.data.seq_len > 0, 'data.seq_len', 'a text dataset needs the '
@@ -275,7 +284,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
         'must be 1 or more', 'set 1 to keep the teacher on every device')
   for field in ('model.kwargs', 'distill.teacher.kwargs'):
     for key in ('num_classes', 'dtype'):
-      check(key not in _get(c, field), f'{field}.{key}',
+      check(key not in fields.get(c, field), f'{field}.{key}',
             f'{key} is not a model argument here: it comes from '
             + ('the dataset (config.data.name)' if key == 'num_classes' else
                f'config.{at}dtype / distill.teacher.dtype'),
@@ -328,12 +337,6 @@ def _check_schedule(path: str, field: str, spec: tuple) -> None:
     if not ok(value):
       _fail(path, spec, f'{field} {why}', f'choose values where {field} '
             f'{why}')
-
-
-def _get(c, field: str):
-  for key in field.split('.'):
-    c = c[key]
-  return c
 
 
 def _leaves(c, prefix: str = ''):

@@ -3,8 +3,6 @@ file or the new one, never half of one."""
 import json
 import os
 
-import jax
-
 
 def write_bytes(path: str, data: bytes | str) -> None:
   """Writes `data` to `path` through a temporary file beside it, synced
@@ -18,8 +16,5 @@ def write_bytes(path: str, data: bytes | str) -> None:
 
 
 def write_json(path: str, obj) -> None:
-  """`obj` as indented JSON with sorted keys, written atomically by process
-  0 only (the others return)."""
-  if jax.process_index() != 0:
-    return
+  """`obj` as indented JSON with sorted keys, written atomically."""
   write_bytes(path, json.dumps(obj, indent=2, sort_keys=True))

@@ -10,6 +10,8 @@ import warnings
 
 import jax
 
+from kd import files
+
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ('offline', 'online', 'disabled')
@@ -60,9 +62,7 @@ class MetricLogger:
       return []
     rows = [r for r in read_metrics(os.path.dirname(self.path))
             if r['step'] <= step]
-    with open(self.path + '.tmp', 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in rows)
-    os.replace(self.path + '.tmp', self.path)
+    files.write_bytes(self.path, ''.join(json.dumps(r) + '\n' for r in rows))
     return rows
 
   def write(self, step: int, metrics: dict) -> None:

@@ -11,7 +11,7 @@ LR_SCHEDULES = ('constant', 'cosine', 'step')  # config.optimizer.schedule.
 TERM_SCHEDULES = ('constant', 'linear', 'cosine')
 DATA_PARALLEL = ('pmap', 'mesh')  # kd.parallel.DataParallel.
 PARALLEL = DATA_PARALLEL + ('sharded',)  # config.parallel, kd.sharding.
-DTYPES = ('float32', 'bfloat16')  # config.dtype, kd.train.DTYPES.
+DTYPES = ('float32', 'bfloat16')  # config.dtype, kd.models.DTYPES.
 TEXT_DATASETS = ('kd_bbcnews', 'kd_pystdlib')  # Offline; '<name>/tiny' for tests.
 TOKENIZERS = ('byte', 'bpe')  # config.data.tokenizer.
 

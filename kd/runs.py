@@ -27,7 +27,7 @@ import numpy as np
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
-from kd.files import write_json  # pylint: disable=unused-import
+from kd import files
 from kd import models
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,12 @@ class CorruptFileError(ValueError):
 
 class UnfinishedTeacherError(RuntimeError):
   pass
+
+
+def write_json(path: str, obj) -> None:
+  """`kd.files.write_json` on process 0; the other processes write nothing."""
+  if jax.process_index() == 0:
+    files.write_json(path, obj)
 
 
 def read_json(path: str, fix: str):
@@ -396,8 +402,8 @@ def model_of(config, run_dir: str | None = None):
   tok = (data.text.run_tokenizer(config, run_dir)
          if data.text.is_text(config.data.name) else None)
   spec = data.run_spec(config, tok)
-  model = models.create(config.model.name, spec.num_classes,
-                        **dict(config.model.kwargs or {}))
+  model = models.from_config(config.model.name, config.model.kwargs,
+                             spec.num_classes)
   return model, spec
 
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from kd.losses import divergences
 from kd.models import lm
 
 
@@ -22,7 +23,7 @@ def sample_token(logits: jax.Array, rng: jax.Array, temperature: float = 0.0,
   likely tokens (all when 0)."""
   if temperature == 0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  logits = logits.astype(jnp.float32) / temperature
+  logits = divergences.tempered(logits, temperature)
   if top_k:
     kth = lax.top_k(logits, top_k)[0][:, -1:]
     logits = jnp.where(logits >= kth, logits, -jnp.inf)

@@ -17,6 +17,7 @@ import optax
 
 from kd import adapters as adapters_lib
 from kd import losses
+from kd import metrics
 from kd import names
 from kd import quantization
 from kd.parallel import AXIS
@@ -207,8 +208,8 @@ def apply_gradients(state, tx, grads, new_model_state, new_aux_state=None):
 
 
 def accuracy(logits, labels, mask=None):
-  return losses.masked_mean(
-      (jnp.argmax(logits, -1) == labels).astype(jnp.float32), mask)
+  return losses.masked_mean(metrics.hits(logits, labels).astype(jnp.float32),
+                            mask)
 
 
 def mixup(batch, rng, alpha: float):
@@ -350,7 +351,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
 def _masked_sums(logits, batch) -> dict:
   """`correct` and cross-entropy `loss` summed over the unmasked examples."""
   mask = batch['mask']
-  return {'correct': jnp.sum(mask * (jnp.argmax(logits, -1) == batch['label'])),
+  return {'correct': jnp.sum(mask * metrics.hits(logits, batch['label'])),
           'loss': jnp.sum(mask * losses.classification.cross_entropy(
               logits, batch['label']))}
 
@@ -376,16 +377,15 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
     out = {'count': jnp.sum(mask), **_masked_sums(logits, batch)}
     for head in HEADS:  # A student predicting with the mean of its heads.
       if f'{head}_logits' in feats:
-        out[f'correct_{head}'] = jnp.sum(mask * (jnp.argmax(
-            feats[f'{head}_logits'], -1) == batch['label']))
+        out[f'correct_{head}'] = jnp.sum(
+            mask * metrics.hits(feats[f'{head}_logits'], batch['label']))
     if 'bytes' in batch:  # Text: the bytes the targets cover.
       out['bytes'] = jnp.sum(batch['bytes'])
     if teacher is not None or 'teacher' in batch:
       t_logits = (batch['teacher']['logits'] if teacher is None else
                   teacher.apply(teacher_vars, batch['image'], train=False)[0])
       kl = losses.divergences.forward_kl(logits, t_logits)
-      out['agree'] = jnp.sum(
-          mask * (jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1)))
+      out['agree'] = jnp.sum(mask * metrics.agreement(logits, t_logits))
       out['kl'] = jnp.sum(mask * kl)
     return jax.lax.psum(out, AXIS)
 

@@ -34,24 +34,10 @@ from kd.models import lm
 from kd.logger import MetricLogger
 from kd.parallel import DataParallel
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-def _dtype(name: str):
-  if name not in DTYPES:
-    raise ValueError(f'unknown dtype {name!r}; valid: {tuple(DTYPES)}')
-  return DTYPES[name]
-
-
 def teacher_dtype(name: str) -> str:
   if name == 'auto':
     return 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
   return name
-
-
-def build_model(name: str, kwargs, num_classes: int, dtype: str):
-  return models.create(name, num_classes, dtype=_dtype(dtype),
-                       **dict(kwargs or {}))
 
 
 def distill_terms(config) -> tuple[steps.Term, ...]:
@@ -247,15 +233,15 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
                      'model_shards > 1 keep the teacher live (cache=False)')
   parallel = sharding.create(config)
   parallel.check_batch_size(config.batch_size)  # Fails early on a bad size.
-  model = build_model(config.model.name, config.model.kwargs,
-                      spec.num_classes, config.dtype)
+  model = models.from_config(config.model.name, config.model.kwargs,
+                             spec.num_classes, config.dtype)
   example = np.zeros((1, *spec.input_shape), spec.input_dtype)
   tx, lr_schedule = optim.create(config.optimizer, config.steps)
   teacher = None
   terms, aux_params, aux_state = (), {}, {}
   if t.workdir:
-    teacher = build_model(t.model, t.kwargs, spec.num_classes,
-                          teacher_dtype(t.dtype))
+    teacher = models.from_config(t.model, t.kwargs, spec.num_classes,
+                                 teacher_dtype(t.dtype))
     terms = distill_terms(config)
     check_terms(terms, model, teacher, example)
     if text and t.cache:

@@ -25,7 +25,6 @@ text datasets, `parallel='sharded'`, teachers split over devices
 the group's.
 """
 import contextlib
-import functools
 import json
 import os
 import time
@@ -38,6 +37,7 @@ import numpy as np
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
+from kd import fields
 from kd import loop
 from kd import report
 from kd import runs
@@ -102,7 +102,7 @@ def check_group(configs) -> None:
   for c in configs:
     if _unsupported(c):
       field, why = _unsupported(c)
-      value = functools.reduce(lambda x, k: x[k], field.split('.'), c)
+      value = fields.get(c, field)
       raise ValueError(f'config.{field}={value!r}: {why}; train it '
                        'without vectorizing')
   first = _shared(configs[0])
@@ -221,8 +221,7 @@ def _stages(config, workdir: str) -> list[tuple]:
   (teacher and init_from stage names resolved), or of the one run."""
   if 'stages' not in config:
     return [('train', config, workdir)]
-  dirs = {n: config.get('stage_dirs', {}).get(n) or os.path.join(workdir, n)
-          for n in config.stages}
+  dirs = kd_config.stage_dirs(config, workdir)
   out = []
   for n in config.stage_order:
     stage = mc.ConfigDict(config.stages[n].to_dict())

@@ -172,8 +172,8 @@ def test_student_starts_from_every_other_teacher_layer(gkd_run):
   root, _ = gkd_run
   c = _pipeline(f'method=forward_kl,init=1,student_size=tiny_half').stages
   student = c.student
-  model = train.build_model(student.model.name, student.model.kwargs, 259,
-                            'float32')
+  model = models.from_config(student.model.name, student.model.kwargs, 259,
+                             'float32')
   state = steps_lib.create_state(
       model, optax.sgd(0.1), jax.random.key(0), np.zeros((1, 32), np.int32))
   warm = train.warm_start(state, f'{root}/teacher', 'student', 'strided')

@@ -16,7 +16,7 @@ def mutual_kl(logits, temperature: float = 1.0):
   n = logits.shape[0]
   if n < 2:
     raise ValueError('mutual learning needs at least 2 students')
-  log_q = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature)
+  log_q = divergences.tempered_log_softmax(logits, temperature)
   log_p = jax.lax.stop_gradient(log_q)
   # kl[j, i, b] = KL(p_j || p_i) for every ordered pair; the diagonal is 0.
   kl = divergences.kl(log_p[:, None], log_q[None])

@@ -14,9 +14,10 @@ import tensorflow as tf
 from jax.experimental import jax2tf
 from jax.extend import core as jax_core
 
+from kd import metrics
 # One timer for both runtimes, so LiteRT and jitted JAX are measured alike.
-from kd.export.artifact import ExportError
 from kd.evaluate import latency_ms  # pylint: disable=unused-import
+from kd.export.artifact import ExportError
 
 QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8')
 
@@ -265,5 +266,5 @@ class TFLiteModel:
 def evaluate(model_content: bytes, images: np.ndarray,
              labels: np.ndarray) -> dict:
   logits = TFLiteModel(model_content).predict(images)
-  return {'accuracy': float(np.mean(logits.argmax(-1) == labels)),
+  return {'accuracy': float(np.mean(metrics.hits(logits, labels))),
           'logits': logits}
