@@ -1,4 +1,10 @@
-"""Orbax checkpoints of train states: save, and restore the newest readable one."""
+"""Orbax checkpoints of train states: save, and restore the newest readable one.
+
+Every step saved through `manager(..., config=...)` carries the run's config
+in its orbax custom metadata (`saved_config`): a checkpoint names the config
+that wrote it, so a rerun is checked even when config.json is gone.
+"""
+import json
 import logging
 import os
 import time
@@ -18,18 +24,53 @@ class ArchitectureMismatchError(ValueError):
   pass
 
 
-def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+class Manager(ocp.CheckpointManager):
+  """An orbax CheckpointManager whose saves record `config` (a run's config
+  as a dict, or None) in each step's custom metadata."""
+
+  def __init__(self, directory, options, config: dict | None = None):
+    super().__init__(directory, options=options)
+    # JSON's types: what the metadata file holds and gives back.
+    self.config = None if config is None else json.loads(json.dumps(config))
+
+
+def manager(directory: str, max_to_keep: int = 2,
+            config: dict | None = None) -> Manager:
   if max_to_keep < 1:
     raise ValueError(f'keep_checkpoints={max_to_keep} would delete every '
                      'checkpoint; keep at least 1 (the default is 2)')
-  return ocp.CheckpointManager(
+  return Manager(
       os.path.abspath(directory),
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                           create=True))
+      ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+      config)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
-  mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+  config = getattr(mngr, 'config', None)
+  mngr.save(step, args=ocp.args.StandardSave(state), force=True,
+            custom_metadata=None if config is None else {'config': config})
+
+
+STEP_METADATA = '_CHECKPOINT_METADATA'  # Orbax's per-step metadata file.
+
+
+def saved_config(directory: str) -> tuple[dict, int] | None:
+  """(config, step) recorded by the newest step of checkpoint `directory`
+  whose metadata names one (`Manager`), or None (no checkpoint, or saved
+  without a config). Reads files only: nothing is created or locked."""
+  if not os.path.isdir(directory):
+    return None
+  steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()),
+                 reverse=True)
+  for step in steps:
+    try:
+      with open(os.path.join(directory, str(step), STEP_METADATA)) as f:
+        found = json.load(f).get('custom_metadata') or {}
+    except (OSError, ValueError, AttributeError):
+      continue  # Cut short by a kill: an older step may tell.
+    if isinstance(found.get('config'), dict):
+      return found['config'], step
+  return None
 
 
 def _readable(mngr: ocp.CheckpointManager, step: int):

@@ -58,10 +58,19 @@ class MetricLogger:
   def drop_after(self, step: int) -> list[dict]:
     """Forgets rows past `step`, the checkpoint a resumed run restarts from;
     returns the rows kept (none on other processes)."""
+    return self._keep(lambda r: r['step'] <= step)
+
+  def drop_at(self, step: int, keys) -> None:
+    """Forgets the rows of `step` holding any of `keys`: a row about to be
+    written again (the final test of a finished run resumed after its
+    summary.json was lost), so that the file holds it once."""
+    keys = set(keys)
+    self._keep(lambda r: r['step'] != step or not keys & r.keys())
+
+  def _keep(self, keep) -> list[dict]:
     if not (self.active and os.path.exists(self.path)):
       return []
-    rows = [r for r in read_metrics(os.path.dirname(self.path))
-            if r['step'] <= step]
+    rows = [r for r in read_metrics(os.path.dirname(self.path)) if keep(r)]
     files.write_bytes(self.path, ''.join(json.dumps(r) + '\n' for r in rows))
     return rows
 

@@ -68,7 +68,7 @@ def restore(config, workdir: str, state, name: str):
   """(checkpoint manager, state): the latest good checkpoint of `workdir`
   if there is one, else `state`."""
   mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'),
-                            config.keep_checkpoints)
+                            config.keep_checkpoints, config.to_dict())
   restored = checkpoint.restore_latest(mngr, jax.eval_shape(lambda: state))
   if restored is not None:
     print(f'[{name}] resuming from step {int(restored.step)}')
@@ -183,8 +183,11 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
     out = []
     for r, (sink, state_r) in enumerate(zip(sinks, states)):
       stats = test(state_r)
-      sink.logger.write(step, {key: v for key, v in stats.items()
-                               if logged is None or key in logged})
+      row = {key: v for key, v in stats.items()
+             if logged is None or key in logged}
+      if step == start_step:  # The final test of a finished run, again.
+        sink.logger.drop_at(step, row)
+      sink.logger.write(step, row)
       bests[r].update(step, stats)
       out.append(stats)
     return out

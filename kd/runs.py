@@ -173,18 +173,34 @@ def config_diff(old: dict, new: dict) -> list[str]:
   return out
 
 
+def recorded_config(run_dir: str) -> tuple[dict, str] | None:
+  """(config, where it was read) of the run in `run_dir`: its config.json,
+  else the config its newest checkpoint records (`kd.checkpoint.Manager`),
+  so that deleting config.json does not let another config resume."""
+  found = saved_config(run_dir)
+  if found is not None:
+    return found, os.path.join(run_dir, 'config.json')
+  ckpt_dir = os.path.join(run_dir, 'checkpoints')
+  found = checkpoint.saved_config(ckpt_dir)
+  if found is not None:
+    return found[0], os.path.join(ckpt_dir, str(found[1]))
+  return None
+
+
 def check_identity(run_dir: str, config: mc.ConfigDict) -> None:
   """Refuses to continue `run_dir` with a config other than the one it was
   started with: resumed or reused results would belong to neither."""
-  old = saved_config(run_dir)
-  if old is None:
+  found = recorded_config(run_dir)
+  if found is None:
     return
+  old, where = found
   diff = config_diff(old, config.to_dict())
   if diff:
     raise ConfigMismatchError(
-        f'{run_dir} holds a run of another config; the fields that differ '
-        '(saved -> now):\n  ' + '\n  '.join(diff) + '\nUse a new --workdir, '
-        'or pass --overwrite to kd.main to delete that run and start over.')
+        f'{run_dir} holds a run of another config (recorded in {where}); the '
+        'fields that differ (saved -> now):\n  ' + '\n  '.join(diff) +
+        '\nUse a new --workdir, or pass --overwrite to kd.main to delete that '
+        'run and start over.')
 
 
 # The lock.

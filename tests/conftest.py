@@ -34,3 +34,37 @@ def _free_compiled_programs():
   import jax  # pylint: disable=import-outside-toplevel
   jax.clear_caches()
   gc.collect()
+
+
+def starts_process(func, namespace: dict, seen=None) -> bool:
+  """Whether `func` uses the `subprocess` module, itself or through a
+  function of its test module (`namespace`) that it names, however deep."""
+  seen = set() if seen is None else seen
+  if func in seen or not hasattr(func, '__code__'):
+    return False
+  seen.add(func)
+  names, codes = set(), [func.__code__]
+  while codes:  # Nested functions and lambdas have code objects of their own.
+    code = codes.pop()
+    names.update(code.co_names)
+    codes += [c for c in code.co_consts if hasattr(c, 'co_names')]
+  if 'subprocess' in names:
+    return True
+  return any(starts_process(namespace[n], namespace, seen) for n in names
+             if getattr(namespace.get(n), '__module__', None)
+             == namespace.get('__name__'))
+
+
+def pytest_collection_modifyitems(config, items):
+  """Marks `subprocess` each test that starts another process (a CLI run, a
+  resume after a kill, multi-host workers), in its body or in a fixture it
+  uses: `-m "not subprocess"` is the quick local run; CI runs all."""
+  del config
+  for item in items:
+    if not isinstance(item, pytest.Function):
+      continue
+    namespace = vars(item.module)
+    fixtures = [defs[-1].func for defs in
+                item._fixtureinfo.name2fixturedefs.values()]  # pylint: disable=protected-access
+    if any(starts_process(f, namespace) for f in [item.function] + fixtures):
+      item.add_marker(pytest.mark.subprocess)

@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
+from ai_edge_litert.interpreter import Interpreter
 
 from kd import config as kd_config, runs, train
 from kd.export import student, tflite
@@ -13,17 +15,88 @@ from kd.export import student, tflite
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def run_dir(tmp_path_factory):
+def _train(tmp_path_factory, dataset: str, steps: int) -> str:
   c = kd_config.run_config()
-  c.data.name, c.data.augment = 'kd_digits', False
+  c.data.name, c.data.augment = dataset, False
   c.model.name, c.model.kwargs.hidden = 'mlp', (16,)
-  c.steps, c.checkpoint_every, c.log_every = 150, 150, 50
+  c.steps, c.checkpoint_every, c.log_every = steps, steps, 50
   c.optimizer.lr = 3e-3
   c.wandb.mode, c.evaluate.latency = 'disabled', False
-  workdir = str(tmp_path_factory.mktemp('run'))
+  workdir = str(tmp_path_factory.mktemp(dataset))
   train.train_and_evaluate(c, workdir)
   return workdir
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  return _train(tmp_path_factory, 'kd_digits', 150)
+
+
+@pytest.fixture(scope='module')
+def signal_run_dir(tmp_path_factory):
+  return _train(tmp_path_factory, 'mnist1d', 300)
+
+
+def app_accuracy(model_path: str) -> float:
+  """What an app does with an exported file: it reads only the sidecar and
+  the raw dataset as tfds stores it (no kd code: json, numpy, tfds and the
+  LiteRT interpreter), and returns its test accuracy."""
+  with open(model_path + '.json') as f:
+    inp = json.load(f)['input']
+  src = inp['source']
+  b = tfds.builder_from_directory(os.path.join(
+      os.environ['TFDS_DATA_DIR'], src['dataset'], src['version']))
+  examples = list(tfds.as_numpy(b.as_dataset(split=src['split'])))
+  raw = np.stack([e[src['feature']] for e in examples])
+  labels = np.array([e[src['label']] for e in examples])
+  assert raw.dtype == np.dtype(src['dtype'])
+  x = (raw.astype(np.float32) / np.float32(inp['divide_by'])
+       - np.float32(inp['mean'])) / np.float32(inp['std'])
+  if 'quantize' in inp:
+    q = inp['quantize']
+    x = np.clip(np.round(x / q['scale'] + q['zero_point']), q['min'], q['max'])
+  x = x.astype(inp['dtype'])
+  interpreter = Interpreter(model_path=model_path)
+  n = inp['shape'][0]
+  if n == -1:  # A dynamic batch: the whole split at once.
+    n = len(x)
+    interpreter.resize_tensor_input(
+        interpreter.get_input_details()[0]['index'], x.shape)
+  interpreter.allocate_tensors()
+  x_index = interpreter.get_input_details()[0]['index']
+  y_index = interpreter.get_output_details()[0]['index']
+  predicted = []
+  for i in range(0, len(x), n):
+    batch = x[i:i + n]
+    batch = np.concatenate([batch, np.zeros((n - len(batch), *x.shape[1:]),
+                                            x.dtype)])
+    interpreter.set_tensor(x_index, batch)
+    interpreter.invoke()
+    predicted.extend(interpreter.get_tensor(y_index).argmax(-1))
+  return float(np.mean(np.array(predicted[:len(labels)]) == labels))
+
+
+@pytest.mark.parametrize('quantize', ['none', 'int8'])
+@pytest.mark.parametrize('kind', ['image', 'signal'])
+def test_an_app_reading_only_the_sidecar_gets_the_reported_accuracy(
+    run_dir, signal_run_dir, tmp_path, kind, quantize):
+  workdir = run_dir if kind == 'image' else signal_run_dir
+  config, model, variables, step = runs.load_run(workdir)
+  out = str(tmp_path / 'm.tflite')
+  side = student.export(config, model, variables, out, quantize=quantize,
+                        step=step, latency=False)
+  inp = side['input']
+  assert inp['kind'] == kind
+  if kind == 'signal':  # MNIST-1D: float signals, never divided by 255.
+    assert inp['source']['dtype'] == 'float32' and inp['divide_by'] == 1
+    assert 'not divided by 255' in inp['formula']
+    assert side['test_examples'] == 1000
+  else:
+    assert inp['source']['dtype'] == 'uint8' and inp['divide_by'] == 255
+    assert inp['formula'].startswith('x = (pixels / 255 - mean) / std')
+  assert ('quantize' in inp) == (quantize == 'int8')
+  assert side['tflite_accuracy'] > 0.25  # Well above chance (0.1).
+  assert app_accuracy(out) == side['tflite_accuracy']
 
 
 def test_load_run_restores_the_trained_student(run_dir):

@@ -1,4 +1,5 @@
 """Sweep expansion and scripts, and paper tables from run folders."""
+import glob
 import importlib
 import json
 import os
@@ -252,13 +253,20 @@ def test_an_unknown_group_by_key_lists_the_valid_ones(tmp_path):
       proc.stderr)
 
 
-def _readme_command_and_table(name: str) -> tuple[list[str], list[str]]:
-  """The README's `python -m kd.tables runs/NAME ...` line and the table
-  under it."""
-  lines = open(os.path.join(ROOT, 'README.md')).read().splitlines()
-  i = next(i for i, line in enumerate(lines)
-           if line.strip().startswith(f'python -m kd.tables runs/{name} '))
-  j = next(j for j in range(i, len(lines)) if lines[j].startswith('|'))
+def _doc_command_and_table(name: str) -> tuple[list[str], list[str]]:
+  """The `python -m kd.tables runs/NAME ...` line that a table follows in
+  the README or a doc in docs/ (exactly one), and that table."""
+  found = []
+  for path in ['README.md'] + sorted(glob.glob('docs/*.md', root_dir=ROOT)):
+    lines = open(os.path.join(ROOT, path)).read().splitlines()
+    for i, line in enumerate(lines):
+      if line.strip().startswith(f'python -m kd.tables runs/{name} '):
+        j = next(j for j in range(i, len(lines))  # Past the command block.
+                 if lines[j].strip() and not lines[j].startswith('    '))
+        if lines[j].startswith('|'):
+          found.append((lines, i, j))
+  assert len(found) == 1, f'runs/{name}: {len(found)} tables in the docs'
+  ((lines, i, j),) = found
   k = next(k for k in range(j, len(lines) + 1)
            if k == len(lines) or not lines[k].startswith('|'))
   return lines[i].split(), lines[j:k]
@@ -306,11 +314,11 @@ def _sweep_tree(name: str, root: str) -> dict:
 @pytest.mark.parametrize('name', ['mnist1d_baselines', 'mnist1d_hinton',
                                   'mnist1d_consistent', 'mnist1d_qat',
                                   'lm_distill'])
-def test_readme_tables_are_what_their_command_prints(tmp_path, name):
+def test_doc_tables_are_what_their_command_prints(tmp_path, name):
   """The sweep's runs as `launch.sweep` and the spec's config write them
-  (config.json, sweep.json, the shared teacher), with the README's numbers
-  as summaries; the README's command must print the README's table."""
-  argv, table = _readme_command_and_table(name)
+  (config.json, sweep.json, the shared teacher), with the doc's numbers
+  as summaries; the doc's command must print the doc's table."""
+  argv, table = _doc_command_and_table(name)
   assert argv[:4] == ['python', '-m', 'kd.tables', f'runs/{name}']
   metrics = next((a.split('=', 1)[1].split(',') for a in argv
                   if a.startswith('--metric=')), list(tables.METRICS))
@@ -506,3 +514,99 @@ def test_dkd_table_spec_runs_the_new_methods_with_published_numbers(tmp_path):
       assert 0.69 < paper.PUBLISHED[(t, s, m)] < 0.77, (t, s, m)
   assert paper.PUBLISHED[('resnet32x4', 'resnet8x4', 'reviewkd')] == \
       pytest.approx(0.7563)
+
+
+def _tiny_spec(tmp_path, args, grid="{'config.optimizer.lr': [0.003, 0.01]}",
+               name='vec'):
+  (tmp_path / 'tiny.py').write_text(TINY_CONFIG.replace('  return c\n', '''
+  if 'init_from' in a:
+    c.init_from = a['init_from']
+  return c
+'''))
+  (tmp_path / 'spec.py').write_text(
+      f"NAME = {name!r}\nCONFIG = {str(tmp_path / 'tiny.py')!r}\n"
+      f'ARGS = {args!r}\nGRID = {grid}\nSEEDS = [0]\n')
+  return sweep.load_spec(str(tmp_path / 'spec.py'))
+
+
+def test_vectorized_sweep_over_a_config_field_with_a_bad_run(tmp_path, capsys):
+  """A GRID over config.optimizer.lr plans one group (was
+  UnrecognizedFlagError, even with --dry_run); a run whose argument does not
+  parse and runs that fail to start are FAILED with their reason, and the
+  valid runs train."""
+  spec = _tiny_spec(tmp_path, ['steps=20', 'steps=x',
+                               f'steps=20,init_from={tmp_path}/nowhere'])
+  root = tmp_path / 'runs'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
+       f'--workdir={root}', '--vectorize', '--dry_run'], cwd=ROOT,
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert ('train: 2 together: steps=20__optimizer.lr=0.003__seed=0, '
+          'steps=20__optimizer.lr=0.01__seed=0') in proc.stdout
+  assert ("FAILED: steps=x__optimizer.lr=0.01__seed=0: IllegalFlagValueError: "
+          in proc.stdout and "ValueError: invalid literal for int() with base "
+          "10: 'x'" in proc.stdout), proc.stdout
+  assert not root.joinpath('vec', 'steps=20__optimizer.lr=0.01__seed=0').exists()
+
+  runs = sweep.expand(spec, str(root))
+  assert sweep.run_vectorized(spec, runs, dry_run=False) == 4
+  out = capsys.readouterr().out
+  for run in runs:
+    if run.arg.startswith('steps=20,seed'):
+      assert f'done: {run.name}' in out
+      summary = json.load(open(os.path.join(run.workdir, 'summary.json')))
+      assert summary['steps'] == 20
+      config = json.load(open(os.path.join(run.workdir, 'config.json')))
+      assert config['optimizer']['lr'] == dict(run.overrides)[
+          'config.optimizer.lr']
+    else:
+      assert f'FAILED: {run.name}: ' in out
+      assert not os.path.exists(os.path.join(run.workdir, 'summary.json'))
+      assert 'Traceback' in open(os.path.join(run.workdir, 'log.txt')).read()
+  assert f'init_from: {tmp_path}/nowhere/checkpoints does not exist' in out
+
+
+DONE_PROGRAM = """
+import json, os, sys
+workdir = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--workdir=')][0]
+if os.path.exists(os.path.join(workdir, 'summary.json')):
+  sys.exit('ran twice in ' + workdir)
+json.dump({'argv': sys.argv}, open(os.path.join(workdir, 'summary.json'), 'w'))
+"""
+
+
+def test_args_differing_only_in_teacher_dir_get_folders_of_their_own(tmp_path):
+  """Two teachers' students were one folder: the second run failed, a rerun
+  reported both finished, and sweep.json credited the second teacher."""
+  (tmp_path / 'done_program.py').write_text(DONE_PROGRAM)
+  (tmp_path / 'spec.py').write_text(
+      "NAME = 'two'\nCONFIG = 'unused.py'\nPROGRAM = 'done_program'\n"
+      "ARGS = ['method=kd,teacher_dir={root}/t1', "
+      "'method=kd,teacher_dir={root}/t2', 'method=scratch', "
+      "'method=scratch']\nSEEDS = [0]\n")
+  env = dict(os.environ, PYTHONPATH=str(tmp_path))
+  cmd = [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
+         f'--workdir={tmp_path / "runs"}']
+  first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+  assert first.returncode == 0, first.stdout + first.stderr
+  assert '3 runs, 0 finished, 3 to run' in first.stdout
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+  assert '3 runs, 3 finished, 0 to run' in again.stdout, again.stdout
+  runs = sweep.expand(sweep.load_spec(str(tmp_path / 'spec.py')),
+                      str(tmp_path / 'runs'))
+  kd_runs_ = [r for r in runs if 'method=kd' in r.arg]
+  assert [r.name[:len('method=kd__seed=0__')] for r in kd_runs_] == [
+      'method=kd__seed=0__'] * 2
+  assert len({r.workdir for r in kd_runs_}) == 2
+  assert [r.name for r in runs if 'scratch' in r.arg] == [
+      'method=scratch__seed=0']
+  for run, teacher in zip(kd_runs_, ('t1', 't2')):
+    teacher_dir = f'{tmp_path}/runs/two/{teacher}'
+    described = json.load(open(os.path.join(run.workdir, 'sweep.json')))
+    assert described['args']['teacher_dir'] == teacher_dir
+    argv = json.load(open(os.path.join(run.workdir, 'summary.json')))['argv']
+    assert f'--config=unused.py:method=kd,teacher_dir={teacher_dir},seed=0' in (
+        argv)

@@ -109,6 +109,32 @@ def test_rerun_with_another_config_is_refused_with_the_diff(run_copy):
   assert not os.path.exists(os.path.join(run_copy, runs.LOCK))
 
 
+def test_config_change_is_refused_by_the_checkpoints_without_config_json(
+    run_copy):
+  """config.json deleted (or never written) while checkpoints exist: each
+  checkpoint records the config that saved it."""
+  os.remove(os.path.join(run_copy, 'config.json'))
+  os.remove(os.path.join(run_copy, 'summary.json'))
+  c = _run_config()
+  c.optimizer.lr = 1e-3
+  with pytest.raises(runs.ConfigMismatchError,
+                     match=r'recorded in \S+/checkpoints/40\).*\n'
+                     r'  optimizer.lr: 0.003 -> 0.001\n'):
+    train.train_and_evaluate(c, run_copy)
+  assert not os.path.exists(os.path.join(run_copy, 'config.json'))
+  assert sorted(os.listdir(os.path.join(run_copy, 'checkpoints'))) == [
+      '20', '40']
+  # The same config is accepted, and the run finishes where it was.
+  assert train.train_and_evaluate(_run_config(), run_copy)['steps'] == 40
+  assert json.load(open(os.path.join(run_copy, 'config.json')))[
+      'optimizer']['lr'] == 0.003
+  # Tested again at step 40, as the advice for a bad summary.json has it
+  # (delete it, rerun): the final test is in metrics.jsonl once.
+  rows = [json.loads(l) for l in open(os.path.join(run_copy, 'metrics.jsonl'))]
+  assert [r['step'] for r in rows if 'test_accuracy' in r] == [40]
+  assert [r['step'] for r in rows if 'loss' in r] == [10, 20, 30, 40]
+
+
 def test_fields_that_cannot_change_results_may_change(run_copy, capsys):
   c = _run_config(log_every=5, checkpoint_every=10, keep_checkpoints=3,
                   eval_every=10)

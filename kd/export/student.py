@@ -14,13 +14,74 @@ from kd.export import artifact, onnx, tflite
 FORMATS = ('tflite', 'onnx')
 
 
-def _class_names(config) -> list[str] | None:
-  d = config.data
+def _class_names(b) -> list[str] | None:
   try:
-    b = data.builder(d.name, d.data_dir or None, d.download)
     return list(b.info.features['label'].names)
   except Exception:  # pylint: disable=broad-except
     return None
+
+
+def input_section(spec, b, shape: list[int], quantization: dict) -> dict:
+  """The sidecar's `input`: how an app turns the dataset's raw examples
+  (feature `spec.input_key` of `b`, as tfds stores it) into the file's
+  input tensor, as kd's eval pipeline does (`kd.data.input_pipeline`):
+
+    x = (raw / divide_by - mean) / std      mean, std per channel (last axis)
+
+  `divide_by` is 255 for uint8 pixels and 1 for anything else (MNIST-1D's
+  float signals are never divided). ImageNet resizes first (`resize`). An
+  int8 file then takes q = clip(round(x / scale + zero_point), -128, 127).
+  """
+  feature = b.info.features[spec.input_key]
+  raw_dtype = np.dtype(feature.np_dtype).name
+  divide_by = 255.0 if raw_dtype == 'uint8' else 1.0
+  kind = 'image' if spec.input_key == 'image' else 'signal'
+  raw = 'pixels' if kind == 'image' else spec.input_key
+  layout = ('[batch, height, width, channels]' if kind == 'image' else
+            '[batch, length, channels]')
+  scaled = f'{raw} / 255' if divide_by != 1 else raw
+  formula = f'x = ({scaled} - mean) / std, per channel (last axis)'
+  if divide_by == 1:
+    formula += f'; {raw} as stored ({raw_dtype}), not divided by 255'
+  section = {
+      'kind': kind, 'shape': shape, 'layout': layout,
+      'dtype': quantization['input_dtype'],
+      'source': {'dataset': b.info.name, 'version': str(b.version),
+                 'feature': spec.input_key, 'dtype': raw_dtype,
+                 'shape': list(feature.shape), 'label': 'label',
+                 'split': 'test'},
+      'divide_by': divide_by, 'mean': list(spec.mean), 'std': list(spec.std),
+  }
+  if spec.augment == 'inception_crop_flip':  # kd.data's eval resize.
+    size = spec.input_shape[0]
+    section['resize'] = {'shorter_side': round(size / 0.875),
+                         'method': 'bilinear', 'central_crop': size}
+    formula = (f'resize the shorter side to {round(size / 0.875)} '
+               f'(bilinear), crop the central {size}x{size}; then {formula}')
+  if quantization['input_dtype'] != 'float32':
+    scale, zero = quantization['input_scale'], quantization['input_zero_point']
+    info = np.iinfo(quantization['input_dtype'])
+    section['quantize'] = {'scale': scale, 'zero_point': zero,
+                           'min': int(info.min), 'max': int(info.max)}
+    formula += (f'; then q = clip(round(x / {scale!r} + {zero}), {info.min}, '
+                f'{info.max}) as {quantization["input_dtype"]}')
+  section['formula'] = (f'{formula}; {section["dtype"]} {shape} {layout}')
+  return section
+
+
+def output_section(quantization: dict, softmax: bool) -> dict:
+  """The sidecar's `output`: an int8 file's values dequantize as
+  (q - zero_point) * scale (argmax needs no dequantizing)."""
+  section = {'dtype': quantization['output_dtype'],
+             'kind': 'probabilities' if softmax else 'logits',
+             'formula': 'class = argmax(output[i])'}
+  if quantization['output_dtype'] != 'float32':
+    scale = quantization['output_scale']
+    zero = quantization['output_zero_point']
+    section['dequantize'] = {'scale': scale, 'zero_point': zero}
+    section['formula'] = (f'{section["kind"]} = (q - {zero}) * {scale!r}; '
+                          'class = argmax')
+  return section
 
 
 def export(config, model, variables, out_path: str, *, quantize: str = 'none',
@@ -40,6 +101,7 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
   kw = dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
             download=d.download)
   spec = data.spec(d.name, kw['image_size'])
+  b = data.builder(d.name, kw['data_dir'], d.download)
   x_train, _ = data.load_split(d.name, 'train', **kw)
   x_test, y_test = data.load_split(d.name, 'test', **kw)
   rng = np.random.default_rng(config.seed)
@@ -65,15 +127,11 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
   sidecar = {
       'file': os.path.basename(out_path), 'bytes': len(blob),
       'format': format, 'quantize': quantize,
-      'input': {'shape': [batch_size or -1, *spec.input_shape],
-                'dtype': runner.quantization['input_dtype'],
-                'normalization': {'mean': list(spec.mean),
-                                  'std': list(spec.std),
-                                  'note': 'x = (pixels / 255 - mean) / std'}},
-      'output': {'dtype': runner.quantization['output_dtype'],
-                 'kind': 'probabilities' if softmax else 'logits'},
+      'input': input_section(spec, b, [batch_size or -1, *spec.input_shape],
+                             runner.quantization),
+      'output': output_section(runner.quantization, softmax),
       'quantization': runner.quantization,
-      'class_names': _class_names(config),
+      'class_names': _class_names(b),
       'checkpoint_step': step,
       'test_examples': int(len(y_test)),
       'jax_accuracy': jax_acc, f'{format}_accuracy': lite_acc,
