@@ -13,7 +13,7 @@ import numpy as np
 from kd import config as kd_config
 from kd import data
 from kd import evaluate
-from kd import fields
+from kd import fields as kd_fields
 from kd import loop
 from kd import models
 from kd import optim
@@ -39,7 +39,7 @@ def reject_unsupported(config, fields: dict, variant: str) -> None:
   """Raises ValueError for the first of `fields` (path -> the only value
   `variant` supports) that `config` sets otherwise."""
   for path, supported in fields.items():
-    value = fields.get(config, path)
+    value = kd_fields.get(config, path)
     if hasattr(value, 'to_dict'):
       value = value.to_dict()
     if value != supported:
