@@ -8,6 +8,7 @@ with `--tflite` by the same rule from a file written by `python -m kd.export`
 (its prefill and decode signatures run in LiteRT; --workdir is then not
 needed).
 """
+from kd import sampling
 from kd.export import lm as lm_export
 
 
@@ -16,13 +17,15 @@ def complete(prompt: str, *, workdir: str | None = None,
              temperature: float = 0.0, top_k: int = 0, seed: int = 0) -> str:
   """The text of `prompt` and its continuation, sampled (as
   `kd.sampling.generate` does) by a run's model in JAX, or by an exported
-  LiteRT file (`tflite`, with its JSON sidecar beside it). The model sees bos, then the prompt."""
+  LiteRT file (`tflite`, with its JSON sidecar beside it). The model sees
+  bos, then the prompt."""
+  sampling.check_max_new_tokens(max_new_tokens)
   if tflite:
     tok = lm_export.sidecar_tokenizer(tflite)
     ids = [tok.bos_id, *map(int, tok.encode([prompt])[0])]
     new = lm_export.LiteRTLM.from_file(tflite).generate(
         ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-        eos_id=tok.eos_id)
+        eos_id=tok.eos_id) if max_new_tokens else []
   else:
     if not workdir:
       raise ValueError('give --workdir (a run directory) or --tflite (an '
@@ -51,9 +54,12 @@ if __name__ == '__main__':
 
   def main(argv):
     del argv
-    print(complete(_PROMPT.value, workdir=_WORKDIR.value,
-                   tflite=_TFLITE.value, max_new_tokens=_MAX_NEW.value,
-                   temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
-                   seed=_SEED.value))
+    try:
+      print(complete(_PROMPT.value, workdir=_WORKDIR.value,
+                     tflite=_TFLITE.value, max_new_tokens=_MAX_NEW.value,
+                     temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
+                     seed=_SEED.value))
+    except ValueError as e:  # Bad flags: one line, no traceback.
+      raise SystemExit(str(e)) from None
 
   app.run(main)

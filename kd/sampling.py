@@ -51,9 +51,12 @@ def generate(model: lm.TransformerLM, variables, prompts: jax.Array,
   `pad_id` (the tokenizer's: no default, as byte tokenizers have no spare
   0); `generated` marks the new tokens (up to and including the first
   `eos_id`, after which a sequence stops). Requires P + max_new_tokens <=
-  model.max_len.
+  model.max_len; with max_new_tokens 0, the prompts themselves.
   """
   b, p = prompts.shape
+  check_max_new_tokens(max_new_tokens)
+  if not max_new_tokens:
+    return prompts.astype(jnp.int32), jnp.zeros((b, p), bool)
   total = p + max_new_tokens
   if total > model.max_len:
     raise ValueError(f'prompt length {p} + max_new_tokens {max_new_tokens} = '
@@ -101,6 +104,12 @@ def generate(model: lm.TransformerLM, variables, prompts: jax.Array,
   tokens = jnp.where(offset < 0, from_prompt,
                      jnp.where(generated, from_new, pad_id))
   return tokens, generated
+
+
+def check_max_new_tokens(max_new_tokens) -> None:
+  if max_new_tokens < 0:
+    raise ValueError(f'--max_new_tokens={max_new_tokens}: give a number >= 0 '
+                     'of tokens to add (0 returns the prompt)')
 
 
 def on_policy_batch(model: lm.TransformerLM, variables, batch: dict,

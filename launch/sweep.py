@@ -27,12 +27,15 @@ this process's stdout instead of each run's log.txt.
 
 Local runs and SLURM tasks start with this interpreter (`sys.executable`:
 cluster nodes share its file system); TPU-VM workers, other machines, and W&B
-agents use their own `python` (activate kd's environment there). SIGTERM to a
-local sweep passes SIGTERM to its runs (they checkpoint), waits for them and
-exits with 143.
+agents use their own `python` (activate kd's environment there). SIGTERM or
+SIGINT (Ctrl-C) to a local sweep passes SIGTERM to its runs (they
+checkpoint), waits for them and exits with 143 (130). A local sweep holds
+ROOT/NAME/sweep.lock: a second one on the same folder is refused.
 """
 import collections
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import importlib.util
 import itertools
@@ -177,8 +180,10 @@ def describe(run: Run) -> None:
 
 def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
   """Runs the unfinished runs, `parallel` at a time; returns the number that
-  failed. SIGTERM is passed on to the runs, which are waited for; then
-  SystemExit(143)."""
+  failed. SIGTERM or SIGINT (Ctrl-C) is passed on to the runs as SIGTERM
+  (they checkpoint and exit), which are waited for; then SystemExit(143, or
+  130 for SIGINT). The runs have a session of their own, so a terminal's
+  Ctrl-C reaches them only this way."""
   todo = [r for r in runs if not r.finished]
   print(f'{len(runs)} runs, {len(runs) - len(todo)} finished, '
         f'{len(todo)} to run ({parallel} at a time)')
@@ -194,7 +199,8 @@ def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
     stopped.append(signum)
     stop_all()
 
-  previous = signal.signal(signal.SIGTERM, on_sigterm)
+  previous = {s: signal.signal(s, on_sigterm)
+              for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     for run in todo:
       cmd = run.command(spec.CONFIG)
@@ -207,18 +213,49 @@ def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
         continue
       describe(run)
       with open(os.path.join(run.workdir, 'log.txt'), 'a') as log:
-        active[subprocess.Popen(cmd, stdout=log,
-                                stderr=subprocess.STDOUT)] = run
+        active[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)] = run
     while active:
       if stopped:  # Also a run started as the signal came.
         stop_all()
       failed += _reap(active)
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
   if stopped:
-    print('SIGTERM: runs stopped; the same command resumes them', flush=True)
-    sys.exit(143)
+    name = signal.Signals(stopped[0]).name
+    print(f'{name}: runs stopped; the same command resumes them', flush=True)
+    sys.exit(128 + stopped[0])
   return failed
+
+
+class SweepLockedError(RuntimeError):
+  pass
+
+
+@contextlib.contextmanager
+def lock(folder: str):
+  """Holds `folder/sweep.lock` while a sweep runs there: a second sweep on
+  the same folder is refused, naming the first's pid (its runs' own locks
+  would fail them all). An OS lock (flock): it ends with its process,
+  however that ends."""
+  path = os.path.join(folder, 'sweep.lock')
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    pid = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
+    os.close(fd)
+    raise SweepLockedError(
+        f'{folder} is in use by another sweep (pid {pid}): wait for it to '
+        f'finish, or stop it (kill -TERM {pid}: its runs checkpoint) and '
+        'start this one again') from None
+  try:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    yield
+  finally:
+    os.close(fd)
 
 
 def load_config(spec, run: Run):
@@ -391,14 +428,20 @@ def main(argv):
   spec = load_spec(argv[1])
   root = os.path.abspath(f.workdir)
   runs = expand(spec, root)
-  os.makedirs(os.path.join(root, spec.NAME), exist_ok=True)
-  if f.vectorize:
-    if f.mode != 'local':
-      raise app.UsageError('--vectorize trains the runs here: use '
-                           '--mode=local')
-    sys.exit(1 if run_vectorized(spec, runs, f.dry_run) else 0)
+  folder = os.path.join(root, spec.NAME)
+  os.makedirs(folder, exist_ok=True)
+  if f.vectorize and f.mode != 'local':
+    raise app.UsageError('--vectorize trains the runs here: use --mode=local')
   if f.mode == 'local':
-    sys.exit(1 if run_local(spec, runs, f.parallel, f.dry_run) else 0)
+    with contextlib.ExitStack() as held:
+      if not f.dry_run:
+        try:
+          held.enter_context(lock(folder))
+        except SweepLockedError as e:
+          sys.exit(str(e))
+      failed = (run_vectorized(spec, runs, f.dry_run) if f.vectorize else
+                run_local(spec, runs, f.parallel, f.dry_run))
+    sys.exit(1 if failed else 0)
   for run in runs:
     describe(run)
   text, file = {
