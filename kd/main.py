@@ -130,7 +130,8 @@ def run_pipeline(config, workdir: str) -> dict:
   kd_config.validate(config)  # Every stage, before the first runs.
   train.preflight(config)
   with runs.lock(workdir):
-    runs.check_identity(workdir, config, stage_dirs(config, workdir))
+    runs.check_identity(workdir, config,
+                        kd_config.stage_dirs(config, workdir))
     runs.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
     return _run_stages(config, workdir)
 
