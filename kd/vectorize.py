@@ -25,7 +25,6 @@ text datasets, `parallel='sharded'`, teachers split over devices
 the group's.
 """
 import contextlib
-import functools
 import json
 import os
 import time
@@ -38,10 +37,12 @@ import numpy as np
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
+from kd import fields
 from kd import loop
 from kd import report
 from kd import runs
 from kd import train
+from kd.data import select
 from kd.logger import MetricLogger
 
 # Fields runs of one group may differ in, passed to the step as data (see
@@ -101,7 +102,7 @@ def check_group(configs) -> None:
   for c in configs:
     if _unsupported(c):
       field, why = _unsupported(c)
-      value = functools.reduce(lambda x, k: x[k], field.split('.'), c)
+      value = fields.get(c, field)
       raise ValueError(f'config.{field}={value!r}: {why}; train it '
                        'without vectorizing')
   first = _shared(configs[0])
@@ -186,7 +187,7 @@ def _train(configs, workdirs, names) -> list[dict]:
   start = int(states[0].step)
   extend = src.extend_batch or (lambda batch: batch)
   stream_of, streams = shared_streams(configs, lambda c: map(
-      extend, loop.train_batches(c, b0.parallel, start)))
+      extend, select.train_batches(c, b0.parallel, start)))
   train_step, eval_fn = train.compile_steps(
       c0, b0, src, stack([train.run_values(c) for c in configs]), stream_of)
   for c, w in zip(configs, workdirs):  # The runs are accepted.
@@ -203,10 +204,10 @@ def _train(configs, workdirs, names) -> list[dict]:
 
 def shared_streams(configs, make):
   """(stream_of, batches): run r reads distinct data stream stream_of[r]
-  (`loop.stream_key`: the runs of a seed that differ only in loss settings
+  (`kd.data.select.stream_key`: the runs of a seed that differ only in loss settings
   share one), and `batches` yields a list of each stream's batch a step,
   from one iterator `make(c)` per stream."""
-  keys = [loop.stream_key(c) for c in configs]
+  keys = [select.stream_key(c) for c in configs]
   made = {}
   for k, c in zip(keys, configs):
     if k not in made:
@@ -220,8 +221,7 @@ def _stages(config, workdir: str) -> list[tuple]:
   (teacher and init_from stage names resolved), or of the one run."""
   if 'stages' not in config:
     return [('train', config, workdir)]
-  dirs = {n: config.get('stage_dirs', {}).get(n) or os.path.join(workdir, n)
-          for n in config.stages}
+  dirs = kd_config.stage_dirs(config, workdir)
   out = []
   for n in config.stage_order:
     stage = mc.ConfigDict(config.stages[n].to_dict())
@@ -257,37 +257,86 @@ def plan(configs, workdirs) -> list[list[list[Job]]]:
   return waves
 
 
-def train_all(configs, workdirs) -> list[dict]:
+def train_all(configs, workdirs, on_error=None) -> list[dict]:
   """Trains runs or pipelines (`configs`, in `workdirs`), each group of
   `plan` at once; returns their summaries (a pipeline's: `stage/key`, as
-  `kd.main` writes)."""
-  for c in configs:
-    kd_config.validate(c)
+  `kd.main` writes).
+
+  With `on_error(i, exception)`, a bad run does not stop the others: a run
+  that cannot start, or that fails alone, is reported to `on_error` (its
+  later stages skipped, its summary None), and a group that fails trains
+  its runs again one at a time. Without it the first error is raised."""
+  failed = {}
+
+  def fail(users, e):
+    if on_error is None:
+      raise e
+    for i in users:
+      if i not in failed:
+        failed[i] = e
+        on_error(i, e)
+
+  for i, c in enumerate(configs):
+    try:
+      kd_config.validate(c)
+    except Exception as e:  # pylint: disable=broad-except
+      fail([i], e)
   t0 = time.perf_counter()
   with contextlib.ExitStack() as locks:
-    for c, w in zip(configs, workdirs):
-      locks.enter_context(runs.lock(w))
-      if 'stages' in c:
-        runs.check_identity(w, c)
-        runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
+    for i, (c, w) in enumerate(zip(configs, workdirs)):
+      if i in failed:
+        continue
+      try:
+        locks.enter_context(runs.lock(w))
+        if 'stages' in c:
+          runs.check_identity(w, c)
+          runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
+      except Exception as e:  # pylint: disable=broad-except
+        fail([i], e)
+    ok = [i for i in range(len(configs)) if i not in failed]
     results = [{} for _ in configs]
-    for wave in plan(configs, workdirs):
+    for wave in plan([configs[i] for i in ok], [workdirs[i] for i in ok]):
       for jobs in wave:
+        for j in jobs:
+          j.users[:] = [ok[u] for u in j.users]
+        jobs = [j for j in jobs if set(j.users) - set(failed)]
         converted = [runs.summary(j.workdir) or {} for j in jobs]
         todo = [j for j, s in zip(jobs, converted) if not s.get('converted')]
-        summaries = dict(zip(map(id, todo), train_group(
-            [j.config for j in todo], [j.workdir for j in todo],
-            [j.name for j in todo]) if todo else []))
+        summaries = _train_jobs(todo, fail) if todo else {}
         for j, s in zip(jobs, converted):  # Weights from kd.convert: reused.
           for i in j.users:
-            _merge(results[i], configs[i], j.name, summaries.get(id(j), s))
-    for c, w, r in zip(configs, workdirs, results):
-      if 'stages' in c:  # What kd.main leaves in a pipeline's directory.
+            if id(j) in summaries or s.get('converted'):
+              _merge(results[i], configs[i], j.name, summaries.get(id(j), s))
+    for i, (c, w, r) in enumerate(zip(configs, workdirs, results)):
+      if i in failed:
+        results[i] = None
+      elif 'stages' in c:  # What kd.main leaves in a pipeline's directory.
         r['wall_seconds'] = time.perf_counter() - t0
         runs.write_json(os.path.join(w, 'summary.json'), r)
         if jax.process_index() == 0:
-          report.plot(w, list(c.stage_order), r)
+          report.plot(w, {n: d for n, _, d in _stages(c, w)}, r)
   return results
+
+
+def _train_jobs(jobs, fail) -> dict:
+  """{id(job): summary} of `jobs` trained together (`train_group`). A group
+  that fails trains its jobs one at a time; a job that fails alone goes to
+  `fail(its users, exception)`."""
+  try:
+    return dict(zip(map(id, jobs), train_group(
+        [j.config for j in jobs], [j.workdir for j in jobs],
+        [j.name for j in jobs])))
+  except Exception as e:  # pylint: disable=broad-except
+    if len(jobs) == 1:
+      fail(jobs[0].users, e)
+      return {}
+    fail([], e)  # Raises unless errors are reported.
+    print(f'[{jobs[0].name} x{len(jobs)}] failed ({type(e).__name__}: '
+          f'{e}); training its runs one at a time', flush=True)
+    out = {}
+    for j in jobs:
+      out.update(_train_jobs([j], fail))
+    return out
 
 
 def _merge(result: dict, config, stage: str, summary: dict) -> None:

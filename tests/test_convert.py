@@ -113,7 +113,7 @@ def test_cli_writes_a_finished_run_that_loads_as_a_teacher(
   t = distill.get_config('teacher=resnet8,student=resnet8').stages.student
   t = t.distill.teacher
   t.workdir = out
-  teacher = train.build_model(t.model, t.kwargs, 100, 'float32')
+  teacher = models.from_config(t.model, t.kwargs, 100, 'float32')
   variables, _ = kd_runs.load_teacher(t.workdir, jax.eval_shape(
       lambda: teacher.init(jax.random.key(0), x[:1], train=False)))
   assert max_diff(logits_fn, 'repdistiller', 'resnet8', variables, x,
@@ -212,4 +212,23 @@ def test_pth_without_torch_says_how_to_install_it(tmp_path, monkeypatch):
   with pytest.raises(ImportError, match='pip install torch'):
     convert.convert('repdistiller', 'resnet8', str(path),
                     str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('name,content,error', [
+    ('missing.pth', None, 'no such file; give the path of a .pth/.pt, '
+     '.safetensors or .npz checkpoint'),  # Was "needs PyTorch".
+    ('missing.safetensors', None, 'no such file'),
+    ('random.safetensors', os.urandom(256), 'is not a readable .safetensors '
+     'file ('),  # Was a raw SafetensorError.
+    ('random.npz', os.urandom(256), 'is not a readable .npz file (')])
+def test_a_missing_or_damaged_checkpoint_is_named_in_one_line(
+    tmp_path, capsys, name, content, error):
+  path = tmp_path / name
+  if content is not None:
+    path.write_bytes(content)
+  assert cli.main(['--from=repdistiller', '--model=resnet8', str(path),
+                   f'--out={tmp_path / "out"}']) == 1
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert line.startswith(f'error: {path}') and error in line, line
   assert not (tmp_path / 'out').exists()

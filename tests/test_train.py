@@ -7,7 +7,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from kd import checkpoint, config as kd_config, data, loop, main, runs, train
+from kd import checkpoint, config as kd_config, data, loop, main, report, runs, train
+from kd.data import select
 from tests import run_checks
 
 
@@ -46,7 +47,7 @@ def _interrupt_after(monkeypatch, n_batches):
       yield next(it)
     raise KeyboardInterrupt('simulated interruption')
 
-  monkeypatch.setattr(train.data, 'train_batches', flaky)
+  monkeypatch.setattr(data.input_pipeline, 'train_batches', flaky)
 
 
 @pytest.fixture(scope='module')
@@ -122,7 +123,7 @@ def _teacher_stats(config, student_dir, teacher_dir) -> dict:
   sums = {'test_accuracy': 0.0, 'teacher_agreement': 0.0,
           'kl_to_teacher': 0.0}
   count = 0.0
-  for batch in loop.eval_batches(config):
+  for batch in select.eval_batches(config):
     mask = np.asarray(batch['mask'], np.float64)
     s_log = log_softmax(np.asarray(s_fn(batch['image']), np.float64))
     t_log = log_softmax(np.asarray(t_fn(batch['image']), np.float64))
@@ -177,7 +178,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path,
         batch = dict(batch, image=np.full_like(batch['image'], np.nan))
       yield batch
 
-  monkeypatch.setattr(train.data, 'train_batches', poisoned)
+  monkeypatch.setattr(data.input_pipeline, 'train_batches', poisoned)
   with pytest.raises(loop.NonFiniteLossError, match='step 26'):
     train.train_and_evaluate(_run_config(log_every=1), str(tmp_path))
   mngr = checkpoint.manager(str(tmp_path / 'checkpoints'))
@@ -222,14 +223,23 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
   assert agreement > 0.99
   assert abs(summary['student_kd/tflite_float32_accuracy'] -
              summary['student_kd/test_accuracy']) <= 1 - agreement + 1e-9
-  assert summary['teacher/params'] > summary['student_kd/params'] > 0
+  # MLP 100-100 on 40 samples, 10 classes: (40+1)100 + (100+1)100 + (100+1)10.
+  assert summary['student_kd/params'] == 41 * 100 + 101 * 100 + 101 * 10
+  assert summary['teacher/params'] == 52_874  # cnn1d, as in the README.
+  # int8 weights: under half the float32 file (a quarter plus the graph).
   assert summary['student_kd/tflite_int8_bytes'] < summary[
-      'student_kd/tflite_float32_bytes']
+      'student_kd/tflite_float32_bytes'] / 2
   assert summary['student_kd/tflite_float32_max_abs_logit_diff'] < 1e-4
   for stage in ('teacher', 'student_scratch', 'student_kd'):
     assert {'config.json', 'metrics.jsonl', 'summary.json', 'checkpoints'} <= set(
         os.listdir(tmp_path / stage))
-  assert os.path.exists(tmp_path / 'student_kd' / 'student_int8.tflite')
+  # The plot's held-out curves end at the summary's accuracies.
+  held_out = report.curves({n: stage_dir(n) for n in c.stage_order})['held_out']
+  assert {n: v[-1] for n, (_, v) in held_out.items()} == {
+      n: summary[f'{n}/test_accuracy'] for n in c.stage_order}
+  for fmt in ('float32', 'int8'):  # The summary's sizes are the files'.
+    assert os.path.getsize(tmp_path / 'student_kd' / f'student_{fmt}.tflite') \
+        == summary[f'student_kd/tflite_{fmt}_bytes']
 
 
 def test_periodic_evaluation_records_best_and_last(tmp_path):
