@@ -106,8 +106,8 @@ def test_streams_sharing_a_split_and_fetched_in_chunks_equal_lone_ones(
   from kd.data import input_pipeline  # pylint: disable=import-outside-toplevel
 
   def stream(seed, augment):
-    return data.train_batches('kd_digits', data_dir=data_dir, batch_size=64,
-                              seed=seed, augment=augment)
+    return data.example_batches('kd_digits', data_dir=data_dir, batch_size=64,
+                                seed=seed, augment=augment)
 
   kinds = [(3, True), (4, True), (3, False)]
   alone = []
