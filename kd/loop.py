@@ -261,8 +261,8 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
           for r, state_r in enumerate(states)]
 
 
-def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
-        extra: tuple, test: Callable) -> dict:
+def train_variant(config, workdir: str, name: str, parallel, state,
+                  train_step: Callable, extra: tuple, test: Callable) -> dict:
   """A whole run of a variant's own step: trains `state` with `run` (resuming
   from `workdir`'s checkpoints), then writes `summary.json` with the steps,
   training time and `test(p_state)`; returns the summary. A finished run is

@@ -186,10 +186,7 @@ def main(argv):
       summary = run_pipeline(config, workdir)
       if lead:
         print(report.table(summary, list(config.stage_order)))
-        dirs = kd_config.stage_dirs(config, workdir)
-        path = report.plot(workdir, {n: dirs[n] for n in config.stage_order},
-                           summary)
-        print(f'plot: {path}')
+        print(f'plot: {report.plot(workdir, config, summary)}')
     else:
       summary = train.train_and_evaluate(config, workdir)
       if lead:

@@ -1,7 +1,7 @@
 """Trains and evaluates one run (a supervised model or a distilled student).
 
 `train_and_evaluate` reads top to bottom: `build` (data spec, models, train
-state), `teacher_source` (how the step sees the teacher), `fit` (restore,
+state), `teacher_source` (how the step sees the teacher), `train_from_checkpoint` (restore,
 compile, the loop with its tests), `finish` (summary, latency, export).
 """
 import dataclasses
@@ -10,7 +10,6 @@ import os
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections as mc
 import numpy as np
 
@@ -18,9 +17,10 @@ from kd import cache as cache_lib
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
-from kd import evaluate
 from kd import fold
+from kd import latency
 from kd import loop
+from kd import metrics
 from kd import models
 from kd import optim
 from kd import runs
@@ -408,14 +408,15 @@ def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
-    return evaluate.run_eval(eval_fn, b.parallel, (variables, *src.eval_extra),
+    return metrics.test_rates(eval_fn, b.parallel, (variables, *src.eval_extra),
                              batches())
 
   return test
 
 
-def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
-        logger: MetricLogger, later_steps: int = 0) -> loop.Trained:
+def train_from_checkpoint(config, workdir: str, name: str, b: Built,
+                          src: TeacherSource, logger: MetricLogger,
+                          later_steps: int = 0) -> loop.Trained:
   """Trains from `workdir`'s last checkpoint (or `b.state`) to the end and
   tests: every `eval_every` steps and at the end."""
   mngr, state = loop.restore(config, workdir, b.state, name)
@@ -438,17 +439,17 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
   state = b.parallel.unreplicate(trained.p_state)
   variables = {'params': state.params, **state.model_state}
   summary = {'steps': config.steps,
-             'params': float(evaluate.count_params(state.params)),
+             'params': float(metrics.count_params(state.params)),
              'train_seconds': trained.seconds, **trained.final,
              **trained.best.summary()}
   if b.teacher is not None:
     summary['teacher_step'] = src.step
   if config.evaluate.latency:
     shape, dtype = b.spec.input_shape, b.spec.input_dtype
-    summary['latency_ms'] = evaluate.model_latency_ms(b.model, variables,
+    summary['latency_ms'] = latency.model_latency_ms(b.model, variables,
                                                       shape, dtype)
     if b.teacher is not None:
-      summary['teacher_latency_ms'] = evaluate.model_latency_ms(
+      summary['teacher_latency_ms'] = latency.model_latency_ms(
           src.model, src.variables, shape, dtype)
   exported = []
   if config.export.formats and jax.process_index() == 0:
@@ -475,7 +476,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
     b = build(config, workdir, name)
     src = teacher_source(config, workdir, b)
     logger = MetricLogger(workdir, config)
-    trained = fit(config, workdir, name, b, src, logger, later_steps)
+    trained = train_from_checkpoint(config, workdir, name, b, src, logger,
+                                    later_steps)
     return finish(config, workdir, name, b, src, trained, logger)
 
 

@@ -314,7 +314,7 @@ def train_all(configs, workdirs, on_error=None) -> list[dict]:
         r['wall_seconds'] = time.perf_counter() - t0
         runs.write_json(os.path.join(w, 'summary.json'), r)
         if jax.process_index() == 0:
-          report.plot(w, {n: d for n, _, d in _stages(c, w)}, r)
+          report.plot(w, c, r)
   return results
 
 

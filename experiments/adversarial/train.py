@@ -180,7 +180,7 @@ def train(config, workdir: str) -> dict:
       lambda v, tv, x: {'student': student.apply(v, x, train=False)[0],
                         'teacher': teacher.apply(tv, x, train=False)[0]}), 2,
                             donate_first=False)
-  return variant.fit(
+  return variant.train_and_test(
       config, workdir, f'adversarial/{a.form}', s, state, train_step,
       (p_teacher,), eval_fn, lambda p: ({'params': p.student.params,
                                          **p.student.model_state}, p_teacher))

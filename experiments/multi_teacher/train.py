@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from experiments.multi_teacher import weights as weights_lib
-from kd import evaluate
 from kd import losses
 from kd import main as kd_main
 from kd import runs
@@ -142,13 +141,13 @@ def train(config, workdir: str) -> dict:
                                  donate_first=False)
   eval_teachers = s.parallel.wrap(steps.make_named_eval_step(
       lambda tv, x: ensemble_logits(teachers, tv, x)), 1, donate_first=False)
-  summary = variant.fit(
+  summary = variant.train_and_test(
       config, workdir, f'multi_teacher/{m.mode}', s, state, train_step,
       (p_teachers,), eval_student,
       lambda p: ({'params': p.params, **p.model_state},))
   if 'ensemble/test_accuracy' not in summary:
-    summary.update(evaluate.test_named(config, s.parallel, eval_teachers,
-                                       (p_teachers,)))
+    summary.update(variant.named_test_rates(config, s.parallel, eval_teachers,
+                                            (p_teachers,)))
     summary['teachers'] = list(m.teachers)
     runs.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
