@@ -153,6 +153,7 @@ def complete(prompt: str, *, workdir: str | None = None,
 
 
 if __name__ == '__main__':
+  import sys  # pylint: disable=g-import-not-at-top
   from absl import app, flags  # pylint: disable=g-import-not-at-top
 
   _WORKDIR = flags.DEFINE_string('workdir', None, 'A language-model run.')
@@ -167,9 +168,13 @@ if __name__ == '__main__':
 
   def main(argv):
     del argv
-    print(complete(_PROMPT.value, workdir=_WORKDIR.value,
-                   tflite=_TFLITE.value, max_new_tokens=_MAX_NEW.value,
-                   temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
-                   seed=_SEED.value))
+    from kd import runs  # pylint: disable=import-outside-toplevel
+    try:
+      print(complete(_PROMPT.value, workdir=_WORKDIR.value,
+                     tflite=_TFLITE.value, max_new_tokens=_MAX_NEW.value,
+                     temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
+                     seed=_SEED.value))
+    except runs.PipelineDirError as e:  # One line, not a traceback.
+      sys.exit(f'kd.generate: {e}')
 
   app.run(main)

@@ -110,11 +110,6 @@ def apply_wandb_flags(config, group: str | None, tags: list | None) -> None:
         run.wandb.tags = tuple(run.wandb.tags) + tuple(tags)
 
 
-def stage_dirs(config, workdir: str) -> dict:
-  return {name: config.get('stage_dirs', {}).get(name) or
-          os.path.join(workdir, name) for name in config.stages}
-
-
 def overwrite(config, workdir: str) -> None:
   """Deletes the run in `workdir`: with a pipeline, its own files and those
   of every stage directory inside `workdir` (a stage kept elsewhere through
@@ -122,7 +117,7 @@ def overwrite(config, workdir: str) -> None:
   dirs = [workdir]
   if 'stages' in config:
     root = os.path.abspath(workdir) + os.sep
-    dirs += [d for d in stage_dirs(config, workdir).values()
+    dirs += [d for d in runs.stage_dirs(config, workdir).values()
              if os.path.abspath(d).startswith(root)]
   for d in dirs:
     for path in runs.clear(d):
@@ -142,7 +137,7 @@ def run_pipeline(config, workdir: str) -> dict:
 def _run_stages(config, workdir: str) -> dict:
   t0 = time.perf_counter()
   summary = {}
-  dirs = stage_dirs(config, workdir)
+  dirs = runs.stage_dirs(config, workdir)
   order = list(config.stage_order)
   # Under a W&B sweep agent the last stage (the student the sweep scores)
   # logs to the agent's run; earlier stages get runs of their own.

@@ -68,6 +68,10 @@ class UnfinishedTeacherError(RuntimeError):
   pass
 
 
+class PipelineDirError(ValueError):
+  pass
+
+
 def write_json(path: str, obj) -> None:
   """Writes `obj` to `path` atomically (a reader sees the old or the new file,
   never half of one); only process 0 writes."""
@@ -100,12 +104,28 @@ def saved_config(run_dir: str) -> dict | None:
                    '`python -m kd.main ... --overwrite` (or a new --workdir)')
 
 
+def stage_dirs(config, workdir: str) -> dict:
+  """{stage: directory} of a pipeline run in `workdir`: WORKDIR/<stage>, or
+  the directory `config.stage_dirs` names (such as a shared teacher's)."""
+  return {name: config.get('stage_dirs', {}).get(name) or
+          os.path.join(workdir, name) for name in config['stage_order']}
+
+
 def load_config(run_dir: str) -> mc.ConfigDict:
+  """The config of one run; a pipeline's top folder is an error listing its
+  stages' directories."""
   found = saved_config(run_dir)
   if found is None:
     raise FileNotFoundError(
         f'{os.path.join(run_dir, "config.json")} not found: {run_dir} must be '
         'a run (or pipeline stage) directory written by kd.main')
+  if 'stages' in found:
+    dirs = stage_dirs(found, run_dir)
+    raise PipelineDirError(
+        f'{run_dir} is a pipeline\'s top folder, not one run; its stages: '
+        + ', '.join(f'{n} ({d})' for n, d in dirs.items()) + '. Pass one '
+        f'stage\'s directory, e.g. --workdir={list(dirs.values())[-1]} (the '
+        'last stage)')
   return mc.ConfigDict(found)
 
 
