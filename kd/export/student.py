@@ -46,7 +46,7 @@ def input_section(spec, b, shape: list[int], quantization: dict) -> dict:
   section = {
       'kind': kind, 'shape': shape, 'layout': layout,
       'dtype': quantization['input_dtype'],
-      'source': {'dataset': b.info.name, 'version': str(b.version),
+      'source': {'dataset': b.info.name, 'tfds_name': b.info.full_name,
                  'feature': spec.input_key, 'dtype': raw_dtype,
                  'shape': list(feature.shape), 'label': 'label',
                  'split': 'test'},
