@@ -56,9 +56,12 @@ def generate(model: lm.TransformerLM, variables, prompts: jax.Array,
   `pad_id` (the tokenizer's: no default, as byte tokenizers have no spare
   0); `generated` marks the new tokens (up to and including the first
   `eos_id`, after which a sequence stops). Requires P + max_new_tokens <=
-  model.max_len.
+  model.max_len; with max_new_tokens 0, the prompts themselves.
   """
   b, p = prompts.shape
+  check_max_new_tokens(max_new_tokens)
+  if not max_new_tokens:
+    return prompts.astype(jnp.int32), jnp.zeros((b, p), bool)
   total = p + max_new_tokens
   if total > model.max_len:
     raise ValueError(f'prompt length {p} + max_new_tokens {max_new_tokens} = '
@@ -108,6 +111,12 @@ def generate(model: lm.TransformerLM, variables, prompts: jax.Array,
   return tokens, generated
 
 
+def check_max_new_tokens(max_new_tokens) -> None:
+  if max_new_tokens < 0:
+    raise ValueError(f'--max_new_tokens={max_new_tokens}: give a number >= 0 '
+                     'of tokens to add (0 returns the prompt)')
+
+
 def on_policy_batch(model: lm.TransformerLM, variables, batch: dict,
                     rng: jax.Array, prompt_len: int, temperature: float,
                     top_k: int, pad_id: int, eos_id: int | None) -> dict:
@@ -133,12 +142,13 @@ def complete(prompt: str, *, workdir: str | None = None,
   does) by a run's model in JAX, or by an exported LiteRT file (`tflite`,
   with its JSON sidecar beside it). The model sees bos, then the prompt."""
   from kd.export import lm as lm_export  # pylint: disable=import-outside-toplevel
+  check_max_new_tokens(max_new_tokens)
   if tflite:
     tok = lm_export.sidecar_tokenizer(tflite)
     ids = [tok.bos_id, *map(int, tok.encode([prompt])[0])]
     new = lm_export.LiteRTLM.from_file(tflite).generate(
         ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-        eos_id=tok.eos_id)
+        eos_id=tok.eos_id) if max_new_tokens else []
   else:
     if not workdir:
       raise ValueError('give --workdir (a run directory) or --tflite (an '
@@ -153,7 +163,6 @@ def complete(prompt: str, *, workdir: str | None = None,
 
 
 if __name__ == '__main__':
-  import sys  # pylint: disable=g-import-not-at-top
   from absl import app, flags  # pylint: disable=g-import-not-at-top
 
   _WORKDIR = flags.DEFINE_string('workdir', None, 'A language-model run.')
@@ -168,13 +177,12 @@ if __name__ == '__main__':
 
   def main(argv):
     del argv
-    from kd import runs  # pylint: disable=import-outside-toplevel
     try:
       print(complete(_PROMPT.value, workdir=_WORKDIR.value,
                      tflite=_TFLITE.value, max_new_tokens=_MAX_NEW.value,
                      temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
                      seed=_SEED.value))
-    except runs.PipelineDirError as e:  # One line, not a traceback.
-      sys.exit(f'kd.generate: {e}')
+    except ValueError as e:  # Bad flags: one line, no traceback.
+      raise SystemExit(str(e)) from None
 
   app.run(main)

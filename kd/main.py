@@ -48,6 +48,11 @@ def define_flags():
   flags.DEFINE_list('vectorize_seeds', None,
                     'Train the config once per seed, in WORKDIR/seed=S, '
                     'all together (kd.vectorize).')
+  flags.register_validator(
+      'vectorize_seeds', lambda seeds: all(
+          s.strip().removeprefix('-').isdigit() for s in seeds or ()),
+      '--vectorize_seeds takes whole-number seeds separated by commas, '
+      'e.g. --vectorize_seeds=0,1,2')
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -56,6 +61,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   pipeline config (`--config.parallel=mesh`) says which stages have it."""
   try:
     return flags.FLAGS(argv)
+  except flags.Error as e:  # As absl's own parser: one line, no traceback.
+    sys.exit(f'FATAL Flags parsing error: {e}')
   except (AttributeError, KeyError):
     hint = pipeline_override_hint(argv)
     if hint is None:
@@ -186,7 +193,10 @@ def main(argv):
       summary = run_pipeline(config, workdir)
       if lead:
         print(report.table(summary, list(config.stage_order)))
-        print(f'plot: {report.plot(workdir, list(config.stage_order), summary)}')
+        dirs = stage_dirs(config, workdir)
+        path = report.plot(workdir, {n: dirs[n] for n in config.stage_order},
+                           summary)
+        print(f'plot: {path}')
     else:
       summary = train.train_and_evaluate(config, workdir)
       if lead:

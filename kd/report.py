@@ -39,31 +39,82 @@ def table(summary: dict, stages: list[str]) -> str:
   return '\n'.join(rows)
 
 
-def plot(workdir: str, stages: list[str], summary: dict) -> str:
-  """Writes `workdir/plot.png`: training loss per stage, accuracy vs params."""
+def curves(stage_dirs: dict) -> dict:
+  """What `plot` draws from each stage's `metrics.jsonl`, read from the
+  stage's own directory (`stage_dirs`: name -> directory, in stage order; a
+  stage kept outside the pipeline, such as a teacher shared through
+  `teacher_dir=`, included).
+
+  Returns {'loss': {label: (steps, values)}, 'held_out': {label: (steps,
+  values)}, 'metric': name}: the training loss of every stage (and its
+  cross-entropy part where other terms add to it), and the held-out metric of
+  every test during and at the end of training: `test_bits_per_byte` if any
+  stage is a language model, else `test_accuracy`."""
+  rows = {s: read_metrics(d) for s, d in stage_dirs.items()}
+  text = any('test_bits_per_byte' in r for rs in rows.values() for r in rs)
+  metric = 'test_bits_per_byte' if text else 'test_accuracy'
+  out = {'loss': {}, 'held_out': {}, 'metric': metric}
+
+  def series(rs, key):
+    return [r['step'] for r in rs], [r[key] for r in rs]
+
+  for s, rs in rows.items():
+    train = [r for r in rs if 'loss' in r]
+    if train:
+      out['loss'][s] = series(train, 'loss')
+      if 'ce' in train[0] and train[0]['ce'] != train[0]['loss']:
+        out['loss'][f'{s} (CE part)'] = series(train, 'ce')
+    held_out = [r for r in rs if metric in r]
+    if held_out:
+      out['held_out'][s] = series(held_out, metric)
+  return out
+
+
+def figure(stage_dirs: dict, summary: dict):
+  """The `curves` of every stage (training loss; held-out accuracy, or bits
+  per byte, against step) and the final held-out metric against parameters,
+  in three panels of one matplotlib figure."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-  for s in stages:
-    rows = [r for r in read_metrics(os.path.join(workdir, s)) if 'loss' in r]
-    if rows:
-      ax_loss.plot([r['step'] for r in rows], [r['loss'] for r in rows], label=s)
-      if 'ce' in rows[0] and rows[0]['ce'] != rows[0]['loss']:
-        ax_loss.plot([r['step'] for r in rows], [r['ce'] for r in rows],
-                     '--', label=f'{s} (CE part)')
-    params, acc = summary.get(f'{s}/params'), summary.get(f'{s}/test_accuracy')
-    if params is not None and acc is not None:
-      ax_acc.scatter(params, acc)
-      ax_acc.annotate(s, (params, acc), textcoords='offset points',
-                      xytext=(5, 5))
+  data = curves(stage_dirs)
+  metric = data['metric']
+  label = 'bits per byte' if metric == 'test_bits_per_byte' else 'accuracy'
+  fig, (ax_loss, ax_held, ax_size) = plt.subplots(1, 3, figsize=(16, 4))
+  color = {s: f'C{i}' for i, s in enumerate(stage_dirs)}  # A stage's, in every panel.
+  for name, (steps, values) in data['loss'].items():
+    stage, part = name.removesuffix(' (CE part)'), name.endswith('(CE part)')
+    ax_loss.plot(steps, values, '--' if part else '-', color=color[stage],
+                 label=name)
+  for name, (steps, values) in data['held_out'].items():
+    ax_held.plot(steps, values, 'o-', markersize=3, color=color[name],
+                 label=name)
+  for s in stage_dirs:
+    params, value = summary.get(f'{s}/params'), summary.get(f'{s}/{metric}')
+    if params is not None and value is not None:
+      ax_size.scatter(params, value, color=color[s])
+      ax_size.annotate(s, (params, value), textcoords='offset points',
+                       xytext=(5, 5))
   ax_loss.set(xlabel='step', ylabel='training loss', yscale='log',
-              title='training curves')
-  ax_loss.legend()
-  ax_acc.set(xlabel='parameters', ylabel='test accuracy', xscale='log',
-             title='test accuracy vs size')
-  ax_acc.grid(alpha=0.3)
+              title='training loss')
+  ax_held.set(xlabel='step', ylabel=f'held-out {label}',
+              title=f'held-out {label}')
+  ax_size.set(xlabel='parameters', ylabel=f'held-out {label}', xscale='log',
+              title=f'{label} vs size')
+  for ax in (ax_loss, ax_held):
+    if ax.lines:
+      ax.legend()
+  for ax in (ax_held, ax_size):
+    ax.grid(alpha=0.3)
+  ax_size.margins(x=0.25, y=0.15)  # Room for the labels.
   fig.tight_layout()
+  return fig
+
+
+def plot(workdir: str, stage_dirs: dict, summary: dict) -> str:
+  """Writes `figure(stage_dirs, summary)` to `workdir/plot.png`."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig = figure(stage_dirs, summary)
   path = os.path.join(workdir, 'plot.png')
   fig.savefig(path, dpi=100)
   plt.close(fig)

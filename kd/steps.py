@@ -174,6 +174,42 @@ class Term:
     return losses.masked_mean(fn(s, t, **extra), batch.get('mask')), new_state
 
 
+def check_terms(terms, student_shapes, teacher_shapes) -> None:
+  """Fails before training on unknown losses, adapters, or outputs the
+  losses cannot pair; `*_shapes` are the models' `outputs` (shapes or
+  arrays)."""
+  for term in terms:
+    losses.spec(term.loss)
+    term.make_adapter()
+    for side, key, shapes in (('student', term.student, student_shapes),
+                              ('teacher', term.teacher, teacher_shapes)):
+      if any(n not in shapes for n in feature_names(shapes, key)):
+        raise ValueError(
+            f'distill term {term.name!r} ({term.loss}) asks for {side} '
+            f'output {key!r}; the {side} has: {", ".join(sorted(shapes))}')
+    if not term.adapter:  # An adapter reshapes the pair itself.
+      shape = lambda x: jax.tree.map(lambda a: a.shape, x)
+      losses.check_inputs(term.loss, shape(select(student_shapes, term.student)),
+                          shape(select(teacher_shapes, term.teacher)))
+
+
+def init_adapters(terms, student_shapes, teacher_shapes, rng,
+                  num_examples: int):
+  """Parameters and state of every term's adapter, keyed by term name,
+  for models with outputs of `*_shapes` (`outputs`, shapes or arrays)."""
+  params, state = {}, {}
+  for i, term in enumerate(terms):
+    adapter = term.make_adapter()
+    if adapter is not None:
+      zeros = lambda a: jnp.zeros((2, *a.shape[1:]), a.dtype)
+      params[term.name], state[term.name] = adapter.init(
+          jax.random.fold_in(rng, i),
+          jax.tree.map(zeros, select(student_shapes, term.student)),
+          jax.tree.map(zeros, select(teacher_shapes, term.teacher)),
+          num_examples)
+  return params, state
+
+
 def outputs(logits, features) -> dict:
   return {'logits': logits, **features}
 
@@ -193,7 +229,40 @@ def apply_train(model, params, model_state, x, qat: bool = False):
   return logits, feats, new_state
 
 
+def apply_terms(terms, student_out, teacher_out, batch, step,
+                aux_params=None, aux_state=None, rng=None):
+  """The distillation `terms` at training step `step`, the one place a step
+  evaluates them: total = sum_k w_k(step) L_k, w_k the term's `weight_at`
+  (schedule and warm-up), L_k its loss (scheduled arguments, adapter with
+  its parameters `aux_params[name]` and state `aux_state[name]`, rng
+  folded with k).
+
+  Returns (total, metrics, new adapter state): metrics has each term's
+  value under its name and, when scheduled, its weight under
+  '<name>/weight'; the state has the new state of every term in
+  `aux_state`.
+  """
+  aux_params, aux_state = aux_params or {}, aux_state or {}
+  total, metrics, new_state = 0.0, {}, {}
+  for k, term in enumerate(terms):
+    value, state = term(student_out, teacher_out, batch,
+                        aux_params.get(term.name), aux_state.get(term.name),
+                        None if rng is None else jax.random.fold_in(rng, k),
+                        step)
+    weight = term.weight_at(step)
+    metrics[term.name] = value
+    if term.is_scheduled:
+      metrics[f'{term.name}/weight'] = jnp.asarray(weight, jnp.float32)
+    if term.name in aux_state:
+      new_state[term.name] = state
+    total = total + weight * value
+  return total, metrics, new_state
+
+
 def apply_gradients(state, tx, grads, new_model_state, new_aux_state=None):
+  """`state` after one optimizer step on `grads` (over (params,
+  aux_params)), averaged over the devices first; the model's and the
+  adapters' new state replace the old (the adapters' merged over it)."""
   grads = jax.lax.pmean(grads, AXIS)
   updates, opt_state = tx.update(grads, state.opt_state,
                                  (state.params, state.aux_params))
@@ -202,7 +271,21 @@ def apply_gradients(state, tx, grads, new_model_state, new_aux_state=None):
   return state.replace(
       step=state.step + 1, params=params, model_state=new_model_state,
       opt_state=opt_state, aux_params=aux_params,
-      aux_state=state.aux_state if new_aux_state is None else new_aux_state)
+      aux_state={**state.aux_state, **(new_aux_state or {})})
+
+
+def update(state, tx, loss_fn, *args):
+  """One training update, the one every step makes: the gradient of
+  `loss_fn((params, aux_params), *args) -> (loss, (new_model_state,
+  new_aux_state, metrics, *outputs))` in `state`'s student and adapter
+  parameters, averaged over `AXIS`, applied by `tx`; the model's and the
+  adapters' new state carried. Returns (new state, metrics averaged over
+  `AXIS`, *outputs): `outputs` (the shard's own, e.g. the student's
+  predictions for a discriminator) come back as they are."""
+  grads, (model_state, aux_state, metrics, *outputs) = jax.grad(
+      loss_fn, has_aux=True)((state.params, state.aux_params), *args)
+  return (apply_gradients(state, tx, grads, model_state, aux_state),
+          jax.lax.pmean(metrics, AXIS), *outputs)
 
 
 def accuracy(logits, labels, mask=None):
@@ -237,7 +320,7 @@ def _on(value) -> bool:
   return not isinstance(value, (int, float)) or value != 0
 
 
-def _step_rng(seed, state):
+def step_rng(seed, state):
   """Per step and per device, so shards draw different random numbers."""
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed),
                                                state.step),
@@ -255,16 +338,14 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
     logits, _, new_state = apply_train(model, params, state.model_state,
                                         batch['image'], qat)
     ce = _mixed_ce(logits, batch, label_smoothing)
-    return ce, (new_state, {'loss': ce, 'ce': ce,
-                            'accuracy': accuracy(logits, batch['label'],
-                                                 batch.get('mask'))})
+    return ce, (new_state, {}, {'loss': ce, 'ce': ce,
+                                'accuracy': accuracy(logits, batch['label'],
+                                                     batch.get('mask'))})
 
   def step(state, batch):
     if _on(mixup_alpha):
-      batch = mixup(batch, _step_rng(seed, state), mixup_alpha)
-    grads, (new_state, metrics) = jax.grad(loss_fn, has_aux=True)(
-        (state.params, state.aux_params), state, batch)
-    return apply_gradients(state, tx, grads, new_state), jax.lax.pmean(metrics, AXIS)
+      batch = mixup(batch, step_rng(seed, state), mixup_alpha)
+    return update(state, tx, loss_fn, state, batch)
 
   return step
 
@@ -299,24 +380,16 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
     ce = _mixed_ce(logits, batch, label_smoothing)
     metrics = {'ce': ce, 'accuracy': accuracy(logits, batch['label'],
                                               batch.get('mask'))}
-    total = ce_weight * ce
-    new_aux_state = dict(state.aux_state)
-    for i, term in enumerate(terms):
-      value, new_aux_state[term.name] = term(
-          student_out, teacher_out, batch, aux_params.get(term.name),
-          state.aux_state.get(term.name), jax.random.fold_in(rng, i),
-          state.step)
-      metrics[term.name] = value
-      weight = term.weight_at(state.step)
-      if term.is_scheduled:
-        metrics[f'{term.name}/weight'] = jnp.asarray(weight, jnp.float32)
-      total = total + weight * value
-    metrics['loss'] = total
+    distill, more, new_aux_state = apply_terms(
+        terms, student_out, teacher_out, batch, state.step, aux_params,
+        state.aux_state, rng)
+    total = ce_weight * ce + distill
+    metrics.update(more, loss=total)
     return total, (new_state, new_aux_state, metrics)
 
   def step(state, *args):
     *teacher_vars, batch = args
-    rng = _step_rng(seed, state)
+    rng = step_rng(seed, state)
     if _on(mixup_alpha):
       rng, mix_rng = jax.random.split(rng)
       batch = mixup(batch, mix_rng, mixup_alpha)
@@ -335,13 +408,10 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
       teacher_out = outputs(*teacher.apply(teacher_vars[0], batch['image'],
                                            train=False))
     teacher_out = jax.lax.stop_gradient(teacher_out)
-    grads, (new_state, new_aux, metrics) = jax.grad(loss_fn, has_aux=True)(
-        (state.params, state.aux_params), state, teacher_out, batch, rng)
-    new_aux = {k: v for k, v in new_aux.items() if k in state.aux_state}
+    new, metrics = update(state, tx, loss_fn, state, teacher_out, batch, rng)
     if on_policy is not None:
-      metrics['on_policy'] = sampled.astype(jnp.float32)
-    return (apply_gradients(state, tx, grads, new_state, new_aux),
-            jax.lax.pmean(metrics, AXIS))
+      metrics['on_policy'] = sampled.astype(jnp.float32)  # The same on all.
+    return new, metrics
 
   return step
 

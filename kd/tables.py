@@ -6,9 +6,12 @@
 
 Reads every finished run under the ROOTs (a folder with `config.json` and
 `summary.json`; a pipeline whose own summary.json is missing is unfinished
-and left out with its stages) and prints a Markdown table: per group the
+and left out with its stages, as is a run whose summary's steps are not
+its config's) and prints a Markdown table: per group the
 number of runs (seeds) and, for each `--metric` (summary keys; accuracies and
-agreements, fractions, shown in %), mean ± std over them (just the value for one run). The default
+agreements, fractions, shown in %), mean ± std over the runs that have it
+(just the value for one run; '(n=k)' when only k of the group's runs have
+it). The default
 metrics are the last-step (`last`) and best-evaluation (`best`) test
 accuracy, as papers differ on which they report. With a paper spec, the
 published number and the difference (first metric - paper).
@@ -56,17 +59,49 @@ def read_json(path: str):
 def find_runs(root: str) -> list[str]:
   """Folders under root with config.json and summary.json. A run's folder is
   not searched further (a pipeline's stages belong to it), and one without
-  summary.json is unfinished: left out, its finished stages too."""
+  summary.json, or whose summary's steps are not its config's (of every
+  stage, for a pipeline), is unfinished: left out, its finished stages too."""
   runs, unfinished = [], []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames.sort()
     if 'config.json' in filenames:
       dirnames[:] = []
-      (runs if 'summary.json' in filenames else unfinished).append(dirpath)
+      why = ('no summary.json' if 'summary.json' not in filenames else
+             _unfinished(dirpath))
+      if why:
+        unfinished.append(dirpath + ('' if why == 'no summary.json' else
+                                     f' ({why})'))
+      else:
+        runs.append(dirpath)
   if unfinished:
     print(f'note: {len(unfinished)} unfinished run(s) left out: '
           f'{", ".join(sorted(unfinished))}', file=sys.stderr)
   return sorted(runs)
+
+
+def _unfinished(run_dir: str) -> str | None:
+  """Why a run with a summary is unfinished ('summary at step S of T',
+  per stage for a pipeline), or None; a file that is not JSON is left to
+  `describe`, which names it."""
+  try:
+    with open(os.path.join(run_dir, 'config.json')) as f:
+      config = json.load(f)
+    with open(os.path.join(run_dir, 'summary.json')) as f:
+      summary = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+  if not isinstance(config, dict) or not isinstance(summary, dict):
+    return None
+  if 'stages' in config:
+    parts = [(f'{n}/', config['stages'].get(n, {}))
+             for n in config.get('stage_order', [])]
+  else:
+    parts = [('', config)]
+  for prefix, c in parts:
+    if 'steps' in c and summary.get(prefix + 'steps') != c['steps']:
+      return (f'{prefix.rstrip("/")} summary' if prefix else 'summary') + (
+          f' at step {summary.get(prefix + "steps")} of {c["steps"]}')
+  return None
 
 
 def _lookup(config: dict, path: str):
@@ -124,7 +159,13 @@ def _entry(run_dir, config, summary, sweep, stage, prefix, metrics) -> dict:
            'stage': stage}
   attrs.update(sweep.get('args', {}))
   return {'dir': run_dir, 'attrs': attrs, 'config': config,
-          'values': {m: summary.get(prefix + m) for m in metrics}}
+          'values': {m: summary.get(prefix + m) for m in metrics},
+          'metrics': sorted(k.removeprefix(prefix) for k, v in summary.items()
+                            if k.startswith(prefix) and _numeric(v))}
+
+
+def _numeric(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _key(run: dict, keys: list[str]) -> tuple:
@@ -145,26 +186,45 @@ def check_keys(runs: list[dict], keys: list[str]) -> None:
           'such as optimizer.lr')
 
 
-def _stats(values: list) -> tuple[float, float | None]:
-  """(mean, std); std is None for a single value."""
+def check_metrics(runs: list[dict], metrics) -> None:
+  """Raises ValueError for a metric no run's summary has, listing theirs."""
+  found = sorted({m for r in runs for m in r.get('metrics', ())})
+  for m in metrics:
+    if found and m not in found:
+      raise ValueError(f'unknown --metric {m!r}: no run\'s summary has it; '
+                       f'their metrics: {", ".join(found)}')
+
+
+def _stats(values: list) -> tuple[float, float | None, int]:
+  """(mean, std, n) of the values that are there; std is None for one."""
   values = [v for v in values if v is not None]
   if not values:
-    return math.nan, None
+    return math.nan, None, 0
   return (statistics.mean(values),
-          statistics.stdev(values) if len(values) > 1 else None)
+          statistics.stdev(values) if len(values) > 1 else None, len(values))
 
 
 def load_paper(path: str):
+  """A paper spec (PUBLISHED, KEYS, SOURCE), or ValueError naming the file."""
+  if not os.path.isfile(path):
+    raise ValueError(f'--paper={path}: no such file; the paper specs are in '
+                     'experiments/paper_tables/')
   spec = importlib.util.spec_from_file_location('paper_spec', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  missing = [k for k in ('PUBLISHED', 'KEYS', 'SOURCE')
+             if not hasattr(module, k)]
+  if missing:
+    raise ValueError(f'--paper={path} has no {", ".join(missing)}; see '
+                     'experiments/paper_tables/crd.py for the format')
   return module
 
 
 def table(runs: list[dict], keys: list[str], paper=None,
           metrics=METRICS) -> list[dict]:
-  """One row per group: keys, n, each metric's mean and std (`<m>_std`),
-  published, diff (first metric - published)."""
+  """One row per group: keys, n (runs), each metric's mean, std (`<m>_std`)
+  and number of runs that have it (`<m>_n`), published, diff (first metric -
+  published)."""
   check_keys(runs, keys)
   groups = {}
   for run in runs:
@@ -177,7 +237,8 @@ def table(runs: list[dict], keys: list[str], paper=None,
   for key, members in sorted(groups.items(), key=lambda kv: order(kv[0])):
     row = dict(zip(keys, key), n=len(members))
     for m in metrics:
-      row[m], row[f'{m}_std'] = _stats([r['values'][m] for r in members])
+      row[m], row[f'{m}_std'], row[f'{m}_n'] = _stats(
+          [r['values'][m] for r in members])
     if paper is not None:
       published = paper.PUBLISHED.get(key)
       row['paper'] = published
@@ -195,15 +256,18 @@ def _number(x: float) -> str:
   return f'{x:,.0f}' if abs(x) >= 1000 else f'{x:.4g}'
 
 
-def _value(metric: str, mean: float, std: float | None) -> str:
+def _value(metric: str, mean: float, std: float | None, n: int = 0,
+           runs: int = 0) -> str:
   """'m ± s': fractions in %, other figures (bits per byte, seconds,
-  parameters) as they are."""
+  parameters) as they are; ' (n=k)' when only k of the group's runs have
+  the metric."""
   if math.isnan(mean):
     return '-'
   if is_fraction(metric):
-    return f'{100 * mean:.2f}' + ('' if std is None else
-                                  f' ± {100 * std:.2f}')
-  return _number(mean) + ('' if std is None else f' ± {_number(std)}')
+    text = f'{100 * mean:.2f}' + ('' if std is None else f' ± {100 * std:.2f}')
+  else:
+    text = _number(mean) + ('' if std is None else f' ± {_number(std)}')
+  return text + (f' (n={n})' if n != runs else '')
 
 
 def markdown(rows: list[dict], keys: list[str], paper=None,
@@ -216,7 +280,7 @@ def markdown(rows: list[dict], keys: list[str], paper=None,
   out = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in rows:
     cells = [r[k] for k in keys] + [str(r['n'])] + [
-        _value(m, r[m], r[f'{m}_std']) for m in metrics]
+        _value(m, r[m], r[f'{m}_std'], r[f'{m}_n'], r['n']) for m in metrics]
     if paper is not None:
       cells += (['-', '-'] if r['diff'] is None else
                 [f'{100 * r["paper"]:.2f}', f'{100 * r["diff"]:+.2f}'])
@@ -239,15 +303,21 @@ def main(argv):
   if len(argv) < 2:
     raise app.UsageError('usage: python -m kd.tables ROOT [ROOT ...] [flags]')
   f = flags.FLAGS
-  paper = load_paper(f.paper) if f.paper else None
-  keys = (list(paper.KEYS) if paper is not None and not f['group-by'].present
-          else f['group-by'].value)
-  runs = [entry for root in argv[1:] for d in find_runs(root)
-          for entry in describe(d, f.stage, f.metric)]
-  if not runs:
-    sys.exit('no finished runs (summary.json + config.json) under '
-             f'{" ".join(argv[1:])}')
+  for root in argv[1:]:
+    if not os.path.isdir(root):
+      sys.exit(f'{root}: no such folder; pass the --workdir of launch.sweep '
+               'or kd.main runs')
   try:
+    paper = load_paper(f.paper) if f.paper else None
+    keys = (list(paper.KEYS) if paper is not None and
+            not f['group-by'].present else f['group-by'].value)
+    runs = [entry for root in argv[1:] for d in find_runs(root)
+            for entry in describe(d, f.stage, f.metric)]
+    if not runs:
+      sys.exit('no finished runs (summary.json + config.json) under '
+               f'{" ".join(argv[1:])}')
+    if f['metric'].present:
+      check_metrics(runs, f.metric)
     rows = table(runs, keys, paper, f.metric)
   except ValueError as e:
     sys.exit(str(e))

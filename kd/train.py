@@ -22,7 +22,6 @@ from kd import evaluate
 from kd import fold
 from kd import generate
 from kd import loop
-from kd import losses
 from kd import models
 from kd import optim
 from kd import runs
@@ -70,41 +69,16 @@ def _output_shapes(model, example) -> dict:
 
 
 def check_terms(terms, student, teacher, example) -> None:
-  """Fails before training on unknown losses, adapters, or features the
-  losses cannot pair."""
-  s_shapes = _output_shapes(student, example)
-  t_shapes = _output_shapes(teacher, example)
-  for term in terms:
-    losses.get(term.loss)
-    term.make_adapter()
-    for side, key, shapes in (('student', term.student, s_shapes),
-                              ('teacher', term.teacher, t_shapes)):
-      if any(n not in shapes for n in steps.feature_names(shapes, key)):
-        raise ValueError(
-            f'distill term {term.name!r} ({term.loss}) asks for {side} '
-            f'output {key!r}; the {side} has: {", ".join(sorted(shapes))}')
-    if not term.adapter:  # An adapter reshapes the pair itself.
-      shape = lambda x: jax.tree.map(lambda a: a.shape, x)
-      losses.check_inputs(term.loss,
-                          shape(steps.select(s_shapes, term.student)),
-                          shape(steps.select(t_shapes, term.teacher)))
+  """`steps.check_terms` for two models' outputs on `example`."""
+  steps.check_terms(terms, _output_shapes(student, example),
+                    _output_shapes(teacher, example))
 
 
 def init_adapters(terms, student, teacher, example, rng, num_examples):
-  """Parameters and state of every term's adapter, keyed by term name."""
-  s_out = _output_shapes(student, example)
-  t_out = _output_shapes(teacher, example)
-  params, state = {}, {}
-  for i, term in enumerate(terms):
-    adapter = term.make_adapter()
-    if adapter is not None:
-      zeros = lambda a: jnp.zeros((2, *a.shape[1:]), a.dtype)
-      params[term.name], state[term.name] = adapter.init(
-          jax.random.fold_in(rng, i),
-          jax.tree.map(zeros, steps.select(s_out, term.student)),
-          jax.tree.map(zeros, steps.select(t_out, term.teacher)),
-          num_examples)
-  return params, state
+  """`steps.init_adapters` for two models' outputs on `example`."""
+  return steps.init_adapters(terms, _output_shapes(student, example),
+                             _output_shapes(teacher, example), rng,
+                             num_examples)
 
 
 def teacher_outputs(teacher, terms, example) -> list[str]:

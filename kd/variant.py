@@ -4,7 +4,10 @@ teachers, several students, a discriminator, a model that teaches itself).
 A variant calls `setup` (checks, data spec, devices, optimizer), builds its
 own state, step and eval step, and hands them to `fit`, which runs
 `kd.loop.fit` (restore, the loop, test, summary) with the test over the
-config's test split.
+config's test split. Its step evaluates `config.distill.terms`
+with `kd.steps.apply_terms` and updates with `kd.steps.update`, as
+`kd.steps.make_distill_step` does: schedules, warm-up, adapters and their
+state work the same in every variant.
 """
 from typing import Any, Callable, NamedTuple
 
@@ -29,7 +32,6 @@ UNSUPPORTED = {
     'distill.teacher.workdir': '',
     'distill.teacher.cache': False,
     'distill.teacher.model_shards': 1,
-    'distill.terms': {},
     'steps_per_dispatch': 1,
 }
 
@@ -49,12 +51,24 @@ def reject_unsupported(config, fields: dict, variant: str) -> None:
           f'it; set it to {supported!r} (or use kd.main, which does)')
 
 
+def check_term_names(terms, taken, variant: str) -> None:
+  """Raises ValueError for a distillation term named like one of the
+  variant's own metrics or aux entries (`taken`): its value would replace
+  theirs in the log."""
+  for term in terms:
+    if term.name in taken:
+      raise ValueError(
+          f'distill term {term.name!r}: the {variant} variant logs its own '
+          f'{term.name!r}; rename the term (taken: {", ".join(sorted(taken))})')
+
+
 class Setup(NamedTuple):
   spec: Any  # kd.data.DatasetSpec
   parallel: DataParallel
   example: np.ndarray  # One zero input, for initialising models.
   tx: Any  # The optimizer of config.optimizer.
   num_classes: int
+  num_examples: int  # The training split's, for adapters with a memory.
 
 
 def setup(config, variant: str, unsupported: dict | None = None) -> Setup:
@@ -68,8 +82,11 @@ def setup(config, variant: str, unsupported: dict | None = None) -> Setup:
   parallel = DataParallel(config.parallel)
   parallel.check_batch_size(config.batch_size)
   tx, _ = optim.create(config.optimizer, config.steps)
+  d = config.data
   return Setup(spec, parallel, np.zeros((1, *spec.input_shape), np.float32),
-               tx, spec.num_classes)
+               tx, spec.num_classes,
+               data.num_examples(d.name, 'train', d.data_dir or None,
+                                 d.download))
 
 
 def create_model(s: Setup, model) -> Any:

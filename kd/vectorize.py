@@ -257,37 +257,86 @@ def plan(configs, workdirs) -> list[list[list[Job]]]:
   return waves
 
 
-def train_all(configs, workdirs) -> list[dict]:
+def train_all(configs, workdirs, on_error=None) -> list[dict]:
   """Trains runs or pipelines (`configs`, in `workdirs`), each group of
   `plan` at once; returns their summaries (a pipeline's: `stage/key`, as
-  `kd.main` writes)."""
-  for c in configs:
-    kd_config.validate(c)
+  `kd.main` writes).
+
+  With `on_error(i, exception)`, a bad run does not stop the others: a run
+  that cannot start, or that fails alone, is reported to `on_error` (its
+  later stages skipped, its summary None), and a group that fails trains
+  its runs again one at a time. Without it the first error is raised."""
+  failed = {}
+
+  def fail(users, e):
+    if on_error is None:
+      raise e
+    for i in users:
+      if i not in failed:
+        failed[i] = e
+        on_error(i, e)
+
+  for i, c in enumerate(configs):
+    try:
+      kd_config.validate(c)
+    except Exception as e:  # pylint: disable=broad-except
+      fail([i], e)
   t0 = time.perf_counter()
   with contextlib.ExitStack() as locks:
-    for c, w in zip(configs, workdirs):
-      locks.enter_context(runs.lock(w))
-      if 'stages' in c:
-        runs.check_identity(w, c)
-        runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
+    for i, (c, w) in enumerate(zip(configs, workdirs)):
+      if i in failed:
+        continue
+      try:
+        locks.enter_context(runs.lock(w))
+        if 'stages' in c:
+          runs.check_identity(w, c)
+          runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
+      except Exception as e:  # pylint: disable=broad-except
+        fail([i], e)
+    ok = [i for i in range(len(configs)) if i not in failed]
     results = [{} for _ in configs]
-    for wave in plan(configs, workdirs):
+    for wave in plan([configs[i] for i in ok], [workdirs[i] for i in ok]):
       for jobs in wave:
+        for j in jobs:
+          j.users[:] = [ok[u] for u in j.users]
+        jobs = [j for j in jobs if set(j.users) - set(failed)]
         converted = [runs.summary(j.workdir) or {} for j in jobs]
         todo = [j for j, s in zip(jobs, converted) if not s.get('converted')]
-        summaries = dict(zip(map(id, todo), train_group(
-            [j.config for j in todo], [j.workdir for j in todo],
-            [j.name for j in todo]) if todo else []))
+        summaries = _train_jobs(todo, fail) if todo else {}
         for j, s in zip(jobs, converted):  # Weights from kd.convert: reused.
           for i in j.users:
-            _merge(results[i], configs[i], j.name, summaries.get(id(j), s))
-    for c, w, r in zip(configs, workdirs, results):
-      if 'stages' in c:  # What kd.main leaves in a pipeline's directory.
+            if id(j) in summaries or s.get('converted'):
+              _merge(results[i], configs[i], j.name, summaries.get(id(j), s))
+    for i, (c, w, r) in enumerate(zip(configs, workdirs, results)):
+      if i in failed:
+        results[i] = None
+      elif 'stages' in c:  # What kd.main leaves in a pipeline's directory.
         r['wall_seconds'] = time.perf_counter() - t0
         runs.write_json(os.path.join(w, 'summary.json'), r)
         if jax.process_index() == 0:
-          report.plot(w, list(c.stage_order), r)
+          report.plot(w, {n: d for n, _, d in _stages(c, w)}, r)
   return results
+
+
+def _train_jobs(jobs, fail) -> dict:
+  """{id(job): summary} of `jobs` trained together (`train_group`). A group
+  that fails trains its jobs one at a time; a job that fails alone goes to
+  `fail(its users, exception)`."""
+  try:
+    return dict(zip(map(id, jobs), train_group(
+        [j.config for j in jobs], [j.workdir for j in jobs],
+        [j.name for j in jobs])))
+  except Exception as e:  # pylint: disable=broad-except
+    if len(jobs) == 1:
+      fail(jobs[0].users, e)
+      return {}
+    fail([], e)  # Raises unless errors are reported.
+    print(f'[{jobs[0].name} x{len(jobs)}] failed ({type(e).__name__}: '
+          f'{e}); training its runs one at a time', flush=True)
+    out = {}
+    for j in jobs:
+      out.update(_train_jobs([j], fail))
+    return out
 
 
 def _merge(result: dict, config, stage: str, summary: dict) -> None:

@@ -13,7 +13,8 @@ A spec is a Python file with
   TAGS    optional W&B tags
   PROGRAM optional module run as `python -m PROGRAM` (default 'kd.main'; an
           experiment variant such as 'experiments.multi_teacher.train')
-Each run's folder is named after its arguments and overrides and holds a
+Each run's folder is named after its arguments and overrides (teacher_dir
+left out; a hash suffix where two runs' names would collide) and holds a
 `sweep.json` describing it. Finished runs (a summary.json) are skipped;
 unfinished ones resume from their checkpoints.
 
@@ -26,11 +27,16 @@ this process's stdout instead of each run's log.txt.
 
 Local runs and SLURM tasks start with this interpreter (`sys.executable`:
 cluster nodes share its file system); TPU-VM workers, other machines, and W&B
-agents use their own `python` (activate kd's environment there). SIGTERM to a
-local sweep passes SIGTERM to its runs (they checkpoint), waits for them and
-exits with 143.
+agents use their own `python` (activate kd's environment there). SIGTERM or
+SIGINT (Ctrl-C) to a local sweep passes SIGTERM to its runs (they
+checkpoint), waits for them and exits with 143 (130). A local sweep holds
+ROOT/NAME/sweep.lock: a second one on the same folder is refused.
 """
+import collections
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import importlib.util
 import itertools
 import json
@@ -41,9 +47,11 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 
 from absl import app
 from absl import flags
+from absl import logging
 
 MODES = ('local', 'slurm', 'tpu', 'wandb')
 PROGRAM = 'kd.main'
@@ -95,14 +103,44 @@ def load_spec(path: str):
 
 
 def expand(spec, root: str) -> list[Run]:
-  """Every (argument, grid point, seed) of the spec as a Run."""
+  """Every distinct (argument, grid point, seed) of the spec as a Run, each
+  in a folder of its own: runs whose names collide (arguments that differ
+  only in teacher_dir, which names leave out) get a suffix hashed from their
+  argument and overrides."""
   grid = getattr(spec, 'GRID', {})
   keys = sorted(grid)
-  return [make_run(spec, root, expand_arg(spec, root, arg),
+  runs = {}
+  for arg, values, seed in itertools.product(
+      spec.ARGS, itertools.product(*(grid[k] for k in keys)), spec.SEEDS):
+    run = make_run(spec, root, expand_arg(spec, root, arg),
                    tuple(zip(keys, values)), seed)
-          for arg, values, seed in itertools.product(
-              spec.ARGS, itertools.product(*(grid[k] for k in keys)),
-              spec.SEEDS)]
+    runs.setdefault(_identity(run), run)  # A repeated argument: one run.
+  names = collections.Counter(r.name for r in runs.values())
+  return [r if names[r.name] == 1 else _renamed(r, r.name + '__' + hashlib.sha1(
+      _identity(r).encode()).hexdigest()[:8]) for r in runs.values()]
+
+
+def _identity(run: Run) -> str:
+  return json.dumps([run.arg, [(k, _flag_value(v)) for k, v in run.overrides]])
+
+
+def _renamed(run: Run, name: str) -> Run:
+  return dataclasses.replace(
+      run, name=name, workdir=os.path.join(os.path.dirname(run.workdir), name))
+
+
+def find_run(spec, root: str, arg: str, overrides: tuple, seed) -> Run:
+  """The run of `expand` for one expanded argument, grid point and seed
+  (values as strings, as a W&B agent passes them)."""
+  want = _identity(Run('', f'{arg},seed={seed}'.strip(','), overrides, '', '',
+                       ()))
+  for run in expand(spec, root):
+    if _identity(run) == want:
+      return run
+  raise ValueError(f'the sweep spec has no run with arg={arg!r}, seed={seed}, '
+                   f'{dict(overrides)}: was it changed after sweep.yaml was '
+                   'written? Write sweep.yaml again (launch.sweep '
+                   '--mode=wandb) and start a new W&B sweep')
 
 
 def expand_arg(spec, root: str, arg: str) -> str:
@@ -115,7 +153,7 @@ def expand_arg(spec, root: str, arg: str) -> str:
 
 def make_run(spec, root: str, arg: str, overrides: tuple, seed) -> Run:
   """The run of one expanded argument, grid point and seed; its folder is
-  named after them (the same for every mode)."""
+  named after them (before `expand` makes names unique)."""
   shown = ','.join(kv for kv in arg.split(',') if not kv.startswith(
       'teacher_dir='))
   name = _slug('__'.join(
@@ -141,8 +179,10 @@ def describe(run: Run) -> None:
 
 def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
   """Runs the unfinished runs, `parallel` at a time; returns the number that
-  failed. SIGTERM is passed on to the runs, which are waited for; then
-  SystemExit(143)."""
+  failed. SIGTERM or SIGINT (Ctrl-C) is passed on to the runs as SIGTERM
+  (they checkpoint and exit), which are waited for; then SystemExit(143, or
+  130 for SIGINT). The runs have a session of their own, so a terminal's
+  Ctrl-C reaches them only this way."""
   todo = [r for r in runs if not r.finished]
   print(f'{len(runs)} runs, {len(runs) - len(todo)} finished, '
         f'{len(todo)} to run ({parallel} at a time)')
@@ -158,7 +198,8 @@ def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
     stopped.append(signum)
     stop_all()
 
-  previous = signal.signal(signal.SIGTERM, on_sigterm)
+  previous = {s: signal.signal(s, on_sigterm)
+              for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     for run in todo:
       cmd = run.command(spec.CONFIG)
@@ -171,18 +212,49 @@ def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:
         continue
       describe(run)
       with open(os.path.join(run.workdir, 'log.txt'), 'a') as log:
-        active[subprocess.Popen(cmd, stdout=log,
-                                stderr=subprocess.STDOUT)] = run
+        active[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)] = run
     while active:
       if stopped:  # Also a run started as the signal came.
         stop_all()
       failed += _reap(active)
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
   if stopped:
-    print('SIGTERM: runs stopped; the same command resumes them', flush=True)
-    sys.exit(143)
+    name = signal.Signals(stopped[0]).name
+    print(f'{name}: runs stopped; the same command resumes them', flush=True)
+    sys.exit(128 + stopped[0])
   return failed
+
+
+class SweepLockedError(RuntimeError):
+  pass
+
+
+@contextlib.contextmanager
+def lock(folder: str):
+  """Holds `folder/sweep.lock` while a sweep runs there: a second sweep on
+  the same folder is refused, naming the first's pid (its runs' own locks
+  would fail them all). An OS lock (flock): it ends with its process,
+  however that ends."""
+  path = os.path.join(folder, 'sweep.lock')
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    pid = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
+    os.close(fd)
+    raise SweepLockedError(
+        f'{folder} is in use by another sweep (pid {pid}): wait for it to '
+        f'finish, or stop it (kill -TERM {pid}: its runs checkpoint) and '
+        'start this one again') from None
+  try:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    yield
+  finally:
+    os.close(fd)
 
 
 def load_config(spec, run: Run):
@@ -190,18 +262,23 @@ def load_config(spec, run: Run):
   # kd (and JAX) load only when a sweep trains here.
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   from kd import main  # pylint: disable=import-outside-toplevel
+  argv = ['sweep', f'--config={spec.CONFIG}:{run.arg}'] + [
+      f'--{k}={_flag_value(v)}' for k, v in run.overrides]
   values = flags.FlagValues()
+  # The override flags (--config.x) are defined from the argv they parse.
   config_flags.DEFINE_config_file('config', None, 'Config file.',
-                                  flag_values=values, lock_config=True)
-  values(['sweep', f'--config={spec.CONFIG}:{run.arg}'] +
-         [f'--{k}={_flag_value(v)}' for k, v in run.overrides])
+                                  flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  values(argv)
   config = values.config
   main.apply_wandb_flags(config, run.group, list(run.tags))
   return config
 
 
-def run_vectorized(spec, runs: list[Run], dry_run: bool) -> None:
-  """`--vectorize`: the unfinished runs trained in groups in this process."""
+def run_vectorized(spec, runs: list[Run], dry_run: bool) -> int:
+  """`--vectorize`: the unfinished runs trained in groups in this process;
+  returns the number that failed (a bad run is reported, the others
+  train)."""
   if getattr(spec, 'PROGRAM', PROGRAM) != PROGRAM:
     raise ValueError(f'--vectorize trains {PROGRAM} runs; this spec runs '
                      f'{spec.PROGRAM}: leave --vectorize out')
@@ -209,9 +286,20 @@ def run_vectorized(spec, runs: list[Run], dry_run: bool) -> None:
   print(f'{len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} '
         'to train in vectorized groups', flush=True)
   if not todo:
-    return
+    return 0
   from kd import vectorize  # pylint: disable=import-outside-toplevel
-  configs = [load_config(spec, r) for r in todo]
+  logging.set_verbosity(logging.WARNING)  # As kd.main: orbax is chatty.
+  loaded, bad = [], []
+  for run in todo:
+    try:
+      loaded.append((run, load_config(spec, run)))
+    except Exception as e:  # pylint: disable=broad-except
+      bad.append((run, e))
+  for run, e in bad:
+    _failed(run, e, dry_run)
+  todo, configs = [r for r, _ in loaded], [c for _, c in loaded]
+  if not todo:
+    return len(bad)
   root = os.path.dirname(todo[0].workdir)
   for wave in vectorize.plan(configs, [r.workdir for r in todo]):
     for jobs in wave:
@@ -219,10 +307,38 @@ def run_vectorized(spec, runs: list[Run], dry_run: bool) -> None:
             + ', '.join(os.path.relpath(j.workdir, root) for j in jobs),
             flush=True)
   if dry_run:
-    return
+    return len(bad)
   for run in todo:
     describe(run)
-  vectorize.train_all(configs, [r.workdir for r in todo])
+  failed = []
+
+  def on_error(i, e):
+    failed.append(i)
+    _failed(todo[i], e, dry_run)
+
+  vectorize.train_all(configs, [r.workdir for r in todo], on_error)
+  for i, run in enumerate(todo):
+    if i not in failed:
+      print(f'done: {run.name}', flush=True)
+  return len(bad) + len(failed)
+
+
+def _failed(run: Run, e: Exception, dry_run: bool) -> None:
+  """Reports a run of a vectorized sweep that failed, with its reason (the
+  traceback in its log.txt)."""
+  root = e
+  while root.__cause__ or root.__context__:
+    root = root.__cause__ or root.__context__
+  reason = ' '.join(dict.fromkeys(f'{type(x).__name__}: {x}'.splitlines()[0]
+                                  for x in (e, root)))
+  if dry_run:
+    print(f'FAILED: {run.name}: {reason}', flush=True)
+    return
+  describe(run)
+  log = os.path.join(run.workdir, 'log.txt')
+  with open(log, 'a') as f:
+    traceback.print_exception(e, file=f)
+  print(f'FAILED: {run.name}: {reason} (see {log})', flush=True)
 
 
 def _reap(active: dict) -> int:
@@ -311,15 +427,20 @@ def main(argv):
   spec = load_spec(argv[1])
   root = os.path.abspath(f.workdir)
   runs = expand(spec, root)
-  os.makedirs(os.path.join(root, spec.NAME), exist_ok=True)
-  if f.vectorize:
-    if f.mode != 'local':
-      raise app.UsageError('--vectorize trains the runs here: use '
-                           '--mode=local')
-    run_vectorized(spec, runs, f.dry_run)
-    return
+  folder = os.path.join(root, spec.NAME)
+  os.makedirs(folder, exist_ok=True)
+  if f.vectorize and f.mode != 'local':
+    raise app.UsageError('--vectorize trains the runs here: use --mode=local')
   if f.mode == 'local':
-    sys.exit(1 if run_local(spec, runs, f.parallel, f.dry_run) else 0)
+    with contextlib.ExitStack() as held:
+      if not f.dry_run:
+        try:
+          held.enter_context(lock(folder))
+        except SweepLockedError as e:
+          sys.exit(str(e))
+      failed = (run_vectorized(spec, runs, f.dry_run) if f.vectorize else
+                run_local(spec, runs, f.parallel, f.dry_run))
+    sys.exit(1 if failed else 0)
   for run in runs:
     describe(run)
   text, file = {

@@ -40,7 +40,7 @@ def parse(argv: list[str]) -> tuple[dict, tuple]:
 def main(argv: list[str]) -> None:
   named, overrides = parse(argv[1:])
   spec = sweep.load_spec(named['spec'])
-  run = sweep.make_run(spec, named['root'], named['arg'], overrides,
+  run = sweep.find_run(spec, named['root'], named['arg'], overrides,
                        named['seed'])
   sweep.describe(run)
   cmd = run.command(spec.CONFIG)

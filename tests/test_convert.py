@@ -213,3 +213,22 @@ def test_pth_without_torch_says_how_to_install_it(tmp_path, monkeypatch):
     convert.convert('repdistiller', 'resnet8', str(path),
                     str(tmp_path / 'out'))
   assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('name,content,error', [
+    ('missing.pth', None, 'no such file; give the path of a .pth/.pt, '
+     '.safetensors or .npz checkpoint'),  # Was "needs PyTorch".
+    ('missing.safetensors', None, 'no such file'),
+    ('random.safetensors', os.urandom(256), 'is not a readable .safetensors '
+     'file ('),  # Was a raw SafetensorError.
+    ('random.npz', os.urandom(256), 'is not a readable .npz file (')])
+def test_a_missing_or_damaged_checkpoint_is_named_in_one_line(
+    tmp_path, capsys, name, content, error):
+  path = tmp_path / name
+  if content is not None:
+    path.write_bytes(content)
+  assert cli.main(['--from=repdistiller', '--model=resnet8', str(path),
+                   f'--out={tmp_path / "out"}']) == 1
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert line.startswith(f'error: {path}') and error in line, line
+  assert not (tmp_path / 'out').exists()

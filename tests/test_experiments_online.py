@@ -3,45 +3,45 @@ import functools
 import math
 
 import jax
-import jax.numpy as jnp
+import ml_collections as mc
 import numpy as np
+import optax
 import pytest
 
 from experiments.online import config as online_config
-from experiments.online import mutual
 from experiments.online import train as online_train
 from kd import models
+from kd import train as kd_train
+from kd.parallel import DataParallel
 from tests import run_checks
 
 
-def _kl(p, q):
-  return sum(a * math.log(a / b) for a, b in zip(p, q))
-
-
-def test_mutual_kl_matches_hand_values():
-  probs = [(0.8, 0.2), (0.5, 0.5), (0.1, 0.9)]
-  logits = jnp.log(jnp.array([[p] for p in probs]))  # [3, 1, 2]
-  got = mutual.mutual_kl(logits[:2])
-  # Two students: each against the other alone.
+def test_mutual_term_of_three_students_by_hand():
+  """Student i's mutual value: mean over its peers j of KL(p_j || p_i) at
+  the config's T = 1, from the students' outputs before the first step."""
+  c = online_config.get_config('students=logreg+logreg+logreg')
+  students = tuple(models.create('logreg', 3) for _ in range(3))
+  s = mc.ConfigDict(dict(example=np.zeros((1, 4), np.float32),
+                         tx=optax.sgd(0.0), num_examples=0))
+  terms = kd_train.distill_terms(c)
+  state = online_train.init_state(c, students, s, terms)
+  x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+  batch = {'image': x, 'label': np.arange(5) % 3}
+  parallel = DataParallel('pmap', 1)
+  step = parallel.wrap(online_train.make_step(students, s.tx, terms), 1)
+  _, metrics = step(parallel.replicate(state), parallel.shard(batch))
+  metrics = parallel.unreplicate(metrics)
+  p = [np.asarray(jax.nn.softmax(m.apply({'params': v}, x)[0]), np.float64)
+       for m, v in zip(students, state.params)]
+  kl = lambda a, b: np.mean(np.sum(a * np.log(a / b), -1))
+  for i in range(3):
+    want = np.mean([kl(p[j], p[i]) for j in range(3) if j != i])
+    np.testing.assert_allclose(metrics[f'mutual_{i}'], want, rtol=1e-4)
   np.testing.assert_allclose(
-      got, [_kl(probs[1], probs[0]), _kl(probs[0], probs[1])], rtol=1e-5)
-  got = mutual.mutual_kl(logits)
-  want = [sum(_kl(probs[j], probs[i]) for j in range(3) if j != i) / 2
-          for i in range(3)]
-  np.testing.assert_allclose(got, want, rtol=1e-5)
-  with pytest.raises(ValueError):
-    mutual.mutual_kl(logits[:1])
-
-
-def test_mutual_kl_gradient_reaches_only_each_students_own_term():
-  logits = jax.random.normal(jax.random.key(0), (2, 4, 5))
-  g = jax.grad(lambda l: mutual.mutual_kl(l)[0])(logits)
-  assert np.any(g[0] != 0) and np.all(g[1] == 0)
-  # Temperature: T^2 KL of the softened distributions.
-  p = jax.nn.softmax(logits / 3.0)
-  want = 9.0 * jnp.mean(jnp.sum(p[1] * (jnp.log(p[1]) - jnp.log(p[0])), -1))
-  np.testing.assert_allclose(mutual.mutual_kl(logits, 3.0)[0], want,
-                             rtol=1e-5)
+      metrics['loss'], sum(metrics[f'ce_{i}'] + metrics[f'mutual_{i}']
+                           for i in range(3)), rtol=1e-5)
+  with pytest.raises(ValueError, match='at least 2 students'):
+    online_train.make_step(students[:1], s.tx, terms)
 
 
 @pytest.mark.parametrize('parallel', ['pmap', 'mesh'])

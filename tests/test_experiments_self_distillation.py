@@ -1,6 +1,6 @@
-"""Self-distillation: BYOT and teacher-free losses by hand, a few steps."""
+"""Self-distillation: the virtual teacher by hand, the config's terms, a few
+steps (the terms' formulas in the step: tests/test_variant_terms.py)."""
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -14,43 +14,24 @@ from kd import models
 from tests import run_checks
 
 
-def _kl(p, q):
-  return sum(a * math.log(a / b) for a, b in zip(p, q))
+def test_virtual_teacher_by_hand():
+  p_d = sd_losses.virtual_teacher(4, jnp.array([2, 0]), 0.7)
+  np.testing.assert_allclose(p_d, [[0.1, 0.1, 0.7, 0.1], [0.7, 0.1, 0.1, 0.1]],
+                             rtol=1e-6)
 
 
-def _softmax(z):
-  e = [math.exp(v) for v in z]
-  return [v / sum(e) for v in e]
-
-
-def test_virtual_teacher_and_teacher_free_by_hand():
-  p_d = sd_losses.virtual_teacher(4, jnp.array([2]), 0.7)
-  np.testing.assert_allclose(p_d, [[0.1, 0.1, 0.7, 0.1]], rtol=1e-6)
-  s = [0.5, -1.0, 2.0, 0.0]
-  t, alpha = 2.0, 0.25
-  ce = -math.log(_softmax(s)[2])
-  kl = _kl(_softmax([v / t for v in [0.1, 0.1, 0.7, 0.1]]),
-           _softmax([v / t for v in s]))
-  got = sd_losses.teacher_free(jnp.array([s]), jnp.array([2]), alpha, t, 0.7)
-  np.testing.assert_allclose(got, (1 - alpha) * ce + alpha * t * t * kl,
-                             rtol=1e-5)
-
-
-def test_byot_by_hand_and_no_gradient_to_the_teacher():
-  aux, final = [1.0, 0.0, -1.0], [0.0, 2.0, 0.0]
-  f_aux, f_final = jnp.array([[1.0, 3.0]]), jnp.array([[0.0, 1.0]])
-  alpha, t, w = 0.4, 2.0, 0.5
-  want = ((1 - alpha) * -math.log(_softmax(aux)[1])
-          + alpha * t * t * _kl(_softmax([v / t for v in final]),
-                                _softmax([v / t for v in aux]))
-          + w * (1 + 4) / 2)
-  args = ([jnp.array([aux])], [f_aux], jnp.array([final]), f_final,
-          jnp.array([1]), alpha, t, w)
-  np.testing.assert_allclose(sd_losses.byot(*args), want, rtol=1e-5)
-  g_final = jax.grad(lambda z: sd_losses.byot(
-      args[0], args[1], z, f_final, jnp.array([1]), alpha, t, w))(
-          jnp.array([final]))
-  assert np.all(g_final == 0)
+def test_config_terms_carry_the_arguments():
+  c = sd_config.get_config('mode=byot,alpha=0.4,temperature=2,'
+                           'feature_weight=0.5')
+  assert c.self_distill.alpha == 0.4
+  kd, hint = c.distill.terms.kd, c.distill.terms.hint
+  assert (kd.loss, kd.weight, kd.kwargs.temperature) == ('kd', 0.4, 2.0)
+  assert (hint.loss, hint.weight, hint.student, hint.teacher) == (
+      'hidden_mse', 0.5, 'embedding', 'embedding')
+  c = sd_config.get_config('mode=teacher_free')
+  assert list(c.distill.terms) == ['kd']
+  assert (c.distill.terms.kd.weight, c.distill.terms.kd.kwargs.temperature
+          ) == (0.5, 20.0)
 
 
 @pytest.mark.parametrize('mode, parallel', [('byot', 'pmap'),

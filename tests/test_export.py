@@ -1,4 +1,6 @@
 """jax2tf -> TFLite: float parity, quantized variants, errors."""
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,7 +54,12 @@ def test_int8_has_integer_io_and_keeps_the_argmax(model):
   m = tflite.TFLiteModel(blob)
   q = m.quantization
   assert q['input_dtype'] == 'int8' and q['output_dtype'] == 'int8'
-  assert q['input_scale'] > 0 and q['output_scale'] > 0
+  # Affine int8 over the calibration range (widened to hold 0):
+  # scale = (max - min) / 255, zero point = round(-128 - min / scale).
+  for side, values in (('input', model['x']), ('output', model['ref'])):
+    lo, hi = min(values.min(), 0.0), max(values.max(), 0.0)
+    assert q[f'{side}_scale'] == pytest.approx((hi - lo) / 255, rel=1e-5)
+    assert q[f'{side}_zero_point'] == round(-128 - lo / ((hi - lo) / 255))
   assert len(blob) < 0.5 * len(model['float32'])
   agree = np.mean(m.predict(model['x']).argmax(-1) == model['ref'].argmax(-1))
   assert agree >= 0.75
@@ -96,6 +103,15 @@ def test_fixed_batch_larger_than_one_runs_any_batch():
       f, (6,), batch_size=4, quantize='int8', representative_data=x))
   assert m8.input_details['shape'][0] == 4
   assert np.mean(m8.predict(x).argmax(-1) == (x @ w).argmax(-1)) >= 0.7
+
+
+def test_latency_is_the_median_after_the_warm_up(monkeypatch):
+  ticks = iter([0.0, 0.004, 1.0, 1.001, 2.0, 2.009])  # Calls of 4, 1, 9 ms.
+  monkeypatch.setattr(evaluate, 'time',
+                      types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+  calls = []
+  ms = evaluate.latency_ms(calls.append, 'x', warmup=2, runs=3)
+  assert calls == ['x'] * 5 and ms == pytest.approx(4.0)
 
 
 def test_latency_is_measured_for_both_runtimes():

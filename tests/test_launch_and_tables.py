@@ -109,27 +109,45 @@ time.sleep(120)
 """
 
 
-def test_sigterm_stops_the_runs_and_the_sweep_exits_143(tmp_path):
+@pytest.mark.parametrize('signum,code', [(signal.SIGTERM, 143),
+                                         (signal.SIGINT, 130)])
+def test_a_signal_stops_the_runs_and_a_second_sweep_is_refused(tmp_path,
+                                                              signum, code):
   """Runs start with the sweep's interpreter (no python on PATH here) as the
-  spec's PROGRAM; SIGTERM reaches both running runs, the third never starts."""
+  spec's PROGRAM. A second sweep on the folder is refused in one line,
+  naming the first's pid, and leaves the live runs alone (it used to fail
+  them all, with lock tracebacks in their log.txt). SIGTERM or SIGINT (which
+  orphaned the runs) reaches both running runs as SIGTERM, the third never
+  starts."""
   (tmp_path / 'fake_program.py').write_text(FAKE_PROGRAM)
   (tmp_path / 'spec.py').write_text(
       "NAME = 'stop'\nCONFIG = 'unused.py'\nARGS = ['a=1', 'a=2', 'a=3']\n"
       "SEEDS = [0]\nPROGRAM = 'fake_program'\n")
   env = dict(os.environ, PYTHONPATH=str(tmp_path), PATH=str(tmp_path))
-  proc = subprocess.Popen(
-      [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
-       f'--workdir={tmp_path / "runs"}', '--parallel=2'], cwd=ROOT, env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  cmd = [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
+         f'--workdir={tmp_path / "runs"}', '--parallel=2']
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
   dirs = [tmp_path / 'runs' / 'stop' / f'a=1__seed=0',
           tmp_path / 'runs' / 'stop' / f'a=2__seed=0']
   for _ in range(300):
     if all((d / 'started').exists() for d in dirs) or proc.poll() is not None:
       break
     time.sleep(0.1)
-  proc.send_signal(signal.SIGTERM)
+  logs = [(d / 'log.txt').read_text() for d in dirs]
+  second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert second.returncode == 1
+  assert second.stderr.strip().splitlines() == [
+      f'{tmp_path / "runs" / "stop"} is in use by another sweep (pid '
+      f'{proc.pid}): wait for it to finish, or stop it (kill -TERM '
+      f'{proc.pid}: its runs checkpoint) and start this one again']
+  assert [(d / 'log.txt').read_text() for d in dirs] == logs
+  assert proc.poll() is None
+  proc.send_signal(signum)
   out = proc.communicate(timeout=60)[0]
-  assert proc.returncode == 143, out
+  assert proc.returncode == code, out
+  assert f'{signal.Signals(signum).name}: runs stopped' in out
   for d in dirs:
     assert (d / 'started').read_text() == sys.executable
     assert (d / 'terminated').exists(), (d / 'log.txt').read_text()
@@ -286,6 +304,13 @@ def _values(cell: str, n: int, metric: str) -> list[float]:
           for x in d]
 
 
+def _steps(config) -> dict:
+  """The steps a finished run's summary.json holds (each stage's)."""
+  if 'stages' in config:
+    return {f'{n}/steps': config.stages[n].steps for n in config.stage_order}
+  return {'steps': config.steps}
+
+
 def _sweep_tree(name: str, root: str) -> dict:
   """The run folders of spec `name` under root as the sweep leaves them
   before training (config.json from the spec's config, sweep.json, the
@@ -341,7 +366,7 @@ def test_doc_tables_are_what_their_command_prints(tmp_path, name):
       prefix = f'{config.stage_order[-1]}/' if 'stages' in config else ''
       with open(os.path.join(d, 'summary.json'), 'w') as f:
         json.dump({prefix + m: v for m, v in zip(metrics, values)
-                   if v is not None}, f)
+                   if v is not None} | _steps(config), f)
   proc = subprocess.run([sys.executable, '-m', 'kd.tables',
                          os.path.join(root, name)] + argv[4:], cwd=ROOT,
                         capture_output=True, text=True, timeout=120)
@@ -378,7 +403,8 @@ def test_paper_specs_name_keys_kd_tables_finds(tmp_path):
     os.makedirs(d)
     with open(os.path.join(d, 'config.json'), 'w') as f:
       f.write(config.to_json())
-    json.dump(summary, open(os.path.join(d, 'summary.json'), 'w'))
+    json.dump(summary | _steps(config),
+              open(os.path.join(d, 'summary.json'), 'w'))
 
   for name, hidden, method in [('teacher', (1200, 1200), 'scratch'),
                                ('scratch', (800, 800), 'scratch'),
@@ -514,3 +540,161 @@ def test_dkd_table_spec_runs_the_new_methods_with_published_numbers(tmp_path):
       assert 0.69 < paper.PUBLISHED[(t, s, m)] < 0.77, (t, s, m)
   assert paper.PUBLISHED[('resnet32x4', 'resnet8x4', 'reviewkd')] == \
       pytest.approx(0.7563)
+
+
+def _tiny_spec(tmp_path, args, grid="{'config.optimizer.lr': [0.003, 0.01]}",
+               name='vec'):
+  (tmp_path / 'tiny.py').write_text(TINY_CONFIG.replace('  return c\n', '''
+  if 'init_from' in a:
+    c.init_from = a['init_from']
+  return c
+'''))
+  (tmp_path / 'spec.py').write_text(
+      f"NAME = {name!r}\nCONFIG = {str(tmp_path / 'tiny.py')!r}\n"
+      f'ARGS = {args!r}\nGRID = {grid}\nSEEDS = [0]\n')
+  return sweep.load_spec(str(tmp_path / 'spec.py'))
+
+
+def test_vectorized_sweep_over_a_config_field_with_a_bad_run(tmp_path, capsys):
+  """A GRID over config.optimizer.lr plans one group (was
+  UnrecognizedFlagError, even with --dry_run); a run whose argument does not
+  parse and runs that fail to start are FAILED with their reason, and the
+  valid runs train."""
+  spec = _tiny_spec(tmp_path, ['steps=20', 'steps=x',
+                               f'steps=20,init_from={tmp_path}/nowhere'])
+  root = tmp_path / 'runs'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
+       f'--workdir={root}', '--vectorize', '--dry_run'], cwd=ROOT,
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert ('train: 2 together: steps=20__optimizer.lr=0.003__seed=0, '
+          'steps=20__optimizer.lr=0.01__seed=0') in proc.stdout
+  assert ("FAILED: steps=x__optimizer.lr=0.01__seed=0: IllegalFlagValueError: "
+          in proc.stdout and "ValueError: invalid literal for int() with base "
+          "10: 'x'" in proc.stdout), proc.stdout
+  assert not root.joinpath('vec', 'steps=20__optimizer.lr=0.01__seed=0').exists()
+
+  runs = sweep.expand(spec, str(root))
+  assert sweep.run_vectorized(spec, runs, dry_run=False) == 4
+  out = capsys.readouterr().out
+  for run in runs:
+    if run.arg.startswith('steps=20,seed'):
+      assert f'done: {run.name}' in out
+      summary = json.load(open(os.path.join(run.workdir, 'summary.json')))
+      assert summary['steps'] == 20
+      config = json.load(open(os.path.join(run.workdir, 'config.json')))
+      assert config['optimizer']['lr'] == dict(run.overrides)[
+          'config.optimizer.lr']
+    else:
+      assert f'FAILED: {run.name}: ' in out
+      assert not os.path.exists(os.path.join(run.workdir, 'summary.json'))
+      assert 'Traceback' in open(os.path.join(run.workdir, 'log.txt')).read()
+  assert f'init_from: {tmp_path}/nowhere/checkpoints does not exist' in out
+
+
+DONE_PROGRAM = """
+import json, os, sys
+workdir = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--workdir=')][0]
+if os.path.exists(os.path.join(workdir, 'summary.json')):
+  sys.exit('ran twice in ' + workdir)
+json.dump({'argv': sys.argv}, open(os.path.join(workdir, 'summary.json'), 'w'))
+"""
+
+
+def test_args_differing_only_in_teacher_dir_get_folders_of_their_own(tmp_path):
+  """Two teachers' students were one folder: the second run failed, a rerun
+  reported both finished, and sweep.json credited the second teacher."""
+  (tmp_path / 'done_program.py').write_text(DONE_PROGRAM)
+  (tmp_path / 'spec.py').write_text(
+      "NAME = 'two'\nCONFIG = 'unused.py'\nPROGRAM = 'done_program'\n"
+      "ARGS = ['method=kd,teacher_dir={root}/t1', "
+      "'method=kd,teacher_dir={root}/t2', 'method=scratch', "
+      "'method=scratch']\nSEEDS = [0]\n")
+  env = dict(os.environ, PYTHONPATH=str(tmp_path))
+  cmd = [sys.executable, '-m', 'launch.sweep', str(tmp_path / 'spec.py'),
+         f'--workdir={tmp_path / "runs"}']
+  first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+  assert first.returncode == 0, first.stdout + first.stderr
+  assert '3 runs, 0 finished, 3 to run' in first.stdout
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+  assert '3 runs, 3 finished, 0 to run' in again.stdout, again.stdout
+  runs = sweep.expand(sweep.load_spec(str(tmp_path / 'spec.py')),
+                      str(tmp_path / 'runs'))
+  kd_runs_ = [r for r in runs if 'method=kd' in r.arg]
+  assert [r.name[:len('method=kd__seed=0__')] for r in kd_runs_] == [
+      'method=kd__seed=0__'] * 2
+  assert len({r.workdir for r in kd_runs_}) == 2
+  assert [r.name for r in runs if 'scratch' in r.arg] == [
+      'method=scratch__seed=0']
+  for run, teacher in zip(kd_runs_, ('t1', 't2')):
+    teacher_dir = f'{tmp_path}/runs/two/{teacher}'
+    described = json.load(open(os.path.join(run.workdir, 'sweep.json')))
+    assert described['args']['teacher_dir'] == teacher_dir
+    argv = json.load(open(os.path.join(run.workdir, 'summary.json')))['argv']
+    assert f'--config=unused.py:method=kd,teacher_dir={teacher_dir},seed=0' in (
+        argv)
+
+
+def _steps_run(root, name, steps, summary, seed=0):
+  d = _fake_run(root, name, 'mlp', seed, 0.0, 0.0)
+  config = json.load(open(os.path.join(d, 'config.json')))
+  json.dump(config | {'steps': 100}, open(os.path.join(d, 'config.json'), 'w'))
+  json.dump(summary | {'steps': steps},
+            open(os.path.join(d, 'summary.json'), 'w'))
+  return d
+
+
+def test_a_run_is_finished_when_its_summary_has_its_configs_steps(tmp_path,
+                                                                 capsys):
+  root = str(tmp_path)
+  done = _steps_run(root, 'done', 100, {'test_accuracy': 0.9})
+  _steps_run(root, 'half', 50, {'test_accuracy': 0.1})
+  _pipeline(tmp_path / 'pipe', {'teacher/steps': 100, 'student/steps': 70,
+                                'student/test_accuracy': 0.1})
+  config = json.load(open(tmp_path / 'pipe' / 'config.json'))
+  for stage in config['stages'].values():
+    stage['steps'] = 100
+  json.dump(config, open(tmp_path / 'pipe' / 'config.json', 'w'))
+  assert tables.find_runs(root) == [done]
+  err = capsys.readouterr().err
+  assert '2 unfinished run(s) left out' in err
+  assert f'{root}/half (summary at step 50 of 100)' in err
+  assert f'{root}/pipe (student summary at step 70 of 100)' in err
+
+
+def test_each_metrics_runs_are_counted_on_their_own(tmp_path):
+  """Three seeds, one without best_test_accuracy: its n is 2, not 3."""
+  root = str(tmp_path)
+  for seed, summary in enumerate([
+      {'test_accuracy': 0.70, 'best_test_accuracy': 0.80},
+      {'test_accuracy': 0.72, 'best_test_accuracy': 0.84},
+      {'test_accuracy': 0.74}]):
+    _steps_run(root, f's{seed}', 100, summary, seed)
+  (row,) = tables.table(_describe_all(root), ['model'])
+  assert row['n'] == 3 and row['test_accuracy_n'] == 3
+  assert row['best_test_accuracy_n'] == 2
+  assert row['best_test_accuracy'] == pytest.approx(0.82)
+  text = tables.markdown([row], ['model'])
+  assert '| mlp | 3 | 72.00 ± 2.00 | 82.00 ± 2.83 (n=2) |' in text
+
+
+@pytest.mark.parametrize('args,error', [
+    (['--metric=test_acc'], "unknown --metric 'test_acc': no run's summary has "
+     'it; their metrics: best_test_accuracy, steps, test_accuracy'),
+    (['--paper=nowhere/crd.py'], '--paper=nowhere/crd.py: no such file; the '
+     'paper specs are in experiments/paper_tables/'),
+    (['missing_folder'], 'missing_folder: no such folder; pass the --workdir '
+     'of launch.sweep or kd.main runs')])
+def test_tables_cli_names_a_bad_argument_in_one_line(tmp_path, args, error):
+  _steps_run(str(tmp_path), 'a', 100, {'test_accuracy': 0.9,
+                                       'best_test_accuracy': 0.9})
+  argv = [a if a != 'missing_folder' else str(tmp_path / a) for a in args]
+  proc = subprocess.run([sys.executable, '-m', 'kd.tables', str(tmp_path)]
+                        + argv, cwd=ROOT, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 1, proc.stdout
+  assert proc.stderr.strip().splitlines() == [
+      error.replace('missing_folder', str(tmp_path / 'missing_folder'))]

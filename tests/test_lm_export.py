@@ -266,6 +266,6 @@ def test_generate_on_a_pipeline_top_folder_names_its_stages(tmp_path):
       timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr
   assert proc.stderr.splitlines()[-1] == (
-      f"kd.generate: {top} is a pipeline's top folder, not one run; its "
+      f"{top} is a pipeline's top folder, not one run; its "
       f'stages: teacher ({top}/teacher), student ({top}/student). Pass one '
       f"stage's directory, e.g. --workdir={top}/student (the last stage)")

@@ -285,7 +285,18 @@ def test_no_gradient_reaches_the_teacher_and_student_gets_one(name):
   g_s, g_t = (np.concatenate([np.ravel(g) for g in jax.tree.leaves(x)])
               for x in (g_s, g_t))
   assert np.all(g_t == 0.0)
-  assert np.abs(g_s).sum() > 0 and np.isfinite(g_s).all()
+  # The student's gradient is the loss's slope: along a random direction v,
+  # <g, v> equals the central difference (f(s + e v) - f(s - e v)) / 2e.
+  s32 = f32(s)
+  v = jax.tree.map(lambda a: jnp.asarray(R.normal(size=a.shape), jnp.float32),
+                   s32)
+  e = 1e-2
+  shift = lambda k: jax.tree.map(lambda a, d: a + k * e * d, s32, v)
+  slope = (float(fn(shift(1), f32(t), **kw)) -
+           float(fn(shift(-1), f32(t), **kw))) / (2 * e)
+  along = float(np.dot(g_s, np.concatenate(
+      [np.ravel(d) for d in jax.tree.leaves(v)])))
+  assert along == pytest.approx(slope, rel=5e-2, abs=1e-4) and along != 0
 
 
 @pytest.mark.parametrize('name', ['kd', 'logit_mse', 'hint',
@@ -311,8 +322,10 @@ def test_larger_map_is_average_pooled_to_the_smaller():
   np.testing.assert_allclose(float(losses.hint(big, T_MAP[:2])),
                              np.mean((pooled - T_MAP[:2])**2), rtol=1e-5)
   # Attention transfer pairs maps of different widths as well.
-  at = losses.attention_transfer(big, R.normal(size=(2, 4, 4, 16)))
-  assert np.isfinite(float(at))
+  t = R.normal(size=(2, 4, 4, 16))
+  np.testing.assert_allclose(
+      float(losses.attention_transfer(big, t)),
+      np.mean((np_at_map(pooled, 2) - np_at_map(t, 2))**2), rtol=1e-5)
 
 
 def test_crd_nce_formula():
@@ -364,7 +377,11 @@ def test_activation_boundary_gradient_reaches_only_the_student():
       lambda a, b: losses.activation_boundary(a, b, 0.5), argnums=(0, 1))(
           jnp.asarray(S_MAP, jnp.float32), jnp.asarray(T_MAP, jnp.float32))
   assert np.all(np.asarray(g_t) == 0.0)
-  assert np.abs(np.asarray(g_s)).sum() > 0
+  # The gradient is the slope of the NumPy formula along a random direction.
+  v = R.normal(size=S_MAP.shape)
+  slope = (np_ab(S_MAP + 1e-4 * v, T_MAP, 0.5) -
+           np_ab(S_MAP - 1e-4 * v, T_MAP, 0.5)) / 2e-4
+  assert float(np.sum(np.asarray(g_s) * v)) == pytest.approx(slope, rel=1e-3)
 
 
 PER_POSITION_SHAPES = {  # name: values' shape for the PAIRS inputs.
@@ -463,7 +480,17 @@ def test_hcl_pools_any_size_like_adaptive_pooling():
   want = np.array([[x[:, a:b, c:d].mean((1, 2)) for c, d in bins]
                    for a, b in bins]).transpose(2, 0, 1, 3)
   np.testing.assert_allclose(pooled, want, rtol=1e-5)
-  assert np.isfinite(float(losses.hcl((x,), (x + 1.0,))))
+  # HCL on a 7x7 map: full size, then the 4x4, 2x2, 1x1 adaptive poolings
+  # weighted 1/2, 1/4, 1/8, normalised by the weights' sum.
+  y = R.normal(size=x.shape)
+  def adaptive(z, l):
+    edges = [(i * 7 // l, -(-(i + 1) * 7 // l)) for i in range(l)]
+    return np.array([[z[:, a:b, c:d].mean((1, 2)) for c, d in edges]
+                     for a, b in edges])
+  levels = [np.mean((x - y)**2)] + [
+      np.mean((adaptive(x, l) - adaptive(y, l))**2) for l in (4, 2, 1)]
+  want = np.dot(levels, [1, 1 / 2, 1 / 4, 1 / 8]) / (1 + 1 / 2 + 1 / 4 + 1 / 8)
+  np.testing.assert_allclose(float(losses.hcl((x,), (y,))), want, rtol=1e-5)
 
 
 @pytest.mark.parametrize('name,s,t,match', [

@@ -7,7 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from kd import checkpoint, config as kd_config, data, loop, main, runs, train
+from kd import checkpoint, config as kd_config, data, loop, main, report, runs, train
 from tests import run_checks
 
 
@@ -222,14 +222,23 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
   assert agreement > 0.99
   assert abs(summary['student_kd/tflite_float32_accuracy'] -
              summary['student_kd/test_accuracy']) <= 1 - agreement + 1e-9
-  assert summary['teacher/params'] > summary['student_kd/params'] > 0
+  # MLP 100-100 on 40 samples, 10 classes: (40+1)100 + (100+1)100 + (100+1)10.
+  assert summary['student_kd/params'] == 41 * 100 + 101 * 100 + 101 * 10
+  assert summary['teacher/params'] == 52_874  # cnn1d, as in the README.
+  # int8 weights: under half the float32 file (a quarter plus the graph).
   assert summary['student_kd/tflite_int8_bytes'] < summary[
-      'student_kd/tflite_float32_bytes']
+      'student_kd/tflite_float32_bytes'] / 2
   assert summary['student_kd/tflite_float32_max_abs_logit_diff'] < 1e-4
   for stage in ('teacher', 'student_scratch', 'student_kd'):
     assert {'config.json', 'metrics.jsonl', 'summary.json', 'checkpoints'} <= set(
         os.listdir(tmp_path / stage))
-  assert os.path.exists(tmp_path / 'student_kd' / 'student_int8.tflite')
+  # The plot's held-out curves end at the summary's accuracies.
+  held_out = report.curves({n: stage_dir(n) for n in c.stage_order})['held_out']
+  assert {n: v[-1] for n, (_, v) in held_out.items()} == {
+      n: summary[f'{n}/test_accuracy'] for n in c.stage_order}
+  for fmt in ('float32', 'int8'):  # The summary's sizes are the files'.
+    assert os.path.getsize(tmp_path / 'student_kd' / f'student_{fmt}.tflite') \
+        == summary[f'student_kd/tflite_{fmt}_bytes']
 
 
 def test_periodic_evaluation_records_best_and_last(tmp_path):

@@ -7,8 +7,9 @@ recipe) taught by a CNN teacher with CE + KD + lambda * adversarial term.
 
 Arguments: `seed`, `steps`, `teacher_dir` (a finished `kd.main` run),
 `form` (non_saturating | least_squares), `adv_weight` (lambda, default
-0.1), `kd_weight` (default 1; 0 leaves only CE + adversarial),
-`temperature` (of KD and of the discriminator's input, default 4),
+0.1), `kd_weight` (the weight of the KD term `distill.terms.kd`, default 1;
+0 leaves only CE + adversarial), `temperature` (of KD and of the
+discriminator's input, default 4),
 `disc_steps` (discriminator updates per student update, default 1),
 `embedding` (1: the discriminator also sees the pooled embedding),
 `conditional` (1: and the one-hot label), `raw_logits` (1: D sees logits
@@ -18,7 +19,7 @@ import ml_collections as mc
 
 from configs.mnist1d import train as recipes
 from experiments.adversarial import discriminator
-from kd.config import parse_args
+from kd.config import parse_args, term
 
 TEACHER = 'runs/mnist1d_baselines/model=cnn1d__seed=1'
 
@@ -32,9 +33,11 @@ def get_config(arg: str | None = None):
   form = a['form']
   if form not in discriminator.FORMS:
     raise ValueError(f'unknown form {form!r}; valid: {discriminator.FORMS}')
+  c.distill.terms.kd = term('kd', a['kd_weight'],
+                            temperature=a['temperature'])
   c.adversarial = mc.ConfigDict(dict(
       teacher_dir=a['teacher_dir'], form=form, adv_weight=a['adv_weight'],
-      kd_weight=a['kd_weight'], ce_weight=1.0, temperature=a['temperature'],
+      ce_weight=1.0, temperature=a['temperature'],
       disc_steps=a['disc_steps'], embedding=a['embedding'],
       conditional=a['conditional'], raw_logits=a['raw_logits'],
       disc_hidden=(64, 64), disc_lr=a['disc_lr']))

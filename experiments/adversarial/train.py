@@ -10,8 +10,10 @@ the pooled
 embedding (the student's through a learned linear map when widths differ)
 and the one-hot label — from the student's. Both updates happen in one
 jitted, data-parallel step: the student minimises
-  ce_weight CE + kd_weight T^2 KL(teacher || student) + adv_weight G(D(s)),
-against the current D, then D takes `disc_steps` updates on the teacher's
+  ce_weight CE + sum_k w_k L_k + adv_weight G(D(s)),
+the terms L_k of `config.distill.terms` (by default the KD term
+T^2 KL(teacher || student) with weight `kd_weight`; any term, schedule and
+adapter works as in `kd.main`) against the current D, then D takes `disc_steps` updates on the teacher's
 and that step's student outputs (see `discriminator` for G and D's losses).
 `disc_accuracy` near 0.5 in the log means the game is balanced.
 """
@@ -27,6 +29,7 @@ from kd import main as kd_main
 from kd import losses
 from kd import runs
 from kd import steps
+from kd import train as kd_train
 from kd import variant
 from kd.parallel import AXIS
 
@@ -55,9 +58,10 @@ def disc_input(logits, embedding, labels, temperature: float, num_classes: int,
   return jnp.concatenate(parts, -1)
 
 
-def make_step(student, teacher, disc, tx, disc_tx, a, num_classes: int):
+def make_step(student, teacher, disc, tx, disc_tx, a, num_classes: int,
+              terms=(), seed: int = 0):
   """`step(state, teacher_vars, batch)` of an `AdversarialState`; `a` is
-  `config.adversarial`."""
+  `config.adversarial`, `terms` the distillation terms (`kd.steps.Term`)."""
   form, temp = a.form, a.temperature
 
   def embed(feats, proj_params):
@@ -69,19 +73,23 @@ def make_step(student, teacher, disc, tx, disc_tx, a, num_classes: int):
           {'params': proj_params}, e)
     return e
 
-  def student_loss(trainable, state, t_out, batch):
+  def student_loss(trainable, state, t_out, batch, rng):
     params, aux = trainable
+    s = state.student
     logits, feats, new_model_state = steps.apply_train(
-        student, params, state.student.model_state, batch['image'])
+        student, params, s.model_state, batch['image'])
     s_in = disc_input(logits, embed(feats, aux.get('proj')), batch['label'],
                       temp, num_classes, a.conditional, a.raw_logits)
     ce = losses.cross_entropy(logits, batch['label'])
-    kd = losses.kd(logits, t_out['logits'], temp)
+    distill, metrics, new_aux_state = steps.apply_terms(
+        terms, steps.outputs(logits, feats), t_out, batch, s.step, aux,
+        s.aux_state, rng)
     adv = disc_lib.generator_loss(disc.apply(state.disc_params, s_in), form)
-    total = a.ce_weight * ce + a.kd_weight * kd + a.adv_weight * adv
-    metrics = {'loss': total, 'ce': ce, 'kd': kd, 'adv': adv,
-               'accuracy': steps.accuracy(logits, batch['label'])}
-    return total, (new_model_state, jax.lax.stop_gradient(s_in), metrics)
+    total = a.ce_weight * ce + distill + a.adv_weight * adv
+    metrics.update(loss=total, ce=ce, adv=adv,
+                   accuracy=steps.accuracy(logits, batch['label']))
+    return total, (new_model_state, new_aux_state, metrics,
+                   jax.lax.stop_gradient(s_in))
 
   def disc_update(carry, _):
     params, opt_state, t_in, s_in = carry
@@ -105,38 +113,43 @@ def make_step(student, teacher, disc, tx, disc_tx, a, num_classes: int):
                       t_out['embedding'] if a.embedding else None,
                       batch['label'], temp, num_classes, a.conditional,
                       a.raw_logits)
-    s = state.student
-    grads, (new_model_state, s_in, metrics) = jax.grad(
-        student_loss, has_aux=True)((s.params, s.aux_params), state, t_out,
-                                    batch)
-    student_state = steps.apply_gradients(s, tx, grads, new_model_state)
+    student_state, metrics, s_in = steps.update(
+        state.student, tx, student_loss, state, t_out, batch,
+        steps.step_rng(seed, state.student))
     (d_params, d_opt, _, _), d_stats = jax.lax.scan(
         disc_update, (state.disc_params, state.disc_opt_state, t_in, s_in),
         None, length=a.disc_steps)
     # Statistics of the first discriminator update: before it, D was the
     # one the student played against.
-    metrics.update(jax.tree.map(lambda x: x[0], d_stats))
-    return (AdversarialState(student_state, d_params, d_opt),
-            jax.lax.pmean(metrics, AXIS))
+    metrics.update(jax.lax.pmean(jax.tree.map(lambda x: x[0], d_stats), AXIS))
+    return AdversarialState(student_state, d_params, d_opt), metrics
 
   return step
 
 
 def init_state(config, student, teacher, disc, tx, disc_tx, example,
-               num_classes) -> AdversarialState:
+               num_classes, terms=(), num_examples: int = 0
+               ) -> AdversarialState:
+  """The student's state (with the terms' adapters and, when widths
+  differ, the embedding map `proj`) and the discriminator's."""
   a = config.adversarial
   rng = jax.random.key(config.seed)
-  s_shapes = jax.eval_shape(lambda: student.apply(
-      student.init(rng, example, train=False), example, train=False))[1]
-  t_shapes = jax.eval_shape(lambda: teacher.apply(
-      teacher.init(rng, example, train=False), example, train=False))[1]
-  aux = {}
+  shapes = lambda m: steps.outputs(*jax.eval_shape(lambda: m.apply(
+      m.init(rng, example, train=False), example, train=False)))
+  s_shapes, t_shapes = shapes(student), shapes(teacher)
+  steps.check_terms(terms, s_shapes, t_shapes)
+  variant.check_term_names(terms, ('accuracy', 'adv', 'ce', 'disc_accuracy',
+                                   'disc_loss', 'loss', 'proj'), 'adversarial')
+  aux, aux_state = steps.init_adapters(
+      terms, s_shapes, t_shapes, jax.random.key(config.seed + 1),
+      num_examples)
   width = t_shapes['embedding'].shape[-1]
   if a.embedding and s_shapes['embedding'].shape[-1] != width:
     aux['proj'] = nn.Dense(width).init(
         jax.random.fold_in(rng, 1),
         jnp.zeros((1, s_shapes['embedding'].shape[-1])))['params']
-  student_state = steps.create_state(student, tx, rng, example, aux)
+  student_state = steps.create_state(student, tx, rng, example, aux,
+                                     aux_state)
   dim = (num_classes + (width if a.embedding else 0)
          + (num_classes if a.conditional else 0))
   disc_params = disc.init(jax.random.fold_in(rng, 2), jnp.zeros((1, dim)))
@@ -153,10 +166,12 @@ def train(config, workdir: str) -> dict:
   _, teacher, teacher_vars, _ = runs.load_run(a.teacher_dir)
   disc = disc_lib.Discriminator(tuple(a.disc_hidden))
   disc_tx = optax.adam(a.disc_lr, b1=0.5)  # b1 = 0.5: the usual GAN choice.
+  terms = kd_train.distill_terms(config)
   state = init_state(config, student, teacher, disc, s.tx, disc_tx, s.example,
-                     s.num_classes)
+                     s.num_classes, terms, s.num_examples)
   train_step = s.parallel.wrap(
-      make_step(student, teacher, disc, s.tx, disc_tx, a, s.num_classes),
+      make_step(student, teacher, disc, s.tx, disc_tx, a, s.num_classes,
+                terms, config.seed),
       num_replicated=2)
   p_teacher = s.parallel.replicate(teacher_vars)
   eval_fn = s.parallel.wrap(steps.make_named_eval_step(

@@ -8,7 +8,7 @@ Loss = ce_weight * CE(student, label) + kd_weight * T^2 KL(target || student),
 target = sum_k w_k softmax(t_k / T) with the weights of `config.multi.mode`
 (see `weights`), plus any `config.distill.terms` (feature terms such as a
 FitNets hint), each paired with teacher `config.multi.term_teachers[name]`
-(default 0). The test report also has each teacher and the teachers'
+(default 0), with their schedules, warm-up and adapters as in `kd.main`. The test report also has each teacher and the teachers'
 ensemble (mean of their T = 1 distributions).
 """
 import os
@@ -46,13 +46,16 @@ def teacher_weights(mode: str, teacher_logits, student_logits, labels,
 
 def make_step(student, teachers, tx, mode: str, temperature: float,
               ce_weight: float, kd_weight: float, fixed=(), terms=(),
-              term_teachers=()):
+              term_teachers=(), seed: int = 0):
   """`step(state, teacher_vars, batch)`, teacher_vars a tuple, one per
   teacher. Teachers run in inference mode with no gradient. `terms`
   (`kd.steps.Term`s, e.g. a FitNets hint) each pair the student with teacher
-  `term_teachers[i]`."""
+  `term_teachers[i]`, evaluated by `kd.steps.apply_terms` (schedules,
+  warm-up, adapters and their state)."""
+  by_teacher = [tuple(t for t, j in zip(terms, term_teachers) if j == k)
+                for k in range(len(teachers))]
 
-  def loss_fn(trainable, state, teacher_outs, batch):
+  def loss_fn(trainable, state, teacher_outs, batch, rng):
     params, aux_params = trainable
     logits, feats, new_model_state = steps.apply_train(
         student, params, state.model_state, batch['image'])
@@ -68,21 +71,24 @@ def make_step(student, teachers, tx, mode: str, temperature: float,
                'accuracy': steps.accuracy(logits, batch['label'])}
     metrics.update({f'weight_{k}': jnp.mean(w[k]) for k in range(w.shape[0])})
     student_out = steps.outputs(logits, feats)
-    for term, k in zip(terms, term_teachers):
-      metrics[term.name], _ = term(student_out, teacher_outs[k], batch,
-                                   aux_params.get(term.name))
-      total = total + term.weight * metrics[term.name]
+    new_aux_state = {}
+    for k, group in enumerate(by_teacher):
+      if group:
+        value, more, aux_state = steps.apply_terms(
+            group, student_out, teacher_outs[k], batch, state.step,
+            aux_params, state.aux_state, jax.random.fold_in(rng, k))
+        total = total + value
+        metrics.update(more)
+        new_aux_state.update(aux_state)
     metrics['loss'] = total
-    return total, (new_model_state, metrics)
+    return total, (new_model_state, new_aux_state, metrics)
 
   def step(state, teacher_vars, batch):
     teacher_outs = jax.lax.stop_gradient(tuple(
         steps.outputs(*t.apply(v, batch['image'], train=False))
         for t, v in zip(teachers, teacher_vars)))
-    grads, (new_model_state, metrics) = jax.grad(loss_fn, has_aux=True)(
-        (state.params, state.aux_params), state, teacher_outs, batch)
-    return (steps.apply_gradients(state, tx, grads, new_model_state),
-            jax.lax.pmean(metrics, AXIS))
+    return steps.update(state, tx, loss_fn, state, teacher_outs, batch,
+                        steps.step_rng(seed, state))
 
   return step
 
@@ -107,21 +113,27 @@ def train(config, workdir: str) -> dict:
   teacher_vars = tuple(v for _, v in loaded)
   terms = kd_train.distill_terms(config)
   term_teachers = tuple(int(m.term_teachers.get(t.name, 0)) for t in terms)
-  aux_params = {}
-  for term, k in zip(terms, term_teachers):
+  variant.check_term_names(terms, ('accuracy', 'ce', 'kd', 'loss') + tuple(
+      f'weight_{k}' for k in range(len(teachers))), 'multi_teacher')
+  aux_params, aux_state = {}, {}
+  for i, (term, k) in enumerate(zip(terms, term_teachers)):
     if not 0 <= k < len(teachers):
       raise ValueError(f'distill term {term.name!r} asks for teacher {k}; '
                        f'there are {len(teachers)} teachers (0-based index '
                        'in config.multi.term_teachers)')
     kd_train.check_terms((term,), student, teachers[k], example)
-    aux_params.update(kd_train.init_adapters(
+    params, state = kd_train.init_adapters(
         (term,), student, teachers[k], example,
-        jax.random.key(config.seed + 1), 0)[0])
+        jax.random.fold_in(jax.random.key(config.seed + 1), i),
+        s.num_examples)
+    aux_params.update(params)
+    aux_state.update(state)
   state = steps.create_state(student, s.tx, jax.random.key(config.seed),
-                             example, aux_params)
+                             example, aux_params, aux_state)
   train_step = s.parallel.wrap(
       make_step(student, teachers, s.tx, m.mode, m.temperature, m.ce_weight,
-                m.kd_weight, tuple(m.weights), terms, term_teachers),
+                m.kd_weight, tuple(m.weights), terms, term_teachers,
+                config.seed),
       num_replicated=2)
   p_teachers = s.parallel.replicate(teacher_vars)
 

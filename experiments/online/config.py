@@ -7,12 +7,12 @@ scratch, each from labels and from its peers (reference recipe).
 
 Arguments: `students` ('+'-joined models of configs/mnist1d/train.py),
 `seed`, `steps`, `temperature` (default 1, as the paper), `mutual_weight`
-(default 1).
+(default 1): the `kd` term `distill.terms.mutual`, T^2 KL(peer || student).
 """
 import ml_collections as mc
 
 from configs.mnist1d import train as recipes
-from kd.config import parse_args
+from kd.config import parse_args, term
 
 
 def get_config(arg: str | None = None):
@@ -22,6 +22,7 @@ def get_config(arg: str | None = None):
   c = recipes.recipe('mlp', a['seed'], a['steps'])
   c.online = mc.ConfigDict(dict(
       students={f'student_{i}': dict(name=n, kwargs=recipes.MODELS[n])
-                for i, n in enumerate(names)},
-      temperature=a['temperature'], mutual_weight=a['mutual_weight']))
+                for i, n in enumerate(names)}))
+  c.distill.terms.mutual = term('kd', a['mutual_weight'],
+                                temperature=a['temperature'])
   return c

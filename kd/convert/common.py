@@ -68,8 +68,11 @@ def _unwrap(obj) -> dict:
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
   """A PyTorch state dict as NumPy arrays, from `.pth`/`.pt` (needs torch),
-  `.safetensors` or `.npz`."""
+  `.safetensors` or `.npz`; ValueError naming a missing or damaged file."""
   ext = os.path.splitext(path)[1].lower()
+  if not os.path.isfile(path):
+    raise ValueError(f'{path}: no such file; give the path of a .pth/.pt, '
+                     '.safetensors or .npz checkpoint')
   if ext in ('.pth', '.pt', '.tar'):
     try:
       import torch  # pylint: disable=import-outside-toplevel
@@ -87,12 +90,17 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
           f'...)`) or as .safetensors and convert that') from e
     return {k: v.detach().cpu().numpy() for k, v in _unwrap(obj).items()
             if hasattr(v, 'detach')}
-  if ext == '.safetensors':
-    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-    return _unwrap(load_file(path))
-  if ext == '.npz':
-    with np.load(path, allow_pickle=False) as f:
-      return _unwrap({k: f[k] for k in f.files})
+  try:
+    if ext == '.safetensors':
+      from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+      return _unwrap(load_file(path))
+    if ext == '.npz':
+      with np.load(path, allow_pickle=False) as f:
+        return _unwrap({k: f[k] for k in f.files})
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'{path} is not a readable {ext} file ({e}); it may be '
+                     'truncated or another format: download or save it '
+                     'again') from e
   raise ValueError(f'{path}: unknown format {ext!r}; give a .pth/.pt, '
                    f'.safetensors or .npz state dict')
 

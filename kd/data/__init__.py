@@ -7,10 +7,23 @@ from kd.data.input_pipeline import (DatasetNotPreparedError, DatasetSpec,
 from kd.data import text
 
 
+def datasets() -> list[str]:
+  """Every dataset kd reads: the image and signal datasets (`names`), and
+  the text corpora (each also as '<name>/tiny')."""
+  return sorted(names() + list(text.TEXT))
+
+
+def known(name: str) -> bool:
+  return name in names() or text.is_text(name)
+
+
 def run_spec(config, tok=None) -> DatasetSpec:
   """The spec of `config.data`: for a text dataset, of `tok`'s tokens at
   `config.data.seq_len` (`text.run_tokenizer` gives `tok`)."""
   d = config.data
+  if not known(d.name):
+    raise ValueError(f'unknown dataset {d.name!r}; valid: '
+                     f'{", ".join(datasets())}')
   if text.is_text(d.name):
     return text.spec(d.name, d.seq_len, tok or text.run_tokenizer(config))
   return spec(d.name, image_size=d.image_size or None)

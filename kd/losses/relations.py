@@ -41,10 +41,40 @@ def _normalized_distances(e):
   return d / jnp.maximum(jnp.sum(d) / jnp.sum(off), 1e-12)
 
 
+def _angle_parts(e):
+  """What the angles are made of, in O(B^2 D): the Gram matrix G of the
+  centred embeddings (angles do not change under translation; centring
+  keeps the subtractions below small), its diagonal, and 1 / |e_i - e_j|
+  with |e_i - e_j|^2 = G_ii - 2 G_ij + G_jj, set to 0 where e_i = e_j."""
+  same = jnp.all(e[:, None, :] == e[None, :, :], axis=-1)
+  c = e - jnp.mean(e, axis=0)
+  g = c @ c.T
+  sq = jnp.diag(g)
+  d2 = sq[:, None] + sq[None, :] - 2.0 * g
+  # norms.norm's floors: finite values and gradients where rounding gives
+  # d2 <= 0; both branches finite, so no NaN reaches the gradient.
+  inv = 1.0 / jnp.maximum(jnp.sqrt(jnp.maximum(d2, 1e-30)), 1e-12)
+  return g, sq, jnp.where(same, 0.0, inv)
+
+
+def _angles_at(parts, j):
+  """cos of the angle at j between i and k, [i, k], in O(B^2):
+  <e_i - e_j, e_k - e_j> = G_ik - G_ij - G_jk + G_jj over the two lengths.
+
+  Where e_i = e_j or e_k = e_j (i = j, k = j, duplicate embeddings) it is
+  exactly 0, as the difference form gives it, with a zero gradient (the
+  difference form's x / max(|x|, 1e-12) has slope 1e12 there). Rounding can
+  push a near-degenerate triplet's cosine past +-1: it is clipped.
+  """
+  g, sq, inv = parts
+  dots = g - g[j][:, None] - g[j][None, :] + sq[j]
+  return jnp.clip(dots * inv[j][:, None] * inv[j][None, :], -1.0, 1.0)
+
+
 def _angles(e):
-  """cos of the angle at j between i and k, for all triplets (i, j, k)."""
-  diff = _normalize_rows(e[None, :, :] - e[:, None, :])
-  return jnp.einsum('jid,jkd->jik', diff, diff)
+  """cos of the angle at j between i and k, for all triplets, [j, i, k]."""
+  parts = _angle_parts(e)
+  return jax.vmap(lambda j: _angles_at(parts, j))(jnp.arange(e.shape[0]))
 
 
 def rkd(student_emb, teacher_emb, distance_weight: float = 25.0,
@@ -57,7 +87,15 @@ def rkd(student_emb, teacher_emb, distance_weight: float = 25.0,
   """
   s, t = _flat(student_emb), _flat(teacher_emb, teacher=True)
   loss_d = _smooth_l1(_normalized_distances(s), _normalized_distances(t))
-  loss_a = _smooth_l1(_angles(s), _angles(t))
+  p_s, p_t = _angle_parts(s), _angle_parts(t)
+
+  # One apex j at a time, recomputed in the backward pass: B x B slices stay
+  # in cache where the whole B^3 tensor and its gradients would not.
+  @jax.checkpoint
+  def at(j):
+    return _smooth_l1(_angles_at(p_s, j), _angles_at(p_t, j))
+
+  loss_a = jnp.mean(jax.lax.map(at, jnp.arange(s.shape[0])))
   return distance_weight * loss_d + angle_weight * loss_a
 
 
