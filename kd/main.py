@@ -193,7 +193,7 @@ def main(argv):
       summary = run_pipeline(config, workdir)
       if lead:
         print(report.table(summary, list(config.stage_order)))
-        dirs = stage_dirs(config, workdir)
+        dirs = runs.stage_dirs(config, workdir)
         path = report.plot(workdir, {n: dirs[n] for n in config.stage_order},
                            summary)
         print(f'plot: {path}')
