@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from kd import data
+from kd import files
 from kd import runs
 
 FORMAT = 1
@@ -181,10 +182,8 @@ def _finish(cache_dir, meta, writers, n, shard_rows) -> None:
       m.flush()
   meta = dict(meta, num_examples=n, shard_rows=shard_rows,
               outputs={k: list(m[0].shape[1:]) for k, m in writers.items()})
-  with open(os.path.join(cache_dir, 'meta.json.tmp'), 'w') as f:
-    json.dump(meta, f, indent=2, sort_keys=True)
-  os.replace(os.path.join(cache_dir, 'meta.json.tmp'),
-             os.path.join(cache_dir, 'meta.json'))
+  files.write_bytes(os.path.join(cache_dir, 'meta.json'),
+                    json.dumps(meta, indent=2, sort_keys=True))
 
 
 class TeacherCache:

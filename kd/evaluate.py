@@ -6,7 +6,7 @@ import time
 import jax
 import numpy as np
 
-from kd import loop
+from kd.data import select
 
 
 def count_params(params) -> int:
@@ -56,7 +56,7 @@ def named_rates(totals: dict) -> dict:
 def test_named(config, parallel, eval_fn, replicated_args) -> dict:
   """`named_rates` of a `make_named_eval_step` over the config's test split."""
   return named_rates(sum_stats(eval_fn, parallel, replicated_args,
-                               loop.eval_batches(config)))
+                               select.eval_batches(config)))
 
 
 def latency_ms(fn, example, *, warmup: int = 10, runs: int = 100) -> float:

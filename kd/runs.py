@@ -27,6 +27,7 @@ import numpy as np
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
+from kd import files
 from kd import models
 
 log = logging.getLogger(__name__)
@@ -73,16 +74,9 @@ class PipelineDirError(ValueError):
 
 
 def write_json(path: str, obj) -> None:
-  """Writes `obj` to `path` atomically (a reader sees the old or the new file,
-  never half of one); only process 0 writes."""
-  if jax.process_index() != 0:
-    return
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  """`kd.files.write_json` on process 0; the other processes write nothing."""
+  if jax.process_index() == 0:
+    files.write_json(path, obj)
 
 
 def read_json(path: str, fix: str):
@@ -104,13 +98,6 @@ def saved_config(run_dir: str) -> dict | None:
                    '`python -m kd.main ... --overwrite` (or a new --workdir)')
 
 
-def stage_dirs(config, workdir: str) -> dict:
-  """{stage: directory} of a pipeline run in `workdir`: WORKDIR/<stage>, or
-  the directory `config.stage_dirs` names (such as a shared teacher's)."""
-  return {name: config.get('stage_dirs', {}).get(name) or
-          os.path.join(workdir, name) for name in config['stage_order']}
-
-
 def load_config(run_dir: str) -> mc.ConfigDict:
   """The config of one run; a pipeline's top folder is an error listing its
   stages' directories."""
@@ -120,7 +107,8 @@ def load_config(run_dir: str) -> mc.ConfigDict:
         f'{os.path.join(run_dir, "config.json")} not found: {run_dir} must be '
         'a run (or pipeline stage) directory written by kd.main')
   if 'stages' in found:
-    dirs = stage_dirs(found, run_dir)
+    dirs = kd_config.stage_dirs(found, run_dir)
+    dirs = {name: dirs[name] for name in found['stage_order']}
     raise PipelineDirError(
         f'{run_dir} is a pipeline\'s top folder, not one run; its stages: '
         + ', '.join(f'{n} ({d})' for n, d in dirs.items()) + '. Pass one '
@@ -444,8 +432,8 @@ def model_of(config, run_dir: str | None = None):
   tok = (data.text.run_tokenizer(config, run_dir)
          if data.text.is_text(config.data.name) else None)
   spec = data.run_spec(config, tok)
-  model = models.create(config.model.name, spec.num_classes,
-                        **dict(config.model.kwargs or {}))
+  model = models.from_config(config.model.name, config.model.kwargs,
+                             spec.num_classes)
   return model, spec
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from kd import config as kd_config
 from kd import data
 from kd import evaluate
+from kd import fields as kd_fields
 from kd import loop
 from kd import models
 from kd import optim
@@ -40,9 +41,7 @@ def reject_unsupported(config, fields: dict, variant: str) -> None:
   """Raises ValueError for the first of `fields` (path -> the only value
   `variant` supports) that `config` sets otherwise."""
   for path, supported in fields.items():
-    value = config
-    for key in path.split('.'):
-      value = value[key]
+    value = kd_fields.get(config, path)
     if hasattr(value, 'to_dict'):
       value = value.to_dict()
     if value != supported:
@@ -91,7 +90,7 @@ def setup(config, variant: str, unsupported: dict | None = None) -> Setup:
 
 def create_model(s: Setup, model) -> Any:
   """The model of a `config.model`-like entry (`name`, `kwargs`)."""
-  return models.create(model.name, s.num_classes, **model.kwargs.to_dict())
+  return models.from_config(model.name, model.kwargs, s.num_classes)
 
 
 def fit(config, workdir: str, name: str, s: Setup, state,

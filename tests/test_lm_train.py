@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from configs.lm import distill
-from kd import generate
+from kd import sampling
 from kd import main
 from kd import runs as kd_runs
 from kd import steps as steps_lib
@@ -81,7 +81,7 @@ def test_on_policy_batch_keeps_the_prompt_and_masks_it():
   batch = text.model_batch(next(text.train_batches(
       'kd_pystdlib/tiny', batch_size=4, seq_len=16, seed=0, tok=tok)))
   variables = model.init(jax.random.key(0), batch['image'])
-  out = jax.jit(lambda v, b: generate.on_policy_batch(
+  out = jax.jit(lambda v, b: sampling.on_policy_batch(
       model, v, b, jax.random.key(1), prompt_len=5, temperature=1.0,
       top_k=0, pad_id=tok.pad_id, eos_id=tok.eos_id))(variables, batch)
   np.testing.assert_array_equal(out['image'][:, :5], batch['image'][:, :5])
@@ -178,8 +178,8 @@ def test_student_starts_from_every_other_teacher_layer(gkd_run):
   root, _ = gkd_run
   c = _pipeline(f'method=forward_kl,init=1,student_size=tiny_half').stages
   student = c.student
-  model = train.build_model(student.model.name, student.model.kwargs, 259,
-                            'float32')
+  model = models.from_config(student.model.name, student.model.kwargs, 259,
+                             'float32')
   state = steps_lib.create_state(
       model, optax.sgd(0.1), jax.random.key(0), np.zeros((1, 32), np.int32))
   warm = train.warm_start(state, f'{root}/teacher', 'student', 'strided')

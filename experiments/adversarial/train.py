@@ -31,6 +31,7 @@ from kd import runs
 from kd import steps
 from kd import train as kd_train
 from kd import variant
+from kd.losses import divergences
 from kd.parallel import AXIS
 
 
@@ -50,7 +51,8 @@ def disc_input(logits, embedding, labels, temperature: float, num_classes: int,
   """[B, D]: what the discriminator sees of one model's outputs: the logits
   themselves (`raw_logits`, as Xu et al.) or softmax(logits / T)."""
   logits = logits.astype(jnp.float32)
-  parts = [logits if raw_logits else jax.nn.softmax(logits / temperature)]
+  parts = [logits if raw_logits else
+           divergences.tempered_softmax(logits, temperature)]
   if embedding is not None:
     parts.append(embedding.astype(jnp.float32))
   if conditional:

@@ -11,6 +11,7 @@ import os
 import sys
 
 
+from kd import config as kd_config
 from kd import evaluate as kd_evaluate
 from kd import runs
 from kd import steps
@@ -22,9 +23,9 @@ def evaluate(run_dir: str) -> dict:
   if pipeline is None or 'stage_order' not in pipeline:
     raise FileNotFoundError(f'{run_dir} is not a pipeline directory written '
                             'by kd.main (no config.json with stage_order)')
-  stage_order, dirs = pipeline['stage_order'], pipeline.get('stage_dirs', {})
-  loaded = [runs.load_run(dirs.get(s) or os.path.join(run_dir, s))
-            for s in stage_order]
+  stage_order = pipeline['stage_order']
+  dirs = kd_config.stage_dirs(pipeline, run_dir)
+  loaded = [runs.load_run(dirs[s]) for s in stage_order]
   config = loaded[0][0]
   gen_models = tuple(m for _, m, _, _ in loaded)
   parallel = DataParallel('pmap')

@@ -21,17 +21,15 @@ so the loss is the masked mean over [B, T], sum(mask * nll) / sum(mask),
 and bits per byte is sum(mask * nll) / ln 2 / sum(bytes).
 """
 import os
-import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from kd import files
 from kd.data import text_builders
 from kd.data.input_pipeline import (DatasetSpec, _data_dir,
                                     _process_index_count)
-
-TEXT = ('kd_bbcnews', 'kd_pystdlib')  # Offline; '<name>/tiny' for tests.
-TOKENIZERS = ('byte', 'bpe')
+from kd.names import TEXT_DATASETS as TEXT, TOKENIZERS, is_text
 
 
 class ByteTokenizer:
@@ -89,9 +87,7 @@ class BPETokenizer:
     return self._tok.to_str()
 
   def save(self, path: str):
-    tmp = path + '.tmp'
-    self._tok.save(tmp)
-    os.replace(tmp, path)  # A preempted save leaves no half file.
+    files.write_bytes(path, self._tok.to_str(pretty=True))
 
   def encode(self, texts: list[str]) -> list[np.ndarray]:
     return [np.asarray(e.ids, np.uint16 if self.vocab_size <= 65536
@@ -326,10 +322,6 @@ def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
 
 
 
-def is_text(name: str) -> bool:
-  return name.split('/')[0] in TEXT
-
-
 def run_tokenizer(config, run_dir: str | None = None):
   """The tokenizer of a text run (`config.data.tokenizer`). A BPE one lives
   in RUN_DIR/tokenizer.json: copied there from the teacher's run when the
@@ -345,8 +337,8 @@ def run_tokenizer(config, run_dir: str | None = None):
   if (path and not os.path.exists(path) and teacher_path
       and os.path.exists(teacher_path)):
     os.makedirs(run_dir, exist_ok=True)
-    shutil.copyfile(teacher_path, path + '.tmp')
-    os.replace(path + '.tmp', path)
+    with open(teacher_path, 'rb') as f:
+      files.write_bytes(path, f.read())
   return tokenizer('bpe', name=d.name, vocab_size=d.vocab_size, path=path,
                    data_dir=d.data_dir or None)
 
