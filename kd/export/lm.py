@@ -307,6 +307,7 @@ def input_section(run: LMRun, prompt_len: int, cache_len: int) -> dict:
 def _heldout_source(run: LMRun, rows: list[dict], row_tokens: int) -> dict:
   """Where the held-out figures come from, for an app to recompute them
   from the raw dataset (`kd.data.text.eval_batches`, batch 1)."""
+  from kd.data import text  # pylint: disable=import-outside-toplevel
   d = run.config.data
   b = text.builder(d.name, d.get('data_dir') or None)
   return {
