@@ -18,7 +18,6 @@ import jax.numpy as jnp
 
 from experiments.multi_teacher import weights as weights_lib
 from kd import evaluate
-from kd import losses
 from kd import main as kd_main
 from kd import runs
 from kd import steps
@@ -64,11 +63,12 @@ def make_step(student, teachers, tx, mode: str, temperature: float,
         mode, teacher_logits, jax.lax.stop_gradient(logits), batch['label'],
         temperature, fixed))
     target = weights_lib.combine(w, teacher_logits, temperature)
-    ce = losses.cross_entropy(logits, batch['label'])
+    ce = steps.label_loss(logits, batch)
     kd = weights_lib.kd_to_target(logits, target, temperature)
     total = ce_weight * ce + kd_weight * kd
     metrics = {'ce': ce, 'kd': kd,
-               'accuracy': steps.accuracy(logits, batch['label'])}
+               'accuracy': steps.accuracy(logits, batch['label'],
+                                          batch.get('mask'))}
     metrics.update({f'weight_{k}': jnp.mean(w[k]) for k in range(w.shape[0])})
     student_out = steps.outputs(logits, feats)
     new_aux_state = {}
