@@ -15,7 +15,7 @@ epoch re-packs the documents otherwise, so no fixed set of rows would
 cover what the student sees) that the run reads in its steps
 (`kd.data.text.rows_read`: a short run on a large corpus reads a small
 part), stored in the order of their numbers there (`row_numbers.npy`),
-which a run with the cache trains on (`train_batches(...,
+which a run with the cache trains on (`packed_batches(...,
 fixed_packing=True)`, only the row order changes per epoch). Its `topk_kl`
 terms then read it as `topk_kl_cached`.
 """
@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from kd import data
+from kd import files
 from kd import runs
 
 FORMAT = 1
@@ -181,10 +182,8 @@ def _finish(cache_dir, meta, writers, n, shard_rows) -> None:
       m.flush()
   meta = dict(meta, num_examples=n, shard_rows=shard_rows,
               outputs={k: list(m[0].shape[1:]) for k, m in writers.items()})
-  with open(os.path.join(cache_dir, 'meta.json.tmp'), 'w') as f:
-    json.dump(meta, f, indent=2, sort_keys=True)
-  os.replace(os.path.join(cache_dir, 'meta.json.tmp'),
-             os.path.join(cache_dir, 'meta.json'))
+  files.write_bytes(os.path.join(cache_dir, 'meta.json'),
+                    json.dumps(meta, indent=2, sort_keys=True))
 
 
 class TeacherCache:

@@ -3,14 +3,13 @@ from `run_config()` (one run) or `pipeline_config(...)` (named stages run in
 order, later stages using earlier ones as teachers). `validate` rejects bad
 values before a run does any work; `parse_args` reads a config file's
 `:key=value,...` argument."""
+import os
+
 import jax
 import ml_collections as mc
 
-from kd.optim import OPTIMIZERS, SCHEDULES
-from kd.sharding import KINDS
-from kd.steps import SCHEDULES as TERM_SCHEDULES
-
-DTYPES = ('float32', 'bfloat16')  # The keys of kd.train.DTYPES.
+from kd import fields
+from kd import names
 
 
 def run_config() -> mc.ConfigDict:
@@ -20,7 +19,7 @@ def run_config() -> mc.ConfigDict:
       name='kd_digits', data_dir='', download=False, augment=True,
       image_size=0, shuffle_buffer=10_000, eval_split='test',
       exclude_classes=(),  # Left out of training (a transfer set without them).
-      process_split='shard',  # Or 'slice': see kd.data.train_batches.
+      process_split='shard',  # Or 'slice': see kd.data.example_batches.
       # Text datasets (kd.data.text): tokens per training sequence, and the
       # tokenizer ('byte', or 'bpe' trained to `vocab_size`).
       seq_len=0, tokenizer='byte', vocab_size=0))
@@ -129,21 +128,27 @@ def pipeline_config(**stages: mc.ConfigDict) -> mc.ConfigDict:
   return c
 
 
+def stage_dirs(pipeline, workdir: str) -> dict:
+  """{stage: its directory}: `pipeline.stage_dirs[stage]` where set (a
+  teacher shared with other pipelines), else WORKDIR/stage. `pipeline` is a
+  pipeline config or its saved config.json."""
+  kept = pipeline.get('stage_dirs') or {}
+  return {name: kept.get(name) or os.path.join(workdir, name)
+          for name in pipeline['stages']}
+
+
 def parse_args(arg: str | None, **defaults) -> dict:
   """`key=value,...` (the text after `:` in `--config=file.py:...`) as a dict
   of every key in `defaults`, each value of its default's type (bool: 0/1,
   true/false); a default given as a type (`hint=int`) means None unless the
   argument is given. Unknown keys and values that do not parse are errors."""
   values = {k: None if isinstance(v, type) else v for k, v in defaults.items()}
-  for item in (arg or '').split(','):
-    if not item:
-      continue
-    key, sep, text = item.partition('=')
+  for key, text in fields.pairs(arg):
     if key not in defaults:
       raise ValueError(f'unknown config argument {key!r} in {arg!r}; valid: '
                        f'{", ".join(sorted(defaults))}')
-    if not sep:
-      raise ValueError(f'config argument {item!r} has no value; write '
+    if text is None:
+      raise ValueError(f'config argument {key!r} has no value; write '
                        f'{key}=VALUE')
     kind = defaults[key]
     values[key] = _typed(key, text, kind if isinstance(kind, type) else
@@ -188,18 +193,18 @@ def validate(config: mc.ConfigDict, num_devices: int | None = None) -> None:
 def _validate_run(c, at: str, num_devices: int | None) -> None:
   def check(ok: bool, field: str, why: str, fix: str):
     if not ok:
-      _fail(at + field, _get(c, field), why, fix)
+      _fail(at + field, fields.get(c, field), why, fix)
 
   for field in ('steps', 'batch_size', 'eval_batch_size', 'log_every',
                 'checkpoint_every', 'keep_checkpoints',
                 'optimizer.accumulate_steps'):
-    check(_get(c, field) > 0, field, 'must be positive',
+    check(fields.get(c, field) > 0, field, 'must be positive',
           f'set --config.{at}{field} to 1 or more')
   k = c.get('steps_per_dispatch', 1)
   check(k > 0, 'steps_per_dispatch', 'must be positive',
         f'set --config.{at}steps_per_dispatch to 1 or more')
   for field in ('steps', 'log_every', 'checkpoint_every', 'eval_every'):
-    check(_get(c, field) % k == 0, field, f'must be a multiple of '
+    check(fields.get(c, field) % k == 0, field, f'must be a multiple of '
           f'steps_per_dispatch={k} (k steps run in one call)',
           f'set --config.{at}{field} to a multiple of {k}, or '
           f'--config.{at}steps_per_dispatch to a divisor of it')
@@ -219,17 +224,17 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
         f'set --config.{at}label_smoothing, e.g. 0.1 (0: off)')
   check(c.mixup_alpha >= 0, 'mixup_alpha', 'cannot be negative',
         f'set --config.{at}mixup_alpha to 0 (off) or a Beta parameter > 0')
-  for field, valid in (('dtype', DTYPES), ('parallel', KINDS),
-                       ('optimizer.name', OPTIMIZERS),
-                       ('optimizer.schedule', SCHEDULES),
-                       ('distill.teacher.dtype', DTYPES + ('auto',))):
-    check(_get(c, field) in valid, field, 'unknown name',
+  for field, valid in (('dtype', names.DTYPES), ('parallel', names.PARALLEL),
+                       ('optimizer.name', names.OPTIMIZERS),
+                       ('optimizer.schedule', names.LR_SCHEDULES),
+                       ('distill.teacher.dtype', names.DTYPES + ('auto',))):
+    check(fields.get(c, field) in valid, field, 'unknown name',
           f'valid: {", ".join(valid)}')
-  if _is_text(c.data.name):
+  if names.is_text(c.data.name):
     check(c.data.seq_len > 0, 'data.seq_len', 'a text dataset needs the '
           'training sequence length', f'set --config.{at}data.seq_len, e.g. 128')
-    check(c.data.tokenizer in ('byte', 'bpe'), 'data.tokenizer',
-          'unknown tokenizer', 'valid: byte, bpe')
+    check(c.data.tokenizer in names.TOKENIZERS, 'data.tokenizer',
+          'unknown tokenizer', f'valid: {", ".join(names.TOKENIZERS)}')
     check(c.data.tokenizer != 'bpe' or c.data.vocab_size > 259,
           'data.vocab_size', 'a BPE vocabulary must exceed the 259 byte and '
           'special tokens', f'set --config.{at}data.vocab_size, e.g. 4096')
@@ -250,7 +255,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
   if on_policy is not None and on_policy.lmbda:
     check(0 < on_policy.lmbda <= 1, 'distill.on_policy.lmbda',
           'is a probability', 'set it in (0, 1], or 0 for off-policy only')
-    check(_is_text(c.data.name), 'distill.on_policy.lmbda', 'on-policy '
+    check(names.is_text(c.data.name), 'distill.on_policy.lmbda', 'on-policy '
           'distillation samples tokens: it needs a text dataset',
           'set it to 0')
     check(not c.distill.teacher.cache, 'distill.on_policy.lmbda',
@@ -262,7 +267,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           f'set --config.{at}distill.on_policy.prompt_len, e.g. 32')
   seqkd = c.distill.get('seqkd')
   if seqkd is not None and seqkd.prompt_len:
-    check(_is_text(c.data.name), 'distill.seqkd.prompt_len', 'sequence-level '
+    check(names.is_text(c.data.name), 'distill.seqkd.prompt_len', 'sequence-level '
           'KD generates tokens: it needs a text dataset', 'set it to 0')
     check(0 < seqkd.prompt_len <= c.data.seq_len, 'distill.seqkd.prompt_len',
           'the prompt must fit in data.seq_len (the rest is generated)',
@@ -279,7 +284,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
         'must be 1 or more', 'set 1 to keep the teacher on every device')
   for field in ('model.kwargs', 'distill.teacher.kwargs'):
     for key in ('num_classes', 'dtype'):
-      check(key not in _get(c, field), f'{field}.{key}',
+      check(key not in fields.get(c, field), f'{field}.{key}',
             f'{key} is not a model argument here: it comes from '
             + ('the dataset (config.data.name)' if key == 'num_classes' else
                f'config.{at}dtype / distill.teacher.dtype'),
@@ -317,9 +322,9 @@ def _check_schedule(path: str, field: str, spec: tuple) -> None:
   """A term's schedule: (kind, value) for 'constant', (kind, start, end[,
   steps]) otherwise, with endpoints in the field's range."""
   kind = spec[0] if spec else None
-  if kind not in TERM_SCHEDULES:
+  if kind not in names.TERM_SCHEDULES:
     _fail(path, spec, 'unknown schedule', 'start it with one of '
-          + ', '.join(TERM_SCHEDULES))
+          + ', '.join(names.TERM_SCHEDULES))
   sizes = (2,) if kind == 'constant' else (3, 4)
   if len(spec) not in sizes:
     _fail(path, spec, f'a {kind} schedule has {" or ".join(map(str, sizes))} '
@@ -332,17 +337,6 @@ def _check_schedule(path: str, field: str, spec: tuple) -> None:
     if not ok(value):
       _fail(path, spec, f'{field} {why}', f'choose values where {field} '
             f'{why}')
-
-
-def _is_text(name: str) -> bool:
-  from kd.data import text  # pylint: disable=import-outside-toplevel
-  return text.is_text(name)
-
-
-def _get(c, field: str):
-  for key in field.split('.'):
-    c = c[key]
-  return c
 
 
 def _leaves(c, prefix: str = ''):

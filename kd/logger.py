@@ -10,6 +10,8 @@ import warnings
 
 import jax
 
+from kd import files
+
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ('offline', 'online', 'disabled')
@@ -69,9 +71,7 @@ class MetricLogger:
     if not (self.active and os.path.exists(self.path)):
       return []
     rows = [r for r in read_metrics(os.path.dirname(self.path)) if keep(r)]
-    with open(self.path + '.tmp', 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in rows)
-    os.replace(self.path + '.tmp', self.path)
+    files.write_bytes(self.path, ''.join(json.dumps(r) + '\n' for r in rows))
     return rows
 
   def write(self, step: int, metrics: dict) -> None:

@@ -1,12 +1,11 @@
 """The training loop every kind of run shares: resume, log, test, checkpoint.
 
 `run` drives a compiled step `train_step(state, *extra, batch)` (see
-`kd.parallel.DataParallel.wrap`) over batches of `train_batches`. The caller
+`kd.parallel.DataParallel.wrap`) over batches of `kd.data.select.train_batches`. The caller
 builds the state and the step, so a variant with its own step (several
 teachers, several students, a discriminator) reuses everything else.
 """
 import itertools
-import json
 import os
 import signal
 import time
@@ -17,9 +16,8 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from kd import checkpoint
-from kd import data
 from kd import runs
-from kd import seqkd
+from kd.data import select
 from kd.logger import MetricLogger, Progress
 
 
@@ -78,93 +76,6 @@ def restore(config, workdir: str, state, name: str):
   return mngr, state
 
 
-def data_args(config) -> dict:
-  """The arguments every `kd.data` loader takes from `config.data`."""
-  d = config.data
-  return dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
-              download=d.download)
-
-
-def stream_key(config) -> str:
-  """Everything of `config` that `train_batches` reads: runs of equal keys
-  draw the same batches."""
-  return json.dumps([config.data.to_dict(), config.batch_size, config.seed,
-                     config.steps, bool(config.distill.teacher.cache)],
-                    sort_keys=True)
-
-
-def train_batches(config, parallel, start_step: int, tok=None,
-                  seqkd_dir: str = ''):
-  """This process's training batches of steps `start_step + 1` to
-  `config.steps` (for a text dataset, packed sequences of `tok`'s tokens;
-  with `seqkd_dir`, the teacher's generations stored there by
-  `kd.seqkd.build`). None past the last step, so reading ahead (prefetch)
-  never asks a teacher cache for rows the run does not train on."""
-  return itertools.islice(_endless_batches(config, parallel, start_step, tok,
-                                           seqkd_dir),
-                          max(config.steps - start_step, 0))
-
-
-def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str):
-  d = config.data
-  batch_size = parallel.check_batch_size(config.batch_size)
-  if seqkd_dir:
-    return seqkd.train_batches(seqkd_dir, batch_size=batch_size,
-                               seed=config.seed, tok=tok,
-                               start_step=start_step)
-  if data.text.is_text(d.name):
-    return map(data.text.model_batch, data.text.train_batches(
-        d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
-        tok=tok, data_dir=d.data_dir or None, start_step=start_step,
-        fixed_packing=bool(config.distill.teacher.cache)))
-  return data.train_batches(
-      d.name, batch_size=batch_size, seed=config.seed, augment=d.augment,
-      start_step=start_step, shuffle_buffer=d.shuffle_buffer,
-      process_split=d.process_split,
-      exclude_classes=tuple(d.exclude_classes), **data_args(config))
-
-
-def eval_batches(config, tok=None):
-  """This process's part of the test split, once."""
-  d = config.data
-  if data.text.is_text(d.name):
-    return map(data.text.model_batch, data.text.eval_batches(
-        d.name, batch_size=config.eval_batch_size, seq_len=d.seq_len,
-        tok=tok, split=d.eval_split, data_dir=d.data_dir or None))
-  return data.eval_batches(d.name, batch_size=config.eval_batch_size,
-                           split=d.eval_split, **data_args(config))
-
-
-EVAL_HELD_BYTES = 256 * 2**20
-
-
-def test_split(config, tok=None) -> Callable:
-  """`batches()`: the batches of `eval_batches(config, tok)`, read afresh
-  on the first call and held in memory after it when they fit in
-  EVAL_HELD_BYTES (MNIST-1D, CIFAR; not ImageNet). A run tests every
-  `eval_every` steps and a vectorized group tests each of its runs:
-  building the tf.data pipeline again each time cost more than the test."""
-  held = None
-
-  def holding(batches):
-    nonlocal held
-    kept, size = [], 0
-    for batch in batches:
-      size += sum(np.asarray(x).nbytes for x in jax.tree.leaves(batch))
-      if size <= EVAL_HELD_BYTES:
-        kept.append(batch)
-      yield batch
-    if size <= EVAL_HELD_BYTES:
-      held = kept
-
-  def batches():
-    if held is not None:
-      return iter(held)
-    return holding(eval_batches(config, tok))
-
-  return batches
-
-
 class Best:
   """The best test accuracy of a run and its step, over its evaluations
   (those logged before a resume included). Ties keep the earliest."""
@@ -206,8 +117,8 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
         lr_schedule: Callable | None = None, logged: tuple | None = None,
         later_steps: int = 0) -> Trained:
   """Trains `state` (host values, as `restore` returns it) to `config.steps`
-  on `batches` (from `train_batches(config, parallel, state.step)`), then
-  tests it. The caller keeps `logger` open for its summary; it is closed
+  on `batches` (from `kd.data.select.train_batches(config, parallel,
+  state.step)`), then tests it. The caller keeps `logger` open for its summary; it is closed
   here only on failure.
 
   `train_step` takes `config.steps_per_dispatch` = k batches stacked on a
@@ -350,8 +261,8 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
           for r, state_r in enumerate(states)]
 
 
-def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
-        extra: tuple, test: Callable) -> dict:
+def train_variant(config, workdir: str, name: str, parallel, state,
+                  train_step: Callable, extra: tuple, test: Callable) -> dict:
   """A whole run of a variant's own step: trains `state` with `run` (resuming
   from `workdir`'s checkpoints), then writes `summary.json` with the steps,
   training time and `test(p_state)`; returns the summary. A finished run is
@@ -367,7 +278,8 @@ def fit(config, workdir: str, name: str, parallel, state, train_step: Callable,
     runs.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
     logger = MetricLogger(workdir, config)
     trained = run(config, name, parallel, mngr, logger, state, train_step,
-                  extra, test, train_batches(config, parallel, int(state.step)))
+                  extra, test, select.train_batches(config, parallel,
+                                                      int(state.step)))
     summary = {'steps': config.steps, 'train_seconds': trained.seconds,
                **trained.final}
     logger.summary(summary)

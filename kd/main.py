@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from kd import config as kd_config
 from kd import distributed
+from kd import fields
 from kd import report
 from kd import runs
 from kd import train
@@ -86,7 +87,7 @@ def pipeline_override_hint(argv: list[str]) -> str | None:
     if field.split('.')[0] in config:
       continue
     having = [name for name in config.stage_order
-              if _has_field(config.stages[name], field)]
+              if fields.has(config.stages[name], field)]
     if not having:
       return (f'pipeline configs have no field {field!r}, nor does any of '
               f'their stages ({", ".join(config.stage_order)})')
@@ -94,14 +95,6 @@ def pipeline_override_hint(argv: list[str]) -> str | None:
             + ', '.join(f'--config.stages.{name}.{field}={value}'
                         for name in having))
   return None
-
-
-def _has_field(config, field: str) -> bool:
-  for key in field.split('.'):
-    if not hasattr(config, 'keys') or key not in config:
-      return False
-    config = config[key]
-  return True
 
 
 def _runs(config) -> list:
@@ -117,11 +110,6 @@ def apply_wandb_flags(config, group: str | None, tags: list | None) -> None:
         run.wandb.tags = tuple(run.wandb.tags) + tuple(tags)
 
 
-def stage_dirs(config, workdir: str) -> dict:
-  return {name: config.get('stage_dirs', {}).get(name) or
-          os.path.join(workdir, name) for name in config.stages}
-
-
 def overwrite(config, workdir: str) -> None:
   """Deletes the run in `workdir`: with a pipeline, its own files and those
   of every stage directory inside `workdir` (a stage kept elsewhere through
@@ -129,7 +117,7 @@ def overwrite(config, workdir: str) -> None:
   dirs = [workdir]
   if 'stages' in config:
     root = os.path.abspath(workdir) + os.sep
-    dirs += [d for d in stage_dirs(config, workdir).values()
+    dirs += [d for d in kd_config.stage_dirs(config, workdir).values()
              if os.path.abspath(d).startswith(root)]
   for d in dirs:
     for path in runs.clear(d):
@@ -149,7 +137,7 @@ def run_pipeline(config, workdir: str) -> dict:
 def _run_stages(config, workdir: str) -> dict:
   t0 = time.perf_counter()
   summary = {}
-  dirs = stage_dirs(config, workdir)
+  dirs = kd_config.stage_dirs(config, workdir)
   order = list(config.stage_order)
   # Under a W&B sweep agent the last stage (the student the sweep scores)
   # logs to the agent's run; earlier stages get runs of their own.
@@ -198,10 +186,7 @@ def main(argv):
       summary = run_pipeline(config, workdir)
       if lead:
         print(report.table(summary, list(config.stage_order)))
-        dirs = stage_dirs(config, workdir)
-        path = report.plot(workdir, {n: dirs[n] for n in config.stage_order},
-                           summary)
-        print(f'plot: {path}')
+        print(f'plot: {report.plot(workdir, config, summary)}')
     else:
       summary = train.train_and_evaluate(config, workdir)
       if lead:

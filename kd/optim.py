@@ -1,8 +1,7 @@
 """Optimizers and learning-rate schedules from `config.optimizer`."""
 import optax
 
-OPTIMIZERS = ('sgd', 'adam', 'adamw')
-SCHEDULES = ('constant', 'cosine', 'step')
+from kd.names import LR_SCHEDULES as SCHEDULES, OPTIMIZERS
 
 
 def schedule(opt, total_steps: int, lr=None) -> optax.Schedule:

@@ -13,9 +13,11 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from kd import names
+
 AXIS = 'batch'  # The data-parallel axis every step's collectives use.
 MODEL_AXIS = 'model'  # Splits a large teacher's parameters (mesh only).
-KINDS = ('pmap', 'mesh')
+KINDS = names.DATA_PARALLEL
 
 
 def tree_sum(trees: list):

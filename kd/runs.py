@@ -27,6 +27,7 @@ import numpy as np
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
+from kd import files
 from kd import models
 
 log = logging.getLogger(__name__)
@@ -69,16 +70,9 @@ class UnfinishedTeacherError(RuntimeError):
 
 
 def write_json(path: str, obj) -> None:
-  """Writes `obj` to `path` atomically (a reader sees the old or the new file,
-  never half of one); only process 0 writes."""
-  if jax.process_index() != 0:
-    return
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  """`kd.files.write_json` on process 0; the other processes write nothing."""
+  if jax.process_index() == 0:
+    files.write_json(path, obj)
 
 
 def read_json(path: str, fix: str):
@@ -424,8 +418,8 @@ def model_of(config, run_dir: str | None = None):
   tok = (data.text.run_tokenizer(config, run_dir)
          if data.text.is_text(config.data.name) else None)
   spec = data.run_spec(config, tok)
-  model = models.create(config.model.name, spec.num_classes,
-                        **dict(config.model.kwargs or {}))
+  model = models.from_config(config.model.name, config.model.kwargs,
+                             spec.num_classes)
   return model, spec
 
 

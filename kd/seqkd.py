@@ -22,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kd import generate as generate_lib
 from kd import runs
+from kd import sampling
 from kd.data import text
+from kd.data.seqkd import read_meta
 
 FORMAT = 1
 
@@ -55,14 +56,6 @@ def provenance(teacher_run_dir: str, teacher_step: int, tok, *, dataset: str,
                    'temperature': temperature, 'top_k': top_k, 'seed': seed,
                    'num_prompts': num_prompts, 'batch_size': batch_size},
   }))
-
-
-def read_meta(out_dir: str) -> dict | None:
-  path = os.path.join(out_dir, 'meta.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
 
 
 def check_meta(out_dir: str, want: dict) -> bool:
@@ -117,7 +110,7 @@ def build(teacher_run_dir: str, out_dir: str, *, seq_len: int,
   rows = prompts(dataset, split, seq_len, tok, data_dir, num_prompts)
   n, new_tokens = len(rows), seq_len + 1 - prompt_len
   sample = jax.jit(functools.partial(
-      generate_lib.generate, model, max_new_tokens=new_tokens,
+      sampling.generate, model, max_new_tokens=new_tokens,
       temperature=temperature, top_k=top_k, pad_id=tok.pad_id,
       eos_id=tok.eos_id))
   os.makedirs(out_dir, exist_ok=True)
@@ -141,39 +134,3 @@ def build(teacher_run_dir: str, out_dir: str, *, seq_len: int,
   meta = dict(want, num_rows=n)
   runs.write_json(os.path.join(out_dir, 'meta.json'), meta)
   return meta
-
-
-def train_batches(out_dir: str, *, batch_size: int, seed: int, tok,
-                  start_step: int = 0, process_index: int | None = None,
-                  process_count: int | None = None):
-  """Endless iterator of model batches (`kd.data.text.model_batch` form)
-  of the stored rows, the contract of `kd.data.text.train_batches`: every
-  epoch visits the rows in an order drawn from (seed, epoch), leftover rows
-  of the last whole global batch skipped; process i keeps rows
-  i*B..(i+1)*B of every global batch; starting at `start_step` yields what
-  an uninterrupted iterator yields from its `start_step`-th batch on."""
-  index, count = text._process_index_count(process_index, process_count)  # pylint: disable=protected-access
-  if read_meta(out_dir) is None:
-    raise FileNotFoundError(f'{out_dir} holds no finished sequence-level KD '
-                            'data (no meta.json): build it (kd.seqkd.build)')
-  tokens = np.load(os.path.join(out_dir, 'tokens.npy'), mmap_mode='r')
-  mask = np.load(os.path.join(out_dir, 'mask.npy'), mmap_mode='r')
-  rows = len(tokens)
-  per_epoch = rows // (batch_size * count)
-  if not per_epoch:
-    raise ValueError(f'{out_dir} holds {rows} rows, fewer than one global '
-                     f'batch of {batch_size * count}: lower batch_size or '
-                     'generate more (distill.seqkd.num_prompts)')
-  epoch, order, step = None, None, start_step
-  while True:
-    e, b = divmod(step, per_epoch)
-    if e != epoch:
-      epoch, order = e, np.random.default_rng([seed, e]).permutation(rows)
-    first = (b * count + index) * batch_size
-    take = order[first:first + batch_size]
-    t, m = np.asarray(tokens[take], np.int32), np.asarray(mask[take])
-    labels = t[:, 1:]
-    yield {'image': t[:, :-1], 'label': labels, 'mask': m,
-           'bytes': np.where(m > 0, tok.token_bytes[labels], 0).astype(
-               np.int32)}
-    step += 1

@@ -71,13 +71,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from kd import names
 from kd import parallel as data_parallel
 from kd.parallel import AXIS, DataParallel
 
 DATA, FSDP, TENSOR = 'data', 'fsdp', 'tensor'
 MESH_AXES = (DATA, FSDP, TENSOR)
 BATCH_AXES = (DATA, FSDP)  # The batch's leading dimension is split over these.
-KINDS = data_parallel.KINDS + ('sharded',)  # The values of `config.parallel`.
+KINDS = names.PARALLEL  # The values of `config.parallel`.
 
 Rules = Sequence[tuple[str, tuple[str | None, ...]]]
 

@@ -17,6 +17,8 @@ import optax
 
 from kd import adapters as adapters_lib
 from kd import losses
+from kd import metrics
+from kd import names
 from kd import quantization
 from kd.parallel import AXIS
 
@@ -75,7 +77,7 @@ def select(outputs_: Mapping[str, Any], key: str):
   return tuple(outputs_[name] for name in names)
 
 
-SCHEDULES = ('constant', 'linear', 'cosine')
+SCHEDULES = names.TERM_SCHEDULES
 
 
 def scheduled(spec, step, num_steps: int):
@@ -290,8 +292,8 @@ def update(state, tx, loss_fn, *args):
 
 
 def accuracy(logits, labels, mask=None):
-  return losses.masked_mean(
-      (jnp.argmax(logits, -1) == labels).astype(jnp.float32), mask)
+  return losses.masked_mean(metrics.hits(logits, labels).astype(jnp.float32),
+                            mask)
 
 
 def mixup(batch, rng, alpha: float):
@@ -370,7 +372,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
   simulated int8 (quantization-aware distillation). With `on_policy =
   (lmbda, sample)`, a step with probability lmbda first replaces the batch
   by `sample(student_variables, batch, rng)` (the student's own tokens,
-  `kd.generate.on_policy_batch`): GKD's mix of on- and off-policy data.
+  `kd.sampling.on_policy_batch`): GKD's mix of on- and off-policy data.
   """
 
   def loss_fn(trainable, state, teacher_out, batch, rng):
@@ -421,7 +423,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
 def _masked_sums(logits, batch) -> dict:
   """`correct` and cross-entropy `loss` summed over the unmasked examples."""
   mask = batch['mask']
-  return {'correct': jnp.sum(mask * (jnp.argmax(logits, -1) == batch['label'])),
+  return {'correct': jnp.sum(mask * metrics.hits(logits, batch['label'])),
           'loss': jnp.sum(mask * losses.classification.cross_entropy(
               logits, batch['label']))}
 
@@ -447,16 +449,15 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
     out = {'count': jnp.sum(mask), **_masked_sums(logits, batch)}
     for head in HEADS:  # A student predicting with the mean of its heads.
       if f'{head}_logits' in feats:
-        out[f'correct_{head}'] = jnp.sum(mask * (jnp.argmax(
-            feats[f'{head}_logits'], -1) == batch['label']))
+        out[f'correct_{head}'] = jnp.sum(
+            mask * metrics.hits(feats[f'{head}_logits'], batch['label']))
     if 'bytes' in batch:  # Text: the bytes the targets cover.
       out['bytes'] = jnp.sum(batch['bytes'])
     if teacher is not None or 'teacher' in batch:
       t_logits = (batch['teacher']['logits'] if teacher is None else
                   teacher.apply(teacher_vars, batch['image'], train=False)[0])
       kl = losses.divergences.forward_kl(logits, t_logits)
-      out['agree'] = jnp.sum(
-          mask * (jnp.argmax(logits, -1) == jnp.argmax(t_logits, -1)))
+      out['agree'] = jnp.sum(mask * metrics.agreement(logits, t_logits))
       out['kl'] = jnp.sum(mask * kl)
     return jax.lax.psum(out, AXIS)
 

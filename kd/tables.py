@@ -36,11 +36,13 @@ import sys
 from absl import app
 from absl import flags
 
+from kd import fields
+
 ATTRIBUTES = ('model', 'student', 'teacher', 'method', 'temperature',
               'dataset', 'seed', 'stage')
 METRICS = ('test_accuracy', 'best_test_accuracy')
 _HEADERS = {'test_accuracy': 'last', 'best_test_accuracy': 'best'}
-_MISSING = object()
+_MISSING = fields.MISSING
 
 
 def read_json(path: str):
@@ -104,14 +106,6 @@ def _unfinished(run_dir: str) -> str | None:
   return None
 
 
-def _lookup(config: dict, path: str):
-  for part in path.split('.'):
-    if not isinstance(config, dict) or part not in config:
-      return _MISSING
-    config = config[part]
-  return config
-
-
 def _cell(value) -> str:
   """A table cell: '-' for missing, 4 for 4.0, 1200-1200 for a list."""
   if value is None or value is _MISSING:
@@ -170,7 +164,7 @@ def _numeric(v) -> bool:
 
 def _key(run: dict, keys: list[str]) -> tuple:
   return tuple(_cell(run['attrs'][k] if k in run['attrs'] else
-                     _lookup(run['config'], k)) for k in keys)
+                     fields.get(run['config'], k, _MISSING)) for k in keys)
 
 
 def check_keys(runs: list[dict], keys: list[str]) -> None:
@@ -179,7 +173,7 @@ def check_keys(runs: list[dict], keys: list[str]) -> None:
   args = sorted({k for r in runs for k in r['attrs']} - set(ATTRIBUTES))
   for k in keys:
     if k not in ATTRIBUTES and k not in args and all(
-        _lookup(r['config'], k) is _MISSING for r in runs):
+        not fields.has(r['config'], k) for r in runs):
       raise ValueError(
           f'unknown --group-by key {k!r}; valid: {", ".join(ATTRIBUTES)}; '
           f'sweep arguments: {", ".join(args) or "none"}; or a config path '

@@ -1,7 +1,7 @@
 """Trains and evaluates one run (a supervised model or a distilled student).
 
 `train_and_evaluate` reads top to bottom: `build` (data spec, models, train
-state), `teacher_source` (how the step sees the teacher), `fit` (restore,
+state), `teacher_source` (how the step sees the teacher), `train_from_checkpoint` (restore,
 compile, the loop with its tests), `finish` (summary, latency, export).
 """
 import dataclasses
@@ -10,7 +10,6 @@ import os
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections as mc
 import numpy as np
 
@@ -18,38 +17,26 @@ from kd import cache as cache_lib
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
-from kd import evaluate
 from kd import fold
-from kd import generate
+from kd import latency
 from kd import loop
+from kd import metrics
 from kd import models
 from kd import optim
 from kd import runs
+from kd import sampling
 from kd import seqkd
 from kd import sharding
 from kd import steps
+from kd.data import select
 from kd.models import lm
 from kd.logger import MetricLogger
 from kd.parallel import DataParallel
-
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-def _dtype(name: str):
-  if name not in DTYPES:
-    raise ValueError(f'unknown dtype {name!r}; valid: {tuple(DTYPES)}')
-  return DTYPES[name]
-
 
 def teacher_dtype(name: str) -> str:
   if name == 'auto':
     return 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
   return name
-
-
-def build_model(name: str, kwargs, num_classes: int, dtype: str):
-  return models.create(name, num_classes, dtype=_dtype(dtype),
-                       **dict(kwargs or {}))
 
 
 def distill_terms(config) -> tuple[steps.Term, ...]:
@@ -220,15 +207,15 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
                      'model_shards > 1 keep the teacher live (cache=False)')
   parallel = sharding.create(config)
   parallel.check_batch_size(config.batch_size)  # Fails early on a bad size.
-  model = build_model(config.model.name, config.model.kwargs,
-                      spec.num_classes, config.dtype)
+  model = models.from_config(config.model.name, config.model.kwargs,
+                             spec.num_classes, config.dtype)
   example = np.zeros((1, *spec.input_shape), spec.input_dtype)
   tx, lr_schedule = optim.create(config.optimizer, config.steps)
   teacher = None
   terms, aux_params, aux_state = (), {}, {}
   if t.workdir:
-    teacher = build_model(t.model, t.kwargs, spec.num_classes,
-                          teacher_dtype(t.dtype))
+    teacher = models.from_config(t.model, t.kwargs, spec.num_classes,
+                                 teacher_dtype(t.dtype))
     terms = distill_terms(config)
     check_terms(terms, model, teacher, example)
     if text and t.cache:
@@ -410,31 +397,32 @@ def on_policy(config, b: Built):
   if not o.lmbda:
     return None
   return o.lmbda, functools.partial(
-      generate.on_policy_batch, b.model, prompt_len=o.prompt_len,
+      sampling.on_policy_batch, b.model, prompt_len=o.prompt_len,
       temperature=o.temperature, top_k=o.top_k, pad_id=b.tok.pad_id,
       eos_id=b.tok.eos_id)
 
 
 def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
   """`test(p_state)`: the test figures of a replicated train state."""
-  batches = loop.test_split(config, b.tok)
+  batches = select.test_split(config, b.tok)
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
-    return evaluate.run_eval(eval_fn, b.parallel, (variables, *src.eval_extra),
+    return metrics.test_rates(eval_fn, b.parallel, (variables, *src.eval_extra),
                              batches())
 
   return test
 
 
-def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
-        logger: MetricLogger, later_steps: int = 0) -> loop.Trained:
+def train_from_checkpoint(config, workdir: str, name: str, b: Built,
+                          src: TeacherSource, logger: MetricLogger,
+                          later_steps: int = 0) -> loop.Trained:
   """Trains from `workdir`'s last checkpoint (or `b.state`) to the end and
   tests: every `eval_every` steps and at the end."""
   mngr, state = loop.restore(config, workdir, b.state, name)
   train_step, eval_fn = compile_steps(config, b, src)
   test = tester(config, b, src, eval_fn)
-  batches = loop.train_batches(config, b.parallel, int(state.step), b.tok,
+  batches = select.train_batches(config, b.parallel, int(state.step), b.tok,
                                src.seqkd_dir)
   if src.extend_batch is not None:
     batches = map(src.extend_batch, batches)
@@ -451,17 +439,17 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
   state = b.parallel.unreplicate(trained.p_state)
   variables = {'params': state.params, **state.model_state}
   summary = {'steps': config.steps,
-             'params': float(evaluate.count_params(state.params)),
+             'params': float(metrics.count_params(state.params)),
              'train_seconds': trained.seconds, **trained.final,
              **trained.best.summary()}
   if b.teacher is not None:
     summary['teacher_step'] = src.step
   if config.evaluate.latency:
     shape, dtype = b.spec.input_shape, b.spec.input_dtype
-    summary['latency_ms'] = evaluate.model_latency_ms(b.model, variables,
+    summary['latency_ms'] = latency.model_latency_ms(b.model, variables,
                                                       shape, dtype)
     if b.teacher is not None:
-      summary['teacher_latency_ms'] = evaluate.model_latency_ms(
+      summary['teacher_latency_ms'] = latency.model_latency_ms(
           src.model, src.variables, shape, dtype)
   exported = []
   if config.export.formats and jax.process_index() == 0:
@@ -488,7 +476,8 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
     b = build(config, workdir, name)
     src = teacher_source(config, workdir, b)
     logger = MetricLogger(workdir, config)
-    trained = fit(config, workdir, name, b, src, logger, later_steps)
+    trained = train_from_checkpoint(config, workdir, name, b, src, logger,
+                                    later_steps)
     return finish(config, workdir, name, b, src, trained, logger)
 
 

@@ -25,7 +25,6 @@ text datasets, `parallel='sharded'`, teachers split over devices
 the group's.
 """
 import contextlib
-import functools
 import json
 import os
 import time
@@ -38,10 +37,12 @@ import numpy as np
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
+from kd import fields
 from kd import loop
 from kd import report
 from kd import runs
 from kd import train
+from kd.data import select
 from kd.logger import MetricLogger
 
 # Fields runs of one group may differ in, passed to the step as data (see
@@ -101,7 +102,7 @@ def check_group(configs) -> None:
   for c in configs:
     if _unsupported(c):
       field, why = _unsupported(c)
-      value = functools.reduce(lambda x, k: x[k], field.split('.'), c)
+      value = fields.get(c, field)
       raise ValueError(f'config.{field}={value!r}: {why}; train it '
                        'without vectorizing')
   first = _shared(configs[0])
@@ -186,7 +187,7 @@ def _train(configs, workdirs, names) -> list[dict]:
   start = int(states[0].step)
   extend = src.extend_batch or (lambda batch: batch)
   stream_of, streams = shared_streams(configs, lambda c: map(
-      extend, loop.train_batches(c, b0.parallel, start)))
+      extend, select.train_batches(c, b0.parallel, start)))
   train_step, eval_fn = train.compile_steps(
       c0, b0, src, stack([train.run_values(c) for c in configs]), stream_of)
   for c, w in zip(configs, workdirs):  # The runs are accepted.
@@ -203,10 +204,10 @@ def _train(configs, workdirs, names) -> list[dict]:
 
 def shared_streams(configs, make):
   """(stream_of, batches): run r reads distinct data stream stream_of[r]
-  (`loop.stream_key`: the runs of a seed that differ only in loss settings
+  (`kd.data.select.stream_key`: the runs of a seed that differ only in loss settings
   share one), and `batches` yields a list of each stream's batch a step,
   from one iterator `make(c)` per stream."""
-  keys = [loop.stream_key(c) for c in configs]
+  keys = [select.stream_key(c) for c in configs]
   made = {}
   for k, c in zip(keys, configs):
     if k not in made:
@@ -220,8 +221,7 @@ def _stages(config, workdir: str) -> list[tuple]:
   (teacher and init_from stage names resolved), or of the one run."""
   if 'stages' not in config:
     return [('train', config, workdir)]
-  dirs = {n: config.get('stage_dirs', {}).get(n) or os.path.join(workdir, n)
-          for n in config.stages}
+  dirs = kd_config.stage_dirs(config, workdir)
   out = []
   for n in config.stage_order:
     stage = mc.ConfigDict(config.stages[n].to_dict())
@@ -314,7 +314,7 @@ def train_all(configs, workdirs, on_error=None) -> list[dict]:
         r['wall_seconds'] = time.perf_counter() - t0
         runs.write_json(os.path.join(w, 'summary.json'), r)
         if jax.process_index() == 0:
-          report.plot(w, {n: d for n, _, d in _stages(c, w)}, r)
+          report.plot(w, c, r)
   return results
 
 

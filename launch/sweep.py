@@ -53,6 +53,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from kd import fields
+from kd import files
+
 MODES = ('local', 'slurm', 'tpu', 'wandb')
 PROGRAM = 'kd.main'
 
@@ -168,13 +171,11 @@ def make_run(spec, root: str, arg: str, overrides: tuple, seed) -> Run:
 
 def describe(run: Run) -> None:
   os.makedirs(run.workdir, exist_ok=True)
-  args = dict(kv.split('=', 1) for kv in run.arg.split(',') if kv)
+  args = dict(fields.pairs(run.arg))
   path = os.path.join(run.workdir, 'sweep.json')
-  with open(path + '.tmp', 'w') as f:  # Atomic, as kd.runs.write_json.
-    json.dump({'name': run.name, 'group': run.group, 'args': args,
-               'overrides': {k: _flag_value(v) for k, v in run.overrides}},
-              f, indent=2)
-  os.replace(path + '.tmp', path)
+  files.write_bytes(path, json.dumps(
+      {'name': run.name, 'group': run.group, 'args': args,
+       'overrides': {k: _flag_value(v) for k, v in run.overrides}}, indent=2))
 
 
 def run_local(spec, runs: list[Run], parallel: int, dry_run: bool) -> int:

@@ -7,8 +7,8 @@ import os
 import jax
 import numpy as np
 
-from kd import loop
 from kd import runs
+from kd.data import select
 
 
 def final_state(run_dir: str, steps: int):
@@ -55,7 +55,7 @@ def accuracies(config, logits_fn) -> dict:
   """{name: test accuracy} over `config`'s test split, in numpy, of
   `logits_fn(image)` -> {name: logits}; padding (mask 0) left out."""
   correct, count = {}, 0.0
-  for batch in loop.eval_batches(config):
+  for batch in select.eval_batches(config):
     mask = np.asarray(batch['mask'], np.float64)
     count += mask.sum()
     for name, logits in logits_fn(batch['image']).items():

@@ -113,7 +113,7 @@ def test_cli_writes_a_finished_run_that_loads_as_a_teacher(
   t = distill.get_config('teacher=resnet8,student=resnet8').stages.student
   t = t.distill.teacher
   t.workdir = out
-  teacher = train.build_model(t.model, t.kwargs, 100, 'float32')
+  teacher = models.from_config(t.model, t.kwargs, 100, 'float32')
   variables, _ = kd_runs.load_teacher(t.workdir, jax.eval_shape(
       lambda: teacher.init(jax.random.key(0), x[:1], train=False)))
   assert max_diff(logits_fn, 'repdistiller', 'resnet8', variables, x,

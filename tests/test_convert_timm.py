@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from kd import convert, models, train
+from kd import convert, models
 from kd import data as kd_data
 from kd import runs as kd_runs
 from kd.convert import __main__ as cli
@@ -98,7 +98,7 @@ def test_cli_converts_the_safetensors_file_into_a_teacher_run(tmp_path,
   assert config['model'] == {'name': model, 'kwargs': kwargs}
   assert config['data']['name'] == data and kd_runs.is_finished(out)
   # Loaded as kd.train loads a teacher: the run's model name and kwargs.
-  teacher = train.build_model(model, kwargs, 10, 'float32')
+  teacher = models.from_config(model, kwargs, 10, 'float32')
   variables, _ = kd_runs.load_teacher(out, jax.eval_shape(
       lambda: teacher.init(jax.random.key(0), x[:1], train=False)))
   assert max_diff(logits_fn(model, kwargs, data), variables, x,

@@ -6,8 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from kd import checkpoint, config as kd_config, loop, models, steps, train
+from kd import checkpoint, config as kd_config, models, steps, train
 from kd import parallel as kd_parallel, sharding
+from kd.data import select
 from tests import run_checks
 
 
@@ -107,16 +108,16 @@ def test_host_sum_adds_the_metrics_of_several_steps(parallel):
   assert not isinstance(got['loss'], jax.Array)  # On the host.
 
 
-@pytest.mark.parametrize('held_bytes, reads', [(loop.EVAL_HELD_BYTES, 1),
+@pytest.mark.parametrize('held_bytes, reads', [(select.EVAL_HELD_BYTES, 1),
                                                (0, 3)])
 def test_the_test_split_is_read_once_when_it_fits(monkeypatch, held_bytes,
                                                   reads):
-  monkeypatch.setattr(loop, 'EVAL_HELD_BYTES', held_bytes)
+  monkeypatch.setattr(select, 'EVAL_HELD_BYTES', held_bytes)
   calls = []
-  real = loop.eval_batches
-  monkeypatch.setattr(loop, 'eval_batches',
+  real = select.eval_batches
+  monkeypatch.setattr(select, 'eval_batches',
                       lambda *a: calls.append(a) or real(*a))
-  batches = loop.test_split(_config(1))
+  batches = select.test_split(_config(1))
   passes = [list(batches()) for _ in range(3)]
   assert len(calls) == reads
   assert len(passes[0]) == 2  # kd_digits: 360 test examples, batches of 256

@@ -1,4 +1,5 @@
-"""`kd.generate`'s bad flags: one-line errors; no new tokens is the prompt."""
+"""`kd.generate`'s bad flags: one-line errors; no new tokens (`kd.sampling`) is
+the prompt."""
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kd import generate
+from kd import sampling
 from kd import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,14 +20,14 @@ def test_zero_new_tokens_is_the_prompt_and_a_negative_count_an_error():
                         num_heads=2, max_len=8)
   prompts = jnp.array([[3, 4, 5], [6, 7, 0]], jnp.int32)
   variables = model.init(jax.random.key(0), prompts)
-  tokens, generated = generate.generate(
+  tokens, generated = sampling.generate(
       model, variables, prompts, jnp.array([3, 2]), jax.random.key(0), 0,
       pad_id=0)
   np.testing.assert_array_equal(tokens, prompts)
   assert tokens.shape == (2, 3) and not np.asarray(generated).any()
   with pytest.raises(ValueError, match=r'--max_new_tokens=-1: give a number '
                      r'>= 0 of tokens to add \(0 returns the prompt\)'):
-    generate.generate(model, variables, prompts, jnp.array([3, 2]),
+    sampling.generate(model, variables, prompts, jnp.array([3, 2]),
                       jax.random.key(0), -1, pad_id=0)
 
 

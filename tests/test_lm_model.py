@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kd import generate as gen
+from kd import sampling as gen
 from kd import models, steps
 from kd.models import lm
 

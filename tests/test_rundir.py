@@ -266,13 +266,13 @@ def test_keep_checkpoints_zero_is_refused_and_deletes_nothing(run_copy):
 
 
 def test_non_finite_loss_before_any_checkpoint_says_so(tmp_path, monkeypatch):
-  real = data.train_batches
+  real = data.example_batches
 
   def poisoned(*args, **kwargs):
     for batch in real(*args, **kwargs):
       yield dict(batch, image=np.full_like(batch['image'], np.nan))
 
-  monkeypatch.setattr(train.data, 'train_batches', poisoned)
+  monkeypatch.setattr(data.input_pipeline, 'example_batches', poisoned)
   with pytest.raises(loop.NonFiniteLossError,
                      match='step 1: .*No checkpoint has been saved yet'):
     train.train_and_evaluate(_run_config(log_every=1), str(tmp_path))

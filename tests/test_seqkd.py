@@ -11,10 +11,11 @@ import pytest
 
 from configs.lm import distill
 from kd import config as kd_config
-from kd import generate
+from kd import sampling
 from kd import main
 from kd import runs
 from kd import seqkd
+from kd.data import seqkd as data_seqkd
 from kd.data import text
 
 PROMPT, SEQ_LEN, ROWS = 8, 32, 48
@@ -53,7 +54,7 @@ def test_rows_are_the_teachers_greedy_continuations(seqkd_run):
   rows = seqkd.prompts('kd_pystdlib/tiny', 'train', SEQ_LEN, tok, None, ROWS)
   np.testing.assert_array_equal(tokens[:, :PROMPT], rows[:, :PROMPT])
   # Row 5, continued again by the teacher on its own.
-  again, generated = jax.jit(lambda v, p: generate.generate(
+  again, generated = jax.jit(lambda v, p: sampling.generate(
       model, v, p, jnp.array([PROMPT]), jax.random.key(0),
       SEQ_LEN + 1 - PROMPT, pad_id=tok.pad_id, eos_id=tok.eos_id))(
           variables, jnp.asarray(rows[5:6, :PROMPT]))
@@ -82,8 +83,8 @@ def test_student_trains_on_them_and_its_loss_falls(seqkd_run):
 def test_resume_yields_identical_batches(seqkd_run):
   out_dir = os.path.join(seqkd_run, 'student', 'seqkd')
   tok = text.ByteTokenizer()
-  batches = lambda start: seqkd.train_batches(out_dir, batch_size=8, seed=3,
-                                              tok=tok, start_step=start)
+  batches = lambda start: data_seqkd.generated_batches(
+      out_dir, batch_size=8, seed=3, tok=tok, start_step=start)
   whole = list(itertools.islice(batches(0), 14))
   resumed = list(itertools.islice(batches(9), 5))
   for a, b in zip(whole[9:], resumed):

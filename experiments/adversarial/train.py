@@ -30,6 +30,7 @@ from kd import runs
 from kd import steps
 from kd import train as kd_train
 from kd import variant
+from kd.losses import divergences
 from kd.parallel import AXIS
 
 
@@ -49,7 +50,8 @@ def disc_input(logits, embedding, labels, temperature: float, num_classes: int,
   """[B, D]: what the discriminator sees of one model's outputs: the logits
   themselves (`raw_logits`, as Xu et al.) or softmax(logits / T)."""
   logits = logits.astype(jnp.float32)
-  parts = [logits if raw_logits else jax.nn.softmax(logits / temperature)]
+  parts = [logits if raw_logits else
+           divergences.tempered_softmax(logits, temperature)]
   if embedding is not None:
     parts.append(embedding.astype(jnp.float32))
   if conditional:
@@ -177,7 +179,7 @@ def train(config, workdir: str) -> dict:
       lambda v, tv, x: {'student': student.apply(v, x, train=False)[0],
                         'teacher': teacher.apply(tv, x, train=False)[0]}), 2,
                             donate_first=False)
-  return variant.fit(
+  return variant.train_and_test(
       config, workdir, f'adversarial/{a.form}', s, state, train_step,
       (p_teacher,), eval_fn, lambda p: ({'params': p.student.params,
                                          **p.student.model_state}, p_teacher))

@@ -15,7 +15,7 @@ iterations after warm-up, interleaved (`run.time_interleaved`):
               `generalized_jsd` at [B, T, V] (default 4 x 512 x 32,768),
               plain and through `kd.losses.chunked`: each compiled on its
               own (`memory_analysis().temp_size_in_bytes`), run never;
-  generate    greedy tokens/s of `kd.generate.generate` (KV cache) and of a
+  generate    greedy tokens/s of `kd.sampling.generate` (KV cache) and of a
               loop that re-runs the full forward pass on the whole prefix
               for every new token (argmax of its last position); both are
               one jitted loop and give the same tokens.
@@ -35,7 +35,7 @@ import optax
 
 from configs.lm import train as lm_configs
 from experiments.benchmark import run
-from kd import generate as generate_lib
+from kd import sampling
 from kd import losses, models, runs, steps
 from kd.parallel import DataParallel
 
@@ -155,7 +155,7 @@ def bench_generate(size: str = 'teacher', batch: int = 8, prompt: int = 32,
   prompts = jnp.asarray(np.random.default_rng(0).integers(
       0, vocab, size=(batch, prompt)), jnp.int32)
   variables = model.init(jax.random.key(0), prompts[:, :1])
-  cached = jax.jit(lambda v, x: generate_lib.generate(
+  cached = jax.jit(lambda v, x: sampling.generate(
       model, v, x, jnp.full((batch,), prompt), jax.random.key(0), new_tokens,
       pad_id=0)[0])
   full = jax.jit(lambda v, x: full_recompute_generate(model, v, x,

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from experiments.multi_teacher import weights as weights_lib
-from kd import evaluate
 from kd import main as kd_main
 from kd import runs
 from kd import steps
@@ -102,9 +101,7 @@ def ensemble_logits(teachers, teacher_vars, x):
 
 def train(config, workdir: str) -> dict:
   m = config.multi
-  unsupported = {k: v for k, v in variant.UNSUPPORTED.items()
-                 if k != 'distill.terms'}  # Terms pair with term_teachers.
-  s = variant.setup(config, 'multi_teacher', unsupported)
+  s = variant.setup(config, 'multi_teacher')
   student, example = variant.create_model(s, config.model), s.example
   for d in m.teachers:
     runs.check_teacher(d, config.distill.teacher.allow_unfinished_teacher)
@@ -142,13 +139,13 @@ def train(config, workdir: str) -> dict:
                                  donate_first=False)
   eval_teachers = s.parallel.wrap(steps.make_named_eval_step(
       lambda tv, x: ensemble_logits(teachers, tv, x)), 1, donate_first=False)
-  summary = variant.fit(
+  summary = variant.train_and_test(
       config, workdir, f'multi_teacher/{m.mode}', s, state, train_step,
       (p_teachers,), eval_student,
       lambda p: ({'params': p.params, **p.model_state},))
   if 'ensemble/test_accuracy' not in summary:
-    summary.update(evaluate.test_named(config, s.parallel, eval_teachers,
-                                       (p_teachers,)))
+    summary.update(variant.named_test_rates(config, s.parallel, eval_teachers,
+                                            (p_teachers,)))
     summary['teachers'] = list(m.teachers)
     runs.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary

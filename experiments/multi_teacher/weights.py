@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from kd.losses import classification
+from kd.losses import divergences
 
 MODES = ('mean', 'fixed', 'confidence', 'entropy', 'ae_kd')
 
@@ -54,8 +55,8 @@ def entropy(teacher_logits):
 def kd_gradients(student_logits, teacher_logits, temperature: float):
   """[K, B, C]: d/ds of T^2 KL(softmax(t_k / T) || softmax(s / T)) per
   example, which is T (softmax(s / T) - softmax(t_k / T))."""
-  q = jax.nn.softmax(student_logits.astype(jnp.float32) / temperature)
-  p = jax.nn.softmax(teacher_logits.astype(jnp.float32) / temperature)
+  q = divergences.tempered_softmax(student_logits, temperature)
+  p = divergences.tempered_softmax(teacher_logits, temperature)
   return temperature * (q[None] - p)
 
 
@@ -113,7 +114,7 @@ def ae_kd(student_logits, teacher_logits, temperature: float, gram_sum=None):
 
 def combine(weights, teacher_logits, temperature: float):
   """[B, C]: the mixture sum_k w_k softmax(t_k / T)."""
-  p = jax.nn.softmax(teacher_logits.astype(jnp.float32) / temperature)
+  p = divergences.tempered_softmax(teacher_logits, temperature)
   return jnp.einsum('kb,kbc->bc', weights, p)
 
 
@@ -121,6 +122,6 @@ def kd_to_target(student_logits, target, temperature: float):
   """T^2 mean_i KL(target_i || softmax(s_i / T)); `target` is a distribution
   that receives no gradient."""
   target = jax.lax.stop_gradient(target)
-  log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
+  log_q = divergences.tempered_log_softmax(student_logits, temperature)
   # The mixture target is at hand as probabilities (0 log 0 = 0).
   return temperature**2 * jnp.mean(optax.losses.kl_divergence(log_q, target))

@@ -125,10 +125,10 @@ def train(config, workdir: str) -> dict:
                                num_replicated=1)
   eval_fn = s.parallel.wrap(steps.make_named_eval_step(
       lambda v, x: predictions(students, v, x)), 1, donate_first=False)
-  return variant.fit(config, workdir, 'online', s, state, train_step, (),
-                     eval_fn, lambda p: (tuple(
-                         {'params': ps, **ms}
-                         for ps, ms in zip(p.params, p.model_state)),))
+  return variant.train_and_test(
+      config, workdir, 'online', s, state, train_step, (), eval_fn,
+      lambda p: (tuple({'params': ps, **ms}
+                       for ps, ms in zip(p.params, p.model_state)),))
 
 
 if __name__ == '__main__':

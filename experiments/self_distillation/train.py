@@ -173,8 +173,9 @@ def train(config, workdir: str) -> dict:
       lambda st, x: predictions(model, heads, s.taps,
                                 {'params': st.params, **st.model_state},
                                 st.aux_params, x)), 1, donate_first=False)
-  return variant.fit(config, workdir, f'self_distillation/{s.mode}', v, state,
-                     train_step, (), eval_fn, lambda p_state: (p_state,))
+  return variant.train_and_test(
+      config, workdir, f'self_distillation/{s.mode}', v, state, train_step, (),
+      eval_fn, lambda p_state: (p_state,))
 
 
 if __name__ == '__main__':

@@ -1,21 +1,20 @@
 """Datasets through tensorflow-datasets (see `input_pipeline`; text corpora
 for language models: `text`)."""
-from kd.data import input_pipeline
 from kd.data.input_pipeline import (DatasetNotPreparedError, DatasetSpec,
                                     OFFLINE, builder, eval_batches,
-                                    indexed_batches, load_split,
-                                    num_examples, spec, train_batches)
+                                    example_batches, indexed_batches,
+                                    load_split, names, num_examples, spec)
 from kd.data import text
 
 
-def names() -> list[str]:
-  """Every dataset kd reads: the image and signal datasets, and the text
-  corpora (each also as '<name>/tiny')."""
-  return sorted(input_pipeline.names() + list(text.TEXT))
+def datasets() -> list[str]:
+  """Every dataset kd reads: the image and signal datasets (`names`), and
+  the text corpora (each also as '<name>/tiny')."""
+  return sorted(names() + list(text.TEXT))
 
 
 def known(name: str) -> bool:
-  return name in input_pipeline.names() or text.is_text(name)
+  return name in names() or text.is_text(name)
 
 
 def run_spec(config, tok=None) -> DatasetSpec:
@@ -23,7 +22,8 @@ def run_spec(config, tok=None) -> DatasetSpec:
   `config.data.seq_len` (`text.run_tokenizer` gives `tok`)."""
   d = config.data
   if not known(d.name):
-    raise ValueError(f'unknown dataset {d.name!r}; valid: {", ".join(names())}')
+    raise ValueError(f'unknown dataset {d.name!r}; valid: '
+                     f'{", ".join(datasets())}')
   if text.is_text(d.name):
     return text.spec(d.name, d.seq_len, tok or text.run_tokenizer(config))
   return spec(d.name, image_size=d.image_size or None)

@@ -230,14 +230,15 @@ def _epoch_seed(seed: int, epoch):
       maxval=None, dtype=tf.int64)
 
 
-def train_batches(name: str, *, batch_size: int, seed: int,
-                  data_dir: str | None = None, split: str = 'train',
-                  augment: bool = True, start_step: int = 0,
-                  process_index: int | None = None,
-                  process_count: int | None = None,
-                  shuffle_buffer: int = 10_000, image_size: int | None = None,
-                  download: bool = False, process_split: str = 'shard',
-                  exclude_classes: tuple[int, ...] = ()):
+def example_batches(name: str, *, batch_size: int, seed: int,
+                    data_dir: str | None = None, split: str = 'train',
+                    augment: bool = True, start_step: int = 0,
+                    process_index: int | None = None,
+                    process_count: int | None = None,
+                    shuffle_buffer: int = 10_000,
+                    image_size: int | None = None, download: bool = False,
+                    process_split: str = 'shard',
+                    exclude_classes: tuple[int, ...] = ()):
   """Endless iterator of {'image': float32, 'label': int32} numpy batches of
   this process's `batch_size`, reshuffled every epoch. Examples of
   `exclude_classes` are left out (a transfer set without them).
@@ -347,7 +348,7 @@ def indexed_batches(name: str, split: str, batch_size: int,
                     download: bool = False):
   """Every example of the whole `split` once, in file order, with eval
   preprocessing, as {'image', 'label', 'index'} batches (the last may be
-  short); `index` is the example's position, as `train_batches` gives it."""
+  short); `index` is the example's position, as `example_batches` gives it."""
   ds, _ = _eval_dataset(name, split, data_dir, 0, 1, image_size, download)
   return tfds.as_numpy(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 

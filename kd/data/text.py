@@ -21,17 +21,15 @@ so the loss is the masked mean over [B, T], sum(mask * nll) / sum(mask),
 and bits per byte is sum(mask * nll) / ln 2 / sum(bytes).
 """
 import os
-import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from kd import files
 from kd.data import text_builders
 from kd.data.input_pipeline import (DatasetSpec, _data_dir,
                                     _process_index_count)
-
-TEXT = ('kd_bbcnews', 'kd_pystdlib')  # Offline; '<name>/tiny' for tests.
-TOKENIZERS = ('byte', 'bpe')
+from kd.names import TEXT_DATASETS as TEXT, TOKENIZERS, is_text
 
 
 class ByteTokenizer:
@@ -89,9 +87,7 @@ class BPETokenizer:
     return self._tok.to_str()
 
   def save(self, path: str):
-    tmp = path + '.tmp'
-    self._tok.save(tmp)
-    os.replace(tmp, path)  # A preempted save leaves no half file.
+    files.write_bytes(path, self._tok.to_str(pretty=True))
 
   def encode(self, texts: list[str]) -> list[np.ndarray]:
     return [np.asarray(e.ids, np.uint16 if self.vocab_size <= 65536
@@ -203,11 +199,12 @@ def _encoded(name, split, tok, data_dir):
   return docs
 
 
-def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
-                  tok=None, data_dir: str | None = None, split: str = 'train',
-                  start_step: int = 0, process_index: int | None = None,
-                  process_count: int | None = None,
-                  fixed_packing: bool = False):
+def packed_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
+                   tok=None, data_dir: str | None = None,
+                   split: str = 'train', start_step: int = 0,
+                   process_index: int | None = None,
+                   process_count: int | None = None,
+                   fixed_packing: bool = False):
   """Endless iterator of packed batches (see the module doc) of this
   process's `batch_size` rows. Every epoch packs the documents in an order
   of its own and visits the rows in an order of its own, both drawn from
@@ -265,7 +262,7 @@ def rows_read(name: str, *, batch_size: int, seq_len: int, seed: int,
               steps: int, tok=None, data_dir: str | None = None,
               split: str = 'train') -> np.ndarray:
   """Sorted numbers (`index`) of the rows that `steps` global batches of
-  `batch_size` rows of `train_batches(..., fixed_packing=True)` draw, over
+  `batch_size` rows of `packed_batches(..., fixed_packing=True)` draw, over
   all processes: what a run of `steps` steps reads of `training_rows`."""
   tok = tok or ByteTokenizer()
   docs = _encoded(name, split, tok, data_dir)
@@ -296,7 +293,7 @@ def fixed_rows(docs: list[np.ndarray], tok, seq_len: int, seed: int
 def training_rows(name: str, *, seq_len: int, seed: int, tok=None,
                   data_dir: str | None = None, split: str = 'train'
                   ) -> np.ndarray:
-  """Every row `train_batches(..., fixed_packing=True)` draws from, by its
+  """Every row `packed_batches(..., fixed_packing=True)` draws from, by its
   `index`: [rows, seq_len + 1] tokens."""
   tok = tok or ByteTokenizer()
   return fixed_rows(_encoded(name, split, tok, data_dir), tok, seq_len, seed)
@@ -326,10 +323,6 @@ def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
 
 
 
-def is_text(name: str) -> bool:
-  return name.split('/')[0] in TEXT
-
-
 def run_tokenizer(config, run_dir: str | None = None):
   """The tokenizer of a text run (`config.data.tokenizer`). A BPE one lives
   in RUN_DIR/tokenizer.json: copied there from the teacher's run when the
@@ -345,8 +338,8 @@ def run_tokenizer(config, run_dir: str | None = None):
   if (path and not os.path.exists(path) and teacher_path
       and os.path.exists(teacher_path)):
     os.makedirs(run_dir, exist_ok=True)
-    shutil.copyfile(teacher_path, path + '.tmp')
-    os.replace(path + '.tmp', path)
+    with open(teacher_path, 'rb') as f:
+      files.write_bytes(path, f.read())
   return tokenizer('bpe', name=d.name, vocab_size=d.vocab_size, path=path,
                    data_dir=d.data_dir or None)
 

@@ -33,11 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kd import runs
-from kd.data import text
-from kd.export import tflite
-from kd.generate import generate, sample_token
+from kd.export import artifact
 from kd.models import lm
+from kd.sampling import generate, sample_token
+
+# kd.runs, kd.data and kd.export.tflite load TensorFlow: they are imported
+# where a run is read or a file converted, so that ONNX export (which
+# imports this module for its graphs and runner) needs no TensorFlow.
 
 QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8', 'int4')
 _CONVERTER = {'none': 'none', 'fp16': 'fp16', 'dynamic': 'dynamic',
@@ -62,6 +64,8 @@ LMRun = collections.namedtuple('LMRun',
 def load_run(workdir: str) -> LMRun:
   """The language model of a run directory, float32, at its newest readable
   checkpoint (`kd.runs.load_run`), with the run's tokenizer."""
+  from kd import runs  # pylint: disable=import-outside-toplevel
+  from kd.data import text  # pylint: disable=import-outside-toplevel
   config, model, variables, step = runs.load_run(workdir)
   if config.model.name != 'transformer_lm':
     raise ValueError(f'{workdir} holds a {config.model.name!r} model, not a '
@@ -119,6 +123,7 @@ def cache_shape(model: lm.TransformerLM, cache_len: int) -> tuple:
 def convert(model, variables, *, prompt_len: int, cache_len: int,
             quantize: str = 'none') -> bytes:
   """The `.tflite` flatbuffer with `prefill` and `decode` signatures."""
+  from kd.export import tflite  # pylint: disable=import-outside-toplevel
   if quantize not in QUANTIZATIONS:
     raise ValueError(f'unknown quantize {quantize!r}; valid: {QUANTIZATIONS}')
   if not 0 < prompt_len <= cache_len <= model.max_len:
@@ -224,7 +229,7 @@ class LiteRTLM:
 def jax_generate(model, variables, prompts, max_new_tokens: int, *, pad_id,
                  temperature: float = 0., top_k: int = 0, seed: int = 0,
                  eos_id: int | None = None) -> list[list[int]]:
-  """`kd.generate.generate` on a list of token-id prompts: the new tokens
+  """`kd.sampling.generate` on a list of token-id prompts: the new tokens
   of each (through eos)."""
   p = max(map(len, prompts))
   padded = np.full((len(prompts), p), pad_id, np.int32)
@@ -244,6 +249,7 @@ def heldout_rows(run: LMRun, seq_len: int, count: int,
                  split: str = 'test') -> list[dict]:
   """`count` packed batches of one row (see `kd.data.text`) spread evenly
   over `split`: dicts of tokens [1, seq_len + 1], mask and bytes."""
+  from kd.data import text  # pylint: disable=import-outside-toplevel
   d = run.config.data
   rows = list(text.eval_batches(d.name, batch_size=1, seq_len=seq_len,
                                 tok=run.tokenizer, split=split,
@@ -390,7 +396,7 @@ def export(run: LMRun, out_path: str, *, quantize: str = 'none',
     sidecar.update(measure(run, runner, prompts=prompts,
                            new_tokens=new_tokens, bpb_rows=bpb_rows,
                            speed=speed))
-  tflite.write(out_path, blob, sidecar)
+  artifact.write(out_path, blob, sidecar)
   copy_tokenizer(run, out_path, tokenizer)
   return sidecar
 
@@ -421,6 +427,7 @@ def copy_tokenizer(run: LMRun, out_path: str, info: dict):
 def sidecar_tokenizer(model_path: str):
   """The tokenizer an exported file's sidecar names (a BPE file is next to
   the model)."""
+  from kd.data import text  # pylint: disable=import-outside-toplevel
   with open(model_path + '.json') as f:
     info = json.load(f)['tokenizer']
   if info['kind'] == 'bpe':

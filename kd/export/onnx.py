@@ -24,7 +24,8 @@ import numpy as np
 from flax.linen import pooling
 from jax import lax
 
-from kd.export import lm, tflite
+from kd import files
+from kd.export import artifact, lm
 
 QUANTIZATIONS = ('none',)
 OPSET = 18
@@ -83,7 +84,7 @@ def convert_function(fn, inputs: dict, output_names: list[str]) -> bytes:
     proto = to_onnx(traced, list(inputs.values()), opset=OPSET,
                     input_names=list(inputs), output_names=output_names)
   except Exception as e:  # pylint: disable=broad-except
-    raise tflite.ExportError(
+    raise artifact.ExportError(
         f'ONNX conversion (jax2onnx) failed: {_failure(e)}. Export this '
         'model with --format=tflite, or replace that layer.') from e
   finally:
@@ -116,7 +117,7 @@ def _session(model_content: bytes):
 
 class ONNXModel:
   """An ONNX classifier run by onnxruntime (CPU), float in and float out:
-  the interface of `tflite.TFLiteModel`."""
+  the interface of `kd.export.tflite.TFLiteModel`."""
 
   def __init__(self, model_content: bytes):
     self.size_bytes = len(model_content)
@@ -287,13 +288,8 @@ def export_lm(run: lm.LMRun, out_path: str, *, quantize: str = 'none',
                               new_tokens=new_tokens, bpb_rows=bpb_rows,
                               speed=speed, runtime='onnxruntime'))
   for name in ('prefill', 'decode'):
-    _write(paths[name], graphs[name])
-  tflite.write(out_path, graphs['logits'], sidecar)
+    files.write_bytes(paths[name], graphs[name])
+  artifact.write(out_path, graphs['logits'], sidecar)
   lm.copy_tokenizer(run, out_path, tokenizer)
   return sidecar
 
-
-def _write(path: str, blob: bytes):
-  with open(path + '.tmp', 'wb') as f:  # A kill leaves no half file.
-    f.write(blob)
-  os.replace(path + '.tmp', path)

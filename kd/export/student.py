@@ -7,9 +7,9 @@ import jax
 import numpy as np
 
 from kd import data
-from kd import evaluate
-from kd import runs
-from kd.export import onnx, tflite
+from kd import latency
+from kd import metrics
+from kd.export import artifact, onnx, tflite
 
 FORMATS = ('tflite', 'onnx')
 
@@ -122,8 +122,8 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
     runner = tflite.TFLiteModel(blob)
   lite = runner.predict(x_test)
   ref = np.asarray(jax.jit(predict)(x_test))
-  jax_acc = float(np.mean(ref.argmax(-1) == y_test))
-  lite_acc = float(np.mean(lite.argmax(-1) == y_test))
+  jax_acc = float(np.mean(metrics.hits(ref, y_test)))
+  lite_acc = float(np.mean(metrics.hits(lite, y_test)))
   sidecar = {
       'file': os.path.basename(out_path), 'bytes': len(blob),
       'format': format, 'quantize': quantize,
@@ -135,7 +135,7 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
       'checkpoint_step': step,
       'test_examples': int(len(y_test)),
       'jax_accuracy': jax_acc, f'{format}_accuracy': lite_acc,
-      'agreement_with_jax': float(np.mean(lite.argmax(-1) == ref.argmax(-1))),
+      'agreement_with_jax': float(np.mean(metrics.agreement(lite, ref))),
       'max_abs_diff_vs_jax': float(np.max(np.abs(lite - ref))),
   }
   if format == 'onnx':
@@ -146,8 +146,8 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
                           'distillation or more representative examples')
   if latency:
     sidecar['latency_ms'] = {
-        f'{format}_batch1': evaluate.latency_ms(runner.predict, x_test[:1]),
-        'jax_batch1': evaluate.model_latency_ms(model, variables,
+        f'{format}_batch1': latency.latency_ms(runner.predict, x_test[:1]),
+        'jax_batch1': latency.model_latency_ms(model, variables,
                                                 spec.input_shape)}
-  tflite.write(out_path, blob, sidecar)
+  artifact.write(out_path, blob, sidecar)
   return sidecar

@@ -14,15 +14,12 @@ import tensorflow as tf
 from jax.experimental import jax2tf
 from jax.extend import core as jax_core
 
+from kd import metrics
 # One timer for both runtimes, so LiteRT and jitted JAX are measured alike.
-from kd import runs
-from kd.evaluate import latency_ms  # pylint: disable=unused-import
+from kd.latency import latency_ms  # pylint: disable=unused-import
+from kd.export.artifact import ExportError
 
 QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8')
-
-
-class ExportError(RuntimeError):
-  pass
 
 
 def _unsupported_ops(fn, examples) -> list[str]:
@@ -212,15 +209,6 @@ def convert_signatures(signatures: dict, *, quantize: str = 'none') -> bytes:
                                     for fn, inputs in signatures.values()])
 
 
-def write(out_path: str, blob: bytes, sidecar: dict):
-  """Writes the model and its JSON sidecar `out_path + '.json'`."""
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  with open(out_path + '.tmp', 'wb') as f:  # A kill leaves no half file.
-    f.write(blob)
-  os.replace(out_path + '.tmp', out_path)
-  runs.write_json(out_path + '.json', sidecar)
-
-
 class TFLiteModel:
   """A TFLite model run by the LiteRT interpreter, float in and float out."""
 
@@ -275,8 +263,8 @@ class TFLiteModel:
     )[:len(x)]
 
 
-def evaluate(model_content: bytes, images: np.ndarray,
-             labels: np.ndarray) -> dict:
+def test_accuracy(model_content: bytes, images: np.ndarray,
+                  labels: np.ndarray) -> dict:
   logits = TFLiteModel(model_content).predict(images)
-  return {'accuracy': float(np.mean(logits.argmax(-1) == labels)),
+  return {'accuracy': float(np.mean(metrics.hits(logits, labels))),
           'logits': logits}

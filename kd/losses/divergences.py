@@ -28,13 +28,28 @@ def check_positive(name: str, value) -> None:
     raise ValueError(f'{name} must be > 0, got {value}')
 
 
+def tempered(logits, temperature: float = 1.0):
+  """z / T in float32: the logits every softened distribution starts from."""
+  return logits.astype(jnp.float32) / temperature
+
+
+def tempered_softmax(logits, temperature: float = 1.0):
+  """softmax(z / T) over the last axis, in float32."""
+  return jax.nn.softmax(tempered(logits, temperature))
+
+
+def tempered_log_softmax(logits, temperature: float = 1.0):
+  """log softmax(z / T) over the last axis, in float32."""
+  return jax.nn.log_softmax(tempered(logits, temperature))
+
+
 def log_probs(student_logits, teacher_logits, temperature: float = 1.0):
   """(log q, log p): float32 log-softmax of both logits over T; the teacher's
   side is stop-gradient."""
   check_positive('temperature', temperature)
-  t = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature
-  s = student_logits.astype(jnp.float32) / temperature
-  return jax.nn.log_softmax(s), jax.nn.log_softmax(t)
+  return (tempered_log_softmax(student_logits, temperature),
+          tempered_log_softmax(jax.lax.stop_gradient(teacher_logits),
+                               temperature))
 
 
 def _log_mixture(log_a, log_b, weight: float):

@@ -64,7 +64,7 @@ def hint(student_feat, teacher_feat):
   regressor that maps it there is an adapter, not part of this function).
   """
   s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
-  return jnp.mean((s - t) ** 2, -1)
+  return norms.mse(s, t)
 
 
 def _attention(f, p):
@@ -80,7 +80,7 @@ def attention_transfer(student_feat, teacher_feat, p: float = 2):
   (A(s) - A(t))^2. Channel counts may differ.
   """
   s, t = match_spatial(_f32(student_feat), _teacher(teacher_feat))
-  return jnp.mean((_attention(s, p) - _attention(t, p)) ** 2, -1)
+  return norms.mse(_attention(s, p), _attention(t, p))
 
 
 def factor_transfer(student_factor, teacher_factor, p1: float = 2,
@@ -148,7 +148,7 @@ def hidden_mse(student_hidden, teacher_hidden):
   [B, T, D] of equal width (a learnable projection of the student's, the
   'linear' adapter, where they differ; TinyBERT, Jiao et al., 2020)."""
   s, t = _f32(student_hidden), _teacher(teacher_hidden)
-  return jnp.mean((s - t) ** 2, -1)
+  return norms.mse(s, t)
 
 
 def hidden_cosine(student_hidden, teacher_hidden):
@@ -181,7 +181,7 @@ def fsp(student_feats, teacher_feats):
   fsp_s = [fsp_matrix(a, b) for a, b in zip(student_feats, student_feats[1:])]
   fsp_t = [fsp_matrix(_teacher(a), _teacher(b))
            for a, b in zip(teacher_feats, teacher_feats[1:])]
-  return sum(jnp.mean((s - t) ** 2, (1, 2)) for s, t in zip(fsp_s, fsp_t))
+  return sum(norms.mse(s, t, (1, 2)) for s, t in zip(fsp_s, fsp_t))
 
 
 def ofd_margin(mean, std):
@@ -224,7 +224,8 @@ def hcl(student_feats, teacher_feats, levels=(4, 2, 1)):
     s, t = _f32(s), _teacher(t)
     if s.ndim == 2:
       s, t = s[:, None, None], t[:, None, None]
-    mse = lambda a, b: jnp.mean(((a - b) ** 2).reshape(a.shape[0], -1), -1)
+    mse = lambda a, b: norms.mse(a.reshape(a.shape[0], -1),
+                                 b.reshape(b.shape[0], -1))
     loss, weight, weights = mse(s, t), 1.0, 1.0
     for size in levels:
       if size >= s.shape[1]:

@@ -59,8 +59,8 @@ def dkd(student_logits, teacher_logits, labels, alpha: float = 1.0,
   if standardize:
     student_logits, teacher_logits = _standardized(student_logits,
                                                    teacher_logits)
-  t = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature
-  s = student_logits.astype(jnp.float32) / temperature
+  t = divergences.tempered(jax.lax.stop_gradient(teacher_logits), temperature)
+  s = divergences.tempered(student_logits, temperature)
   gt = jax.nn.one_hot(labels, s.shape[-1])
   p_t, p_s = jax.nn.softmax(t), jax.nn.softmax(s)
   bin_t = jnp.stack([jnp.sum(p_t * gt, -1), jnp.sum(p_t * (1 - gt), -1)], -1)
@@ -89,9 +89,9 @@ def dist(student_logits, teacher_logits, beta: float = 1.0,
   L = T^2 * (beta * inter + gamma * intra); 1e-8 in the cosine denominators.
   """
   rows = lambda z: z.reshape(-1, z.shape[-1])
-  t = jax.nn.softmax(rows(
-      jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)) / temperature)
-  s = jax.nn.softmax(rows(student_logits.astype(jnp.float32)) / temperature)
+  t = divergences.tempered_softmax(
+      rows(jax.lax.stop_gradient(teacher_logits)), temperature)
+  s = divergences.tempered_softmax(rows(student_logits), temperature)
   inter = 1.0 - jnp.mean(_pearson_rows(s, t))
   intra = 1.0 - jnp.mean(_pearson_rows(s.T, t.T))
   return temperature**2 * (beta * inter + gamma * intra)
@@ -100,4 +100,4 @@ def dist(student_logits, teacher_logits, beta: float = 1.0,
 def logit_mse(student_logits, teacher_logits):
   """Logit matching (Ba & Caruana, 2014): mean_c (s_c - t_c)^2."""
   t = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)
-  return jnp.mean((student_logits.astype(jnp.float32) - t) ** 2, -1)
+  return norms.mse(student_logits.astype(jnp.float32), t)

@@ -1,4 +1,4 @@
-"""Vector norms safe to differentiate at zero.
+"""Vector norms safe to differentiate at zero, and the mean squared error.
 
 jnp.linalg.norm has a NaN gradient at the zero vector (sqrt'(0) * 0), which
 real features hit: a dead ReLU layer, or the zero difference of an example
@@ -11,6 +11,11 @@ import jax.numpy as jnp
 def norm(x, axis=-1, keepdims=False, floor: float = 1e-30):
   return jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=keepdims),
                               floor))
+
+
+def mse(a, b, axis=-1):
+  """mean((a - b)^2) over `axis` (an int or a tuple of ints)."""
+  return jnp.mean((a - b) ** 2, axis)
 
 
 def normalize(x, axis=-1, eps: float = 1e-12):

@@ -12,6 +12,7 @@ import functools
 from typing import Callable
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from kd.models import (cifar_resnet, cnn, flax_module, gru, imagenet_resnet,
                        lm, mlp, mobilenet, shufflenet, vgg, vit, wrn)
@@ -59,6 +60,9 @@ for _size, (_width, _depth, _heads) in vit.SIZES.items():
         distilled=_distilled)
 
 
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}  # kd.names.DTYPES
+
+
 def register(name: str, factory: Callable[..., nn.Module]) -> None:
   if name in _REGISTRY:
     raise ValueError(f'model {name!r} is already registered')
@@ -78,3 +82,17 @@ def create(name: str, num_classes: int, **kwargs) -> nn.Module:
         f'unknown model {name!r}; valid names: {", ".join(names())}, or a '
         f'module of your own as "{flax_module.PREFIX}package.path:ClassName"')
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
+
+
+def from_config(name: str, kwargs, num_classes: int,
+                dtype: str | None = None) -> nn.Module:
+  """The model a config entry names (`config.model.name` and `.kwargs`, or a
+  teacher's `model` and `kwargs`), computing in `dtype` (a key of `DTYPES`;
+  None: the model's default)."""
+  kwargs = kwargs.to_dict() if hasattr(kwargs, 'to_dict') else dict(
+      kwargs or {})
+  if dtype is not None:
+    if dtype not in DTYPES:
+      raise ValueError(f'unknown dtype {dtype!r}; valid: {tuple(DTYPES)}')
+    kwargs['dtype'] = DTYPES[dtype]
+  return create(name, num_classes, **kwargs)

@@ -1,12 +1,22 @@
-"""Test-set statistics, parameter counts and batch-1 latency."""
+"""What a test measures: top-1 hits and agreement of logits [..., C] (for
+jax and numpy arrays alike, inside a jitted step or on the host), the eval
+step's sums over a test split and their rates, and parameter counts.
+Timing is `kd.latency`."""
 import math
-import statistics
-import time
 
 import jax
 import numpy as np
 
-from kd import loop
+
+def hits(logits, labels):
+  """argmax(logits) == labels, per example (bool)."""
+  return logits.argmax(-1) == labels
+
+
+def agreement(logits, other_logits):
+  """argmax(logits) == argmax(other_logits), per example (bool): whether two
+  models predict the same class."""
+  return logits.argmax(-1) == other_logits.argmax(-1)
 
 
 def count_params(params) -> int:
@@ -22,7 +32,7 @@ def sum_stats(eval_fn, parallel, replicated_args, batches) -> dict:
   return totals
 
 
-def run_eval(eval_fn, parallel, replicated_args, batches) -> dict:
+def test_rates(eval_fn, parallel, replicated_args, batches) -> dict:
   """Rates of `kd.steps.make_eval_step`'s sums over all batches."""
   totals = sum_stats(eval_fn, parallel, replicated_args, batches)
   n = float(totals['count'])
@@ -51,32 +61,3 @@ def named_rates(totals: dict) -> dict:
     elif key.endswith('/loss'):
       out[key[:-len('loss')] + 'test_loss'] = float(value) / n
   return out
-
-
-def test_named(config, parallel, eval_fn, replicated_args) -> dict:
-  """`named_rates` of a `make_named_eval_step` over the config's test split."""
-  return named_rates(sum_stats(eval_fn, parallel, replicated_args,
-                               loop.eval_batches(config)))
-
-
-def latency_ms(fn, example, *, warmup: int = 10, runs: int = 100) -> float:
-  """Median wall time of `fn(example)` in milliseconds, after warm-up."""
-  def call():
-    out = fn(example)
-    jax.tree.map(lambda x: getattr(x, 'block_until_ready', lambda: x)(), out)
-  for _ in range(warmup):
-    call()
-  times = []
-  for _ in range(runs):
-    t0 = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - t0)
-  return 1000.0 * statistics.median(times)
-
-
-def model_latency_ms(model, variables, input_shape, dtype='float32',
-                     **kwargs) -> float:
-  """Batch-1 latency of the jitted inference function on the default device
-  (for a language model: one forward pass over a whole sequence)."""
-  fn = jax.jit(lambda x: model.apply(variables, x, train=False)[0])
-  return latency_ms(fn, np.zeros((1, *input_shape), dtype), **kwargs)

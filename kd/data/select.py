@@ -1,0 +1,101 @@
+"""The batches a run's config selects: its training stream (an image or
+signal dataset, a text corpus, or stored sequence-level KD data) and its
+test split."""
+import itertools
+import json
+from typing import Callable
+
+import jax
+import numpy as np
+
+from kd.data import input_pipeline
+from kd.data import seqkd
+from kd.data import text
+
+
+def data_args(config) -> dict:
+  """The arguments every `kd.data` loader takes from `config.data`."""
+  d = config.data
+  return dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
+              download=d.download)
+
+
+def stream_key(config) -> str:
+  """Everything of `config` that `train_batches` reads: runs of equal keys
+  draw the same batches."""
+  return json.dumps([config.data.to_dict(), config.batch_size, config.seed,
+                     config.steps, bool(config.distill.teacher.cache)],
+                    sort_keys=True)
+
+
+def train_batches(config, parallel, start_step: int, tok=None,
+                  seqkd_dir: str = ''):
+  """This process's training batches of steps `start_step + 1` to
+  `config.steps` (for a text dataset, packed sequences of `tok`'s tokens;
+  with `seqkd_dir`, the teacher's generations stored there by
+  `kd.seqkd.build`). None past the last step, so reading ahead (prefetch)
+  never asks a teacher cache for rows the run does not train on."""
+  return itertools.islice(_endless_batches(config, parallel, start_step, tok,
+                                           seqkd_dir),
+                          max(config.steps - start_step, 0))
+
+
+def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str):
+  d = config.data
+  batch_size = parallel.check_batch_size(config.batch_size)
+  if seqkd_dir:
+    return seqkd.generated_batches(seqkd_dir, batch_size=batch_size,
+                               seed=config.seed, tok=tok,
+                               start_step=start_step)
+  if text.is_text(d.name):
+    return map(text.model_batch, text.packed_batches(
+        d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
+        tok=tok, data_dir=d.data_dir or None, start_step=start_step,
+        fixed_packing=bool(config.distill.teacher.cache)))
+  return input_pipeline.example_batches(
+      d.name, batch_size=batch_size, seed=config.seed, augment=d.augment,
+      start_step=start_step, shuffle_buffer=d.shuffle_buffer,
+      process_split=d.process_split,
+      exclude_classes=tuple(d.exclude_classes), **data_args(config))
+
+
+def eval_batches(config, tok=None):
+  """This process's part of the test split, once."""
+  d = config.data
+  if text.is_text(d.name):
+    return map(text.model_batch, text.eval_batches(
+        d.name, batch_size=config.eval_batch_size, seq_len=d.seq_len,
+        tok=tok, split=d.eval_split, data_dir=d.data_dir or None))
+  return input_pipeline.eval_batches(
+      d.name, batch_size=config.eval_batch_size, split=d.eval_split,
+      **data_args(config))
+
+
+EVAL_HELD_BYTES = 256 * 2**20
+
+
+def test_split(config, tok=None) -> Callable:
+  """`batches()`: the batches of `eval_batches(config, tok)`, read afresh
+  on the first call and held in memory after it when they fit in
+  EVAL_HELD_BYTES (MNIST-1D, CIFAR; not ImageNet). A run tests every
+  `eval_every` steps and a vectorized group tests each of its runs:
+  building the tf.data pipeline again each time cost more than the test."""
+  held = None
+
+  def holding(batches):
+    nonlocal held
+    kept, size = [], 0
+    for batch in batches:
+      size += sum(np.asarray(x).nbytes for x in jax.tree.leaves(batch))
+      if size <= EVAL_HELD_BYTES:
+        kept.append(batch)
+      yield batch
+    if size <= EVAL_HELD_BYTES:
+      held = kept
+
+  def batches():
+    if held is not None:
+      return iter(held)
+    return holding(eval_batches(config, tok))
+
+  return batches

@@ -1,0 +1,21 @@
+"""The names a config may choose, by field: the registries that validation
+(`kd.config`) reads without importing the code that implements them.
+
+Each implementing module takes its tuple from here, so a name added there
+is added here first."""
+
+OPTIMIZERS = ('sgd', 'adam', 'adamw')  # config.optimizer.name, kd.optim.
+LR_SCHEDULES = ('constant', 'cosine', 'step')  # config.optimizer.schedule.
+# A loss term's field schedules (distill.terms.*.kwargs.schedule),
+# kd.steps.scheduled.
+TERM_SCHEDULES = ('constant', 'linear', 'cosine')
+DATA_PARALLEL = ('pmap', 'mesh')  # kd.parallel.DataParallel.
+PARALLEL = DATA_PARALLEL + ('sharded',)  # config.parallel, kd.sharding.
+DTYPES = ('float32', 'bfloat16')  # config.dtype, kd.models.DTYPES.
+TEXT_DATASETS = ('kd_bbcnews', 'kd_pystdlib')  # Offline; '<name>/tiny' for tests.
+TOKENIZERS = ('byte', 'bpe')  # config.data.tokenizer.
+
+
+def is_text(dataset: str) -> bool:
+  """Whether `dataset` (config.data.name) is a text corpus (kd.data.text)."""
+  return dataset.split('/')[0] in TEXT_DATASETS
