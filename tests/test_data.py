@@ -98,6 +98,35 @@ def test_train_batches_are_deterministic_and_resume_exactly(data_dir):
   assert not np.array_equal(epochs[0], epochs[1])
 
 
+def test_streams_sharing_a_split_and_fetched_in_chunks_equal_lone_ones(
+    data_dir, monkeypatch):
+  """A vectorized group's streams share the decoded split and its tf.data
+  cache (`_records`) and fetch several batches a call (`_unchunked`): each
+  still yields the batches of a lone stream fetched one at a time."""
+  from kd.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
+  def stream(seed, augment):
+    return data.example_batches('kd_digits', data_dir=data_dir, batch_size=64,
+                                seed=seed, augment=augment)
+
+  kinds = [(3, True), (4, True), (3, False)]
+  alone = []
+  with monkeypatch.context() as m:
+    m.setattr(input_pipeline, '_CHUNK_MAX', 1)
+    for seed, augment in kinds:
+      m.setattr(input_pipeline, '_SMALL_SPLITS', {})
+      it = stream(seed, augment)
+      alone.append([next(it) for _ in range(50)])  # 2.2 epochs.
+  monkeypatch.setattr(input_pipeline, '_SMALL_SPLITS', {})
+  streams = [stream(seed, augment) for seed, augment in kinds]
+  together = [[next(it) for it in streams] for _ in range(50)]
+  assert len(input_pipeline._SMALL_SPLITS) == 1  # pylint: disable=protected-access
+  for r, batches in enumerate(alone):
+    for step, batch in enumerate(batches):
+      for key in ('image', 'label', 'index'):
+        np.testing.assert_array_equal(together[step][r][key], batch[key])
+
+
 def test_augmentation_is_per_example_and_keeps_shapes(data_dir, digits):
   plain = next(data.example_batches('kd_digits', batch_size=64, seed=0,
                                   augment=False, data_dir=data_dir))

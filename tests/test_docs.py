@@ -81,6 +81,7 @@ def test_readme_test_command_is_what_ci_runs():
                  if line.startswith('    '))
   ci = open(os.path.join(ROOT, '.ci/run')).read().splitlines()
   assert ci[-1] == command
+  assert f'    {command}\n' in open(os.path.join(ROOT, 'docs/testing.md')).read()
   assert command.endswith('python -m pytest -q -n 2 --dist loadfile '
                           '--durations=25')
 
