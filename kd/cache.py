@@ -15,7 +15,7 @@ epoch re-packs the documents otherwise, so no fixed set of rows would
 cover what the student sees) that the run reads in its steps
 (`kd.data.text.rows_read`: a short run on a large corpus reads a small
 part), stored in the order of their numbers there (`row_numbers.npy`),
-which a run with the cache trains on (`train_batches(...,
+which a run with the cache trains on (`packed_batches(...,
 fixed_packing=True)`, only the row order changes per epoch). Its `topk_kl`
 terms then read it as `topk_kl_cached`.
 """

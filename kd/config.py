@@ -19,7 +19,7 @@ def run_config() -> mc.ConfigDict:
       name='kd_digits', data_dir='', download=False, augment=True,
       image_size=0, shuffle_buffer=10_000, eval_split='test',
       exclude_classes=(),  # Left out of training (a transfer set without them).
-      process_split='shard',  # Or 'slice': see kd.data.train_batches.
+      process_split='shard',  # Or 'slice': see kd.data.example_batches.
       # Text datasets (kd.data.text): tokens per training sequence, and the
       # tokenizer ('byte', or 'bpe' trained to `vocab_size`).
       seq_len=0, tokenizer='byte', vocab_size=0))

@@ -15,6 +15,9 @@ from kd import files
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ('offline', 'online', 'disabled')
+# wandb lists the installed packages for each run (0.25-0.5 s): once a
+# process is enough, for the runs trained together (kd.vectorize) share it.
+_packages_listed = False
 
 
 def _start_wandb(config, workdir: str, backend=None):
@@ -27,16 +30,20 @@ def _start_wandb(config, workdir: str, backend=None):
     raise ValueError(f'config.wandb.mode={mode!r}; valid: {WANDB_MODES}')
   if mode == 'disabled':
     return None
+  global _packages_listed
   try:
     if backend is None:
       import wandb as backend  # pylint: disable=import-outside-toplevel
+    settings = backend.Settings(silent=True,
+                                x_save_requirements=not _packages_listed)
+    _packages_listed = True
     return backend.init(
         mode=mode, dir=workdir, config=config.to_dict(),
         project=config.wandb.project, group=config.wandb.group or None,
         tags=list(config.wandb.tags) or None,
         name=config.wandb.name or os.path.basename(workdir.rstrip('/')),
         # Runs trained together (kd.vectorize) log at once, each to its own.
-        reinit='create_new', settings=backend.Settings(silent=True))
+        reinit='create_new', settings=settings)
   except Exception as e:  # pylint: disable=broad-except
     warnings.warn(f'wandb could not start ({type(e).__name__}: {e}); '
                   'training goes on with JSON-lines metrics only')

@@ -1,6 +1,7 @@
 """The comparison table printed at the end of a pipeline, and its PNG plot."""
 import os
 
+from kd import config as kd_config
 from kd.logger import read_metrics
 
 TFLITE_FORMATS = ('float32', 'fp16', 'dynamic', 'int8')
@@ -111,10 +112,14 @@ def figure(stage_dirs: dict, summary: dict):
   return fig
 
 
-def plot(workdir: str, stage_dirs: dict, summary: dict) -> str:
-  """Writes `figure(stage_dirs, summary)` to `workdir/plot.png`."""
+def plot(workdir: str, pipeline, summary: dict) -> str:
+  """Writes the `figure` of every stage of `pipeline` (a pipeline config),
+  each read from its own directory (`kd.config.stage_dirs`: WORKDIR/stage,
+  or where `stage_dirs` keeps it, such as a shared teacher), to
+  `workdir/plot.png`."""
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig = figure(stage_dirs, summary)
+  dirs = kd_config.stage_dirs(pipeline, workdir)
+  fig = figure({n: dirs[n] for n in pipeline.stage_order}, summary)
   path = os.path.join(workdir, 'plot.png')
   fig.savefig(path, dpi=100)
   plt.close(fig)

@@ -1,7 +1,7 @@
 """Trains and evaluates one run (a supervised model or a distilled student).
 
 `train_and_evaluate` reads top to bottom: `build` (data spec, models, train
-state), `teacher_source` (how the step sees the teacher), `fit` (restore,
+state), `teacher_source` (how the step sees the teacher), `train_from_checkpoint` (restore,
 compile, the loop with its tests), `finish` (summary, latency, export).
 """
 import dataclasses
@@ -10,17 +10,19 @@ import os
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections as mc
 import numpy as np
 
+from kd import adapters
 from kd import cache as cache_lib
 from kd import checkpoint
 from kd import config as kd_config
 from kd import data
-from kd import evaluate
 from kd import fold
+from kd import latency
 from kd import loop
+from kd import losses
+from kd import metrics
 from kd import models
 from kd import optim
 from kd import runs
@@ -29,6 +31,7 @@ from kd import seqkd
 from kd import sharding
 from kd import steps
 from kd.data import select
+from kd.models import flax_module
 from kd.models import lm
 from kd.logger import MetricLogger
 from kd.parallel import DataParallel
@@ -66,6 +69,60 @@ def init_adapters(terms, student, teacher, example, rng, num_examples):
   return steps.init_adapters(terms, _output_shapes(student, example),
                              _output_shapes(teacher, example), rng,
                              num_examples)
+
+
+def preflight(config) -> None:
+  """What `kd.config.validate` cannot check without the registries and the
+  data: every name (dataset, model, teacher model, loss, adapter) exists,
+  and the training and test splits exist and hold examples. A pipeline's
+  every stage is checked before the first starts: a typo in the student
+  stage must not wait for the teacher to train. Raises ValueError naming
+  the field and the fix."""
+  if 'stages' in config:
+    for name in config.stage_order:
+      _preflight_run(config.stages[name], f'stages.{name}.')
+  else:
+    _preflight_run(config, '')
+
+
+def _preflight_run(c, at: str) -> None:
+  def fail(field, value, why, fix):
+    raise ValueError(f'config.{at}{field}={value!r}: {why}; {fix}')
+
+  text = data.text.is_text(c.data.name)
+  if not text and c.data.name not in data.names():
+    fail('data.name', c.data.name, 'unknown dataset', 'valid: ' + ', '.join(
+        data.names() + list(data.text.TEXT)))
+  t = c.distill.teacher
+  for field, name in (('model.name', c.model.name),
+                      ('distill.teacher.model', t.model if t.workdir else '')):
+    if name and name not in models.names() and not name.startswith(
+        flax_module.PREFIX):
+      fail(field, name, 'unknown model', 'valid: ' + ', '.join(models.names())
+           + f', or a module of your own as "{flax_module.PREFIX}'
+           'package.path:ClassName"')
+  for name, term in c.distill.terms.items():
+    if term.loss not in losses.LOSSES:
+      fail(f'distill.terms.{name}.loss', term.loss, 'unknown loss',
+           'valid: ' + ', '.join(sorted(losses.LOSSES)))
+    if term.adapter and term.adapter not in adapters.ADAPTERS:
+      fail(f'distill.terms.{name}.adapter', term.adapter, 'unknown adapter',
+           'valid: ' + ', '.join(sorted(adapters.ADAPTERS)) + " (or '' for "
+           'none)')
+  d = c.data
+  b = (data.text.builder(d.name, d.data_dir or None) if text else
+       data.builder(d.name, d.data_dir or None, d.download))
+  try:
+    size = b.info.splits[d.eval_split].num_examples
+  except (KeyError, ValueError):
+    fail('data.eval_split', d.eval_split, f'{d.name} has no such split',
+         f'set --config.{at}data.eval_split to one of '
+         f'{", ".join(sorted(b.info.splits))} or a slice such as '
+         "'test[:50%]'")
+  if not size:
+    fail('data.eval_split', d.eval_split, f'that part of {d.name} holds no '
+         f'examples', f'set --config.{at}data.eval_split to a split or '
+         "slice that holds some, such as 'test'")
 
 
 def teacher_outputs(teacher, terms, example) -> list[str]:
@@ -408,14 +465,15 @@ def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
-    return evaluate.run_eval(eval_fn, b.parallel, (variables, *src.eval_extra),
+    return metrics.test_rates(eval_fn, b.parallel, (variables, *src.eval_extra),
                              batches())
 
   return test
 
 
-def fit(config, workdir: str, name: str, b: Built, src: TeacherSource,
-        logger: MetricLogger, later_steps: int = 0) -> loop.Trained:
+def train_from_checkpoint(config, workdir: str, name: str, b: Built,
+                          src: TeacherSource, logger: MetricLogger,
+                          later_steps: int = 0) -> loop.Trained:
   """Trains from `workdir`'s last checkpoint (or `b.state`) to the end and
   tests: every `eval_every` steps and at the end."""
   mngr, state = loop.restore(config, workdir, b.state, name)
@@ -438,17 +496,17 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
   state = b.parallel.unreplicate(trained.p_state)
   variables = {'params': state.params, **state.model_state}
   summary = {'steps': config.steps,
-             'params': float(evaluate.count_params(state.params)),
+             'params': float(metrics.count_params(state.params)),
              'train_seconds': trained.seconds, **trained.final,
              **trained.best.summary()}
   if b.teacher is not None:
     summary['teacher_step'] = src.step
   if config.evaluate.latency:
     shape, dtype = b.spec.input_shape, b.spec.input_dtype
-    summary['latency_ms'] = evaluate.model_latency_ms(b.model, variables,
+    summary['latency_ms'] = latency.model_latency_ms(b.model, variables,
                                                       shape, dtype)
     if b.teacher is not None:
-      summary['teacher_latency_ms'] = evaluate.model_latency_ms(
+      summary['teacher_latency_ms'] = latency.model_latency_ms(
           src.model, src.variables, shape, dtype)
   exported = []
   if config.export.formats and jax.process_index() == 0:
@@ -469,13 +527,15 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   locked meanwhile and must hold no run of another config (`kd.runs`).
   `later_steps`: the steps of later pipeline stages, for the ETA."""
   kd_config.validate(config)
+  preflight(config)
   with runs.accepted(workdir, config, name) as done:
     if done is not None:
       return done
     b = build(config, workdir, name)
     src = teacher_source(config, workdir, b)
     logger = MetricLogger(workdir, config)
-    trained = fit(config, workdir, name, b, src, logger, later_steps)
+    trained = train_from_checkpoint(config, workdir, name, b, src, logger,
+                                    later_steps)
     return finish(config, workdir, name, b, src, trained, logger)
 
 

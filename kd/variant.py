@@ -2,8 +2,8 @@
 teachers, several students, a discriminator, a model that teaches itself).
 
 A variant calls `setup` (checks, data spec, devices, optimizer), builds its
-own state, step and eval step, and hands them to `fit`, which runs
-`kd.loop.fit` (restore, the loop, test, summary) with the test over the
+own state, step and eval step, and hands them to `train_and_test`, which runs
+`kd.loop.train_variant` (restore, the loop, test, summary) with the test over the
 config's test split. Its step evaluates `config.distill.terms`
 with `kd.steps.apply_terms` and updates with `kd.steps.update`, as
 `kd.steps.make_distill_step` does: schedules, warm-up, adapters and their
@@ -15,11 +15,12 @@ import numpy as np
 
 from kd import config as kd_config
 from kd import data
-from kd import evaluate
 from kd import fields as kd_fields
 from kd import loop
+from kd import metrics
 from kd import models
 from kd import optim
+from kd.data import select
 from kd.parallel import DataParallel
 
 # The fields no variant step implements, each with the one value it runs
@@ -93,13 +94,20 @@ def create_model(s: Setup, model) -> Any:
   return models.from_config(model.name, model.kwargs, s.num_classes)
 
 
-def fit(config, workdir: str, name: str, s: Setup, state,
-        train_step: Callable, extra: tuple, eval_fn: Callable,
-        eval_args: Callable) -> dict:
-  """Trains with `kd.loop.fit`; the test runs `eval_fn` (a
+def named_test_rates(config, parallel, eval_fn, replicated_args) -> dict:
+  """`kd.metrics.named_rates` of a `kd.steps.make_named_eval_step` over the
+  config's test split."""
+  return metrics.named_rates(metrics.sum_stats(
+      eval_fn, parallel, replicated_args, select.eval_batches(config)))
+
+
+def train_and_test(config, workdir: str, name: str, s: Setup, state,
+                   train_step: Callable, extra: tuple, eval_fn: Callable,
+                   eval_args: Callable) -> dict:
+  """Trains with `kd.loop.train_variant`; the test runs `eval_fn` (a
   `kd.steps.make_named_eval_step`) on `eval_args(p_state)` over the test
   split. Returns the summary."""
-  test = lambda p_state: evaluate.test_named(config, s.parallel, eval_fn,
-                                             eval_args(p_state))
-  return loop.fit(config, workdir, name, s.parallel, state, train_step,
-                  extra, test)
+  test = lambda p_state: named_test_rates(config, s.parallel, eval_fn,
+                                         eval_args(p_state))
+  return loop.train_variant(config, workdir, name, s.parallel, state,
+                            train_step, extra, test)

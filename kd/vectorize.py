@@ -279,6 +279,7 @@ def train_all(configs, workdirs, on_error=None) -> list[dict]:
   for i, c in enumerate(configs):
     try:
       kd_config.validate(c)
+      train.preflight(c)
     except Exception as e:  # pylint: disable=broad-except
       fail([i], e)
   t0 = time.perf_counter()
@@ -289,7 +290,7 @@ def train_all(configs, workdirs, on_error=None) -> list[dict]:
       try:
         locks.enter_context(runs.lock(w))
         if 'stages' in c:
-          runs.check_identity(w, c)
+          runs.check_identity(w, c, kd_config.stage_dirs(c, w))
           runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
       except Exception as e:  # pylint: disable=broad-except
         fail([i], e)
@@ -314,7 +315,7 @@ def train_all(configs, workdirs, on_error=None) -> list[dict]:
         r['wall_seconds'] = time.perf_counter() - t0
         runs.write_json(os.path.join(w, 'summary.json'), r)
         if jax.process_index() == 0:
-          report.plot(w, {n: d for n, _, d in _stages(c, w)}, r)
+          report.plot(w, c, r)
   return results
 
 

@@ -52,7 +52,7 @@ def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
                          params=optax.apply_updates(state.params, updates[0]),
                          opt_state=opt_state)
 
-  batches = text.train_batches(config['data']['name'], batch_size=batch_size,
+  batches = text.packed_batches(config['data']['name'], batch_size=batch_size,
                                seq_len=seq_len, seed=0, tok=tok,
                                data_dir=data_dir)
   for _ in range(train_steps):

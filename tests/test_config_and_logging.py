@@ -164,3 +164,18 @@ def test_what_wandb_would_receive(tmp_path):
   other = _Recorder()
   logger.MetricLogger(str(tmp_path), stage, process_index=1, backend=other)
   assert other.inits == []  # Only process 0 logs.
+
+
+def test_wandb_lists_the_packages_once_a_process(tmp_path, monkeypatch):
+  # Runs trained together share a process: the list (0.25-0.5 s) goes with
+  # the first run only.
+  monkeypatch.setattr(logger, '_packages_listed', False)
+  from configs import quickstart  # pylint: disable=import-outside-toplevel
+  stage = quickstart.get_config().stages.student_kd
+  rec = _Recorder()
+  for r in range(3):
+    logger.MetricLogger(str(tmp_path / f'r{r}'), stage, process_index=0,
+                        backend=rec).close()
+  assert [i['settings']['x_save_requirements'] for i in rec.inits] == [
+      True, False, False]
+  assert all(i['settings']['silent'] for i in rec.inits)

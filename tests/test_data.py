@@ -70,14 +70,14 @@ def test_mnist1d_has_its_published_sizes_and_classes(data_dir):
   np.testing.assert_allclose(x.std(), 1.0, atol=1e-3)
   _, y_te = data.load_split('mnist1d', 'test', data_dir)
   assert len(y_te) == 1000 and np.bincount(y_te, minlength=10).min() > 80
-  batch = next(data.train_batches('mnist1d', batch_size=32, seed=0,
+  batch = next(data.example_batches('mnist1d', batch_size=32, seed=0,
                                   data_dir=data_dir))
   assert batch['image'].shape == (32, 40, 1)
 
 
 def test_train_batches_are_deterministic_and_resume_exactly(data_dir):
   def take(n, **kw):
-    it = data.train_batches('kd_digits', data_dir=data_dir,
+    it = data.example_batches('kd_digits', data_dir=data_dir,
                             **{'batch_size': 64, 'seed': 3, **kw})
     return [next(it) for _ in range(n)]
   a, b = take(50), take(50)
@@ -98,10 +98,39 @@ def test_train_batches_are_deterministic_and_resume_exactly(data_dir):
   assert not np.array_equal(epochs[0], epochs[1])
 
 
+def test_streams_sharing_a_split_and_fetched_in_chunks_equal_lone_ones(
+    data_dir, monkeypatch):
+  """A vectorized group's streams share the decoded split and its tf.data
+  cache (`_records`) and fetch several batches a call (`_unchunked`): each
+  still yields the batches of a lone stream fetched one at a time."""
+  from kd.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
+  def stream(seed, augment):
+    return data.example_batches('kd_digits', data_dir=data_dir, batch_size=64,
+                                seed=seed, augment=augment)
+
+  kinds = [(3, True), (4, True), (3, False)]
+  alone = []
+  with monkeypatch.context() as m:
+    m.setattr(input_pipeline, '_CHUNK_MAX', 1)
+    for seed, augment in kinds:
+      m.setattr(input_pipeline, '_SMALL_SPLITS', {})
+      it = stream(seed, augment)
+      alone.append([next(it) for _ in range(50)])  # 2.2 epochs.
+  monkeypatch.setattr(input_pipeline, '_SMALL_SPLITS', {})
+  streams = [stream(seed, augment) for seed, augment in kinds]
+  together = [[next(it) for it in streams] for _ in range(50)]
+  assert len(input_pipeline._SMALL_SPLITS) == 1  # pylint: disable=protected-access
+  for r, batches in enumerate(alone):
+    for step, batch in enumerate(batches):
+      for key in ('image', 'label', 'index'):
+        np.testing.assert_array_equal(together[step][r][key], batch[key])
+
+
 def test_augmentation_is_per_example_and_keeps_shapes(data_dir, digits):
-  plain = next(data.train_batches('kd_digits', batch_size=64, seed=0,
+  plain = next(data.example_batches('kd_digits', batch_size=64, seed=0,
                                   augment=False, data_dir=data_dir))
-  aug = next(data.train_batches('kd_digits', batch_size=64, seed=0,
+  aug = next(data.example_batches('kd_digits', batch_size=64, seed=0,
                                 data_dir=data_dir))
   np.testing.assert_array_equal(plain['label'], aug['label'])
   assert aug['image'].shape == plain['image'].shape
@@ -142,8 +171,8 @@ def test_processes_read_disjoint_parts_that_cover_the_split(data_dir, digits):
 
 def test_slice_mode_batches_do_not_depend_on_the_process_count(data_dir):
   kw = dict(seed=1, start_step=3, data_dir=data_dir)
-  one = data.train_batches('kd_digits', batch_size=64, **kw)
-  two = [data.train_batches('kd_digits', batch_size=32, process_index=i,
+  one = data.example_batches('kd_digits', batch_size=64, **kw)
+  two = [data.example_batches('kd_digits', batch_size=32, process_index=i,
                             process_count=2, process_split='slice', **kw)
          for i in range(2)]
   for _ in range(25):
@@ -161,9 +190,9 @@ def test_real_loaders_on_mock_data(mock_dir, name, shape, classes):
   image_size = 64 if name == 'imagenet2012' else None
   kw = dict(data_dir=mock_dir, image_size=image_size)
   with tfds.testing.mock_data(num_examples=_MOCK_EXAMPLES, data_dir=mock_dir):
-    plain = next(data.train_batches(name, batch_size=8, seed=0, augment=False,
+    plain = next(data.example_batches(name, batch_size=8, seed=0, augment=False,
                                     **kw))
-    aug = next(data.train_batches(name, batch_size=8, seed=0, augment=True,
+    aug = next(data.example_batches(name, batch_size=8, seed=0, augment=True,
                                   **kw))
     evals = list(data.eval_batches(name, batch_size=6,
                                    split=_MOCK_SPLITS[name][1], **kw))
@@ -184,7 +213,7 @@ def test_real_loaders_on_mock_data(mock_dir, name, shape, classes):
 def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):
   empty = str(tmp_path)
   with pytest.raises(data.DatasetNotPreparedError) as err:
-    data.train_batches('mnist', batch_size=8, seed=0, data_dir=empty)
+    data.example_batches('mnist', batch_size=8, seed=0, data_dir=empty)
   message = str(err.value)
   assert f"'mnist' is not prepared in {empty}" in message
   assert f'tfds build mnist --data_dir={empty}' in message
@@ -207,7 +236,7 @@ def test_unknown_dataset_and_size_are_errors():
 
 
 def test_train_examples_carry_their_position_in_the_split():
-  it = data.train_batches('kd_digits', batch_size=1437, seed=0, augment=False)
+  it = data.example_batches('kd_digits', batch_size=1437, seed=0, augment=False)
   batch = next(it)
   assert sorted(batch['index'].tolist()) == list(range(1437))
   x, y = data.load_split('kd_digits', 'train')
@@ -218,9 +247,9 @@ def test_train_examples_carry_their_position_in_the_split():
 def test_excluded_classes_never_appear_and_resume_still_exact(data_dir):
   kw = dict(batch_size=64, seed=0, data_dir=data_dir, augment=False,
             exclude_classes=(3,))
-  it = data.train_batches('kd_digits', **kw)
+  it = data.example_batches('kd_digits', **kw)
   batches = [next(it) for _ in range(30)]  # Over an epoch of 1,437 - 147.
   assert not any((b['label'] == 3).any() for b in batches)
-  resumed = data.train_batches('kd_digits', start_step=25, **kw)
+  resumed = data.example_batches('kd_digits', start_step=25, **kw)
   for b in batches[25:]:
     np.testing.assert_array_equal(next(resumed)['index'], b['index'])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.born_again import config as ban_config
-from experiments.born_again import evaluate as ban_evaluate
+from experiments.born_again import score
 from experiments.born_again import losses as ban_losses
 from kd import main as kd_main
 from kd import runs
@@ -58,7 +58,7 @@ def test_generations_train_and_ensemble(tmp_path, variant):
   summary = kd_main.run_pipeline(c, run)
   assert summary['gen2/steps'] == 3
   assert os.path.exists(tmp_path / 'shared_gen0' / 'summary.json')
-  result = ban_evaluate.evaluate(run)
+  result = score.score_generations(run)
   dirs = {'gen0': str(tmp_path / 'shared_gen0'),
           'gen1': os.path.join(run, 'gen1'), 'gen2': os.path.join(run, 'gen2')}
   members = {}

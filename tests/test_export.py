@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kd import evaluate, models
+from kd import latency, models
 from kd.export import tflite
 
 CASES = {'mlp': (8, 8, 1), 'cnn': (8, 8, 1), 'cnn1d': (40, 1)}
@@ -67,7 +67,7 @@ def test_int8_has_integer_io_and_keeps_the_argmax(model):
 
 def test_evaluate_reports_accuracy(model):
   labels = model['ref'].argmax(-1)
-  result = tflite.evaluate(model['float32'], model['x'], labels)
+  result = tflite.test_accuracy(model['float32'], model['x'], labels)
   assert result['accuracy'] == 1.0 and result['logits'].shape == (16, 10)
 
 
@@ -107,10 +107,10 @@ def test_fixed_batch_larger_than_one_runs_any_batch():
 
 def test_latency_is_the_median_after_the_warm_up(monkeypatch):
   ticks = iter([0.0, 0.004, 1.0, 1.001, 2.0, 2.009])  # Calls of 4, 1, 9 ms.
-  monkeypatch.setattr(evaluate, 'time',
+  monkeypatch.setattr(latency, 'time',
                       types.SimpleNamespace(perf_counter=lambda: next(ticks)))
   calls = []
-  ms = evaluate.latency_ms(calls.append, 'x', warmup=2, runs=3)
+  ms = latency.latency_ms(calls.append, 'x', warmup=2, runs=3)
   assert calls == ['x'] * 5 and ms == pytest.approx(4.0)
 
 
@@ -120,7 +120,7 @@ def test_latency_is_measured_for_both_runtimes():
   predict = lambda x: m.apply(variables, x)[0]
   x1 = np.zeros((1, 8, 8, 1), np.float32)
   assert tflite.latency_ms(jax.jit(predict), x1, warmup=1, runs=5) > 0
-  assert evaluate.model_latency_ms(m, variables, (8, 8, 1), runs=5) > 0
+  assert latency.model_latency_ms(m, variables, (8, 8, 1), runs=5) > 0
   tfl = tflite.TFLiteModel(tflite.convert(predict, (8, 8, 1)))
   ms = tflite.latency_ms(tfl.predict, x1, warmup=1, runs=5)
   assert isinstance(ms, float) and ms > 0

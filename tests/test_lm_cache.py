@@ -67,7 +67,7 @@ def test_cached_rows_are_the_teachers_topk(runs, teacher_dir):
   c = cache.TeacherCache(cache_dir, {'topk': K}, cache.TOPK_OUTPUTS)
   rows = text.training_rows('kd_pystdlib/tiny', seq_len=SEQ, seed=0)
   # Only the rows the run's 4 batches of 8 read, not all of them.
-  it = text.train_batches('kd_pystdlib/tiny', batch_size=8, seq_len=SEQ,
+  it = text.packed_batches('kd_pystdlib/tiny', batch_size=8, seq_len=SEQ,
                           seed=0, fixed_packing=True)
   read = np.unique(np.concatenate([next(it)['index'] for _ in range(4)]))
   assert meta['data']['rows_read_by'] == {'steps': 4, 'batch_size': 8}
@@ -120,7 +120,7 @@ def test_text_cache_needs_topk_terms_of_its_k(change, field):
 def test_rows_read_are_the_rows_of_the_runs_batches(steps):
   # 1380 rows, 172 batches of 8 an epoch: within, at and past epoch ends.
   kw = dict(batch_size=8, seq_len=SEQ, seed=1)
-  it = text.train_batches('kd_pystdlib/tiny', fixed_packing=True, **kw)
+  it = text.packed_batches('kd_pystdlib/tiny', fixed_packing=True, **kw)
   seen = np.unique(np.concatenate([next(it)['index'] for _ in range(steps)]))
   np.testing.assert_array_equal(
       text.rows_read('kd_pystdlib/tiny', steps=steps, **kw), seen)
@@ -130,13 +130,13 @@ def test_fixed_packing_keeps_epoch_0_rows_and_names_them():
   kw = dict(batch_size=8, seq_len=SEQ, seed=1)
   rows = text.training_rows('kd_pystdlib/tiny', seq_len=SEQ, seed=1)
   per_epoch = len(rows) // 8
-  fixed = text.train_batches('kd_pystdlib/tiny', fixed_packing=True, **kw)
+  fixed = text.packed_batches('kd_pystdlib/tiny', fixed_packing=True, **kw)
   first = next(fixed)
   # Epoch 0 is the default iterator's: a cache run sees the same data.
   np.testing.assert_array_equal(
-      first['tokens'], next(text.train_batches('kd_pystdlib/tiny', **kw))[
+      first['tokens'], next(text.packed_batches('kd_pystdlib/tiny', **kw))[
           'tokens'])
-  later = next(text.train_batches('kd_pystdlib/tiny', fixed_packing=True,
+  later = next(text.packed_batches('kd_pystdlib/tiny', fixed_packing=True,
                                   start_step=per_epoch + 3, **kw))
   for b in (first, later):
     np.testing.assert_array_equal(b['tokens'], rows[b['index']])

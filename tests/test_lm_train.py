@@ -78,7 +78,7 @@ def test_on_policy_batch_keeps_the_prompt_and_masks_it():
   tok = text.ByteTokenizer()
   model = models.create('transformer_lm', tok.vocab_size, d_model=16,
                         num_layers=1, num_heads=2, max_len=64)
-  batch = text.model_batch(next(text.train_batches(
+  batch = text.model_batch(next(text.packed_batches(
       'kd_pystdlib/tiny', batch_size=4, seq_len=16, seed=0, tok=tok)))
   variables = model.init(jax.random.key(0), batch['image'])
   out = jax.jit(lambda v, b: sampling.on_policy_batch(

@@ -7,6 +7,8 @@ import pytest
 
 from kd import report
 
+figure = report.figure
+
 
 def _metrics(d, rows):
   os.makedirs(d, exist_ok=True)
@@ -46,6 +48,8 @@ def test_the_figure_holds_loss_held_out_and_size_panels(pipeline):
   summary = {'teacher/params': 1000, 'teacher/test_accuracy': 0.9,
              'student_kd/params': 100, 'student_kd/test_accuracy': 0.7}
   fig = report.figure(dirs, summary)
+  path = str(work / 'figure.png')
+  fig.savefig(path, dpi=100)
   loss, held, size = fig.axes
   assert [(l.get_label(), l.get_color(), l.get_linestyle())
           for l in loss.get_lines()] == [
@@ -57,9 +61,23 @@ def test_the_figure_holds_loss_held_out_and_size_panels(pipeline):
   assert held.get_ylabel() == 'held-out accuracy'
   assert [c.get_offsets().tolist() for c in size.collections] == [
       [[1000, 0.9]], [[100, 0.7]]]
-  path = report.plot(str(work), dirs, summary)
-  assert path == str(work / 'plot.png')
   assert matplotlib.image.imread(path).shape[:2] == (400, 1600)
+
+
+def test_plot_reads_a_shared_teachers_directory(pipeline, monkeypatch):
+  """The MNIST-1D pipeline with `teacher_dir=`: its teacher stage lives
+  outside the workdir, and its curves are drawn all the same."""
+  from configs.mnist1d import distill  # pylint: disable=import-outside-toplevel
+  work, dirs = pipeline
+  os.rename(dirs['student_kd'], work / 'student')
+  config = distill.get_config(f'method=kd,teacher_dir={dirs["teacher"]}')
+  drawn = []
+  monkeypatch.setattr(report, 'figure', lambda stage_dirs, summary: (
+      drawn.append(stage_dirs), figure(stage_dirs, summary))[1])
+  path = report.plot(str(work), config, {})
+  assert drawn == [{'teacher': dirs['teacher'], 'student': str(work / 'student')}]
+  assert list(report.curves(drawn[0])['held_out']) == ['teacher', 'student']
+  assert path == str(work / 'plot.png')
 
 
 def test_a_language_model_plots_bits_per_byte(tmp_path):

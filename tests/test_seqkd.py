@@ -83,8 +83,8 @@ def test_student_trains_on_them_and_its_loss_falls(seqkd_run):
 def test_resume_yields_identical_batches(seqkd_run):
   out_dir = os.path.join(seqkd_run, 'student', 'seqkd')
   tok = text.ByteTokenizer()
-  batches = lambda start: data_seqkd.train_batches(out_dir, batch_size=8, seed=3,
-                                              tok=tok, start_step=start)
+  batches = lambda start: data_seqkd.generated_batches(
+      out_dir, batch_size=8, seed=3, tok=tok, start_step=start)
   whole = list(itertools.islice(batches(0), 14))
   resumed = list(itertools.islice(batches(9), 5))
   for a, b in zip(whole[9:], resumed):

@@ -115,7 +115,7 @@ def test_byte_tokenizer_ids():
 
 
 def _take(n, data_dir, **kw):
-  it = text.train_batches(TINY, data_dir=data_dir,
+  it = text.packed_batches(TINY, data_dir=data_dir,
                           **{'batch_size': 4, 'seq_len': 64, 'seed': 3, **kw})
   return [next(it) for _ in range(n)]
 
@@ -224,7 +224,7 @@ def test_bad_names_and_too_small_splits_are_errors(data_dir):
     text.builder('pystdlib', data_dir)
   with pytest.raises(ValueError, match='fewer than one global batch of '
                      '100000: lower batch_size or seq_len'):
-    next(text.train_batches(TINY, batch_size=100_000, seq_len=64, seed=0,
+    next(text.packed_batches(TINY, batch_size=100_000, seq_len=64, seed=0,
                             data_dir=data_dir))
   with pytest.raises(ValueError, match='unknown tokenizer'):
     text.tokenizer('wordpiece')

@@ -39,7 +39,7 @@ def _params(workdir):
 
 
 def _interrupt_after(monkeypatch, n_batches):
-  real = data.train_batches
+  real = data.example_batches
 
   def flaky(*args, **kwargs):
     it = real(*args, **kwargs)
@@ -47,7 +47,7 @@ def _interrupt_after(monkeypatch, n_batches):
       yield next(it)
     raise KeyboardInterrupt('simulated interruption')
 
-  monkeypatch.setattr(data.input_pipeline, 'train_batches', flaky)
+  monkeypatch.setattr(data.input_pipeline, 'example_batches', flaky)
 
 
 @pytest.fixture(scope='module')
@@ -170,7 +170,7 @@ def test_unknown_feature_lists_the_available_ones(tmp_path, teacher_dir):
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path,
                                                               monkeypatch):
-  real = data.train_batches
+  real = data.example_batches
 
   def poisoned(*args, **kwargs):
     for i, batch in enumerate(real(*args, **kwargs)):
@@ -178,7 +178,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path,
         batch = dict(batch, image=np.full_like(batch['image'], np.nan))
       yield batch
 
-  monkeypatch.setattr(data.input_pipeline, 'train_batches', poisoned)
+  monkeypatch.setattr(data.input_pipeline, 'example_batches', poisoned)
   with pytest.raises(loop.NonFiniteLossError, match='step 26'):
     train.train_and_evaluate(_run_config(log_every=1), str(tmp_path))
   mngr = checkpoint.manager(str(tmp_path / 'checkpoints'))

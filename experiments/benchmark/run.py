@@ -28,7 +28,7 @@ configuration's own figure, not the process's running peak, and leaves out
 what the runtime holds besides (other programs, the input pipeline).
 
 Input pipeline (`--pipeline`, on by default): examples/s of the training
-iterator alone (`kd.data.train_batches` with the dataset's augmentation:
+iterator alone (`kd.data.example_batches` with the dataset's augmentation:
 CIFAR crop and flip, ImageNet Inception crop), MNIST-1D real (built
 offline), CIFAR-100 and ImageNet as `tfds.testing.mock_data` records
 (random images through the same decode, cache, shuffle and augmentation;
@@ -180,7 +180,7 @@ def pipeline_rate(pair: str, batch: int, iters: int,
       stack.enter_context(tfds.testing.mock_data(num_examples=examples,
                                                  data_dir=data_dir))
     image_size = spec.input_shape[0] if spec.augment != 'none' else None
-    it = data.train_batches(name, batch_size=batch, seed=0, augment=True,
+    it = data.example_batches(name, batch_size=batch, seed=0, augment=True,
                             data_dir=data_dir or None, image_size=image_size)
     size = data.num_examples(name, 'train', data_dir or None)
     for _ in range(max(size // batch, 1) + 1):

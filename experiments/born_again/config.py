@@ -6,7 +6,7 @@ and generation k taught by generation k-1; each generation is a stage of one
   python -m kd.main \
       --config=experiments/born_again/config.py:variant=ban,seed=0 \
       --workdir=runs/born_again/ban_s0
-  python -m experiments.born_again.evaluate runs/born_again/ban_s0
+  python -m experiments.born_again.score runs/born_again/ban_s0
 
 Variants (generations >= 1; T = 1 as the paper):
   ban     KL to the teacher's distribution only

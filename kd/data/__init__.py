@@ -2,8 +2,8 @@
 for language models: `text`)."""
 from kd.data.input_pipeline import (DatasetNotPreparedError, DatasetSpec,
                                     OFFLINE, builder, eval_batches,
-                                    indexed_batches, load_split, names,
-                                    num_examples, spec, train_batches)
+                                    example_batches, indexed_batches,
+                                    load_split, names, num_examples, spec)
 from kd.data import text
 
 

@@ -143,6 +143,35 @@ def _read(b, s: DatasetSpec, split):
   return ds.enumerate().map(lambda i, e: (e[s.input_key], (e['label'], i)))
 
 
+_SMALL_SPLITS = {}  # The decoded small splits of this process, newest last.
+_SMALL_SPLITS_KEPT = 4
+
+
+def _records(b, s: DatasetSpec, split, exclude_classes):
+  """(records, size, small): `_read`'s records without `exclude_classes`,
+  their number, and whether they are few enough (`_CACHE_LIMIT`) to be
+  decoded once and kept in memory. The pipelines of a process share a small
+  split's records, and with them tf.data's in-memory cache: runs trained
+  together (`kd.vectorize`) read and decode it once, not once per run."""
+  key = (b.data_dir, s, str(split), tuple(exclude_classes))
+  if key in _SMALL_SPLITS:
+    return _SMALL_SPLITS[key]
+  size = b.info.splits[split].num_examples
+  records = _read(b, s, split)
+  if exclude_classes:
+    excluded = tf.constant(list(exclude_classes), tf.int64)
+    records = records.filter(
+        lambda x, y: tf.reduce_all(tf.not_equal(y[0], excluded)))
+    size = int(records.map(lambda x, y: 1).reduce(0, lambda a, b: a + b))
+  if size > _CACHE_LIMIT:
+    return records, size, False
+  records = records.map(lambda x, y: (_decode(b, s, x), y)).cache()
+  _SMALL_SPLITS[key] = records, size, True
+  while len(_SMALL_SPLITS) > _SMALL_SPLITS_KEPT:
+    del _SMALL_SPLITS[next(iter(_SMALL_SPLITS))]
+  return records, size, True
+
+
 def _decode(b, s: DatasetSpec, x):
   if s.input_key != 'image':
     return tf.cast(x, tf.float32)
@@ -230,14 +259,15 @@ def _epoch_seed(seed: int, epoch):
       maxval=None, dtype=tf.int64)
 
 
-def train_batches(name: str, *, batch_size: int, seed: int,
-                  data_dir: str | None = None, split: str = 'train',
-                  augment: bool = True, start_step: int = 0,
-                  process_index: int | None = None,
-                  process_count: int | None = None,
-                  shuffle_buffer: int = 10_000, image_size: int | None = None,
-                  download: bool = False, process_split: str = 'shard',
-                  exclude_classes: tuple[int, ...] = ()):
+def example_batches(name: str, *, batch_size: int, seed: int,
+                    data_dir: str | None = None, split: str = 'train',
+                    augment: bool = True, start_step: int = 0,
+                    process_index: int | None = None,
+                    process_count: int | None = None,
+                    shuffle_buffer: int = 10_000,
+                    image_size: int | None = None, download: bool = False,
+                    process_split: str = 'shard',
+                    exclude_classes: tuple[int, ...] = ()):
   """Endless iterator of {'image': float32, 'label': int32} numpy batches of
   this process's `batch_size`, reshuffled every epoch. Examples of
   `exclude_classes` are left out (a transfer set without them).
@@ -259,16 +289,7 @@ def train_batches(name: str, *, batch_size: int, seed: int,
                     for j in range(index))
     split = _process_split(split, index, count)
     index, count = 0, 1
-  size = b.info.splits[split].num_examples
-  records = _read(b, s, split)
-  if exclude_classes:
-    excluded = tf.constant(list(exclude_classes), tf.int64)
-    records = records.filter(
-        lambda x, y: tf.reduce_all(tf.not_equal(y[0], excluded)))
-    size = int(records.map(lambda x, y: 1).reduce(0, lambda a, b: a + b))
-  small = size <= _CACHE_LIMIT
-  if small:  # Decoded once and kept in memory.
-    records = records.map(lambda x, y: (_decode(b, s, x), y)).cache()
+  records, size, small = _records(b, s, split, exclude_classes)
   epoch, offset = divmod(start_step * batch_size * count, size)
   ds = tf.data.Dataset.range(epoch, np.iinfo(np.int64).max).flat_map(
       lambda e: records.shuffle(shuffle_buffer, seed=_epoch_seed(seed, e)))
@@ -293,7 +314,22 @@ def train_batches(name: str, *, batch_size: int, seed: int,
     fn = _preprocess(b, s, augment, seed, id_offset, decoded=small)
     ds = ds.map(lambda i, xy: fn(i, *xy), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True).batch(batch_size, drop_remainder=True)
-  return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
+  return _unchunked(ds, math.prod((batch_size, *s.input_shape)) * 4)
+
+
+# Batches of up to this many bytes leave tf.data in chunks of several:
+# fetching one tf.data element costs ~0.3 ms, more than a whole small step.
+_CHUNK_BYTES = 4 * 2**20
+_CHUNK_MAX = 64
+
+
+def _unchunked(ds, batch_bytes: int):
+  """The batches of `ds` (endless) as numpy, fetched `k` at a time."""
+  k = max(1, min(_CHUNK_MAX, _CHUNK_BYTES // batch_bytes))
+  chunks = tfds.as_numpy(ds.batch(k).prefetch(tf.data.AUTOTUNE))
+  for chunk in chunks:
+    for i in range(k):
+      yield {key: v[i] for key, v in chunk.items()}
 
 
 def _eval_dataset(name, split, data_dir, process_index, process_count,
@@ -347,7 +383,7 @@ def indexed_batches(name: str, split: str, batch_size: int,
                     download: bool = False):
   """Every example of the whole `split` once, in file order, with eval
   preprocessing, as {'image', 'label', 'index'} batches (the last may be
-  short); `index` is the example's position, as `train_batches` gives it."""
+  short); `index` is the example's position, as `example_batches` gives it."""
   ds, _ = _eval_dataset(name, split, data_dir, 0, 1, image_size, download)
   return tfds.as_numpy(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 

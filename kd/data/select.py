@@ -44,15 +44,15 @@ def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str):
   d = config.data
   batch_size = parallel.check_batch_size(config.batch_size)
   if seqkd_dir:
-    return seqkd.train_batches(seqkd_dir, batch_size=batch_size,
+    return seqkd.generated_batches(seqkd_dir, batch_size=batch_size,
                                seed=config.seed, tok=tok,
                                start_step=start_step)
   if text.is_text(d.name):
-    return map(text.model_batch, text.train_batches(
+    return map(text.model_batch, text.packed_batches(
         d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
         tok=tok, data_dir=d.data_dir or None, start_step=start_step,
         fixed_packing=bool(config.distill.teacher.cache)))
-  return input_pipeline.train_batches(
+  return input_pipeline.example_batches(
       d.name, batch_size=batch_size, seed=config.seed, augment=d.augment,
       start_step=start_step, shuffle_buffer=d.shuffle_buffer,
       process_split=d.process_split,

@@ -16,11 +16,11 @@ def read_meta(out_dir: str) -> dict | None:
     return json.load(f)
 
 
-def train_batches(out_dir: str, *, batch_size: int, seed: int, tok,
-                  start_step: int = 0, process_index: int | None = None,
-                  process_count: int | None = None):
+def generated_batches(out_dir: str, *, batch_size: int, seed: int, tok,
+                      start_step: int = 0, process_index: int | None = None,
+                      process_count: int | None = None):
   """Endless iterator of model batches (`kd.data.text.model_batch` form)
-  of the stored rows, the contract of `kd.data.text.train_batches`: every
+  of the stored rows, the contract of `kd.data.text.packed_batches`: every
   epoch visits the rows in an order drawn from (seed, epoch), leftover rows
   of the last whole global batch skipped; process i keeps rows
   i*B..(i+1)*B of every global batch; starting at `start_step` yields what

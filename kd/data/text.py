@@ -199,11 +199,12 @@ def _encoded(name, split, tok, data_dir):
   return docs
 
 
-def train_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
-                  tok=None, data_dir: str | None = None, split: str = 'train',
-                  start_step: int = 0, process_index: int | None = None,
-                  process_count: int | None = None,
-                  fixed_packing: bool = False):
+def packed_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
+                   tok=None, data_dir: str | None = None,
+                   split: str = 'train', start_step: int = 0,
+                   process_index: int | None = None,
+                   process_count: int | None = None,
+                   fixed_packing: bool = False):
   """Endless iterator of packed batches (see the module doc) of this
   process's `batch_size` rows. Every epoch packs the documents in an order
   of its own and visits the rows in an order of its own, both drawn from
@@ -261,7 +262,7 @@ def rows_read(name: str, *, batch_size: int, seq_len: int, seed: int,
               steps: int, tok=None, data_dir: str | None = None,
               split: str = 'train') -> np.ndarray:
   """Sorted numbers (`index`) of the rows that `steps` global batches of
-  `batch_size` rows of `train_batches(..., fixed_packing=True)` draw, over
+  `batch_size` rows of `packed_batches(..., fixed_packing=True)` draw, over
   all processes: what a run of `steps` steps reads of `training_rows`."""
   tok = tok or ByteTokenizer()
   docs = _encoded(name, split, tok, data_dir)
@@ -292,7 +293,7 @@ def fixed_rows(docs: list[np.ndarray], tok, seq_len: int, seed: int
 def training_rows(name: str, *, seq_len: int, seed: int, tok=None,
                   data_dir: str | None = None, split: str = 'train'
                   ) -> np.ndarray:
-  """Every row `train_batches(..., fixed_packing=True)` draws from, by its
+  """Every row `packed_batches(..., fixed_packing=True)` draws from, by its
   `index`: [rows, seq_len + 1] tokens."""
   tok = tok or ByteTokenizer()
   return fixed_rows(_encoded(name, split, tok, data_dir), tok, seq_len, seed)

@@ -16,7 +16,7 @@ from jax.extend import core as jax_core
 
 from kd import metrics
 # One timer for both runtimes, so LiteRT and jitted JAX are measured alike.
-from kd.evaluate import latency_ms  # pylint: disable=unused-import
+from kd.latency import latency_ms  # pylint: disable=unused-import
 from kd.export.artifact import ExportError
 
 QUANTIZATIONS = ('none', 'fp16', 'dynamic', 'int8')
@@ -263,8 +263,8 @@ class TFLiteModel:
     )[:len(x)]
 
 
-def evaluate(model_content: bytes, images: np.ndarray,
-             labels: np.ndarray) -> dict:
+def test_accuracy(model_content: bytes, images: np.ndarray,
+                  labels: np.ndarray) -> dict:
   logits = TFLiteModel(model_content).predict(images)
   return {'accuracy': float(np.mean(metrics.hits(logits, labels))),
           'logits': logits}

@@ -2,7 +2,7 @@
 ensembles (BANE: the mean of the distributions of generations 1..k, and of
 0..k).
 
-  python -m experiments.born_again.evaluate RUN_DIR [RUN_DIR ...]
+  python -m experiments.born_again.score RUN_DIR [RUN_DIR ...]
 
 Writes `RUN_DIR/generations.json` and prints one JSON object per run.
 """
@@ -12,13 +12,13 @@ import sys
 
 
 from kd import config as kd_config
-from kd import evaluate as kd_evaluate
 from kd import runs
 from kd import steps
+from kd import variant
 from kd.parallel import DataParallel
 
 
-def evaluate(run_dir: str) -> dict:
+def score_generations(run_dir: str) -> dict:
   pipeline = runs.saved_config(run_dir)
   if pipeline is None or 'stage_order' not in pipeline:
     raise FileNotFoundError(f'{run_dir} is not a pipeline directory written '
@@ -43,7 +43,7 @@ def evaluate(run_dir: str) -> dict:
 
   eval_fn = parallel.wrap(steps.make_named_eval_step(logits_fn), 1,
                           donate_first=False)
-  result = kd_evaluate.test_named(config, parallel, eval_fn, (
+  result = variant.named_test_rates(config, parallel, eval_fn, (
       parallel.replicate(tuple(v for _, _, v, _ in loaded)),))
   runs.write_json(os.path.join(run_dir, 'generations.json'), result)
   return result
@@ -51,7 +51,7 @@ def evaluate(run_dir: str) -> dict:
 
 def main(argv):
   for run_dir in argv[1:]:
-    print(json.dumps({run_dir: evaluate(run_dir)}, sort_keys=True))
+    print(json.dumps({run_dir: score_generations(run_dir)}, sort_keys=True))
 
 
 if __name__ == '__main__':
