@@ -26,17 +26,21 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _Preemption:
-  """Turns SIGTERM into the step at which to checkpoint and stop.
+  """Turns SIGTERM or SIGINT (Ctrl-C) into the step at which to checkpoint
+  and stop; a second Ctrl-C stops at once.
 
   Several processes (`jax.distributed` with its preemption service, on by
   default): JAX's own notifier catches SIGTERM on any process and every
   process stops at the same step (`reached_preemption_sync_point`), so all
-  save the same checkpoint together. One process: a SIGTERM handler.
+  save the same checkpoint together; SIGINT is left alone there. One
+  process: handlers of both signals.
   """
+  EXIT_CODES = {'SIGTERM': 143, 'SIGINT': 130}  # 128 + the signal number.
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.signal = 'SIGTERM'  # The signal received (a sync point: SIGTERM).
+    self._previous = {}
     self._sync = (jax.process_count() > 1 and
                   jax.config.jax_enable_preemption_service)
 
@@ -47,21 +51,26 @@ class _Preemption:
     return self.requested
 
   def __enter__(self):
-    if self._sync:  # JAX's notifier holds SIGTERM; do not take it over.
-      return self
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # Not the main thread: leave signals alone.
-      self._previous = None
+    # With the sync service, JAX's notifier holds SIGTERM: not taken over.
+    for sig in (signal.SIGINT,) if self._sync else (signal.SIGTERM,
+                                                      signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: leave signals alone.
+        pass
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    if signum == signal.SIGINT and (self._sync or self.requested):
+      raise KeyboardInterrupt  # Asked again (or no way to sync): now.
     self.requested = True
+    self.signal = signal.Signals(signum).name
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      if previous is not None:  # None: not set from Python; nothing to put back.
+        signal.signal(sig, previous)
 
 
 def restore(config, workdir: str, state, name: str):
@@ -126,8 +135,8 @@ def run(config, name: str, parallel, mngr, logger: MetricLogger, state,
   multiples of k. Logs interval means of the step's metrics every
   `log_every` steps, writes `test(p_state)` (a dict; only its keys in
   `logged` if given) every `eval_every` steps and at the end, saves every
-  `checkpoint_every` steps and at the end. SIGTERM saves and exits with
-  143; a non-finite loss stops the run and keeps the last good checkpoint.
+  `checkpoint_every` steps and at the end. SIGTERM (SIGINT, Ctrl-C) saves
+  and exits with 143 (130); a non-finite loss stops the run and keeps the last good checkpoint.
   `later_steps`: steps of the stages after this one, for the ETA.
   """
   return _run(config, name, parallel, [Sink(name, logger, mngr, lr_schedule)],
@@ -242,8 +251,9 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
             checkpoint.save(sink.mngr, step, part(host_state, r))
           last_saved = step
         if stop and not is_last:
-          print(f'[{name}] SIGTERM: saved step {step}; rerun to resume')
-          raise SystemExit(143)
+          print(f'[{name}] {preemption.signal}: saved step {step}; rerun '
+                'the same command to resume')
+          raise SystemExit(preemption.EXIT_CODES[preemption.signal])
   except BaseException:
     for sink in sinks:
       sink.logger.close()

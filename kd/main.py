@@ -128,8 +128,10 @@ def run_pipeline(config, workdir: str) -> dict:
   """Runs every stage; returns the merged `stage/key` summary. `workdir` is
   locked meanwhile and must hold no pipeline of another config."""
   kd_config.validate(config)  # Every stage, before the first runs.
+  train.preflight(config)
   with runs.lock(workdir):
-    runs.check_identity(workdir, config)
+    runs.check_identity(workdir, config,
+                        kd_config.stage_dirs(config, workdir))
     runs.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
     return _run_stages(config, workdir)
 
@@ -167,7 +169,31 @@ def _run_stages(config, workdir: str) -> dict:
   return summary
 
 
+INTERRUPTED = ('stopped by Ctrl-C outside the training steps (or by a '
+               'second Ctrl-C); the work since the last checkpoint is lost. '
+               'Rerun the same command to resume from that checkpoint.')
+
+
 def main(argv):
+  """`_main`, with Ctrl-C and the run directory's errors as one line. Ctrl-C
+  inside the training steps saves and exits (kd.loop); anywhere else nothing
+  is left half written."""
+  try:
+    _main(argv)
+  except KeyboardInterrupt:
+    print(f'[kd.main] {INTERRUPTED}', file=sys.stderr)
+    raise SystemExit(130) from None
+  except RUN_DIR_ERRORS as e:  # Their messages name the problem and the fix.
+    print(f'[kd.main] {type(e).__name__}: {e}', file=sys.stderr)
+    raise SystemExit(1) from None
+
+
+# Errors about the run directory, shown as their message: no traceback.
+RUN_DIR_ERRORS = (runs.RunDirError, runs.RunLockedError,
+                  runs.ConfigMismatchError, runs.CorruptFileError)
+
+
+def _main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO.
   distributed.initialize()

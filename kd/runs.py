@@ -13,11 +13,13 @@ finished run (the exporter, experiments, a teacher, `init_from`) opens it here.
 """
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
 import shutil
 import socket
+import time
 import warnings
 
 import jax
@@ -48,6 +50,12 @@ NEUTRAL_FIELDS = (
 )
 
 
+# Fields that decide only how a run is tested: an unfinished run may change
+# them (with a warning: its earlier test rows used the old value); a
+# finished run's summary holds the old value's figures, so there they refuse.
+EVAL_FIELDS = ('data.eval_split',)
+
+
 # Fields holding a directory: equal when they name the same one (a pipeline
 # writes its stages' teacher directories from --workdir, relative or not).
 PATH_FIELDS = ('distill.teacher.workdir', 'init_from', 'data.data_dir')
@@ -61,11 +69,19 @@ class ConfigMismatchError(ValueError):
   pass
 
 
+class RunDirError(OSError):
+  """--workdir cannot hold a run: a file, or not writable."""
+
+
 class CorruptFileError(ValueError):
   pass
 
 
 class UnfinishedTeacherError(RuntimeError):
+  pass
+
+
+class PipelineDirError(ValueError):
   pass
 
 
@@ -95,11 +111,21 @@ def saved_config(run_dir: str) -> dict | None:
 
 
 def load_config(run_dir: str) -> mc.ConfigDict:
+  """The config of one run; a pipeline's top folder is an error listing its
+  stages' directories."""
   found = saved_config(run_dir)
   if found is None:
     raise FileNotFoundError(
         f'{os.path.join(run_dir, "config.json")} not found: {run_dir} must be '
         'a run (or pipeline stage) directory written by kd.main')
+  if 'stages' in found:
+    dirs = kd_config.stage_dirs(found, run_dir)
+    dirs = {name: dirs[name] for name in found['stage_order']}
+    raise PipelineDirError(
+        f'{run_dir} is a pipeline\'s top folder, not one run; its stages: '
+        + ', '.join(f'{n} ({d})' for n, d in dirs.items()) + '. Pass one '
+        f'stage\'s directory, e.g. --workdir={list(dirs.values())[-1]} (the '
+        'last stage)')
   return mc.ConfigDict(found)
 
 
@@ -187,14 +213,43 @@ def recorded_config(run_dir: str) -> tuple[dict, str] | None:
   return None
 
 
-def check_identity(run_dir: str, config: mc.ConfigDict) -> None:
+def started(run_dir: str) -> bool:
+  """Whether a run began in `run_dir`: it has a config.json or a
+  checkpoint."""
+  ckpts = os.path.join(run_dir, 'checkpoints')
+  return os.path.exists(os.path.join(run_dir, 'config.json')) or (
+      os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts)))
+
+
+def check_identity(run_dir: str, config: mc.ConfigDict,
+                   stage_dirs: dict | None = None) -> None:
   """Refuses to continue `run_dir` with a config other than the one it was
-  started with: resumed or reused results would belong to neither."""
+  started with: resumed or reused results would belong to neither. For a
+  pipeline, `stage_dirs` (stage -> directory): a stage that has not started
+  there may change (a typo fixed in a stage that never ran)."""
   found = recorded_config(run_dir)
   if found is None:
     return
   old, where = found
-  diff = config_diff(old, config.to_dict())
+  fresh = {n for n, d in (stage_dirs or {}).items() if not started(d)}
+  diff = [line for line in config_diff(old, config.to_dict())
+          if not (line.startswith('stages.') and
+                  line.split(':')[0].split('.')[1] in fresh)]
+  tested = []  # Fields of EVAL_FIELDS that may change, as unfinished.
+  for line in diff:
+    path = line.split(':')[0]
+    if _in_run(path) not in EVAL_FIELDS:
+      continue
+    stage = path.split('.')[1] if path.startswith('stages.') else None
+    where, run = ((stage_dirs or {}).get(stage), config.stages[stage]) \
+        if stage else (run_dir, config)
+    if where and 'steps' in run and finished_summary(where, run.steps) is None:
+      tested.append(line)
+  if tested:
+    warnings.warn(f'{run_dir}: the run resumes with a change that affects '
+                  'only its tests (' + '; '.join(tested) + '): the test rows '
+                  'of metrics.jsonl written before it used the old value')
+  diff = [line for line in diff if line not in tested]
   if diff:
     raise ConfigMismatchError(
         f'{run_dir} holds a run of another config (recorded in {where}); the '
@@ -218,11 +273,35 @@ def _alive(pid: int) -> bool:
   return True
 
 
+def _make_dir(run_dir: str) -> None:
+  """Creates `run_dir`, or says in one line why it cannot hold a run."""
+  try:
+    os.makedirs(run_dir, exist_ok=True)
+  except (FileExistsError, NotADirectoryError):
+    raise RunDirError(
+        f'--workdir {run_dir} is a file (or lies under one), not a directory;'
+        ' pass a directory: a new one, or one kd.main wrote') from None
+  except OSError as e:
+    _not_writable(run_dir, e)
+
+
+def _not_writable(run_dir: str, e: OSError):
+  if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    raise RunDirError(
+        f'{run_dir} is not writable ({e.strerror}): a run writes its lock, '
+        'checkpoints, metrics and summary there. Use a writable --workdir '
+        '(or copy the run to one); a finished run there can still be read by '
+        'kd.tables and kd.report.') from None
+  raise e
+
+
 def _take(path: str) -> bool:
   try:
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
   except FileExistsError:
     return False
+  except OSError as e:
+    _not_writable(os.path.dirname(path), e)
   with os.fdopen(fd, 'w') as f:
     json.dump({'pid': os.getpid(), 'host': socket.gethostname(),
                'started': datetime.datetime.now(datetime.timezone.utc)
@@ -230,12 +309,24 @@ def _take(path: str) -> bool:
   return True
 
 
-def _holder(path: str) -> dict:
+def _holder(path: str) -> dict | None:
+  """The lock's {"pid", "host", "started"}; {} if it is gone, None if it
+  cannot be read (empty or cut short: its writer was killed between
+  creating and writing it, or is writing it now)."""
   try:
     with open(path) as f:
-      return json.loads(f.read() or '{}')
-  except (FileNotFoundError, json.JSONDecodeError):
+      found = json.loads(f.read())
+  except FileNotFoundError:
     return {}
+  except (ValueError, OSError):
+    return None
+  return found if isinstance(found, dict) and isinstance(
+      found.get('pid'), int) else None
+
+
+# An unreadable lock older than this is stale: its writer, which writes it
+# right after creating it, is gone.
+UNREADABLE_LOCK_SECONDS = 60
 
 
 def differences(want: dict, found: dict, what: str = 'directory',
@@ -281,13 +372,34 @@ def lock(run_dir: str):
     finally:
       _held[path] -= 1
     return
-  os.makedirs(run_dir, exist_ok=True)
+  _make_dir(run_dir)
+  unreadable = 0  # Reads of a lock not yet written.
   while not _take(path):
     h = _holder(path)
-    pid, host = h.get('pid'), h.get('host')
-    if host == socket.gethostname() and isinstance(pid, int) and (
+    if h == {}:  # Released meanwhile.
+      continue
+    if h is None:
+      try:
+        age = time.time() - os.path.getmtime(path)
+      except FileNotFoundError:
+        continue
+      if age < UNREADABLE_LOCK_SECONDS and unreadable < 10:
+        unreadable += 1  # Its writer may be writing it now.
+        time.sleep(0.1)
+        continue
+      if age < UNREADABLE_LOCK_SECONDS:
+        raise RunLockedError(
+            f'{path} exists but cannot be read (written {age:.0f} s ago: a '
+            'process may be starting in this directory); rerun in a minute, '
+            'when an unreadable lock counts as stale, or use another '
+            '--workdir')
+      warnings.warn(f'{path} cannot be read and is {age:.0f} s old (its '
+                    'writer was killed while creating it); taking over')
+    pid, host = (h or {}).get('pid'), (h or {}).get('host')
+    if h is None or host == socket.gethostname() and isinstance(pid, int) and (
         not _alive(pid)):
-      warnings.warn(f'{path}: its holder (pid {pid}) is gone; taking over')
+      if h is not None:
+        warnings.warn(f'{path}: its holder (pid {pid}) is gone; taking over')
       # A rename: of two processes taking over, one wins; a lock taken
       # meanwhile by another process is put back.
       stale = f'{path}.stale{os.getpid()}'
@@ -311,7 +423,7 @@ def lock(run_dir: str):
     yield
   finally:
     del _held[path]
-    if _holder(path).get('pid') == os.getpid():
+    if (_holder(path) or {}).get('pid') == os.getpid():
       os.remove(path)
 
 

@@ -13,6 +13,7 @@ import jax
 import ml_collections as mc
 import numpy as np
 
+from kd import adapters
 from kd import cache as cache_lib
 from kd import checkpoint
 from kd import config as kd_config
@@ -20,6 +21,7 @@ from kd import data
 from kd import fold
 from kd import latency
 from kd import loop
+from kd import losses
 from kd import metrics
 from kd import models
 from kd import optim
@@ -29,6 +31,7 @@ from kd import seqkd
 from kd import sharding
 from kd import steps
 from kd.data import select
+from kd.models import flax_module
 from kd.models import lm
 from kd.logger import MetricLogger
 from kd.parallel import DataParallel
@@ -66,6 +69,60 @@ def init_adapters(terms, student, teacher, example, rng, num_examples):
   return steps.init_adapters(terms, _output_shapes(student, example),
                              _output_shapes(teacher, example), rng,
                              num_examples)
+
+
+def preflight(config) -> None:
+  """What `kd.config.validate` cannot check without the registries and the
+  data: every name (dataset, model, teacher model, loss, adapter) exists,
+  and the training and test splits exist and hold examples. A pipeline's
+  every stage is checked before the first starts: a typo in the student
+  stage must not wait for the teacher to train. Raises ValueError naming
+  the field and the fix."""
+  if 'stages' in config:
+    for name in config.stage_order:
+      _preflight_run(config.stages[name], f'stages.{name}.')
+  else:
+    _preflight_run(config, '')
+
+
+def _preflight_run(c, at: str) -> None:
+  def fail(field, value, why, fix):
+    raise ValueError(f'config.{at}{field}={value!r}: {why}; {fix}')
+
+  text = data.text.is_text(c.data.name)
+  if not text and c.data.name not in data.names():
+    fail('data.name', c.data.name, 'unknown dataset', 'valid: ' + ', '.join(
+        data.names() + list(data.text.TEXT)))
+  t = c.distill.teacher
+  for field, name in (('model.name', c.model.name),
+                      ('distill.teacher.model', t.model if t.workdir else '')):
+    if name and name not in models.names() and not name.startswith(
+        flax_module.PREFIX):
+      fail(field, name, 'unknown model', 'valid: ' + ', '.join(models.names())
+           + f', or a module of your own as "{flax_module.PREFIX}'
+           'package.path:ClassName"')
+  for name, term in c.distill.terms.items():
+    if term.loss not in losses.LOSSES:
+      fail(f'distill.terms.{name}.loss', term.loss, 'unknown loss',
+           'valid: ' + ', '.join(sorted(losses.LOSSES)))
+    if term.adapter and term.adapter not in adapters.ADAPTERS:
+      fail(f'distill.terms.{name}.adapter', term.adapter, 'unknown adapter',
+           'valid: ' + ', '.join(sorted(adapters.ADAPTERS)) + " (or '' for "
+           'none)')
+  d = c.data
+  b = (data.text.builder(d.name, d.data_dir or None) if text else
+       data.builder(d.name, d.data_dir or None, d.download))
+  try:
+    size = b.info.splits[d.eval_split].num_examples
+  except (KeyError, ValueError):
+    fail('data.eval_split', d.eval_split, f'{d.name} has no such split',
+         f'set --config.{at}data.eval_split to one of '
+         f'{", ".join(sorted(b.info.splits))} or a slice such as '
+         "'test[:50%]'")
+  if not size:
+    fail('data.eval_split', d.eval_split, f'that part of {d.name} holds no '
+         f'examples', f'set --config.{at}data.eval_split to a split or '
+         "slice that holds some, such as 'test'")
 
 
 def teacher_outputs(teacher, terms, example) -> list[str]:
@@ -470,6 +527,7 @@ def train_and_evaluate(config: mc.ConfigDict, workdir: str,
   locked meanwhile and must hold no run of another config (`kd.runs`).
   `later_steps`: the steps of later pipeline stages, for the ETA."""
   kd_config.validate(config)
+  preflight(config)
   with runs.accepted(workdir, config, name) as done:
     if done is not None:
       return done

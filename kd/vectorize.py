@@ -279,6 +279,7 @@ def train_all(configs, workdirs, on_error=None) -> list[dict]:
   for i, c in enumerate(configs):
     try:
       kd_config.validate(c)
+      train.preflight(c)
     except Exception as e:  # pylint: disable=broad-except
       fail([i], e)
   t0 = time.perf_counter()
@@ -289,7 +290,7 @@ def train_all(configs, workdirs, on_error=None) -> list[dict]:
       try:
         locks.enter_context(runs.lock(w))
         if 'stages' in c:
-          runs.check_identity(w, c)
+          runs.check_identity(w, c, kd_config.stage_dirs(c, w))
           runs.write_json(os.path.join(w, 'config.json'), c.to_dict())
       except Exception as e:  # pylint: disable=broad-except
         fail([i], e)

@@ -81,6 +81,7 @@ def test_readme_test_command_is_what_ci_runs():
                  if line.startswith('    '))
   ci = open(os.path.join(ROOT, '.ci/run')).read().splitlines()
   assert ci[-1] == command
+  assert f'    {command}\n' in open(os.path.join(ROOT, 'docs/testing.md')).read()
   assert command.endswith('python -m pytest -q -n 2 --dist loadfile '
                           '--durations=25')
 
@@ -177,7 +178,7 @@ def test_names_and_files_the_docs_mention_exist(doc):
 
 def test_a_renamed_function_is_found():
   assert _missing_names(
-      '`kd.losses.kd` `kd.losses.no_such_loss` `kd.nothing.here` '
+      '`kd.losses.logits.kd` `kd.losses.no_such_loss` `kd.nothing.here` '
       'python -m kd.tables, python -m kd.tabels; `kd/runs.py`, kd/gone.py') == [
           'kd.losses.no_such_loss', 'kd.nothing.here', '-m kd.tabels',
           'kd/gone.py']

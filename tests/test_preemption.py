@@ -12,7 +12,7 @@ import numpy as np
 
 import orbax.checkpoint as ocp
 
-from kd import checkpoint, data
+from kd import checkpoint, data, runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = '''
@@ -111,3 +111,27 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(
   assert saved[0] == saved[1] and len(saved[0]) == 1, outs
   step, _ = _params(tmp_path / 'cut')
   assert step == int(saved[0][0]) < 600
+
+
+def test_ctrl_c_saves_the_step_and_exits_with_one_line(tmp_path):
+  """SIGINT (Ctrl-C) inside the training steps: the step it arrived at is
+  saved (not only the last `checkpoint_every` one), in one line."""
+  config = tmp_path / 'tiny.py'
+  config.write_text(CONFIG)
+  cut = tmp_path / 'cut'
+  proc = _start(config, cut)
+  metrics = cut / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 130, out[-2000:]
+  assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
+  saved = re.findall(r'\[train\] SIGINT: saved step (\d+); rerun the same '
+                     'command to resume\n', out)
+  step, _ = _params(cut)
+  assert saved == [str(step)] and 30 <= step < 200  # Before checkpoint_every.
+  assert not (cut / runs.LOCK).exists()

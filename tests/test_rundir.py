@@ -70,6 +70,63 @@ def test_second_process_is_refused_naming_the_holder(tmp_path):
   assert not os.path.exists(os.path.join(workdir, runs.LOCK))
 
 
+def test_unreadable_lock_is_refused_while_fresh_and_stale_after_a_minute(
+    tmp_path):
+  """An empty run.lock: its writer was killed between creating and writing
+  it (or is writing it now)."""
+  path = tmp_path / runs.LOCK
+  path.write_text('')
+  with pytest.raises(runs.RunLockedError,
+                     match=rf'{path} exists but cannot be read \(written \d+ '
+                     r's ago.*rerun in a minute'):
+    with runs.lock(str(tmp_path)):
+      pass
+  assert path.read_text() == ''  # Not taken.
+  old = path.stat().st_mtime - 120
+  os.utime(path, (old, old))
+  with pytest.warns(UserWarning, match=r'cannot be read and is 1\d\d s old'):
+    with runs.lock(str(tmp_path)):
+      assert json.loads(path.read_text())['pid'] == os.getpid()
+  assert not path.exists()
+
+
+def test_workdir_that_is_a_file_is_one_line_from_kd_main(tmp_path):
+  config = tmp_path / 'c.py'
+  config.write_text('from tests.test_train import _run_config\n'
+                    'def get_config(arg=None):\n  return _run_config()\n')
+  afile = tmp_path / 'afile'
+  afile.write_text('notes')
+  done = subprocess.run(
+      [sys.executable, '-m', 'kd.main', f'--config={config}',
+       f'--workdir={afile}'], cwd=ROOT, capture_output=True, text=True,
+      timeout=300, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
+  assert done.returncode == 1
+  assert 'Traceback' not in done.stderr, done.stderr[-3000:]
+  assert done.stderr.strip().splitlines()[-1] == (
+      f'[kd.main] RunDirError: --workdir {afile} is a file (or lies under '
+      'one), not a directory; pass a directory: a new one, or one kd.main '
+      'wrote')
+  assert afile.read_text() == 'notes'
+
+
+def test_read_only_workdir_is_named_with_the_fix(run_copy, monkeypatch):
+  """A read-only directory (simulated: the tests may run as root)."""
+  real_open = os.open
+
+  def read_only(path, flags, *args):
+    if str(path).startswith(run_copy) and flags & os.O_CREAT:
+      raise PermissionError(13, 'Permission denied', path)
+    return real_open(path, flags, *args)
+
+  monkeypatch.setattr(runs.os, 'open', read_only)
+  with pytest.raises(runs.RunDirError,
+                     match=rf'^{run_copy} is not writable \(Permission '
+                     r'denied\): .*Use a writable --workdir'):
+    train.train_and_evaluate(_run_config(), run_copy)
+  monkeypatch.undo()
+  assert runs.is_finished(run_copy)  # Still read as a run.
+
+
 def test_lock_is_released_on_errors_and_nests_in_one_process(tmp_path):
   workdir = str(tmp_path)
   with pytest.raises(KeyError):
@@ -319,3 +376,74 @@ def test_config_diff_paths_defaults_and_directories():
   assert runs.config_diff(old, new) == [
       'mixup_alpha: 0.0 -> 0.5',  # Absent before: its default, 0.0.
       'stages.s.optimizer.lr: 0.1 -> 0.2', 'steps: 10 -> 20']
+
+
+# Checked before the first step; what may change on a rerun.
+
+
+def _pipeline(loss='kd', student_output='logits'):
+  student = _run_config(steps=10)
+  student.distill.teacher.update(workdir='teacher', model='mlp',
+                                 kwargs={'hidden': (16,)})
+  student.distill.terms.kd = kd_config.term(loss, 1.0, temperature=4.0,
+                                            student=student_output)
+  return kd_config.pipeline_config(teacher=_run_config(steps=20),
+                                   student=student)
+
+
+def test_pipeline_typo_in_a_later_stage_fails_before_the_first(tmp_path):
+  workdir = str(tmp_path / 'p')
+  with pytest.raises(ValueError, match=r"config\.stages\.student\.distill\."
+                     r"terms\.kd\.loss='kdd': unknown loss; valid: .*\bkd\b"):
+    main.run_pipeline(_pipeline(loss='kdd'), workdir)
+  assert not os.path.exists(workdir)  # The teacher did not train.
+
+
+def test_pipeline_stage_that_never_started_may_change(tmp_path):
+  """The student stage fails after the teacher trained (an output the
+  student lacks); the fixed rerun reuses the teacher."""
+  workdir = str(tmp_path / 'p')
+  with pytest.raises(ValueError, match="asks for student output 'nope'"):
+    main.run_pipeline(_pipeline(student_output='nope'), workdir)
+  assert runs.is_finished(os.path.join(workdir, 'teacher'))
+  assert not runs.started(os.path.join(workdir, 'student'))
+  summary = main.run_pipeline(_pipeline(), workdir)
+  assert summary['student/steps'] == 10 and summary['teacher/steps'] == 20
+  assert json.load(open(os.path.join(workdir, 'config.json')))['stages'][
+      'student']['distill']['terms']['kd']['student'] == 'logits'
+  # A stage that ran may not change.
+  with pytest.raises(runs.ConfigMismatchError,
+                     match=r'stages\.student\.distill\.terms\.kd\.student: '
+                     r'"logits" -> "nope"'):
+    main.run_pipeline(_pipeline(student_output='nope'), workdir)
+
+
+@pytest.mark.parametrize('split,message', [
+    ('validation', r"config\.data\.eval_split='validation': kd_digits has no "
+     r'such split; set --config\.data\.eval_split to one of test, train'),
+    ('test[:0]', r"config\.data\.eval_split='test\[:0\]': that part of "
+     'kd_digits holds no examples'),
+])
+def test_bad_eval_split_fails_before_the_first_step(tmp_path, split, message):
+  c = _run_config()
+  c.data.eval_split = split
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_unfinished_run_may_change_its_eval_split_with_a_warning(run_copy):
+  c = _run_config()
+  c.data.eval_split = 'test[:50%]'
+  with pytest.raises(runs.ConfigMismatchError, match='data.eval_split'):
+    train.train_and_evaluate(c, run_copy)  # Finished: its figures are old.
+  os.remove(os.path.join(run_copy, 'summary.json'))
+  with pytest.warns(UserWarning, match=r'only its tests \(data\.eval_split: '
+                    r'"test" -> "test\[:50%\]"\)'):
+    summary = train.train_and_evaluate(c, run_copy)
+  rows = [json.loads(l) for l in open(os.path.join(run_copy, 'metrics.jsonl'))]
+  final = [r for r in rows if 'test_accuracy' in r]
+  assert len(final) == 1 and final[0]['test_accuracy'] == summary[
+      'test_accuracy']
+  assert json.load(open(os.path.join(run_copy, 'config.json')))['data'][
+      'eval_split'] == 'test[:50%]'

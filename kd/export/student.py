@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from kd import data
-from kd import latency
+from kd import latency as timing
 from kd import metrics
 from kd.export import artifact, onnx, tflite
 
@@ -46,7 +46,7 @@ def input_section(spec, b, shape: list[int], quantization: dict) -> dict:
   section = {
       'kind': kind, 'shape': shape, 'layout': layout,
       'dtype': quantization['input_dtype'],
-      'source': {'dataset': b.info.name, 'version': str(b.version),
+      'source': {'dataset': b.info.name, 'tfds_name': b.info.full_name,
                  'feature': spec.input_key, 'dtype': raw_dtype,
                  'shape': list(feature.shape), 'label': 'label',
                  'split': 'test'},
@@ -146,8 +146,8 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
                           'distillation or more representative examples')
   if latency:
     sidecar['latency_ms'] = {
-        f'{format}_batch1': latency.latency_ms(runner.predict, x_test[:1]),
-        'jax_batch1': latency.model_latency_ms(model, variables,
+        f'{format}_batch1': timing.latency_ms(runner.predict, x_test[:1]),
+        'jax_batch1': timing.model_latency_ms(model, variables,
                                                 spec.input_shape)}
   artifact.write(out_path, blob, sidecar)
   return sidecar
