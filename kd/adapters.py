@@ -183,7 +183,7 @@ def crd(feat_dim: int = 128, num_negatives: int = 16384,
   m_i <- normalize(momentum * m_i + (1 - momentum) * v_i) from the whole
   global batch (gathered over devices), so every replica stays identical.
   Loss inputs: (student scores vs teacher bank, teacher scores vs student
-  bank), each [batch, 1 + K], for `kd.losses.crd`.
+  bank), each [batch, 1 + K], for `kd.losses.contrastive.crd`.
   """
   heads = _CRDHeads(feat_dim)
 
@@ -226,7 +226,7 @@ def crd(feat_dim: int = 128, num_negatives: int = 16384,
 
 def ab() -> Adapter:
   """AB: the student's pre-activation map through a `Connector` to the
-  teacher's channels, for `kd.losses.activation_boundary`."""
+  teacher's channels, for `kd.losses.features.activation_boundary`."""
   return _stateless(lambda s, t: Connector(t.shape[-1]),
                     lambda out, t: ((out, t), {}))
 
@@ -246,7 +246,7 @@ def _channel_stats(x, mask=None):
 def ofd() -> Adapter:
   """OFD (Heo et al., ICCV 2019): the student's pre-ReLU map through a
   `Connector` (1x1 convolution + batch norm) to the teacher's channels, and
-  the teacher's per-channel margin for `kd.losses.ofd`.
+  the teacher's per-channel margin for `kd.losses.features.ofd`.
 
   The paper reads the margin from the batch norm before the teacher's ReLU
   (x ~ N(beta, gamma^2)). Here it comes from the statistics of the teacher's
@@ -335,7 +335,7 @@ def review_kd() -> Adapter:
   deep (a term naming them comma-separated, e.g.
   'stage-3,stage-2,stage-1,embedding'), fused from the deepest down by
   `ABF`s, each output at its teacher stage's size and width; loss inputs
-  (the fused outputs, the teacher's maps) for `kd.losses.hcl`.
+  (the fused outputs, the teacher's maps) for `kd.losses.features.hcl`.
   """
 
   def maps(s, t):

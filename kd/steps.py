@@ -191,7 +191,8 @@ def check_terms(terms, student_shapes, teacher_shapes) -> None:
             f'output {key!r}; the {side} has: {", ".join(sorted(shapes))}')
     if not term.adapter:  # An adapter reshapes the pair itself.
       shape = lambda x: jax.tree.map(lambda a: a.shape, x)
-      losses.check_inputs(term.loss, shape(select(student_shapes, term.student)),
+      losses.check_inputs(term.loss,
+                          shape(select(student_shapes, term.student)),
                           shape(select(teacher_shapes, term.teacher)))
 
 
@@ -306,10 +307,11 @@ def mixup(batch, rng, alpha: float):
               label_b=batch['label'][perm], lam=lam)
 
 
-def _mixed_ce(logits, batch, label_smoothing):
-  """Cross-entropy averaged over the batch's mask, mixed as the batch is."""
-  ce = lambda labels: losses.cross_entropy(logits, labels, label_smoothing,
-                                           mask=batch.get('mask'))
+def label_loss(logits, batch, label_smoothing: float = 0.0):
+  """Cross-entropy with the batch's labels (`losses.classification`),
+  averaged over its mask, mixed as the batch is (`mixup`)."""
+  ce = lambda labels: losses.masked_mean(losses.classification.cross_entropy(
+      logits, labels, label_smoothing), batch.get('mask'))
   if 'lam' in batch:
     return batch['lam'] * ce(batch['label']) + (1 - batch['lam']) * ce(
         batch['label_b'])
@@ -339,7 +341,7 @@ def make_supervised_step(model: nn.Module, tx: optax.GradientTransformation,
     params, _ = trainable
     logits, _, new_state = apply_train(model, params, state.model_state,
                                         batch['image'], qat)
-    ce = _mixed_ce(logits, batch, label_smoothing)
+    ce = label_loss(logits, batch, label_smoothing)
     return ce, (new_state, {}, {'loss': ce, 'ce': ce,
                                 'accuracy': accuracy(logits, batch['label'],
                                                      batch.get('mask'))})
@@ -379,7 +381,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
                                             state.model_state, batch['image'],
                                             qat)
     student_out = outputs(logits, feats)
-    ce = _mixed_ce(logits, batch, label_smoothing)
+    ce = label_loss(logits, batch, label_smoothing)
     metrics = {'ce': ce, 'accuracy': accuracy(logits, batch['label'],
                                               batch.get('mask'))}
     distill, more, new_aux_state = apply_terms(

@@ -178,7 +178,7 @@ def test_names_and_files_the_docs_mention_exist(doc):
 
 def test_a_renamed_function_is_found():
   assert _missing_names(
-      '`kd.losses.kd` `kd.losses.no_such_loss` `kd.nothing.here` '
+      '`kd.losses.logits.kd` `kd.losses.no_such_loss` `kd.nothing.here` '
       'python -m kd.tables, python -m kd.tabels; `kd/runs.py`, kd/gone.py') == [
           'kd.losses.no_such_loss', 'kd.nothing.here', '-m kd.tabels',
           'kd/gone.py']

@@ -3,6 +3,8 @@ import glob
 import importlib
 import json
 import os
+import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -429,21 +431,42 @@ def test_paper_specs_name_keys_kd_tables_finds(tmp_path):
     assert found == set(paper.PUBLISHED), spec
 
 
-def test_experiment_summary_rows(tmp_path):
-  from experiments import summarize  # pylint: disable=import-outside-toplevel
-  for seed, acc in enumerate((0.5, 0.7)):
-    run = tmp_path / f'run_s{seed}'
-    run.mkdir()
-    json.dump({'student/test_accuracy': acc}, open(run / 'summary.json', 'w'))
-    json.dump({'gen1/test_accuracy': acc + 0.1},
-              open(run / 'generations.json', 'w'))
-  assert summarize.row(f'a={tmp_path}/run_s*@student/test_accuracy') == (
-      '| a | 2 | 60.0 ± 14.1 |')
-  assert summarize.row(
-      f'b={tmp_path}/run_s*@generations.json:gen1/test_accuracy') == (
-          '| b | 2 | 70.0 ± 14.1 |')
-  with pytest.raises(FileNotFoundError, match='no run matches'):
-    summarize.row(f'c={tmp_path}/nothing*@x')
+def _tables_command(text: str) -> list[str]:
+  """The arguments of the `python -m kd.tables` command in `text`."""
+  command = re.search(r'python -m kd\.tables ((?:\\\n|[^\n])+)',
+                      text).group(1)
+  return shlex.split(command.replace('\\\n', ' '))
+
+
+@pytest.mark.parametrize('variant, keys', [
+    ('multi_teacher', ('mode', 'weights', 'hint')), ('online', ('students',)),
+    ('self_distillation', ('mode', 'alpha')),
+    ('adversarial', ('form', 'embedding', 'conditional', 'kd_weight',
+                     'raw_logits'))])
+def test_variant_readme_tables_group_their_sweep(tmp_path, variant, keys):
+  """A variant README's commands are its sweep spec's, and the `kd.tables`
+  command groups the spec's runs one row per ARGS entry, each metric over
+  the 3 seeds."""
+  spec_path = os.path.join(ROOT, 'launch/specs', f'mnist1d_{variant}.py')
+  spec = sweep.load_spec(spec_path)
+  readme = open(os.path.join(ROOT, 'experiments', variant, 'README.md')).read()
+  assert f'python -m launch.sweep launch/specs/mnist1d_{variant}.py' in readme
+  args = _tables_command(readme)
+  assert args == _tables_command(open(spec_path).read())
+  flags_ = dict(a.split('=', 1) for a in args[1:])
+  assert tuple(flags_['--group-by'].split(',')) == keys
+  metrics = flags_['--metric'].split(',')
+  root = str(tmp_path / 'runs')
+  for d, config in _sweep_tree(f'mnist1d_{variant}', root).items():
+    with open(os.path.join(d, 'summary.json'), 'w') as f:
+      json.dump({m: 0.5 for m in metrics} | _steps(config), f)
+  assert args[0] == f'runs/mnist1d_{variant}'
+  rows = tables.table(_describe_all(os.path.join(root, spec.NAME),
+                                    metrics=metrics), list(keys),
+                      metrics=metrics)
+  assert len(rows) == len(spec.ARGS)
+  for row in rows:
+    assert row['n'] == 3 and all(row[m] == 0.5 for m in metrics), row
 
 
 TINY_CONFIG = '''

@@ -60,9 +60,9 @@ CASES = [('forward_kl', {}), ('reverse_kl', {}),
 @pytest.mark.parametrize('name,kw', CASES)
 @pytest.mark.parametrize('temperature', [1.0, 2.5])
 def test_matches_numpy_over_unmasked_tokens(name, kw, temperature):
-  fn = getattr(losses, name)
+  fn = losses.get(name)
   want = per_token(name, S, TE, temperature, **kw)
-  got = fn(S, TE, MASK, temperature=temperature, **kw)
+  got = fn(S, TE, temperature=temperature, **kw, mask=MASK)
   assert got.shape == () and got.dtype == jnp.float32
   np.testing.assert_allclose(float(got), (want * MASK).sum() / MASK.sum(),
                              rtol=2e-5, atol=1e-7)
@@ -76,22 +76,22 @@ def test_matches_numpy_over_unmasked_tokens(name, kw, temperature):
 
 @pytest.mark.parametrize('name,kw', CASES)
 def test_masked_tokens_do_not_count_and_all_masked_is_zero(name, kw):
-  fn = getattr(losses, name)
+  fn = losses.get(name)
   noisy_s, noisy_t = S.copy(), TE.copy()
   noisy_s[MASK == 0] = R.normal(size=noisy_s[MASK == 0].shape) * 10
   noisy_t[MASK == 0] = R.normal(size=noisy_t[MASK == 0].shape) * 10
-  np.testing.assert_allclose(float(fn(noisy_s, noisy_t, MASK, **kw)),
-                             float(fn(S, TE, MASK, **kw)), rtol=1e-6)
+  np.testing.assert_allclose(float(fn(noisy_s, noisy_t, **kw, mask=MASK)),
+                             float(fn(S, TE, **kw, mask=MASK)), rtol=1e-6)
   zeros = np.zeros_like(MASK)
-  value, grad = jax.value_and_grad(lambda s: fn(s, TE, zeros, **kw))(
+  value, grad = jax.value_and_grad(lambda s: fn(s, TE, **kw, mask=zeros))(
       jnp.asarray(S, jnp.float32))
   assert float(value) == 0.0 and np.all(np.asarray(grad) == 0)
 
 
 @pytest.mark.parametrize('name,kw', CASES)
 def test_gradient_reaches_only_the_student(name, kw):
-  fn = getattr(losses, name)
-  g_s, g_t = jax.grad(lambda a, b: fn(a, b, MASK, **kw), argnums=(0, 1))(
+  fn = losses.get(name)
+  g_s, g_t = jax.grad(lambda a, b: fn(a, b, **kw, mask=MASK), argnums=(0, 1))(
       jnp.asarray(S, jnp.float32), jnp.asarray(TE, jnp.float32))
   assert np.all(np.asarray(g_t) == 0)
   # The gradient is the slope of the NumPy loss (float64 central
@@ -110,14 +110,14 @@ def test_classifier_logits_work_too(name, kw):
   s, t = S[:, 0], TE[:, 0]  # [B, V]
   want = per_token(name, s, t, 2.0, **kw).mean()
   np.testing.assert_allclose(
-      float(getattr(losses, name)(s, t, temperature=2.0, **kw)), want,
+      float(losses.get(name)(s, t, temperature=2.0, **kw)), want,
       rtol=2e-5)
 
 
 def test_zero_when_student_equals_teacher():
   for name, kw in CASES:
     if name != 'topk_kl':
-      assert abs(float(getattr(losses, name)(TE, TE, MASK, **kw))) < 1e-5, name
+      assert abs(float(losses.get(name)(TE, TE, **kw, mask=MASK))) < 1e-5, name
   # The truncated teacher against its own full softmax: -log(top-k mass).
   mass = np.sort(softmax(TE), -1)[..., -4:].sum(-1)
   np.testing.assert_allclose(losses.divergences.topk_kl(TE, TE, k=4),
@@ -125,51 +125,55 @@ def test_zero_when_student_equals_teacher():
 
 
 def test_limits_of_the_mixtures():
-  fwd, rev = losses.forward_kl(S, TE), losses.reverse_kl(S, TE)
+  fwd, rev = losses.get('forward_kl')(S, TE), losses.get('reverse_kl')(S, TE)
   # Skew with alpha = 0 is the plain KL; alpha = 1 compares p with itself.
-  np.testing.assert_allclose(losses.skew_kl(S, TE, alpha=0.0), fwd, rtol=1e-5)
-  np.testing.assert_allclose(losses.skew_reverse_kl(S, TE, alpha=0.0), rev,
+  np.testing.assert_allclose(losses.get('skew_kl')(S, TE, alpha=0.0), fwd, rtol=1e-5)
+  np.testing.assert_allclose(losses.get('skew_reverse_kl')(S, TE, alpha=0.0), rev,
                              rtol=1e-5)
-  assert abs(float(losses.skew_kl(S, TE, alpha=1.0))) < 1e-6
+  assert abs(float(losses.get('skew_kl')(S, TE, alpha=1.0))) < 1e-6
   # JSD_beta / beta -> forward KL as beta -> 0, / (1 - beta) -> reverse.
   eps = 1e-4
-  np.testing.assert_allclose(losses.generalized_jsd(S, TE, beta=eps) / eps,
+  np.testing.assert_allclose(losses.get('generalized_jsd')(S, TE, beta=eps) / eps,
                              fwd, rtol=5e-3)
   np.testing.assert_allclose(
-      losses.generalized_jsd(S, TE, beta=1 - eps) / eps, rev, rtol=5e-3)
+      losses.get('generalized_jsd')(S, TE, beta=1 - eps) / eps, rev, rtol=5e-3)
   # Top-k with k = V is the forward KL.
-  np.testing.assert_allclose(losses.topk_kl(S, TE, k=V), fwd, rtol=1e-5)
+  np.testing.assert_allclose(losses.get('topk_kl')(S, TE, k=V), fwd, rtol=1e-5)
 
 
 def test_kd_is_forward_kl_times_t_squared():
-  np.testing.assert_allclose(losses.kd(S, TE, 3.0, mask=MASK),
-                             9.0 * losses.forward_kl(S, TE, MASK, 3.0),
+  np.testing.assert_allclose(losses.get('kd')(S, TE, 3.0, mask=MASK),
+                             9.0 * losses.get('forward_kl')(S, TE, 3.0,
+                                                            mask=MASK),
                              rtol=1e-6)
 
 
 def test_topk_from_a_cache_equals_topk_from_full_logits():
   values, indices = jax.lax.top_k(jnp.asarray(TE, jnp.float32), 3)
-  want = losses.topk_kl(S, TE, MASK, 2.0, k=3)
+  want = losses.get('topk_kl')(S, TE, 2.0, k=3, mask=MASK)
   np.testing.assert_allclose(
-      losses.topk_kl_cached(S, (values, indices), MASK, 2.0), want, rtol=1e-6)
+      losses.get('topk_kl_cached')(S, (values, indices), 2.0,
+                                    mask=MASK), want, rtol=1e-6)
   # Cached log-probabilities give the same renormalised teacher.
   log_p = jax.nn.log_softmax(jnp.asarray(TE, jnp.float32))
   np.testing.assert_allclose(
-      losses.topk_kl_cached(S, jax.lax.top_k(log_p, 3), MASK, 2.0), want,
+      losses.get('topk_kl_cached')(S, jax.lax.top_k(log_p, 3), 2.0,
+                                    mask=MASK), want,
       rtol=1e-5)
 
 
 @pytest.mark.parametrize('call,match', [
-    (lambda: losses.generalized_jsd(S, TE, beta=0.0), r'beta must be in \(0, 1\)'),
-    (lambda: losses.generalized_jsd(S, TE, beta=1.0), 'forward_kl and reverse_kl'),
-    (lambda: losses.skew_kl(S, TE, alpha=1.5), r'alpha must be in \[0, 1\]'),
-    (lambda: losses.skew_reverse_kl(S, TE, alpha=-0.1), 'alpha must be'),
-    (lambda: losses.topk_kl(S, TE, k=0), r'k must be in \[1, 11\]'),
-    (lambda: losses.topk_kl(S, TE, k=12), 'vocabulary size'),
-    (lambda: losses.forward_kl(S, TE, temperature=0.0), 'temperature must be > 0'),
-    (lambda: losses.kd(S, TE, -1.0), 'temperature must be > 0'),
+    (lambda: losses.get('generalized_jsd')(S, TE, beta=0.0), r'beta must be in \(0, 1\)'),
+    (lambda: losses.get('generalized_jsd')(S, TE, beta=1.0), 'forward_kl and reverse_kl'),
+    (lambda: losses.get('skew_kl')(S, TE, alpha=1.5), r'alpha must be in \[0, 1\]'),
+    (lambda: losses.get('skew_reverse_kl')(S, TE, alpha=-0.1), 'alpha must be'),
+    (lambda: losses.get('topk_kl')(S, TE, k=0), r'k must be in \[1, 11\]'),
+    (lambda: losses.get('topk_kl')(S, TE, k=12), 'vocabulary size'),
+    (lambda: losses.get('forward_kl')(S, TE, temperature=0.0), 'temperature must be > 0'),
+    (lambda: losses.get('kd')(S, TE, -1.0), 'temperature must be > 0'),
     (lambda: losses.chunked(losses.divergences.tvd, 0), 'chunk_size must be'),
-    (lambda: losses.forward_kl(S, TE, MASK[:, :3]), 'cannot weight loss values'),
+    (lambda: losses.get('forward_kl')(S, TE, mask=MASK[:, :3]),
+     'cannot weight loss values'),
 ])
 def test_bad_arguments_say_what_is_wrong(call, match):
   with pytest.raises(ValueError, match=match):
@@ -212,9 +216,9 @@ def test_hidden_state_losses_per_token():
                              rtol=1e-5)
   np.testing.assert_allclose(losses.features.hidden_cosine(H_S, H_T), cos,
                              rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(losses.hidden_cosine(H_S, H_T, mask=MASK),
+  np.testing.assert_allclose(losses.get('hidden_cosine')(H_S, H_T, mask=MASK),
                              (cos * MASK).sum() / MASK.sum(), rtol=1e-5)
-  g = jax.grad(lambda h: losses.hidden_cosine(h, jnp.zeros((B, T, D_T))))(
+  g = jax.grad(lambda h: losses.get('hidden_cosine')(h, jnp.zeros((B, T, D_T))))(
       jnp.zeros((B, T, D_T)))
   assert np.isfinite(g).all()
 
@@ -237,7 +241,7 @@ def test_term_projects_hidden_states_and_reduces_over_the_token_mask():
 
 
 def test_term_on_lm_logits_is_the_masked_mean_chunked_or_not():
-  want = losses.generalized_jsd(S, TE, MASK, 2.0, beta=0.4)
+  want = losses.get('generalized_jsd')(S, TE, 2.0, beta=0.4, mask=MASK)
   for kwargs in ({}, {'chunk_size': 3}):
     term = steps.Term('jsd', 'generalized_jsd', 1.0,
                       kwargs={'temperature': 2.0, 'beta': 0.4, **kwargs})

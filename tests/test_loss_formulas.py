@@ -1,5 +1,6 @@
 """Each loss against an independent NumPy version of its published formula,
 plus properties (zero at equality, no teacher gradient, permutations)."""
+import inspect
 import math
 import re
 
@@ -194,46 +195,46 @@ T_MAPS = tuple(R.normal(size=m.shape) for m in S_MAPS)
 MARGIN = -np.abs(R.normal(size=3)) - 0.1
 
 CASES = {
-    'kd': (lambda: losses.kd(S_LOG, T_LOG, 3.0), lambda: np_kd(S_LOG, T_LOG, 3.0)),
-    'dkd': (lambda: losses.dkd(S_LOG, T_LOG, LABELS, 1.0, 8.0, 4.0),
+    'kd': (lambda: losses.get('kd')(S_LOG, T_LOG, 3.0), lambda: np_kd(S_LOG, T_LOG, 3.0)),
+    'dkd': (lambda: losses.get('dkd')(S_LOG, T_LOG, LABELS, 1.0, 8.0, 4.0),
             lambda: np_dkd(S_LOG, T_LOG, LABELS, 1.0, 8.0, 4.0)),
-    'dist': (lambda: losses.dist(S_LOG, T_LOG, 2.0, 1.5, 4.0),
+    'dist': (lambda: losses.get('dist')(S_LOG, T_LOG, 2.0, 1.5, 4.0),
              lambda: np_dist(S_LOG, T_LOG, 2.0, 1.5, 4.0)),
-    'logit_mse': (lambda: losses.logit_mse(S_LOG, T_LOG),
+    'logit_mse': (lambda: losses.get('logit_mse')(S_LOG, T_LOG),
                   lambda: np.mean((S_LOG - T_LOG)**2)),
-    'hint': (lambda: losses.hint(S_MAP, T_MAP),
+    'hint': (lambda: losses.get('hint')(S_MAP, T_MAP),
              lambda: np.mean((S_MAP - T_MAP)**2)),
     'attention_transfer': (
-        lambda: losses.attention_transfer(S_MAP, T_MAP, 2),
+        lambda: losses.get('attention_transfer')(S_MAP, T_MAP, 2),
         lambda: np.mean((np_at_map(S_MAP, 2) - np_at_map(T_MAP, 2))**2)),
     'factor_transfer': (
-        lambda: losses.factor_transfer(S_MAP, T_MAP, 2, 1),
+        lambda: losses.get('factor_transfer')(S_MAP, T_MAP, 2, 1),
         lambda: np.mean(np.abs(np_at_map(S_MAP, 2) - np_at_map(T_MAP, 2)))),
-    'similarity_preserving': (lambda: losses.similarity_preserving(S_MAP, T_MAP),
+    'similarity_preserving': (lambda: losses.get('similarity_preserving')(S_MAP, T_MAP),
                               lambda: np_sp(S_MAP, T_MAP)),
-    'rkd': (lambda: losses.rkd(S_EMB, T_EMB, 25.0, 50.0),
+    'rkd': (lambda: losses.get('rkd')(S_EMB, T_EMB, 25.0, 50.0),
             lambda: np_rkd(S_EMB, T_EMB, 25.0, 50.0)),
-    'pkt': (lambda: losses.pkt(S_EMB, T_EMB), lambda: np_pkt(S_EMB, T_EMB)),
-    'correlation_congruence': (lambda: losses.correlation_congruence(S_EMB, T_EMB),
+    'pkt': (lambda: losses.get('pkt')(S_EMB, T_EMB), lambda: np_pkt(S_EMB, T_EMB)),
+    'correlation_congruence': (lambda: losses.get('correlation_congruence')(S_EMB, T_EMB),
                                lambda: np_cc(S_EMB, T_EMB)),
-    'nst': (lambda: losses.nst(S_MAP, T_MAP), lambda: np_nst(S_MAP, T_MAP)),
-    'vid': (lambda: losses.vid(S_MAP, T_MAP, np.linspace(-1, 1, 3)),
+    'nst': (lambda: losses.get('nst')(S_MAP, T_MAP), lambda: np_nst(S_MAP, T_MAP)),
+    'vid': (lambda: losses.get('vid')(S_MAP, T_MAP, np.linspace(-1, 1, 3)),
             lambda: np_vid(S_MAP, T_MAP, np.linspace(-1, 1, 3))),
     'activation_boundary': (
-        lambda: losses.activation_boundary(S_MAP, T_MAP, 0.5),
+        lambda: losses.get('activation_boundary')(S_MAP, T_MAP, 0.5),
         lambda: np_ab(S_MAP, T_MAP, 0.5)),
     'kd_standardized': (
-        lambda: losses.kd(S_LOG, T_LOG, 2.0, standardize=True),
+        lambda: losses.get('kd')(S_LOG, T_LOG, 2.0, standardize=True),
         lambda: np_kd(zscore(S_LOG), zscore(T_LOG), 2.0)),
     'dkd_standardized': (
-        lambda: losses.dkd(S_LOG, T_LOG, LABELS, 1.0, 8.0, 2.0,
+        lambda: losses.get('dkd')(S_LOG, T_LOG, LABELS, 1.0, 8.0, 2.0,
                            standardize=True),
         lambda: np_dkd(zscore(S_LOG), zscore(T_LOG), LABELS, 1.0, 8.0, 2.0)),
-    'fsp': (lambda: losses.fsp(S_MAPS[1:], T_MAPS[1:]),
+    'fsp': (lambda: losses.get('fsp')(S_MAPS[1:], T_MAPS[1:]),
             lambda: np_fsp(S_MAPS[1:], T_MAPS[1:])),
-    'ofd': (lambda: losses.ofd(S_MAP, T_MAP, MARGIN),
+    'ofd': (lambda: losses.get('ofd')(S_MAP, T_MAP, MARGIN),
             lambda: np_ofd(S_MAP, T_MAP, MARGIN)),
-    'hcl': (lambda: losses.hcl(S_MAPS, T_MAPS),
+    'hcl': (lambda: losses.get('hcl')(S_MAPS, T_MAPS),
             lambda: np_hcl(S_MAPS, T_MAPS)),
 }
 
@@ -261,10 +262,10 @@ PAIRS = {  # name: (student, teacher, extra kwargs)
 
 def test_activation_boundary_is_zero_past_the_margin_on_the_teachers_side():
   t = np.sign(T_MAP)
-  assert float(losses.activation_boundary(2.0 * t, T_MAP, 1.0)) == 0.0
+  assert float(losses.get('activation_boundary')(2.0 * t, T_MAP, 1.0)) == 0.0
   # At the boundary (s = 0) every neuron costs m^2.
   np.testing.assert_allclose(
-      float(losses.activation_boundary(np.zeros_like(T_MAP), T_MAP, 0.5)),
+      float(losses.get('activation_boundary')(np.zeros_like(T_MAP), T_MAP, 0.5)),
       0.25 * T_MAP[0].size, rtol=1e-6)
 
 
@@ -312,19 +313,19 @@ def test_invariant_to_a_joint_batch_permutation(name):
 
 def test_correlation_congruence_depends_on_batch_order():
   perm = np.array([0, 2, 1, 3, 4, 5])
-  assert float(losses.correlation_congruence(S_EMB[perm], T_EMB[perm])) != \
-      pytest.approx(float(losses.correlation_congruence(S_EMB, T_EMB)))
+  assert float(losses.get('correlation_congruence')(S_EMB[perm], T_EMB[perm])) != \
+      pytest.approx(float(losses.get('correlation_congruence')(S_EMB, T_EMB)))
 
 
 def test_larger_map_is_average_pooled_to_the_smaller():
   big = R.normal(size=(2, 8, 8, 3))
   pooled = big.reshape(2, 4, 2, 4, 2, 3).mean((2, 4))
-  np.testing.assert_allclose(float(losses.hint(big, T_MAP[:2])),
+  np.testing.assert_allclose(float(losses.get('hint')(big, T_MAP[:2])),
                              np.mean((pooled - T_MAP[:2])**2), rtol=1e-5)
   # Attention transfer pairs maps of different widths as well.
   t = R.normal(size=(2, 4, 4, 16))
   np.testing.assert_allclose(
-      float(losses.attention_transfer(big, t)),
+      float(losses.get('attention_transfer')(big, t)),
       np.mean((np_at_map(pooled, 2) - np_at_map(t, 2))**2), rtol=1e-5)
 
 
@@ -334,7 +335,7 @@ def test_crd_nce_formula():
   m, pn = 4, 1 / 50
   ref = -(np.log(scores[:, 0] / (scores[:, 0] + m * pn + 1e-7)).sum() +
           np.log(m * pn / (scores[:, 1:] + m * pn + 1e-7)).sum()) / 3
-  np.testing.assert_allclose(float(losses.crd(scores, scores, n)), 2 * ref,
+  np.testing.assert_allclose(float(losses.get('crd')(scores, scores, n)), 2 * ref,
                              rtol=1e-5)
 
 
@@ -343,7 +344,7 @@ def test_gradients_stay_finite_for_collapsed_features():
   for name in ('rkd', 'pkt', 'similarity_preserving'):
     g = jax.grad(lambda s, n=name: losses.get(n)(s, jnp.ones((4, 6))))(zeros)
     assert np.isfinite(g).all(), name
-  g = jax.grad(lambda s: losses.dist(s, jnp.ones((4, 5))))(jnp.zeros((4, 5)))
+  g = jax.grad(lambda s: losses.get('dist')(s, jnp.ones((4, 5))))(jnp.zeros((4, 5)))
   assert np.isfinite(g).all()
 
 
@@ -374,7 +375,7 @@ def test_check_inputs_accepts_what_the_losses_take():
 
 def test_activation_boundary_gradient_reaches_only_the_student():
   g_s, g_t = jax.grad(
-      lambda a, b: losses.activation_boundary(a, b, 0.5), argnums=(0, 1))(
+      lambda a, b: losses.get('activation_boundary')(a, b, 0.5), argnums=(0, 1))(
           jnp.asarray(S_MAP, jnp.float32), jnp.asarray(T_MAP, jnp.float32))
   assert np.all(np.asarray(g_t) == 0.0)
   # The gradient is the slope of the NumPy formula along a random direction.
@@ -410,19 +411,44 @@ def test_scalar_form_is_the_mean_of_the_per_position_values(name):
                              want, rtol=1e-6)
 
 
+def test_one_name_per_loss_and_one_way_to_pass_the_mask():
+  """A loss is its module's function (no scalar alias of the same name in
+  `kd.losses`); every per-position loss's scalar form, classifier or
+  language model, takes `mask` as the last, keyword-only argument."""
+  for name, spec in losses.LOSSES.items():
+    assert not hasattr(losses, name), name
+    assert spec.fn.__module__.startswith('kd.losses.') or name == 'cwtm'
+    if spec.per_position:
+      params = list(inspect.signature(losses.get(name)).parameters.values())
+      assert (params[-1].name, params[-1].kind) == (
+          'mask', inspect.Parameter.KEYWORD_ONLY), name
+  # The same mask, the same reduction, for [B, C] and [B, T, V] logits.
+  mask = np.array([1.0, 0.0] * (B // 2))
+  for name in ('kd', 'forward_kl'):
+    lm = losses.get(name)(S_LOG[:, None], T_LOG[:, None], 2.0,
+                          mask=mask[:, None])
+    np.testing.assert_allclose(
+        float(losses.get(name)(S_LOG, T_LOG, 2.0, mask=mask)), float(lm),
+        rtol=1e-6)
+    np.testing.assert_allclose(float(lm), float(np.sum(mask * np.asarray(
+        losses.spec(name).fn(S_LOG, T_LOG, 2.0))) / mask.sum()), rtol=1e-6)
+
+
 def test_register_records_what_the_step_needs_and_rejects_clashes():
   def half_kd(student_logits, teacher_logits, labels):
     del labels
     return 0.5 * losses.logits.kd(student_logits, teacher_logits)
 
   try:
-    mean = losses.register(half_kd, 'logits', labels=True)
+    assert losses.register(half_kd, 'logits', labels=True) is half_kd
     spec = losses.spec('half_kd')
     assert (spec.fn, spec.mean, spec.inputs, spec.labels, spec.per_position) \
-        == (half_kd, mean, 'logits', True, True)
-    np.testing.assert_allclose(float(mean(S_LOG, T_LOG, LABELS)),
-                               0.5 * float(losses.kd(S_LOG, T_LOG)), rtol=1e-6)
-    assert losses.register(half_kd, 'logits', labels=True) is mean
+        == (half_kd, losses.get('half_kd'), 'logits', True, True)
+    np.testing.assert_allclose(
+        float(spec.mean(S_LOG, T_LOG, LABELS)),
+        0.5 * float(losses.get('kd')(S_LOG, T_LOG)), rtol=1e-6)
+    assert losses.register(half_kd, 'logits', labels=True) is half_kd
+    assert losses.get('half_kd') is spec.mean
     with pytest.raises(ValueError, match="'half_kd' is already registered"):
       losses.register(lambda s, t: s, 'logits', name='half_kd')
   finally:
@@ -438,7 +464,8 @@ def test_cross_entropy_per_position_and_label_smoothing():
   np.testing.assert_allclose(losses.classification.cross_entropy(
       S_LOG, LABELS), ce, rtol=1e-5)
   q = np.full((B, C), 0.1 / C) + 0.9 * np.eye(C)[LABELS]
-  np.testing.assert_allclose(float(losses.cross_entropy(S_LOG, LABELS, 0.1)),
+  np.testing.assert_allclose(float(losses.masked_mean(
+      losses.classification.cross_entropy(S_LOG, LABELS, 0.1))),
                              np.mean(-(q * log_q).sum(-1)), rtol=1e-5)
 
 
@@ -455,15 +482,15 @@ def test_ofd_margin_is_the_mean_of_the_negative_tail():
 def test_ofd_no_loss_where_the_relu_hides_the_difference():
   t = np.where(T_MAP > 0, T_MAP, T_MAP - 5.0)  # Negatives below the margin.
   s = np.where(T_MAP > 0, T_MAP, -10.0)  # Below the target where t < 0.
-  assert float(losses.ofd(s, t, MARGIN)) == 0.0
+  assert float(losses.get('ofd')(s, t, MARGIN)) == 0.0
   # A student above the margin where the teacher is off costs (s - m)^2.
   off = np.where(T_MAP > 0, T_MAP, MARGIN + 1.0)
-  np.testing.assert_allclose(float(losses.ofd(off, t, MARGIN)),
+  np.testing.assert_allclose(float(losses.get('ofd')(off, t, MARGIN)),
                              np.sum(T_MAP <= 0) / B, rtol=1e-5)
 
 
 def test_standardized_logits_ignore_shift_and_scale():
-  for fn, kw in ((losses.kd, {}), (losses.dkd, {'labels': LABELS})):
+  for fn, kw in ((losses.get('kd'), {}), (losses.get('dkd'), {'labels': LABELS})):
     base = float(fn(S_LOG, T_LOG, standardize=True, **kw))
     moved = float(fn(3.0 * S_LOG + 1.0, 0.5 * T_LOG - 2.0, standardize=True,
                      **kw))
@@ -490,7 +517,7 @@ def test_hcl_pools_any_size_like_adaptive_pooling():
   levels = [np.mean((x - y)**2)] + [
       np.mean((adaptive(x, l) - adaptive(y, l))**2) for l in (4, 2, 1)]
   want = np.dot(levels, [1, 1 / 2, 1 / 4, 1 / 8]) / (1 + 1 / 2 + 1 / 4 + 1 / 8)
-  np.testing.assert_allclose(float(losses.hcl((x,), (y,))), want, rtol=1e-5)
+  np.testing.assert_allclose(float(losses.get('hcl')((x,), (y,))), want, rtol=1e-5)
 
 
 @pytest.mark.parametrize('name,s,t,match', [

@@ -103,14 +103,14 @@ def test_hard_distillation_is_ce_to_the_teachers_argmax():
   s, t = rng.normal(size=(2, 5, 7)).astype(np.float32)
   log_q = s - np.log(np.exp(s).sum(-1, keepdims=True))
   expected = -np.mean(log_q[np.arange(5), t.argmax(-1)])
-  np.testing.assert_allclose(losses.hard_distillation(s, t), expected, rtol=1e-5)
+  np.testing.assert_allclose(losses.get('hard_distillation')(s, t), expected, rtol=1e-5)
   y = rng.integers(0, 7, 5)
-  np.testing.assert_allclose(losses.label_cross_entropy(s, t, y),
+  np.testing.assert_allclose(losses.get('label_cross_entropy')(s, t, y),
                              -np.mean(log_q[np.arange(5), y]), rtol=1e-5)
   # The teacher's logits change neither: no gradient, labels only.
-  assert np.all(jax.grad(losses.hard_distillation, 1)(s, t) == 0)
-  np.testing.assert_array_equal(losses.label_cross_entropy(s, 2 * t + 1, y),
-                                losses.label_cross_entropy(s, t, y))
+  assert np.all(jax.grad(losses.get('hard_distillation'), 1)(s, t) == 0)
+  np.testing.assert_array_equal(losses.get('label_cross_entropy')(s, 2 * t + 1, y),
+                                losses.get('label_cross_entropy')(s, t, y))
   # Per example underneath, as every loss (kd.losses.deit).
   assert deit.hard_distillation(s, t).shape == (5,)
   assert losses.spec('label_cross_entropy').labels

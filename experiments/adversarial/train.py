@@ -6,15 +6,15 @@
 
 A discriminator D (an MLP with its own Adam state) learns to tell the
 teacher's softened outputs softmax(t / T), or its logits — optionally with
-the pooled
-embedding (the student's through a learned linear map when widths differ)
-and the one-hot label — from the student's. Both updates happen in one
-jitted, data-parallel step: the student minimises
+the pooled embedding (the student's through a learned linear map when widths
+differ) and the one-hot label — from the student's. Both updates happen in
+one jitted, data-parallel step: the student minimises
   ce_weight CE + sum_k w_k L_k + adv_weight G(D(s)),
 the terms L_k of `config.distill.terms` (by default the KD term
 T^2 KL(teacher || student) with weight `kd_weight`; any term, schedule and
-adapter works as in `kd.main`) against the current D, then D takes `disc_steps` updates on the teacher's
-and that step's student outputs (see `discriminator` for G and D's losses).
+adapter works as in `kd.main`) against the current D, then D takes
+`disc_steps` updates on the teacher's and that step's student outputs (see
+`discriminator` for G and D's losses).
 `disc_accuracy` near 0.5 in the log means the game is balanced.
 """
 
@@ -26,7 +26,6 @@ import optax
 
 from experiments.adversarial import discriminator as disc_lib
 from kd import main as kd_main
-from kd import losses
 from kd import runs
 from kd import steps
 from kd import train as kd_train
@@ -82,14 +81,14 @@ def make_step(student, teacher, disc, tx, disc_tx, a, num_classes: int,
         student, params, s.model_state, batch['image'])
     s_in = disc_input(logits, embed(feats, aux.get('proj')), batch['label'],
                       temp, num_classes, a.conditional, a.raw_logits)
-    ce = losses.cross_entropy(logits, batch['label'])
+    ce = steps.label_loss(logits, batch)
     distill, metrics, new_aux_state = steps.apply_terms(
         terms, steps.outputs(logits, feats), t_out, batch, s.step, aux,
         s.aux_state, rng)
     adv = disc_lib.generator_loss(disc.apply(state.disc_params, s_in), form)
     total = a.ce_weight * ce + distill + a.adv_weight * adv
-    metrics.update(loss=total, ce=ce, adv=adv,
-                   accuracy=steps.accuracy(logits, batch['label']))
+    metrics.update(loss=total, ce=ce, adv=adv, accuracy=steps.accuracy(
+        logits, batch['label'], batch.get('mask')))
     return total, (new_model_state, new_aux_state, metrics,
                    jax.lax.stop_gradient(s_in))
 

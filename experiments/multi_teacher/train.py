@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from experiments.multi_teacher import weights as weights_lib
-from kd import losses
 from kd import main as kd_main
 from kd import runs
 from kd import steps
@@ -63,11 +62,12 @@ def make_step(student, teachers, tx, mode: str, temperature: float,
         mode, teacher_logits, jax.lax.stop_gradient(logits), batch['label'],
         temperature, fixed))
     target = weights_lib.combine(w, teacher_logits, temperature)
-    ce = losses.cross_entropy(logits, batch['label'])
+    ce = steps.label_loss(logits, batch)
     kd = weights_lib.kd_to_target(logits, target, temperature)
     total = ce_weight * ce + kd_weight * kd
     metrics = {'ce': ce, 'kd': kd,
-               'accuracy': steps.accuracy(logits, batch['label'])}
+               'accuracy': steps.accuracy(logits, batch['label'],
+                                          batch.get('mask'))}
     metrics.update({f'weight_{k}': jnp.mean(w[k]) for k in range(w.shape[0])})
     student_out = steps.outputs(logits, feats)
     new_aux_state = {}
@@ -101,9 +101,7 @@ def ensemble_logits(teachers, teacher_vars, x):
 
 def train(config, workdir: str) -> dict:
   m = config.multi
-  unsupported = {k: v for k, v in variant.UNSUPPORTED.items()
-                 if k != 'distill.terms'}  # Terms pair with term_teachers.
-  s = variant.setup(config, 'multi_teacher', unsupported)
+  s = variant.setup(config, 'multi_teacher')
   student, example = variant.create_model(s, config.model), s.example
   for d in m.teachers:
     runs.check_teacher(d, config.distill.teacher.allow_unfinished_teacher)

@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 
 from kd import main as kd_main
-from kd import losses
 from kd import steps
 from kd import train as kd_train
 from kd import variant
@@ -45,7 +44,7 @@ def make_step(students, tx, terms, seed: int = 0):
             for m, p, s in zip(students, params, state.model_state)]
     metrics, new_aux_state, total = {}, {}, 0.0
     for i, (logits, feats, _) in enumerate(outs):
-      ce = losses.cross_entropy(logits, batch['label'])
+      ce = steps.label_loss(logits, batch)
       student_out = steps.outputs(logits, feats)
       distill, values = 0.0, {}
       for j, (peer_logits, peer_feats, _) in enumerate(outs):
@@ -61,7 +60,7 @@ def make_step(students, tx, terms, seed: int = 0):
           values[name] = values.get(name, 0.0) + v / (n - 1)
       total = total + ce + distill
       metrics.update({f'ce_{i}': ce, f'accuracy_{i}': steps.accuracy(
-          logits, batch['label'])})
+          logits, batch['label'], batch.get('mask'))})
       for name, v in values.items():  # A weight is the same for every i.
         metrics[name if name.endswith('/weight') else f'{name}_{i}'] = v
     metrics['loss'] = total

@@ -33,7 +33,6 @@ import jax.numpy as jnp
 
 from experiments.self_distillation import losses as sd_losses
 from kd import main as kd_main
-from kd import losses
 from kd import steps
 from kd import train as kd_train
 from kd import variant
@@ -72,8 +71,9 @@ def make_step(model, heads, tx, s, terms, seed: int = 0):
     logits, feats, new_model_state = steps.apply_train(
         model, params, state.model_state, batch['image'])
     labels = batch['label']
-    ce = losses.cross_entropy(logits, labels)
-    metrics = {'accuracy': steps.accuracy(logits, labels), 'ce': ce}
+    ce = steps.label_loss(logits, batch)
+    metrics = {'ce': ce, 'accuracy': steps.accuracy(logits, labels,
+                                                    batch.get('mask'))}
     if s.mode == 'byot':
       teacher_out = jax.lax.stop_gradient(steps.outputs(logits, feats))
       students = [(f'terms_{tap}', f'_{tap}', {'logits': l, 'embedding': e})
@@ -87,7 +87,7 @@ def make_step(model, heads, tx, s, terms, seed: int = 0):
       total = 0.0
     new_aux_state = {}
     for k, (key, suffix, student_out) in enumerate(students):
-      head_ce = losses.cross_entropy(student_out['logits'], labels)
+      head_ce = steps.label_loss(student_out['logits'], batch)
       distill, more, new_aux_state[key] = steps.apply_terms(
           terms, student_out, teacher_out, batch, state.step, aux.get(key),
           state.aux_state.get(key), jax.random.fold_in(rng, k))
@@ -96,8 +96,8 @@ def make_step(model, heads, tx, s, terms, seed: int = 0):
                       for name, v in more.items()})
       if suffix:
         metrics[f'ce{suffix}'] = head_ce
-        metrics[f'accuracy{suffix}'] = steps.accuracy(student_out['logits'],
-                                                      labels)
+        metrics[f'accuracy{suffix}'] = steps.accuracy(
+            student_out['logits'], labels, batch.get('mask'))
     if s.mode == 'byot':
       metrics['byot'] = total - sd
     metrics['loss'] = total
@@ -136,7 +136,8 @@ def init_state(config, model, v, terms):
     missing = [t for t in s.taps if t not in out]
     if missing or not s.taps:
       raise ValueError(f'byot taps {list(s.taps)}: {missing or "none"} not '
-                       f'among the model features {sorted(set(out) - {"logits"})}')
+                       'among the model features '
+                       f'{sorted(set(out) - {"logits"})}')
     heads = AuxHeads(tuple(s.taps), out['embedding'].shape[-1],
                      v.num_classes)
     head_in = {t: jnp.zeros(out[t].shape, out[t].dtype) for t in s.taps}

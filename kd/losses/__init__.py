@@ -1,17 +1,18 @@
 """Distillation losses: small pure functions, each documented with its formula.
 
 One way for every loss:
-- The modules hold the math **per position**: `kd.losses.logits.kd(s, t)`
-  returns [B] for classifier logits [B, C] and [B, T] for a language model's
-  [B, T, V] (the leading axes kept, the class axis reduced), like optax's
-  losses. `kd.losses.divergences` has the vocabulary divergences (forward
-  and reverse KL, generalized JSD, TVD, skew KLs, top-k KL, `chunked`),
-  `features` the feature-map and hidden-state losses.
-- This package's names are their **scalar** forms, the mean over the
-  unmasked positions (`reduce.masked_mean`): `kd.losses.kd(s, t, 4.0)` is
-  the batch mean, `kd.losses.kd(s, t, 4.0, mask=m)` weighs positions by m.
-  The language-model losses take the mask third,
-  `kd.losses.forward_kl(s, t, mask=None, temperature=1.0)`.
+- Each loss has one public name, in its module, and holds the math **per
+  position**: `kd.losses.logits.kd(s, t)` returns [B] for classifier logits
+  [B, C] and [B, T] for a language model's [B, T, V] (the leading axes kept,
+  the class axis reduced), like optax's losses. `divergences` has the
+  vocabulary divergences (forward and reverse KL, generalized JSD, TVD, skew
+  KLs, top-k KL, `chunked`), `features` the feature-map and hidden-state
+  losses, `classification` the label cross-entropy.
+- Per-position values are reduced once, by `masked_mean(values, mask)`: the
+  mean over the positions the mask keeps, classifier and language model
+  alike. A training step does it with the batch's `mask`; `get(name)` is a
+  registered loss's scalar form, `get('kd')(s, t, 4.0, mask=m)`, the mask a
+  keyword after the loss's own arguments for every loss.
 - Losses that relate the examples of a batch to each other (rkd,
   similarity_preserving, pkt, correlation_congruence, dist, crd) have no
   per-position values: they return the batch's scalar, registered with
@@ -35,16 +36,14 @@ from typing import Callable
 import numpy as np
 
 from kd.losses import classification
+from kd.losses import contrastive
 from kd.losses import deit
 from kd.losses import divergences
 from kd.losses import features
 from kd.losses import logits
 from kd.losses import reduce
-from kd.losses.contrastive import crd as _crd
+from kd.losses import relations
 from kd.losses.reduce import masked_mean
-from kd.losses.relations import (correlation_congruence as _cc, pkt as _pkt,
-                                 rkd as _rkd,
-                                 similarity_preserving as _sp)
 
 # What a loss pairs: 'logits' [..., classes] of equal shape (a classifier's
 # [batch, classes] or a language model's [batch, length, vocab]); 'topk' the
@@ -76,11 +75,9 @@ LOSSES: dict[str, LossSpec] = {}
 
 
 def register(fn, inputs: str, *, labels: bool = False,
-             per_position: bool = True, name: str = '',
-             mask_position: int | None = None) -> Callable:
+             per_position: bool = True, name: str = '') -> Callable:
   """Adds loss `fn` under `name` (default its __name__) so configs can name
-  it, and returns its scalar form (see `reduce.mean_of` for
-  `mask_position`). `inputs` is one of `INPUT_KINDS`."""
+  it, and returns `fn`. `inputs` is one of `INPUT_KINDS`."""
   name = name or fn.__name__
   if inputs not in INPUT_KINDS:
     raise ValueError(f'loss {name!r}: unknown input kind {inputs!r}; valid: '
@@ -88,10 +85,10 @@ def register(fn, inputs: str, *, labels: bool = False,
   if name in LOSSES:
     if LOSSES[name].fn is not fn:
       raise ValueError(f'loss {name!r} is already registered')
-    return LOSSES[name].mean
-  mean = (reduce.mean_of(fn, mask_position) if per_position else fn)
+    return fn
+  mean = reduce.mean_of(fn) if per_position else fn
   LOSSES[name] = LossSpec(fn, mean, inputs, labels, per_position)
-  return mean
+  return fn
 
 
 def spec(name: str) -> LossSpec:
@@ -105,43 +102,36 @@ def get(name: str) -> Callable:
   """The scalar form of loss `name`."""
   return spec(name).mean
 
-cross_entropy = reduce.mean_of(classification.cross_entropy)
-
-kd = register(logits.kd, 'logits')
-dkd = register(logits.dkd, 'logits', labels=True)
-dist = register(logits.dist, 'logits', per_position=False)
-logit_mse = register(logits.logit_mse, 'logits')
-hard_distillation = register(deit.hard_distillation, 'logits')
-label_cross_entropy = register(deit.label_cross_entropy, 'logits',
-                               labels=True)
-hint = register(features.hint, 'same_channels')
-attention_transfer = register(features.attention_transfer, 'map')
-factor_transfer = register(features.factor_transfer, 'map')
-nst = register(features.nst, 'map')
-vid = register(features.vid, 'same_channels')
-activation_boundary = register(features.activation_boundary, 'same_channels')
-hidden_mse = register(features.hidden_mse, 'same_shape')
-hidden_cosine = register(features.hidden_cosine, 'same_shape')
-similarity_preserving = register(_sp, 'batch', per_position=False)
-rkd = register(_rkd, 'batch', per_position=False)
-pkt = register(_pkt, 'batch', per_position=False)
-correlation_congruence = register(_cc, 'same', per_position=False)
-crd = register(_crd, 'batch', per_position=False)
-ofd = register(features.ofd, 'same_channels')
-fsp = register(features.fsp, 'maps')
-hcl = register(features.hcl, 'maps')
-
-# The language-model divergences take the mask third.
-forward_kl = register(divergences.forward_kl, 'logits', mask_position=2)
-reverse_kl = register(divergences.reverse_kl, 'logits', mask_position=2)
-generalized_jsd = register(divergences.generalized_jsd, 'logits',
-                           mask_position=2)
-tvd = register(divergences.tvd, 'logits', mask_position=2)
-skew_kl = register(divergences.skew_kl, 'logits', mask_position=2)
-skew_reverse_kl = register(divergences.skew_reverse_kl, 'logits',
-                           mask_position=2)
-topk_kl = register(divergences.topk_kl, 'logits', mask_position=2)
-topk_kl_cached = register(divergences.topk_kl_cached, 'topk', mask_position=2)
+register(logits.kd, 'logits')
+register(logits.dkd, 'logits', labels=True)
+register(logits.dist, 'logits', per_position=False)
+register(logits.logit_mse, 'logits')
+register(deit.hard_distillation, 'logits')
+register(deit.label_cross_entropy, 'logits', labels=True)
+register(features.hint, 'same_channels')
+register(features.attention_transfer, 'map')
+register(features.factor_transfer, 'map')
+register(features.nst, 'map')
+register(features.vid, 'same_channels')
+register(features.activation_boundary, 'same_channels')
+register(features.hidden_mse, 'same_shape')
+register(features.hidden_cosine, 'same_shape')
+register(relations.similarity_preserving, 'batch', per_position=False)
+register(relations.rkd, 'batch', per_position=False)
+register(relations.pkt, 'batch', per_position=False)
+register(relations.correlation_congruence, 'same', per_position=False)
+register(contrastive.crd, 'batch', per_position=False)
+register(features.ofd, 'same_channels')
+register(features.fsp, 'maps')
+register(features.hcl, 'maps')
+register(divergences.forward_kl, 'logits')
+register(divergences.reverse_kl, 'logits')
+register(divergences.generalized_jsd, 'logits')
+register(divergences.tvd, 'logits')
+register(divergences.skew_kl, 'logits')
+register(divergences.skew_reverse_kl, 'logits')
+register(divergences.topk_kl, 'logits')
+register(divergences.topk_kl_cached, 'topk')
 chunked = divergences.chunked
 
 

@@ -32,28 +32,18 @@ def masked_mean(values, mask=None):
   return jnp.sum(mask * values) / jnp.where(count > 0, count, 1.0)
 
 
-def mean_of(fn, mask_position: int | None = None):
+def mean_of(fn):
   """The scalar form of per-position loss `fn`: `masked_mean` of its values.
-
-  The returned function takes `fn`'s arguments and a `mask`, keyword-only at
-  the end, or with `mask_position` the positional argument at that index
-  (the language-model losses' `f(student, teacher, mask=None, ...)`).
-  """
+  The returned function takes `fn`'s arguments and `mask`, keyword-only at
+  the end (every loss, classifier or language model, the same way)."""
   signature = inspect.signature(fn)
-  params = list(signature.parameters.values())
-  if mask_position is None:
-    params.append(inspect.Parameter('mask', inspect.Parameter.KEYWORD_ONLY,
-                                    default=None))
-  else:
-    params.insert(mask_position, inspect.Parameter(
-        'mask', inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
-  signature = signature.replace(parameters=params)
+  signature = signature.replace(parameters=[
+      *signature.parameters.values(),
+      inspect.Parameter('mask', inspect.Parameter.KEYWORD_ONLY, default=None)])
 
   @functools.wraps(fn)
-  def mean(*args, **kwargs):
-    arguments = signature.bind(*args, **kwargs).arguments
-    mask = arguments.pop('mask', None)
-    return masked_mean(fn(**arguments), mask)
+  def mean(*args, mask=None, **kwargs):
+    return masked_mean(fn(*args, **kwargs), mask)
 
   mean.__signature__ = signature
   mean.__doc__ = (f'Mean over the unmasked positions of:\n{fn.__doc__}')
