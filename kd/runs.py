@@ -81,6 +81,10 @@ class UnfinishedTeacherError(RuntimeError):
   pass
 
 
+class PipelineDirError(ValueError):
+  pass
+
+
 def write_json(path: str, obj) -> None:
   """`kd.files.write_json` on process 0; the other processes write nothing."""
   if jax.process_index() == 0:
@@ -107,11 +111,21 @@ def saved_config(run_dir: str) -> dict | None:
 
 
 def load_config(run_dir: str) -> mc.ConfigDict:
+  """The config of one run; a pipeline's top folder is an error listing its
+  stages' directories."""
   found = saved_config(run_dir)
   if found is None:
     raise FileNotFoundError(
         f'{os.path.join(run_dir, "config.json")} not found: {run_dir} must be '
         'a run (or pipeline stage) directory written by kd.main')
+  if 'stages' in found:
+    dirs = kd_config.stage_dirs(found, run_dir)
+    dirs = {name: dirs[name] for name in found['stage_order']}
+    raise PipelineDirError(
+        f'{run_dir} is a pipeline\'s top folder, not one run; its stages: '
+        + ', '.join(f'{n} ({d})' for n, d in dirs.items()) + '. Pass one '
+        f'stage\'s directory, e.g. --workdir={list(dirs.values())[-1]} (the '
+        'last stage)')
   return mc.ConfigDict(found)
 
 

@@ -1,6 +1,7 @@
-"""A tiny language-model run directory (byte-level unless told), laid out as kd's trainer
-writes one (config.json, checkpoints/<step>/ with a TrainState), trained a
-few dozen Adam steps on the tiny Python-stdlib corpus."""
+"""A tiny language-model run directory (byte-level unless told), laid out as
+kd's trainer writes a finished one (config.json, checkpoints/<step>/ with a
+TrainState, summary.json), trained a few dozen Adam steps on the tiny
+Python-stdlib corpus."""
 import json
 import os
 
@@ -60,4 +61,6 @@ def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
   checkpoint.save(mngr, train_steps, state)
   mngr.wait_until_finished()
   mngr.close()
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump({'steps': c.steps}, f)  # Finished, as kd.export asks.
   return workdir

@@ -1,12 +1,15 @@
 """`python -m kd.export` on a trained run: files, sidecar, parity."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from absl import flags
+from absl.testing import flagsaver
 from ai_edge_litert.interpreter import Interpreter
 
 from kd import config as kd_config, runs, train
@@ -44,8 +47,8 @@ def app_accuracy(model_path: str) -> float:
   with open(model_path + '.json') as f:
     inp = json.load(f)['input']
   src = inp['source']
-  b = tfds.builder_from_directory(os.path.join(
-      os.environ['TFDS_DATA_DIR'], src['dataset'], src['version']))
+  b = tfds.builder_from_directory(os.path.join(os.environ['TFDS_DATA_DIR'],
+                                               src['tfds_name']))
   examples = list(tfds.as_numpy(b.as_dataset(split=src['split'])))
   raw = np.stack([e[src['feature']] for e in examples])
   labels = np.array([e[src['label']] for e in examples])
@@ -158,3 +161,94 @@ def test_edge_table_from_sidecars(run_dir, tmp_path):
   text = table.markdown([row])
   assert f'| mlp | kd_digits | TFLite | int8 | {row["bytes"]:,} |' in text
   assert f'{100 * row["tflite_accuracy"]:.2f}%' in text
+
+
+def _cli(*args):
+  """`python -m kd.export ARGS` in this process: its one-line refusal."""
+  from kd.export import __main__ as export_cli  # pylint: disable=import-outside-toplevel
+  with flagsaver.flagsaver():
+    flags.FLAGS(['kd.export', *args])
+    export_cli.cli_main([])
+
+
+def test_a_pipeline_top_folder_names_its_stages(tmp_path):
+  top = tmp_path / 'quickstart'
+  top.mkdir()
+  stage = kd_config.run_config()
+  config = kd_config.pipeline_config(teacher=stage, student_kd=stage)
+  (top / 'config.json').write_text(json.dumps(config.to_dict()))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'kd.export', f'--workdir={top}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=ROOT))
+  assert proc.returncode == 1
+  assert proc.stderr.splitlines()[-1] == (
+      f"kd.export: {top} is a pipeline's top folder, not one run; its "
+      f'stages: teacher ({top}/teacher), student_kd ({top}/student_kd). '
+      f"Pass one stage's directory, e.g. --workdir={top}/student_kd (the "
+      'last stage)')
+  assert 'Traceback' not in proc.stderr
+
+
+def test_an_unfinished_run_is_refused_unless_allowed(run_dir, tmp_path,
+                                                     capsys):
+  # A run started with --config.steps=300 and killed after step 150.
+  killed = tmp_path / 'killed'
+  shutil.copytree(run_dir, killed)
+  os.remove(killed / 'summary.json')
+  config = json.loads((killed / 'config.json').read_text())
+  (killed / 'config.json').write_text(json.dumps(dict(config, steps=300)))
+  out = tmp_path / 'm.tflite'
+  with pytest.raises(SystemExit) as e:
+    _cli(f'--workdir={killed}', f'--out={out}')
+  assert e.value.code == (
+      f'kd.export: {killed} is unfinished: its newest checkpoint is step 150 '
+      'of the configured 300 steps; finish it by rerunning its training '
+      'command, or pass --allow_unfinished to export its newest checkpoint')
+  assert not out.exists()
+  _cli(f'--workdir={killed}', f'--out={out}', '--allow_unfinished')
+  assert (f'WARNING: {killed} is unfinished: its newest checkpoint is step '
+          '150 of the configured 300 steps') in capsys.readouterr().err
+  assert json.loads((tmp_path / 'm.tflite.json').read_text())[
+      'checkpoint_step'] == 150
+
+
+def test_onnx_without_jax2onnx_gives_the_install_line(run_dir, monkeypatch):
+  monkeypatch.setitem(sys.modules, 'jax2onnx', None)  # Not installed.
+  with pytest.raises(SystemExit) as e:
+    _cli(f'--workdir={run_dir}', '--format=onnx')
+  assert e.value.code == (
+      'kd.export: --format=onnx needs jax2onnx, which is not installed: '
+      'pip install --no-deps jax2onnx==0.17.1')
+  assert not os.path.exists(os.path.join(run_dir, 'student_float32.onnx'))
+
+
+def _files(root) -> dict:
+  return {os.path.join(d, n): os.stat(os.path.join(d, n)).st_mtime_ns
+          for d, _, names in os.walk(root) for n in names}
+
+
+def test_a_read_only_finished_run_exports_elsewhere(run_dir, tmp_path):
+  frozen = tmp_path / 'frozen'
+  shutil.copytree(run_dir, frozen)
+  before = _files(frozen)
+  for d, _, names in os.walk(frozen):
+    for p in [d] + [os.path.join(d, n) for n in names]:
+      os.chmod(p, os.stat(p).st_mode & ~0o222)
+  try:
+    if os.geteuid() != 0:  # Root writes anyway: no refusal to see.
+      with pytest.raises(SystemExit) as e:
+        _cli(f'--workdir={frozen}')
+      assert e.value.code == (
+          f'kd.export: cannot write {frozen}/student_none.tflite: {frozen} '
+          'is not writable (the export goes into the run directory by '
+          'default); pass --out=PATH in a writable directory')
+    out = tmp_path / 'elsewhere' / 'm.tflite'
+    _cli(f'--workdir={frozen}', f'--out={out}')
+    assert json.loads(out.with_suffix('.tflite.json').read_text())[
+        'checkpoint_step'] == 150
+    assert _files(frozen) == before  # Nothing written in the run.
+  finally:
+    for d, _, names in os.walk(frozen):
+      for p in [d] + [os.path.join(d, n) for n in names]:
+        os.chmod(p, os.stat(p).st_mode | 0o200)

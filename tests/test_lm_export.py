@@ -7,9 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from absl import flags
 from absl.testing import flagsaver
+from ai_edge_litert.interpreter import Interpreter
 
+from kd import config as kd_config
 from kd import generate
 from kd.export import lm
 from tests.lm_run_fixture import write_lm_run
@@ -123,14 +126,68 @@ def test_too_long_prompts_are_errors_naming_both_lengths(files):
     m.generate(list(range(20)), 50)
 
 
-def test_export_cli_dispatches_to_the_lm_exporter(run, tmp_path):
+@pytest.fixture(scope='module')
+def exported(run, tmp_path_factory):
+  """`python -m kd.export` of the run (in this process): the file's path."""
   from kd.export import __main__ as export_cli  # pylint: disable=import-outside-toplevel
-  out = str(tmp_path / 'lm.tflite')
+  out = str(tmp_path_factory.mktemp('export') / 'lm.tflite')
   with flagsaver.flagsaver():
     flags.FLAGS(['kd.export', f'--workdir={run.workdir}', f'--out={out}',
                  '--quantize=dynamic', f'--prompt_len={P}',
-                 '--parity_prompts=2', '--parity_tokens=8', '--bpb_rows=2'])
+                 '--parity_prompts=2', '--parity_tokens=8', '--bpb_rows=3'])
     export_cli.main([])
+  return out
+
+
+def app_scores(model_path: str, data_dir: str) -> tuple[float, float]:
+  """What an app does with an exported language model: it reads only the
+  sidecar and the raw text as tfds stores it (no kd code: json, numpy,
+  tfds and the LiteRT interpreter) and returns (bits per byte, next-token
+  accuracy) on the sidecar's held-out rows; `data_dir`: the TFDS folder."""
+  with open(model_path + '.json') as f:
+    side = json.load(f)
+  held, ids = side['heldout'], side['input']['special_ids']
+  assert side['input']['tokenizer'] == 'byte'  # Token ids = UTF-8 bytes.
+  b = tfds.builder_from_directory(os.path.join(data_dir, held['tfds_name']))
+  stream = []
+  for e in tfds.as_numpy(b.as_dataset(split=held['split'])):
+    stream += [ids['bos'], *e[held['feature']], ids['eos']]
+  t = held['row_tokens']
+  rows = -(-(len(stream) - 1) // t)
+  stream = np.array(stream + [ids['pad']] * (rows * t + 1 - len(stream)))
+  prefill = Interpreter(model_path=model_path).get_signature_runner(
+      'prefill')
+  nll, nbytes, right, targets = 0., 0, 0, 0
+  for r in held['rows']:
+    row = stream[r * t:(r + 1) * t + 1]
+    logits = prefill(tokens=row[None, :-1].astype(np.int32))['logits'][0]
+    logits, target = logits.astype(np.float64), row[1:]
+    mask = (target != ids['pad']) & (target != ids['bos'])
+    top = logits.max(-1)
+    lse = top + np.log(np.exp(logits - top[:, None]).sum(-1))
+    nll += float(np.sum(mask * (lse - logits[np.arange(t), target])))
+    nbytes += int(np.sum(mask & (target < 256)))
+    right += int(np.sum(mask & (logits.argmax(-1) == target)))
+    targets += int(mask.sum())
+  return nll / np.log(2) / nbytes, right / targets
+
+
+def test_an_app_reading_only_the_sidecar_gets_the_reported_scores(run,
+                                                                 exported):
+  side = json.load(open(exported + '.json'))
+  assert side['input']['special_ids'] == {'pad': 256, 'bos': 257, 'eos': 258}
+  assert side['input']['attention_mask'] is None
+  assert (side['input']['context_len'], side['input']['prompt_len']) == (L, P)
+  assert side['input']['formula'].startswith('tokens = [257] + the UTF-8')
+  assert len(side['heldout']['rows']) == 3
+  bpb, accuracy = app_scores(exported, run.config.data.data_dir)
+  assert bpb == pytest.approx(side['bits_per_byte']['litert'], rel=1e-12)
+  assert accuracy == side['next_token_accuracy']['litert']
+  assert 0.1 < accuracy < 0.9 and bpb < 6.5  # Trained, not trivial.
+
+
+def test_export_cli_dispatches_to_the_lm_exporter(run, exported):
+  out = exported
   side = json.load(open(out + '.json'))
   assert side['bytes'] == os.path.getsize(out)
   assert side['size_vs_float32'] == side['bytes'] / side['float32_bytes']
@@ -195,3 +252,20 @@ def test_a_bpe_run_exports_its_tokenizer_beside_the_file(run, tmp_path):
   assert (side['prompt_len'], side['cache_len']) == (16, 32)
   want = generate.complete('def', workdir=workdir, max_new_tokens=8)
   assert generate.complete('def', tflite=out, max_new_tokens=8) == want
+
+
+def test_generate_on_a_pipeline_top_folder_names_its_stages(tmp_path):
+  top = tmp_path / 'lm_distill'
+  top.mkdir()
+  stage = kd_config.run_config()
+  config = kd_config.pipeline_config(teacher=stage, student=stage)
+  (top / 'config.json').write_text(json.dumps(config.to_dict()))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'kd.generate', f'--workdir={top}',
+       '--prompt=def'], cwd=ROOT, capture_output=True, text=True,
+      timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+  assert proc.stderr.splitlines()[-1] == (
+      f"{top} is a pipeline's top folder, not one run; its "
+      f'stages: teacher ({top}/teacher), student ({top}/student). Pass one '
+      f"stage's directory, e.g. --workdir={top}/student (the last stage)")

@@ -14,12 +14,15 @@ spec's config must take a `steps=` argument); `--arg` replaces the spec's
 ARGS (e.g. `--spec=launch/specs/mnist1d_baselines.py --arg=model=mlp`).
 `--rounds=N` times both sweeps N times, taking turns (the order alternates
 from round to round, each in fresh roots), so that load from other work on
-the machine falls on both alike; the figures are the sums over rounds.
+the machine falls on both alike; the figures are the sums over rounds. CPU
+seconds (user + system of the sweep's processes) change less with such load
+than wall seconds.
 Writes vectorize_<tag>.json and .md to --out.
 """
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -82,13 +85,16 @@ def teacher_jobs(spec, root: str):
           if len(j.users) > 1]
 
 
-def timed_sweep(spec_path: str, root: str, *extra) -> float:
+def timed_sweep(spec_path: str, root: str, *extra) -> tuple[float, float]:
+  """(wall seconds, CPU seconds: user + system of the sweep's processes)."""
   cmd = [sys.executable, '-m', 'launch.sweep', spec_path,
          f'--workdir={root}', *extra]
   print('$', ' '.join(cmd), flush=True)
-  t0 = time.perf_counter()
+  cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(
+      resource.getrusage(resource.RUSAGE_CHILDREN))
+  t0, c0 = time.perf_counter(), cpu()
   subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-  return time.perf_counter() - t0
+  return time.perf_counter() - t0, cpu() - c0
 
 
 def mean_accuracy(spec, root: str) -> float:
@@ -120,22 +126,27 @@ def main(argv):
       if not os.path.exists(other):
         shutil.copytree(job.workdir, other)
   flag = {'sequential': (), 'vectorized': ('--vectorize',)}
-  timed = []
+  timed, cpu_timed = [], []
   for r, roots in enumerate(rounds):
     order = modes if r % 2 == 0 else modes[::-1]
-    timed.append({m: timed_sweep(spec_path, roots[m], *flag[m])
-                  for m in order})
+    both = {m: timed_sweep(spec_path, roots[m], *flag[m]) for m in order}
+    timed.append({m: both[m][0] for m in modes})
+    cpu_timed.append({m: both[m][1] for m in modes})
     print(f'round {r + 1}/{FLAGS.rounds}: ' + ', '.join(
-        f'{m} {timed[-1][m]:.1f} s' for m in modes) +
+        f'{m} {timed[-1][m]:.1f} s ({cpu_timed[-1][m]:.1f} s CPU)'
+        for m in modes) +
           f', speed-up {timed[-1]["sequential"] / timed[-1]["vectorized"]:.2f}x',
           flush=True)
   seconds = {m: sum(t[m] for t in timed) for m in modes}
+  cpu_seconds = {m: sum(t[m] for t in cpu_timed) for m in modes}
   result = {
       'spec': FLAGS.spec, 'args': list(spec.ARGS),
       'runs': len(sweep.expand(spec, base)),
       'steps': FLAGS.steps or 'spec default', 'seeds': list(spec.SEEDS),
       'rounds': timed, 'seconds': seconds,
       'speedup': seconds['sequential'] / seconds['vectorized'],
+      'cpu_rounds': cpu_timed, 'cpu_seconds': cpu_seconds,
+      'cpu_speedup': cpu_seconds['sequential'] / cpu_seconds['vectorized'],
       'mean_test_accuracy': {m: mean_accuracy(spec, rounds[0][m])
                              for m in modes},
       'device': str(jax.devices()[0].device_kind),
@@ -155,13 +166,15 @@ def main(argv):
             + '\n\n| sweep | wall seconds | '
             + ''.join(f'round {r + 1} | ' for r in range(len(timed))
                       if per_round)
-            + 'mean test accuracy |\n|---|---|'
-            + '---|' * (len(timed) if per_round else 0) + '---|\n'
+            + 'CPU seconds | mean test accuracy |\n|---|---|'
+            + '---|' * (len(timed) if per_round else 0) + '---|---|\n'
             + ''.join(f'| {m} | {seconds[m]:.1f} | '
                       + ''.join(f'{t[m]:.1f} | ' for t in timed if per_round)
+                      + f'{cpu_seconds[m]:.1f} | '
                       + f'{result["mean_test_accuracy"][m]:.4f} |\n'
                       for m in modes)
-            + f'\nspeed-up: {result["speedup"]:.2f}x\n')
+            + f'\nspeed-up: {result["speedup"]:.2f}x (wall), '
+            f'{result["cpu_speedup"]:.2f}x (CPU)\n')
   print(f'wrote {path}.json, {path}.md')
   if not FLAGS.workdir:
     shutil.rmtree(base)

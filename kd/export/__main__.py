@@ -8,9 +8,14 @@ writes the student as a builtin-ops-only `.tflite` file with a JSON sidecar
 quantization, int4 included (see `kd.export.lm`). `--format=onnx` writes a
 float32 `.onnx` file instead (three graphs for a language model; see
 `kd.export.onnx`), run by onnxruntime for the sidecar's figures.
+
+Only a finished run exports unless `--allow_unfinished`; the run directory
+is only read, so a read-only run exports with `--out` elsewhere.
 """
+import importlib.util
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -46,20 +51,68 @@ _PARITY_TOKENS = flags.DEFINE_integer('parity_tokens', 64,
                                       'LM: new tokens per parity prompt.')
 _BPB_ROWS = flags.DEFINE_integer('bpb_rows', 8, 'LM: held-out rows of '
                                  'prompt_len tokens for bits per byte.')
+_ALLOW_UNFINISHED = flags.DEFINE_bool(
+    'allow_unfinished', False, 'Export the newest checkpoint of a run that '
+    'has not reached its configured steps (with a warning).')
 flags.mark_flag_as_required('workdir')
 
+ONNX_INSTALL = 'pip install --no-deps jax2onnx==0.17.1'
 
-def export_lm(out: str | None) -> dict:
+
+class Refused(ValueError):
+  """A request the command refuses before any work, in one line."""
+
+
+def _newest_step(workdir: str) -> int | None:
+  ckpt = os.path.join(workdir, 'checkpoints')
+  found = [int(n) for n in (os.listdir(ckpt) if os.path.isdir(ckpt) else ())
+           if n.isdigit()]
+  return max(found) if found else None
+
+
+def check_request(workdir: str, out: str, default: bool):
+  """Refuses, before loading anything: an unfinished run (unless
+  --allow_unfinished, which warns), ONNX without jax2onnx, and an output
+  directory that cannot be written."""
+  config = runs.load_config(workdir)  # A pipeline's top folder: refused.
+  if not runs.is_finished(workdir):
+    step = _newest_step(workdir)
+    reached = (f'its newest checkpoint is step {step}' if step is not None
+               else 'it has no checkpoint')
+    msg = (f'{workdir} is unfinished: {reached} of the configured '
+           f'{config.steps} steps' + (
+               ', and summary.json (the final evaluation) is missing'
+               if step == config.steps else ''))
+    if not _ALLOW_UNFINISHED.value:
+      raise Refused(f'{msg}; finish it by rerunning its training command, or '
+                    'pass --allow_unfinished to export its newest checkpoint')
+    print(f'WARNING: {msg}; exporting it (--allow_unfinished)',
+          file=sys.stderr)
+  if _FORMAT.value == 'onnx':
+    for module in ('jax2onnx', 'onnx', 'onnxruntime'):
+      if importlib.util.find_spec(module) is None:
+        fix = (ONNX_INSTALL if module == 'jax2onnx' else
+               f'pip install {module} (version: requirements.txt)')
+        raise Refused(f'--format=onnx needs {module}, which is not '
+                      f'installed: {fix}')
+  target = os.path.dirname(os.path.abspath(out))
+  while not os.path.isdir(target):  # Created by the export: its parent.
+    target = os.path.dirname(target)
+  if not os.access(target, os.W_OK):
+    raise Refused(f'cannot write {out}: {target} is not writable' + (
+        ' (the export goes into the run directory by default)' if default
+        else '') + '; pass --out=PATH in a writable directory')
+
+
+def export_lm(out: str) -> dict:
   run = lm.load_run(_WORKDIR.value)
   kw = dict(quantize=_QUANTIZE.value, prompt_len=_PROMPT_LEN.value,
             cache_len=_CACHE_LEN.value, prompts=_PARITY_PROMPTS.value,
             new_tokens=_PARITY_TOKENS.value, bpb_rows=_BPB_ROWS.value)
   if _FORMAT.value == 'onnx':
-    out = out or os.path.join(_WORKDIR.value, 'lm_float32.onnx')
     sidecar = onnx.export_lm(run, out, **kw)
     written = ', '.join(onnx.lm_paths(out).values())
   else:
-    out = out or os.path.join(_WORKDIR.value, f'lm_{_QUANTIZE.value}.tflite')
     sidecar = lm.export(run, out, **kw)
     written = out
   print(json.dumps(sidecar, indent=2))
@@ -75,12 +128,19 @@ def main(argv):
                          f'{_QUANTIZE.value} is not supported; valid: '
                          f'--quantize={"|".join(onnx.QUANTIZATIONS)}, or '
                          '--format=tflite for quantized files')
-  if runs.load_config(_WORKDIR.value).model.name == 'transformer_lm':
+  config = runs.load_config(_WORKDIR.value)
+  lm_run = config.model.name == 'transformer_lm'
+  prefix = 'lm' if lm_run else 'student'
+  out = _OUT.value or os.path.join(
+      _WORKDIR.value, f'{prefix}_float32.onnx' if _FORMAT.value == 'onnx'
+      else f'{prefix}_{_QUANTIZE.value}.tflite')
+  check_request(_WORKDIR.value, out, default=_OUT.value is None)
+  if lm_run:
     if _BATCH.value != '1' or _SOFTMAX.value or _REPRESENTATIVE.value:
       raise app.UsageError('--batch, --softmax and --representative are for '
                            'classifiers; a language model exports batch 1 '
                            'logits and quantizes weights only')
-    export_lm(_OUT.value)
+    export_lm(out)
     return
   if _QUANTIZE.value not in tflite.QUANTIZATIONS:
     raise app.UsageError(f'--quantize={_QUANTIZE.value} is for language '
@@ -89,9 +149,6 @@ def main(argv):
   config, model, variables, step = runs.load_run(_WORKDIR.value)
   if _REPRESENTATIVE.value:
     config.export.representative_examples = _REPRESENTATIVE.value
-  default = ('student_float32.onnx' if _FORMAT.value == 'onnx' else
-             f'student_{_QUANTIZE.value}.tflite')
-  out = _OUT.value or os.path.join(_WORKDIR.value, default)
   batch = None if _BATCH.value == 'dynamic' else int(_BATCH.value)
   sidecar = student.export(config, model, variables, out,
                            quantize=_QUANTIZE.value, batch_size=batch,
@@ -103,5 +160,13 @@ def main(argv):
   print(f'wrote {out} and {out}.json')
 
 
+def cli_main(argv):
+  """`main` with the refusals as one line (`kd.export: ...`), exit 1."""
+  try:
+    main(argv)
+  except (Refused, runs.PipelineDirError, FileNotFoundError) as e:
+    sys.exit(f'kd.export: {e}')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(cli_main)

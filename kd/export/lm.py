@@ -257,22 +257,76 @@ def heldout_rows(run: LMRun, seq_len: int, count: int,
   if len(rows) < count:
     raise ValueError(f'{d.name} {split} has {len(rows)} rows of {seq_len} '
                      f'tokens, fewer than the {count} asked for')
-  return [rows[i] for i in np.linspace(0, len(rows) - 1, count).astype(int)]
+  return [dict(rows[i], row=int(i))
+          for i in np.linspace(0, len(rows) - 1, count).astype(int)]
 
 
-def bits_per_byte(logits_fn, rows) -> float:
-  """sum(mask * nll) / ln 2 / sum(bytes) over `rows`, with logits [T, V] =
-  logits_fn(input tokens [T])."""
-  nll, nbytes = 0., 0
+def heldout_scores(logits_fn, rows) -> tuple[float, float]:
+  """(bits per byte, next-token accuracy) over `rows`, with logits [T, V] =
+  logits_fn(input tokens [T]) in float64:
+  sum(mask * nll) / ln 2 / sum(bytes) and sum(mask * [argmax = target]) /
+  sum(mask)."""
+  nll, nbytes, right, targets = 0., 0, 0., 0.
   for r in rows:
     logits = np.asarray(logits_fn(r['tokens'][0, :-1]), np.float64)
-    target = r['tokens'][0, 1:]
+    target, mask = r['tokens'][0, 1:], r['mask'][0]
     top = logits.max(-1)
     lse = top + np.log(np.exp(logits - top[:, None]).sum(-1))
-    nll += float(np.sum(r['mask'][0] * (lse - logits[np.arange(len(target)),
-                                                      target])))
+    nll += float(np.sum(mask * (lse - logits[np.arange(len(target)),
+                                             target])))
     nbytes += int(r['bytes'].sum())
-  return nll / math.log(2) / nbytes
+    right += float(np.sum(mask * (logits.argmax(-1) == target)))
+    targets += float(mask.sum())
+  return nll / math.log(2) / nbytes, right / targets
+
+
+def input_section(run: LMRun, prompt_len: int, cache_len: int) -> dict:
+  """The sidecar's `input`: how an app turns text into the file's token
+  ids (`kd.data.text`'s packing and `kd.generate`'s prompt)."""
+  tok = run.tokenizer
+  kind = run.config.data.get('tokenizer', 'byte')
+  ids = ('the UTF-8 bytes of the text (0..255)' if kind == 'byte' else
+         'the text encoded by the BPE tokenizer file beside this one')
+  return {
+      'kind': 'text', 'dtype': 'int32', 'tokenizer': kind,
+      'token_ids': ids,
+      'special_ids': {'pad': tok.pad_id, 'bos': tok.bos_id,
+                      'eos': tok.eos_id},
+      'context_len': context_len(run), 'prompt_len': prompt_len,
+      'cache_len': cache_len,
+      'attention_mask': None,
+      'formula': (f'tokens = [{tok.bos_id}] + {ids}, right-padded to '
+                  f'prompt_len {prompt_len} with any id (pad '
+                  f'{tok.pad_id}); no attention mask: the model is causal, '
+                  'so logits[0, n - 1] of a prompt of n tokens never reads '
+                  f'the padding; generation stops after eos {tok.eos_id} '
+                  f'and at cache_len {cache_len} tokens'),
+  }
+
+
+def _heldout_source(run: LMRun, rows: list[dict], row_tokens: int) -> dict:
+  """Where the held-out figures come from, for an app to recompute them
+  from the raw dataset (`kd.data.text.eval_batches`, batch 1)."""
+  from kd.data import text  # pylint: disable=import-outside-toplevel
+  d = run.config.data
+  b = text.builder(d.name, d.get('data_dir') or None)
+  return {
+      'dataset': d.name, 'tfds_name': b.info.full_name, 'feature': 'text',
+      'split': 'test', 'row_tokens': row_tokens,
+      'rows': [r['row'] for r in rows],
+      'packing': ('documents in file order, each as [bos] + its token ids + '
+                  '[eos], concatenated into one stream, padded at the end '
+                  'with pad to a multiple of row_tokens plus one; row r is '
+                  'stream[r * row_tokens : (r + 1) * row_tokens + 1], '
+                  'inputs its first row_tokens, targets its last'),
+      'formula': ('mask = target not in (pad, bos); bytes = the UTF-8 bytes '
+                  'a masked target stands for (byte tokenizer: 1 for ids '
+                  '0..255, 0 for eos); bits_per_byte = sum(mask * '
+                  '(logsumexp(logits) - logits[target])) / ln 2 / '
+                  'sum(bytes); next_token_accuracy = sum(mask * '
+                  '(argmax(logits) = target)) / sum(mask), logits in '
+                  'float64, summed over the rows'),
+  }
 
 
 def _median_seconds(fn, runs: int = 3) -> float:
@@ -312,6 +366,8 @@ def measure(run: LMRun, runner: LiteRTLM, *, prompts: int = 20,
                      None) for w, g in zip(want, got)]
   apply = jax.jit(lambda x: model.apply(variables, x[None])[0][0])
   bpb = rows[:bpb_rows]
+  jax_bpb, jax_acc = heldout_scores(apply, bpb)
+  file_bpb, file_acc = heldout_scores(lambda x: runner.prefill(x)[0], bpb)
   out = {
       'parity': {'prompts': prompts, 'new_tokens': new_tokens,
                  'prompt_lengths': [int(n) for n in lengths],
@@ -322,8 +378,9 @@ def measure(run: LMRun, runner: LiteRTLM, *, prompts: int = 20,
                  'first_difference': first_diff},
       'bits_per_byte': {
           'rows': bpb_rows, 'row_tokens': p, 'split': 'test',
-          'jax_float32': bits_per_byte(apply, bpb),
-          runtime: bits_per_byte(lambda x: runner.prefill(x)[0], bpb)},
+          'jax_float32': jax_bpb, runtime: file_bpb},
+      'next_token_accuracy': {'jax_float32': jax_acc, runtime: file_acc},
+      'heldout': _heldout_source(run, bpb, p),
   }
   if speed:
     x = heldout[-1]
@@ -369,6 +426,7 @@ def export(run: LMRun, out_path: str, *, quantize: str = 'none',
       'vocab_size': tok.vocab_size, 'context_len': context_len(run),
       'prompt_len': prompt_len, 'cache_len': cache_len,
       'tokenizer': tokenizer,
+      'input': input_section(run, prompt_len, cache_len),
       'signatures': {
           'prefill': {
               'inputs': {'tokens': [[1, prompt_len], 'int32',

@@ -257,6 +257,7 @@ def export_lm(run: lm.LMRun, out_path: str, *, quantize: str = 'none',
       'checkpoint_step': run.step, 'vocab_size': vocab,
       'context_len': seq_len, 'prompt_len': prompt_len,
       'cache_len': cache_len, 'tokenizer': tokenizer, 'opset': OPSET,
+      'input': lm.input_section(run, prompt_len, cache_len),
       'graphs': {
           'logits': {'file': os.path.basename(paths['logits']),
                      'inputs': {'tokens': [[1, seq_len], 'int32']},

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from kd import data
-from kd import latency
+from kd import latency as timing
 from kd import metrics
 from kd.export import artifact, onnx, tflite
 
@@ -40,13 +40,14 @@ def input_section(spec, b, shape: list[int], quantization: dict) -> dict:
   layout = ('[batch, height, width, channels]' if kind == 'image' else
             '[batch, length, channels]')
   scaled = f'{raw} / 255' if divide_by != 1 else raw
-  formula = f'x = ({scaled} - mean) / std, per channel (last axis)'
+  formula = (f'x = ({scaled} - mean) / std, mean {list(spec.mean)} and std '
+             f'{list(spec.std)} per channel (last axis)')
   if divide_by == 1:
     formula += f'; {raw} as stored ({raw_dtype}), not divided by 255'
   section = {
       'kind': kind, 'shape': shape, 'layout': layout,
       'dtype': quantization['input_dtype'],
-      'source': {'dataset': b.info.name, 'version': str(b.version),
+      'source': {'dataset': b.info.name, 'tfds_name': b.info.full_name,
                  'feature': spec.input_key, 'dtype': raw_dtype,
                  'shape': list(feature.shape), 'label': 'label',
                  'split': 'test'},
@@ -63,8 +64,8 @@ def input_section(spec, b, shape: list[int], quantization: dict) -> dict:
     info = np.iinfo(quantization['input_dtype'])
     section['quantize'] = {'scale': scale, 'zero_point': zero,
                            'min': int(info.min), 'max': int(info.max)}
-    formula += (f'; then q = clip(round(x / {scale!r} + {zero}), {info.min}, '
-                f'{info.max}) as {quantization["input_dtype"]}')
+    formula += (f'; then q = clip(round(x / {scale!r} + ({zero})), '
+                f'{info.min}, {info.max}) as {quantization["input_dtype"]}')
   section['formula'] = (f'{formula}; {section["dtype"]} {shape} {layout}')
   return section
 
@@ -79,7 +80,7 @@ def output_section(quantization: dict, softmax: bool) -> dict:
     scale = quantization['output_scale']
     zero = quantization['output_zero_point']
     section['dequantize'] = {'scale': scale, 'zero_point': zero}
-    section['formula'] = (f'{section["kind"]} = (q - {zero}) * {scale!r}; '
+    section['formula'] = (f'{section["kind"]} = (q - ({zero})) * {scale!r}; '
                           'class = argmax')
   return section
 
@@ -146,8 +147,8 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
                           'distillation or more representative examples')
   if latency:
     sidecar['latency_ms'] = {
-        f'{format}_batch1': latency.latency_ms(runner.predict, x_test[:1]),
-        'jax_batch1': latency.model_latency_ms(model, variables,
+        f'{format}_batch1': timing.latency_ms(runner.predict, x_test[:1]),
+        'jax_batch1': timing.model_latency_ms(model, variables,
                                                 spec.input_shape)}
   artifact.write(out_path, blob, sidecar)
   return sidecar
