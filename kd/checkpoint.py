@@ -7,6 +7,7 @@ that wrote it, so a rerun is checked even when config.json is gone.
 import json
 import logging
 import os
+import sys
 import time
 
 import jax
@@ -73,6 +74,25 @@ def saved_config(directory: str) -> tuple[dict, int] | None:
   return None
 
 
+def quiet_abandoned_reads() -> None:
+  """After a failed restore: a broken step leaves tensorstore reads running
+  whose callbacks reach orbax's event loop, closed by then, and each would
+  print an 'Event loop is closed' traceback (through sys.unraisablehook)
+  while the run goes on from an older step. The step is already reported;
+  those are dropped, anything else still goes to the previous hook."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'kd_quiet', False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and
+            str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.kd_quiet = True
+  sys.unraisablehook = hook
+
+
 def _readable(mngr: ocp.CheckpointManager, step: int):
   """The raw tree of a step, or None if its files cannot be read."""
   try:
@@ -111,6 +131,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
       restored = mngr.restore(step,
                               args=ocp.args.StandardRestore(abstract_state))
     except Exception as e:  # pylint: disable=broad-except
+      quiet_abandoned_reads()
       found = _readable(mngr, step)
       where = os.path.join(str(mngr.directory), str(step))
       if found is not None:

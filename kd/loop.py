@@ -233,6 +233,10 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
                   f'{kept}; lower the learning rate or check the data.')
         if log_now:
           rate = progress.rate(step)
+          # Resumed between two logs: these means cover only the steps
+          # after `resumed_at` (those before were in no logged row).
+          mark = ({'resumed_at': start_step} if last_logged == start_step
+                  and start_step % config.log_every else {})
           n, last_logged = step - last_logged, step
           host_sums = parallel.host_sum(pending)
           pending = []
@@ -240,7 +244,8 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
             means = {key: v / n for key, v in part(host_sums, r).items()}
             if sink.lr_schedule is not None:
               means['learning_rate'] = sink.lr_schedule(step - 1)
-            sink.logger.write(step, {**means, 'examples_per_sec': rate})
+            sink.logger.write(step, {**means, 'examples_per_sec': rate,
+                                     **mark})
             if r == 0:
               progress.line(step, means, rate)
         if config.eval_every and step % config.eval_every == 0 and not is_last:

@@ -144,6 +144,11 @@ def _run_stages(config, workdir: str) -> dict:
   # Under a W&B sweep agent the last stage (the student the sweep scores)
   # logs to the agent's run; earlier stages get runs of their own.
   agent_run = os.environ.pop('WANDB_RUN_ID', None)
+  # Every stage finished before (a rerun after a kill while plotting): the
+  # pipeline took the time its summary already holds, not this rerun's.
+  before = (runs.summary(workdir) or {}) if all(
+      runs.finished_summary(dirs[n], config.stages[n].steps) is not None
+      for n in order) else {}
   for i, name in enumerate(order):
     if agent_run and i == len(order) - 1:
       os.environ['WANDB_RUN_ID'] = agent_run
@@ -164,7 +169,8 @@ def _run_stages(config, workdir: str) -> dict:
     else:
       result = train.train_and_evaluate(stage, dirs[name], name, later)
     summary.update({f'{name}/{k}': v for k, v in result.items()})
-  summary['wall_seconds'] = time.perf_counter() - t0
+  summary['wall_seconds'] = before.get('wall_seconds',
+                                      time.perf_counter() - t0)
   runs.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary
 

@@ -475,6 +475,7 @@ def latest_state(run_dir: str, what: str):
         return mngr.restore(
             step, args=checkpoint.ocp.args.StandardRestore()), step
       except Exception as e:  # pylint: disable=broad-except
+        checkpoint.quiet_abandoned_reads()
         log.warning('%s/%d is unreadable (%s); trying an older one',
                     ckpt_dir, step, e)
         errors.append(f'{ckpt_dir}/{step}: {type(e).__name__}: {e}')

@@ -1,4 +1,5 @@
 """SIGTERM checkpoints and exits; the same command resumes to the same end."""
+import json
 import os
 import re
 import signal
@@ -75,6 +76,13 @@ def test_sigterm_saves_and_the_rerun_ends_identical(tmp_path):
 
   (s1, p1), (s2, p2) = _params(full), _params(cut)
   assert s1 == s2 == 600
+  # The first training row after the resume averages only the steps after
+  # it, and says so.
+  rows = [json.loads(l) for l in (cut / 'metrics.jsonl').read_text().splitlines()]
+  marked = [r for r in rows if 'resumed_at' in r]
+  first_after = min(r['step'] for r in rows if r['step'] > saved_step)
+  assert [(r['step'], r['resumed_at']) for r in marked] == (
+      [(first_after, saved_step)] if saved_step % 10 else [])
   jax.tree.map(np.testing.assert_array_equal, p1, p2)
 
 

@@ -3,7 +3,6 @@
 logged loss is made of it), and an adapter's state is carried from step to
 step. Tiny MLPs on random data, three steps each, one device."""
 import jax
-import jax.numpy as jnp
 import ml_collections as mc
 import numpy as np
 import optax
@@ -40,16 +39,17 @@ def _mlp(width):
   return models.create('mlp', CLASSES, hidden=(width,))
 
 
-def _run(step, state, *extra, margin=lambda s: s.aux_state['ofd']['margin']):
+def _run(step, state, *extra, margin=lambda s: s.aux_state['ofd']['margin'],
+         parallel=PARALLEL):
   """Three steps; returns the metrics of each and OFD's margin after each."""
-  p_state = PARALLEL.replicate(state)
-  extra = tuple(PARALLEL.replicate(e) for e in extra)
+  p_state = parallel.replicate(state)
+  extra = tuple(parallel.replicate(e) for e in extra)
   metrics, margins = [], []
   for i in range(STEPS):
-    p_state, m = step(p_state, *extra, PARALLEL.shard(
+    p_state, m = step(p_state, *extra, parallel.shard(
         {'image': X[i], 'label': Y[i], 'mask': np.ones(BATCH, np.float32)}))
-    metrics.append(jax.tree.map(float, PARALLEL.unreplicate(m)))
-    margins.append(np.asarray(margin(PARALLEL.unreplicate(p_state))))
+    metrics.append(jax.tree.map(float, parallel.unreplicate(m)))
+    margins.append(np.asarray(margin(parallel.unreplicate(p_state))))
   return metrics, margins
 
 
@@ -115,18 +115,28 @@ def test_adversarial_terms_follow_schedules_and_carry_state():
          + a.adv_weight * m['adv'], '')
 
 
-def test_online_terms_follow_schedules_and_carry_state_per_pair():
+def test_online_terms_follow_schedules_and_carry_state_per_pair_on_both_wrappers():
   students = (_mlp(16), _mlp(16))
   s = mc.ConfigDict(dict(example=X[0, :1], tx=optax.sgd(0.1),
                          num_examples=0))
   state = online_train.init_state(mc.ConfigDict(dict(seed=0)), students, s,
                                   TERMS)
   assert sorted(state.aux_state) == ['student_0_from_1', 'student_1_from_0']
-  step = PARALLEL.wrap(online_train.make_step(students, optax.sgd(0.1),
-                                              TERMS), 1)
-  metrics, margins = _run(step, state, margin=lambda st: np.stack([
-      st.aux_state[p]['ofd']['margin'] for p in sorted(st.aux_state)]))
+  margin = lambda st: np.stack([st.aux_state[p]['ofd']['margin']
+                                for p in sorted(st.aux_state)])
+  runs = {}
+  for kind in ('pmap', 'mesh'):  # The same per-shard step, two wrappers.
+    parallel = DataParallel(kind, 1)
+    step = parallel.wrap(online_train.make_step(students, optax.sgd(0.1),
+                                                TERMS), 1)
+    runs[kind] = _run(step, state, margin=margin, parallel=parallel)
+  metrics, margins = runs['pmap']
   _check(metrics, margins, lambda m: m['ce_0'] + m['ce_1'], '_0', '_1')
+  for want, got in zip(metrics, runs['mesh'][0]):
+    assert sorted(got) == sorted(want)
+    np.testing.assert_allclose([got[k] for k in sorted(got)],
+                               [want[k] for k in sorted(want)], rtol=1e-6)
+  np.testing.assert_allclose(runs['mesh'][1], margins, rtol=1e-6)
 
 
 @pytest.mark.parametrize('mode', ['byot', 'teacher_free'])
@@ -147,7 +157,7 @@ def test_self_distillation_terms_follow_schedules_and_carry_state(mode):
         'terms_hidden0']['ofd']['margin'])
     _check(metrics, margins, lambda m: m['ce'] + (1 - alpha) * m[
         'ce_hidden0'], '_hidden0')
-    for m, w in zip(metrics, WEIGHTS):  # byot: the heads' part of the loss.
+    for m in metrics:  # byot: the heads' part of the loss.
       np.testing.assert_allclose(m['byot'], m['loss'] - m['ce'], rtol=1e-5)
     return
   metrics, _ = _run(step, state, margin=lambda s: np.zeros(()))

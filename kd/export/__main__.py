@@ -96,7 +96,9 @@ def check_request(workdir: str, out: str, default: bool):
         raise Refused(f'--format=onnx needs {module}, which is not '
                       f'installed: {fix}')
   target = os.path.dirname(os.path.abspath(out))
-  if os.path.isdir(target) and not os.access(target, os.W_OK):
+  while not os.path.isdir(target):  # Created by the export: its parent.
+    target = os.path.dirname(target)
+  if not os.access(target, os.W_OK):
     raise Refused(f'cannot write {out}: {target} is not writable' + (
         ' (the export goes into the run directory by default)' if default
         else '') + '; pass --out=PATH in a writable directory')

@@ -40,7 +40,8 @@ def input_section(spec, b, shape: list[int], quantization: dict) -> dict:
   layout = ('[batch, height, width, channels]' if kind == 'image' else
             '[batch, length, channels]')
   scaled = f'{raw} / 255' if divide_by != 1 else raw
-  formula = f'x = ({scaled} - mean) / std, per channel (last axis)'
+  formula = (f'x = ({scaled} - mean) / std, mean {list(spec.mean)} and std '
+             f'{list(spec.std)} per channel (last axis)')
   if divide_by == 1:
     formula += f'; {raw} as stored ({raw_dtype}), not divided by 255'
   section = {
@@ -63,8 +64,8 @@ def input_section(spec, b, shape: list[int], quantization: dict) -> dict:
     info = np.iinfo(quantization['input_dtype'])
     section['quantize'] = {'scale': scale, 'zero_point': zero,
                            'min': int(info.min), 'max': int(info.max)}
-    formula += (f'; then q = clip(round(x / {scale!r} + {zero}), {info.min}, '
-                f'{info.max}) as {quantization["input_dtype"]}')
+    formula += (f'; then q = clip(round(x / {scale!r} + ({zero})), '
+                f'{info.min}, {info.max}) as {quantization["input_dtype"]}')
   section['formula'] = (f'{formula}; {section["dtype"]} {shape} {layout}')
   return section
 
@@ -79,7 +80,7 @@ def output_section(quantization: dict, softmax: bool) -> dict:
     scale = quantization['output_scale']
     zero = quantization['output_zero_point']
     section['dequantize'] = {'scale': scale, 'zero_point': zero}
-    section['formula'] = (f'{section["kind"]} = (q - {zero}) * {scale!r}; '
+    section['formula'] = (f'{section["kind"]} = (q - ({zero})) * {scale!r}; '
                           'class = argmax')
   return section
 

@@ -12,7 +12,7 @@ One way for every loss:
   mean over the positions the mask keeps, classifier and language model
   alike. A training step does it with the batch's `mask`; `get(name)` is a
   registered loss's scalar form, `get('kd')(s, t, 4.0, mask=m)`, the mask a
-  keyword after the loss's own arguments for every loss.
+  keyword after the loss's own arguments for every per-position loss.
 - Losses that relate the examples of a batch to each other (rkd,
   similarity_preserving, pkt, correlation_congruence, dist, crd) have no
   per-position values: they return the batch's scalar, registered with
