@@ -86,7 +86,7 @@ def test_one_teacher_mixture_is_plain_kd():
   t = jax.random.normal(jax.random.key(1), (1, 3, 5))
   target = weights.combine(weights.mean(t), t, 4.0)
   np.testing.assert_allclose(weights.kd_to_target(s, target, 4.0),
-                             losses.get('kd')(s, t[0], 4.0), rtol=1e-5)
+                             losses.logits.kd(s, t[0], 4.0), rtol=1e-5)
 
 
 @pytest.fixture(scope='module')

@@ -5,16 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kd.losses import norms, relations
+from experiments.benchmark.rkd import difference_angles as diff_angles
+from kd.losses import relations
 
 R = np.random.default_rng(1)
 B, D = 9, 5
-
-
-def diff_angles(e):
-  """The O(B^3 D) form: cosines between normalised differences."""
-  diff = norms.normalize(e[None, :, :] - e[:, None, :])
-  return jnp.einsum('jid,jkd->jik', diff, diff)
 
 
 def with_duplicates(e):

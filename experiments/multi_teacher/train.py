@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments.multi_teacher import weights as weights_lib
+from kd import losses
 from kd import main as kd_main
 from kd import runs
 from kd import steps
@@ -63,7 +64,9 @@ def make_step(student, teachers, tx, mode: str, temperature: float,
         temperature, fixed))
     target = weights_lib.combine(w, teacher_logits, temperature)
     ce = steps.label_loss(logits, batch)
-    kd = weights_lib.kd_to_target(logits, target, temperature)
+    kd = losses.masked_mean(weights_lib.kd_to_target(logits, target,
+                                                     temperature),
+                            batch.get('mask'))
     total = ce_weight * ce + kd_weight * kd
     metrics = {'ce': ce, 'kd': kd,
                'accuracy': steps.accuracy(logits, batch['label'],

@@ -119,9 +119,9 @@ def combine(weights, teacher_logits, temperature: float):
 
 
 def kd_to_target(student_logits, target, temperature: float):
-  """T^2 mean_i KL(target_i || softmax(s_i / T)); `target` is a distribution
-  that receives no gradient."""
+  """T^2 KL(target_i || softmax(s_i / T)) per example i; `target` is a
+  distribution that receives no gradient."""
   target = jax.lax.stop_gradient(target)
   log_q = divergences.tempered_log_softmax(student_logits, temperature)
   # The mixture target is at hand as probabilities (0 log 0 = 0).
-  return temperature**2 * jnp.mean(optax.losses.kl_divergence(log_q, target))
+  return temperature**2 * optax.losses.kl_divergence(log_q, target)
