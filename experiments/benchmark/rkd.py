@@ -1,4 +1,4 @@
-"""Seconds of value + gradient of the RKD loss (`kd.losses.rkd`), its angle
+"""Seconds of value + gradient of the RKD loss (`kd.losses.relations.rkd`), its angle
 term from the Gram matrix (today's) vs from the normalised differences (the
 form it replaced), side by side.
 
