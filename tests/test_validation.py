@@ -151,8 +151,10 @@ def test_variant_validates_values_first(tmp_path):
   c = importlib.import_module('experiments.online.config').get_config(
       'temperature=0')
   train_fn = importlib.import_module('experiments.online.train').train
-  with pytest.raises(ValueError, match=r'config\.online\.temperature=0\.0: a '
-                     'temperature must be positive'):
+  # The variant's temperature is its mutual term's (kd.steps.apply_terms).
+  with pytest.raises(ValueError, match=r'config\.distill\.terms\.mutual\.'
+                     r'kwargs\.temperature=0\.0: a temperature must be '
+                     'positive'):
     train_fn(c, str(tmp_path / 'run'))
 
 
