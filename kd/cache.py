@@ -203,14 +203,18 @@ class TeacherCache:
           '\n  '.join(problems) + '\nDelete it (it is rebuilt) or set '
           'distill.teacher.cache_dir to another folder.')
     self.rows = found['shard_rows']
-    self.num_examples = found['num_examples']
+    self.num_examples = n = found['num_examples']
+    fix = f'delete {cache_dir} (it is rebuilt on the next run)'
     numbers = os.path.join(cache_dir, 'row_numbers.npy')
     # Present when the cache holds only some rows (`build_topk`).
-    self.numbers = np.load(numbers) if os.path.exists(numbers) else None
+    self.numbers = (np.asarray(files.load_array(numbers, (n,), fix))
+                    if os.path.exists(numbers) else None)
+    # Every shard checked against meta.json before the first step.
     self.shards = {
-        name: [np.load(os.path.join(cache_dir, f'{name}.{k}.npy'),
-                       mmap_mode='r')
-               for k in range(-(-self.num_examples // self.rows))]
+        name: [files.load_array(
+            os.path.join(cache_dir, f'{name}.{k}.npy'),
+            (min(self.rows, n - start), *found['outputs'][name]), fix)
+               for k, start in enumerate(range(0, n, self.rows))]
         for name in outputs}
 
   def lookup(self, indices) -> dict:

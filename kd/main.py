@@ -180,18 +180,22 @@ INTERRUPTED = ('stopped by Ctrl-C outside the training steps (or by a '
                'Rerun the same command to resume from that checkpoint.')
 
 
-def main(argv):
-  """`_main`, with Ctrl-C and the run directory's errors as one line. Ctrl-C
-  inside the training steps saves and exits (kd.loop); anywhere else nothing
-  is left half written."""
-  try:
-    _main(argv)
-  except KeyboardInterrupt:
-    print(f'[kd.main] {INTERRUPTED}', file=sys.stderr)
-    raise SystemExit(130) from None
-  except RUN_DIR_ERRORS as e:  # Their messages name the problem and the fix.
-    print(f'[kd.main] {type(e).__name__}: {e}', file=sys.stderr)
-    raise SystemExit(1) from None
+def one_line_errors(fn, name: str = 'kd.main'):
+  """`fn(argv)`, with Ctrl-C and the run directory's errors as one line.
+  Ctrl-C inside the training steps saves and exits (kd.loop); anywhere else
+  nothing is left half written."""
+
+  def run(argv):
+    try:
+      fn(argv)
+    except KeyboardInterrupt:
+      print(f'[{name}] {INTERRUPTED}', file=sys.stderr)
+      raise SystemExit(130) from None
+    except RUN_DIR_ERRORS as e:  # Their messages name the problem and fix.
+      print(f'[{name}] {type(e).__name__}: {e}', file=sys.stderr)
+      raise SystemExit(1) from None
+
+  return run
 
 
 # Errors about the run directory, shown as their message: no traceback.
@@ -262,8 +266,10 @@ def run_variant(train_fn) -> None:
       print(json.dumps(summary, indent=2, sort_keys=True))
 
   define_flags()
-  app.run(variant_main)
+  app.run(one_line_errors(variant_main, 'variant'))
 
+
+main = one_line_errors(_main)
 
 if __name__ == '__main__':
   define_flags()

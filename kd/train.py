@@ -273,6 +273,14 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   if t.workdir:
     teacher = models.from_config(t.model, t.kwargs, spec.num_classes,
                                  teacher_dtype(t.dtype))
+    context = getattr(teacher, 'max_len', None)  # A language model's.
+    if text and context and d.seq_len > context:
+      raise ValueError(
+          f'config.data.seq_len={d.seq_len} exceeds the teacher\'s context '
+          f'length (distill.teacher.kwargs max_len={context}, the teacher '
+          f'in {t.workdir}): it cannot read sequences that long; set '
+          f'--config.data.seq_len to {context} or less, or distill from a '
+          'teacher of a longer context')
     terms = distill_terms(config)
     check_terms(terms, model, teacher, example)
     if text and t.cache:

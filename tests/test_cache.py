@@ -2,12 +2,13 @@
 the cache knows what made it and refuses anything else."""
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from kd import cache, config as kd_config, data, train
+from kd import cache, config as kd_config, data, files, train
 from kd.runs import latest_state, load_run
 
 
@@ -116,3 +117,18 @@ def test_augmented_or_mixed_inputs_keep_the_teacher_live(teacher_dir,
   c.mixup_alpha = 0.2
   with pytest.raises(ValueError, match='mixup.*cache=False'):
     train.train_and_evaluate(c, str(tmp_path / 'b'))
+
+
+def test_truncated_cache_file_is_named_with_the_fix(runs, tmp_path):
+  """A cache file cut short (a disk filled, a copy interrupted): named
+  before the first step, with the fix, not a bare numpy error."""
+  _, cache_dir = runs
+  copy = str(tmp_path / 'cache')
+  shutil.copytree(cache_dir, copy)
+  shard = os.path.join(copy, 'logits.0.npy')
+  with open(shard, 'r+b') as f:
+    f.truncate(os.path.getsize(shard) // 2)
+  with pytest.raises(files.DamagedFileError,
+                     match=rf'{shard} cannot be read .*cut short or damaged; '
+                     rf'delete {copy} \(it is rebuilt on the next run\)'):
+    cache.TeacherCache(copy, {}, ['logits', 'embedding'])

@@ -125,6 +125,20 @@ def test_a_sequence_longer_than_the_context_is_an_error(tmp_path):
   assert not os.path.exists(tmp_path / 'config.json')
 
 
+def test_a_sequence_longer_than_the_teachers_context_says_teacher(
+    gkd_run, tmp_path):
+  root, _ = gkd_run
+  c = _pipeline(f'method=forward_kl,teacher_dir={root}/teacher'
+                ).stages.student
+  c.distill.teacher.workdir = f'{root}/teacher'
+  c.data.seq_len, c.model.kwargs.max_len = 80, 128  # The teacher's is 64.
+  with pytest.raises(ValueError, match=r"config\.data\.seq_len=80 exceeds "
+                     r"the teacher's context length \(distill\.teacher\."
+                     r'kwargs max_len=64'):
+    train.train_and_evaluate(c, str(tmp_path / 's'))
+  assert not os.path.exists(tmp_path / 's' / 'config.json')
+
+
 @pytest.mark.parametrize('field,value,match', [
     ('mixup_alpha', 1.0, 'token ids cannot be mixed'),
     ('data.seq_len', 0, 'needs the training sequence length'),

@@ -3,6 +3,7 @@ and a student trained on them."""
 import itertools
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 
 from configs.lm import distill
 from kd import config as kd_config
+from kd import files
 from kd import sampling
 from kd import main
 from kd import runs
@@ -110,3 +112,22 @@ def test_validate_rejects_bad_seqkd_settings():
   with pytest.raises(ValueError, match=r'distill\.teacher\.workdir.*needs '
                      'the teacher'):
     kd_config.validate(c, 1)
+
+
+def test_truncated_tokens_file_is_named_with_the_fix(seqkd_run, tmp_path):
+  out_dir = str(tmp_path / 'seqkd')
+  shutil.copytree(os.path.join(seqkd_run, 'student', 'seqkd'), out_dir)
+  tokens = os.path.join(out_dir, 'tokens.npy')
+  np.save(tokens, np.load(tokens)[:ROWS // 2])  # Whole, but rows missing.
+  with pytest.raises(files.DamagedFileError,
+                     match=rf'{tokens} holds an array of shape '
+                     rf'\({ROWS // 2}, {SEQ_LEN + 1}\), its meta.json says '
+                     rf'\({ROWS}, {SEQ_LEN + 1}\); delete {out_dir} and rerun'):
+    data_seqkd.generated_batches(out_dir, batch_size=8, seed=3,
+                                 tok=text.ByteTokenizer())
+  with open(tokens, 'r+b') as f:
+    f.truncate(os.path.getsize(tokens) // 3)
+  with pytest.raises(files.DamagedFileError, match=rf'{tokens} cannot be '
+                     'read'):
+    data_seqkd.generated_batches(out_dir, batch_size=8, seed=3,
+                                 tok=text.ByteTokenizer())

@@ -1,6 +1,6 @@
-"""Seconds of value + gradient of the RKD loss (`kd.losses.rkd`), its angle
-term from the Gram matrix (today's) vs from the normalised differences (the
-form it replaced), side by side.
+"""Seconds of value + gradient of the RKD loss (`kd.losses.relations.rkd`),
+its angle term from the Gram matrix (today's) vs from the normalised
+differences (the form it replaced), side by side.
 
   python -m experiments.benchmark.rkd [--shapes=100x100x128,5x100x100x128] [--iters=10]
 

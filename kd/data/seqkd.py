@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from kd import files
 from kd.data import text
 
 
@@ -26,17 +27,31 @@ def generated_batches(out_dir: str, *, batch_size: int, seed: int, tok,
   i*B..(i+1)*B of every global batch; starting at `start_step` yields what
   an uninterrupted iterator yields from its `start_step`-th batch on."""
   index, count = text._process_index_count(process_index, process_count)  # pylint: disable=protected-access
-  if read_meta(out_dir) is None:
+  meta = read_meta(out_dir)
+  if meta is None:
     raise FileNotFoundError(f'{out_dir} holds no finished sequence-level KD '
                             'data (no meta.json): build it (kd.seqkd.build)')
-  tokens = np.load(os.path.join(out_dir, 'tokens.npy'), mmap_mode='r')
-  mask = np.load(os.path.join(out_dir, 'mask.npy'), mmap_mode='r')
+  # Checked here, at the call (before the first step), not at the first batch.
+  fix = f'delete {out_dir} and rerun: it is generated again'
+  rows, seq_len = meta.get('num_rows'), meta.get('sampling', {}).get(
+      'seq_len')
+  tokens = files.load_array(os.path.join(out_dir, 'tokens.npy'),
+                            (rows, seq_len and seq_len + 1), fix)
+  mask = files.load_array(os.path.join(out_dir, 'mask.npy'),
+                          (len(tokens), tokens.shape[1] - 1), fix)
   rows = len(tokens)
   per_epoch = rows // (batch_size * count)
   if not per_epoch:
     raise ValueError(f'{out_dir} holds {rows} rows, fewer than one global '
                      f'batch of {batch_size * count}: lower batch_size or '
                      'generate more (distill.seqkd.num_prompts)')
+  return _rows_in_order(tokens, mask, tok, per_epoch, batch_size, count,
+                        index, seed, start_step)
+
+
+def _rows_in_order(tokens, mask, tok, per_epoch, batch_size, count, index,
+                   seed, start_step):
+  rows = len(tokens)
   epoch, order, step = None, None, start_step
   while True:
     e, b = divmod(step, per_epoch)
