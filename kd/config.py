@@ -171,8 +171,13 @@ def _typed(key: str, text: str, kind: type):
                      f'{kind.__name__}') from None
 
 
+class ConfigError(ValueError):
+  """A config field that cannot run: the message names the field, the
+  problem and the fix, so the command line shows it without a traceback."""
+
+
 def _fail(field: str, value, why: str, fix: str):
-  raise ValueError(f'config.{field}={value!r}: {why}; {fix}')
+  raise ConfigError(f'config.{field}={value!r}: {why}; {fix}')
 
 
 def validate(config: mc.ConfigDict, num_devices: int | None = None) -> None:

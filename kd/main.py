@@ -198,8 +198,9 @@ def one_line_errors(fn, name: str = 'kd.main'):
   return run
 
 
-# Errors about the run directory, shown as their message: no traceback.
-RUN_DIR_ERRORS = (runs.RunDirError, runs.RunLockedError,
+# Errors about the config and the run directory, shown as their message:
+# no traceback.
+RUN_DIR_ERRORS = (kd_config.ConfigError, runs.RunDirError, runs.RunLockedError,
                   runs.ConfigMismatchError, runs.CorruptFileError)
 
 

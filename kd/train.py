@@ -87,7 +87,8 @@ def preflight(config) -> None:
 
 def _preflight_run(c, at: str) -> None:
   def fail(field, value, why, fix):
-    raise ValueError(f'config.{at}{field}={value!r}: {why}; {fix}')
+    raise kd_config.ConfigError(
+        f'config.{at}{field}={value!r}: {why}; {fix}')
 
   text = data.text.is_text(c.data.name)
   if not text and c.data.name not in data.names():
@@ -218,7 +219,7 @@ def warm_start(state, run_dir: str, name: str, layers: str = ''):
           f'layers {layer_map}')
     return state.replace(params=params)
   if layers:
-    raise ValueError(f"config.init_from_layers={layers!r}; valid: '' (the "
+    raise kd_config.ConfigError(f"config.init_from_layers={layers!r}; valid: '' (the "
                      "same architecture) or 'strided'")
   variables = {'params': found['params'], **found['model_state']}
   checkpoint.check_same_structure(
@@ -260,7 +261,7 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   tok = data.text.run_tokenizer(config, workdir) if text else None
   spec = data.run_spec(config, tok)
   if t.cache and t.model_shards > 1:
-    raise ValueError('distill.teacher.cache builds on one device; with '
+    raise kd_config.ConfigError('distill.teacher.cache builds on one device; with '
                      'model_shards > 1 keep the teacher live (cache=False)')
   parallel = sharding.create(config)
   parallel.check_batch_size(config.batch_size)  # Fails early on a bad size.
@@ -275,7 +276,7 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
                                  teacher_dtype(t.dtype))
     context = getattr(teacher, 'max_len', None)  # A language model's.
     if text and context and d.seq_len > context:
-      raise ValueError(
+      raise kd_config.ConfigError(
           f'config.data.seq_len={d.seq_len} exceeds the teacher\'s context '
           f'length (distill.teacher.kwargs max_len={context}, the teacher '
           f'in {t.workdir}): it cannot read sequences that long; set '
@@ -290,7 +291,7 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
         0 if text else data.num_examples(d.name, 'train', d.data_dir or None,
                                          d.download))
   elif len(config.distill.terms):
-    raise ValueError('config.distill.terms is set but no teacher is: set '
+    raise kd_config.ConfigError('config.distill.terms is set but no teacher is: set '
                      'config.distill.teacher.workdir (and .model)')
   state = steps.create_state(model, tx, jax.random.key(config.seed), example,
                              aux_params, aux_state)
@@ -311,12 +312,12 @@ def check_same_tokens(config, tok) -> None:
   fix = ('use the teacher\'s tokenizer: set config.data.tokenizer='
          f'{kinds[0]!r} (and data.vocab_size={t_tok.vocab_size})')
   if t_tok.vocab_size != tok.vocab_size or kinds[0] != kinds[1]:
-    raise ValueError(
+    raise kd_config.ConfigError(
         f'the teacher ({t_dir}) reads a vocabulary of {t_tok.vocab_size} '
         f'tokens ({kinds[0]}), the student {tok.vocab_size} ({kinds[1]}): '
         f'{fix}')
   if kinds[0] == 'bpe' and t_tok.to_str() != tok.to_str():
-    raise ValueError(f'the teacher ({t_dir}) and the student have different '
+    raise kd_config.ConfigError(f'the teacher ({t_dir}) and the student have different '
                      f'BPE tokenizer files of {tok.vocab_size} tokens: {fix}, '
                      'in a new run directory (its tokenizer.json is copied '
                      'from the teacher)')

@@ -215,13 +215,20 @@ def test_pth_without_torch_says_how_to_install_it(tmp_path, monkeypatch):
   assert not (tmp_path / 'out').exists()
 
 
+# Seeded bytes: the parameters are test ids, and pytest-xdist's workers must
+# collect the same ids.
+_RANDOM = np.random.default_rng(0).bytes(256)
+
+
 @pytest.mark.parametrize('name,content,error', [
     ('missing.pth', None, 'no such file; give the path of a .pth/.pt, '
      '.safetensors or .npz checkpoint'),  # Was "needs PyTorch".
     ('missing.safetensors', None, 'no such file'),
-    ('random.safetensors', os.urandom(256), 'is not a readable .safetensors '
+    ('random.safetensors', _RANDOM, 'is not a readable .safetensors '
      'file ('),  # Was a raw SafetensorError.
-    ('random.npz', os.urandom(256), 'is not a readable .npz file (')])
+    ('random.npz', _RANDOM, 'is not a readable .npz file (')],
+    ids=['missing.pth', 'missing.safetensors', 'random.safetensors',
+         'random.npz'])
 def test_a_missing_or_damaged_checkpoint_is_named_in_one_line(
     tmp_path, capsys, name, content, error):
   path = tmp_path / name

@@ -34,3 +34,22 @@ def test_vectorize_seeds_that_are_not_numbers_name_the_flag(tmp_path):
       '--vectorize_seeds takes whole-number seeds separated by commas, e.g. '
       '--vectorize_seeds=0,1,2') and 'Traceback' not in proc.stderr
   assert not (tmp_path / 'run').exists()
+
+
+def test_a_config_error_is_one_line_before_any_stage_starts(tmp_path):
+  """A loss-name typo in a pipeline's student stage was a traceback (after
+  the teacher had trained, before preflight); now one line, no folder."""
+  proc = subprocess.run(
+      [sys.executable, '-m', 'kd.main',
+       '--config=configs/mnist1d/distill.py:method=kd',
+       f'--workdir={tmp_path / "run"}',
+       '--config.stages.student.distill.terms.kd.loss=kdd'], cwd=ROOT,
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr
+  assert 'Traceback' not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(
+      "[kd.main] ConfigError: config.stages.student.distill.terms.kd.loss="
+      "'kdd': unknown loss; valid: "), last
+  assert ' kd,' in last
+  assert not (tmp_path / 'run' / 'teacher' / 'checkpoints').exists()
