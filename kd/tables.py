@@ -69,7 +69,7 @@ def find_runs(root: str) -> list[str]:
     if 'config.json' in filenames:
       dirnames[:] = []
       why = ('no summary.json' if 'summary.json' not in filenames else
-             _unfinished(dirpath))
+             unfinished_why(dirpath))
       if why:
         unfinished.append(dirpath + ('' if why == 'no summary.json' else
                                      f' ({why})'))
@@ -81,7 +81,7 @@ def find_runs(root: str) -> list[str]:
   return sorted(runs)
 
 
-def _unfinished(run_dir: str) -> str | None:
+def unfinished_why(run_dir: str) -> str | None:
   """Why a run with a summary is unfinished ('summary at step S of T',
   per stage for a pipeline), or None; a file that is not JSON is left to
   `describe`, which names it."""

@@ -55,6 +55,7 @@ from absl import logging
 
 from kd import fields
 from kd import files
+from kd import tables
 
 MODES = ('local', 'slurm', 'tpu', 'wandb')
 PROGRAM = 'kd.main'
@@ -79,7 +80,10 @@ class Run:
 
   @property
   def finished(self) -> bool:
-    return os.path.exists(os.path.join(self.workdir, 'summary.json'))
+    """A summary.json at the config's steps (of every stage): a summary
+    left at another step count is a run to resume, as kd.tables counts it."""
+    return (os.path.exists(os.path.join(self.workdir, 'summary.json')) and
+            tables.unfinished_why(self.workdir) is None)
 
 
 def _flag_value(v) -> str:

@@ -63,6 +63,19 @@ def test_finished_runs_are_skipped(spec, tmp_path, capsys):
   assert runs[0].name not in out.split('to run', 1)[1]
 
 
+def test_a_summary_short_of_the_configs_steps_is_run_again(spec, tmp_path):
+  """The sweep counts a run finished as kd.tables does: its summary at the
+  config's steps (it once counted any summary.json)."""
+  run = sweep.expand(spec, str(tmp_path))[0]
+  os.makedirs(run.workdir)
+  with open(os.path.join(run.workdir, 'config.json'), 'w') as f:
+    json.dump({'steps': 100}, f)
+  for steps, finished in ((50, False), (100, True)):
+    with open(os.path.join(run.workdir, 'summary.json'), 'w') as f:
+      json.dump({'steps': steps}, f)
+    assert run.finished is finished
+
+
 @pytest.mark.parametrize('mode,file,expected', [
     ('slurm', 'sweep.slurm', ['#SBATCH --array=1-8', 'srun bash -c "$cmd"']),
     ('tpu', 'sweep_tpu.sh', ['gcloud compute tpus tpu-vm ssh', '--worker=all']),
