@@ -37,6 +37,21 @@ def _start(config, workdir):
       stderr=subprocess.STDOUT, text=True)
 
 
+def _interrupted(config, workdir, sig):
+  """A run sent `sig` once its metrics have three rows (mid-training);
+  returns its output and its finished process."""
+  proc = _start(config, workdir)
+  metrics = workdir / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.05)
+  proc.send_signal(sig)
+  out, _ = proc.communicate(timeout=120)
+  return out, proc
+
+
 def _params(workdir):
   mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
   step = mngr.latest_step()
@@ -52,15 +67,7 @@ def test_sigterm_saves_and_the_rerun_ends_identical(tmp_path):
   data.builder('kd_digits')  # Prepared once, not raced by two processes.
   reference = _start(config, full)
 
-  proc = _start(config, cut)
-  metrics = cut / 'metrics.jsonl'
-  deadline = time.time() + 120
-  while time.time() < deadline and proc.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=120)
+  out, proc = _interrupted(config, cut, signal.SIGTERM)
   assert proc.returncode == 143, out[-2000:]
   assert 'SIGTERM: saved step' in out
   saved_step, _ = _params(cut)
@@ -127,15 +134,7 @@ def test_ctrl_c_saves_the_step_and_exits_with_one_line(tmp_path):
   config = tmp_path / 'tiny.py'
   config.write_text(CONFIG)
   cut = tmp_path / 'cut'
-  proc = _start(config, cut)
-  metrics = cut / 'metrics.jsonl'
-  deadline = time.time() + 120
-  while time.time() < deadline and proc.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGINT)
-  out, _ = proc.communicate(timeout=120)
+  out, proc = _interrupted(config, cut, signal.SIGINT)
   assert proc.returncode == 130, out[-2000:]
   assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
   saved = re.findall(r'\[train\] SIGINT: saved step (\d+); rerun the same '
