@@ -153,7 +153,9 @@ def test_unknown_loss_is_rejected_before_training(tmp_path, teacher_dir):
   c.distill.teacher.update(workdir=teacher_dir, model='cnn',
                            kwargs={'channels': (8,), 'dense': 16})
   c.distill.terms.bogus = kd_config.term('kullback', 1.0)
-  with pytest.raises(ValueError, match=r"unknown loss 'kullback'.*kd"):
+  with pytest.raises(kd_config.ConfigError,
+                     match=r"config.distill.terms.bogus.loss='kullback': "
+                     r"unknown loss; valid: .*\bkd\b"):
     train.train_and_evaluate(c, str(tmp_path))
   assert not os.path.exists(tmp_path / 'metrics.jsonl')
 
