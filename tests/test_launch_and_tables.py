@@ -287,11 +287,14 @@ def test_an_unknown_group_by_key_lists_the_valid_ones(tmp_path):
 
 
 def _doc_command_and_table(name: str) -> tuple[list[str], list[str]]:
-  """The `python -m kd.tables runs/NAME ...` line that a table follows in
-  the README or a doc in docs/ (exactly one), and that table."""
+  """The `python -m kd.tables runs/NAME ...` command (its `\\` continuation
+  lines joined) that a table follows in the README, a doc in docs/ or an
+  experiment's README (exactly one), and that table."""
   found = []
-  for path in ['README.md'] + sorted(glob.glob('docs/*.md', root_dir=ROOT)):
-    lines = open(os.path.join(ROOT, path)).read().splitlines()
+  for path in (['README.md'] + sorted(glob.glob('docs/*.md', root_dir=ROOT))
+               + sorted(glob.glob('experiments/*/README.md', root_dir=ROOT))):
+    lines = open(os.path.join(ROOT, path)).read().replace(
+        '\\\n', ' ').splitlines()
     for i, line in enumerate(lines):
       if line.strip().startswith(f'python -m kd.tables runs/{name} '):
         j = next(j for j in range(i, len(lines))  # Past the command block.
@@ -353,7 +356,7 @@ def _sweep_tree(name: str, root: str) -> dict:
 
 @pytest.mark.parametrize('name', ['mnist1d_baselines', 'mnist1d_hinton',
                                   'mnist1d_consistent', 'mnist1d_qat',
-                                  'lm_distill'])
+                                  'lm_distill', 'mnist1d_online'])
 def test_doc_tables_are_what_their_command_prints(tmp_path, name):
   """The sweep's runs as `launch.sweep` and the spec's config write them
   (config.json, sweep.json, the shared teacher), with the doc's numbers
