@@ -105,3 +105,13 @@ def test_published_counts():
   assert len(counts) == 9
   for entry in counts.values():
     assert entry['config']['model_type'] == entry['model_type']
+
+
+@pytest.mark.parametrize('family', ('gpt2', 'llama', 'llama_tied', 'bert', 'distilbert'))
+def test_names_are_the_folders_tensors(family):
+  with open(os.path.join(HF, 'names', f'{family}.json')) as f:
+    names = json.load(f)
+  assert names['config'] == _config(family)
+  assert {k: tuple(v) for k, v in names['tensors'].items()} == {
+      k: s for k, (s, _) in _shapes(family).items()}
+  assert ('lm_head.weight' in names['tied']) == (family in ('gpt2', 'llama_tied'))
