@@ -46,7 +46,10 @@ def test_logits_equal_transformers(family, tmp_path, capsys):
   logits, _ = _logits(tmp_path / 'run', ref['tokens'])
   assert logits.shape == ref['logits'].shape
   scale = max(1.0, float(np.abs(ref['logits']).max()))
-  assert np.abs(logits - ref['logits']).max() <= 1e-4 * scale
+  diff = float(np.abs(logits - ref['logits']).max())
+  print(f'\n| {family} | {hf.hf_config(src)["model_type"]} | {diff:.1e} | '
+        f'{scale:.1f} |')  # docs/convert.md's table (-s).
+  assert diff <= 1e-4 * scale
   summary = json.load(open(tmp_path / 'run' / 'summary.json'))
   assert summary['converted'] and summary['source'] == 'hf'
   assert summary['source_files']['config.json'] == hf.common.sha256(

@@ -471,10 +471,12 @@ def default_model_type(name: str, kwargs: dict) -> str:
   """The HF family a kd model exports as: gpt2 where its options are
   GPT-2's, the family whose options it uses, else llama."""
   if name != hf_decoders.MODEL:
-    for t, fam in FAMILIES.items():
-      if getattr(fam, 'kd_model', None) == name:
-        return t
-    raise UnsupportedError(f'no HF family for kd model {name!r}')
+    types = [t for t, fam in FAMILIES.items() if fam.kd_model == name]
+    if not types:
+      raise UnsupportedError(
+          f'kd model {name!r} has no HF family; supported: '
+          f'{", ".join(sorted({f.kd_model for f in FAMILIES.values()}))}')
+    return types[0]
   kw = hf_decoders.complete(kwargs)
   if kw['norm'] == 'layer' or kw['positions'] == 'learned':
     return 'gpt2'

@@ -344,7 +344,7 @@ def _gpt2_table(kw: dict, vocab: int) -> list[Tensor]:
 def _family(model_type, architecture, kd_config, hf_config, table=None,
             **extra):
   hf_table.register(Family(
-      model_type, architecture, kd_config,
+      model_type, architecture, MODEL, kd_config,
       lambda kw, vocab: hf_config(complete(kw), vocab),
       lambda kw, vocab: (table or _decoder_table)(complete(kw), vocab),
       **extra))

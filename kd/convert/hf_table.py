@@ -85,6 +85,7 @@ class Family:
   """One HF `model_type` (see the module doc)."""
   model_type: str
   architecture: str  # config.json's `architectures` on export.
+  kd_model: str  # The kd model it converts to ('transformer_lm').
   kd_config: Callable[[dict], tuple[str, dict, int]]
   hf_config: Callable[[dict, int], dict]
   table: Callable[[dict, int], list[Tensor]]
