@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import time
+import types
 import warnings
 
 import jax
@@ -601,9 +602,17 @@ def load_teacher(run_dir: str, abstract_variables,
 def model_of(config, run_dir: str | None = None):
   """(The float32 model `config` trains, its data spec); a text run's
   tokenizer is read from `run_dir`."""
-  tok = (data.text.run_tokenizer(config, run_dir)
-         if data.text.is_text(config.data.name) else None)
-  spec = data.run_spec(config, tok)
+  d = config.data
+  if d.tokenizer == 'hf' and d.vocab_size:
+    # A converted HF model (kd.convert.hf): its vocabulary is its embedding's
+    # rows, data.vocab_size (at least its tokenizer's count): no tokenizer
+    # is needed to build it, and a folder without tokenizer.json loads.
+    spec = data.text.spec(d.name, d.seq_len,
+                          types.SimpleNamespace(vocab_size=d.vocab_size))
+  else:
+    tok = (data.text.run_tokenizer(config, run_dir)
+           if data.text.is_text(d.name) else None)
+    spec = data.run_spec(config, tok)
   model = models.from_config(config.model.name, config.model.kwargs,
                              spec.num_classes)
   return model, spec
