@@ -1,7 +1,9 @@
 """A tiny language-model run directory (byte-level unless told), laid out as
 kd's trainer writes a finished one (config.json, checkpoints/<step>/ with a
 TrainState, summary.json), trained a few dozen Adam steps on the tiny
-Python-stdlib corpus."""
+Python-stdlib corpus (train_steps=0: its initial weights). `noise` adds
+Gaussian noise to every initial parameter, norm scales included, so that a
+weight mapping that mixes two of them up changes the logits."""
 import json
 import os
 
@@ -19,7 +21,8 @@ SIZES = {'d_model': 128, 'num_layers': 2, 'num_heads': 4, 'max_len': 64}
 def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
                  seq_len: int = 64, batch_size: int = 8, sizes=None,
                  name: str = 'kd_pystdlib/tiny', lr: float = 3e-3,
-                 tokenizer: str = 'byte', vocab_size: int = 0) -> str:
+                 tokenizer: str = 'byte', vocab_size: int = 0,
+                 noise: float = 0.0) -> str:
   sizes = sizes or SIZES
   c = kd_config.run_config()  # The config.json a kd.main run writes.
   c.model.update(name='transformer_lm', kwargs=sizes)
@@ -37,6 +40,12 @@ def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
   tx = optax.adam(lr)
   state = steps.create_state(model, tx, jax.random.key(0),
                              jnp.zeros((1, seq_len), jnp.int32))
+  if noise:
+    leaves, tree = jax.tree.flatten(state.params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    state = state.replace(params=jax.tree.unflatten(tree, [
+        p + noise * jax.random.normal(k, p.shape, p.dtype)
+        for p, k in zip(leaves, keys)]))
 
   @jax.jit
   def step(state, batch):

@@ -3,11 +3,13 @@ run directory: checks shared by the end-to-end tests, which fail when
 training does nothing or the summary does not match the checkpoint."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 
-from kd import runs
+from kd import config as kd_config, runs
 from kd.data import select
 
 
@@ -112,3 +114,17 @@ def assert_logged(run_dir: str, summary: dict, keys, train_keys=(),
         range(log_every, summary['steps'] + 1, log_every))
     for r in train:
       assert all(np.isfinite(r[k]) for k in train_keys), r
+
+
+def pipeline_top_folder_refusal(top, *stages: str, command: list[str]):
+  """Runs `python -m COMMAND --workdir=TOP` on a pipeline's top folder (its
+  config.json naming `stages`, no run of its own); returns the process."""
+  top.mkdir()
+  stage = kd_config.run_config()
+  config = kd_config.pipeline_config(**{name: stage for name in stages})
+  (top / 'config.json').write_text(json.dumps(config.to_dict()))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run(
+      [sys.executable, '-m', *command, f'--workdir={top}'], cwd=root,
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=root))

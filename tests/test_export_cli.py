@@ -14,6 +14,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from kd import config as kd_config, runs, train
 from kd.export import student, tflite
+from tests import run_checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -173,14 +174,8 @@ def _cli(*args):
 
 def test_a_pipeline_top_folder_names_its_stages(tmp_path):
   top = tmp_path / 'quickstart'
-  top.mkdir()
-  stage = kd_config.run_config()
-  config = kd_config.pipeline_config(teacher=stage, student_kd=stage)
-  (top / 'config.json').write_text(json.dumps(config.to_dict()))
-  proc = subprocess.run(
-      [sys.executable, '-m', 'kd.export', f'--workdir={top}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, PYTHONPATH=ROOT))
+  proc = run_checks.pipeline_top_folder_refusal(
+      top, 'teacher', 'student_kd', command=['kd.export'])
   assert proc.returncode == 1
   assert proc.stderr.splitlines()[-1] == (
       f"kd.export: {top} is a pipeline's top folder, not one run; its "

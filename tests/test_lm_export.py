@@ -12,9 +12,9 @@ from absl import flags
 from absl.testing import flagsaver
 from ai_edge_litert.interpreter import Interpreter
 
-from kd import config as kd_config
 from kd import generate
 from kd.export import lm
+from tests import run_checks
 from tests.lm_run_fixture import write_lm_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -256,14 +256,8 @@ def test_a_bpe_run_exports_its_tokenizer_beside_the_file(run, tmp_path):
 
 def test_generate_on_a_pipeline_top_folder_names_its_stages(tmp_path):
   top = tmp_path / 'lm_distill'
-  top.mkdir()
-  stage = kd_config.run_config()
-  config = kd_config.pipeline_config(teacher=stage, student=stage)
-  (top / 'config.json').write_text(json.dumps(config.to_dict()))
-  proc = subprocess.run(
-      [sys.executable, '-m', 'kd.generate', f'--workdir={top}',
-       '--prompt=def'], cwd=ROOT, capture_output=True, text=True,
-      timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+  proc = run_checks.pipeline_top_folder_refusal(
+      top, 'teacher', 'student', command=['kd.generate', '--prompt=def'])
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr
   assert proc.stderr.splitlines()[-1] == (
       f"{top} is a pipeline's top folder, not one run; its "

@@ -117,7 +117,7 @@ def functions(model: lm.TransformerLM, variables, cache_len: int):
 
 
 def cache_shape(model: lm.TransformerLM, cache_len: int) -> tuple:
-  return (model.num_layers, 1, cache_len, model.kv_heads, model.head_dim)
+  return (model.num_layers, 1, cache_len, model.kv_heads, model.head_size)
 
 
 def convert(model, variables, *, prompt_len: int, cache_len: int,

@@ -4,7 +4,9 @@ Every model is a `flax.linen.Module` whose `__call__(x, train: bool)` returns
 `(logits, features)`, where `features` is a dict of named intermediate tensors
 (NHWC for 2-D maps, NWC for 1-D maps) that always includes `'embedding'`, the
 pre-logit vector. For 'transformer_lm' `num_classes` is the vocabulary
-size and `x` a [batch, length] int32 token array (see `kd.models.lm`).
+size and `x` a [batch, length] int32 token array (see `kd.models.lm`); for
+'transformer_encoder' too (the masked-LM head's classes), with `num_labels`
+for its [CLS] classification head (see `kd.models.encoder`).
 A user's own module, named `module:package.path:ClassName`, is wrapped into
 this convention (`kd.models.flax_module`).
 """
@@ -14,8 +16,9 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kd.models import (cifar_resnet, cnn, flax_module, gru, imagenet_resnet,
-                       lm, mlp, mobilenet, shufflenet, vgg, vit, wrn)
+from kd.models import (cifar_resnet, cnn, encoder, flax_module, gru,
+                       imagenet_resnet, lm, mlp, mobilenet, shufflenet, vgg,
+                       vit, wrn)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     'mlp': mlp.MLP,
@@ -50,6 +53,9 @@ for _name, _blocks, _bottleneck in (('resnet18', (2, 2, 2, 2), False),
 # Language models: the classes are the vocabulary.
 _REGISTRY['transformer_lm'] = (
     lambda num_classes, **kw: lm.TransformerLM(vocab_size=num_classes, **kw))
+_REGISTRY['transformer_encoder'] = (
+    lambda num_classes, **kw: encoder.TransformerEncoder(
+        vocab_size=num_classes, **kw))
 # ViT / DeiT with 16x16 patches (timm's sizes); kwargs such as patch_size,
 # depth, width, heads shrink them for small inputs.
 for _size, (_width, _depth, _heads) in vit.SIZES.items():

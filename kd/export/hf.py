@@ -1,0 +1,161 @@
+"""A kd run as a Hugging Face folder: `python -m kd.export --workdir=RUN
+--format=hf --out=DIR` writes what `save_pretrained` would,
+
+  config.json             model_type and architectures (`kd.convert.hf.
+                          to_hf_config`: llama layout by default, gpt2 where
+                          the student's options are GPT-2's; bert/distilbert
+                          for a transformer_encoder), the special ids
+  model.safetensors       float32 tensors named as transformers names them
+                          (`kd.convert.hf.hf_tensors`, the family's one table)
+  tokenizer.json          the run's tokenizer for the `tokenizers` library,
+  tokenizer_config.json   its ids equal to kd's, a bos prepended on encode
+  generation_config.json  bos, eos and pad ids
+
+so that `transformers.AutoModelForCausalLM.from_pretrained(DIR)` (masked LM
+for an encoder) and `AutoTokenizer.from_pretrained(DIR)` load it, and
+`python -m kd.convert --from=hf DIR` reads it back.
+
+kd's byte tokenizer (UTF-8 bytes 0..255, pad 256, bos 257, eos 258) becomes a
+byte-level BPE without merges whose vocabulary maps byte b (spelt with
+GPT-2's byte alphabet) to id b, plus the three special tokens; a BPE run's
+tokenizer.json is kd's own. Either way encoding is `[bos] + kd's ids`
+(`add_special_tokens=False`: kd's ids alone) and decoding with
+`skip_special_tokens=True` is kd's decode. One difference: transformers reads
+the special tokens' spellings (`<eos>`) in text as the special ids, as it
+does for every tokenizer; kd's byte tokenizer reads their bytes
+(`split_special_tokens=True` does the same in transformers). A run converted
+from a Hugging Face folder keeps that folder's tokenizer files.
+
+A student option with no counterpart in the family is refused by
+`to_hf_config` before any weight is read; the folder is written beside DIR
+and renamed into place, so a refusal or a failure leaves nothing, and an
+existing DIR that is not empty is refused.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+SPECIALS = ('<pad>', '<bos>', '<eos>')  # kd's BPE spelling (text.BPETokenizer).
+TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json')
+
+
+class Refused(ValueError):
+  """An export the command refuses before writing anything, in one line."""
+
+
+def _byte_alphabet() -> list[str]:
+  """The character GPT-2's byte-level BPE spells each byte 0..255 with
+  (`bytes_to_unicode`): printable Latin-1 bytes as themselves, the others
+  as the characters from U+0100 on, in byte order."""
+  shown = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1),
+           *range(ord('®'), ord('ÿ') + 1)]
+  chars, extra = {}, 0
+  for b in range(256):
+    if b in shown:
+      chars[b] = chr(b)
+    else:
+      chars[b] = chr(256 + extra)
+      extra += 1
+  return [chars[b] for b in range(256)]
+
+
+def byte_tokenizer():
+  """kd's `ByteTokenizer` as a `tokenizers.Tokenizer`: id b for byte b,
+  `<pad>` 256, `<bos>` 257, `<eos>` 258, and a bos prepended on encode."""
+  import tokenizers as tk  # pylint: disable=import-outside-toplevel
+  vocab = {c: b for b, c in enumerate(_byte_alphabet())}
+  tok = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=[]))
+  tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                  use_regex=False)
+  tok.decoder = tk.decoders.ByteLevel()
+  tok.add_special_tokens([tk.AddedToken(s, special=True, normalized=False)
+                          for s in SPECIALS])
+  return _with_bos(tok)
+
+
+def _with_bos(tok):
+  """`tok` prepending its bos on encode, as kd prompts a model."""
+  import tokenizers as tk  # pylint: disable=import-outside-toplevel
+  bos = SPECIALS[1]
+  tok.post_processor = tk.processors.TemplateProcessing(
+      single=f'{bos} $A', pair=f'{bos} $A {bos} $B',
+      special_tokens=[(bos, tok.token_to_id(bos))])
+  return tok
+
+
+def _special_ids(tok) -> dict:
+  return {'bos_token_id': tok.bos_id, 'eos_token_id': tok.eos_id,
+          'pad_token_id': tok.pad_id}
+
+
+def tokenizer_files(kind: str, workdir: str, tok,
+                    max_len: int) -> dict[str, str]:
+  """tokenizer.json and tokenizer_config.json (text) of a run whose
+  tokenizer is `kind` ('byte', 'bpe', or the Hugging Face files a converted
+  run holds); {} for a run without one."""
+  own = [os.path.join(workdir, n) for n in TOKENIZER_FILES]
+  if kind not in ('byte', 'bpe'):  # A converted run: its folder's files.
+    if not all(map(os.path.exists, own)):
+      return {}
+    out = {}
+    for name, path in zip(TOKENIZER_FILES, own):
+      with open(path) as f:
+        out[name] = f.read()
+    return out
+  if kind == 'byte':
+    fast = byte_tokenizer()
+  else:
+    import tokenizers as tk  # pylint: disable=import-outside-toplevel
+    fast = _with_bos(tk.Tokenizer.from_file(own[0]))
+  names = [fast.id_to_token(i) for i in (tok.pad_id, tok.bos_id, tok.eos_id)]
+  if names != list(SPECIALS):
+    raise ValueError(f'{workdir}: the tokenizer spells pad, bos, eos as '
+                     f'{names}, kd as {list(SPECIALS)}')
+  config = {'tokenizer_class': 'PreTrainedTokenizerFast',
+            'pad_token': SPECIALS[0], 'bos_token': SPECIALS[1],
+            'eos_token': SPECIALS[2], 'model_max_length': max_len,
+            'clean_up_tokenization_spaces': False}
+  return {'tokenizer.json': fast.to_str(pretty=True),
+          'tokenizer_config.json': json.dumps(config, indent=2)}
+
+
+def generation_config(tok) -> dict:
+  """generation_config.json: generation starts after bos and stops at eos."""
+  return _special_ids(tok)
+
+
+def check_out(out: str):
+  """Refuses an `out` that is a file or a directory holding anything."""
+  if os.path.isdir(out) and os.listdir(out):
+    raise Refused(f'{out} exists and is not empty; remove it or choose '
+                  'another --out')
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise Refused(f'{out} is a file; choose a directory --out')
+
+
+def write_folder(out: str, text: dict[str, str],
+                 tensors: dict[str, np.ndarray]):
+  """Writes `text` files and model.safetensors into a folder beside `out`,
+  renamed to `out` at the end (over an empty directory)."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  out = os.path.abspath(out)
+  check_out(out)
+  parent = os.path.dirname(out)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.', dir=parent)
+  try:
+    for name, content in text.items():
+      with open(os.path.join(tmp, name), 'w') as f:
+        f.write(content)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+              os.path.join(tmp, 'model.safetensors'),
+              metadata={'format': 'pt'})  # transformers reads 'pt' files.
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 is no folder to share.
+    os.rename(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+

@@ -1,0 +1,186 @@
+"""Bidirectional transformer encoder with a masked-LM head (BERT, DistilBERT).
+
+`kd.models.create('transformer_encoder', vocab_size, num_labels=C, **sizes)`:
+as for 'transformer_lm', the registry's `num_classes` is the vocabulary (the
+masked-LM head classifies every position over it); `num_labels` > 0 adds a
+[CLS] classification head of that many classes (0: none, as BertForMaskedLM).
+
+`apply(variables, tokens [B, T] int32, train=False, attention_mask=None,
+token_types=None)` returns `(logits [B, T, V] float32, features)`:
+
+  embeddings  LayerNorm(token + position [+ token type]) (Devlin et al. 2019);
+              `type_vocab_size=0` drops token types (DistilBERT, Sanh et al.
+              2019); `token_types` default to 0, as transformers'.
+  blocks      post-LN (BERT): x = LN(x + attn(x)); x = LN(x + mlp(x));
+              or `norm='pre'`: x + attn(LN x), x + mlp(LN x), a final LN.
+              The blocks' Attention and MLP are `kd.models.transformer`'s,
+              bidirectional, without RoPE, biases everywhere; the MLP is
+              down(gelu(up x)), GELU by erf (BERT's) unless `mlp='gelu'`
+              (its tanh form).
+  MLM head    bias + E LN(act(W h + b)): E the token embeddings (tied).
+  [CLS] head  classifier(act(pooler h_0 + b)): act tanh (BERT's pooler) or
+              relu (DistilBERT's pre_classifier), `pooler_activation`.
+
+`attention_mask` [B, T] (1 or True for real tokens, 0 for padding) keeps
+every query from attending to padded keys; positions still count from 0.
+No dropout (as every kd model): `train` changes nothing.
+
+Features: `hidden0` (the embeddings after their LayerNorm) .. `hidden{N}`
+(the output of block N), as transformers' hidden_states, aliased `stage0` ..
+`stage{N}`; `embedding` the last hidden state [B, T, d] (after the final LN
+when pre-LN); with `return_attention=True` also `attn0` .. `attn{N-1}`
+[B, H, T, T]; with `num_labels` > 0 `cls_logits` [B, num_labels] float32.
+
+Parameters: `embed/embedding` [V, d], `pos_embed/embedding` [max_len, d],
+`type_embed/embedding` [type_vocab_size, d], `embed_norm`; per block
+`blocks_{i}/attn/{query,key,value}` (kernel [d, H, D], bias [H, D]),
+`blocks_{i}/attn/out` (kernel [H, D, d], bias [d]), `blocks_{i}/attn_norm`,
+`blocks_{i}/mlp/{up,down}`, `blocks_{i}/mlp_norm` (the LayerNorm after the
+attention and after the MLP when post-LN; before them when pre-LN);
+`final_norm` (pre-LN only); `mlm/transform`, `mlm/norm`, `mlm/bias` [V];
+`pooler`, `classifier` (with `num_labels`).
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from kd.models import transformer
+
+NORMS = ('post', 'pre')
+# The MLP's kind (kd.models.transformer.MLP), whose activation the MLM
+# transform shares: 'gelu_exact' GELU by erf (BERT's `gelu`), 'gelu' its
+# tanh approximation (`gelu_new`).
+MLPS = {'gelu_exact': lambda x: nn.gelu(x, approximate=False),
+        'gelu': lambda x: nn.gelu(x, approximate=True)}
+POOLER_ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu}
+
+
+class EncoderBlock(nn.Module):
+  """One encoder layer of the shared Attention (bidirectional, biases, no
+  RoPE) and MLP, post-LN (BERT) or pre-LN: (x, attention probs or None)."""
+  num_heads: int
+  head_size: int
+  mlp_hidden: int
+  norm: str = 'post'
+  norm_eps: float = 1e-12
+  mlp: str = 'gelu_exact'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask, return_attention=False):
+    layer_norm = lambda name: transformer.make_norm('layer', self.norm_eps,
+                                                    self.dtype, name)
+    attn = transformer.Attention(
+        self.num_heads, self.num_heads, self.head_size, dtype=self.dtype,
+        causal=False, rotary=False, qkv_bias=True, out_bias=True, name='attn')
+    mlp = transformer.MLP(self.mlp_hidden, self.mlp, self.dtype, bias=True,
+                          name='mlp')
+    if self.norm == 'pre':
+      y, probs, _ = attn(layer_norm('attn_norm')(x), None, None,
+                         return_attention, mask)
+      x = x + y
+      return x + mlp(layer_norm('mlp_norm')(x)), probs
+    y, probs, _ = attn(x, None, None, return_attention, mask)
+    x = layer_norm('attn_norm')(x + y)
+    return layer_norm('mlp_norm')(x + mlp(x)), probs
+
+
+class MLMHead(nn.Module):
+  """Masked-LM logits bias + E LN(act(W h + b)), E the tied embedding."""
+  norm_eps: float = 1e-12
+  mlp: str = 'gelu_exact'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, embed: nn.Embed):
+    x = nn.Dense(x.shape[-1], dtype=self.dtype, name='transform')(x)
+    x = transformer.make_norm('layer', self.norm_eps, self.dtype, 'norm')(
+        MLPS[self.mlp](x))
+    bias = self.param('bias', nn.initializers.zeros, (embed.num_embeddings,))
+    return embed.attend(x).astype(jnp.float32) + bias
+
+
+class TransformerEncoder(nn.Module):
+  vocab_size: int
+  d_model: int = 256
+  num_layers: int = 4
+  num_heads: int = 4
+  mlp_hidden: int | None = None  # None: 4 d_model.
+  max_len: int = 512
+  type_vocab_size: int = 2  # 0: no token-type embeddings (DistilBERT).
+  norm: str = 'post'  # 'post' (BERT, DistilBERT) or 'pre'.
+  norm_eps: float = 1e-12
+  mlp: str = 'gelu_exact'  # A key of MLPS: the MLP's and MLM transform's.
+  num_labels: int = 0  # > 0: a [CLS] classification head.
+  pooler_activation: str = 'tanh'  # BERT's pooler; 'relu' DistilBERT's.
+  return_attention: bool = False
+  dtype: Any = jnp.float32
+
+  @property
+  def head_size(self) -> int:
+    return self.d_model // self.num_heads
+
+  def setup(self):
+    if self.d_model % self.num_heads:
+      raise ValueError(f'd_model={self.d_model} is not a multiple of '
+                       f'num_heads={self.num_heads}')
+    transformer.check_choice('norm', self.norm, NORMS)
+    transformer.check_choice('mlp', self.mlp, tuple(MLPS))
+    transformer.check_choice('pooler_activation', self.pooler_activation,
+                             tuple(POOLER_ACTIVATIONS))
+    embed = lambda n: nn.Embed(n, self.d_model, dtype=self.dtype,
+                               embedding_init=nn.initializers.normal(0.02))
+    self.embed = embed(self.vocab_size)
+    self.pos_embed = embed(self.max_len)
+    if self.type_vocab_size:
+      self.type_embed = embed(self.type_vocab_size)
+    layer_norm = lambda: transformer.make_norm('layer', self.norm_eps,
+                                               self.dtype)
+    self.embed_norm = layer_norm()
+    self.blocks = [
+        EncoderBlock(self.num_heads, self.head_size,
+                     self.mlp_hidden or 4 * self.d_model, self.norm,
+                     self.norm_eps, self.mlp, self.dtype)
+        for _ in range(self.num_layers)]
+    if self.norm == 'pre':
+      self.final_norm = layer_norm()
+    self.mlm = MLMHead(self.norm_eps, self.mlp, self.dtype)
+    if self.num_labels:
+      self.pooler = nn.Dense(self.d_model, dtype=self.dtype)
+      self.classifier = nn.Dense(self.num_labels, dtype=self.dtype)
+
+  def __call__(self, tokens, train: bool = False, attention_mask=None,
+               token_types=None):
+    del train  # No dropout.
+    b, t = tokens.shape
+    if t > self.max_len:
+      raise ValueError(f'sequence length {t} exceeds the model context '
+                       f'max_len={self.max_len}: shorten the sequences or '
+                       f'use a model with a larger max_len')
+    x = self.embed(tokens) + self.pos_embed(jnp.arange(t))[None]
+    if self.type_vocab_size:
+      x = x + self.type_embed(jnp.zeros_like(tokens) if token_types is None
+                              else token_types)
+    elif token_types is not None:
+      raise ValueError('token_types given to an encoder without token-type '
+                       'embeddings (type_vocab_size=0)')
+    x = self.embed_norm(x)
+    mask = (jnp.ones((b, t), bool) if attention_mask is None
+            else jnp.asarray(attention_mask).astype(bool))
+    features = {'hidden0': x}
+    for i, block in enumerate(self.blocks):
+      x, probs = block(x, mask, self.return_attention)
+      features[f'hidden{i + 1}'] = x
+      if self.return_attention:
+        features[f'attn{i}'] = probs
+    features.update({f'stage{i}': features[f'hidden{i}']
+                     for i in range(self.num_layers + 1)})
+    if self.norm == 'pre':
+      x = self.final_norm(x)
+    features['embedding'] = x
+    if self.num_labels:
+      pooled = POOLER_ACTIVATIONS[self.pooler_activation](
+          self.pooler(x[:, 0]))
+      features['cls_logits'] = self.classifier(pooled).astype(jnp.float32)
+    return self.mlm(x, self.embed), features
