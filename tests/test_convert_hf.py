@@ -217,6 +217,16 @@ def test_refuses_unsupported_options(tmp_path, capsys):
   shutil.rmtree(src)
   src = _folder(tmp_path, 'qwen2', config={'use_sliding_window': True})
   _refused(capsys, tmp_path, src, 'use_sliding_window=True')
+  shutil.rmtree(src)
+  src = _folder(tmp_path, 'gemma2', config={'layer_types': [
+      'full_attention', 'sliding_attention', 'sliding_attention']})
+  _refused(capsys, tmp_path, src, 'sliding attention on these layers',
+           'all layers or the even layers')
+  shutil.rmtree(src)
+  src = _folder(tmp_path, config={'quantization_config': {
+      'quant_method': 'gptq', 'bits': 4}})
+  _refused(capsys, tmp_path, src, "quant_method='gptq'",
+           'quantized checkpoints are not supported')
 
 
 def test_refuses_missing_extra_and_misshaped_tensors(tmp_path, capsys):
