@@ -82,7 +82,7 @@ def lm_provenance(config, teacher_step: int, teacher_vars, dtype: str,
   d = config.data
   meta = provenance(config, teacher_step, teacher_vars, dtype)
   meta['data'] = {
-      'name': d.name, 'split': 'train',
+      'name': str(data.text.source(d)), 'split': 'train',
       'data_dir': os.path.abspath(d.data_dir) if d.data_dir else '',
       'tokenizer': d.tokenizer, 'vocab_size': tok.vocab_size,
       'tokenizer_sha256': tokenizer_digest(tok), 'seq_len': d.seq_len,

@@ -7,7 +7,6 @@ import os
 import shutil
 
 import jax
-import ml_dtypes
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -66,18 +65,52 @@ def test_logits_equal_transformers(family, tmp_path, capsys):
   assert specials['eos_token_id'] == hf_config['eos_token_id']
 
 
-def test_bfloat16_storage(tmp_path, capsys):
-  """--dtype=bfloat16 stores bf16 weights: the logits move by bf16's
-  rounding only."""
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_half_precision_storage(dtype, tmp_path, capsys):
+  """--dtype=bfloat16 / float16 stores such weights: the logits move by
+  their rounding only."""
   src = os.path.join(HF, 'llama')
-  code, _, err = _convert(capsys, src, tmp_path / 'run', '--dtype=bfloat16')
+  code, _, err = _convert(capsys, src, tmp_path / 'run', f'--dtype={dtype}')
   assert code == 0, err
   ref = np.load(os.path.join(src, 'logits.npz'))
   logits, variables = _logits(tmp_path / 'run', ref['tokens'])
   dtypes = {x.dtype for x in jax.tree.leaves(variables)}
-  assert dtypes == {np.dtype(ml_dtypes.bfloat16)}
+  assert dtypes == {np.dtype(hf.DTYPES[dtype])}
   err = np.abs(logits - ref['logits']).max()
   assert 1e-5 < err < 0.05 * np.abs(ref['logits']).max()
+
+
+def test_hub_names_old_buffers_and_float16(tmp_path, capsys):
+  """The Hub's gpt2 file: names without `transformer.`, the causal-mask
+  buffers `h.N.attn.bias` (dropped); weights stored as float16 load."""
+  src = tmp_path / 'gpt2'
+  shutil.copytree(os.path.join(HF, 'gpt2'), src)
+  w = hf.Weights(str(src))
+  tensors = {n.removeprefix('transformer.'): w.read(n).astype(np.float16)
+             for n in w.entries}
+  tensors.update({f'h.{i}.attn.bias': np.ones((1, 1, 64, 64), np.float16)
+                  for i in range(2)})
+  save_file(tensors, str(src / 'model.safetensors'))
+  code, _, err = _convert(capsys, src, tmp_path / 'run')
+  assert code == 0, err
+  ref = np.load(os.path.join(HF, 'gpt2', 'logits.npz'))
+  logits, _ = _logits(tmp_path / 'run', ref['tokens'])
+  err = np.abs(logits - ref['logits']).max()
+  assert 1e-5 < err < 0.02 * np.abs(ref['logits']).max()  # fp16 rounding.
+
+
+def test_describe_a_student_spec(capsys):
+  student = dict(d_model=32, num_layers=1, num_heads=2)
+  assert cli.main(['--from=hf', '--describe', os.path.join(HF, 'llama'),
+                   f'--student_params={json.dumps(student)}']) == 0
+  out = capsys.readouterr().out
+  n = hf.parameter_count('transformer_lm', student, 128)
+  assert n == 128 * 32 + 32 + 2 * 32 + 4 * 32 * 32 + 3 * 32 * 88
+  assert f'student: {n:,} parameters' in out
+  assert cli.main(['--from=hf', '--describe', os.path.join(HF, 'llama'),
+                   '--student_params=lots']) == 1
+  assert "--student_params='lots' is not a parameter count" in (
+      capsys.readouterr().err)
 
 
 @pytest.mark.parametrize('family', DECODERS[:-2])
@@ -182,6 +215,16 @@ def test_refuses_unsupported_options(tmp_path, capsys):
   shutil.rmtree(src)
   src = _folder(tmp_path, 'qwen2', config={'use_sliding_window': True})
   _refused(capsys, tmp_path, src, 'use_sliding_window=True')
+  shutil.rmtree(src)
+  src = _folder(tmp_path, 'gemma2', config={'layer_types': [
+      'full_attention', 'sliding_attention', 'sliding_attention']})
+  _refused(capsys, tmp_path, src, 'sliding attention on these layers',
+           'all layers or the even layers')
+  shutil.rmtree(src)
+  src = _folder(tmp_path, config={'quantization_config': {
+      'quant_method': 'gptq', 'bits': 4}})
+  _refused(capsys, tmp_path, src, "quant_method='gptq'",
+           'quantized checkpoints are not supported')
 
 
 def test_refuses_missing_extra_and_misshaped_tensors(tmp_path, capsys):
@@ -230,6 +273,13 @@ def test_refuses_missing_shard_and_damaged_file(tmp_path, capsys):
   os.remove(src / 'model.safetensors')
   _refused(capsys, tmp_path, src, 'has neither model.safetensors nor '
            'model.safetensors.index.json')
+
+
+def test_refuses_an_unknown_dtype(tmp_path, capsys):
+  code, _, err = _convert(capsys, os.path.join(HF, 'llama'), tmp_path / 'out',
+                          '--dtype=int8')
+  assert code == 1 and "--dtype='int8'" in err and 'bfloat16' in err
+  assert not os.path.exists(tmp_path / 'out')
 
 
 def test_refuses_an_existing_out(tmp_path, capsys):

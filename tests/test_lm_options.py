@@ -364,3 +364,20 @@ def test_published_parameter_counts():
 def test_an_option_kd_cannot_honour_is_refused(option, value, match):
   with pytest.raises(ValueError, match=match):
     models.create('transformer_lm', V, **{option: value})
+
+
+def test_onnx_export_honours_every_option(every_option):
+  """kd.export's prefill / decode graphs (the cache as inputs and outputs)
+  and the logits graph equal the JAX forward."""
+  from kd.export import onnx  # pylint: disable=import-outside-toplevel
+  model, variables = every_option
+  graphs = onnx.ONNXLM(onnx.convert_lm(model, variables, seq_len=12,
+                                       prompt_len=6, cache_len=12))
+  tokens = _tokens(1, 12, seed=7)[0]
+  full = np.asarray(jax.jit(model.apply)(variables, tokens[None])[0][0])
+  np.testing.assert_allclose(graphs.logits(tokens), full, atol=1e-4)
+  logits, cache = graphs.prefill(tokens[:6])
+  np.testing.assert_allclose(logits, full[:6], atol=1e-4)
+  for t in range(6, 12):
+    logits, cache = graphs.decode(int(tokens[t]), t, cache)
+    np.testing.assert_allclose(logits, full[t], atol=1e-4)

@@ -94,7 +94,14 @@ def kd_config(cfg: dict) -> tuple[str, dict, int]:
     raise UnsupportedError(
         f'config.json has no model_type; supported: '
         f'{", ".join(sorted(FAMILIES))}')
-  name, kwargs, vocab = hf_table.family(cfg['model_type']).kd_config(cfg)
+  fam = hf_table.family(cfg['model_type'])
+  if cfg.get('quantization_config'):
+    method = (cfg['quantization_config'] or {}).get('quant_method', '?')
+    raise UnsupportedError(
+        f'config.json has quantization_config (quant_method={method!r}): '
+        'quantized checkpoints are not supported; supported: float32, '
+        'bfloat16 or float16 weights (the unquantized release)')
+  name, kwargs, vocab = fam.kd_config(cfg)
   return name, kwargs, vocab
 
 
@@ -423,17 +430,29 @@ def format_bytes(n: float) -> str:
   raise AssertionError
 
 
-def parse_count(text: str) -> int:
-  """'30M', '1.2B', '125k' or '30000000' as an integer."""
+def student_count(text: str, vocab: int) -> int:
+  """A student's parameters from --student_params: a count ('30M', '1.2B',
+  '125k', '30000000') or a transformer_lm's kwargs as JSON with the
+  teacher's vocabulary ('{"d_model": 512, "num_layers": 8, ...}'), counted
+  with jax.eval_shape."""
+  s = str(text).strip()
+  if s.startswith('{'):
+    try:
+      kwargs = json.loads(s)
+      return parameter_count(hf_decoders.MODEL, kwargs, vocab)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f'--student_params={text!r}: not the JSON kwargs of a '
+                       f'transformer_lm ({e})') from e
   units = {'k': 10**3, 'm': 10**6, 'b': 10**9, 'g': 10**9}
-  s = str(text).strip().replace(',', '').replace('_', '').lower()
+  s = s.replace(',', '').replace('_', '').lower()
   try:
     if s and s[-1] in units:
       return int(round(float(s[:-1]) * units[s[-1]]))
     return int(s)
   except ValueError as e:
     raise ValueError(f'--student_params={text!r} is not a parameter count; '
-                     'e.g. 30M, 1.2B or 30000000') from e
+                     'e.g. 30M, 1.2B or 30000000, or a transformer_lm\'s '
+                     'kwargs as JSON') from e
 
 
 def parameter_count(name: str, kwargs: dict, vocab: int) -> int:
@@ -441,9 +460,10 @@ def parameter_count(name: str, kwargs: dict, vocab: int) -> int:
                  jax.tree.leaves(abstract_params(name, kwargs, vocab))))
 
 
-def describe(hf_dir: str, student_params: int | None = None) -> str:
+def describe(hf_dir: str, student_params: str | None = None) -> str:
   """What --describe prints: the kd model and its settings, its parameter
-  count (config.json only: jax.eval_shape, nothing allocated) and memory."""
+  count (config.json only: jax.eval_shape, nothing allocated) and memory;
+  with `student_params` (see `student_count`), teacher + student memory."""
   cfg = hf_config(hf_dir)
   name, kwargs, vocab = kd_config(cfg)
   n = parameter_count(name, kwargs, vocab)
@@ -453,7 +473,7 @@ def describe(hf_dir: str, student_params: int | None = None) -> str:
   lines += [f'parameters: {n:,}',
             f'memory: {format_bytes(4 * n)} at float32, {format_bytes(2 * n)} at bfloat16']
   if student_params:
-    s = student_params
+    s = student_count(student_params, vocab)
     lines += [
         f'student: {s:,} parameters',
         f'teacher + student weights: {format_bytes(4 * (n + s))} at float32, '

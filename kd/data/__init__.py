@@ -4,6 +4,7 @@ from kd.data.input_pipeline import (DatasetNotPreparedError, DatasetSpec,
                                     OFFLINE, builder, eval_batches,
                                     example_batches, indexed_batches,
                                     load_split, names, num_examples, spec)
+from kd.data import corpus
 from kd.data import text
 
 
@@ -15,6 +16,14 @@ def datasets() -> list[str]:
 
 def known(name: str) -> bool:
   return name in names() or text.is_text(name)
+
+
+def files_of(config) -> 'corpus.Files | None':
+  """The files of a dataset of your own (kd_text), which a run records
+  (`kd.runs.check_dataset`); None for the others."""
+  if config.data.name == 'kd_text':
+    return corpus.text_files(config.data)
+  return None
 
 
 def run_spec(config, tok=None) -> DatasetSpec:

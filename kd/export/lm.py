@@ -251,7 +251,7 @@ def heldout_rows(run: LMRun, seq_len: int, count: int,
   over `split`: dicts of tokens [1, seq_len + 1], mask and bytes."""
   from kd.data import text  # pylint: disable=import-outside-toplevel
   d = run.config.data
-  rows = list(text.eval_batches(d.name, batch_size=1, seq_len=seq_len,
+  rows = list(text.eval_batches(text.source(d), batch_size=1, seq_len=seq_len,
                                 tok=run.tokenizer, split=split,
                                 data_dir=d.get('data_dir') or None))
   if len(rows) < count:
