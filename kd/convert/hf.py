@@ -97,7 +97,14 @@ def kd_config(cfg: dict) -> tuple[str, dict, int]:
     raise UnsupportedError(
         f'config.json has no model_type; supported: '
         f'{", ".join(sorted(FAMILIES))}')
-  name, kwargs, vocab = hf_table.family(cfg['model_type']).kd_config(cfg)
+  fam = hf_table.family(cfg['model_type'])
+  if cfg.get('quantization_config'):
+    method = (cfg['quantization_config'] or {}).get('quant_method', '?')
+    raise UnsupportedError(
+        f'config.json has quantization_config (quant_method={method!r}): '
+        'quantized checkpoints are not supported; supported: float32, '
+        'bfloat16 or float16 weights (the unquantized release)')
+  name, kwargs, vocab = fam.kd_config(cfg)
   return name, kwargs, vocab
 
 
