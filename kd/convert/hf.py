@@ -31,13 +31,10 @@ import ml_dtypes
 import numpy as np
 
 from kd import models
-from kd.convert import common, hf_decoders, hf_table  # noqa: F401 (registers)
+from kd.convert import common, hf_decoders, hf_table
+from kd.convert import hf_encoder  # noqa: F401 (registers bert, distilbert)
 from kd.convert.hf_table import FAMILIES, Tensor, UnsupportedError
 
-try:  # The encoder families register themselves where present.
-  from kd.convert import hf_encoder  # noqa: F401
-except ImportError:
-  pass
 
 CONFIG = 'config.json'
 SINGLE = 'model.safetensors'
@@ -258,11 +255,13 @@ def _canonical(weights: Weights, fam: hf_table.Family,
   out = {}
   for found in weights.entries:
     name = found
-    if found not in names:
+    for pattern, replacement in fam.renames:
+      name = re.sub(pattern, replacement, name)
+    if name not in names:
       for p in fam.prefixes:
-        if p + found in names or any(re.match(r, p + found)
-                                     for r in fam.dropped):
-          name = p + found
+        if p + name in names or any(re.match(r, p + name)
+                                    for r in fam.dropped):
+          name = p + name
           break
     out.setdefault(name, found)
   return out
@@ -497,7 +496,8 @@ def default_model_type(name: str, kwargs: dict) -> str:
   """The HF family a kd model exports as: gpt2 where its options are
   GPT-2's, the family whose options it uses, else llama."""
   if name != hf_decoders.MODEL:
-    types = [t for t, fam in FAMILIES.items() if fam.kd_model == name]
+    types = [t for t, fam in FAMILIES.items()
+             if fam.kd_model == name and fam.default_for(kwargs)]
     if not types:
       raise UnsupportedError(
           f'kd model {name!r} has no HF family; supported: '
@@ -531,7 +531,7 @@ def to_hf_config(name: str, kwargs: dict, vocab_size: int,
   if name == hf_decoders.MODEL:
     want, got = hf_decoders.complete(kwargs), hf_decoders.complete(back)
   else:
-    want, got = dict(kwargs), back
+    want, got = fam.complete(kwargs), fam.complete(back)
   differ = sorted(k for k in set(want) | set(got)
                   if k not in ('dtype', 'return_attention')
                   and want.get(k) != got.get(k))
