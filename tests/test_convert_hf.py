@@ -9,9 +9,11 @@ import shutil
 import jax
 import numpy as np
 import pytest
+import tokenizers
 from safetensors.numpy import save_file
 
 from kd import runs
+from kd.data import hf_tokenizer
 from kd.convert import __main__ as cli
 from kd.convert import hf
 
@@ -78,6 +80,20 @@ def test_half_precision_storage(dtype, tmp_path, capsys):
   assert dtypes == {np.dtype(hf.DTYPES[dtype])}
   err = np.abs(logits - ref['logits']).max()
   assert 1e-5 < err < 0.05 * np.abs(ref['logits']).max()
+
+
+def test_the_run_tokenizes_with_ids_only_config_json_had(tmp_path, capsys):
+  """A folder whose special ids are in config.json alone: the run keeps
+  them (special_tokens.json), so data.tokenizer='hf' reads its eos."""
+  src = _folder(tmp_path, 'gpt2', config={'eos_token_id': 3,
+                                          'bos_token_id': 4})
+  os.remove(src / 'tokenizer_config.json')
+  os.remove(src / 'generation_config.json')
+  assert _convert(capsys, src, tmp_path / 'run')[0] == 0
+  path = str(tmp_path / 'run' / 'tokenizer.json')
+  ids = hf_tokenizer.special_ids(tokenizers.Tokenizer.from_file(path),
+                                 str(tmp_path / 'run'), path)
+  assert ids == (4, 3, 3)  # bos, eos, pad (none: eos).
 
 
 def test_hub_names_old_buffers_and_float16(tmp_path, capsys):

@@ -3,9 +3,11 @@ library) in kd's text pipeline: config.data.tokenizer='hf'.
 
 Special ids: `bos_token`, `eos_token`, `pad_token` of tokenizer_config.json
 (a string or {"content": ...}), else `bos_token_id`, `eos_token_id`,
-`pad_token_id` of generation_config.json or an HF config.json beside it. No
-eos is an error; no bos: eos (GPT-2's <|endoftext|> separates documents);
-no pad: eos (masks never read the pad id: `kd.data.text`).
+`pad_token_id` of generation_config.json, special_tokens.json (a run
+converted by kd.convert.hf keeps its HF config.json's ids there) or an HF
+config.json beside it. No eos is an error; no bos: eos (GPT-2's
+<|endoftext|> separates documents); no pad: eos (masks never read the pad
+id: `kd.data.text`).
 
 Bits per byte counts the UTF-8 bytes each token stands for (`token_bytes`):
   byte-level BPE (GPT-2, Llama 3, Qwen): one byte per character of the
@@ -168,7 +170,10 @@ def _read(path: str) -> dict:
 def special_ids(tok, folder: str, path: str) -> tuple[int, int, int]:
   """(bos, eos, pad) ids: see the module doc."""
   tokens = _read(os.path.join(folder, 'tokenizer_config.json'))
-  configs = [_read(os.path.join(folder, 'generation_config.json'))]
+  configs = [_read(os.path.join(folder, 'generation_config.json')),
+             # A run converted from an HF folder: its config.json's ids
+             # (kd.convert.hf.SPECIAL_TOKENS).
+             _read(os.path.join(folder, 'special_tokens.json'))]
   hf_config = _read(os.path.join(folder, 'config.json'))
   if 'model_type' in hf_config:  # An HF folder's, not a kd run's.
     configs.append(hf_config)
