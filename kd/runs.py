@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import time
+import types
 import warnings
 
 import jax
@@ -460,20 +461,38 @@ def clear(run_dir: str) -> list[str]:
 def latest_state(run_dir: str, what: str):
   """(raw train-state tree, step) of the newest readable checkpoint of
   `run_dir`; an unreadable one is skipped with a warning. Creates nothing."""
+  return _newest_readable(
+      run_dir, what, lambda mngr, step: mngr.restore(
+          step, args=checkpoint.ocp.args.StandardRestore()))
+
+
+class _Refused(Exception):
+  """Raised from the error a caller's check raised (`read_onto`)."""
+
+
+def _newest_readable(run_dir: str, what: str, read, handler=None):
+  """(`read(manager, step)`, step) of the newest step of `run_dir`'s
+  checkpoints that `read` can read (opened read-only with `handler`); an
+  unreadable one is skipped with a warning, an architecture mismatch
+  raised."""
   ckpt_dir = os.path.abspath(os.path.join(run_dir, 'checkpoints'))
   if not os.path.isdir(ckpt_dir):
     raise FileNotFoundError(
         f'{what}: {ckpt_dir} does not exist; train that run first (or point '
         f'the config at a run directory written by kd.main)')
   mngr = checkpoint.ocp.CheckpointManager(
-      ckpt_dir, options=checkpoint.ocp.CheckpointManagerOptions(
+      ckpt_dir, item_handlers=handler,
+      options=checkpoint.ocp.CheckpointManagerOptions(
           create=False, read_only=True))
   try:
     errors = []
     for step in sorted(mngr.all_steps(), reverse=True):
       try:
-        return mngr.restore(
-            step, args=checkpoint.ocp.args.StandardRestore()), step
+        return read(mngr, step), step
+      except checkpoint.ArchitectureMismatchError:
+        raise
+      except _Refused as e:
+        raise e.__cause__ from None
       except Exception as e:  # pylint: disable=broad-except
         checkpoint.quiet_abandoned_reads()
         log.warning('%s/%d is unreadable (%s); trying an older one',
@@ -489,16 +508,70 @@ def latest_state(run_dir: str, what: str):
       f'{what}: no checkpoint in {ckpt_dir}; train that run first')
 
 
-def load_variables(run_dir: str, abstract_variables, what: str):
+def load_variables(run_dir: str, abstract_variables, what: str,
+                   shardings=None):
   """(`{'params', ...model_state}`, step) of `run_dir`'s newest readable
   checkpoint, checked against `abstract_variables` (the architecture asked
-  for): other parameter names or shapes raise an error listing them."""
-  found, step = latest_state(run_dir, what)
-  variables = {'params': found['params'], **found['model_state']}
-  checkpoint.check_same_structure(
-      dict(abstract_variables), variables,
-      f'{what} checkpoint {run_dir}/checkpoints (step {step})')
-  return jax.tree.map(np.asarray, variables), step
+  for): other parameter names or shapes raise an error listing them.
+
+  Without `shardings`: NumPy arrays on the host (a data-parallel run then
+  replicates them). With `shardings` (a `NamedSharding` per leaf of
+  `abstract_variables`, `kd.sharding.ShardedParallel.shardings`): each
+  array is read straight onto the mesh, every device reading its own slice
+  of the files (orbax with a sharded target), and only the variables (no
+  optimizer state), so the host never holds the whole model: a teacher too
+  large for one host's memory loads split over the mesh. The names and
+  shapes are checked against the files' metadata before any is read."""
+  if shardings is None:
+    found, step = latest_state(run_dir, what)
+    variables = {'params': found['params'], **found['model_state']}
+    checkpoint.check_same_structure(
+        dict(abstract_variables), variables,
+        f'{what} checkpoint {run_dir}/checkpoints (step {step})')
+    return jax.tree.map(np.asarray, variables), step
+
+  def target_of(saved, step):
+    stored = {'params': saved['params'], **saved['model_state']}
+    checkpoint.check_same_structure(
+        dict(abstract_variables), stored,
+        f'{what} checkpoint {run_dir}/checkpoints (step {step})')
+    placed = on_devices(stored, dict(shardings))
+    return {'params': placed['params'],
+            'model_state': {k: v for k, v in placed.items() if k != 'params'}}
+
+  found, step = read_onto(run_dir, what, target_of)
+  return {'params': found['params'], **found['model_state']}, step
+
+
+def on_devices(abstract, shardings):
+  """`abstract` (ShapeDtypeStructs) with `shardings` (one per leaf)."""
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract, shardings)
+
+
+def read_onto(run_dir: str, what: str, target_of):
+  """(tree, step): part of `run_dir`'s newest readable checkpoint, read
+  straight onto devices. `target_of(saved, step)` gets the step's tree of
+  `jax.ShapeDtypeStruct`s (names, shapes and dtypes from the files'
+  metadata: nothing read yet, so it may refuse first) and returns the part
+  to read, its leaves carrying their shardings (`on_devices`); each device
+  reads its own slice of each array (orbax with a sharded target, a
+  partial restore), so the host never holds more than one slice of it."""
+  def read(mngr, step):
+    saved = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+                         mngr.item_metadata(step).tree)
+    try:
+      target = target_of(saved, step)
+    except Exception as e:  # pylint: disable=broad-except
+      raise _Refused() from e  # Not a broken step: said as it is.
+    ocp = checkpoint.ocp
+    return mngr.restore(step, args=ocp.args.PyTreeRestore(
+        target, restore_args=ocp.checkpoint_utils.construct_restore_args(
+            target), partial_restore=True))
+
+  return _newest_readable(run_dir, what, read,
+                          checkpoint.ocp.PyTreeCheckpointHandler())
 
 
 def check_teacher(run_dir: str, allow_unfinished: bool = False) -> None:
@@ -519,18 +592,27 @@ def check_teacher(run_dir: str, allow_unfinished: bool = False) -> None:
 
 
 def load_teacher(run_dir: str, abstract_variables,
-                 allow_unfinished: bool = False):
-  """(variables, step) of a teacher run (`check_teacher`)."""
+                 allow_unfinished: bool = False, shardings=None):
+  """(variables, step) of a teacher run (`check_teacher`), on the host or
+  read onto a mesh by `shardings` (`load_variables`)."""
   check_teacher(run_dir, allow_unfinished)
-  return load_variables(run_dir, abstract_variables, 'teacher')
+  return load_variables(run_dir, abstract_variables, 'teacher', shardings)
 
 
 def model_of(config, run_dir: str | None = None):
   """(The float32 model `config` trains, its data spec); a text run's
   tokenizer is read from `run_dir`."""
-  tok = (data.text.run_tokenizer(config, run_dir)
-         if data.text.is_text(config.data.name) else None)
-  spec = data.run_spec(config, tok)
+  d = config.data
+  if d.tokenizer == 'hf' and d.vocab_size:
+    # A converted HF model (kd.convert.hf): its vocabulary is its embedding's
+    # rows, data.vocab_size (at least its tokenizer's count): no tokenizer
+    # is needed to build it, and a folder without tokenizer.json loads.
+    spec = data.text.spec(d.name, d.seq_len,
+                          types.SimpleNamespace(vocab_size=d.vocab_size))
+  else:
+    tok = (data.text.run_tokenizer(config, run_dir)
+           if data.text.is_text(d.name) else None)
+    spec = data.run_spec(config, tok)
   model = models.from_config(config.model.name, config.model.kwargs,
                              spec.num_classes)
   return model, spec

@@ -228,8 +228,14 @@ class ShardedParallel:
 
   def place(self, tree):
     """`tree` (host or single-device values, the same on every process)
-    split over the mesh by the rules."""
+    split over the mesh by the rules; a leaf already laid out so (read
+    onto the mesh: `kd.runs.load_variables` with `shardings`) is kept as
+    it is, never gathered to the host."""
     def put(x, sharding):
+      if isinstance(x, jax.Array) and isinstance(
+          x.sharding, NamedSharding) and x.sharding.mesh == self.mesh and (
+              x.sharding.is_equivalent_to(sharding, x.ndim)):
+        return x
       x = np.asarray(x)
       return jax.make_array_from_callback(x.shape, sharding,
                                           lambda index: x[index])

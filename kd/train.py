@@ -201,39 +201,92 @@ def cached_topk_terms(terms) -> tuple[steps.Term, ...]:
                for term in terms)
 
 
-def warm_start(state, run_dir: str, name: str, layers: str = ''):
+def mesh_shardings(parallel, abstract):
+  """Where `parallel='sharded'` puts the leaves of `abstract` on its mesh,
+  so that a checkpoint is read straight there (`kd.runs.load_variables`);
+  None for data parallelism, which replicates host copies."""
+  if isinstance(parallel, sharding.ShardedParallel):
+    return parallel.shardings(abstract)
+  return None
+
+
+def read_part(run_dir: str, what: str, parallel, part):
+  """(`part(tree, step)`, step) of `run_dir`'s newest readable checkpoint
+  `tree`; `part` returns a subtree (the checkpoint's names) and may refuse.
+  On the host (the whole checkpoint read, then `part` taken), or under
+  `parallel='sharded'` only that part, read straight onto the mesh
+  (`kd.runs.read_onto`: `part` sees the metadata first, so it refuses
+  before anything is read)."""
+  if not isinstance(parallel, sharding.ShardedParallel):
+    found, step = runs.latest_state(run_dir, what)
+    return part(found, step), step
+
+  def target_of(saved, step):
+    wanted = part(saved, step)
+    return runs.on_devices(wanted, parallel.shardings(wanted))
+
+  return runs.read_onto(run_dir, what, target_of)
+
+
+def warm_start(state, run_dir: str, name: str, layers: str = '',
+               parallel=None):
   """`state` with the student (parameters and model state) and every
   adapter of the same term name and shapes taken from `run_dir`'s last
   checkpoint: how a pre-training stage (FitNets, FT's paraphraser, AB's
   connectors) hands its result to the next. Optimizer state starts fresh.
   `layers='strided'`: `run_dir` holds a deeper language model of the same
   width (the teacher), and the student takes its embedding, final norm and
-  every k-th layer (DistilBERT, Sanh et al. 2019)."""
-  found, step = runs.latest_state(run_dir, f'[{name}] init_from')
+  every k-th layer (DistilBERT, Sanh et al. 2019); a converted Hugging Face
+  teacher (`python -m kd.convert --from=hf`) is such a run. Under
+  `parallel='sharded'` only what is taken is read, straight onto the mesh
+  (`read_part`)."""
+  what = f'[{name}] init_from'
   if layers == 'strided':
-    t_params = found['params']
-    layer_map = lm.strided_layer_map(len(lm.layer_names(t_params)),
-                                     len(lm.layer_names(state.params)))
-    params = lm.init_from_teacher_layers(t_params, state.params, layer_map)
+    seen = {}
+
+    def strided(tree, step):
+      del step
+      t_params = tree['params']
+      names = lm.layer_names(t_params)
+      seen['map'] = lm.strided_layer_map(len(names),
+                                         len(lm.layer_names(state.params)))
+      seen['teacher'] = t_params
+      jax.eval_shape(functools.partial(  # Refuses another shape early.
+          lm.init_from_teacher_layers, layer_map=seen['map']),
+                     t_params, state.params)
+      used = {names[j] for j in seen['map']}
+      return {'params': {k: v for k, v in t_params.items()
+                         if k not in names or k in used}}
+
+    found, step = read_part(run_dir, what, parallel, strided)
+    # The layers left unread are never copied.
+    params = lm.init_from_teacher_layers(
+        {**seen['teacher'], **found['params']}, state.params, seen['map'])
     print(f'[{name}] initialised from {run_dir} (step {step}): teacher '
-          f'layers {layer_map}')
+          f'layers {seen["map"]}')
     return state.replace(params=params)
   if layers:
     raise kd_config.ConfigError(f"config.init_from_layers={layers!r}; valid: '' (the "
                      "same architecture) or 'strided'")
-  variables = {'params': found['params'], **found['model_state']}
-  checkpoint.check_same_structure(
-      {'params': state.params, **state.model_state}, variables,
-      f'init_from run {run_dir} (step {step})')
-  aux = dict(state.aux_params)
-  taken = [k for k, v in found.get('aux_params', {}).items()
-           if k in aux and checkpoint.flat_shapes(v) ==
-           checkpoint.flat_shapes(aux[k])]
-  aux.update({k: found['aux_params'][k] for k in taken})
+
+  def same(tree, step):
+    checkpoint.check_same_structure(
+        {'params': state.params, **state.model_state},
+        {'params': tree['params'], **tree['model_state']},
+        f'init_from run {run_dir} (step {step})')
+    aux = state.aux_params
+    return {'params': tree['params'], 'model_state': tree['model_state'],
+            'aux_params': {k: v for k, v in tree.get('aux_params', {}).items()
+                           if k in aux and checkpoint.flat_shapes(v) ==
+                           checkpoint.flat_shapes(aux[k])}}
+
+  found, step = read_part(run_dir, what, parallel, same)
+  taken = list(found['aux_params'])
   print(f'[{name}] initialised from {run_dir} (step {step}): the student'
         + ''.join(f', adapter {k!r}' for k in taken))
   return state.replace(params=found['params'],
-                       model_state=dict(found['model_state']), aux_params=aux)
+                       model_state=dict(found['model_state']),
+                       aux_params={**state.aux_params, **found['aux_params']})
 
 
 TEST_ROW = ('test_accuracy', 'test_loss')  # The metrics row of a test.
@@ -297,7 +350,7 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
                              aux_params, aux_state)
   if config.init_from:
     state = warm_start(state, config.init_from, name,
-                       config.init_from_layers)
+                       config.init_from_layers, parallel)
   return Built(spec, parallel, model, example, tx, lr_schedule, teacher,
                terms, state, tok)
 
@@ -346,10 +399,11 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
   if b.tok is not None:
     runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
     check_same_tokens(config, b.tok)
+  abstract = jax.eval_shape(lambda: b.teacher.init(
+      jax.random.key(0), b.example, train=False))
   variables, step = runs.load_teacher(
-      t.workdir, jax.eval_shape(lambda: b.teacher.init(
-          jax.random.key(0), b.example, train=False)),
-      t.allow_unfinished_teacher)
+      t.workdir, abstract, t.allow_unfinished_teacher,
+      mesh_shardings(b.parallel, abstract))
   seqkd_dir = seqkd_data(config, workdir) if b.tok is not None else ''
   if t.model_shards > 1:
     return TeacherSource(variables, step, with_teacher=sharded_teacher(

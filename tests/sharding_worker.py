@@ -4,17 +4,22 @@ mesh of 8 simulated CPU devices against one device; how the student, its
 optimizer state and a larger teacher are laid out; an MLP distilled from a
 CNN by the generic rules; a global-batch step with no collectives. Run by test_sharding.py in a subprocess; writes a JSON
 report. With `multihost` (and kd.distributed's KD_* variables), one of
-several processes running the same distillation on the same mesh."""
+several processes running the same distillation on the same mesh. `load`:
+a teacher checkpoint read straight onto the mesh (kd.runs.load_variables
+with shardings) and a student started from its every other layer
+(kd.train.warm_start) against the host path."""
 import collections
 import json
+import os
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kd import distributed, models, steps
+from kd import checkpoint, distributed, models, runs, steps, train
 from kd.parallel import DataParallel
 from kd.sharding import ShardedParallel
 
@@ -163,6 +168,64 @@ def global_step_report() -> dict:
           'w_spec': [str(a) for a in got['w'].sharding.spec]}
 
 
+def load_report() -> dict:
+  """A teacher run's checkpoint (with Adam's state, as training leaves it)
+  read onto the mesh and to the host; a half-depth student of its width
+  started from its layers both ways."""
+  teacher = models.create('transformer_lm', VOCAB, d_model=32, num_layers=4,
+                          num_heads=4, mlp_hidden=64, max_len=LENGTH)
+  student = models.create('transformer_lm', VOCAB, d_model=32, num_layers=2,
+                          num_heads=4, mlp_hidden=64, max_len=LENGTH)
+  x = np.zeros((1, LENGTH), np.int32)
+  tx = optax.adam(1e-3)
+  saved = jax.tree.map(np.asarray, steps.create_state(
+      teacher, tx, jax.random.key(3), x))
+  run_dir = tempfile.mkdtemp()
+  mngr = checkpoint.manager(os.path.join(run_dir, 'checkpoints'))
+  checkpoint.save(mngr, 7, saved)
+  mngr.wait_until_finished()
+  mngr.close()
+  abstract = jax.eval_shape(lambda: teacher.init(jax.random.key(0), x))
+  sharded = ShardedParallel({'data': 2, 'fsdp': 2, 'tensor': 2})
+  want = sharded.shardings(abstract)
+  host, host_step = runs.load_variables(run_dir, abstract, 't')
+  got, step = runs.load_variables(run_dir, abstract, 't', want)
+  placed = sharded.place(got)
+  wrong = jax.eval_shape(lambda: student.init(jax.random.key(0), x))
+  try:
+    runs.load_variables(run_dir, wrong, 't', sharded.shardings(wrong))
+    mismatch = ''
+  except checkpoint.ArchitectureMismatchError as e:
+    mismatch = str(e)
+  s_state = steps.create_state(student, tx, jax.random.key(4), x)
+  warm_host = train.warm_start(s_state, run_dir, 's', 'strided')
+  warm = train.warm_start(s_state, run_dir, 's', 'strided', sharded)
+  s_want = sharded.shardings({'params': s_state.params})['params']
+  same = lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b)))
+  return {
+      'steps': [host_step, step],
+      'host_types': sorted({type(v).__name__ for v in jax.tree.leaves(host)}),
+      'values_equal': jax.tree.leaves(jax.tree.map(same, got, host)),
+      'saved_equal': jax.tree.leaves(jax.tree.map(
+          same, got['params'], saved.params)),
+      'shardings_equal': jax.tree.leaves(jax.tree.map(
+          lambda a, s: a.sharding == s, got, want)),
+      'query_spec': [str(a) for a in got['params']['blocks_1']['attn'][
+          'query']['kernel'].sharding.spec],
+      'placed_kept': jax.tree.leaves(jax.tree.map(
+          lambda a, b: a is b, placed, got)),
+      'mismatch': mismatch,
+      'warm_equal': jax.tree.leaves(jax.tree.map(
+          same, warm.params, warm_host.params)),
+      'warm_from_layer_2': same(
+          warm.params['blocks_1']['mlp']['up']['kernel'],
+          saved.params['blocks_2']['mlp']['up']['kernel']),
+      'warm_shardings_equal': jax.tree.leaves(jax.tree.map(
+          lambda a, s: a.sharding.is_equivalent_to(s, a.ndim),
+          warm.params, s_want)),
+  }
+
+
 def multihost_report() -> dict:
   """The same run on the same mesh, its devices in several processes."""
   state, teacher_vars, step, batches = setup()
@@ -179,7 +242,7 @@ if __name__ == '__main__':
     report = multihost_report()
   else:
     report = {'distill': distill_report(), 'generic': generic_report(),
-              'global': global_step_report()}
+              'global': global_step_report(), 'load': load_report()}
   if jax.process_index() == 0:
     with open(sys.argv[1], 'w') as f:
       json.dump(report, f)

@@ -14,7 +14,7 @@ SIZES = dict(d_model=D, num_layers=2, num_heads=H, mlp_hidden=24, max_len=12)
 CONFIGS = {
     'post': dict(num_labels=3),
     'distil': dict(type_vocab_size=0, num_labels=2, pooler_activation='relu'),
-    'pre': dict(norm='pre', activation='gelu_tanh', norm_eps=1e-5),
+    'pre': dict(norm='pre', mlp='gelu', norm_eps=1e-5),
 }
 
 
@@ -39,7 +39,7 @@ def reference(params, kw, tokens, mask=None, types=None):
   """BERT's forward (transformers' BertForMaskedLM, in NumPy, float64)."""
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
   eps, pre = kw.get('norm_eps', 1e-12), kw.get('norm') == 'pre'
-  act = lambda x: _gelu(x, kw.get('activation', 'gelu') == 'gelu')
+  act = lambda x: _gelu(x, kw.get('mlp', 'gelu_exact') == 'gelu_exact')
   b, t = tokens.shape
   x = p['embed']['embedding'][tokens] + p['pos_embed']['embedding'][:t]
   if kw.get('type_vocab_size', 2):
@@ -172,7 +172,7 @@ def test_parameter_count_of_distilbert_and_bert_base():
 def test_bad_options_and_inputs():
   x = _tokens()
   for kw, message in ((dict(norm='sandwich'), "unknown norm 'sandwich'"),
-                      (dict(activation='swish'), "unknown activation"),
+                      (dict(mlp='swiglu'), "unknown mlp 'swiglu'"),
                       (dict(num_heads=5), 'not a multiple of num_heads')):
     with pytest.raises(ValueError, match=message):
       models.create('transformer_encoder', V, **dict(SIZES, **kw)).init(

@@ -176,11 +176,14 @@ def test_the_lm_param_count_of_the_configured_sizes():
     assert abs(count - want) < 0.05 * want, (size, count)
 
 
-def test_sharded_parallel_trains_like_pmap(tmp_path):
-  """`parallel='sharded'` (kd.sharding) runs the same step as 'pmap'."""
+def test_sharded_parallel_distils_like_pmap(gkd_run, tmp_path):
+  """`parallel='sharded'` (kd.sharding) runs the same step as 'pmap', its
+  teacher read straight onto the mesh (kd.runs.load_variables)."""
+  root, _ = gkd_run
   losses = {}
   for kind in ('pmap', 'sharded'):
-    c = _pipeline('method=scratch', student_steps=4).stages.student
+    c = _pipeline('method=forward_kl', student_steps=4).stages.student
+    c.distill.teacher.workdir = f'{root}/teacher'
     c.parallel, c.log_every = kind, 2
     train.train_and_evaluate(c, str(tmp_path / kind))
     losses[kind] = [r['loss'] for r in _rows(str(tmp_path / kind))

@@ -173,3 +173,27 @@ def test_create_picks_the_parallelism_from_the_config():
   with pytest.raises(ValueError, match=r"'shard'; valid: \('pmap', 'mesh', "
                      r"'sharded'\)"):
     sharding.create(c)
+
+
+def test_a_teacher_checkpoint_is_read_onto_the_mesh(report):
+  """kd.runs.load_variables with shardings: each array on the mesh as the
+  rules lay it out, the values the host path reads, no optimizer state."""
+  r = report['load']
+  assert r['steps'] == [7, 7]
+  assert r['host_types'] == ['ndarray']  # The data-parallel path: NumPy.
+  assert r['values_equal'] and all(r['values_equal'])
+  assert r['saved_equal'] and all(r['saved_equal'])
+  assert all(r['shardings_equal'])
+  assert r['query_spec'] == ['fsdp', 'tensor']
+  assert all(r['placed_kept'])  # place() moves nothing already there.
+  # Another architecture is refused from the metadata, naming the leaves.
+  assert 'missing in checkpoint' not in r['mismatch']
+  assert "unexpected in checkpoint: ['params']['blocks_3']" in r['mismatch']
+
+
+def test_a_strided_student_is_read_onto_the_mesh(report):
+  r = report['load']
+  # 4 teacher layers -> 2: student layer 1 is teacher layer 2.
+  assert r['warm_from_layer_2']
+  assert r['warm_equal'] and all(r['warm_equal'])
+  assert all(r['warm_shardings_equal'])

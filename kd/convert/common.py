@@ -204,9 +204,12 @@ def run_config(model_name: str, data: str, kwargs: dict | None = None):
   return c
 
 
-def write_run(out: str, variables: dict, config, summary: dict) -> None:
-  """Writes RUN_DIR (config.json, checkpoints/0/, summary.json) in a
-  temporary folder beside it, renamed into place at the end: a failure
+def write_run(out: str, variables: dict, config, summary: dict, *,
+              extra_files: dict[str, str] | None = None,
+              extra_json: dict[str, object] | None = None) -> None:
+  """Writes RUN_DIR (config.json, checkpoints/0/, summary.json, plus
+  `extra_files` {name: source path} copied and `extra_json` {name: object})
+  in a temporary folder beside it, renamed into place at the end: a failure
   leaves nothing behind."""
   out = os.path.abspath(out)
   if os.path.exists(out):
@@ -223,7 +226,10 @@ def write_run(out: str, variables: dict, config, summary: dict) -> None:
         'model_state': model_state})
     mngr.wait_until_finished()
     mngr.close()
-    for name, obj in (('config.json', config.to_dict()),
+    for name, src in (extra_files or {}).items():
+      shutil.copyfile(src, os.path.join(tmp, name))
+    for name, obj in (*(extra_json or {}).items(),
+                      ('config.json', config.to_dict()),
                       ('summary.json', summary)):
       with open(os.path.join(tmp, name), 'w') as f:
         json.dump(obj, f, indent=2, sort_keys=True)

@@ -13,8 +13,10 @@ token_types=None)` returns `(logits [B, T, V] float32, features)`:
               2019); `token_types` default to 0, as transformers'.
   blocks      post-LN (BERT): x = LN(x + attn(x)); x = LN(x + mlp(x));
               or `norm='pre'`: x + attn(LN x), x + mlp(LN x), a final LN.
-              Attention is bidirectional, biases everywhere, the MLP is
-              down(act(up x)) with GELU by erf (BERT's) by default.
+              The blocks' Attention and MLP are `kd.models.transformer`'s,
+              bidirectional, without RoPE, biases everywhere; the MLP is
+              down(gelu(up x)), GELU by erf (BERT's) unless `mlp='gelu'`
+              (its tanh form).
   MLM head    bias + E LN(act(W h + b)): E the token embeddings (tied).
   [CLS] head  classifier(act(pooler h_0 + b)): act tanh (BERT's pooler) or
               relu (DistilBERT's pre_classifier), `pooler_activation`.
@@ -41,80 +43,45 @@ attention and after the MLP when post-LN; before them when pre-LN);
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from kd.models import transformer
+
 NORMS = ('post', 'pre')
-ACTIVATIONS = {'gelu': lambda x: nn.gelu(x, approximate=False),
-               'gelu_tanh': lambda x: nn.gelu(x, approximate=True),
-               'relu': nn.relu}
+# The MLP's kind (kd.models.transformer.MLP), whose activation the MLM
+# transform shares: 'gelu_exact' GELU by erf (BERT's `gelu`), 'gelu' its
+# tanh approximation (`gelu_new`).
+MLPS = {'gelu_exact': lambda x: nn.gelu(x, approximate=False),
+        'gelu': lambda x: nn.gelu(x, approximate=True)}
 POOLER_ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu}
 
 
-def _check(name: str, value, valid):
-  if value not in valid:
-    raise ValueError(f'unknown {name} {value!r}; valid: {tuple(valid)}')
-
-
-class SelfAttention(nn.Module):
-  """Bidirectional multi-head attention with biases: softmax(q k^T / sqrt(D)
-  over the keys `mask` [B, T] allows) v. Returns (output, probs or None)."""
-  num_heads: int
-  head_size: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, mask, return_attention=False):
-    dense = lambda name: nn.DenseGeneral(
-        (self.num_heads, self.head_size), dtype=self.dtype, name=name)
-    q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)
-    logits = jnp.einsum('bshd,blhd->bhsl', q, k).astype(jnp.float32)
-    logits = logits / jnp.sqrt(self.head_size).astype(jnp.float32)
-    logits = jnp.where(mask[:, None, None, :], logits,
-                       jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum('bhsl,blhd->bshd', probs.astype(self.dtype), v)
-    out = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), dtype=self.dtype,
-                          name='out')(out)
-    return out, (probs if return_attention else None)
-
-
-class FeedForward(nn.Module):
-  """down(act(up x)), with biases."""
-  hidden: int
-  activation: str = 'gelu'
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    y = nn.Dense(self.hidden, dtype=self.dtype, name='up')(x)
-    y = ACTIVATIONS[self.activation](y)
-    return nn.Dense(x.shape[-1], dtype=self.dtype, name='down')(y)
-
-
 class EncoderBlock(nn.Module):
-  """One encoder layer, post-LN (BERT) or pre-LN: (x, attention probs)."""
+  """One encoder layer of the shared Attention (bidirectional, biases, no
+  RoPE) and MLP, post-LN (BERT) or pre-LN: (x, attention probs or None)."""
   num_heads: int
   head_size: int
   mlp_hidden: int
   norm: str = 'post'
   norm_eps: float = 1e-12
-  activation: str = 'gelu'
+  mlp: str = 'gelu_exact'
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask, return_attention=False):
-    layer_norm = lambda name: nn.LayerNorm(self.norm_eps, dtype=self.dtype,
-                                           name=name)
-    attn = SelfAttention(self.num_heads, self.head_size, self.dtype,
-                         name='attn')
-    mlp = FeedForward(self.mlp_hidden, self.activation, self.dtype,
-                      name='mlp')
+    layer_norm = lambda name: transformer.make_norm('layer', self.norm_eps,
+                                                    self.dtype, name)
+    attn = transformer.Attention(
+        self.num_heads, self.num_heads, self.head_size, dtype=self.dtype,
+        causal=False, rotary=False, qkv_bias=True, out_bias=True, name='attn')
+    mlp = transformer.MLP(self.mlp_hidden, self.mlp, self.dtype, bias=True,
+                          name='mlp')
     if self.norm == 'pre':
-      y, probs = attn(layer_norm('attn_norm')(x), mask, return_attention)
+      y, probs, _ = attn(layer_norm('attn_norm')(x), None, None,
+                         return_attention, mask)
       x = x + y
       return x + mlp(layer_norm('mlp_norm')(x)), probs
-    y, probs = attn(x, mask, return_attention)
+    y, probs, _ = attn(x, None, None, return_attention, mask)
     x = layer_norm('attn_norm')(x + y)
     return layer_norm('mlp_norm')(x + mlp(x)), probs
 
@@ -122,14 +89,14 @@ class EncoderBlock(nn.Module):
 class MLMHead(nn.Module):
   """Masked-LM logits bias + E LN(act(W h + b)), E the tied embedding."""
   norm_eps: float = 1e-12
-  activation: str = 'gelu'
+  mlp: str = 'gelu_exact'
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, embed: nn.Embed):
     x = nn.Dense(x.shape[-1], dtype=self.dtype, name='transform')(x)
-    x = nn.LayerNorm(self.norm_eps, dtype=self.dtype, name='norm')(
-        ACTIVATIONS[self.activation](x))
+    x = transformer.make_norm('layer', self.norm_eps, self.dtype, 'norm')(
+        MLPS[self.mlp](x))
     bias = self.param('bias', nn.initializers.zeros, (embed.num_embeddings,))
     return embed.attend(x).astype(jnp.float32) + bias
 
@@ -144,7 +111,7 @@ class TransformerEncoder(nn.Module):
   type_vocab_size: int = 2  # 0: no token-type embeddings (DistilBERT).
   norm: str = 'post'  # 'post' (BERT, DistilBERT) or 'pre'.
   norm_eps: float = 1e-12
-  activation: str = 'gelu'  # Of the MLP and the MLM transform.
+  mlp: str = 'gelu_exact'  # A key of MLPS: the MLP's and MLM transform's.
   num_labels: int = 0  # > 0: a [CLS] classification head.
   pooler_activation: str = 'tanh'  # BERT's pooler; 'relu' DistilBERT's.
   return_attention: bool = False
@@ -158,24 +125,27 @@ class TransformerEncoder(nn.Module):
     if self.d_model % self.num_heads:
       raise ValueError(f'd_model={self.d_model} is not a multiple of '
                        f'num_heads={self.num_heads}')
-    _check('norm', self.norm, NORMS)
-    _check('activation', self.activation, ACTIVATIONS)
-    _check('pooler_activation', self.pooler_activation, POOLER_ACTIVATIONS)
+    transformer.check_choice('norm', self.norm, NORMS)
+    transformer.check_choice('mlp', self.mlp, tuple(MLPS))
+    transformer.check_choice('pooler_activation', self.pooler_activation,
+                             tuple(POOLER_ACTIVATIONS))
     embed = lambda n: nn.Embed(n, self.d_model, dtype=self.dtype,
                                embedding_init=nn.initializers.normal(0.02))
     self.embed = embed(self.vocab_size)
     self.pos_embed = embed(self.max_len)
     if self.type_vocab_size:
       self.type_embed = embed(self.type_vocab_size)
-    self.embed_norm = nn.LayerNorm(self.norm_eps, dtype=self.dtype)
+    layer_norm = lambda: transformer.make_norm('layer', self.norm_eps,
+                                               self.dtype)
+    self.embed_norm = layer_norm()
     self.blocks = [
         EncoderBlock(self.num_heads, self.head_size,
                      self.mlp_hidden or 4 * self.d_model, self.norm,
-                     self.norm_eps, self.activation, self.dtype)
+                     self.norm_eps, self.mlp, self.dtype)
         for _ in range(self.num_layers)]
     if self.norm == 'pre':
-      self.final_norm = nn.LayerNorm(self.norm_eps, dtype=self.dtype)
-    self.mlm = MLMHead(self.norm_eps, self.activation, self.dtype)
+      self.final_norm = layer_norm()
+    self.mlm = MLMHead(self.norm_eps, self.mlp, self.dtype)
     if self.num_labels:
       self.pooler = nn.Dense(self.d_model, dtype=self.dtype)
       self.classifier = nn.Dense(self.num_labels, dtype=self.dtype)

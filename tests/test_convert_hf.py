@@ -1,0 +1,238 @@
+"""python -m kd.convert --from=hf: every HF family converts with logits
+parity against transformers (tests/fixtures/hf, made outside kd), --describe
+counts equal transformers' counts, the tables invert exactly, and each
+refusal names its cause and writes nothing."""
+import json
+import os
+import shutil
+
+import jax
+import ml_dtypes
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from kd import runs
+from kd.convert import __main__ as cli
+from kd.convert import hf
+from kd.convert.hf_table import FAMILIES
+
+HF = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'hf')
+DECODERS = ('gpt2', 'llama', 'llama_tied', 'mistral', 'qwen2', 'qwen3',
+            'gemma2', 'llama_sharded', 'llama_bf16')
+
+
+def _convert(capsys, src, out, *flags):
+  """(exit code, stdout, stderr) of the CLI."""
+  code = cli.main(['--from=hf', str(src), f'--out={out}', *flags])
+  captured = capsys.readouterr()
+  return code, captured.out, captured.err
+
+
+def _logits(run_dir, tokens):
+  _, model, variables, step = runs.load_run(str(run_dir))
+  assert step == 0
+  return np.asarray(jax.jit(lambda v, t: model.apply(v, t, train=False)[0])(
+      variables, tokens)), variables
+
+
+@pytest.mark.parametrize('family', DECODERS)
+def test_logits_equal_transformers(family, tmp_path, capsys):
+  src = os.path.join(HF, family)
+  code, out, err = _convert(capsys, src, tmp_path / 'run')
+  assert code == 0, err
+  assert 'wrote' in out
+  ref = np.load(os.path.join(src, 'logits.npz'))
+  logits, _ = _logits(tmp_path / 'run', ref['tokens'])
+  assert logits.shape == ref['logits'].shape
+  scale = max(1.0, float(np.abs(ref['logits']).max()))
+  assert np.abs(logits - ref['logits']).max() <= 1e-4 * scale
+  summary = json.load(open(tmp_path / 'run' / 'summary.json'))
+  assert summary['converted'] and summary['source'] == 'hf'
+  assert summary['source_files']['config.json'] == hf.common.sha256(
+      os.path.join(src, 'config.json'))
+  copied = [n for n in hf.TOKENIZER_FILES if os.path.exists(
+      os.path.join(src, n))]
+  for name in copied:
+    assert open(tmp_path / 'run' / name, 'rb').read() == open(
+        os.path.join(src, name), 'rb').read()
+  config = json.load(open(tmp_path / 'run' / 'config.json'))
+  assert config['data']['tokenizer'] == 'hf'
+  assert config['data']['vocab_size'] == ref['logits'].shape[-1]
+  specials = json.load(open(tmp_path / 'run' / hf.SPECIAL_TOKENS))
+  hf_config = json.load(open(os.path.join(src, 'config.json')))
+  assert specials['eos_token_id'] == hf_config['eos_token_id']
+
+
+def test_bfloat16_storage(tmp_path, capsys):
+  """--dtype=bfloat16 stores bf16 weights: the logits move by bf16's
+  rounding only."""
+  src = os.path.join(HF, 'llama')
+  code, _, err = _convert(capsys, src, tmp_path / 'run', '--dtype=bfloat16')
+  assert code == 0, err
+  ref = np.load(os.path.join(src, 'logits.npz'))
+  logits, variables = _logits(tmp_path / 'run', ref['tokens'])
+  dtypes = {x.dtype for x in jax.tree.leaves(variables)}
+  assert dtypes == {np.dtype(ml_dtypes.bfloat16)}
+  err = np.abs(logits - ref['logits']).max()
+  assert 1e-5 < err < 0.05 * np.abs(ref['logits']).max()
+
+
+@pytest.mark.parametrize('family', DECODERS[:-2])
+def test_tables_invert(family):
+  """Export's tensors (hf_tensors) of the imported params are the HF
+  folder's own, and to_hf_config gives back the same kd model."""
+  src = os.path.join(HF, family)
+  p = hf.plan(src)
+  params = hf.read_params(p)
+  exported = dict(hf.hf_tensors(p['model'], p['kwargs'], params,
+                                model_type=p['config']['model_type']))
+  weights = p['weights']
+  assert set(exported) == set(weights.entries)
+  for name, array in exported.items():
+    np.testing.assert_allclose(array, weights.read(name), atol=1e-6, rtol=0)
+  cfg = hf.to_hf_config(p['model'], p['kwargs'], p['vocab'],
+                        model_type=p['config']['model_type'])
+  assert hf.kd_config(cfg) == (p['model'], p['kwargs'], p['vocab'])
+  assert cfg['architectures'] == p['config']['architectures']
+  # A kd model of these options exports as this family by default.
+  assert hf.default_model_type(p['model'], p['kwargs']) == (
+      p['config']['model_type'])
+
+
+def test_export_refuses_an_option_without_hf_equivalent():
+  kwargs = dict(d_model=32, num_layers=1, num_heads=2, norm='layer')
+  with pytest.raises(hf.UnsupportedError, match=r'positions=.rope.'):
+    hf.to_hf_config('transformer_lm', kwargs, 64)  # gpt2 has learned ones.
+  kwargs = dict(d_model=32, num_layers=1, num_heads=2, sliding_window=8,
+                sliding_layers='even')
+  with pytest.raises(hf.UnsupportedError, match='sliding_layers'):
+    hf.to_hf_config('transformer_lm', kwargs, 64, model_type='mistral')
+
+
+COUNTS = json.load(open(os.path.join(HF, 'counts.json')))
+
+
+@pytest.mark.parametrize('name', sorted(COUNTS))
+def test_describe_counts_equal_transformers(name, tmp_path, capsys):
+  entry = COUNTS[name]
+  if entry['model_type'] not in FAMILIES:
+    pytest.skip(f'{entry["model_type"]} is registered by kd.convert.hf_encoder')
+  os.makedirs(tmp_path / name)
+  with open(tmp_path / name / 'config.json', 'w') as f:
+    json.dump(entry['config'], f)
+  assert cli.main(['--from=hf', '--describe', str(tmp_path / name),
+                   '--student_params=30M']) == 0
+  out = capsys.readouterr().out
+  n = entry['parameters']
+  assert f'parameters: {n:,}\n' in out
+  assert (f'memory: {hf.format_bytes(4 * n)} at float32, '
+          f'{hf.format_bytes(2 * n)} at bfloat16\n') in out
+  assert 'student: 30,000,000 parameters' in out
+  assert (f'teacher + student weights: {hf.format_bytes(4 * (n + 30e6))} at '
+          'float32') in out
+
+
+# Refusals: each names the problem and leaves no run directory.
+
+
+def _folder(tmp_path, family='llama', config=None, drop=(), add=None):
+  """A copy of fixture `family` with config.json updated by `config` and
+  model.safetensors without the tensors `drop` and with `add`."""
+  dst = tmp_path / family
+  shutil.copytree(os.path.join(HF, family), dst)
+  if config is not None:
+    cfg = json.load(open(dst / 'config.json'))
+    cfg.update(config)
+    json.dump(cfg, open(dst / 'config.json', 'w'))
+  if drop or add:
+    w = hf.Weights(str(dst))
+    tensors = {n: w.read(n) for n in w.entries if n not in drop}
+    save_file({**tensors, **(add or {})}, str(dst / 'model.safetensors'))
+  return dst
+
+
+def _refused(capsys, tmp_path, src, *patterns):
+  code, _, err = _convert(capsys, src, tmp_path / 'out')
+  assert code == 1
+  assert 'error: ' in err
+  for pattern in patterns:
+    assert pattern in err, err
+  assert not os.path.exists(tmp_path / 'out')
+  assert not [n for n in os.listdir(tmp_path) if n.startswith('.out')]
+  return err
+
+
+def test_refuses_unknown_model_type(tmp_path, capsys):
+  src = _folder(tmp_path, config={'model_type': 'falcon'})
+  _refused(capsys, tmp_path, src, "model_type 'falcon'",
+           'supported: gemma2, gpt2, llama, mistral, qwen2, qwen3')
+
+
+def test_refuses_unsupported_options(tmp_path, capsys):
+  src = _folder(tmp_path, config={'rope_scaling': {
+      'rope_type': 'yarn', 'factor': 4.0,
+      'original_max_position_embeddings': 32}})
+  _refused(capsys, tmp_path, src, "rope_scaling of type 'yarn'",
+           "'llama3'")
+  shutil.rmtree(src)
+  src = _folder(tmp_path, config={'hidden_act': 'gelu'})
+  _refused(capsys, tmp_path, src, "hidden_act='gelu'", "'silu'")
+  shutil.rmtree(src)
+  src = _folder(tmp_path, 'qwen2', config={'use_sliding_window': True})
+  _refused(capsys, tmp_path, src, 'use_sliding_window=True')
+
+
+def test_refuses_missing_extra_and_misshaped_tensors(tmp_path, capsys):
+  src = _folder(tmp_path, drop=('model.layers.1.mlp.up_proj.weight',),
+                add={'model.layers.0.self_attn.q_proj.bias':
+                     np.zeros(48, np.float32)})
+  _refused(capsys, tmp_path, src,
+           'missing: model.layers.1.mlp.up_proj.weight (64, 48)',
+           'unexpected: model.layers.0.self_attn.q_proj.bias (48,)')
+  shutil.rmtree(src)
+  # Biases the config says the model has are missing from the files.
+  src = _folder(tmp_path, config={'attention_bias': True})
+  _refused(capsys, tmp_path, src, 'missing: model.layers.0.self_attn.q_proj.bias',
+           'missing: model.layers.1.self_attn.o_proj.bias')
+  shutil.rmtree(src)
+  src = _folder(tmp_path, config={'intermediate_size': 32})
+  _refused(capsys, tmp_path, src, 'shape mismatch: '
+           'model.layers.0.mlp.gate_proj.weight is (64, 48), the config asks '
+           'for (32, 48)')
+
+
+def test_refuses_a_tied_head_that_differs(tmp_path, capsys):
+  w = hf.Weights(os.path.join(HF, 'llama_tied'))
+  head = w.read('model.embed_tokens.weight')
+  src = _folder(tmp_path, 'llama_tied', add={'lm_head.weight': head + 1})
+  _refused(capsys, tmp_path, src, 'lm_head.weight differs from '
+           'model.embed_tokens.weight', 'tie_word_embeddings')
+  shutil.rmtree(src)  # The same head, saved anyway, converts.
+  src = _folder(tmp_path, 'llama_tied', add={'lm_head.weight': head})
+  assert _convert(capsys, src, tmp_path / 'out')[0] == 0
+
+
+def test_refuses_missing_shard_and_damaged_file(tmp_path, capsys):
+  src = _folder(tmp_path, 'llama_sharded')
+  os.remove(src / 'model-00003-of-00004.safetensors')
+  _refused(capsys, tmp_path, src, 'model-00003-of-00004.safetensors',
+           'names shard files that are not in')
+  src = _folder(tmp_path)
+  data = open(src / 'model.safetensors', 'rb').read()
+  open(src / 'model.safetensors', 'wb').write(data[:-100])
+  _refused(capsys, tmp_path, src, 'model.safetensors is not a valid '
+           'safetensors file', 'truncated')
+  open(src / 'model.safetensors', 'wb').write(b'\xff' * 64)
+  _refused(capsys, tmp_path, src, 'model.safetensors is not a valid '
+           'safetensors file')
+  os.remove(src / 'model.safetensors')
+  _refused(capsys, tmp_path, src, 'has neither model.safetensors nor '
+           'model.safetensors.index.json')
+
+
+def test_refuses_an_existing_out(tmp_path, capsys):
+  os.makedirs(tmp_path / 'out')
+  code, _, err = _convert(capsys, os.path.join(HF, 'llama'), tmp_path / 'out')
+  assert code == 1 and 'exists' in err
+  assert os.listdir(tmp_path / 'out') == []
