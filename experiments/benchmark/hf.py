@@ -1,7 +1,7 @@
 """kd against transformers + PyTorch on the same Hugging Face weights.
 
   python -m experiments.benchmark.hf --peer_python=/work/wt/hfvenv/bin/python \\
-      [--batch=8] [--seq_len=128] [--iters=5] [--out=DIR]
+      [--batch=8] [--seq_len=128] [--iters=5] [--rounds=2] [--out=DIR]
 
 In one run, side by side:
 1. `peer_transformers.py --make` (run by `--peer_python`, a Python with torch
@@ -14,12 +14,17 @@ In one run, side by side:
    call), float32, random tokens (seed 0) on the device, the median of `--iters`
    interleaved calls after two warm-up calls (`run.time_interleaved`);
 4. `peer_transformers.py` times the same three steps on the same folders,
-   batch and tokens with transformers + PyTorch, and saves its teacher's
-   logits of them, which kd's are compared with (same weights, same math).
+   batch and tokens with transformers + PyTorch, with each of
+   `--peer_threads` torch threads (the fastest is compared), and saves its
+   teacher's logits of them, which kd's are compared with (same weights,
+   same math);
+3 and 4 take turns `--rounds` times; each figure is the median of its
+rounds' medians.
 Prints examples/s of both and kd / PyTorch; writes hf_results.json to --out.
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -60,9 +65,11 @@ def convert(hf_dir: str, run_dir: str):
   return model, variables
 
 
-def bench(teacher_run, student_run, tokens: np.ndarray, iters: int) -> dict:
-  """kd's figures for converted (model, variables) pairs on `tokens`
-  [batch, seq_len + 1] (inputs and their next tokens)."""
+def compile_steps(teacher_run, student_run, tokens: np.ndarray) -> tuple:
+  """(configs, figures so far) of kd's three steps for converted (model,
+  variables) pairs on `tokens` [batch, seq_len + 1] (inputs and their next
+  tokens); `configs()` gives {step: (compiled, args)} with a fresh student
+  state (a step donates the one it is given)."""
   (teacher, t_vars), (student, s_vars) = teacher_run, student_run
   parallel = DataParallel('pmap')
   batch, seq_len = tokens.shape[0], tokens.shape[1] - 1
@@ -81,25 +88,40 @@ def bench(teacher_run, student_run, tokens: np.ndarray, iters: int) -> dict:
     return parallel.replicate(state)
   rep_t = parallel.replicate(t_vars)
   terms = (steps.Term('forward_kl', 'forward_kl', 1.0),)
-  configs = {
-      'student_step': (parallel.wrap(steps.make_supervised_step(student, tx),
-                                     1), (fresh(), data)),
-      'teacher_forward': (parallel.wrap(
+  fns = {
+      'student_step': parallel.wrap(steps.make_supervised_step(student, tx),
+                                    1),
+      'teacher_forward': parallel.wrap(
           lambda v, b: teacher.apply(v, b['image'], train=False)[0], 1,
-          donate_first=False), (rep_t, data)),
-      'distill_step': (parallel.wrap(steps.make_distill_step(
-          student, teacher, tx, terms, 1.0), 2), (fresh(), rep_t, data)),
+          donate_first=False),
+      'distill_step': parallel.wrap(steps.make_distill_step(
+          student, teacher, tx, terms, 1.0), 2),
   }
+
+  def args():
+    return {'student_step': (fresh(), data), 'teacher_forward': (rep_t, data),
+            'distill_step': (fresh(), rep_t, data)}
   out = {'batch': batch, 'seq_len': seq_len,
          'device': jax.devices()[0].device_kind,
          'devices': parallel.local_devices, 'jax': jax.__version__}
-  for name, (fn, args) in configs.items():
-    out[f'{name}_compile_s'], _, compiled = run.compiled_figures(fn, args)
-    configs[name] = (compiled, args)
-  for name, sec in run.time_interleaved(configs, iters).items():
-    out[f'{name}_ms'] = 1000 * sec
-    out[f'{name}_ex_per_s'] = batch / sec
-  return out
+  compiled = {}
+  for name, a in args().items():
+    out[f'{name}_compile_s'], _, compiled[name] = run.compiled_figures(
+        fns[name], a)
+
+  def configs():
+    return {name: (compiled[name], a) for name, a in args().items()}
+  return configs, out
+
+
+def add_times(row: dict, seconds: dict, batch: int) -> dict:
+  """`row` with ms and examples/s of each step's median of `seconds`
+  ({step: [seconds of a round]})."""
+  for step, secs in seconds.items():
+    sec = statistics.median(secs)
+    row[f'{step}_ms'] = 1000 * sec
+    row[f'{step}_ex_per_s'] = batch / sec
+  return row
 
 
 def add_peer(row: dict, peers: dict) -> dict:
@@ -140,7 +162,9 @@ def define_flags():
                     "machine torch's spinning threads lose to one thread).")
   flags.DEFINE_integer('batch', 8, 'Sequences per step.')
   flags.DEFINE_integer('seq_len', 128, 'Tokens per sequence.')
-  flags.DEFINE_integer('iters', 5, 'Timed iterations per measurement.')
+  flags.DEFINE_integer('iters', 5, 'Timed calls of each step in a round.')
+  flags.DEFINE_integer('rounds', 2, 'Rounds of kd then PyTorch; each figure '
+                       "is the median of the rounds' medians.")
   flags.DEFINE_string('out', 'benchmark_results', 'Output folder (the HF '
                       'folders and kd runs go under it too).')
 
@@ -162,19 +186,33 @@ def main(argv):
       0, vocab, size=(f.batch, f.seq_len + 1)).astype(np.int32)
   tokens_path = os.path.join(f.out, 'tokens.npy')
   np.save(tokens_path, tokens)
-  row = bench(loaded['teacher'], loaded['student'], tokens, f.iters)
+  configs, row = compile_steps(loaded['teacher'], loaded['student'], tokens)
   row.update(vocab=vocab, teacher_params=counts['teacher'],
-             student_params=counts['student'])
-  print(json.dumps(row), file=sys.stderr, flush=True)
+             student_params=counts['student'], rounds=f.rounds,
+             iters=f.iters)
   logits_path = os.path.join(f.out, 'peer_teacher_logits.npy')
+  kd_secs = {step: [] for step in STEPS}
+  peer_secs = {t: {step: [] for step in STEPS} for t in f.peer_threads}
   peers = {}
-  for threads in f.peer_threads:
-    peers[threads] = _peer(
-        f.peer_python, f'--teacher={hf_dir}/teacher',
-        f'--student={hf_dir}/student', f'--tokens={tokens_path}',
-        f'--logits_out={logits_path}', f'--iters={f.iters}',
-        f'--threads={threads}')
-    print(json.dumps(peers[threads]), file=sys.stderr, flush=True)
+  for r in range(f.rounds):  # kd, then the peer: a change of load hits both
+    for step, sec in run.time_interleaved(configs(), f.iters).items():
+      kd_secs[step].append(sec)
+    for threads in f.peer_threads[::1 if r % 2 == 0 else -1]:
+      peers[threads] = _peer(
+          f.peer_python, f'--teacher={hf_dir}/teacher',
+          f'--student={hf_dir}/student', f'--tokens={tokens_path}',
+          f'--logits_out={logits_path}', f'--iters={f.iters}',
+          f'--threads={threads}')
+      for step in STEPS:
+        peer_secs[threads][step].append(peers[threads][f'{step}_ms'] / 1000)
+    print(f'round {r + 1}/{f.rounds}: kd distill '
+          f'{1000 * kd_secs["distill_step"][-1]:.0f} ms, PyTorch distill ' +
+          ', '.join(f'{1000 * peer_secs[t]["distill_step"][-1]:.0f} ms '
+                    f'(torch threads: {t})' for t in f.peer_threads),
+          file=sys.stderr, flush=True)
+  add_times(row, kd_secs, row['batch'])
+  for threads, p in peers.items():
+    add_times(p, peer_secs[threads], row['batch'])
   add_peer(row, peers)
   # The same weights and tokens: kd's teacher logits against PyTorch's.
   teacher, t_vars = loaded['teacher']
@@ -184,7 +222,7 @@ def main(argv):
       np.abs(ours - np.load(logits_path)).max())
   runs.write_json(os.path.join(f.out, 'hf_results.json'), row)
   print(f"{row['device']}, {row['devices']} device(s), jax {row['jax']}; "
-        f"torch {row['peer_torch']} ({row['peer_threads']} threads, the "
+        f"torch {row['peer_torch']} (threads: {row['peer_threads']}, the "
         f"fastest of {','.join(map(str, f.peer_threads))}), transformers "
         f"{row['peer_transformers']} ({row['peer_attn_implementation']}); "
         f"teacher logits "
