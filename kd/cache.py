@@ -82,7 +82,7 @@ def lm_provenance(config, teacher_step: int, teacher_vars, dtype: str,
   d = config.data
   meta = provenance(config, teacher_step, teacher_vars, dtype)
   meta['data'] = {
-      'name': d.name, 'split': 'train',
+      'name': str(data.text.source(d)), 'split': 'train',
       'data_dir': os.path.abspath(d.data_dir) if d.data_dir else '',
       'tokenizer': d.tokenizer, 'vocab_size': tok.vocab_size,
       'tokenizer_sha256': tokenizer_digest(tok), 'seq_len': d.seq_len,
@@ -94,7 +94,7 @@ def lm_provenance(config, teacher_step: int, teacher_vars, dtype: str,
 
 def check_usable(config) -> None:
   """A cache holds one view per example: refuse configs that draw others."""
-  if config.data.augment and data.spec(config.data.name).augment != 'none':
+  if config.data.augment and data.run_spec(config).augment != 'none':
     raise ValueError(
         'distill.teacher.cache stores one teacher output per example, but '
         f'data.augment=True gives {config.data.name!r} new views every '
@@ -111,7 +111,8 @@ def build(cache_dir: str, meta: dict, teacher_fn, config, outputs,
   and writes the shards of `outputs` and `meta.json` (last, so a partly
   written cache is never taken for a finished one)."""
   d = config.data
-  n = data.num_examples(d.name, 'train', d.data_dir or None, d.download)
+  n = data.num_examples(d.name, 'train', d.data_dir or None, d.download,
+                        d.image_size or None)
   writers, done = {}, 0
   for batch in data.indexed_batches(d.name, 'train', batch_size,
                                     d.data_dir or None, d.image_size or None,

@@ -21,8 +21,14 @@ def run_config() -> mc.ConfigDict:
       exclude_classes=(),  # Left out of training (a transfer set without them).
       process_split='shard',  # Or 'slice': see kd.data.example_batches.
       # Text datasets (kd.data.text): tokens per training sequence, and the
-      # tokenizer ('byte', or 'bpe' trained to `vocab_size`).
-      seq_len=0, tokenizer='byte', vocab_size=0))
+      # tokenizer ('byte'; 'bpe' trained to `vocab_size`; 'hf': the
+      # teacher run's tokenizer.json, or the one at `tokenizer_path`).
+      seq_len=0, tokenizer='byte', vocab_size=0, tokenizer_path='',
+      # name='kd_text' (kd.data.corpus): your .txt / .jsonl / .parquet
+      # files (comma-separated globs), the JSONL field or parquet column of
+      # the text, and optional files of the validation and test splits
+      # (else 90/5/5 by a hash of each document).
+      files='', text_field='text', files_validation='', files_test=''))
   c.model = mc.ConfigDict(dict(name='mlp', kwargs=mc.ConfigDict()))
   c.dtype = 'float32'
   c.batch_size = 64  # Global, split over all devices.
@@ -235,6 +241,17 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
                        ('distill.teacher.dtype', names.DTYPES + ('auto',))):
     check(fields.get(c, field) in valid, field, 'unknown name',
           f'valid: {", ".join(valid)}')
+  if c.data.name == 'image_folder':
+    check(bool(c.data.data_dir), 'data.data_dir', 'image_folder reads your '
+          'images', f'set --config.{at}data.data_dir=DIR holding '
+          'train/<class>/* and test/<class>/*')
+    check(c.data.image_size > 0, 'data.image_size', 'image_folder resizes '
+          'every image to image_size squared',
+          f'set --config.{at}data.image_size, e.g. 64')
+  if c.data.name == 'kd_text':
+    check(bool(c.data.files), 'data.files', 'kd_text reads your files',
+          f"set --config.{at}data.files='corpus/*.jsonl' (globs of .txt, "
+          '.jsonl or .parquet, comma-separated)')
   if names.is_text(c.data.name):
     check(c.data.seq_len > 0, 'data.seq_len', 'a text dataset needs the '
           'training sequence length', f'set --config.{at}data.seq_len, e.g. 128')

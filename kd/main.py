@@ -23,6 +23,7 @@ import jax
 from ml_collections import config_flags
 
 from kd import config as kd_config
+from kd import data
 from kd import distributed
 from kd import fields
 from kd import report
@@ -201,7 +202,8 @@ def one_line_errors(fn, name: str = 'kd.main'):
 # Errors about the config and the run directory, shown as their message:
 # no traceback.
 RUN_DIR_ERRORS = (kd_config.ConfigError, runs.RunDirError, runs.RunLockedError,
-                  runs.ConfigMismatchError, runs.CorruptFileError)
+                  runs.ConfigMismatchError, runs.CorruptFileError,
+                  data.corpus.CorpusError)
 
 
 def _main(argv):

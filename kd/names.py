@@ -12,8 +12,9 @@ TERM_SCHEDULES = ('constant', 'linear', 'cosine')
 DATA_PARALLEL = ('pmap', 'mesh')  # kd.parallel.DataParallel.
 PARALLEL = DATA_PARALLEL + ('sharded',)  # config.parallel, kd.sharding.
 DTYPES = ('float32', 'bfloat16')  # config.dtype, kd.models.DTYPES.
-TEXT_DATASETS = ('kd_bbcnews', 'kd_pystdlib')  # Offline; '<name>/tiny' for tests.
-TOKENIZERS = ('byte', 'bpe')  # config.data.tokenizer.
+# Offline ('<name>/tiny' for tests); kd_text: your files (config.data.files).
+TEXT_DATASETS = ('kd_bbcnews', 'kd_pystdlib', 'kd_text')
+TOKENIZERS = ('byte', 'bpe', 'hf')  # config.data.tokenizer.
 
 
 def is_text(dataset: str) -> bool:

@@ -6,6 +6,8 @@
   WORKDIR/metrics.jsonl   one JSON object per line
   WORKDIR/summary.json    written last: the run is finished when its "steps"
                           equals the config's
+  WORKDIR/dataset.json    your own files' names, sizes and sha256 (kd_text,
+                          image_folder), recorded when the run starts
 
 Training code (`kd.train`, `kd.loop`, `kd.main`) locks the directory and checks
 that a rerun asks for the same run (`check_identity`); everything that reads a
@@ -259,6 +261,31 @@ def check_identity(run_dir: str, config: mc.ConfigDict,
         'run and start over.')
 
 
+DATASET_RECORD = 'dataset.json'
+
+
+def check_dataset(run_dir: str, config: mc.ConfigDict) -> None:
+  """A run of your own files (`kd.data.files_of`) records them in
+  WORKDIR/dataset.json (names, sizes, sha256; `kd.data.dataset_record`)
+  when it starts; a rerun on files that changed since is refused, naming
+  them."""
+  now = data.dataset_record(config)
+  if now is None:
+    return
+  path = os.path.join(run_dir, DATASET_RECORD)
+  if os.path.exists(path):
+    old = read_json(path, 'delete it to record the files as they are now')
+    diff = data.corpus.record_diff(old, now)
+    if diff:
+      raise ConfigMismatchError(
+          f'{run_dir} holds a run of other files than config.data names now '
+          f'(recorded in {path}; saved -> now):\n  ' + '\n  '.join(diff) +
+          '\nRestore those files, use a new --workdir, or pass --overwrite '
+          'to kd.main to delete that run and start over.')
+  else:
+    write_json(path, now)
+
+
 # The lock.
 
 _held: dict[str, int] = {}  # Lock path -> depth: one process nests them.
@@ -350,6 +377,7 @@ def accepted(run_dir: str, config: mc.ConfigDict, name: str):
   same config); yields the run's summary if it already finished, else None."""
   with lock(run_dir):
     check_identity(run_dir, config)
+    check_dataset(run_dir, config)
     done = finished_summary(run_dir, config.steps)
     if done is not None:
       print(f'[{name}] already finished in {run_dir}; reusing its results')
@@ -436,7 +464,8 @@ def _sync(name: str) -> None:
 
 # Starting over.
 
-RUN_FILES = ('checkpoints', 'metrics.jsonl', 'summary.json', 'config.json')
+RUN_FILES = ('checkpoints', 'metrics.jsonl', 'summary.json', 'config.json',
+             DATASET_RECORD)
 
 
 def clear(run_dir: str) -> list[str]:

@@ -45,7 +45,7 @@ def provenance(teacher_run_dir: str, teacher_step: int, tok, *, dataset: str,
       'format': FORMAT,
       'teacher': {'workdir': os.path.abspath(teacher_run_dir),
                   'step': teacher_step},
-      'data': {'name': dataset, 'split': split,
+      'data': {'name': str(dataset), 'split': split,
                'data_dir': os.path.abspath(data_dir) if data_dir else ''},
       'tokenizer': {'kind': type(tok).__name__, 'vocab_size': tok.vocab_size,
                     'sha256': hashlib.sha256(
@@ -99,7 +99,7 @@ def build(teacher_run_dir: str, out_dir: str, *, seq_len: int,
                      f'{seq_len}]: the rest of each row is generated')
   config, model, variables, step = runs.load_run(teacher_run_dir)
   tok = text.run_tokenizer(config, teacher_run_dir)
-  dataset = dataset or config.data.name
+  dataset = dataset or text.source(config.data)
   want = provenance(teacher_run_dir, step, tok, dataset=dataset, split=split,
                     data_dir=data_dir or '', seq_len=seq_len,
                     prompt_len=prompt_len, temperature=temperature,

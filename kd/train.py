@@ -111,8 +111,24 @@ def _preflight_run(c, at: str) -> None:
            'valid: ' + ', '.join(sorted(adapters.ADAPTERS)) + " (or '' for "
            'none)')
   d = c.data
-  b = (data.text.builder(d.name, d.data_dir or None) if text else
-       data.builder(d.name, d.data_dir or None, d.download))
+  if text and d.tokenizer == 'hf' and d.tokenizer_path:
+    try:  # The teacher's tokenizer of a stage is checked when it is made.
+      data.text.tokenizer('hf', path=data.hf_tokenizer.source_path(
+          d.tokenizer_path, ''), vocab_size=d.vocab_size)
+    except (ValueError, FileNotFoundError) as e:
+      fail('data.tokenizer_path', d.tokenizer_path, str(e),
+           'point it at an HF tokenizer.json that keeps every byte')
+  b = (data.text.builder(data.text.source(d), d.data_dir or None) if text else
+       data.builder(d.name, d.data_dir or None, d.download,
+                    d.image_size or None))
+  if d.name == 'kd_text':
+    counts = dict(b.info.metadata['documents'])
+    split = d.eval_split.split('[')[0]
+    if not counts.get(split, 1):
+      fail('data.eval_split', d.eval_split, f'the {split} split of your files '
+           f'holds no document (documents per split: {counts})',
+           'add documents, or give the split files of its own '
+           f'(--config.{at}data.files_{split}=GLOB)')
   try:
     size = b.info.splits[d.eval_split].num_examples
   except (KeyError, ValueError):
@@ -185,9 +201,10 @@ def lm_teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
   cache_dir = t.cache_dir or os.path.join(workdir, 'teacher_cache')
   where = dict(seq_len=d.seq_len, seed=config.seed, tok=tok,
                data_dir=d.data_dir or None)
+  name = data.text.source(d)
   build = lambda: cache_lib.build_topk(
-      cache_dir, meta, forward, data.text.training_rows(d.name, **where),
-      data.text.rows_read(d.name, batch_size=config.batch_size,
+      cache_dir, meta, forward, data.text.training_rows(name, **where),
+      data.text.rows_read(name, batch_size=config.batch_size,
                           steps=config.steps, **where))
   return cache_lib.open_or_build(cache_dir, meta, None, config,
                                  cache_lib.TOPK_OUTPUTS, build)
@@ -342,7 +359,7 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
     aux_params, aux_state = init_adapters(
         terms, model, teacher, example, jax.random.key(config.seed + 1),
         0 if text else data.num_examples(d.name, 'train', d.data_dir or None,
-                                         d.download))
+                                         d.download, d.image_size or None))
   elif len(config.distill.terms):
     raise kd_config.ConfigError('config.distill.terms is set but no teacher is: set '
                      'config.distill.teacher.workdir (and .model)')
@@ -369,9 +386,11 @@ def check_same_tokens(config, tok) -> None:
         f'the teacher ({t_dir}) reads a vocabulary of {t_tok.vocab_size} '
         f'tokens ({kinds[0]}), the student {tok.vocab_size} ({kinds[1]}): '
         f'{fix}')
-  if kinds[0] == 'bpe' and t_tok.to_str() != tok.to_str():
+  if kinds[0] in ('bpe', 'hf') and (
+      t_tok.to_str() != tok.to_str() or (t_tok.bos_id, t_tok.eos_id) != (
+          tok.bos_id, tok.eos_id)):
     raise kd_config.ConfigError(f'the teacher ({t_dir}) and the student have different '
-                     f'BPE tokenizer files of {tok.vocab_size} tokens: {fix}, '
+                     f'{kinds[0].upper()} tokenizer files of {tok.vocab_size} tokens: {fix}, '
                      'in a new run directory (its tokenizer.json is copied '
                      'from the teacher)')
 
@@ -435,7 +454,8 @@ def seqkd_data(config, workdir: str) -> str:
               seq_len=config.data.seq_len, prompt_len=s.prompt_len,
               temperature=s.temperature, top_k=s.top_k, seed=config.seed,
               num_prompts=s.num_prompts, batch_size=s.batch_size,
-              dataset=config.data.name, data_dir=config.data.data_dir or None)
+              dataset=data.text.source(config.data),
+              data_dir=config.data.data_dir or None)
   return out_dir
 
 

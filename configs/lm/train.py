@@ -11,7 +11,12 @@ Sizes (decoder-only, RMSNorm, RoPE, SwiGLU, tied embeddings; context 256):
   tiny, tiny_half   d 32, 2 and 1 layers, 2 heads (tests)
 A step is `batch` sequences of `seq_len` tokens (32 x 128 = 4,096).
 Arguments: size, seed, steps, seq_len, batch, dataset (kd_pystdlib,
-kd_bbcnews; '/tiny' for tests), tokenizer (byte, bpe), vocab (BPE size).
+kd_bbcnews; '/tiny' for tests; kd_text: your files), files (kd_text's glob
+of .txt / .jsonl / .parquet files; more globs, comma-separated, through
+--config.data.files), tokenizer (byte, bpe, hf), vocab (BPE size).
+
+  python -m kd.main --config=configs/lm/train.py:dataset=kd_text,files=corpus/*.jsonl \
+      --workdir=runs/lm/mine
 """
 from kd.config import parse_args, run_config
 
@@ -23,18 +28,19 @@ SIZES = {
     'tiny_half': dict(d_model=32, num_layers=1, num_heads=2),
 }
 DEFAULTS = dict(size='student', seed=0, steps=2000, seq_len=128, batch=32,
-                dataset='kd_pystdlib', tokenizer='byte', vocab=0)
+                dataset='kd_pystdlib', tokenizer='byte', vocab=0, files='')
 
 
 def recipe(size: str, seed: int, steps: int, seq_len: int, batch: int,
-           dataset: str, tokenizer: str, vocab: int):
+           dataset: str, tokenizer: str, vocab: int, files: str = ''):
   if size not in SIZES:
     raise ValueError(f'unknown LM size {size!r}; valid: {sorted(SIZES)}')
   c = run_config()
   c.seed = seed
   c.data.update(name=dataset, augment=False, seq_len=seq_len,
-                tokenizer=tokenizer, vocab_size=vocab,
-                eval_split='test[:20]')  # 20 held-out files, 0.4M bytes.
+                tokenizer=tokenizer, vocab_size=vocab, files=files,
+                # 20 held-out files of the stdlib, 0.4M bytes; all of yours.
+                eval_split='test' if dataset == 'kd_text' else 'test[:20]')
   c.model.name = 'transformer_lm'
   c.model.kwargs.update(SIZES[size], max_len=2 * seq_len)
   c.batch_size, c.eval_batch_size = batch, 64

@@ -14,6 +14,11 @@ the model's arguments as JSON (a small ViT:
 `--kwargs='{"patch_size": 4, "width": 192, "depth": 6, "heads": 3}'`);
 all are saved in config.json, so `distill.teacher.model` and `.kwargs`
 must say the same.
+
+Hugging Face model folders (kd.convert.hf; docs/convert.md):
+
+  python -m kd.convert --from=hf HF_DIR --out=RUN_DIR [--dtype=bfloat16]
+  python -m kd.convert --from=hf --describe HF_DIR [--student_params=30M]
 """
 import os
 

@@ -29,7 +29,9 @@ def main(argv=None) -> int:
                       'count and memory from config.json alone')
   parser.add_argument('--student_params',
                       help='--describe: also the memory of this teacher '
-                      'with a student of this many parameters (e.g. 30M)')
+                      'with a student of this many parameters (e.g. 30M), '
+                      "or of a model of the teacher's kind with these "
+                      'kwargs (JSON)')
   parser.add_argument('--data', help="kd's dataset the model is for (default: "
                       "the source's, cifar100 or imagenet2012)")
   parser.add_argument('--image_size', type=int, default=0,
@@ -75,9 +77,7 @@ def _hf(parser, args) -> int:
     parser.error('--student_params goes with --describe')
   try:
     if args.describe:
-      student = (hf.parse_count(args.student_params)
-                 if args.student_params else None)
-      print(hf.describe(args.ckpt, student))
+      print(hf.describe(args.ckpt, args.student_params))
       return 0
 
     def progress(done, total):

@@ -49,7 +49,7 @@ def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str):
                                start_step=start_step)
   if text.is_text(d.name):
     return map(text.model_batch, text.packed_batches(
-        d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
+        text.source(d), batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
         tok=tok, data_dir=d.data_dir or None, start_step=start_step,
         fixed_packing=bool(config.distill.teacher.cache)))
   return input_pipeline.example_batches(
@@ -64,7 +64,7 @@ def eval_batches(config, tok=None):
   d = config.data
   if text.is_text(d.name):
     return map(text.model_batch, text.eval_batches(
-        d.name, batch_size=config.eval_batch_size, seq_len=d.seq_len,
+        text.source(d), batch_size=config.eval_batch_size, seq_len=d.seq_len,
         tok=tok, split=d.eval_split, data_dir=d.data_dir or None))
   return input_pipeline.eval_batches(
       d.name, batch_size=config.eval_batch_size, split=d.eval_split,

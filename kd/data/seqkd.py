@@ -62,6 +62,6 @@ def _rows_in_order(tokens, mask, tok, per_epoch, batch_size, count, index,
     t, m = np.asarray(tokens[take], np.int32), np.asarray(mask[take])
     labels = t[:, 1:]
     yield {'image': t[:, :-1], 'label': labels, 'mask': m,
-           'bytes': np.where(m > 0, tok.token_bytes[labels], 0).astype(
-               np.int32)}
+           'bytes': np.where(m > 0, text.target_bytes(tok, t[:, :-1], labels),
+                             0).astype(np.int32)}
     step += 1

@@ -1,9 +1,11 @@
 """Text corpora as packed token batches for language models.
 
 Tokenizers: `ByteTokenizer` (the default: UTF-8 bytes 0..255, then pad 256,
-bos 257, eos 258; vocabulary 259) or `BPETokenizer`, a byte-level BPE
+bos 257, eos 258; vocabulary 259), `BPETokenizer`, a byte-level BPE
 trained on the training split with the `tokenizers` library (pad 0, bos 1,
-eos 2), saved as JSON in the run directory and reloaded from there.
+eos 2), saved as JSON in the run directory and reloaded from there, or an
+HF tokenizer.json (`kd.data.hf_tokenizer`, 'hf'), kept in the run directory
+likewise.
 
 Packing: every document becomes `bos, tokens, eos`; the documents are
 concatenated into one stream and cut into rows of `seq_len + 1` tokens that
@@ -12,10 +14,11 @@ is not cut at document boundaries, as in GPT-2's training). A batch is
 
   tokens [B, T + 1] int32: inputs tokens[:, :-1], targets tokens[:, 1:];
   mask   [B, T] float32:   1 where the target is a real token (text or eos),
-                           0 on padding and on bos targets (a bos always
-                           follows an eos: nothing to learn);
+                           0 on padding (by position, whatever the pad id)
+                           and on a bos after an eos (nothing to learn);
   bytes  [B, T] int32:     UTF-8 bytes each target token covers (0 where
-                           masked and for eos),
+                           masked and for eos; a document's first token
+                           less the tokenizer's `prefix_bytes`),
 
 so the loss is the masked mean over [B, T], sum(mask * nll) / sum(mask),
 and bits per byte is sum(mask * nll) / ln 2 / sum(bytes).
@@ -26,6 +29,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from kd import files
+from kd.data import corpus
+from kd.data import hf_tokenizer
 from kd.data import text_builders
 from kd.data.input_pipeline import (DatasetSpec, _data_dir,
                                     _process_index_count)
@@ -97,10 +102,26 @@ class BPETokenizer:
     return self._tok.decode([int(i) for i in ids])
 
 
-def builder(name: str, data_dir: str | None = None):
+def source(d) -> 'str | corpus.Files':
+  """What the functions here read for config.data `d`: the name of a
+  built-in corpus, or kd_text's files (`kd.data.corpus.text_files`)."""
+  return corpus.text_files(d) if d.name == 'kd_text' else d.name
+
+
+def builder(name: 'str | corpus.Files', data_dir: str | None = None):
   """The prepared builder of text dataset `name` ('kd_pystdlib',
-  'kd_bbcnews', or '<name>/tiny'), prepared here on first use."""
+  'kd_bbcnews', '<name>/tiny', or your files: `source`), prepared here on
+  first use."""
+  if isinstance(name, corpus.Files):
+    b = text_builders.files_builder(name, _data_dir(data_dir))
+    if not b.is_prepared():
+      tfds.disable_progress_bar()
+      b.download_and_prepare(file_format='tfrecord')
+    return b
   base = name.split('/')[0]
+  if base == 'kd_text':
+    raise ValueError('kd_text reads the files of config.data.files: pass '
+                     'kd.data.text.source(config.data)')
   if base not in TEXT:
     raise ValueError(f'unknown text dataset {name!r}; valid: '
                      f'{", ".join(TEXT)} (or <name>/tiny)')
@@ -144,6 +165,8 @@ def tokenizer(kind: str = 'byte', *, name: str | None = None,
   saves it there, so a resumed run tokenizes as the first did."""
   if kind == 'byte':
     return ByteTokenizer()
+  if kind == 'hf':
+    return hf_tokenizer.HFTokenizer.load(path, vocab_size)
   if kind != 'bpe':
     raise ValueError(f'unknown tokenizer {kind!r}; valid: {TOKENIZERS}')
   if path and os.path.exists(path):
@@ -180,13 +203,29 @@ def windows(stream: np.ndarray, seq_len: int) -> np.ndarray:
       stream[:rows * seq_len + 1], seq_len + 1)[::seq_len]
 
 
-def _batch(rows: np.ndarray, tok) -> dict[str, np.ndarray]:
+def _batch(rows: np.ndarray, tok, real: np.ndarray | None = None
+           ) -> dict[str, np.ndarray]:
+  """`rows` as a batch; `real` [B, T + 1] marks the tokens that are not
+  padding (default: all)."""
   tokens = rows.astype(np.int32)
-  targets = tokens[:, 1:]
-  mask = (targets != tok.pad_id) & (targets != tok.bos_id)
+  inputs, targets = tokens[:, :-1], tokens[:, 1:]
+  mask = ~((targets == tok.bos_id) & (inputs == tok.eos_id))
+  if real is not None:
+    mask &= real[:, 1:]
   return {'tokens': tokens, 'mask': mask.astype(np.float32),
-          'bytes': np.where(mask, tok.token_bytes[targets], 0).astype(
-              np.int32)}
+          'bytes': np.where(mask, target_bytes(tok, inputs, targets), 0
+                            ).astype(np.int32)}
+
+
+def target_bytes(tok, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+  """UTF-8 bytes of text each target token stands for: `token_bytes`, less
+  `prefix_bytes` (a tokenizer's space before every document) where the
+  target is a document's first token (its input is bos)."""
+  out = tok.token_bytes[targets]
+  prefix = getattr(tok, 'prefix_bytes', None)
+  if prefix is not None:
+    out = out - np.where(inputs == tok.bos_id, prefix[targets], 0)
+  return out
 
 
 def _encoded(name, split, tok, data_dir):
@@ -316,10 +355,12 @@ def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
   padded = np.full(num_batches * global_batch * seq_len + 1, tok.pad_id,
                    stream.dtype)
   padded[:len(stream)] = stream
-  view = windows(padded, seq_len)
+  real = np.arange(len(padded)) < len(stream)
+  view, real = windows(padded, seq_len), windows(real, seq_len)
   for b in range(num_batches):
     first = (b * count + index) * batch_size
-    yield _batch(view[first:first + batch_size], tok)
+    rows = slice(first, first + batch_size)
+    yield _batch(view[rows], tok, real[rows])
 
 
 
@@ -329,10 +370,12 @@ def run_tokenizer(config, run_dir: str | None = None):
   teacher has one (a student must read the teacher's tokens), else trained
   on the training split and saved there on first use."""
   d = config.data
+  teacher_dir = config.distill.teacher.workdir
+  if d.tokenizer == 'hf':
+    return hf_run_tokenizer(d, run_dir, teacher_dir)
   if d.tokenizer != 'bpe':
     return tokenizer(d.tokenizer)
   path = os.path.join(run_dir, 'tokenizer.json') if run_dir else None
-  teacher_dir = config.distill.teacher.workdir
   teacher_path = (os.path.join(teacher_dir, 'tokenizer.json')
                   if teacher_dir else None)
   if (path and not os.path.exists(path) and teacher_path
@@ -340,8 +383,24 @@ def run_tokenizer(config, run_dir: str | None = None):
     os.makedirs(run_dir, exist_ok=True)
     with open(teacher_path, 'rb') as f:
       files.write_bytes(path, f.read())
-  return tokenizer('bpe', name=d.name, vocab_size=d.vocab_size, path=path,
-                   data_dir=d.data_dir or None)
+  return tokenizer('bpe', name=source(d), vocab_size=d.vocab_size,
+                   path=path, data_dir=d.data_dir or None)
+
+
+def hf_run_tokenizer(d, run_dir: str | None, teacher_dir: str):
+  """An 'hf' run's tokenizer: RUN_DIR/tokenizer.json (a converted HF run's,
+  or kept there on first use from `data.tokenizer_path` or the teacher's
+  run, with the files that name its special tokens)."""
+  kept = os.path.join(run_dir, 'tokenizer.json') if run_dir else ''
+  if kept and os.path.exists(kept):
+    hf_tokenizer.check_kept(kept, d.get('tokenizer_path', ''), teacher_dir)
+  else:
+    source = hf_tokenizer.source_path(d.get('tokenizer_path', ''),
+                                      teacher_dir)
+    if not run_dir:
+      return tokenizer('hf', path=source, vocab_size=d.vocab_size)
+    hf_tokenizer.copy_to_run(source, run_dir)
+  return tokenizer('hf', path=kept, vocab_size=d.vocab_size)
 
 
 def spec(name: str, seq_len: int, tok) -> DatasetSpec:

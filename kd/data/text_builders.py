@@ -1,8 +1,10 @@
-"""Offline TFDS builders of text corpora that this machine already holds.
+"""Offline TFDS builders of text corpora: those this machine already holds,
+and your own files (`KdText`).
 
 Each example is one document, {'text': str, 'path': str}. Documents go to
-train / validation / test (90 / 5 / 5) by a stable hash of their path, so a
-document's split never depends on which other files exist.
+train / validation / test (90 / 5 / 5) by a stable hash of their path (of
+their text for your files), so a document's split never depends on which
+other files exist.
 """
 import dataclasses
 import hashlib
@@ -11,6 +13,8 @@ import sys
 import sysconfig
 
 import tensorflow_datasets as tfds
+
+from kd.data import corpus
 
 SPLITS = (('train', 90), ('validation', 95), ('test', 100))  # Cumulative %.
 
@@ -45,8 +49,7 @@ def fingerprint(files: list[str]) -> str:
   return hashlib.sha256('\n'.join(sorted(files)).encode()).hexdigest()
 
 
-class CorpusError(RuntimeError):
-  pass
+CorpusError = corpus.CorpusError
 
 
 @dataclasses.dataclass
@@ -198,3 +201,62 @@ class KdBbcnews(_TextBuilder):
         except UnicodeDecodeError:
           docs[f'{topic}/{name}'] = data.decode('latin-1')
     return docs
+
+
+@dataclasses.dataclass
+class FilesConfig(tfds.core.BuilderConfig):
+  files: corpus.Files | None = None
+
+
+def files_builder(files: corpus.Files, data_dir: str | None):
+  """The `KdText` builder of `files`: a dataset of its own for every
+  content (its config name is the files' sha256), so a changed corpus is
+  prepared afresh, never read from an older one."""
+  config = FilesConfig(name=f'sha{files.sha256[:20]}', files=files)
+  KdText.configs_made[config.name] = config  # Known: no custom-config warning.
+  return KdText(config=config, data_dir=data_dir)
+
+
+class KdText(_TextBuilder):
+  """Your own text (config.data.name='kd_text'): the documents of the
+  files `config.data.files` names (`kd.data.corpus`), split 90/5/5 by the
+  sha256 of each document's text (equal documents share a split), or by
+  the split files given (`files_validation`, `files_test`). `path` is
+  the file (relative to the corpus folder), with `:line` (JSONL) or
+  `:row` (parquet). The metadata records the files' sha256
+  (`kd.data.corpus.Files.record`)."""
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = []
+  configs_made = {}
+
+  @classmethod
+  def get_builder_config(cls, name, version=None):
+    return cls.configs_made.get(name)
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=self._features(), metadata=tfds.core.MetadataDict())
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    files = self.builder_config.files
+    field = dict(files.options)['text_field']
+    splits = {name: {} for name, _ in SPLITS}
+    for group, paths in files.groups:
+      for path in paths:
+        rel = os.path.relpath(path, files.root)
+        for number, text in corpus.documents(path, field):
+          key = rel if path.endswith('.txt') else f'{rel}:{number}'
+          splits[split_of(text) if group == 'all' else group][key] = text
+    if not splits['train']:
+      raise CorpusError(f'kd_text: no document in the training split of '
+                        f'{files.root} ({_counts(splits)}); give more files')
+    self.info.metadata.update({
+        'files_sha256': files.sha256, 'root': files.root,
+        'documents': {k: len(v) for k, v in splits.items()}})
+    return {name: self._generate_examples(d) for name, d in splits.items()
+            if d}
+
+
+def _counts(splits) -> str:
+  return ', '.join(f'{k} {len(v)}' for k, v in splits.items())
