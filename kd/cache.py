@@ -52,6 +52,7 @@ def params_digest(variables) -> str:
 def provenance(config, teacher_step: int, teacher_vars, dtype: str) -> dict:
   """What a cache for `config`'s teacher and training data must record."""
   t, d = config.distill.teacher, config.data
+  mine = data.files_of(config)  # Your images: their content, not only where.
   # Through JSON, as a stored one is read back (tuples become lists).
   return json.loads(json.dumps({
       'format': FORMAT,
@@ -60,7 +61,8 @@ def provenance(config, teacher_step: int, teacher_vars, dtype: str) -> dict:
                   'dtype': dtype, 'params_sha256': params_digest(teacher_vars)},
       'data': {'name': d.name, 'split': 'train',
                'data_dir': os.path.abspath(d.data_dir) if d.data_dir else '',
-               'image_size': d.image_size, 'preprocessing': 'eval (no augment)'},
+               'image_size': d.image_size, 'preprocessing': 'eval (no augment)',
+               **({'files_sha256': mine.sha256} if mine else {})},
   }))
 
 

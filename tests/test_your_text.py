@@ -335,3 +335,18 @@ def test_a_tokenizer_that_drops_bytes_is_refused_at_preflight(tmp_path,
       r"'.*', its tokens count \d+ bytes, not 45\), so bits per byte cannot "
       'be counted')):
     train.preflight(c)
+
+
+def test_your_text_resumes_exactly(pipeline_run, data_dir):
+  """A resumed run's batches are those an uninterrupted one draws from the
+  same step on (the prepared dataset is the files' own: same documents,
+  same order)."""
+  _, config, _, _ = pipeline_run
+  src = text.source(config().stages.teacher.data)
+  kw = dict(batch_size=4, seq_len=16, seed=3, data_dir=data_dir)
+  whole = [b for _, b in zip(range(40), text.packed_batches(src, **kw))]
+  later = text.packed_batches(src, start_step=33, **kw)
+  for want in whole[33:]:
+    got = next(later)
+    for key in ('tokens', 'mask', 'bytes'):
+      np.testing.assert_array_equal(got[key], want[key])
