@@ -7,15 +7,15 @@ import os
 import shutil
 
 import jax
-import ml_dtypes
 import numpy as np
 import pytest
+import tokenizers
 from safetensors.numpy import save_file
 
 from kd import runs
+from kd.data import hf_tokenizer
 from kd.convert import __main__ as cli
 from kd.convert import hf
-from kd.convert.hf_table import FAMILIES
 
 HF = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'hf')
 DECODERS = ('gpt2', 'llama', 'llama_tied', 'mistral', 'qwen2', 'qwen3',
@@ -67,18 +67,33 @@ def test_logits_equal_transformers(family, tmp_path, capsys):
   assert specials['eos_token_id'] == hf_config['eos_token_id']
 
 
-def test_bfloat16_storage(tmp_path, capsys):
-  """--dtype=bfloat16 stores bf16 weights: the logits move by bf16's
-  rounding only."""
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_half_precision_storage(dtype, tmp_path, capsys):
+  """--dtype=bfloat16 / float16 stores such weights: the logits move by
+  their rounding only."""
   src = os.path.join(HF, 'llama')
-  code, _, err = _convert(capsys, src, tmp_path / 'run', '--dtype=bfloat16')
+  code, _, err = _convert(capsys, src, tmp_path / 'run', f'--dtype={dtype}')
   assert code == 0, err
   ref = np.load(os.path.join(src, 'logits.npz'))
   logits, variables = _logits(tmp_path / 'run', ref['tokens'])
   dtypes = {x.dtype for x in jax.tree.leaves(variables)}
-  assert dtypes == {np.dtype(ml_dtypes.bfloat16)}
+  assert dtypes == {np.dtype(hf.DTYPES[dtype])}
   err = np.abs(logits - ref['logits']).max()
   assert 1e-5 < err < 0.05 * np.abs(ref['logits']).max()
+
+
+def test_the_run_tokenizes_with_ids_only_config_json_had(tmp_path, capsys):
+  """A folder whose special ids are in config.json alone: the run keeps
+  them (special_tokens.json), so data.tokenizer='hf' reads its eos."""
+  src = _folder(tmp_path, 'gpt2', config={'eos_token_id': 3,
+                                          'bos_token_id': 4})
+  os.remove(src / 'tokenizer_config.json')
+  os.remove(src / 'generation_config.json')
+  assert _convert(capsys, src, tmp_path / 'run')[0] == 0
+  path = str(tmp_path / 'run' / 'tokenizer.json')
+  ids = hf_tokenizer.special_ids(tokenizers.Tokenizer.from_file(path),
+                                 str(tmp_path / 'run'), path)
+  assert ids == (4, 3, 3)  # bos, eos, pad (none: eos).
 
 
 def test_hub_names_old_buffers_and_float16(tmp_path, capsys):
@@ -152,8 +167,6 @@ COUNTS = json.load(open(os.path.join(HF, 'counts.json')))
 @pytest.mark.parametrize('name', sorted(COUNTS))
 def test_describe_counts_equal_transformers(name, tmp_path, capsys):
   entry = COUNTS[name]
-  if entry['model_type'] not in FAMILIES:
-    pytest.skip(f'{entry["model_type"]} is registered by kd.convert.hf_encoder')
   os.makedirs(tmp_path / name)
   with open(tmp_path / name / 'config.json', 'w') as f:
     json.dump(entry['config'], f)
@@ -202,7 +215,8 @@ def _refused(capsys, tmp_path, src, *patterns):
 def test_refuses_unknown_model_type(tmp_path, capsys):
   src = _folder(tmp_path, config={'model_type': 'falcon'})
   _refused(capsys, tmp_path, src, "model_type 'falcon'",
-           'supported: gemma2, gpt2, llama, mistral, qwen2, qwen3')
+           'supported: bert, distilbert, gemma2, gpt2, llama, mistral, qwen2, '
+           'qwen3')
 
 
 def test_refuses_unsupported_options(tmp_path, capsys):
@@ -217,6 +231,16 @@ def test_refuses_unsupported_options(tmp_path, capsys):
   shutil.rmtree(src)
   src = _folder(tmp_path, 'qwen2', config={'use_sliding_window': True})
   _refused(capsys, tmp_path, src, 'use_sliding_window=True')
+  shutil.rmtree(src)
+  src = _folder(tmp_path, 'gemma2', config={'layer_types': [
+      'full_attention', 'sliding_attention', 'sliding_attention']})
+  _refused(capsys, tmp_path, src, 'sliding attention on these layers',
+           'all layers or the even layers')
+  shutil.rmtree(src)
+  src = _folder(tmp_path, config={'quantization_config': {
+      'quant_method': 'gptq', 'bits': 4}})
+  _refused(capsys, tmp_path, src, "quant_method='gptq'",
+           'quantized checkpoints are not supported')
 
 
 def test_refuses_missing_extra_and_misshaped_tensors(tmp_path, capsys):

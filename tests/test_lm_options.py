@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from kd import models
 from kd import sampling as gen
@@ -364,3 +365,36 @@ def test_published_parameter_counts():
 def test_an_option_kd_cannot_honour_is_refused(option, value, match):
   with pytest.raises(ValueError, match=match):
     models.create('transformer_lm', V, **{option: value})
+
+
+def test_onnx_export_honours_every_option(every_option):
+  """kd.export's prefill / decode graphs (the cache as inputs and outputs)
+  and the logits graph equal the JAX forward."""
+  from kd.export import onnx  # pylint: disable=import-outside-toplevel
+  model, variables = every_option
+  graphs = onnx.ONNXLM(onnx.convert_lm(model, variables, seq_len=12,
+                                       prompt_len=6, cache_len=12))
+  tokens = _tokens(1, 12, seed=7)[0]
+  full = np.asarray(jax.jit(model.apply)(variables, tokens[None])[0][0])
+  np.testing.assert_allclose(graphs.logits(tokens), full, atol=1e-4)
+  logits, cache = graphs.prefill(tokens[:6])
+  np.testing.assert_allclose(logits, full[:6], atol=1e-4)
+  for t in range(6, 12):
+    logits, cache = graphs.decode(int(tokens[t]), t, cache)
+    np.testing.assert_allclose(logits, full[t], atol=1e-4)
+
+
+def test_sharding_rules_of_the_new_parameters():
+  """Biases split like their kernels' outputs; a q/k norm spans a head
+  (unsplit, as the head dimension of q and k)."""
+  from kd import sharding  # pylint: disable=import-outside-toplevel
+  axes = lambda path, ndim: sharding.logical_axes(f'params/{path}', ndim,
+                                                  sharding.RULES)
+  assert axes('blocks_0/attn/query/bias', 2) == ('heads', 'kv')
+  assert axes('blocks_0/attn/value/bias', 2) == ('heads', 'kv')
+  assert axes('blocks_0/mlp/gate/bias', 1) == ('mlp',)
+  assert axes('blocks_0/attn/key_norm/scale', 1) == ('kv',)
+  assert axes('blocks_0/post_mlp_norm/scale', 1) == ('embed',)
+  assert axes('pos_embed/embedding', 2) == ('vocab', 'embed')
+  assert sharding.partition_spec((8,), ('kv',), {'data': 1, 'fsdp': 2,
+                                                 'tensor': 2}) == P()

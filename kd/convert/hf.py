@@ -31,13 +31,10 @@ import ml_dtypes
 import numpy as np
 
 from kd import models
-from kd.convert import common, hf_decoders, hf_table  # noqa: F401 (registers)
+from kd.convert import common, hf_decoders, hf_table
+from kd.convert import hf_encoder  # noqa: F401 (registers bert, distilbert)
 from kd.convert.hf_table import FAMILIES, Tensor, UnsupportedError
 
-try:  # The encoder families register themselves where present.
-  from kd.convert import hf_encoder  # noqa: F401
-except ImportError:
-  pass
 
 CONFIG = 'config.json'
 SINGLE = 'model.safetensors'
@@ -97,18 +94,20 @@ def kd_config(cfg: dict) -> tuple[str, dict, int]:
     raise UnsupportedError(
         f'config.json has no model_type; supported: '
         f'{", ".join(sorted(FAMILIES))}')
-  name, kwargs, vocab = hf_table.family(cfg['model_type']).kd_config(cfg)
-  return name, kwargs, vocab
-
-
-def create(name: str, kwargs: dict, vocab: int):
-  return models.create(name, vocab, **kwargs)
+  fam = hf_table.family(cfg['model_type'])
+  if cfg.get('quantization_config'):
+    method = (cfg['quantization_config'] or {}).get('quant_method', '?')
+    raise UnsupportedError(
+        f'config.json has quantization_config (quant_method={method!r}): '
+        'quantized checkpoints are not supported; supported: float32, '
+        'bfloat16 or float16 weights (the unquantized release)')
+  return fam.kd_config(cfg)
 
 
 def abstract_params(name: str, kwargs: dict, vocab: int) -> dict:
   """The model's parameters as ShapeDtypeStructs (jax.eval_shape: nothing
   allocated)."""
-  model = create(name, kwargs, vocab)
+  model = models.create(name, vocab, **kwargs)
   tokens = jax.ShapeDtypeStruct((1, 1), np.int32)
   return jax.eval_shape(
       lambda t: model.init(jax.random.key(0), t, train=False),
@@ -216,9 +215,11 @@ class Weights:
       header, start = _header(os.path.join(hf_dir, f))
       for name, entry in header.items():
         if weight_map is not None and weight_map.get(name) != f:
+          where = (f'puts in {weight_map[name]}' if name in weight_map
+                   else 'does not list')
           raise HFFolderError(
-              f'{os.path.join(hf_dir, f)} holds {name}, which {INDEX} puts '
-              f'in {weight_map.get(name)}; download the shards again')
+              f'{os.path.join(hf_dir, f)} holds {name}, which {INDEX} '
+              f'{where}; download the index and the shards again')
         self.entries[name] = (f, entry, start)
     if weight_map is not None:
       lost = sorted(set(weight_map) - set(self.entries))
@@ -239,7 +240,7 @@ class Weights:
     dtype = _ST_DTYPES[entry['dtype']]
     array = np.fromfile(os.path.join(self.hf_dir, f), dtype=dtype,
                         count=math.prod(entry['shape']), offset=start + begin)
-    return array.reshape(entry['shape']).astype(np.float32)
+    return array.reshape(entry['shape']).astype(np.float32, copy=False)
 
 
 def _canonical(weights: Weights, fam: hf_table.Family,
@@ -249,11 +250,13 @@ def _canonical(weights: Weights, fam: hf_table.Family,
   out = {}
   for found in weights.entries:
     name = found
-    if found not in names:
+    for pattern, replacement in fam.renames:
+      name = re.sub(pattern, replacement, name)
+    if name not in names:
       for p in fam.prefixes:
-        if p + found in names or any(re.match(r, p + found)
-                                     for r in fam.dropped):
-          name = p + found
+        if p + name in names or any(re.match(r, p + name)
+                                    for r in fam.dropped):
+          name = p + name
           break
     out.setdefault(name, found)
   return out
@@ -322,7 +325,7 @@ def read_params(p: dict, dtype: str = 'float32',
       *parents, leaf = path.split('/')
       for part in parents:
         node = node.setdefault(part, {})
-      array = np.ascontiguousarray(array.astype(cast))
+      array = np.ascontiguousarray(array, dtype=cast)  # One copy at most.
       node[leaf] = place(path, array) if place else array
     if progress:
       progress(i + 1, len(tensors))
@@ -393,7 +396,11 @@ def convert(hf_dir: str, out: str, dtype: str = 'float32',
     raise FileExistsError(f'{os.path.abspath(out)} exists; remove it or '
                           'choose another --out')
   p = plan(hf_dir)
-  params = read_params(p, dtype, progress=progress)
+  # Host jax arrays: orbax then saves without a copy of every tensor
+  # (peak host memory about 2x the model instead of 3x).
+  cpu = jax.devices('cpu')[0]
+  params = read_params(p, dtype, place=lambda _, a: jax.device_put(a, cpu),
+                       progress=progress)
   config = run_config(p)
   weight_files = p['weights'].files + (
       [INDEX] if os.path.isfile(os.path.join(hf_dir, INDEX)) else [])
@@ -424,19 +431,19 @@ def format_bytes(n: float) -> str:
   raise AssertionError
 
 
-def student_count(text: str, vocab: int) -> int:
+def student_count(text: str, name: str, vocab: int) -> int:
   """A student's parameters from --student_params: a count ('30M', '1.2B',
-  '125k', '30000000') or a transformer_lm's kwargs as JSON with the
-  teacher's vocabulary ('{"d_model": 512, "num_layers": 8, ...}'), counted
-  with jax.eval_shape."""
+  '125k', '30000000') or the kwargs as JSON of a kd model `name` (the
+  teacher's kind) with the teacher's vocabulary ('{"d_model": 512,
+  "num_layers": 8, ...}'), counted with jax.eval_shape."""
   s = str(text).strip()
   if s.startswith('{'):
     try:
       kwargs = json.loads(s)
-      return parameter_count(hf_decoders.MODEL, kwargs, vocab)
+      return parameter_count(name, kwargs, vocab)
     except (ValueError, TypeError) as e:
       raise ValueError(f'--student_params={text!r}: not the JSON kwargs of a '
-                       f'transformer_lm ({e})') from e
+                       f'{name} ({e})') from e
   units = {'k': 10**3, 'm': 10**6, 'b': 10**9, 'g': 10**9}
   s = s.replace(',', '').replace('_', '').lower()
   try:
@@ -445,8 +452,8 @@ def student_count(text: str, vocab: int) -> int:
     return int(s)
   except ValueError as e:
     raise ValueError(f'--student_params={text!r} is not a parameter count; '
-                     'e.g. 30M, 1.2B or 30000000, or a transformer_lm\'s '
-                     'kwargs as JSON') from e
+                     'e.g. 30M, 1.2B or 30000000, or the student\'s kwargs '
+                     'as JSON') from e
 
 
 def parameter_count(name: str, kwargs: dict, vocab: int) -> int:
@@ -467,7 +474,7 @@ def describe(hf_dir: str, student_params: str | None = None) -> str:
   lines += [f'parameters: {n:,}',
             f'memory: {format_bytes(4 * n)} at float32, {format_bytes(2 * n)} at bfloat16']
   if student_params:
-    s = student_count(student_params, vocab)
+    s = student_count(student_params, name, vocab)
     lines += [
         f'student: {s:,} parameters',
         f'teacher + student weights: {format_bytes(4 * (n + s))} at float32, '
@@ -484,7 +491,8 @@ def default_model_type(name: str, kwargs: dict) -> str:
   """The HF family a kd model exports as: gpt2 where its options are
   GPT-2's, the family whose options it uses, else llama."""
   if name != hf_decoders.MODEL:
-    types = [t for t, fam in FAMILIES.items() if fam.kd_model == name]
+    types = [t for t, fam in FAMILIES.items()
+             if fam.kd_model == name and fam.default_for(kwargs)]
     if not types:
       raise UnsupportedError(
           f'kd model {name!r} has no HF family; supported: '
@@ -518,7 +526,7 @@ def to_hf_config(name: str, kwargs: dict, vocab_size: int,
   if name == hf_decoders.MODEL:
     want, got = hf_decoders.complete(kwargs), hf_decoders.complete(back)
   else:
-    want, got = dict(kwargs), back
+    want, got = fam.complete(kwargs), fam.complete(back)
   differ = sorted(k for k in set(want) | set(got)
                   if k not in ('dtype', 'return_attention')
                   and want.get(k) != got.get(k))

@@ -124,10 +124,14 @@ def _llama_like(hf: dict, model_type: str, defaults: dict, *,
   d, heads = r('hidden_size'), r('num_attention_heads')
   layers = r('num_hidden_layers')
   base, scaling = _rope(r)
-  if model_type == 'qwen2' and r('use_sliding_window'):
+  if model_type in ('qwen2', 'qwen3') and r('use_sliding_window'):
     raise UnsupportedError(
-        'qwen2 config use_sliding_window=True is not supported; supported: '
-        'False (full attention on every layer)')
+        f'{model_type} config use_sliding_window=True is not supported; '
+        'supported: False (full attention on every layer)')
+  if r('use_bidirectional_attention'):
+    raise UnsupportedError(
+        f'{model_type} config use_bidirectional_attention=True is not '
+        'supported; supported: False (causal attention)')
   window, pattern = _sliding(r, layers, sliding)
   attention_bias = bool(r('attention_bias', False))
   kw = dict(d_model=d, num_layers=layers, num_heads=heads,

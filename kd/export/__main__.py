@@ -1,5 +1,6 @@
 """`python -m kd.export --workdir=RUN_DIR --quantize=none|fp16|dynamic|int8|int4`
 `python -m kd.export --workdir=RUN_DIR --format=onnx`
+`python -m kd.export --workdir=RUN_DIR --format=hf --out=DIR`
 
 Loads a run's config and newest readable checkpoint (`kd.runs.load_run`) and
 writes the student as a builtin-ops-only `.tflite` file with a JSON sidecar
@@ -8,6 +9,7 @@ writes the student as a builtin-ops-only `.tflite` file with a JSON sidecar
 quantization, int4 included (see `kd.export.lm`). `--format=onnx` writes a
 float32 `.onnx` file instead (three graphs for a language model; see
 `kd.export.onnx`), run by onnxruntime for the sidecar's figures.
+`--format=hf` writes a folder that transformers loads (`kd.export.hf`).
 
 Only a finished run exports unless `--allow_unfinished`; the run directory
 is only read, so a read-only run exports with `--out` elsewhere.
@@ -22,17 +24,20 @@ from absl import flags
 from absl import logging
 
 from kd import runs
-from kd.export import lm, onnx, student, tflite
+from kd.export import hf, lm, onnx, student, tflite
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory (one stage).')
-_FORMAT = flags.DEFINE_enum('format', 'tflite', list(student.FORMATS),
-                            'tflite (LiteRT) or onnx (float32 only).')
+_FORMAT = flags.DEFINE_enum('format', 'tflite', [*student.FORMATS, 'hf'],
+                            'tflite (LiteRT), onnx (float32 only) or hf (a '
+                            'Hugging Face folder, float32).')
 _QUANTIZE = flags.DEFINE_enum('quantize', 'none', list(lm.QUANTIZATIONS),
                               'Weights/activations format (int4: language '
                               'models).')
 _OUT = flags.DEFINE_string('out', None, 'Output file (default: '
                            'RUN_DIR/student_<quantize>.tflite, '
-                           'RUN_DIR/student_float32.onnx).')
+                           'RUN_DIR/student_float32.onnx), or folder for '
+                           '--format=hf (default RUN_DIR/hf; an existing one '
+                           'must be empty).')
 _BATCH = flags.DEFINE_string('batch', '1', "Fixed batch size, or 'dynamic'.")
 _SOFTMAX = flags.DEFINE_bool('softmax', False, 'Output probabilities.')
 _REPRESENTATIVE = flags.DEFINE_integer(
@@ -120,6 +125,22 @@ def export_lm(out: str) -> dict:
   return sidecar
 
 
+def export_hf():
+  """--format=hf: the run as a Hugging Face folder (`kd.export.hf`)."""
+  given = [f'--{f.name}' for f in (_QUANTIZE, _BATCH, _SOFTMAX,
+                                   _REPRESENTATIVE, _PROMPT_LEN, _CACHE_LEN)
+           if f.present]
+  if given:
+    raise app.UsageError(f'--format=hf writes the float32 weights as they '
+                         f'are: {", ".join(given)} do not apply')
+  out = _OUT.value or os.path.join(_WORKDIR.value, 'hf')
+  check_request(_WORKDIR.value, out, default=_OUT.value is None)
+  hf_config = hf.export(_WORKDIR.value, out)
+  print(f'wrote {out}: {hf_config["model_type"]} '
+        f'({", ".join(hf_config["architectures"])}), '
+        f'{", ".join(sorted(os.listdir(out)))}')
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -128,6 +149,9 @@ def main(argv):
                          f'{_QUANTIZE.value} is not supported; valid: '
                          f'--quantize={"|".join(onnx.QUANTIZATIONS)}, or '
                          '--format=tflite for quantized files')
+  if _FORMAT.value == 'hf':
+    export_hf()
+    return
   config = runs.load_config(_WORKDIR.value)
   lm_run = config.model.name == 'transformer_lm'
   prefix = 'lm' if lm_run else 'student'
@@ -164,7 +188,8 @@ def cli_main(argv):
   """`main` with the refusals as one line (`kd.export: ...`), exit 1."""
   try:
     main(argv)
-  except (Refused, runs.PipelineDirError, FileNotFoundError) as e:
+  except (Refused, hf.Refused, runs.PipelineDirError,
+          FileNotFoundError) as e:
     sys.exit(f'kd.export: {e}')
 
 

@@ -3,17 +3,17 @@
 
   config.json             model_type and architectures (`kd.convert.hf.
                           to_hf_config`: llama layout by default, gpt2 where
-                          the student's options are GPT-2's; bert/distilbert
-                          for a transformer_encoder), the special ids
+                          the student's options are GPT-2's, the family whose
+                          options it uses), the special ids
   model.safetensors       float32 tensors named as transformers names them
                           (`kd.convert.hf.hf_tensors`, the family's one table)
   tokenizer.json          the run's tokenizer for the `tokenizers` library,
   tokenizer_config.json   its ids equal to kd's, a bos prepended on encode
   generation_config.json  bos, eos and pad ids
 
-so that `transformers.AutoModelForCausalLM.from_pretrained(DIR)` (masked LM
-for an encoder) and `AutoTokenizer.from_pretrained(DIR)` load it, and
-`python -m kd.convert --from=hf DIR` reads it back.
+so that `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and
+`AutoTokenizer.from_pretrained(DIR)` load it, and `python -m kd.convert
+--from=hf DIR` reads it back.
 
 kd's byte tokenizer (UTF-8 bytes 0..255, pad 256, bos 257, eos 258) becomes a
 byte-level BPE without merges whose vocabulary maps byte b (spelt with
@@ -98,12 +98,11 @@ def tokenizer_files(kind: str, workdir: str, tok,
   run holds); {} for a run without one."""
   own = [os.path.join(workdir, n) for n in TOKENIZER_FILES]
   if kind not in ('byte', 'bpe'):  # A converted run: its folder's files.
-    if not all(map(os.path.exists, own)):
-      return {}
     out = {}
-    for name, path in zip(TOKENIZER_FILES, own):
-      with open(path) as f:
-        out[name] = f.read()
+    for name in (*TOKENIZER_FILES, 'special_tokens_map.json'):
+      if os.path.isfile(path := os.path.join(workdir, name)):
+        with open(path) as f:
+          out[name] = f.read()
     return out
   if kind == 'byte':
     fast = byte_tokenizer()
@@ -153,9 +152,42 @@ def write_folder(out: str, text: dict[str, str],
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
               os.path.join(tmp, 'model.safetensors'),
               metadata={'format': 'pt'})  # transformers reads 'pt' files.
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 is no folder to share.
+    umask = os.umask(0)
+    os.umask(umask)  # mkdtemp's 0700 and safetensors' 0600 are not to share.
+    os.chmod(tmp, 0o777 & ~umask)
+    for name in os.listdir(tmp):
+      os.chmod(os.path.join(tmp, name), 0o666 & ~umask)
     os.rename(tmp, out)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
 
+
+def export(workdir: str, out: str) -> dict:
+  """Writes the run in `workdir` as a Hugging Face folder `out` (see the
+  module doc); returns its config.json."""
+  from kd import runs  # pylint: disable=import-outside-toplevel
+  from kd.convert import hf  # pylint: disable=import-outside-toplevel
+  from kd.data import text  # pylint: disable=import-outside-toplevel
+  check_out(out)
+  config = runs.load_config(workdir)
+  name, kwargs = config.model.name, config.model.kwargs.to_dict()
+  model, spec = runs.model_of(config, workdir)
+  try:  # A config mapping: its errors are options with no counterpart.
+    hf_config = hf.to_hf_config(name, kwargs, spec.num_classes)
+  except ValueError as e:
+    raise Refused(f'{workdir}: {e}') from None
+  variables = runs.load_run(workdir)[2]
+  tensors = dict(hf.hf_tensors(name, kwargs, variables['params']))
+  files = {}
+  if text.is_text(config.data.name):
+    tok = text.run_tokenizer(config, workdir)
+    hf_config.update(_special_ids(tok))
+    files = tokenizer_files(config.data.tokenizer, workdir, tok,
+                            model.max_len)
+    files['generation_config.json'] = json.dumps(generation_config(tok),
+                                                 indent=2)
+  hf_config.setdefault('dtype', 'float32')  # As save_pretrained records it.
+  files['config.json'] = json.dumps(hf_config, indent=2, sort_keys=True)
+  write_folder(out, files, tensors)
+  return hf_config
