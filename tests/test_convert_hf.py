@@ -104,7 +104,7 @@ def test_hub_names_old_buffers_and_float16(tmp_path, capsys):
   w = hf.Weights(str(src))
   tensors = {n.removeprefix('transformer.'): w.read(n).astype(np.float16)
              for n in w.entries}
-  tensors.update({f'h.{i}.attn.bias': np.ones((1, 1, 64, 64), np.float16)
+  tensors.update({f'h.{i}.attn.bias': np.ones((1, 1, 64, 64), bool)
                   for i in range(2)})
   save_file(tensors, str(src / 'model.safetensors'))
   code, _, err = _convert(capsys, src, tmp_path / 'run')
@@ -255,6 +255,11 @@ def test_refuses_missing_extra_and_misshaped_tensors(tmp_path, capsys):
   src = _folder(tmp_path, config={'attention_bias': True})
   _refused(capsys, tmp_path, src, 'missing: model.layers.0.self_attn.q_proj.bias',
            'missing: model.layers.1.self_attn.o_proj.bias')
+  shutil.rmtree(src)
+  src = _folder(tmp_path, drop=('model.norm.weight',),
+                add={'model.norm.weight': np.ones(48, np.int8)})
+  _refused(capsys, tmp_path, src, 'dtype: model.norm.weight is I8; '
+           'supported: F32, F16, F64, BF16')
   shutil.rmtree(src)
   src = _folder(tmp_path, config={'intermediate_size': 32})
   _refused(capsys, tmp_path, src, 'shape mismatch: '

@@ -294,8 +294,8 @@ def plan(hf_dir: str) -> dict:
       continue
     problems.append(f'unexpected: {f} {weights.shape(f)} (not in a '
                     f'{cfg["model_type"]} model of this config)')
-  for f in found.values():
-    if weights.dtype(f) not in _ST_DTYPES:
+  for n, f in found.items():  # Those read (a dropped buffer may be int).
+    if (n in wanted or n in duplicates) and weights.dtype(f) not in _ST_DTYPES:
       problems.append(f'dtype: {f} is {weights.dtype(f)}; supported: '
                       f'{", ".join(_ST_DTYPES)}')
   if problems:
