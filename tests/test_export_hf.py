@@ -55,8 +55,9 @@ def test_the_byte_tokenizer_encodes_and_decodes_as_kds():
 
 
 def test_every_byte_is_spelt_as_tokenizers_byte_level_alphabet():
-  assert sorted(hf._byte_alphabet()) == sorted(  # pylint: disable=protected-access
-      tk.pre_tokenizers.ByteLevel.alphabet())
+  vocab = hf.byte_tokenizer().get_vocab(with_added_tokens=False)
+  assert sorted(vocab) == sorted(tk.pre_tokenizers.ByteLevel.alphabet())
+  assert sorted(vocab.values()) == list(range(256))
 
 
 def test_a_bpe_runs_tokenizer_file_is_kds_with_a_bos(tmp_path):
@@ -259,3 +260,4 @@ def test_file_format_flags_do_not_apply(exported, tmp_path):
   with pytest.raises(app.UsageError, match='--quantize, --batch do not'):
     export(workdir, str(tmp_path / 'hf'), '--quantize=int8', '--batch=2')
   assert not os.path.exists(tmp_path / 'hf')
+
