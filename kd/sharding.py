@@ -91,6 +91,10 @@ LM_RULES: Rules = (
     (r'mlp/(gate|up)/kernel$', ('embed', 'mlp')),
     (r'mlp/down/kernel$', ('mlp', 'embed')),
     (r'head/kernel$', ('embed', 'vocab')),
+    # Biases follow their kernel's output split; q/k norms span a head.
+    (r'attn/(query|key|value)/bias$', ('heads', 'kv')),
+    (r'mlp/(gate|up)/bias$', ('mlp',)),
+    (r'attn/(query|key)_norm/scale$', ('kv',)),
     (r'norm/scale$', ('embed',)),
 )
 # Any Dense or Conv kernel [..., in, out]: FSDP only, its input features

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from kd import models
 from kd import sampling as gen
@@ -381,3 +382,19 @@ def test_onnx_export_honours_every_option(every_option):
   for t in range(6, 12):
     logits, cache = graphs.decode(int(tokens[t]), t, cache)
     np.testing.assert_allclose(logits, full[t], atol=1e-4)
+
+
+def test_sharding_rules_of_the_new_parameters():
+  """Biases split like their kernels' outputs; a q/k norm spans a head
+  (unsplit, as the head dimension of q and k)."""
+  from kd import sharding  # pylint: disable=import-outside-toplevel
+  axes = lambda path, ndim: sharding.logical_axes(f'params/{path}', ndim,
+                                                  sharding.RULES)
+  assert axes('blocks_0/attn/query/bias', 2) == ('heads', 'kv')
+  assert axes('blocks_0/attn/value/bias', 2) == ('heads', 'kv')
+  assert axes('blocks_0/mlp/gate/bias', 1) == ('mlp',)
+  assert axes('blocks_0/attn/key_norm/scale', 1) == ('kv',)
+  assert axes('blocks_0/post_mlp_norm/scale', 1) == ('embed',)
+  assert axes('pos_embed/embedding', 2) == ('vocab', 'embed')
+  assert sharding.partition_spec((8,), ('kv',), {'data': 1, 'fsdp': 2,
+                                                 'tensor': 2}) == P()

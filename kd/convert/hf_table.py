@@ -97,6 +97,15 @@ class Family:
   dropped: tuple[str, ...] = ()
   # kd kwargs -> {HF name: HF name it must equal} (a tied head saved anyway).
   duplicates: Callable[[dict], dict[str, str]] = lambda kwargs: {}
+  # (regex, replacement) applied to a file's tensor names first: an older
+  # spelling (BERT's LayerNorm.gamma / .beta for .weight / .bias).
+  renames: tuple[tuple[str, str], ...] = ()
+  # kd kwargs with every option the family sets (the model's defaults for
+  # the rest), to compare a kd model with its HF config both ways.
+  complete: Callable[[dict], dict] = dict
+  # Whether a kd model of these kwargs exports as this family by default
+  # (of the families of its kd_model, the first that says so).
+  default_for: Callable[[dict], bool] = lambda kwargs: True
 
 
 FAMILIES: dict[str, Family] = {}

@@ -1,0 +1,234 @@
+"""python -m kd.convert --from=hf for bert and distilbert (kd.convert.
+hf_encoder): masked-LM logits equal transformers' (tests/fixtures/hf), the
+table inverts exactly and exports transformers' names, an exported encoder
+with a [CLS] head reads back identically, bert-base-uncased's checkpoint
+forms load, and each refusal names its cause."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from kd import runs
+from kd.convert import __main__ as cli
+from kd.convert import hf
+
+HF = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'hf')
+ENCODERS = ('bert', 'distilbert')
+
+
+def _convert(capsys, src, out):
+  code = cli.main(['--from=hf', str(src), f'--out={out}'])
+  captured = capsys.readouterr()
+  return code, captured.out, captured.err
+
+
+def _load(run_dir):
+  """(apply(variables, tokens, mask) -> (MLM logits, features) as NumPy,
+  jitted; the converted run's variables)."""
+  _, model, variables, step = runs.load_run(str(run_dir))
+  assert step == 0
+  fn = jax.jit(lambda v, t, m: model.apply(v, t, train=False,
+                                            attention_mask=m))
+  return lambda *a: jax.tree.map(np.asarray, fn(*a)), variables
+
+
+def _apply(run_dir, tokens, mask=None):
+  fn, variables = _load(run_dir)
+  return fn(variables, tokens, mask)
+
+
+@pytest.mark.parametrize('family', ENCODERS)
+def test_logits_equal_transformers(family, tmp_path, capsys):
+  src = os.path.join(HF, family)
+  code, out, err = _convert(capsys, src, tmp_path / 'run')
+  assert code == 0, err
+  assert 'wrote' in out
+  ref = np.load(os.path.join(src, 'logits.npz'))
+  logits, feats = _apply(tmp_path / 'run', ref['tokens'],
+                         ref['attention_mask'])
+  assert logits.shape == ref['logits'].shape
+  scale = max(1.0, float(np.abs(ref['logits']).max()))
+  diff = float(np.abs(logits - ref['logits']).max())
+  print(f'\n| {family} | {family} | {diff:.1e} | {scale:.1f} |')  # -s:
+  assert diff <= 1e-4 * scale  # docs/convert.md's table.
+  assert 'cls_logits' not in feats  # A masked-LM checkpoint: no [CLS] head.
+  config = json.load(open(tmp_path / 'run' / 'config.json'))
+  assert config['model']['name'] == 'transformer_encoder'
+  assert config['model']['kwargs']['type_vocab_size'] == (
+      2 if family == 'bert' else 0)
+
+
+@pytest.mark.parametrize('family', ENCODERS)
+def test_table_inverts_and_names_equal_transformers(family):
+  """Export (hf_tensors, to_hf_config) of the imported params gives the
+  folder's own tensors, transformers' names and shapes for that config
+  (names/<family>.json, written by save_pretrained), and the same kd model
+  back; a kd encoder of these options exports as this family by default."""
+  p = hf.plan(os.path.join(HF, family))
+  params = hf.read_params(p)
+  exported = dict(hf.hf_tensors(p['model'], p['kwargs'], params))
+  names = json.load(open(os.path.join(HF, 'names', f'{family}.json')))
+  assert {n: list(a.shape) for n, a in exported.items()} == names['tensors']
+  for name, array in exported.items():
+    np.testing.assert_array_equal(array, p['weights'].read(name))
+  cfg = hf.to_hf_config(p['model'], p['kwargs'], p['vocab'])
+  assert cfg['model_type'] == family
+  assert cfg['architectures'] == names['config']['architectures']
+  assert hf.kd_config(cfg) == (p['model'], p['kwargs'], p['vocab'])
+
+
+def _random_params(kwargs, vocab, seed=0):
+  """Every parameter random (norm scales and biases too): a swapped or
+  dropped one shows in the logits."""
+  shapes = hf.abstract_params('transformer_encoder', kwargs, vocab)
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda x: rng.normal(0, 0.3, x.shape).astype(np.float32), shapes)
+
+
+def _write_hf(folder, name, kwargs, params, vocab):
+  """An HF folder of kd params, as the HF export writes one."""
+  os.makedirs(folder)
+  with open(os.path.join(folder, 'config.json'), 'w') as f:
+    json.dump(hf.to_hf_config(name, kwargs, vocab), f)
+  save_file(dict(hf.hf_tensors(name, kwargs, params)),
+            os.path.join(folder, 'model.safetensors'))
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(num_labels=3),
+    dict(type_vocab_size=0, num_labels=2, pooler_activation='relu',
+         mlp='gelu')], ids=['bert_classifier', 'distilbert_classifier'])
+def test_export_round_trip_with_a_cls_head(kwargs, tmp_path, capsys):
+  """A kd encoder with a [CLS] head exports as *ForSequenceClassification
+  (pooler / pre_classifier, classifier and the masked-LM head) and reads
+  back with the same masked-LM and class logits."""
+  vocab = 40
+  kwargs = dict(d_model=16, num_layers=2, num_heads=2, max_len=16, **kwargs)
+  params = _random_params(kwargs, vocab)
+  _write_hf(tmp_path / 'hf', 'transformer_encoder', kwargs, params, vocab)
+  cfg = json.load(open(tmp_path / 'hf' / 'config.json'))
+  family = 'distilbert' if kwargs.get('type_vocab_size') == 0 else 'bert'
+  assert cfg['model_type'] == family
+  assert cfg['architectures'] == [
+      {'bert': 'BertForSequenceClassification',
+       'distilbert': 'DistilBertForSequenceClassification'}[family]]
+  assert len(cfg['id2label']) == kwargs['num_labels']
+  assert _convert(capsys, tmp_path / 'hf', tmp_path / 'run')[0] == 0
+  tokens = np.random.default_rng(0).integers(0, vocab, (2, 9)).astype(
+      np.int32)
+  mask = np.ones_like(tokens)
+  mask[1, 5:] = 0
+  fn, variables = _load(tmp_path / 'run')
+  logits, feats = fn(variables, tokens, mask)
+  want, want_feats = fn({'params': params}, tokens, mask)
+  assert np.abs(want_feats['cls_logits']).max() > 0.1  # Not all zeros.
+  np.testing.assert_allclose(logits, want, atol=1e-5)
+  np.testing.assert_allclose(feats['cls_logits'], want_feats['cls_logits'],
+                             atol=1e-5)
+
+
+def _folder(tmp_path, family='bert', config=None, drop=(), add=None,
+            rename=None):
+  """A copy of fixture `family` with config.json updated by `config` and
+  model.safetensors without `drop`, with `add`, names changed by
+  `rename(name)`."""
+  dst = tmp_path / family
+  shutil.copytree(os.path.join(HF, family), dst)
+  if config is not None:
+    cfg = json.load(open(dst / 'config.json'))
+    cfg.update(config)
+    json.dump(cfg, open(dst / 'config.json', 'w'))
+  w = hf.Weights(str(dst))
+  tensors = {(rename or str)(n): w.read(n) for n in w.entries
+             if n not in drop}
+  save_file({**tensors, **(add or {})}, str(dst / 'model.safetensors'))
+  return dst
+
+
+def test_bert_base_uncased_checkpoint_forms(tmp_path, capsys):
+  """The Hub's bert-base-uncased file (saved by BertForPreTraining, before
+  transformers renamed LayerNorm's gamma/beta) holds LayerNorm.gamma/beta,
+  the pooler, the next-sentence head, the position_ids buffer and the tied
+  decoder: it converts to the same logits."""
+  w = hf.Weights(os.path.join(HF, 'bert'))
+  d = 48
+  src = _folder(
+      tmp_path, rename=lambda n: n.replace('LayerNorm.weight',
+                                           'LayerNorm.gamma').replace(
+                                               'LayerNorm.bias',
+                                               'LayerNorm.beta'),
+      add={'bert.pooler.dense.weight': np.ones((d, d), np.float32),
+           'bert.pooler.dense.bias': np.ones(d, np.float32),
+           'cls.seq_relationship.weight': np.ones((2, d), np.float32),
+           'cls.seq_relationship.bias': np.ones(2, np.float32),
+           'bert.embeddings.position_ids': np.arange(64)[None].astype(
+               np.float32),
+           'cls.predictions.decoder.weight': w.read(
+               'bert.embeddings.word_embeddings.weight'),
+           'cls.predictions.decoder.bias': w.read('cls.predictions.bias')})
+  code, _, err = _convert(capsys, src, tmp_path / 'run')
+  assert code == 0, err
+  ref = np.load(os.path.join(HF, 'bert', 'logits.npz'))
+  logits, _ = _apply(tmp_path / 'run', ref['tokens'])
+  scale = max(1.0, float(np.abs(ref['logits']).max()))
+  assert np.abs(logits - ref['logits']).max() <= 1e-4 * scale
+
+
+def _refused(capsys, tmp_path, src, *patterns):
+  code, _, err = _convert(capsys, src, tmp_path / 'out')
+  assert code == 1
+  for pattern in patterns:
+    assert pattern in err, err
+  assert not os.path.exists(tmp_path / 'out')
+  return err
+
+
+@pytest.mark.parametrize('family, config, patterns', [
+    ('bert', {'hidden_act': 'relu'}, ["hidden_act='relu'", "'gelu'"]),
+    ('bert', {'position_embedding_type': 'relative_key'},
+     ["position_embedding_type='relative_key'", "'absolute'"]),
+    ('bert', {'is_decoder': True}, ['is_decoder=True']),
+    ('distilbert', {'tie_word_embeddings': False},
+     ['tie_word_embeddings=False', 'supported: True']),
+    ('bert', {'architectures': ['BertForQuestionAnswering']},
+     ['BertForQuestionAnswering', 'BertForMaskedLM']),
+])
+def test_refuses_unsupported_options(family, config, patterns, tmp_path,
+                                     capsys):
+  _refused(capsys, tmp_path, _folder(tmp_path, family, config), *patterns)
+
+
+def test_refuses_a_classifier_without_the_masked_lm_head(tmp_path, capsys):
+  """A BertForSequenceClassification checkpoint from transformers has no
+  masked-LM head: the missing tensors are listed."""
+  src = _folder(tmp_path, config={
+      'architectures': ['BertForSequenceClassification'],
+      'id2label': {'0': 'a', '1': 'b', '2': 'c'}},
+      drop=[n for n in hf.Weights(os.path.join(HF, 'bert')).entries
+            if n.startswith('cls.')],
+      add={'bert.pooler.dense.weight': np.ones((48, 48), np.float32),
+           'bert.pooler.dense.bias': np.ones(48, np.float32),
+           'classifier.weight': np.ones((3, 48), np.float32),
+           'classifier.bias': np.ones(3, np.float32)})
+  _refused(capsys, tmp_path, src,
+           'missing: cls.predictions.transform.dense.weight (48, 48)',
+           'missing: cls.predictions.bias (128,)')
+
+
+@pytest.mark.parametrize('kwargs, model_type, pattern', [
+    (dict(norm='pre'), None, "norm='pre'"),
+    (dict(type_vocab_size=0, norm_eps=1e-5), None, 'norm_eps=1e-05'),
+    (dict(type_vocab_size=0), 'bert', 'type_vocab_size=0'),
+    (dict(num_labels=2, pooler_activation='relu'), None,
+     "pooler_activation='relu'"),
+])
+def test_export_refuses_an_option_without_hf_equivalent(kwargs, model_type,
+                                                        pattern):
+  kwargs = dict(d_model=16, num_layers=1, num_heads=2, **kwargs)
+  with pytest.raises(hf.UnsupportedError, match=pattern):
+    hf.to_hf_config('transformer_encoder', kwargs, 40, model_type=model_type)
