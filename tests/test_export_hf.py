@@ -31,7 +31,9 @@ _spec = importlib.util.spec_from_file_location(
     'make_exported', os.path.join(FIXTURES, 'exported', 'make.py'))
 make = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make)
-ARCHITECTURES = {'llama': 'LlamaForCausalLM', 'gpt2': 'GPT2LMHeadModel'}
+ARCHITECTURES = {'llama': 'LlamaForCausalLM', 'gpt2': 'GPT2LMHeadModel',
+                 'distilbert': 'DistilBertForMaskedLM'}
+DECODERS = [n for n, r in make.RUNS.items() if r['model'] == 'transformer_lm']
 
 TEXTS = ['def main():\n\treturn 0\n', 'héllo wörld, 日本語 🙂 \x00\x7f',
          '  leading and trailing  ', '', 'ÿ\u0100\u07ff\u0800\uffff\U0010ffff']
@@ -122,18 +124,20 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize('name', list(make.RUNS))
 def test_the_folder_is_what_save_pretrained_writes(exported, name):
   _, folder = exported[name]
-  assert sorted(os.listdir(folder)) == [
-      'config.json', 'generation_config.json', 'model.safetensors',
-      'tokenizer.json', 'tokenizer_config.json']
+  assert sorted(os.listdir(folder)) == sorted([
+      'config.json', 'model.safetensors', 'tokenizer.json',
+      'tokenizer_config.json'] + (  # An encoder does not generate.
+          ['generation_config.json'] if name in DECODERS else []))
   with open(os.path.join(folder, 'config.json')) as f:
     config = json.load(f)
   assert (config['model_type'], config['architectures']) == (
       name, [ARCHITECTURES[name]])
   assert (config['bos_token_id'], config['eos_token_id'],
           config['pad_token_id'], config['vocab_size']) == (257, 258, 256, 259)
-  with open(os.path.join(folder, 'generation_config.json')) as f:
-    assert json.load(f) == {'bos_token_id': 257, 'eos_token_id': 258,
-                            'pad_token_id': 256}
+  if name in DECODERS:
+    with open(os.path.join(folder, 'generation_config.json')) as f:
+      assert json.load(f) == {'bos_token_id': 257, 'eos_token_id': 258,
+                              'pad_token_id': 256}
 
 
 @pytest.mark.parametrize('name', list(make.RUNS))
@@ -141,8 +145,9 @@ def test_the_committed_export_is_what_the_exporter_writes(exported, name):
   """So that transformers' figures on it (next test) are the exporter's."""
   _, folder = exported[name]
   committed = os.path.join(FIXTURES, 'exported', name)
-  for file in ('config.json', 'generation_config.json', 'tokenizer.json',
-               'tokenizer_config.json'):
+  for file in sorted(os.listdir(committed)):
+    if not file.endswith('.json'):
+      continue
     with open(os.path.join(folder, file)) as a, open(
         os.path.join(committed, file)) as b:
       assert json.load(a) == json.load(b), file
@@ -154,18 +159,27 @@ def test_the_committed_export_is_what_the_exporter_writes(exported, name):
 
 
 @pytest.mark.parametrize('name', list(make.RUNS))
-def test_transformers_computes_kds_logits_tokens_and_greedy_text(exported,
-                                                                  name):
+def test_transformers_computes_kds_logits_and_token_ids(exported, name):
   workdir, _ = exported[name]
-  run = lm.load_run(workdir)
+  _, model, variables, _ = runs.load_run(workdir)
   with np.load(os.path.join(FIXTURES, 'exported', name, 'logits.npz')) as f:
-    tokens, want, generated = f['tokens'], f['logits'], f['generated']
-  tok = run.tokenizer  # transformers' tokenizer gave kd's ids:
+    tokens, want = f['tokens'], f['logits']
+  tok = text.ByteTokenizer()  # transformers' tokenizer gave kd's ids:
   assert tokens.tolist() == [[tok.bos_id, *ids][:make.T]
                              for ids in tok.encode(make.TEXTS)]
-  got = np.asarray(jax.jit(run.model.apply)(run.variables, tokens)[0])
+  got = np.asarray(jax.jit(model.apply)(variables, tokens)[0])
   scale = max(1.0, float(np.abs(want).max()))
   assert np.abs(got - want).max() <= 1e-4 * scale
+
+
+def test_transformers_generates_kds_greedy_tokens(exported):
+  """llama's, with the folder's generation_config (gpt2's logits.npz holds
+  its greedy tokens as well; one family is enough for generation_config)."""
+  name = 'llama'
+  run = lm.load_run(exported[name][0])
+  with np.load(os.path.join(FIXTURES, 'exported', name, 'logits.npz')) as f:
+    tokens, generated = f['tokens'], f['generated']
+  tok = run.tokenizer
   greedy = lm.jax_generate(run.model, run.variables, list(tokens), make.NEW,
                            pad_id=tok.pad_id, eos_id=tok.eos_id)
   for kd_ids, hf_ids in zip(greedy, generated.tolist()):
@@ -260,4 +274,5 @@ def test_file_format_flags_do_not_apply(exported, tmp_path):
   with pytest.raises(app.UsageError, match='--quantize, --batch do not'):
     export(workdir, str(tmp_path / 'hf'), '--quantize=int8', '--batch=2')
   assert not os.path.exists(tmp_path / 'hf')
+
 
