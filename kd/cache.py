@@ -52,6 +52,7 @@ def params_digest(variables) -> str:
 def provenance(config, teacher_step: int, teacher_vars, dtype: str) -> dict:
   """What a cache for `config`'s teacher and training data must record."""
   t, d = config.distill.teacher, config.data
+  mine = data.files_of(config)  # Your images: their content, not only where.
   # Through JSON, as a stored one is read back (tuples become lists).
   return json.loads(json.dumps({
       'format': FORMAT,
@@ -60,7 +61,8 @@ def provenance(config, teacher_step: int, teacher_vars, dtype: str) -> dict:
                   'dtype': dtype, 'params_sha256': params_digest(teacher_vars)},
       'data': {'name': d.name, 'split': 'train',
                'data_dir': os.path.abspath(d.data_dir) if d.data_dir else '',
-               'image_size': d.image_size, 'preprocessing': 'eval (no augment)'},
+               'image_size': d.image_size, 'preprocessing': 'eval (no augment)',
+               **({'files_sha256': mine.sha256} if mine else {})},
   }))
 
 
@@ -94,7 +96,7 @@ def lm_provenance(config, teacher_step: int, teacher_vars, dtype: str,
 
 def check_usable(config) -> None:
   """A cache holds one view per example: refuse configs that draw others."""
-  if config.data.augment and data.spec(config.data.name).augment != 'none':
+  if config.data.augment and data.run_spec(config).augment != 'none':
     raise ValueError(
         'distill.teacher.cache stores one teacher output per example, but '
         f'data.augment=True gives {config.data.name!r} new views every '
@@ -111,7 +113,8 @@ def build(cache_dir: str, meta: dict, teacher_fn, config, outputs,
   and writes the shards of `outputs` and `meta.json` (last, so a partly
   written cache is never taken for a finished one)."""
   d = config.data
-  n = data.num_examples(d.name, 'train', d.data_dir or None, d.download)
+  n = data.num_examples(d.name, 'train', d.data_dir or None, d.download,
+                        d.image_size or None)
   writers, done = {}, 0
   for batch in data.indexed_batches(d.name, 'train', batch_size,
                                     d.data_dir or None, d.image_size or None,

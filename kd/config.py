@@ -241,6 +241,13 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
                        ('distill.teacher.dtype', names.DTYPES + ('auto',))):
     check(fields.get(c, field) in valid, field, 'unknown name',
           f'valid: {", ".join(valid)}')
+  if c.data.name == 'image_folder':
+    check(bool(c.data.data_dir), 'data.data_dir', 'image_folder reads your '
+          'images', f'set --config.{at}data.data_dir=DIR holding '
+          'train/<class>/* and test/<class>/*')
+    check(c.data.image_size > 0, 'data.image_size', 'image_folder resizes '
+          'every image to image_size squared',
+          f'set --config.{at}data.image_size, e.g. 64')
   if c.data.name == 'kd_text':
     check(bool(c.data.files), 'data.files', 'kd_text reads your files',
           f"set --config.{at}data.files='corpus/*.jsonl' (globs of .txt, "

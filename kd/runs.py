@@ -6,8 +6,8 @@
   WORKDIR/metrics.jsonl   one JSON object per line
   WORKDIR/summary.json    written last: the run is finished when its "steps"
                           equals the config's
-  WORKDIR/dataset.json    your own files' names, sizes and sha256 (kd_text),
-                          recorded when the run starts
+  WORKDIR/dataset.json    your own files' names, sizes and sha256 (kd_text,
+                          image_folder), recorded when the run starts
 
 Training code (`kd.train`, `kd.loop`, `kd.main`) locks the directory and checks
 that a rerun asks for the same run (`check_identity`); everything that reads a
@@ -266,13 +266,13 @@ DATASET_RECORD = 'dataset.json'
 
 def check_dataset(run_dir: str, config: mc.ConfigDict) -> None:
   """A run of your own files (`kd.data.files_of`) records them in
-  WORKDIR/dataset.json (names, sizes, sha256) when it starts; a rerun on
-  files that changed since is refused, naming them."""
-  mine = data.files_of(config)
-  if mine is None:
+  WORKDIR/dataset.json (names, sizes, sha256; `kd.data.dataset_record`)
+  when it starts; a rerun on files that changed since is refused, naming
+  them."""
+  now = data.dataset_record(config)
+  if now is None:
     return
   path = os.path.join(run_dir, DATASET_RECORD)
-  now = mine.record
   if os.path.exists(path):
     old = read_json(path, 'delete it to record the files as they are now')
     diff = data.corpus.record_diff(old, now)

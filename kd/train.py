@@ -111,8 +111,16 @@ def _preflight_run(c, at: str) -> None:
            'valid: ' + ', '.join(sorted(adapters.ADAPTERS)) + " (or '' for "
            'none)')
   d = c.data
+  if text and d.tokenizer == 'hf' and d.tokenizer_path:
+    try:  # The teacher's tokenizer of a stage is checked when it is made.
+      data.text.tokenizer('hf', path=data.hf_tokenizer.source_path(
+          d.tokenizer_path, ''), vocab_size=d.vocab_size)
+    except (ValueError, FileNotFoundError) as e:
+      fail('data.tokenizer_path', d.tokenizer_path, str(e),
+           'point it at an HF tokenizer.json that keeps every byte')
   b = (data.text.builder(data.text.source(d), d.data_dir or None) if text else
-       data.builder(d.name, d.data_dir or None, d.download))
+       data.builder(d.name, d.data_dir or None, d.download,
+                    d.image_size or None))
   if d.name == 'kd_text':
     counts = dict(b.info.metadata['documents'])
     split = d.eval_split.split('[')[0]
@@ -351,7 +359,7 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
     aux_params, aux_state = init_adapters(
         terms, model, teacher, example, jax.random.key(config.seed + 1),
         0 if text else data.num_examples(d.name, 'train', d.data_dir or None,
-                                         d.download))
+                                         d.download, d.image_size or None))
   elif len(config.distill.terms):
     raise kd_config.ConfigError('config.distill.terms is set but no teacher is: set '
                      'config.distill.teacher.workdir (and .model)')

@@ -78,7 +78,7 @@ def setup(config, variant: str, unsupported: dict | None = None) -> Setup:
   kd_config.validate(config)
   reject_unsupported(config, UNSUPPORTED if unsupported is None
                      else unsupported, variant)
-  spec = data.spec(config.data.name, image_size=config.data.image_size or None)
+  spec = data.run_spec(config)
   parallel = DataParallel(config.parallel)
   parallel.check_batch_size(config.batch_size)
   tx, _ = optim.create(config.optimizer, config.steps)
@@ -86,7 +86,7 @@ def setup(config, variant: str, unsupported: dict | None = None) -> Setup:
   return Setup(spec, parallel, np.zeros((1, *spec.input_shape), np.float32),
                tx, spec.num_classes,
                data.num_examples(d.name, 'train', d.data_dir or None,
-                                 d.download))
+                                 d.download, d.image_size or None))
 
 
 def create_model(s: Setup, model) -> Any:

@@ -113,3 +113,27 @@ def test_lm_benchmark_reports_consistent_figures():
       g['kv_cache_tok_per_s'] / g['full_recompute_tok_per_s'])
   table = lm.markdown({'steps': s, 'divergence': d, 'generate': g})
   assert '| KV cache tok/s |' in table
+
+
+def test_hf_peer_row_takes_torchs_fastest_thread_count():
+  from experiments.benchmark import hf  # pylint: disable=import-outside-toplevel
+  common = {'torch': '2.x', 'transformers': '5.x',
+            'attn_implementation': 'sdpa'}
+  peers = {'1': {**common, 'threads': 1, 'student_step_ex_per_s': 40.0,
+                 'teacher_forward_ex_per_s': 30.0,
+                 'distill_step_ex_per_s': 20.0},
+           '2': {**common, 'threads': 2, 'student_step_ex_per_s': 50.0,
+                 'teacher_forward_ex_per_s': 60.0,
+                 'distill_step_ex_per_s': 10.0}}
+  row = {'teacher_params': 3_000_000, 'student_params': 400_000, 'batch': 8,
+         'seq_len': 128, 'student_step_ex_per_s': 20.0,
+         'teacher_forward_ex_per_s': 45.0, 'distill_step_ex_per_s': 30.0}
+  hf.add_peer(row, peers)
+  # One thread count for all three steps: the fastest distillation step's.
+  assert row['peer_threads'] == 1
+  assert row['kd_vs_peer_distill_step'] == 1.5
+  assert row['kd_vs_peer_student_step'] == 0.5
+  assert row['kd_vs_peer_teacher_forward'] == 1.5
+  assert row['peer_by_threads']['2']['teacher_forward'] == 60.0
+  assert ('| 3,000,000 -> 400,000 | 8 x 128 | 1 | 20.00 | 40.00 | 0.50 |'
+          in hf.markdown(row))

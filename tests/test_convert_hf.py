@@ -9,9 +9,11 @@ import shutil
 import jax
 import numpy as np
 import pytest
+import tokenizers
 from safetensors.numpy import save_file
 
 from kd import runs
+from kd.data import hf_tokenizer
 from kd.convert import __main__ as cli
 from kd.convert import hf
 
@@ -80,6 +82,20 @@ def test_half_precision_storage(dtype, tmp_path, capsys):
   assert 1e-5 < err < 0.05 * np.abs(ref['logits']).max()
 
 
+def test_the_run_tokenizes_with_ids_only_config_json_had(tmp_path, capsys):
+  """A folder whose special ids are in config.json alone: the run keeps
+  them (special_tokens.json), so data.tokenizer='hf' reads its eos."""
+  src = _folder(tmp_path, 'gpt2', config={'eos_token_id': 3,
+                                          'bos_token_id': 4})
+  os.remove(src / 'tokenizer_config.json')
+  os.remove(src / 'generation_config.json')
+  assert _convert(capsys, src, tmp_path / 'run')[0] == 0
+  path = str(tmp_path / 'run' / 'tokenizer.json')
+  ids = hf_tokenizer.special_ids(tokenizers.Tokenizer.from_file(path),
+                                 str(tmp_path / 'run'), path)
+  assert ids == (4, 3, 3)  # bos, eos, pad (none: eos).
+
+
 def test_hub_names_old_buffers_and_float16(tmp_path, capsys):
   """The Hub's gpt2 file: names without `transformer.`, the causal-mask
   buffers `h.N.attn.bias` (dropped); weights stored as float16 load."""
@@ -88,7 +104,7 @@ def test_hub_names_old_buffers_and_float16(tmp_path, capsys):
   w = hf.Weights(str(src))
   tensors = {n.removeprefix('transformer.'): w.read(n).astype(np.float16)
              for n in w.entries}
-  tensors.update({f'h.{i}.attn.bias': np.ones((1, 1, 64, 64), np.float16)
+  tensors.update({f'h.{i}.attn.bias': np.ones((1, 1, 64, 64), bool)
                   for i in range(2)})
   save_file(tensors, str(src / 'model.safetensors'))
   code, _, err = _convert(capsys, src, tmp_path / 'run')
@@ -239,6 +255,11 @@ def test_refuses_missing_extra_and_misshaped_tensors(tmp_path, capsys):
   src = _folder(tmp_path, config={'attention_bias': True})
   _refused(capsys, tmp_path, src, 'missing: model.layers.0.self_attn.q_proj.bias',
            'missing: model.layers.1.self_attn.o_proj.bias')
+  shutil.rmtree(src)
+  src = _folder(tmp_path, drop=('model.norm.weight',),
+                add={'model.norm.weight': np.ones(48, np.int8)})
+  _refused(capsys, tmp_path, src, 'dtype: model.norm.weight is I8; '
+           'supported: F32, F16, F64, BF16')
   shutil.rmtree(src)
   src = _folder(tmp_path, config={'intermediate_size': 32})
   _refused(capsys, tmp_path, src, 'shape mismatch: '

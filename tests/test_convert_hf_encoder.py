@@ -3,6 +3,7 @@ hf_encoder): masked-LM logits equal transformers' (tests/fixtures/hf), the
 table inverts exactly and exports transformers' names, an exported encoder
 with a [CLS] head reads back identically, bert-base-uncased's checkpoint
 forms load, and each refusal names its cause."""
+import importlib.util
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 from kd import runs
 from kd.convert import __main__ as cli
@@ -81,55 +82,43 @@ def test_table_inverts_and_names_equal_transformers(family):
   assert hf.kd_config(cfg) == (p['model'], p['kwargs'], p['vocab'])
 
 
-def _random_params(kwargs, vocab, seed=0):
-  """Every parameter random (norm scales and biases too): a swapped or
-  dropped one shows in the logits."""
-  shapes = hf.abstract_params('transformer_encoder', kwargs, vocab)
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-      lambda x: rng.normal(0, 0.3, x.shape).astype(np.float32), shapes)
+_spec = importlib.util.spec_from_file_location(
+    'make_exported_encoder', os.path.join(HF, 'exported_encoder', 'make.py'))
+make = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make)
 
 
-def _write_hf(folder, name, kwargs, params, vocab):
-  """An HF folder of kd params, as the HF export writes one."""
-  os.makedirs(folder)
-  with open(os.path.join(folder, 'config.json'), 'w') as f:
-    json.dump(hf.to_hf_config(name, kwargs, vocab), f)
-  save_file(dict(hf.hf_tensors(name, kwargs, params)),
-            os.path.join(folder, 'model.safetensors'))
-
-
-@pytest.mark.parametrize('kwargs', [
-    dict(num_labels=3),
-    dict(type_vocab_size=0, num_labels=2, pooler_activation='relu',
-         mlp='gelu')], ids=['bert_classifier', 'distilbert_classifier'])
-def test_export_round_trip_with_a_cls_head(kwargs, tmp_path, capsys):
+@pytest.mark.parametrize('name', list(make.MODELS))
+def test_export_with_a_cls_head_is_what_transformers_computes(name, tmp_path,
+                                                              capsys):
   """A kd encoder with a [CLS] head exports as *ForSequenceClassification
-  (pooler / pre_classifier, classifier and the masked-LM head) and reads
-  back with the same masked-LM and class logits."""
-  vocab = 40
-  kwargs = dict(d_model=16, num_layers=2, num_heads=2, max_len=16, **kwargs)
-  params = _random_params(kwargs, vocab)
-  _write_hf(tmp_path / 'hf', 'transformer_encoder', kwargs, params, vocab)
-  cfg = json.load(open(tmp_path / 'hf' / 'config.json'))
-  family = 'distilbert' if kwargs.get('type_vocab_size') == 0 else 'bert'
-  assert cfg['model_type'] == family
-  assert cfg['architectures'] == [
+  (pooler / pre_classifier, classifier, and the masked-LM head beside them):
+  the committed export (tests/fixtures/hf/exported_encoder) is what the
+  tables write; transformers' masked-LM and class logits on it (padding
+  masked) are kd's; and it reads back to the same kd model."""
+  folder = os.path.join(HF, 'exported_encoder', name)
+  config, tensors = make.folder_files(name)
+  assert config == json.load(open(os.path.join(folder, 'config.json')))
+  committed = load_file(os.path.join(folder, 'model.safetensors'))
+  assert sorted(committed) == sorted(tensors)
+  for key, array in tensors.items():
+    np.testing.assert_array_equal(committed[key], array, err_msg=key)
+  assert config['architectures'] == [
       {'bert': 'BertForSequenceClassification',
-       'distilbert': 'DistilBertForSequenceClassification'}[family]]
-  assert len(cfg['id2label']) == kwargs['num_labels']
-  assert _convert(capsys, tmp_path / 'hf', tmp_path / 'run')[0] == 0
-  tokens = np.random.default_rng(0).integers(0, vocab, (2, 9)).astype(
-      np.int32)
-  mask = np.ones_like(tokens)
-  mask[1, 5:] = 0
+       'distilbert': 'DistilBertForSequenceClassification'}[name]]
+  assert len(config['id2label']) == make.MODELS[name]['num_labels']
+  assert _convert(capsys, folder, tmp_path / 'run')[0] == 0
+  ref = np.load(os.path.join(folder, 'logits.npz'))
   fn, variables = _load(tmp_path / 'run')
-  logits, feats = fn(variables, tokens, mask)
-  want, want_feats = fn({'params': params}, tokens, mask)
-  assert np.abs(want_feats['cls_logits']).max() > 0.1  # Not all zeros.
-  np.testing.assert_allclose(logits, want, atol=1e-5)
-  np.testing.assert_allclose(feats['cls_logits'], want_feats['cls_logits'],
-                             atol=1e-5)
+  logits, feats = fn(variables, ref['tokens'], ref['attention_mask'])
+  for got, want in ((logits, ref['logits']),
+                    (feats['cls_logits'], ref['cls_logits'])):
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max())
+  kd_logits, kd_feats = fn({'params': make.params(name)}, ref['tokens'],
+                           ref['attention_mask'])
+  np.testing.assert_array_equal(logits, kd_logits)
+  np.testing.assert_array_equal(feats['cls_logits'], kd_feats['cls_logits'])
 
 
 def _folder(tmp_path, family='bert', config=None, drop=(), add=None,

@@ -295,3 +295,58 @@ def test_sentencepiece_pieces_and_byte_fallback_count_their_bytes(tmp_path):
   batch = text._batch(row, h)  # pylint: disable=protected-access
   assert batch['bytes'].sum() == len(doc.encode()) == 12
   assert batch['mask'].sum() == len(ids) + 1
+
+
+def test_a_litert_sidecar_reloads_the_hf_tokenizer_with_its_ids(pipeline_run,
+                                                                tmp_path):
+  """kd.export's LiteRT file keeps an 'hf' run's tokenizer.json beside it;
+  the special ids are the sidecar's (no tokenizer_config.json there)."""
+  from kd.export import lm as lm_export  # pylint: disable=import-outside-toplevel
+  root, _, _, _ = pipeline_run
+  model = tmp_path / 'student.tflite'
+  (tmp_path / 'student.tflite.tokenizer.json').write_bytes(
+      (root / 'hf' / 'tokenizer.json').read_bytes())
+  (tmp_path / 'student.tflite.json').write_text(json.dumps({'tokenizer': {
+      'kind': 'hf', 'file': 'student.tflite.tokenizer.json',
+      'vocab_size': 400, 'bos_id': 0, 'eos_id': 0, 'pad_id': 0}}))
+  tok = lm_export.sidecar_tokenizer(str(model))
+  assert (tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id) == (400, 0, 0, 0)
+  assert tok.decode(tok.encode(['naïve café'])[0]) == 'naïve café'
+
+
+def test_a_tokenizer_that_drops_bytes_is_refused_at_preflight(tmp_path,
+                                                              data_dir):
+  """Bits per byte would be wrong: a byte-level BPE trained without the
+  byte alphabet cannot spell 'ö' (nor any letter it never saw)."""
+  import tokenizers as tk  # pylint: disable=import-outside-toplevel
+  tok = tk.Tokenizer(tk.models.BPE())
+  tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = tk.decoders.ByteLevel()
+  tok.train_from_iterator(['plain ascii text'], tk.trainers.BpeTrainer(
+      vocab_size=40, special_tokens=['</s>'], show_progress=False))
+  tok.save(str(tmp_path / 'tokenizer.json'))
+  (tmp_path / 'tokenizer_config.json').write_text('{"eos_token": "</s>"}')
+  (tmp_path / 'a.txt').write_text('plain ascii text')
+  c = _run_config(f'{tmp_path}/a.txt', data_dir, tokenizer='hf',
+                  tokenizer_path=str(tmp_path))
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"config.data.tokenizer_path='.*': .*tokenizer.json: this tokenizer "
+      r"does not keep every byte of the text \('Hello  wörld!.*' decodes to "
+      r"'.*', its tokens count \d+ bytes, not 45\), so bits per byte cannot "
+      'be counted')):
+    train.preflight(c)
+
+
+def test_your_text_resumes_exactly(pipeline_run, data_dir):
+  """A resumed run's batches are those an uninterrupted one draws from the
+  same step on (the prepared dataset is the files' own: same documents,
+  same order)."""
+  _, config, _, _ = pipeline_run
+  src = text.source(config().stages.teacher.data)
+  kw = dict(batch_size=4, seq_len=16, seed=3, data_dir=data_dir)
+  whole = [b for _, b in zip(range(40), text.packed_batches(src, **kw))]
+  later = text.packed_batches(src, start_step=33, **kw)
+  for want in whole[33:]:
+    got = next(later)
+    for key in ('tokens', 'mask', 'bytes'):
+      np.testing.assert_array_equal(got[key], want[key])

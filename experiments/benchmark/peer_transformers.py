@@ -2,7 +2,8 @@
 
   PYTHON -m experiments.benchmark.peer_transformers --make=DIR
   PYTHON -m experiments.benchmark.peer_transformers --teacher=DIR/teacher \\
-      --student=DIR/student [--batch=8] [--seq_len=128] [--iters=10]
+      --student=DIR/student [--batch=8] [--seq_len=128] [--iters=10] \\
+      [--tokens=TOKENS.npy] [--logits_out=LOGITS.npy] [--threads=N]
 
 `--make` writes two Llama-family folders as `save_pretrained` does
 (`SIZES`: a 4-layer d=256 teacher and a 2-layer d=128 student, GQA, SwiGLU,
@@ -16,7 +17,8 @@ the teacher's forward pass (eval mode, no_grad) and the distillation step
 (the teacher's no_grad forward, then the student's step on CE + forward KL,
 KL(p_teacher || q_student) summed over the vocabulary and averaged over the
 tokens, as kd's `forward_kl` term with a CE weight of 1), float32 on the
-CPU, random tokens, transformers' default attention (sdpa), the median of
+CPU, random tokens (or `--tokens`' ids; `--logits_out` saves the teacher's
+logits of them), transformers' default attention (sdpa), the median of
 `--iters` timed calls after two warm-up calls, the three steps' calls
 interleaved (as `peer_pytorch.py`).
 
@@ -59,16 +61,24 @@ def make(out: str) -> dict:
 
 
 def bench(teacher_dir: str, student_dir: str, batch: int, seq_len: int,
-          iters: int) -> dict:
+          iters: int, tokens_path: str = '', logits_out: str = '',
+          threads: int = 0) -> dict:
   torch = _import_torch()
+  if threads:
+    torch.set_num_threads(threads)
   import transformers  # pylint: disable=import-outside-toplevel
   f = torch.nn.functional
   load = lambda d: transformers.AutoModelForCausalLM.from_pretrained(  # pylint: disable=unnecessary-lambda-assignment
       d, dtype=torch.float32)
   teacher, student = load(teacher_dir).eval(), load(student_dir).train()
   vocab = student.config.vocab_size
-  g = torch.Generator().manual_seed(0)
-  tokens = torch.randint(0, vocab, (batch, seq_len + 1), generator=g)
+  if tokens_path:  # kd's tokens, so both sides see the same batch
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    tokens = torch.from_numpy(np.load(tokens_path).astype(np.int64))
+  else:
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, vocab, (batch, seq_len + 1), generator=g)
+  batch, seq_len = tokens.shape[0], tokens.shape[1] - 1
   x, y = tokens[:, :-1], tokens[:, 1:].reshape(-1)
   opt = torch.optim.AdamW(student.parameters(), lr=LR,
                           weight_decay=WEIGHT_DECAY)
@@ -91,6 +101,9 @@ def bench(teacher_dir: str, student_dir: str, batch: int, seq_len: int,
   def distill_step():
     student_step(teacher_forward())
 
+  if logits_out:
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    np.save(logits_out, teacher_forward().numpy())
   out = {'batch': batch, 'seq_len': seq_len, 'torch': torch.__version__,
          'transformers': transformers.__version__,
          'threads': torch.get_num_threads(),
@@ -113,13 +126,20 @@ def main():
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--seq_len', type=int, default=128)
   p.add_argument('--iters', type=int, default=10)
+  p.add_argument('--tokens', default='', help='a .npy of [batch, seq_len + 1] '
+                 'int token ids to use (default: random, seed 0)')
+  p.add_argument('--threads', type=int, default=0,
+                 help="torch's intra-op threads (default: torch's own choice)")
+  p.add_argument('--logits_out', default='', help="write the teacher's "
+                 'logits of the batch to this .npy')
   a = p.parse_args()
   import transformers  # pylint: disable=import-outside-toplevel
   transformers.utils.logging.disable_progress_bar()
   if a.make:
     print(json.dumps(make(a.make)))
   elif a.teacher and a.student:
-    print(json.dumps(bench(a.teacher, a.student, a.batch, a.seq_len, a.iters)))
+    print(json.dumps(bench(a.teacher, a.student, a.batch, a.seq_len, a.iters,
+                           a.tokens, a.logits_out, a.threads)))
   else:
     p.error('pass --make=DIR, or --teacher=DIR and --student=DIR')
 

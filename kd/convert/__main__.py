@@ -30,7 +30,8 @@ def main(argv=None) -> int:
   parser.add_argument('--student_params',
                       help='--describe: also the memory of this teacher '
                       'with a student of this many parameters (e.g. 30M), '
-                      'or of a transformer_lm with these kwargs (JSON)')
+                      "or of a model of the teacher's kind with these "
+                      'kwargs (JSON)')
   parser.add_argument('--data', help="kd's dataset the model is for (default: "
                       "the source's, cifar100 or imagenet2012)")
   parser.add_argument('--image_size', type=int, default=0,

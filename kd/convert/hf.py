@@ -101,18 +101,13 @@ def kd_config(cfg: dict) -> tuple[str, dict, int]:
         f'config.json has quantization_config (quant_method={method!r}): '
         'quantized checkpoints are not supported; supported: float32, '
         'bfloat16 or float16 weights (the unquantized release)')
-  name, kwargs, vocab = fam.kd_config(cfg)
-  return name, kwargs, vocab
-
-
-def create(name: str, kwargs: dict, vocab: int):
-  return models.create(name, vocab, **kwargs)
+  return fam.kd_config(cfg)
 
 
 def abstract_params(name: str, kwargs: dict, vocab: int) -> dict:
   """The model's parameters as ShapeDtypeStructs (jax.eval_shape: nothing
   allocated)."""
-  model = create(name, kwargs, vocab)
+  model = models.create(name, vocab, **kwargs)
   tokens = jax.ShapeDtypeStruct((1, 1), np.int32)
   return jax.eval_shape(
       lambda t: model.init(jax.random.key(0), t, train=False),
@@ -299,8 +294,8 @@ def plan(hf_dir: str) -> dict:
       continue
     problems.append(f'unexpected: {f} {weights.shape(f)} (not in a '
                     f'{cfg["model_type"]} model of this config)')
-  for f in found.values():
-    if weights.dtype(f) not in _ST_DTYPES:
+  for n, f in found.items():  # Those read (a dropped buffer may be int).
+    if (n in wanted or n in duplicates) and weights.dtype(f) not in _ST_DTYPES:
       problems.append(f'dtype: {f} is {weights.dtype(f)}; supported: '
                       f'{", ".join(_ST_DTYPES)}')
   if problems:
@@ -436,19 +431,19 @@ def format_bytes(n: float) -> str:
   raise AssertionError
 
 
-def student_count(text: str, vocab: int) -> int:
+def student_count(text: str, name: str, vocab: int) -> int:
   """A student's parameters from --student_params: a count ('30M', '1.2B',
-  '125k', '30000000') or a transformer_lm's kwargs as JSON with the
-  teacher's vocabulary ('{"d_model": 512, "num_layers": 8, ...}'), counted
-  with jax.eval_shape."""
+  '125k', '30000000') or the kwargs as JSON of a kd model `name` (the
+  teacher's kind) with the teacher's vocabulary ('{"d_model": 512,
+  "num_layers": 8, ...}'), counted with jax.eval_shape."""
   s = str(text).strip()
   if s.startswith('{'):
     try:
       kwargs = json.loads(s)
-      return parameter_count(hf_decoders.MODEL, kwargs, vocab)
+      return parameter_count(name, kwargs, vocab)
     except (ValueError, TypeError) as e:
       raise ValueError(f'--student_params={text!r}: not the JSON kwargs of a '
-                       f'transformer_lm ({e})') from e
+                       f'{name} ({e})') from e
   units = {'k': 10**3, 'm': 10**6, 'b': 10**9, 'g': 10**9}
   s = s.replace(',', '').replace('_', '').lower()
   try:
@@ -457,8 +452,8 @@ def student_count(text: str, vocab: int) -> int:
     return int(s)
   except ValueError as e:
     raise ValueError(f'--student_params={text!r} is not a parameter count; '
-                     'e.g. 30M, 1.2B or 30000000, or a transformer_lm\'s '
-                     'kwargs as JSON') from e
+                     'e.g. 30M, 1.2B or 30000000, or the student\'s kwargs '
+                     'as JSON') from e
 
 
 def parameter_count(name: str, kwargs: dict, vocab: int) -> int:
@@ -479,7 +474,7 @@ def describe(hf_dir: str, student_params: str | None = None) -> str:
   lines += [f'parameters: {n:,}',
             f'memory: {format_bytes(4 * n)} at float32, {format_bytes(2 * n)} at bfloat16']
   if student_params:
-    s = student_count(student_params, vocab)
+    s = student_count(student_params, name, vocab)
     lines += [
         f'student: {s:,} parameters',
         f'teacher + student weights: {format_bytes(4 * (n + s))} at float32, '

@@ -5,6 +5,8 @@ from kd.data.input_pipeline import (DatasetNotPreparedError, DatasetSpec,
                                     example_batches, indexed_batches,
                                     load_split, names, num_examples, spec)
 from kd.data import corpus
+from kd.data import hf_tokenizer
+from kd.data import image_folder
 from kd.data import text
 
 
@@ -19,11 +21,27 @@ def known(name: str) -> bool:
 
 
 def files_of(config) -> 'corpus.Files | None':
-  """The files of a dataset of your own (kd_text), which a run records
-  (`kd.runs.check_dataset`); None for the others."""
-  if config.data.name == 'kd_text':
-    return corpus.text_files(config.data)
+  """The files of a dataset of your own (kd_text, image_folder); None for
+  the others."""
+  d = config.data
+  if d.name == 'kd_text':
+    return corpus.text_files(d)
+  if d.name == input_pipeline.IMAGE_FOLDER:
+    return image_folder.folder_files(d.data_dir, d.image_size)
   return None
+
+
+def dataset_record(config) -> dict | None:
+  """What a run of your own files records of them (`kd.runs.check_dataset`):
+  their names, sizes and sha256, and your images' normalisation."""
+  files = files_of(config)
+  if files is None:
+    return None
+  record = files.record
+  if config.data.name == input_pipeline.IMAGE_FOLDER:
+    s = run_spec(config)
+    record['normalisation'] = {'mean': list(s.mean), 'std': list(s.std)}
+  return record
 
 
 def run_spec(config, tok=None) -> DatasetSpec:
@@ -35,4 +53,5 @@ def run_spec(config, tok=None) -> DatasetSpec:
                      f'{", ".join(datasets())}')
   if text.is_text(d.name):
     return text.spec(d.name, d.seq_len, tok or text.run_tokenizer(config))
-  return spec(d.name, image_size=d.image_size or None)
+  return spec(d.name, image_size=d.image_size or None,
+              data_dir=d.data_dir or None)

@@ -74,7 +74,8 @@ class Files:
     files = {g: [{'path': os.path.relpath(p, self.root),
                   'bytes': os.path.getsize(p), 'sha256': file_digest(p)}
                  for p in paths] for g, paths in self.groups}
-    return {'dataset': self.name, 'options': dict(self.options),
+    return {'dataset': self.name,  # Through JSON: as read back.
+            'options': json.loads(json.dumps(dict(self.options))),
             'files': files}
 
   @property

@@ -3,9 +3,11 @@ library) in kd's text pipeline: config.data.tokenizer='hf'.
 
 Special ids: `bos_token`, `eos_token`, `pad_token` of tokenizer_config.json
 (a string or {"content": ...}), else `bos_token_id`, `eos_token_id`,
-`pad_token_id` of generation_config.json or an HF config.json beside it. No
-eos is an error; no bos: eos (GPT-2's <|endoftext|> separates documents);
-no pad: eos (masks never read the pad id: `kd.data.text`).
+`pad_token_id` of generation_config.json, special_tokens.json (a run
+converted by kd.convert.hf keeps its HF config.json's ids there) or an HF
+config.json beside it. No eos is an error; no bos: eos (GPT-2's
+<|endoftext|> separates documents); no pad: eos (masks never read the pad
+id: `kd.data.text`).
 
 Bits per byte counts the UTF-8 bytes each token stands for (`token_bytes`):
   byte-level BPE (GPT-2, Llama 3, Qwen): one byte per character of the
@@ -80,7 +82,8 @@ class HFTokenizer:
   """tokenizer.json with its special ids; `vocab_size` at least the
   tokenizer's (a model's vocabulary may be padded beyond it)."""
 
-  def __init__(self, tok, path: str, vocab_size: int = 0):
+  def __init__(self, tok, path: str, vocab_size: int = 0,
+               ids: tuple[int, int, int] | None = None):
     self._tok, self.path = tok, path
     spec = json.loads(tok.to_str())
     self.byte_level = _has_type(spec.get('decoder'), 'ByteLevel') or (
@@ -103,7 +106,7 @@ class HFTokenizer:
         b = piece_bytes(piece, self.byte_level)
       self.token_bytes[i] = len(b)
       lead[i] = b[:1] == b' '
-    self.bos_id, self.eos_id, self.pad_id = special_ids(
+    self.bos_id, self.eos_id, self.pad_id = ids or special_ids(
         tok, os.path.dirname(os.path.abspath(path)), path)
     probe = self.encode([PROBE])[0]
     extra = int(self.token_bytes[probe].sum()) - len(PROBE.encode('utf-8'))
@@ -112,14 +115,17 @@ class HFTokenizer:
     self.check_lossless()
 
   @classmethod
-  def load(cls, path: str, vocab_size: int = 0) -> 'HFTokenizer':
+  def load(cls, path: str, vocab_size: int = 0,
+           ids: tuple[int, int, int] | None = None) -> 'HFTokenizer':
+    """`path`'s tokenizer; its (bos, eos, pad) `ids` given, or found beside
+    it (`special_ids`)."""
     import tokenizers as tk  # pylint: disable=import-outside-toplevel
     try:
       tok = tk.Tokenizer.from_file(path)
     except Exception as e:  # pylint: disable=broad-except
       raise ValueError(f'{path} is not a tokenizer.json the tokenizers '
                        f'library reads ({e})') from None
-    return cls(tok, path, vocab_size)
+    return cls(tok, path, vocab_size, ids)
 
   def check_lossless(self) -> None:
     """Bits per byte holds only if the tokens spell the text's bytes: the
@@ -164,7 +170,10 @@ def _read(path: str) -> dict:
 def special_ids(tok, folder: str, path: str) -> tuple[int, int, int]:
   """(bos, eos, pad) ids: see the module doc."""
   tokens = _read(os.path.join(folder, 'tokenizer_config.json'))
-  configs = [_read(os.path.join(folder, 'generation_config.json'))]
+  configs = [_read(os.path.join(folder, 'generation_config.json')),
+             # A run converted from an HF folder: its config.json's ids
+             # (kd.convert.hf.SPECIAL_TOKENS).
+             _read(os.path.join(folder, 'special_tokens.json'))]
   hf_config = _read(os.path.join(folder, 'config.json'))
   if 'model_type' in hf_config:  # An HF folder's, not a kd run's.
     configs.append(hf_config)
@@ -212,6 +221,24 @@ def source_path(tokenizer_path: str, teacher_dir: str) -> str:
                             f'there ({path}); point it at an HF tokenizer '
                             'file or a folder with one')
   return path
+
+
+def check_kept(kept: str, tokenizer_path: str, teacher_dir: str) -> None:
+  """A run's kept tokenizer.json must still be its source's (when it has
+  one: a converted run's is its own): another would tokenize differently
+  from the run's first steps."""
+  if not tokenizer_path and not (teacher_dir and os.path.exists(
+      os.path.join(teacher_dir, 'tokenizer.json'))):
+    return
+  source = source_path(tokenizer_path, teacher_dir)
+  if os.path.abspath(source) == os.path.abspath(kept):
+    return
+  with open(kept, 'rb') as f, open(source, 'rb') as g:
+    if f.read() != g.read():
+      raise ValueError(
+          f'{kept} (the tokenizer this run started with) differs from '
+          f'{source}: a run tokenizes one way throughout; use a new --workdir,'
+          f' or delete {kept} to start this run over with the new one')
 
 
 def copy_to_run(path: str, run_dir: str) -> None:

@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 # Registers the kd_digits and mnist1d builders with tfds.
 from kd.data import builders  # pylint: disable=unused-import
+from kd.data import image_folder
 
 OFFLINE = ('kd_digits', 'mnist1d')  # Built locally, never downloaded.
 AUGMENTATIONS = ('none', 'shift', 'crop_flip', 'inception_crop_flip')
@@ -60,12 +61,23 @@ _SPECS = {
 }
 
 
+IMAGE_FOLDER = 'image_folder'  # Your images: kd.data.image_folder.
+
+
 def names() -> list[str]:
-  return sorted(_SPECS)
+  return sorted([*_SPECS, IMAGE_FOLDER])
 
 
-def spec(name: str, image_size: int | None = None) -> DatasetSpec:
-  """The spec of `name`; `image_size` sets ImageNet's crop size."""
+def spec(name: str, image_size: int | None = None,
+         data_dir: str | None = None) -> DatasetSpec:
+  """The spec of `name`; `image_size` sets ImageNet's crop size (and your
+  images' size, with `data_dir` their folder)."""
+  if name == IMAGE_FOLDER:
+    b = builder(name, data_dir, image_size=image_size)
+    return DatasetSpec(name, 'image', b.info.features['label'].num_classes,
+                       (image_size, image_size, 3),
+                       tuple(b.info.metadata['mean']),
+                       tuple(b.info.metadata['std']), 'crop_flip')
   if name not in _SPECS:
     raise ValueError(f'unknown dataset {name!r}; valid: {", ".join(names())}')
   s = _SPECS[name]
@@ -93,12 +105,17 @@ def _prepare_hint(name: str, data_dir: str) -> str:
           f'--config.data.download=True where downloads work).')
 
 
-def builder(name: str, data_dir: str | None = None, download: bool = False):
+def builder(name: str, data_dir: str | None = None, download: bool = False,
+            image_size: int | None = None):
   """The prepared TFDS builder of `name`.
 
   The offline datasets are prepared on first use. Others must already be in
-  `data_dir` unless `download` (tfds may then fetch them).
+  `data_dir` unless `download` (tfds may then fetch them). Your images
+  (`image_folder`) are read from `data_dir` at `image_size` and prepared
+  in TFDS_DATA_DIR on first use.
   """
+  if name == IMAGE_FOLDER:
+    return image_folder.builder(data_dir, image_size, _data_dir(None))
   spec(name)
   b = tfds.builder(name, data_dir=_data_dir(data_dir))
   if name in OFFLINE or download:
@@ -114,8 +131,9 @@ def builder(name: str, data_dir: str | None = None, download: bool = False):
 
 
 def num_examples(name: str, split: str, data_dir: str | None = None,
-                 download: bool = False) -> int:
-  return builder(name, data_dir, download).info.splits[split].num_examples
+                 download: bool = False, image_size: int | None = None) -> int:
+  return builder(name, data_dir, download, image_size
+                 ).info.splits[split].num_examples
 
 
 def _process_index_count(process_index, process_count) -> tuple[int, int]:
@@ -282,7 +300,8 @@ def example_batches(name: str, *, batch_size: int, seed: int,
     raise ValueError(f'unknown process_split {process_split!r}; valid: '
                      f'{PROCESS_SPLITS}')
   index, count = _process_index_count(process_index, process_count)
-  s, b = spec(name, image_size), builder(name, data_dir, download)
+  s = spec(name, image_size, data_dir)
+  b = builder(name, data_dir, download, image_size)
   id_offset = 0
   if process_split == 'shard':
     id_offset = sum(b.info.splits[_process_split(split, j, count)].num_examples
@@ -334,7 +353,8 @@ def _unchunked(ds, batch_bytes: int):
 
 def _eval_dataset(name, split, data_dir, process_index, process_count,
                   image_size, download):
-  s, b = spec(name, image_size), builder(name, data_dir, download)
+  s = spec(name, image_size, data_dir)
+  b = builder(name, data_dir, download, image_size)
   local = _process_split(split, process_index, process_count)
   fn = _preprocess(b, s, False, 0)
   ds = _read(b, s, local).enumerate().map(
@@ -360,7 +380,7 @@ def eval_batches(name: str, *, batch_size: int, split: str = 'test',
   num_batches = math.ceil(math.ceil(total / count) / batch_size)
   batches = tfds.as_numpy(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
   return _padded(iter(batches), num_batches, batch_size,
-                 spec(name, image_size).input_shape)
+                 spec(name, image_size, data_dir).input_shape)
 
 
 def _padded(batches, num_batches, batch_size, input_shape):

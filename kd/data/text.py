@@ -392,7 +392,9 @@ def hf_run_tokenizer(d, run_dir: str | None, teacher_dir: str):
   or kept there on first use from `data.tokenizer_path` or the teacher's
   run, with the files that name its special tokens)."""
   kept = os.path.join(run_dir, 'tokenizer.json') if run_dir else ''
-  if not (kept and os.path.exists(kept)):
+  if kept and os.path.exists(kept):
+    hf_tokenizer.check_kept(kept, d.get('tokenizer_path', ''), teacher_dir)
+  else:
     source = hf_tokenizer.source_path(d.get('tokenizer_path', ''),
                                       teacher_dir)
     if not run_dir:

@@ -468,15 +468,15 @@ def tokenizer_info(run: LMRun, out_path: str) -> dict:
           'bos_id': tok.bos_id, 'eos_id': tok.eos_id,
           'prompt': 'bos_id, then the encoded text',
           'byte_ids': 'UTF-8 bytes 0..255'}
-  if info['kind'] == 'bpe':
+  if info['kind'] in ('bpe', 'hf'):
     del info['byte_ids']
     info['file'] = os.path.basename(out_path) + '.tokenizer.json'
   return info
 
 
 def copy_tokenizer(run: LMRun, out_path: str, info: dict):
-  """A BPE run's tokenizer.json to the file `info` names."""
-  if info['kind'] == 'bpe':
+  """A BPE or HF run's tokenizer.json to the file `info` names."""
+  if info['kind'] in ('bpe', 'hf'):
     shutil.copyfile(os.path.join(run.workdir, 'tokenizer.json'),
                     os.path.join(os.path.dirname(os.path.abspath(out_path)),
                                  info['file']))
@@ -485,10 +485,15 @@ def copy_tokenizer(run: LMRun, out_path: str, info: dict):
 def sidecar_tokenizer(model_path: str):
   """The tokenizer an exported file's sidecar names (a BPE file is next to
   the model)."""
-  from kd.data import text  # pylint: disable=import-outside-toplevel
+  from kd.data import hf_tokenizer, text  # pylint: disable=import-outside-toplevel
   with open(model_path + '.json') as f:
     info = json.load(f)['tokenizer']
-  if info['kind'] == 'bpe':
-    return text.BPETokenizer.load(os.path.join(
-        os.path.dirname(os.path.abspath(model_path)), info['file']))
+  if info['kind'] in ('bpe', 'hf'):
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)),
+                        info['file'])
+    if info['kind'] == 'hf':  # Its special ids are the sidecar's.
+      return hf_tokenizer.HFTokenizer.load(
+          path, info['vocab_size'],
+          (info['bos_id'], info['eos_id'], info['pad_id']))
+    return text.BPETokenizer.load(path)
   return text.tokenizer(info['kind'])

@@ -101,8 +101,8 @@ def export(config, model, variables, out_path: str, *, quantize: str = 'none',
   d = config.data
   kw = dict(data_dir=d.data_dir or None, image_size=d.image_size or None,
             download=d.download)
-  spec = data.spec(d.name, kw['image_size'])
-  b = data.builder(d.name, kw['data_dir'], d.download)
+  spec = data.spec(d.name, kw['image_size'], kw['data_dir'])
+  b = data.builder(d.name, kw['data_dir'], d.download, kw['image_size'])
   x_train, _ = data.load_split(d.name, 'train', **kw)
   x_test, y_test = data.load_split(d.name, 'test', **kw)
   rng = np.random.default_rng(config.seed)

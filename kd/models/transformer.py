@@ -109,11 +109,6 @@ def softcap(x: jax.Array, cap: float) -> jax.Array:
   return cap * jnp.tanh(x / cap)
 
 
-def causal_mask(length: int) -> jax.Array:
-  """[1, T, T]: query t sees keys 0..t."""
-  return jnp.tril(jnp.ones((length, length), bool))[None]
-
-
 def attention_mask(query_slots: jax.Array, key_slots: jax.Array,
                    causal: bool = True, window: int | None = None):
   """[S, L] bool: a query at slot q sees a key at slot k when k <= q
