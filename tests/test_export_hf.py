@@ -24,6 +24,7 @@ from kd.data import text
 from kd.export import __main__ as export_cli
 from kd.export import hf
 from kd.export import lm
+from tests.lm_run_fixture import write_lm_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures', 'hf')
@@ -31,9 +32,7 @@ _spec = importlib.util.spec_from_file_location(
     'make_exported', os.path.join(FIXTURES, 'exported', 'make.py'))
 make = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make)
-ARCHITECTURES = {'llama': 'LlamaForCausalLM', 'gpt2': 'GPT2LMHeadModel',
-                 'distilbert': 'DistilBertForMaskedLM'}
-DECODERS = [n for n, r in make.RUNS.items() if r['model'] == 'transformer_lm']
+ARCHITECTURES = {'llama': 'LlamaForCausalLM', 'gpt2': 'GPT2LMHeadModel'}
 
 TEXTS = ['def main():\n\treturn 0\n', 'héllo wörld, 日本語 🙂 \x00\x7f',
          '  leading and trailing  ', '', 'ÿ\u0100\u07ff\u0800\uffff\U0010ffff']
@@ -124,20 +123,18 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize('name', list(make.RUNS))
 def test_the_folder_is_what_save_pretrained_writes(exported, name):
   _, folder = exported[name]
-  assert sorted(os.listdir(folder)) == sorted([
-      'config.json', 'model.safetensors', 'tokenizer.json',
-      'tokenizer_config.json'] + (  # An encoder does not generate.
-          ['generation_config.json'] if name in DECODERS else []))
+  assert sorted(os.listdir(folder)) == [
+      'config.json', 'generation_config.json', 'model.safetensors',
+      'tokenizer.json', 'tokenizer_config.json']
   with open(os.path.join(folder, 'config.json')) as f:
     config = json.load(f)
   assert (config['model_type'], config['architectures']) == (
       name, [ARCHITECTURES[name]])
   assert (config['bos_token_id'], config['eos_token_id'],
           config['pad_token_id'], config['vocab_size']) == (257, 258, 256, 259)
-  if name in DECODERS:
-    with open(os.path.join(folder, 'generation_config.json')) as f:
-      assert json.load(f) == {'bos_token_id': 257, 'eos_token_id': 258,
-                              'pad_token_id': 256}
+  with open(os.path.join(folder, 'generation_config.json')) as f:
+    assert json.load(f) == {'bos_token_id': 257, 'eos_token_id': 258,
+                            'pad_token_id': 256}
 
 
 @pytest.mark.parametrize('name', list(make.RUNS))
@@ -215,9 +212,8 @@ def test_names_and_shapes_are_transformers_for_that_config(family):
   with open(os.path.join(FIXTURES, 'names', f'{family}.json')) as f:
     fixture = json.load(f)
   name, kwargs, vocab = hf_convert.kd_config(fixture['config'])
-  model = hf_convert.create(name, kwargs, vocab)
-  params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), jax.eval_shape(
-      model.init, jax.random.key(0), np.zeros((1, 4), np.int32))['params'])
+  params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                        hf_convert.abstract_params(name, kwargs, vocab))
   got = {k: list(v.shape) for k, v in hf_convert.hf_tensors(
       name, kwargs, params)}
   assert got == fixture['tensors']
@@ -276,3 +272,30 @@ def test_file_format_flags_do_not_apply(exported, tmp_path):
   assert not os.path.exists(tmp_path / 'hf')
 
 
+def test_an_encoder_run_exports_as_distilbert_and_reads_back(tmp_path):
+  """The command on a transformer_encoder run (transformers' figures on
+  exported encoders: tests/fixtures/hf/exported_encoder)."""
+  sizes = {'d_model': 16, 'num_layers': 1, 'num_heads': 2, 'mlp_hidden': 32,
+           'max_len': 16, 'type_vocab_size': 0, 'norm_eps': 1e-12}
+  workdir = write_lm_run(str(tmp_path / 'run'), str(tmp_path / 'tfds'),
+                         train_steps=0, seq_len=16, sizes=sizes, noise=0.02,
+                         model_name='transformer_encoder')
+  folder, back = str(tmp_path / 'hf'), str(tmp_path / 'back')
+  assert export(workdir, folder) is None
+  assert sorted(os.listdir(folder)) == [  # An encoder does not generate.
+      'config.json', 'model.safetensors', 'tokenizer.json',
+      'tokenizer_config.json']
+  with open(os.path.join(folder, 'config.json')) as f:
+    config = json.load(f)
+  assert (config['model_type'], config['architectures'],
+          config['vocab_size']) == ('distilbert', ['DistilBertForMaskedLM'],
+                                    259)
+  assert convert_cli.main(['--from=hf', folder, f'--out={back}']) == 0
+  _, model, variables, _ = runs.load_run(workdir)
+  _, model2, variables2, _ = runs.load_run(back)
+  assert jax.tree.structure(variables2) == jax.tree.structure(variables)
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(variables2)):
+    np.testing.assert_array_equal(a, b)
+  tokens = np.array([[257, *b'def main():']], np.int32)
+  np.testing.assert_array_equal(model2.apply(variables2, tokens)[0],
+                                model.apply(variables, tokens)[0])
