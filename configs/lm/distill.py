@@ -58,7 +58,7 @@ def get_config(arg: str | None = None):
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
   shared = {k: a[k] for k in ('seq_len', 'batch', 'dataset', 'tokenizer',
-                              'vocab', 'files')}
+                              'vocab', 'files', 'tokenizer_path')}
   teacher = recipes.recipe(a['teacher_size'], 0, a['teacher_steps'], **shared)
   student = recipes.recipe(a['student_size'], a['seed'], a['steps'], **shared)
   ce_weight, terms = _terms(method)

@@ -13,7 +13,8 @@ A step is `batch` sequences of `seq_len` tokens (32 x 128 = 4,096).
 Arguments: size, seed, steps, seq_len, batch, dataset (kd_pystdlib,
 kd_bbcnews; '/tiny' for tests; kd_text: your files), files (kd_text's glob
 of .txt / .jsonl / .parquet files; more globs, comma-separated, through
---config.data.files), tokenizer (byte, bpe, hf), vocab (BPE size).
+--config.data.files), tokenizer (byte, bpe, hf), vocab (BPE size),
+tokenizer_path (hf: the tokenizer.json, or the folder holding it).
 
   python -m kd.main --config=configs/lm/train.py:dataset=kd_text,files=corpus/*.jsonl \
       --workdir=runs/lm/mine
@@ -28,17 +29,20 @@ SIZES = {
     'tiny_half': dict(d_model=32, num_layers=1, num_heads=2),
 }
 DEFAULTS = dict(size='student', seed=0, steps=2000, seq_len=128, batch=32,
-                dataset='kd_pystdlib', tokenizer='byte', vocab=0, files='')
+                dataset='kd_pystdlib', tokenizer='byte', vocab=0, files='',
+                tokenizer_path='')
 
 
 def recipe(size: str, seed: int, steps: int, seq_len: int, batch: int,
-           dataset: str, tokenizer: str, vocab: int, files: str = ''):
+           dataset: str, tokenizer: str, vocab: int, files: str = '',
+           tokenizer_path: str = ''):
   if size not in SIZES:
     raise ValueError(f'unknown LM size {size!r}; valid: {sorted(SIZES)}')
   c = run_config()
   c.seed = seed
   c.data.update(name=dataset, augment=False, seq_len=seq_len,
                 tokenizer=tokenizer, vocab_size=vocab, files=files,
+                tokenizer_path=tokenizer_path,
                 # 20 held-out files of the stdlib, 0.4M bytes; all of yours.
                 eval_split='test' if dataset == 'kd_text' else 'test[:20]')
   c.model.name = 'transformer_lm'
