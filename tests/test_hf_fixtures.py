@@ -82,18 +82,26 @@ def test_sharded_and_bf16_hold_the_llama_weights():
       np.load(os.path.join(HF, 'llama_sharded', 'logits.npz'))['logits'])
 
 
-@pytest.mark.parametrize('family', ('gpt2', 'llama'))
+@pytest.mark.parametrize('family', ('gpt2', 'llama', 'bert', 'distilbert'))
 def test_tokenizer_gives_transformers_ids(family):
   tok = Tokenizer.from_file(os.path.join(HF, family, 'tokenizer.json'))
-  assert tok.get_vocab_size() == _config(family)['vocab_size']
+  config = _config(family)
+  assert tok.get_vocab_size() == config['vocab_size']
   with open(os.path.join(HF, family, 'tokenized.json')) as f:
     want = json.load(f)
   assert [tok.encode(t).ids for t in want['texts']] == want['ids']
   with open(os.path.join(HF, family, 'tokenizer_config.json')) as f:
     specials = json.load(f)
-  config = _config(family)
-  assert tok.token_to_id(specials['bos_token']) == config['bos_token_id']
-  assert tok.token_to_id(specials['eos_token']) == config['eos_token_id']
+  if family in ('bert', 'distilbert'):  # bert-base-uncased's convention
+    ids = {k: tok.token_to_id(specials[f'{k}_token'])
+           for k in ('pad', 'unk', 'cls', 'sep', 'mask')}
+    assert ids == {'pad': 0, 'unk': 1, 'cls': 2, 'sep': 3, 'mask': 4}
+    assert config['pad_token_id'] == 0
+    assert all(row[0] == 2 and row[-1] == 3 for row in want['ids'])
+    assert 1 in want['ids'][1]  # '!' is not in the training text: [UNK]
+  else:
+    assert tok.token_to_id(specials['bos_token']) == config['bos_token_id']
+    assert tok.token_to_id(specials['eos_token']) == config['eos_token_id']
 
 
 def test_published_counts():

@@ -350,3 +350,18 @@ def test_your_text_resumes_exactly(pipeline_run, data_dir):
     got = next(later)
     for key in ('tokens', 'mask', 'bytes'):
       np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_a_bpe_tokenizer_trains_on_your_training_split(pipeline_run, data_dir,
+                                                       tmp_path):
+  _, config, _, _ = pipeline_run
+  c = config().stages.teacher
+  c.data.update(tokenizer='bpe', vocab_size=300, tokenizer_path='')
+  tok = text.run_tokenizer(c, str(tmp_path))
+  assert tok.vocab_size == 300 and (tmp_path / 'tokenizer.json').exists()
+  train_docs = text.documents(text.source(c.data), 'train', data_dir)
+  # Merges learnt from these documents: fewer tokens than bytes.
+  ids = tok.encode(train_docs[:5])
+  assert sum(map(len, ids)) < 0.6 * sum(len(d.encode()) for d in
+                                        train_docs[:5])
+  assert [tok.decode(i) for i in ids] == train_docs[:5]
