@@ -277,13 +277,14 @@ def test_sentencepiece_pieces_and_byte_fallback_count_their_bytes(tmp_path):
   tok.decoder = decoders.Sequence([
       decoders.Replace('\u2581', ' '), decoders.ByteFallback(),
       decoders.Fuse(), decoders.Strip(' ', 1, 0)])
-  tok.add_special_tokens(['<unk>', '<s>', '</s>'])
+  # <s> and </s> as ordinary pieces (older files list them so): not text.
   tok.save(str(tmp_path / 'tokenizer.json'))
   (tmp_path / 'tokenizer_config.json').write_text(json.dumps(
       {'bos_token': '<s>', 'eos_token': {'content': '</s>'},
        'pad_token': None}))
   h = text.tokenizer('hf', path=str(tmp_path / 'tokenizer.json'))
   assert (h.bos_id, h.eos_id, h.pad_id) == (1, 2, 2)
+  assert list(h.token_bytes[:3]) == [len('<unk>'), 0, 0]
   doc = 'Hello wörld'
   ids = h.encode([doc])[0]
   assert tok.encode(doc, add_special_tokens=False).tokens == [
