@@ -277,13 +277,14 @@ def test_sentencepiece_pieces_and_byte_fallback_count_their_bytes(tmp_path):
   tok.decoder = decoders.Sequence([
       decoders.Replace('\u2581', ' '), decoders.ByteFallback(),
       decoders.Fuse(), decoders.Strip(' ', 1, 0)])
-  tok.add_special_tokens(['<unk>', '<s>', '</s>'])
+  # <s> and </s> as ordinary pieces (older files list them so): not text.
   tok.save(str(tmp_path / 'tokenizer.json'))
   (tmp_path / 'tokenizer_config.json').write_text(json.dumps(
       {'bos_token': '<s>', 'eos_token': {'content': '</s>'},
        'pad_token': None}))
   h = text.tokenizer('hf', path=str(tmp_path / 'tokenizer.json'))
   assert (h.bos_id, h.eos_id, h.pad_id) == (1, 2, 2)
+  assert list(h.token_bytes[:3]) == [len('<unk>'), 0, 0]
   doc = 'Hello wörld'
   ids = h.encode([doc])[0]
   assert tok.encode(doc, add_special_tokens=False).tokens == [
@@ -350,3 +351,18 @@ def test_your_text_resumes_exactly(pipeline_run, data_dir):
     got = next(later)
     for key in ('tokens', 'mask', 'bytes'):
       np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_a_bpe_tokenizer_trains_on_your_training_split(pipeline_run, data_dir,
+                                                       tmp_path):
+  _, config, _, _ = pipeline_run
+  c = config().stages.teacher
+  c.data.update(tokenizer='bpe', vocab_size=300, tokenizer_path='')
+  tok = text.run_tokenizer(c, str(tmp_path))
+  assert tok.vocab_size == 300 and (tmp_path / 'tokenizer.json').exists()
+  train_docs = text.documents(text.source(c.data), 'train', data_dir)
+  # Merges learnt from these documents: fewer tokens than bytes.
+  ids = tok.encode(train_docs[:5])
+  assert sum(map(len, ids)) < 0.6 * sum(len(d.encode()) for d in
+                                        train_docs[:5])
+  assert [tok.decode(i) for i in ids] == train_docs[:5]
