@@ -205,6 +205,8 @@ def _bad(tmp_path, name, content: bytes):
      r'\(Expecting value\)'),
     ('a.csv', b'text\n', r"a.csv \(from config.data.files='.*'\): not a "
      r'.txt/.jsonl/.parquet file'),
+    ('a.jsonl', b'\n\n', r'kd_text: no document in the training split of '
+     r'.* \(train 0, validation 0, test 0\); give more files'),
 ])
 def test_bad_files_are_refused_at_preflight_naming_file_and_place(
     tmp_path, data_dir, name, content, message):
