@@ -5,7 +5,8 @@ and the line, byte or row).
 
 Text (`kd_text`): `.txt` (a file is one document), `.jsonl` (one JSON
 object a line, the document in its `text_field`) or `.parquet` (one
-document a row of the `text_field` column; needs pyarrow).
+document a row of the `text_field` column; read with pyarrow, which
+tensorflow-datasets requires).
 """
 import dataclasses
 import glob
