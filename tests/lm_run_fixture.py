@@ -3,12 +3,15 @@ kd's trainer writes a finished one (config.json, checkpoints/<step>/ with a
 TrainState, summary.json), trained a few dozen Adam steps on the tiny
 Python-stdlib corpus (train_steps=0: its initial weights). `noise` adds
 Gaussian noise to every initial parameter, norm scales included, so that a
-weight mapping that mixes two of them up changes the logits."""
+weight mapping that mixes two of them up changes the logits. `model_name`
+may name another token model (`transformer_encoder`: its masked-LM logits
+are trained as next-token ones here)."""
 import json
 import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from kd import checkpoint, models, steps
@@ -22,10 +25,11 @@ def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
                  seq_len: int = 64, batch_size: int = 8, sizes=None,
                  name: str = 'kd_pystdlib/tiny', lr: float = 3e-3,
                  tokenizer: str = 'byte', vocab_size: int = 0,
-                 noise: float = 0.0) -> str:
+                 noise: float = 0.0,
+                 model_name: str = 'transformer_lm') -> str:
   sizes = sizes or SIZES
   c = kd_config.run_config()  # The config.json a kd.main run writes.
-  c.model.update(name='transformer_lm', kwargs=sizes)
+  c.model.update(name=model_name, kwargs=sizes)
   c.data.update(name=name, data_dir=data_dir, seq_len=seq_len,
                 tokenizer=tokenizer, vocab_size=vocab_size, augment=False)
   c.steps, c.batch_size = max(train_steps, 1), batch_size
@@ -36,16 +40,15 @@ def write_lm_run(workdir: str, data_dir: str, *, train_steps: int = 60,
   tok = text.tokenizer(tokenizer, name=name, vocab_size=vocab_size,
                        path=os.path.join(workdir, 'tokenizer.json'),
                        data_dir=data_dir)
-  model = models.create('transformer_lm', tok.vocab_size, **sizes)
+  model = models.create(model_name, tok.vocab_size, **sizes)
   tx = optax.adam(lr)
   state = steps.create_state(model, tx, jax.random.key(0),
                              jnp.zeros((1, seq_len), jnp.int32))
-  if noise:
-    leaves, tree = jax.tree.flatten(state.params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    state = state.replace(params=jax.tree.unflatten(tree, [
-        p + noise * jax.random.normal(k, p.shape, p.dtype)
-        for p, k in zip(leaves, keys)]))
+  if noise:  # NumPy's: no compilation per parameter shape.
+    rng = np.random.default_rng(1)
+    state = state.replace(params=jax.tree.map(
+        lambda p: np.asarray(p) + rng.normal(0, noise, p.shape).astype(
+            p.dtype), state.params))
 
   @jax.jit
   def step(state, batch):

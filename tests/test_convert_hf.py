@@ -229,6 +229,12 @@ def test_refuses_unsupported_options(tmp_path, capsys):
   src = _folder(tmp_path, config={'hidden_act': 'gelu'})
   _refused(capsys, tmp_path, src, "hidden_act='gelu'", "'silu'")
   shutil.rmtree(src)
+  src = _folder(tmp_path, config={'architectures': [
+      'LlamaForSequenceClassification']})
+  _refused(capsys, tmp_path, src, "architectures "
+           "['LlamaForSequenceClassification'] are not supported",
+           'supported: LlamaForCausalLM (or LlamaModel)')
+  shutil.rmtree(src)
   src = _folder(tmp_path, 'qwen2', config={'use_sliding_window': True})
   _refused(capsys, tmp_path, src, 'use_sliding_window=True')
   shutil.rmtree(src)

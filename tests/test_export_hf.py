@@ -24,6 +24,7 @@ from kd.data import text
 from kd.export import __main__ as export_cli
 from kd.export import hf
 from kd.export import lm
+from tests.lm_run_fixture import write_lm_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures', 'hf')
@@ -55,8 +56,9 @@ def test_the_byte_tokenizer_encodes_and_decodes_as_kds():
 
 
 def test_every_byte_is_spelt_as_tokenizers_byte_level_alphabet():
-  assert sorted(hf._byte_alphabet()) == sorted(  # pylint: disable=protected-access
-      tk.pre_tokenizers.ByteLevel.alphabet())
+  vocab = hf.byte_tokenizer().get_vocab(with_added_tokens=False)
+  assert sorted(vocab) == sorted(tk.pre_tokenizers.ByteLevel.alphabet())
+  assert sorted(vocab.values()) == list(range(256))
 
 
 def test_a_bpe_runs_tokenizer_file_is_kds_with_a_bos(tmp_path):
@@ -140,8 +142,9 @@ def test_the_committed_export_is_what_the_exporter_writes(exported, name):
   """So that transformers' figures on it (next test) are the exporter's."""
   _, folder = exported[name]
   committed = os.path.join(FIXTURES, 'exported', name)
-  for file in ('config.json', 'generation_config.json', 'tokenizer.json',
-               'tokenizer_config.json'):
+  for file in sorted(os.listdir(committed)):
+    if not file.endswith('.json'):
+      continue
     with open(os.path.join(folder, file)) as a, open(
         os.path.join(committed, file)) as b:
       assert json.load(a) == json.load(b), file
@@ -153,18 +156,27 @@ def test_the_committed_export_is_what_the_exporter_writes(exported, name):
 
 
 @pytest.mark.parametrize('name', list(make.RUNS))
-def test_transformers_computes_kds_logits_tokens_and_greedy_text(exported,
-                                                                  name):
+def test_transformers_computes_kds_logits_and_token_ids(exported, name):
   workdir, _ = exported[name]
-  run = lm.load_run(workdir)
+  _, model, variables, _ = runs.load_run(workdir)
   with np.load(os.path.join(FIXTURES, 'exported', name, 'logits.npz')) as f:
-    tokens, want, generated = f['tokens'], f['logits'], f['generated']
-  tok = run.tokenizer  # transformers' tokenizer gave kd's ids:
+    tokens, want = f['tokens'], f['logits']
+  tok = text.ByteTokenizer()  # transformers' tokenizer gave kd's ids:
   assert tokens.tolist() == [[tok.bos_id, *ids][:make.T]
                              for ids in tok.encode(make.TEXTS)]
-  got = np.asarray(jax.jit(run.model.apply)(run.variables, tokens)[0])
+  got = np.asarray(jax.jit(model.apply)(variables, tokens)[0])
   scale = max(1.0, float(np.abs(want).max()))
   assert np.abs(got - want).max() <= 1e-4 * scale
+
+
+def test_transformers_generates_kds_greedy_tokens(exported):
+  """llama's, with the folder's generation_config (gpt2's logits.npz holds
+  its greedy tokens as well; one family is enough for generation_config)."""
+  name = 'llama'
+  run = lm.load_run(exported[name][0])
+  with np.load(os.path.join(FIXTURES, 'exported', name, 'logits.npz')) as f:
+    tokens, generated = f['tokens'], f['generated']
+  tok = run.tokenizer
   greedy = lm.jax_generate(run.model, run.variables, list(tokens), make.NEW,
                            pad_id=tok.pad_id, eos_id=tok.eos_id)
   for kd_ids, hf_ids in zip(greedy, generated.tolist()):
@@ -200,9 +212,8 @@ def test_names_and_shapes_are_transformers_for_that_config(family):
   with open(os.path.join(FIXTURES, 'names', f'{family}.json')) as f:
     fixture = json.load(f)
   name, kwargs, vocab = hf_convert.kd_config(fixture['config'])
-  model = hf_convert.create(name, kwargs, vocab)
-  params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), jax.eval_shape(
-      model.init, jax.random.key(0), np.zeros((1, 4), np.int32))['params'])
+  params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                        hf_convert.abstract_params(name, kwargs, vocab))
   got = {k: list(v.shape) for k, v in hf_convert.hf_tensors(
       name, kwargs, params)}
   assert got == fixture['tensors']
@@ -259,3 +270,41 @@ def test_file_format_flags_do_not_apply(exported, tmp_path):
   with pytest.raises(app.UsageError, match='--quantize, --batch do not'):
     export(workdir, str(tmp_path / 'hf'), '--quantize=int8', '--batch=2')
   assert not os.path.exists(tmp_path / 'hf')
+
+
+def test_an_encoder_run_exports_as_distilbert_and_reads_back(tmp_path):
+  """The command on a transformer_encoder run (transformers' figures on
+  exported encoders: tests/fixtures/hf/exported_encoder)."""
+  sizes = {'d_model': 16, 'num_layers': 1, 'num_heads': 2, 'mlp_hidden': 32,
+           'max_len': 16, 'type_vocab_size': 0, 'norm_eps': 1e-12}
+  workdir = write_lm_run(str(tmp_path / 'run'), str(tmp_path / 'tfds'),
+                         train_steps=0, seq_len=16, sizes=sizes, noise=0.02,
+                         model_name='transformer_encoder')
+  folder, back = str(tmp_path / 'hf'), str(tmp_path / 'back')
+  assert export(workdir, folder) is None
+  assert sorted(os.listdir(folder)) == [  # An encoder does not generate.
+      'config.json', 'model.safetensors', 'tokenizer.json',
+      'tokenizer_config.json']
+  with open(os.path.join(folder, 'config.json')) as f:
+    config = json.load(f)
+  assert (config['model_type'], config['architectures'],
+          config['vocab_size']) == ('distilbert', ['DistilBertForMaskedLM'],
+                                    259)
+  assert convert_cli.main(['--from=hf', folder, f'--out={back}']) == 0
+  _, model, variables, _ = runs.load_run(workdir)
+  _, model2, variables2, _ = runs.load_run(back)
+  assert jax.tree.structure(variables2) == jax.tree.structure(variables)
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(variables2)):
+    np.testing.assert_array_equal(a, b)
+  tokens = np.array([[257, *b'def main():']], np.int32)
+  np.testing.assert_array_equal(model2.apply(variables2, tokens)[0],
+                                model.apply(variables, tokens)[0])
+
+
+def test_an_unfinished_run_is_refused_before_anything_is_written(tmp_path):
+  workdir = _config_only_run(str(tmp_path / 'run'), SMALL)
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump({'steps': 0}, f)  # Config: 1 step.
+  err = export(workdir, str(tmp_path / 'hf'))
+  assert 'is unfinished' in err and '--allow_unfinished' in err, err
+  assert sorted(os.listdir(tmp_path)) == ['run']

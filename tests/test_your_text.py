@@ -205,6 +205,8 @@ def _bad(tmp_path, name, content: bytes):
      r'\(Expecting value\)'),
     ('a.csv', b'text\n', r"a.csv \(from config.data.files='.*'\): not a "
      r'.txt/.jsonl/.parquet file'),
+    ('a.jsonl', b'\n\n', r'kd_text: no document in the training split of '
+     r'.* \(train 0, validation 0, test 0\); give more files'),
 ])
 def test_bad_files_are_refused_at_preflight_naming_file_and_place(
     tmp_path, data_dir, name, content, message):
@@ -248,8 +250,12 @@ def test_the_hf_tokenizer_is_kept_and_counts_the_bytes_by_hand(pipeline_run,
       len(d.encode('utf-8')) for d in docs)
   assert sum(int(b['mask'].sum()) for b in batches) == sum(
       len(t) + 1 for t in tok.encode(docs))
-  assert summary['teacher/test_examples'] == sum(len(t) + 1
-                                                 for t in tok.encode(docs))
+  targets = sum(len(t) + 1 for t in tok.encode(docs))
+  assert summary['teacher/test_examples'] == targets
+  # The run's bits per byte divides the same summed loss by those bytes.
+  nll = summary['teacher/test_loss'] * targets
+  assert summary['teacher/test_bits_per_byte'] == pytest.approx(
+      nll / np.log(2) / sum(len(d.encode('utf-8')) for d in docs), rel=1e-5)
   # A student of another vocabulary is refused, as for kd's own tokenizers.
   student = config().stages.student
   student.distill.teacher.workdir = os.path.join(workdir, 'teacher')
@@ -277,13 +283,14 @@ def test_sentencepiece_pieces_and_byte_fallback_count_their_bytes(tmp_path):
   tok.decoder = decoders.Sequence([
       decoders.Replace('\u2581', ' '), decoders.ByteFallback(),
       decoders.Fuse(), decoders.Strip(' ', 1, 0)])
-  tok.add_special_tokens(['<unk>', '<s>', '</s>'])
+  # <s> and </s> as ordinary pieces (older files list them so): not text.
   tok.save(str(tmp_path / 'tokenizer.json'))
   (tmp_path / 'tokenizer_config.json').write_text(json.dumps(
       {'bos_token': '<s>', 'eos_token': {'content': '</s>'},
        'pad_token': None}))
   h = text.tokenizer('hf', path=str(tmp_path / 'tokenizer.json'))
   assert (h.bos_id, h.eos_id, h.pad_id) == (1, 2, 2)
+  assert list(h.token_bytes[:3]) == [len('<unk>'), 0, 0]
   doc = 'Hello wörld'
   ids = h.encode([doc])[0]
   assert tok.encode(doc, add_special_tokens=False).tokens == [

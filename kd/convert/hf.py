@@ -104,10 +104,15 @@ def kd_config(cfg: dict) -> tuple[str, dict, int]:
   return fam.kd_config(cfg)
 
 
+def create(name: str, kwargs: dict, vocab: int):
+  """The kd model `name` of `kwargs` and vocabulary (or classes) `vocab`."""
+  return models.create(name, vocab, **kwargs)
+
+
 def abstract_params(name: str, kwargs: dict, vocab: int) -> dict:
   """The model's parameters as ShapeDtypeStructs (jax.eval_shape: nothing
   allocated)."""
-  model = models.create(name, vocab, **kwargs)
+  model = create(name, kwargs, vocab)
   tokens = jax.ShapeDtypeStruct((1, 1), np.int32)
   return jax.eval_shape(
       lambda t: model.init(jax.random.key(0), t, train=False),
@@ -115,9 +120,10 @@ def abstract_params(name: str, kwargs: dict, vocab: int) -> dict:
 
 
 def _flat(tree, prefix=()) -> dict[str, object]:
+  """{'a/b/c': leaf} of a nested mapping (dict or flax FrozenDict)."""
   out = {}
   for k, v in tree.items():
-    if isinstance(v, dict):
+    if hasattr(v, 'items'):
       out.update(_flat(v, prefix + (k,)))
     else:
       out['/'.join(prefix + (k,))] = v

@@ -22,6 +22,8 @@ o_proj [d, H D] -> attn/out/kernel [H, D, d]; gate/up/down_proj -> mlp
 kernels (transposed); norms' weight -> scale (gemma2: 1 + weight); GPT-2's
 Conv1D weights are [in, out] already and its c_attn is split into q, k, v.
 """
+import re
+
 from kd.convert import hf_table
 from kd.convert.hf_table import (Family, Reader, Tensor, UnsupportedError,
                                  copy, linear, reshape, split)
@@ -345,10 +347,29 @@ def _gpt2_table(kw: dict, vocab: int) -> list[Tensor]:
   return t
 
 
+def _architectures(model_type: str, architecture: str, kd_config):
+  """`kd_config` refusing a config whose `architectures` names another head
+  than the LM's (a classifier's `score` would not be a kd LM's head); the
+  base model (`LlamaModel`, `GPT2Model`) is fine."""
+  base = re.sub(r'(ForCausalLM|LMHeadModel)$', 'Model', architecture)
+
+  def read(hf: dict):
+    other = [a for a in hf.get('architectures') or ()
+             if a not in (architecture, base)]
+    if other:
+      raise UnsupportedError(
+          f'{model_type} config architectures {other} are not supported; '
+          f'supported: {architecture} (or {base}): a language model with '
+          'its LM head')
+    return kd_config(hf)
+  return read
+
+
 def _family(model_type, architecture, kd_config, hf_config, table=None,
             **extra):
   hf_table.register(Family(
-      model_type, architecture, MODEL, kd_config,
+      model_type, architecture, MODEL,
+      _architectures(model_type, architecture, kd_config),
       lambda kw, vocab: hf_config(complete(kw), vocab),
       lambda kw, vocab: (table or _decoder_table)(complete(kw), vocab),
       **extra))

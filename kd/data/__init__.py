@@ -1,5 +1,6 @@
 """Datasets through tensorflow-datasets (see `input_pipeline`; text corpora
-for language models: `text`)."""
+for language models: `text`; your own files: `corpus` (text, kd_text) and
+`image_folder`; an HF tokenizer.json: `hf_tokenizer`)."""
 from kd.data.input_pipeline import (DatasetNotPreparedError, DatasetSpec,
                                     OFFLINE, builder, eval_batches,
                                     example_batches, indexed_batches,

@@ -5,7 +5,8 @@ and the line, byte or row).
 
 Text (`kd_text`): `.txt` (a file is one document), `.jsonl` (one JSON
 object a line, the document in its `text_field`) or `.parquet` (one
-document a row of the `text_field` column; needs pyarrow).
+document a row of the `text_field` column; read with pyarrow, which
+tensorflow-datasets requires).
 """
 import dataclasses
 import glob
@@ -110,11 +111,13 @@ def text_files(d) -> Files:
         seen[p] = g
   else:
     groups = [('all', expand(d.files, 'data.files'))]
-  return _files('kd_text', groups,
+  return make_files('kd_text', groups,
                 (('text_field', d.get('text_field') or 'text'),))
 
 
-def _files(name: str, groups, options=()) -> Files:
+def make_files(name: str, groups, options=()) -> Files:
+  """`Files` of `groups` ((group, paths), ...), rooted at their deepest
+  common folder."""
   paths = [p for _, ps in groups for p in ps]
   root = os.path.commonpath([os.path.dirname(p) for p in paths])
   return Files(name, tuple((g, tuple(ps)) for g, ps in groups), root,

@@ -108,6 +108,8 @@ class HFTokenizer:
       lead[i] = b[:1] == b' '
     self.bos_id, self.eos_id, self.pad_id = ids or special_ids(
         tok, os.path.dirname(os.path.abspath(path)), path)
+    # Not text, even where a vocabulary lists them as ordinary pieces.
+    self.token_bytes[[self.bos_id, self.eos_id, self.pad_id]] = 0
     probe = self.encode([PROBE])[0]
     extra = int(self.token_bytes[probe].sum()) - len(PROBE.encode('utf-8'))
     if extra == 1 and lead[probe[0]]:

@@ -76,9 +76,9 @@ def folder_files(data_dir: str, image_size: int) -> corpus.Files:
                                'no image; add some')
     groups.append((split, paths))
   return dataclasses.replace(
-      corpus._files('image_folder', groups,  # pylint: disable=protected-access
-                    (('image_size', image_size),
-                     ('classes', tuple(classes['train'])))),
+      corpus.make_files('image_folder', groups,
+                        (('image_size', image_size),
+                         ('classes', tuple(classes['train'])))),
       root=os.path.abspath(data_dir))
 
 

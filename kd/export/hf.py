@@ -46,27 +46,12 @@ class Refused(ValueError):
   """An export the command refuses before writing anything, in one line."""
 
 
-def _byte_alphabet() -> list[str]:
-  """The character GPT-2's byte-level BPE spells each byte 0..255 with
-  (`bytes_to_unicode`): printable Latin-1 bytes as themselves, the others
-  as the characters from U+0100 on, in byte order."""
-  shown = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1),
-           *range(ord('®'), ord('ÿ') + 1)]
-  chars, extra = {}, 0
-  for b in range(256):
-    if b in shown:
-      chars[b] = chr(b)
-    else:
-      chars[b] = chr(256 + extra)
-      extra += 1
-  return [chars[b] for b in range(256)]
-
-
 def byte_tokenizer():
   """kd's `ByteTokenizer` as a `tokenizers.Tokenizer`: id b for byte b,
   `<pad>` 256, `<bos>` 257, `<eos>` 258, and a bos prepended on encode."""
   import tokenizers as tk  # pylint: disable=import-outside-toplevel
-  vocab = {c: b for b, c in enumerate(_byte_alphabet())}
+  from kd.data import hf_tokenizer  # pylint: disable=import-outside-toplevel
+  vocab = {c: b for b, c in hf_tokenizer.bytes_to_unicode().items()}
   tok = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=[]))
   tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False,
                                                   use_regex=False)
@@ -94,16 +79,13 @@ def _special_ids(tok) -> dict:
 def tokenizer_files(kind: str, workdir: str, tok,
                     max_len: int) -> dict[str, str]:
   """tokenizer.json and tokenizer_config.json (text) of a run whose
-  tokenizer is `kind` ('byte', 'bpe', or the Hugging Face files a converted
-  run holds); {} for a run without one."""
+  tokenizer is `kind`: 'byte' and 'bpe' made here, 'hf' (a converted run,
+  or one reading its tokenizer) the files it keeps from the HF folder, as
+  they were, generation_config.json included."""
   own = [os.path.join(workdir, n) for n in TOKENIZER_FILES]
-  if kind not in ('byte', 'bpe'):  # A converted run: its folder's files.
-    out = {}
-    for name in (*TOKENIZER_FILES, 'special_tokens_map.json'):
-      if os.path.isfile(path := os.path.join(workdir, name)):
-        with open(path) as f:
-          out[name] = f.read()
-    return out
+  if kind not in ('byte', 'bpe'):
+    return _kept(workdir, (*TOKENIZER_FILES, 'special_tokens_map.json',
+                           'generation_config.json'))
   if kind == 'byte':
     fast = byte_tokenizer()
   else:
@@ -124,6 +106,16 @@ def tokenizer_files(kind: str, workdir: str, tok,
 def generation_config(tok) -> dict:
   """generation_config.json: generation starts after bos and stops at eos."""
   return _special_ids(tok)
+
+
+def _kept(workdir: str, names) -> dict[str, str]:
+  """The files of `names` a converted run kept from its HF folder."""
+  out = {}
+  for name in names:
+    if os.path.isfile(path := os.path.join(workdir, name)):
+      with open(path) as f:
+        out[name] = f.read()
+  return out
 
 
 def check_out(out: str):
@@ -182,11 +174,18 @@ def export(workdir: str, out: str) -> dict:
   files = {}
   if text.is_text(config.data.name):
     tok = text.run_tokenizer(config, workdir)
-    hf_config.update(_special_ids(tok))
     files = tokenizer_files(config.data.tokenizer, workdir, tok,
                             model.max_len)
-    files['generation_config.json'] = json.dumps(generation_config(tok),
-                                                 indent=2)
+    ids = _special_ids(tok)
+    kept = os.path.join(workdir, hf.SPECIAL_TOKENS)
+    if os.path.isfile(kept):
+      # A converted run: its folder's ids (where kd reads eos for a missing
+      # pad or bos, the folder's config keeps null).
+      ids = runs.read_json(kept, 'convert the HF folder again')
+    hf_config.update(ids)
+    if name == 'transformer_lm':
+      files.setdefault('generation_config.json', json.dumps(
+          generation_config(tok), indent=2))
   hf_config.setdefault('dtype', 'float32')  # As save_pretrained records it.
   files['config.json'] = json.dumps(hf_config, indent=2, sort_keys=True)
   write_folder(out, files, tensors)
