@@ -164,7 +164,10 @@ def export(workdir: str, out: str) -> dict:
   check_out(out)
   config = runs.load_config(workdir)
   name, kwargs = config.model.name, config.model.kwargs.to_dict()
-  model, spec = runs.model_of(config, workdir)
+  try:
+    model, spec = runs.model_of(config, workdir)
+  except ValueError as e:  # Its tokenizer cannot be read: the error says why.
+    raise Refused(f'{workdir}: {e}') from None
   try:  # A config mapping: its errors are options with no counterpart.
     hf_config = hf.to_hf_config(name, kwargs, spec.num_classes)
   except ValueError as e:
