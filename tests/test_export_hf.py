@@ -299,3 +299,12 @@ def test_an_encoder_run_exports_as_distilbert_and_reads_back(tmp_path):
   tokens = np.array([[257, *b'def main():']], np.int32)
   np.testing.assert_array_equal(model2.apply(variables2, tokens)[0],
                                 model.apply(variables, tokens)[0])
+
+
+def test_an_unfinished_run_is_refused_before_anything_is_written(tmp_path):
+  workdir = _config_only_run(str(tmp_path / 'run'), SMALL)
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump({'steps': 0}, f)  # Config: 1 step.
+  err = export(workdir, str(tmp_path / 'hf'))
+  assert 'is unfinished' in err and '--allow_unfinished' in err, err
+  assert sorted(os.listdir(tmp_path)) == ['run']

@@ -250,8 +250,12 @@ def test_the_hf_tokenizer_is_kept_and_counts_the_bytes_by_hand(pipeline_run,
       len(d.encode('utf-8')) for d in docs)
   assert sum(int(b['mask'].sum()) for b in batches) == sum(
       len(t) + 1 for t in tok.encode(docs))
-  assert summary['teacher/test_examples'] == sum(len(t) + 1
-                                                 for t in tok.encode(docs))
+  targets = sum(len(t) + 1 for t in tok.encode(docs))
+  assert summary['teacher/test_examples'] == targets
+  # The run's bits per byte divides the same summed loss by those bytes.
+  nll = summary['teacher/test_loss'] * targets
+  assert summary['teacher/test_bits_per_byte'] == pytest.approx(
+      nll / np.log(2) / sum(len(d.encode('utf-8')) for d in docs), rel=1e-5)
   # A student of another vocabulary is refused, as for kd's own tokenizers.
   student = config().stages.student
   student.distill.teacher.workdir = os.path.join(workdir, 'teacher')

@@ -309,7 +309,7 @@ def _heldout_source(run: LMRun, rows: list[dict], row_tokens: int) -> dict:
   from the raw dataset (`kd.data.text.eval_batches`, batch 1)."""
   from kd.data import text  # pylint: disable=import-outside-toplevel
   d = run.config.data
-  b = text.builder(d.name, d.get('data_dir') or None)
+  b = text.builder(text.source(d), d.get('data_dir') or None)
   return {
       'dataset': d.name, 'tfds_name': b.info.full_name, 'feature': 'text',
       'split': 'test', 'row_tokens': row_tokens,
