@@ -81,7 +81,7 @@ def setup(tmp_path_factory):
 def _config(setup, teacher='llama', **args):
   root, teachers, files = setup
   arg = ','.join(f'{k}={v}' for k, v in {
-      'teacher': teachers[teacher], 'files': files, 'size': 'tiny',
+      'teacher_dir': teachers[teacher], 'files': files, 'size': 'tiny',
       'steps': 2, 'seq_len': 32, 'batch': 4, 'prompt': 8, **args}.items())
   c = hf_distill.get_config(arg)
   c.update(log_every=1, eval_batch_size=8)
@@ -205,15 +205,18 @@ def test_the_recipe_for_smollm2_135m(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps(hf.run_config(p).to_dict()))
   count = lambda c: hf.parameter_count(c.model.name, c.model.kwargs.to_dict(),
                                        c.data.vocab_size)
-  c = hf_distill.get_config(f'teacher={tmp_path}')
+  c = hf_distill.get_config(f'teacher_dir={tmp_path}')
   assert (c.data.tokenizer, c.data.vocab_size) == ('hf', 49_152)
   assert count(runs.load_config(str(tmp_path))) == smol['parameters'] == (
       134_515_008)
   assert count(c) == 31_463_808
-  half = hf_distill.get_config(f'teacher={tmp_path},size=half,init=1')
+  half = hf_distill.get_config(f'teacher_dir={tmp_path},size=half,init=1')
   assert half.model.kwargs.num_layers == 15 and count(half) == 81_413_568
   assert half.init_from == str(tmp_path)
-  with pytest.raises(FileNotFoundError, match=r'teacher=nowhere: no converted '
-                     r'run there; convert the Hugging Face folder first: '
+  scratch = hf_distill.get_config(f'teacher_dir={tmp_path},method=scratch')
+  assert not scratch.distill.teacher.workdir and not scratch.distill.terms
+  assert scratch.data.tokenizer_path == str(tmp_path)  # Its tokenizer.
+  with pytest.raises(FileNotFoundError, match=r'teacher_dir=nowhere: no '
+                     r'converted run there; convert the Hugging Face folder first: '
                      r'python -m kd.convert --from=hf HF_DIR --out=nowhere'):
-    hf_distill.get_config('teacher=nowhere')
+    hf_distill.get_config('teacher_dir=nowhere')

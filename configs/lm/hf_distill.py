@@ -14,7 +14,7 @@ download (everything after it runs offline):
   python -m kd.convert --from=hf --describe hf/SmolLM2-135M --student_params=31M
   python -m kd.convert --from=hf hf/SmolLM2-135M --out=runs/hf/smollm2-135m
   python -m kd.main \
-      --config=configs/lm/hf_distill.py:teacher=runs/hf/smollm2-135m,files=corpus/*.jsonl \
+      --config=configs/lm/hf_distill.py:teacher_dir=runs/hf/smollm2-135m,files=corpus/*.jsonl \
       --workdir=runs/hf/student-30m
   python -m kd.export --workdir=runs/hf/student-30m --format=hf --out=hf/student-30m
 
@@ -24,9 +24,11 @@ through `--config.data.files`). The exported folder loads with
 `transformers.AutoModelForCausalLM.from_pretrained('hf/student-30m')`.
 
 Arguments:
-  teacher   the converted teacher's run directory (runs/hf/smollm2-135m)
+  teacher_dir  the converted teacher's run directory (runs/hf/smollm2-135m)
   files     your documents (a glob); text_field: their JSONL field / column
   method    forward_kl (CE + KL(teacher || student) per token, default),
+            scratch (the student from your files alone, the teacher's
+            tokenizer, no teacher),
             reverse_kl, jsd, gkd (on-policy: the student's own samples after
             `prompt` tokens with probability `lmbda`, scored by the teacher),
             seqkd (CE on the teacher's greedy continuations, generated once),
@@ -34,14 +36,16 @@ Arguments:
   size      30m: d 384, 8 layers, 6 query / 2 key-value heads, MLP 1024,
             tied embeddings: 31,463,808 parameters at SmolLM2's vocabulary of
             49,152 (4.3x fewer than its 134,515,008); half: the teacher's
-            settings at half its depth (15 layers, 81,413,568 for SmolLM2), which
-            `init=1` starts from every other teacher layer (DistilBERT);
+            settings at half its depth (15 layers, 81,413,568 for
+            SmolLM2), which `init=1` starts from every other teacher layer
+            (DistilBERT);
             tiny: d 16, 1 layer (tests)
   seed, steps (5000), seq_len (512), batch (32), lr (1e-3), prompt (64),
   lmbda (0.5)
 The teacher runs in bfloat16 on accelerators, float32 on CPUs
 (`distill.teacher.dtype='auto'`); on several devices add
-`--config.parallel=sharded --config.mesh.fsdp=-1`, which reads the teacher
+`--config.parallel=sharded --config.mesh.data=1 --config.mesh.fsdp=-1`
+(FSDP over all of them), which reads the teacher
 straight onto the mesh.
 """
 import os
@@ -55,27 +59,29 @@ SIZES = {
                 mlp_hidden=1024),
     'tiny': dict(d_model=16, num_layers=1, num_heads=2),
 }
-METHODS = ('forward_kl', 'reverse_kl', 'jsd', 'gkd', 'seqkd', 'topk')
+METHODS = ('scratch', 'forward_kl', 'reverse_kl', 'jsd', 'gkd', 'seqkd',
+           'topk')
 
 
 def teacher_config(teacher: str):
   """The converted teacher run's config (its model and vocabulary)."""
   if not os.path.isfile(os.path.join(teacher, 'config.json')):
     raise FileNotFoundError(
-        f'teacher={teacher}: no converted run there; convert the Hugging '
-        f'Face folder first: python -m kd.convert --from=hf HF_DIR '
+        f'teacher_dir={teacher}: no converted run there; convert the '
+        f'Hugging Face folder first: python -m kd.convert --from=hf HF_DIR '
         f'--out={teacher}')
   return runs.load_config(teacher)
 
 
 def get_config(arg: str | None = None):
-  a = parse_args(arg, teacher='runs/hf/smollm2-135m', files='corpus/*.jsonl',
-                 text_field='text', method='forward_kl', size='30m', init=False,
-                 seed=0, steps=5000, seq_len=512, batch=32, lr=1e-3,
-                 prompt=64, lmbda=0.5)
+  a = parse_args(arg, teacher_dir='runs/hf/smollm2-135m',
+                 files='corpus/*.jsonl', text_field='text',
+                 method='forward_kl', size='30m', init=False, seed=0,
+                 steps=5000, seq_len=512, batch=32, lr=1e-3, prompt=64,
+                 lmbda=0.5)
   if a['method'] not in METHODS:
     raise ValueError(f'unknown method {a["method"]!r}; valid: {METHODS}')
-  t = teacher_config(a['teacher'])
+  t = teacher_config(a['teacher_dir'])
   if a['size'] == 'half':
     shape = dict(t.model.kwargs.to_dict(),
                  num_layers=max(t.model.kwargs.num_layers // 2, 1))
@@ -102,9 +108,12 @@ def get_config(arg: str | None = None):
                      weight_decay=0.01)
   c.wandb.project = 'kd-hf'
   c.evaluate.latency = False
-  c.distill.teacher.update(workdir=a['teacher'], model=t.model.name,
-                           kwargs=t.model.kwargs.to_dict())
   method = a['method']
+  if method == 'scratch':  # The teacher's tokenizer, no teacher.
+    c.data.tokenizer_path = a['teacher_dir']
+  else:
+    c.distill.teacher.update(workdir=a['teacher_dir'], model=t.model.name,
+                             kwargs=t.model.kwargs.to_dict())
   c.distill.ce_weight, terms = lm_distill._terms(method)  # pylint: disable=protected-access
   for name, term in terms.items():
     c.distill.terms[name] = term
@@ -116,5 +125,5 @@ def get_config(arg: str | None = None):
   if method == 'topk':
     c.distill.teacher.update(cache=True, cache_topk=lm_distill.TOPK)
   if a['init']:
-    c.update(init_from=a['teacher'], init_from_layers='strided')
+    c.update(init_from=a['teacher_dir'], init_from_layers='strided')
   return c

@@ -86,7 +86,7 @@ def _hf(parser, args) -> int:
 
     summary = hf.convert(args.ckpt, args.out, dtype=args.dtype,
                          progress=progress)
-  except (common.MismatchError, ValueError, FileExistsError) as e:
+  except (ValueError, OSError) as e:  # Bad input, unreadable or exists.
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(f'wrote {args.out}: {summary["model"]} ({summary["parameters"]:,} '

@@ -120,9 +120,10 @@ def abstract_params(name: str, kwargs: dict, vocab: int) -> dict:
 
 
 def _flat(tree, prefix=()) -> dict[str, object]:
+  """{'a/b/c': leaf} of a nested mapping (dict or flax FrozenDict)."""
   out = {}
   for k, v in tree.items():
-    if isinstance(v, dict):
+    if hasattr(v, 'items'):
       out.update(_flat(v, prefix + (k,)))
     else:
       out['/'.join(prefix + (k,))] = v
