@@ -16,17 +16,12 @@ from kd import runs
 from kd.data import hf_tokenizer
 from kd.convert import __main__ as cli
 from kd.convert import hf
+from tests import hf_checks
 
-HF = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'hf')
+HF = hf_checks.HF
 DECODERS = ('gpt2', 'llama', 'llama_tied', 'mistral', 'qwen2', 'qwen3',
             'gemma2', 'llama_sharded', 'llama_bf16')
 
-
-def _convert(capsys, src, out, *flags):
-  """(exit code, stdout, stderr) of the CLI."""
-  code = cli.main(['--from=hf', str(src), f'--out={out}', *flags])
-  captured = capsys.readouterr()
-  return code, captured.out, captured.err
 
 
 def _logits(run_dir, tokens):
@@ -39,17 +34,13 @@ def _logits(run_dir, tokens):
 @pytest.mark.parametrize('family', DECODERS)
 def test_logits_equal_transformers(family, tmp_path, capsys):
   src = os.path.join(HF, family)
-  code, out, err = _convert(capsys, src, tmp_path / 'run')
+  code, out, err = hf_checks.convert(capsys, src, tmp_path / 'run')
   assert code == 0, err
   assert 'wrote' in out
   ref = np.load(os.path.join(src, 'logits.npz'))
   logits, _ = _logits(tmp_path / 'run', ref['tokens'])
-  assert logits.shape == ref['logits'].shape
-  scale = max(1.0, float(np.abs(ref['logits']).max()))
-  diff = float(np.abs(logits - ref['logits']).max())
-  print(f'\n| {family} | {hf.hf_config(src)["model_type"]} | {diff:.1e} | '
-        f'{scale:.1f} |')  # docs/convert.md's table (-s).
-  assert diff <= 1e-4 * scale
+  hf_checks.assert_parity(logits, ref['logits'], family,
+                          hf.hf_config(src)['model_type'])
   summary = json.load(open(tmp_path / 'run' / 'summary.json'))
   assert summary['converted'] and summary['source'] == 'hf'
   assert summary['source_files']['config.json'] == hf.common.sha256(
@@ -72,7 +63,7 @@ def test_half_precision_storage(dtype, tmp_path, capsys):
   """--dtype=bfloat16 / float16 stores such weights: the logits move by
   their rounding only."""
   src = os.path.join(HF, 'llama')
-  code, _, err = _convert(capsys, src, tmp_path / 'run', f'--dtype={dtype}')
+  code, _, err = hf_checks.convert(capsys, src, tmp_path / 'run', f'--dtype={dtype}')
   assert code == 0, err
   ref = np.load(os.path.join(src, 'logits.npz'))
   logits, variables = _logits(tmp_path / 'run', ref['tokens'])
@@ -89,7 +80,7 @@ def test_the_run_tokenizes_with_ids_only_config_json_had(tmp_path, capsys):
                                           'bos_token_id': 4})
   os.remove(src / 'tokenizer_config.json')
   os.remove(src / 'generation_config.json')
-  assert _convert(capsys, src, tmp_path / 'run')[0] == 0
+  assert hf_checks.convert(capsys, src, tmp_path / 'run')[0] == 0
   path = str(tmp_path / 'run' / 'tokenizer.json')
   ids = hf_tokenizer.special_ids(tokenizers.Tokenizer.from_file(path),
                                  str(tmp_path / 'run'), path)
@@ -107,7 +98,7 @@ def test_hub_names_old_buffers_and_float16(tmp_path, capsys):
   tensors.update({f'h.{i}.attn.bias': np.ones((1, 1, 64, 64), bool)
                   for i in range(2)})
   save_file(tensors, str(src / 'model.safetensors'))
-  code, _, err = _convert(capsys, src, tmp_path / 'run')
+  code, _, err = hf_checks.convert(capsys, src, tmp_path / 'run')
   assert code == 0, err
   ref = np.load(os.path.join(HF, 'gpt2', 'logits.npz'))
   logits, _ = _logits(tmp_path / 'run', ref['tokens'])
@@ -202,7 +193,7 @@ def _folder(tmp_path, family='llama', config=None, drop=(), add=None):
 
 
 def _refused(capsys, tmp_path, src, *patterns):
-  code, _, err = _convert(capsys, src, tmp_path / 'out')
+  code, _, err = hf_checks.convert(capsys, src, tmp_path / 'out')
   assert code == 1
   assert 'error: ' in err
   for pattern in patterns:
@@ -281,7 +272,7 @@ def test_refuses_a_tied_head_that_differs(tmp_path, capsys):
            'model.embed_tokens.weight', 'tie_word_embeddings')
   shutil.rmtree(src)  # The same head, saved anyway, converts.
   src = _folder(tmp_path, 'llama_tied', add={'lm_head.weight': head})
-  assert _convert(capsys, src, tmp_path / 'out')[0] == 0
+  assert hf_checks.convert(capsys, src, tmp_path / 'out')[0] == 0
 
 
 def test_refuses_missing_shard_and_damaged_file(tmp_path, capsys):
@@ -303,7 +294,7 @@ def test_refuses_missing_shard_and_damaged_file(tmp_path, capsys):
 
 
 def test_refuses_an_unknown_dtype(tmp_path, capsys):
-  code, _, err = _convert(capsys, os.path.join(HF, 'llama'), tmp_path / 'out',
+  code, _, err = hf_checks.convert(capsys, os.path.join(HF, 'llama'), tmp_path / 'out',
                           '--dtype=int8')
   assert code == 1 and "--dtype='int8'" in err and 'bfloat16' in err
   assert not os.path.exists(tmp_path / 'out')
@@ -311,6 +302,6 @@ def test_refuses_an_unknown_dtype(tmp_path, capsys):
 
 def test_refuses_an_existing_out(tmp_path, capsys):
   os.makedirs(tmp_path / 'out')
-  code, _, err = _convert(capsys, os.path.join(HF, 'llama'), tmp_path / 'out')
+  code, _, err = hf_checks.convert(capsys, os.path.join(HF, 'llama'), tmp_path / 'out')
   assert code == 1 and 'exists' in err
   assert os.listdir(tmp_path / 'out') == []

@@ -15,18 +15,13 @@ import tokenizers as tk
 from safetensors.numpy import load_file, save_file
 
 from kd import runs
-from kd.convert import __main__ as cli
 from kd.convert import hf
 from kd.export import hf as export_hf
+from tests import hf_checks
 
-HF = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'hf')
+HF = hf_checks.HF
 ENCODERS = ('bert', 'distilbert')
 
-
-def _convert(capsys, src, out):
-  code = cli.main(['--from=hf', str(src), f'--out={out}'])
-  captured = capsys.readouterr()
-  return code, captured.out, captured.err
 
 
 def _load(run_dir):
@@ -47,17 +42,13 @@ def _apply(run_dir, tokens, mask=None):
 @pytest.mark.parametrize('family', ENCODERS)
 def test_logits_equal_transformers(family, tmp_path, capsys):
   src = os.path.join(HF, family)
-  code, out, err = _convert(capsys, src, tmp_path / 'run')
+  code, out, err = hf_checks.convert(capsys, src, tmp_path / 'run')
   assert code == 0, err
   assert 'wrote' in out
   ref = np.load(os.path.join(src, 'logits.npz'))
   logits, feats = _apply(tmp_path / 'run', ref['tokens'],
                          ref['attention_mask'])
-  assert logits.shape == ref['logits'].shape
-  scale = max(1.0, float(np.abs(ref['logits']).max()))
-  diff = float(np.abs(logits - ref['logits']).max())
-  print(f'\n| {family} | {family} | {diff:.1e} | {scale:.1f} |')  # -s:
-  assert diff <= 1e-4 * scale  # docs/convert.md's table.
+  hf_checks.assert_parity(logits, ref['logits'], family, family)
   assert 'cls_logits' not in feats  # A masked-LM checkpoint: no [CLS] head.
   config = json.load(open(tmp_path / 'run' / 'config.json'))
   assert config['model']['name'] == 'transformer_encoder'
@@ -109,7 +100,7 @@ def test_export_with_a_cls_head_is_what_transformers_computes(name, tmp_path,
       {'bert': 'BertForSequenceClassification',
        'distilbert': 'DistilBertForSequenceClassification'}[name]]
   assert len(config['id2label']) == make.MODELS[name]['num_labels']
-  assert _convert(capsys, folder, tmp_path / 'run')[0] == 0
+  assert hf_checks.convert(capsys, folder, tmp_path / 'run')[0] == 0
   ref = np.load(os.path.join(folder, 'logits.npz'))
   fn, variables = _load(tmp_path / 'run')
   logits, feats = fn(variables, ref['tokens'], ref['attention_mask'])
@@ -162,7 +153,7 @@ def test_bert_base_uncased_checkpoint_forms(tmp_path, capsys):
            'cls.predictions.decoder.weight': w.read(
                'bert.embeddings.word_embeddings.weight'),
            'cls.predictions.decoder.bias': w.read('cls.predictions.bias')})
-  code, _, err = _convert(capsys, src, tmp_path / 'run')
+  code, _, err = hf_checks.convert(capsys, src, tmp_path / 'run')
   assert code == 0, err
   ref = np.load(os.path.join(HF, 'bert', 'logits.npz'))
   logits, _ = _apply(tmp_path / 'run', ref['tokens'])
@@ -171,7 +162,7 @@ def test_bert_base_uncased_checkpoint_forms(tmp_path, capsys):
 
 
 def _refused(capsys, tmp_path, src, *patterns):
-  code, _, err = _convert(capsys, src, tmp_path / 'out')
+  code, _, err = hf_checks.convert(capsys, src, tmp_path / 'out')
   assert code == 1
   for pattern in patterns:
     assert pattern in err, err
@@ -252,7 +243,7 @@ def test_a_converted_bert_with_its_tokenizer_exports_as_it_came(tmp_path,
   a WordPiece tokenizer), the folder's pad id, no generation_config."""
   src = _folder(tmp_path)
   _wordpiece(src)
-  assert _convert(capsys, src, tmp_path / 'run')[0] == 0
+  assert hf_checks.convert(capsys, src, tmp_path / 'run')[0] == 0
   export_hf.export(str(tmp_path / 'run'), str(tmp_path / 'out'))
   out = tmp_path / 'out'
   assert sorted(os.listdir(out)) == ['config.json', 'model.safetensors',

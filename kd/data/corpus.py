@@ -24,6 +24,27 @@ class CorpusError(RuntimeError):
 _DIGESTS = {}  # (path, size, mtime_ns) -> sha256: a file is hashed once.
 
 
+class MadeConfigs:
+  """Mixed into a TFDS builder whose configs are made at run time, one per
+  content (named by its sha256): `made(config)` registers one, so that TFDS
+  opens it by name (and warns of no unknown custom config)."""
+  BUILDER_CONFIGS = []
+
+  def __init_subclass__(cls, **kwargs):
+    cls.configs_made = {}
+    super().__init_subclass__(**kwargs)
+
+  @classmethod
+  def get_builder_config(cls, name, version=None):
+    del version
+    return cls.configs_made.get(name)
+
+  @classmethod
+  def made(cls, config):
+    cls.configs_made[config.name] = config
+    return config
+
+
 def file_digest(path: str) -> str:
   st = os.stat(path)
   key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)

@@ -100,16 +100,10 @@ class FolderConfig(tfds.core.BuilderConfig):
   files: corpus.Files | None = None
 
 
-class KdImageFolder(tfds.core.GeneratorBasedBuilder):
+class KdImageFolder(corpus.MadeConfigs, tfds.core.GeneratorBasedBuilder):
   """Images of class folders (see the module doc); metadata: `mean`, `std`
   (per channel, [0, 1] units, of the resized train images), `files_sha256`."""
   VERSION = tfds.core.Version('1.0.0')
-  BUILDER_CONFIGS = []
-  configs_made = {}
-
-  @classmethod
-  def get_builder_config(cls, name, version=None):
-    return cls.configs_made.get(name)
 
   def _options(self):
     return dict(self.builder_config.files.options)
@@ -164,7 +158,7 @@ def builder(data_dir: str, image_size: int, tfds_dir: str | None = None):
         'image to image_size squared; set --config.data.image_size, e.g. 64')
   files = folder_files(data_dir, image_size)
   config = FolderConfig(name=f'sha{files.sha256[:20]}', files=files)
-  KdImageFolder.configs_made[config.name] = config
+  KdImageFolder.made(config)
   b = KdImageFolder(config=config, data_dir=tfds_dir)
   if not b.is_prepared():
     tfds.disable_progress_bar()

@@ -213,11 +213,11 @@ def files_builder(files: corpus.Files, data_dir: str | None):
   content (its config name is the files' sha256), so a changed corpus is
   prepared afresh, never read from an older one."""
   config = FilesConfig(name=f'sha{files.sha256[:20]}', files=files)
-  KdText.configs_made[config.name] = config  # Known: no custom-config warning.
+  KdText.made(config)
   return KdText(config=config, data_dir=data_dir)
 
 
-class KdText(_TextBuilder):
+class KdText(corpus.MadeConfigs, _TextBuilder):
   """Your own text (config.data.name='kd_text'): the documents of the
   files `config.data.files` names (`kd.data.corpus`), split 90/5/5 by the
   sha256 of each document's text (equal documents share a split), or by
@@ -226,12 +226,6 @@ class KdText(_TextBuilder):
   `:row` (parquet). The metadata records the files' sha256
   (`kd.data.corpus.Files.record`)."""
   VERSION = tfds.core.Version('1.0.0')
-  BUILDER_CONFIGS = []
-  configs_made = {}
-
-  @classmethod
-  def get_builder_config(cls, name, version=None):
-    return cls.configs_made.get(name)
 
   def _info(self):
     return self.dataset_info_from_configs(
