@@ -50,6 +50,9 @@ NEUTRAL_FIELDS = (
     'wandb', 'evaluate.latency', 'export', 'data.download',
     'distill.teacher.cache_dir', 'distill.teacher.allow_unfinished_teacher',
     'distill.teacher.fold_bn',  # The same teacher outputs (kd.fold, 1e-5).
+    # Where your files are: what they hold is checked by dataset.json
+    # (`check_dataset`), so a corpus moved with its globs resumes.
+    'data.files', 'data.files_validation', 'data.files_test',
 )
 
 

@@ -73,6 +73,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from kd import names
 from kd import parallel as data_parallel
+from kd.config import ConfigError
 from kd.parallel import AXIS, DataParallel
 
 DATA, FSDP, TENSOR = 'data', 'fsdp', 'tensor'
@@ -316,6 +317,13 @@ def create(config) -> DataParallel | ShardedParallel:
       raise ValueError("distill.teacher.model_shards is for parallel='mesh'; "
                        "with parallel='sharded' the teacher is split by the "
                        "mesh's fsdp and tensor axes (config.mesh)")
-    return ShardedParallel(dict(config.get('mesh') or {}) or None)
+    shape = dict(config.get('mesh') or {}) or None
+    try:
+      return ShardedParallel(shape)
+    except ValueError as e:  # A bad shape: one line from kd.main.
+      raise ConfigError(
+          f'config.mesh: {e}; config.mesh.data is -1 (the devices '
+          'left) unless set, so give it a size with another -1, e.g. '
+          '--config.mesh.data=1 --config.mesh.fsdp=-1') from None
   return DataParallel(config.parallel,
                       model_shards=config.distill.teacher.model_shards)

@@ -420,9 +420,12 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
     check_same_tokens(config, b.tok)
   abstract = jax.eval_shape(lambda: b.teacher.init(
       jax.random.key(0), b.example, train=False))
+  # A cache's digest and a batch-norm fold compute from host values (and
+  # a cache is built on one device): such a teacher is read to the host.
+  on_host = t.cache or (t.fold_bn and 'batch_stats' in abstract)
   variables, step = runs.load_teacher(
       t.workdir, abstract, t.allow_unfinished_teacher,
-      mesh_shardings(b.parallel, abstract))
+      None if on_host else mesh_shardings(b.parallel, abstract))
   seqkd_dir = seqkd_data(config, workdir) if b.tok is not None else ''
   if t.model_shards > 1:
     return TeacherSource(variables, step, with_teacher=sharded_teacher(

@@ -11,11 +11,13 @@ import shutil
 import jax
 import numpy as np
 import pytest
+import tokenizers as tk
 from safetensors.numpy import load_file, save_file
 
 from kd import runs
 from kd.convert import __main__ as cli
 from kd.convert import hf
+from kd.export import hf as export_hf
 
 HF = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'hf')
 ENCODERS = ('bert', 'distilbert')
@@ -221,3 +223,46 @@ def test_export_refuses_an_option_without_hf_equivalent(kwargs, model_type,
   kwargs = dict(d_model=16, num_layers=1, num_heads=2, **kwargs)
   with pytest.raises(hf.UnsupportedError, match=pattern):
     hf.to_hf_config('transformer_encoder', kwargs, 40, model_type=model_type)
+
+
+def _wordpiece(folder):
+  """BERT's kind of tokenizer (WordPiece, lower-cased, [CLS] ... [SEP];
+  no eos, and it does not keep every byte) in `folder`, 128 ids."""
+  specials = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
+  pieces = specials + [p for c in 'abcdefghijklmnopqrstuvwxyz'
+                       for p in (c, '##' + c)]
+  pieces += [f'[unused{i}]' for i in range(128 - len(pieces))]
+  tok = tk.Tokenizer(tk.models.WordPiece(
+      {p: i for i, p in enumerate(pieces)}, unk_token='[UNK]'))
+  tok.normalizer = tk.normalizers.BertNormalizer(lowercase=True)
+  tok.pre_tokenizer = tk.pre_tokenizers.BertPreTokenizer()
+  tok.post_processor = tk.processors.TemplateProcessing(
+      single='[CLS] $A [SEP]', special_tokens=[('[CLS]', 2), ('[SEP]', 3)])
+  tok.save(os.path.join(folder, 'tokenizer.json'))
+  with open(os.path.join(folder, 'tokenizer_config.json'), 'w') as f:
+    json.dump({'tokenizer_class': 'BertTokenizer', 'cls_token': '[CLS]',
+               'sep_token': '[SEP]', 'pad_token': '[PAD]',
+               'mask_token': '[MASK]', 'unk_token': '[UNK]'}, f)
+
+
+def test_a_converted_bert_with_its_tokenizer_exports_as_it_came(tmp_path,
+                                                                capsys):
+  """--from=hf then kd.export --format=hf: the same tensors, the tokenizer
+  files as they were (never read by kd's text pipeline, which cannot read
+  a WordPiece tokenizer), the folder's pad id, no generation_config."""
+  src = _folder(tmp_path)
+  _wordpiece(src)
+  assert _convert(capsys, src, tmp_path / 'run')[0] == 0
+  export_hf.export(str(tmp_path / 'run'), str(tmp_path / 'out'))
+  out = tmp_path / 'out'
+  assert sorted(os.listdir(out)) == ['config.json', 'model.safetensors',
+                                     'tokenizer.json', 'tokenizer_config.json']
+  for name in ('tokenizer.json', 'tokenizer_config.json'):
+    assert (out / name).read_bytes() == (src / name).read_bytes()
+  config = json.load(open(out / 'config.json'))
+  assert (config['model_type'], config['architectures'],
+          config['pad_token_id']) == ('bert', ['BertForMaskedLM'], 0)
+  got, want = (load_file(str(d / 'model.safetensors')) for d in (out, src))
+  assert sorted(got) == sorted(want)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name])

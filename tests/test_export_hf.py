@@ -308,3 +308,16 @@ def test_an_unfinished_run_is_refused_before_anything_is_written(tmp_path):
   err = export(workdir, str(tmp_path / 'hf'))
   assert 'is unfinished' in err and '--allow_unfinished' in err, err
   assert sorted(os.listdir(tmp_path)) == ['run']
+
+
+def test_a_run_whose_tokenizer_cannot_be_read_is_one_line(tmp_path):
+  """As a converted HF folder without tokenizer.json is."""
+  workdir = _config_only_run(str(tmp_path / 'run'), SMALL)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = json.load(f)
+  config['data'].update(name='kd_text', tokenizer='hf')
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(config, f)
+  err = export(workdir, str(tmp_path / 'hf'))
+  assert err.startswith(f'kd.export: {workdir}: ') and 'tokenizer.json' in err
+  assert sorted(os.listdir(tmp_path)) == ['run']

@@ -220,3 +220,15 @@ def test_the_recipe_for_smollm2_135m(tmp_path):
                      r'converted run there; convert the Hugging Face folder first: '
                      r'python -m kd.convert --from=hf HF_DIR --out=nowhere'):
     hf_distill.get_config('teacher_dir=nowhere')
+
+
+def test_a_student_of_another_tokenizer_is_refused(setup, tmp_path):
+  """The byte tokenizer has the converted teacher's 259 tokens, but not its
+  tokenizer: refused before any step, naming both and the fix."""
+  c = _config(setup, method='forward_kl')
+  c.data.update(tokenizer='byte', vocab_size=0)
+  with pytest.raises(ValueError, match=r"vocabulary of 259 tokens \(hf\), "
+                     r"the student 259 \(byte\): use the teacher's "
+                     r"tokenizer: set config.data.tokenizer='hf'"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'metrics.jsonl')

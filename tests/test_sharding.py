@@ -166,6 +166,12 @@ def test_create_picks_the_parallelism_from_the_config():
   assert isinstance(parallel, sharding.ShardedParallel)
   assert dict(parallel.mesh.shape) == {'data': jax.device_count(), 'fsdp': 1,
                                        'tensor': 1}
+  c.mesh.fsdp = -1  # With data's default -1: two axes left open.
+  with pytest.raises(kd_config.ConfigError, match=r"config.mesh: mesh \{"
+                     r"'data': -1, 'fsdp': -1.*at most one of them -1 .* "
+                     r'e\.g\. --config.mesh.data=1 --config.mesh.fsdp=-1'):
+    sharding.create(c)
+  c.mesh = mc.ConfigDict({'data': -1})
   c.distill.teacher.model_shards = 2
   with pytest.raises(ValueError, match="teacher is split by the mesh's fsdp"):
     sharding.create(c)

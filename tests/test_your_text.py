@@ -372,3 +372,15 @@ def test_a_bpe_tokenizer_trains_on_your_training_split(pipeline_run, data_dir,
   assert sum(map(len, ids)) < 0.6 * sum(len(d.encode()) for d in
                                         train_docs[:5])
   assert [tok.decode(i) for i in ids] == train_docs[:5]
+
+
+def test_a_corpus_moved_with_its_globs_resumes(pipeline_run, tmp_path):
+  """The files' content is their identity (dataset.json), not the globs:
+  a corpus copied elsewhere reuses the finished stages."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  root, config, workdir, summary = pipeline_run
+  shutil.copytree(root / 'corpus', tmp_path / 'moved')
+  moved = config()
+  for stage in moved.stages.values():
+    stage.data.files = f'{tmp_path}/moved/*.txt,{tmp_path}/moved/*.jsonl'
+  assert main.run_pipeline(moved, workdir) == summary

@@ -44,7 +44,8 @@ Arguments:
   lmbda (0.5)
 The teacher runs in bfloat16 on accelerators, float32 on CPUs
 (`distill.teacher.dtype='auto'`); on several devices add
-`--config.parallel=sharded --config.mesh.fsdp=-1`, which reads the teacher
+`--config.parallel=sharded --config.mesh.data=1 --config.mesh.fsdp=-1`
+(FSDP over all of them), which reads the teacher
 straight onto the mesh.
 """
 import os

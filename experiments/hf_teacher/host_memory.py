@@ -3,14 +3,17 @@ straight onto the mesh (`parallel='sharded'`, `kd.runs.load_variables`
 with shardings).
 
   python -m experiments.hf_teacher.host_memory [--dir=/tmp/kd_host_memory] \
-      [--devices=8] [--mesh=fsdp=4,tensor=2] [--optimizer]
+      [--devices=8] [--mesh=fsdp=4,tensor=2] [--optimizer | --hf]
 
 Writes, once, a random-init teacher of SmolLM2-135M's shape (d 576, 30
 layers, 9 query / 3 key-value heads, MLP 1536, vocabulary 49,152, tied
 embeddings: 134,515,008 parameters, 538 MB in float32) as the run
 directory `python -m kd.convert --from=hf` writes (config.json,
 checkpoints/0 with the variables only; `--optimizer`: with Adam's two
-moments too, as a teacher trained by kd leaves its checkpoint). Then each
+moments too, as a teacher trained by kd leaves its checkpoint; `--hf`: as
+a Hugging Face llama folder DIR_hf converted by `kd.convert --from=hf`,
+whose peak RSS is printed beside that of `--describe` on the same folder,
+which reads no weights). Then each
 way of loading it runs in a fresh process on `--devices` simulated CPU
 devices, meshed as `--mesh`:
 
@@ -41,6 +44,9 @@ flags.DEFINE_integer('devices', 8, 'Simulated CPU devices.')
 flags.DEFINE_string('mesh', 'fsdp=4,tensor=2', 'Mesh axis sizes.')
 flags.DEFINE_bool('optimizer', False, "Save Adam's moments in the "
                   'checkpoint too (a teacher trained by kd).')
+flags.DEFINE_bool('hf', False, 'Write the teacher as a Hugging Face folder '
+                  '(DIR_hf) and convert it with `kd.convert --from=hf` '
+                  '(its peak RSS printed) instead of writing the run.')
 flags.DEFINE_string('measure', '', 'Internal: host or mesh, in this process.')
 FLAGS = flags.FLAGS
 
@@ -71,17 +77,35 @@ def _abstract(model):
       jax.random.key(0), np.zeros((1, 8), np.int32), train=False))
 
 
-def write_teacher(run_dir: str, optimizer: bool) -> None:
+def _random_variables():
   """Random normal(0, 0.02) weights, leaf by leaf (no 135M-parameter init
-  program to compile), saved as a run directory."""
+  program to compile)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  return jax.tree.map(
+      lambda a: (rng.standard_normal(a.shape, np.float32) * 0.02),
+      _abstract(_model()))
+
+
+def write_hf(hf_dir: str) -> None:
+  """The random teacher as a Hugging Face llama folder (config.json,
+  model.safetensors), as save_pretrained lays it out."""
+  from kd.convert import hf  # pylint: disable=import-outside-toplevel
+  from kd.export import hf as hf_export  # pylint: disable=import-outside-toplevel
+  params = _random_variables()['params']
+  cfg = hf.to_hf_config('transformer_lm', dict(SHAPE), VOCAB)
+  hf_export.write_folder(hf_dir, {'config.json': json.dumps(cfg)}, dict(
+      hf.hf_tensors('transformer_lm', dict(SHAPE), params, VOCAB)))
+
+
+def write_teacher(run_dir: str, optimizer: bool) -> None:
+  """The random teacher saved as a run directory."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from kd import checkpoint  # pylint: disable=import-outside-toplevel
   from kd.convert import common  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(0)
-  variables = jax.tree.map(
-      lambda a: (rng.standard_normal(a.shape, np.float32) * 0.02),
-      _abstract(_model()))
+  variables = _random_variables()
   config = common.run_config('transformer_lm', 'kd_pystdlib',
                              dict(SHAPE))
   if not optimizer:
@@ -139,6 +163,24 @@ def main(argv):
     return
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
       f'--xla_force_host_platform_device_count={FLAGS.devices}'))
+  if FLAGS.hf and not os.path.isdir(FLAGS.dir):
+    hf_dir = FLAGS.dir + '_hf'
+    if not os.path.isdir(hf_dir):
+      print(f'writing the teacher as an HF folder to {hf_dir}', flush=True)
+      subprocess.run([sys.executable, '-c', (
+          'from experiments.hf_teacher import host_memory as h; '
+          f'h.write_hf({hf_dir!r})')], env=env, check=True)
+    # Each command in a child of its own: its peak RSS alone. --describe
+    # reads config.json only: what imports and the abstract model take.
+    for args in (['--describe', hf_dir], [hf_dir, f'--out={FLAGS.dir}']):
+      command = [sys.executable, '-m', 'kd.convert', '--from=hf', *args]
+      out = subprocess.run([sys.executable, '-c', (
+          'import resource, subprocess, sys; subprocess.run('
+          f'{command!r}, check=True, capture_output=True); print(resource.'
+          'getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)')],
+                           env=env, check=True, capture_output=True, text=True)
+      print(f'python -m kd.convert --from=hf {" ".join(args)}: peak RSS '
+            f'{int(out.stdout.split()[-1]) / 1024:,.0f} MiB')
   if not os.path.isdir(FLAGS.dir):
     print(f'writing the teacher to {FLAGS.dir}', flush=True)
     subprocess.run([sys.executable, '-c', (

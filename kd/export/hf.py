@@ -164,7 +164,10 @@ def export(workdir: str, out: str) -> dict:
   check_out(out)
   config = runs.load_config(workdir)
   name, kwargs = config.model.name, config.model.kwargs.to_dict()
-  model, spec = runs.model_of(config, workdir)
+  try:
+    model, spec = runs.model_of(config, workdir)
+  except ValueError as e:  # Its tokenizer cannot be read: the error says why.
+    raise Refused(f'{workdir}: {e}') from None
   try:  # A config mapping: its errors are options with no counterpart.
     hf_config = hf.to_hf_config(name, kwargs, spec.num_classes)
   except ValueError as e:
@@ -173,11 +176,14 @@ def export(workdir: str, out: str) -> dict:
   tensors = dict(hf.hf_tensors(name, kwargs, variables['params']))
   files = {}
   if text.is_text(config.data.name):
-    tok = text.run_tokenizer(config, workdir)
+    kept = os.path.join(workdir, hf.SPECIAL_TOKENS)
+    # A converted encoder's tokenizer goes out as it came in, unread: kd's
+    # text pipeline cannot read BERT's WordPiece (no eos, bytes not kept).
+    tok = (None if name == 'transformer_encoder' and os.path.isfile(kept)
+           else text.run_tokenizer(config, workdir))
     files = tokenizer_files(config.data.tokenizer, workdir, tok,
                             model.max_len)
-    ids = _special_ids(tok)
-    kept = os.path.join(workdir, hf.SPECIAL_TOKENS)
+    ids = _special_ids(tok) if tok else {}
     if os.path.isfile(kept):
       # A converted run: its folder's ids (where kd reads eos for a missing
       # pad or bos, the folder's config keeps null).
