@@ -358,7 +358,7 @@ def _sweep_tree(name: str, root: str) -> dict:
                                   'mnist1d_consistent', 'mnist1d_qat',
                                   'lm_distill', 'mnist1d_online',
                                   'mnist1d_self_distillation',
-                                  'mnist1d_adversarial'])
+                                  'mnist1d_adversarial', 'hf_teacher'])
 def test_doc_tables_are_what_their_command_prints(tmp_path, name):
   """The sweep's runs as `launch.sweep` and the spec's config write them
   (config.json, sweep.json, the shared teacher), with the doc's numbers

@@ -4,9 +4,9 @@ folder and converted back, then a 4x smaller student from the corpus alone
 and distilled from the converted teacher with forward KL; 3 seeds. The
 teacher, its export and conversion come first (the README's commands).
 
-  python -m launch.sweep launch/specs/hf_teacher.py --workdir=runs
+  python -m launch.sweep launch/specs/hf_teacher.py --workdir=runs --parallel=3
   python -m kd.tables runs/hf_teacher --group-by=method,model.kwargs.d_model \
-      --metric=test_bits_per_byte,params,teacher_agreement,train_seconds
+      --metric=test_bits_per_byte,params,teacher_agreement
 """
 NAME = 'hf_teacher'
 CONFIG = 'experiments/hf_teacher/config.py'
