@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kd.losses import divergences
 from kd.losses import norms
 
 
@@ -158,6 +159,62 @@ def hidden_cosine(student_hidden, teacher_hidden):
   s = norms.normalize(_f32(student_hidden))
   t = norms.normalize(_teacher(teacher_hidden))
   return 1.0 - jnp.sum(s * t, -1)
+
+
+def _log_probs(probs):
+  """log p in float32, floored at the smallest normal float so that a zero
+  probability (a masked key) gives a finite log and no NaN gradient."""
+  return jnp.log(jnp.maximum(_f32(probs), jnp.finfo(jnp.float32).tiny))
+
+
+def attention_kl(student_attention, teacher_attention):
+  """Attention-distribution transfer (MiniLM, Wang et al., 2020), per query
+  position: for attention probabilities A [B, H, T, T] (the encoder's
+  `attn<i>` features, each row a distribution over the keys),
+
+    L[b, t] = (1 / H) sum_h KL(A_t[b, h, t] || A_s[b, h, t])
+            = (1 / H) sum_h sum_k A_t log(A_t / A_s),
+
+  the teacher's distribution first, averaged over heads (both models need
+  the same heads and length). TinyBERT (Jiao et al., 2020) instead takes the
+  MSE of the unnormalised attention scores, which kd's features do not
+  expose; this is MiniLM's KL. Keys masked in both (padding) have zero
+  probability and add nothing."""
+  log_p = _log_probs(jax.lax.stop_gradient(_f32(teacher_attention)))
+  return jnp.mean(divergences.kl(log_p, _log_probs(student_attention)), 1)
+
+
+def _value_relation(values, key_mask):
+  """log softmax_k(v_q . v_k / sqrt(d)) per head: [B, T, H, D] -> [B, H, T, T]."""
+  v = _f32(values)
+  scores = jnp.einsum('bqhd,bkhd->bhqk', v, v) / jnp.sqrt(
+      jnp.float32(v.shape[-1]))
+  if key_mask is not None:
+    scores = jnp.where(jnp.asarray(key_mask, bool)[:, None, None], scores,
+                       jnp.finfo(jnp.float32).min)
+  return jax.nn.log_softmax(scores)
+
+
+def value_relation(student_values, teacher_values, key_mask=None):
+  """Value-relation transfer (MiniLM, Wang et al., 2020), per query position:
+  with each model's attention values V [B, T, H, D] (the encoder's
+  `value<i>` features, `return_values=True`), per head
+  VR = softmax(V V^T / sqrt(D)) [B, H, T, T], and
+
+    L[b, t] = (1 / H) sum_h KL(VR_t[b, h, t] || VR_s[b, h, t]),
+
+  the teacher's relation first, averaged over heads. The head sizes D may
+  differ (MiniLM's smaller student); heads and lengths must match.
+  `key_mask` [B, T] (1 for real tokens) leaves padded keys out of the
+  softmax; without it every position is a key."""
+  s_shape, t_shape = np.shape(student_values), np.shape(teacher_values)
+  if len(s_shape) != 4 or s_shape[:3] != t_shape[:3]:
+    raise ValueError(f'value_relation needs values [batch, length, heads, '
+                     f'head_size] with the same batch, length and heads; got '
+                     f'student {s_shape}, teacher {t_shape}')
+  log_q = _value_relation(student_values, key_mask)
+  log_p = _value_relation(jax.lax.stop_gradient(teacher_values), key_mask)
+  return jnp.mean(divergences.kl(log_p, log_q), 1)
 
 
 def fsp_matrix(bottom, top):

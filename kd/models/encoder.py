@@ -29,7 +29,9 @@ Features: `hidden0` (the embeddings after their LayerNorm) .. `hidden{N}`
 (the output of block N), as transformers' hidden_states, aliased `stage0` ..
 `stage{N}`; `embedding` the last hidden state [B, T, d] (after the final LN
 when pre-LN); with `return_attention=True` also `attn0` .. `attn{N-1}`
-[B, H, T, T]; with `num_labels` > 0 `cls_logits` [B, num_labels] float32.
+[B, H, T, T]; with `return_values=True` also `value0` .. `value{N-1}`, the
+attention's values [B, T, H, D] (for `kd.losses.features.value_relation`);
+with `num_labels` > 0 `cls_logits` [B, num_labels] float32.
 
 Parameters: `embed/embedding` [V, d], `pos_embed/embedding` [max_len, d],
 `type_embed/embedding` [type_vocab_size, d], `embed_norm`; per block
@@ -58,7 +60,8 @@ POOLER_ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu}
 
 class EncoderBlock(nn.Module):
   """One encoder layer of the shared Attention (bidirectional, biases, no
-  RoPE) and MLP, post-LN (BERT) or pre-LN: (x, attention probs or None)."""
+  RoPE) and MLP, post-LN (BERT) or pre-LN: (x, attention probs or None,
+  the attention's values [B, T, H, D])."""
   num_heads: int
   head_size: int
   mlp_hidden: int
@@ -77,13 +80,13 @@ class EncoderBlock(nn.Module):
     mlp = transformer.MLP(self.mlp_hidden, self.mlp, self.dtype, bias=True,
                           name='mlp')
     if self.norm == 'pre':
-      y, probs, _ = attn(layer_norm('attn_norm')(x), None, None,
-                         return_attention, mask)
+      y, probs, (_, values) = attn(layer_norm('attn_norm')(x), None, None,
+                                   return_attention, mask)
       x = x + y
-      return x + mlp(layer_norm('mlp_norm')(x)), probs
-    y, probs, _ = attn(x, None, None, return_attention, mask)
+      return x + mlp(layer_norm('mlp_norm')(x)), probs, values
+    y, probs, (_, values) = attn(x, None, None, return_attention, mask)
     x = layer_norm('attn_norm')(x + y)
-    return layer_norm('mlp_norm')(x + mlp(x)), probs
+    return layer_norm('mlp_norm')(x + mlp(x)), probs, values
 
 
 class MLMHead(nn.Module):
@@ -115,6 +118,7 @@ class TransformerEncoder(nn.Module):
   num_labels: int = 0  # > 0: a [CLS] classification head.
   pooler_activation: str = 'tanh'  # BERT's pooler; 'relu' DistilBERT's.
   return_attention: bool = False
+  return_values: bool = False  # value<i> features (MiniLM's value relation).
   dtype: Any = jnp.float32
 
   @property
@@ -170,10 +174,12 @@ class TransformerEncoder(nn.Module):
             else jnp.asarray(attention_mask).astype(bool))
     features = {'hidden0': x}
     for i, block in enumerate(self.blocks):
-      x, probs = block(x, mask, self.return_attention)
+      x, probs, values = block(x, mask, self.return_attention)
       features[f'hidden{i + 1}'] = x
       if self.return_attention:
         features[f'attn{i}'] = probs
+      if self.return_values:
+        features[f'value{i}'] = values
     features.update({f'stage{i}': features[f'hidden{i}']
                      for i in range(self.num_layers + 1)})
     if self.norm == 'pre':
