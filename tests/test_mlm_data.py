@@ -187,3 +187,27 @@ def test_eval_batches_pad_and_never_choose_padding(stdlib_tok):
   again = list(mlm.mlm_eval_batches(TINY, batch_size=8, seq_len=32,
                                     tok=tok, data_dir=d))
   np.testing.assert_array_equal(again[0]['image'], batches[0]['image'])
+
+
+def test_a_batch_feeds_the_encoder_and_the_loss_counts_chosen_positions(
+    stdlib_tok):
+  import jax  # pylint: disable=import-outside-toplevel
+  from kd import models  # pylint: disable=import-outside-toplevel
+  from kd.losses import classification, reduce  # pylint: disable=import-outside-toplevel
+  tok, d, _ = stdlib_tok
+  b = next(mlm.mlm_eval_batches(TINY, batch_size=2, seq_len=16, tok=tok,
+                                data_dir=d))
+  model = models.create('transformer_encoder', tok.vocab_size, d_model=16,
+                        num_layers=1, num_heads=2, max_len=16)
+  variables = model.init(jax.random.key(0), b['image'])
+  logits, _ = model.apply(variables, b['image'],
+                          attention_mask=b['attention_mask'])
+  loss = reduce.masked_mean(
+      classification.cross_entropy(logits, b['label']), b['mask'])
+  z = np.asarray(logits, np.float64)
+  logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1,
+                    keepdims=True)) - z.max(-1, keepdims=True)
+  nll = -np.take_along_axis(logp, b['label'][..., None], -1)[..., 0]
+  assert b['mask'].sum() > 0
+  np.testing.assert_allclose(
+      loss, (nll * b['mask']).sum() / b['mask'].sum(), rtol=1e-5)
