@@ -115,3 +115,43 @@ def test_the_encoder_exposes_its_attention_values():
     assert feats[f'attn{i}'].shape == (B, 2, T, T)
   assert 'value0' not in model.clone(return_values=False).apply(
       {'params': params}, tokens)[1]
+
+
+def test_distilbert_student_from_every_other_bert_layer():
+  """A 2-layer student without token types or pooler, initialised from a
+  4-layer BERT teacher (type_vocab_size=2, [CLS] head), gives the teacher's
+  logits restricted to layers 0 and 2 on single-segment input."""
+  V, L = 29, 6
+  teacher = models.create('transformer_encoder', V, d_model=8, num_layers=4,
+                          num_heads=2, max_len=8, num_labels=3)
+  student = teacher.clone(num_layers=2, type_vocab_size=0, num_labels=0)
+  tokens = jnp.asarray(R.integers(0, V, (B, L)), jnp.int32)
+  tp = teacher.init(jax.random.key(0), tokens)['params']
+  sp = student.init(jax.random.key(1), tokens)['params']
+  layer_map = models.lm.strided_layer_map(4, 2)
+  assert layer_map == (0, 2)
+  new = models.lm.init_from_teacher_layers(tp, sp, layer_map)
+  assert set(new) == set(sp) and 'pooler' not in new
+  np.testing.assert_array_equal(
+      new['pos_embed']['embedding'],
+      tp['pos_embed']['embedding'] + tp['type_embed']['embedding'][0])
+  # The teacher restricted to its layers 0 and 2, by hand.
+  restricted = {k: v for k, v in tp.items() if not k.startswith('blocks_')}
+  restricted.update(blocks_0=tp['blocks_0'], blocks_1=tp['blocks_2'])
+  pad = jnp.asarray([[1] * L, [1] * (L - 2) + [0] * 2])
+  want = teacher.clone(num_layers=2).apply(
+      {'params': restricted}, tokens, attention_mask=pad,
+      token_types=jnp.zeros_like(tokens))[0]
+  got = student.apply({'params': new}, tokens, attention_mask=pad)[0]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # Without the type-0 row folded in, the student would not be the teacher.
+  unfolded = dict(new, pos_embed=tp['pos_embed'])
+  assert not np.allclose(
+      student.apply({'params': unfolded}, tokens, attention_mask=pad)[0],
+      want, atol=1e-3)
+  # A student with a [CLS] head needs one in the teacher.
+  headless = {k: v for k, v in tp.items() if k not in ('pooler', 'classifier')}
+  with_head = student.clone(num_labels=3).init(jax.random.key(1), tokens)
+  with pytest.raises(ValueError, match='teacher and student differ in modules'):
+    models.lm.init_from_teacher_layers(headless, with_head['params'],
+                                       layer_map)

@@ -190,3 +190,28 @@ class TransformerEncoder(nn.Module):
           self.pooler(x[:, 0]))
       features['cls_logits'] = self.classifier(pooled).astype(jnp.float32)
     return self.mlm(x, self.embed), features
+
+
+def fit_to_student(teacher_params, student_params):
+  """A BERT teacher's parameters as a student lacking some of its modules
+  takes them (DistilBERT, Sanh et al. 2019, drops token types and the
+  pooler); `kd.models.lm.init_from_teacher_layers` applies it first.
+
+  - A student with no token types (`type_vocab_size=0`) gets the teacher's
+    type-0 row T_0 added to every position embedding: the embedding sum
+    E[x] + P[i] + T_0 = E[x] + (P[i] + T_0), so the student is exact where
+    every token type is 0 (single-segment input, the default); a teacher's
+    second segment has no counterpart in the student.
+  - A student with no [CLS] head (`num_labels=0`) leaves out the teacher's
+    pooler and classifier.
+
+  Other parameters pass unchanged (a decoder's: all of them)."""
+  params = dict(teacher_params)
+  if 'type_embed' in params and 'type_embed' not in student_params:
+    type0 = params.pop('type_embed')['embedding'][0]
+    params['pos_embed'] = {
+        'embedding': params['pos_embed']['embedding'] + type0}
+  if 'pooler' not in student_params:
+    params.pop('pooler', None)
+    params.pop('classifier', None)
+  return params

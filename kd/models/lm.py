@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kd.models import encoder
 from kd.models import transformer
 
 
@@ -287,7 +288,11 @@ def init_from_teacher_layers(teacher_params, student_params,
                              layer_map: Sequence[int]):
   """Student params with the teacher's embedding, final norm and head, and
   student layer i <- teacher layer `layer_map[i]` (Sanh et al. 2019,
-  DistilBERT). Both must have the same width, heads and MLP size."""
+  DistilBERT). Both must have the same width, heads and MLP size. A BERT
+  teacher's token types and pooler are first fitted to a student without
+  them (`kd.models.encoder.fit_to_student`: exact for single-segment input).
+  """
+  teacher_params = encoder.fit_to_student(teacher_params, student_params)
   t_layers, s_layers = layer_names(teacher_params), layer_names(student_params)
   if len(layer_map) != len(s_layers):
     raise ValueError(f'layer_map has {len(layer_map)} entries for a student '
