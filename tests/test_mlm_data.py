@@ -139,7 +139,8 @@ def test_masking_is_a_pure_function_of_step_seed_and_row(tok):
 @pytest.fixture(scope='module')
 def stdlib_tok(tmp_path_factory):
   d = str(tmp_path_factory.mktemp('tfds_mlm'))
-  path = str(tmp_path_factory.mktemp('run') / 'tokenizer.json')
+  # The run directory need not exist yet.
+  path = str(tmp_path_factory.mktemp('runs') / 'run' / 'tokenizer.json')
   return mlm.tokenizer(name=TINY, vocab_size=300, path=path, data_dir=d), d, path
 
 

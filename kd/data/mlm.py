@@ -110,6 +110,7 @@ class WordPieceTokenizer:
     return cls(tok, names, path)
 
   def save(self, path: str):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     files.write_bytes(path, self._tok.to_str(pretty=True))
 
   def encode(self, texts: list[str]) -> list[np.ndarray]:
