@@ -64,6 +64,18 @@ def test_an_hf_bert_folders_tokenizer_loads_with_its_specials(tmp_path):
       {'cls_token': '[MASK]', 'mask_token': '[CLS]'}))
   swapped = mlm.WordPieceTokenizer.load(str(tmp_path / 'tokenizer.json'))
   assert (swapped.cls_id, swapped.mask_id) == (4, 2)
+  # A saved truncation (to the model's length) never cuts a document.
+  spec['truncation'] = {'direction': 'Right', 'max_length': 4, 'strategy':
+                        'LongestFirst', 'stride': 0}
+  (tmp_path / 'tokenizer.json').write_text(json.dumps(spec))
+  assert len(swapped.encode(['a b c d e f g h'])[0]) == 8
+  assert len(mlm.WordPieceTokenizer.load(str(tmp_path)).encode(
+      ['a b c d e f g h'])[0]) == 8
+  (tmp_path / 'tokenizer.json').write_text(json.dumps(spec)[:100])
+  with pytest.raises(ValueError, match='tokenizer.json is not a '
+                     'tokenizer.json the tokenizers library reads'):
+    mlm.WordPieceTokenizer.load(str(tmp_path))
+  (tmp_path / 'tokenizer.json').write_text(json.dumps(spec))
   (tmp_path / 'tokenizer_config.json').write_text(json.dumps(
       {'mask_token': '<mask>'}))
   with pytest.raises(ValueError, match=r"no mask token '<mask>' in its "

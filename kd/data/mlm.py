@@ -54,6 +54,10 @@ class WordPieceTokenizer:
   def __init__(self, tok, names: dict[str, str] | None = None,
                path: str = '<trained>'):
     self._tok, self.path = tok, path
+    # A saved HF tokenizer may truncate or pad to a model's length; a
+    # document is packed whole.
+    tok.no_truncation()
+    tok.no_padding()
     names = names or {}
     for role, default in zip(_ROLES, SPECIALS):
       piece = names.get(role, default)
