@@ -31,6 +31,7 @@ from kd import seqkd
 from kd import sharding
 from kd import steps
 from kd.data import select
+from kd.models import encoder
 from kd.models import flax_module
 from kd.models import lm
 from kd.logger import MetricLogger
@@ -286,13 +287,19 @@ def warm_start(state, run_dir: str, name: str, layers: str = '',
     raise kd_config.ConfigError(f"config.init_from_layers={layers!r}; valid: '' (the "
                      "same architecture) or 'strided'")
 
+  fresh = []
+
   def same(tree, step):
+    # A classifier fine-tuned from a masked-LM run: its heads differ.
+    params = encoder.fit_heads(tree['params'], state.params)
+    fresh.extend(k for k in params if k not in tree['params'])
     checkpoint.check_same_structure(
         {'params': state.params, **state.model_state},
-        {'params': tree['params'], **tree['model_state']},
+        {'params': params, **tree['model_state']},
         f'init_from run {run_dir} (step {step})')
     aux = state.aux_params
-    return {'params': tree['params'], 'model_state': tree['model_state'],
+    return {'params': {k: v for k, v in params.items() if k not in fresh},
+            'model_state': tree['model_state'],
             'aux_params': {k: v for k, v in tree.get('aux_params', {}).items()
                            if k in aux and checkpoint.flat_shapes(v) ==
                            checkpoint.flat_shapes(aux[k])}}
@@ -300,8 +307,10 @@ def warm_start(state, run_dir: str, name: str, layers: str = '',
   found, step = read_part(run_dir, what, parallel, same)
   taken = list(found['aux_params'])
   print(f'[{name}] initialised from {run_dir} (step {step}): the student'
-        + ''.join(f', adapter {k!r}' for k in taken))
-  return state.replace(params=found['params'],
+        + ''.join(f', adapter {k!r}' for k in taken)
+        + (f' (new: {", ".join(fresh)})' if fresh else ''))
+  return state.replace(params={**found['params'],
+                               **{k: state.params[k] for k in fresh}},
                        model_state=dict(found['model_state']),
                        aux_params={**state.aux_params, **found['aux_params']})
 

@@ -149,9 +149,16 @@ def test_distilbert_student_from_every_other_bert_layer():
   assert not np.allclose(
       student.apply({'params': unfolded}, tokens, attention_mask=pad)[0],
       want, atol=1e-3)
-  # A student with a [CLS] head needs one in the teacher.
+  # A classifier student of a teacher with no [CLS] head keeps its own
+  # fresh head; with head='cls' it takes no masked-LM head either.
   headless = {k: v for k, v in tp.items() if k not in ('pooler', 'classifier')}
-  with_head = student.clone(num_labels=3).init(jax.random.key(1), tokens)
-  with pytest.raises(ValueError, match='teacher and student differ in modules'):
-    models.lm.init_from_teacher_layers(headless, with_head['params'],
-                                       layer_map)
+  classifier = student.clone(num_labels=3, head='cls')
+  with_head = classifier.init(jax.random.key(1), tokens)['params']
+  got = models.lm.init_from_teacher_layers(headless, with_head, layer_map)
+  assert set(got) == set(with_head) and 'mlm' not in got
+  for k in ('pooler', 'classifier'):
+    np.testing.assert_array_equal(got[k]['kernel'], with_head[k]['kernel'])
+  np.testing.assert_array_equal(got['blocks_1']['mlp']['up']['kernel'],
+                                tp['blocks_2']['mlp']['up']['kernel'])
+  assert classifier.apply({'params': got}, tokens)[0].shape == (
+      tokens.shape[0], 3)

@@ -6,7 +6,8 @@ Every model is a `flax.linen.Module` whose `__call__(x, train: bool)` returns
 pre-logit vector. For 'transformer_lm' `num_classes` is the vocabulary
 size and `x` a [batch, length] int32 token array (see `kd.models.lm`); for
 'transformer_encoder' too (the masked-LM head's classes), with `num_labels`
-for its [CLS] classification head (see `kd.models.encoder`).
+for its [CLS] classification head; with `head='cls'` `num_classes` is the
+labels and `vocab_size` a kwarg (see `kd.models.encoder.create`).
 A user's own module, named `module:package.path:ClassName`, is wrapped into
 this convention (`kd.models.flax_module`).
 """
@@ -53,9 +54,7 @@ for _name, _blocks, _bottleneck in (('resnet18', (2, 2, 2, 2), False),
 # Language models: the classes are the vocabulary.
 _REGISTRY['transformer_lm'] = (
     lambda num_classes, **kw: lm.TransformerLM(vocab_size=num_classes, **kw))
-_REGISTRY['transformer_encoder'] = (
-    lambda num_classes, **kw: encoder.TransformerEncoder(
-        vocab_size=num_classes, **kw))
+_REGISTRY['transformer_encoder'] = encoder.create
 # ViT / DeiT with 16x16 patches (timm's sizes); kwargs such as patch_size,
 # depth, width, heads shrink them for small inputs.
 for _size, (_width, _depth, _heads) in vit.SIZES.items():

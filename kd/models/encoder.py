@@ -23,6 +23,13 @@ token_types=None)` returns `(logits [B, T, V] float32, features)`:
 
 `attention_mask` [B, T] (1 or True for real tokens, 0 for padding) keeps
 every query from attending to padded keys; positions still count from 0.
+Without it, a model of `pad_id` >= 0 takes tokens != pad_id as the mask, so
+that a padded batch needs no second input (kd's steps pass token ids only);
+`pad_id=-1` attends everywhere.
+
+`head='cls'` (a fine-tuned classifier, BertForSequenceClassification)
+returns the [CLS] head's logits [B, num_labels] as the logits and computes no
+masked-LM head (nor has its parameters).
 No dropout (as every kd model): `train` changes nothing.
 
 Features: `hidden0` (the embeddings after their LayerNorm) .. `hidden{N}`
@@ -55,6 +62,7 @@ NORMS = ('post', 'pre')
 # tanh approximation (`gelu_new`).
 MLPS = {'gelu_exact': lambda x: nn.gelu(x, approximate=False),
         'gelu': lambda x: nn.gelu(x, approximate=True)}
+HEADS = ('mlm', 'cls')
 POOLER_ACTIVATIONS = {'tanh': jnp.tanh, 'relu': nn.relu}
 
 
@@ -116,6 +124,8 @@ class TransformerEncoder(nn.Module):
   norm_eps: float = 1e-12
   mlp: str = 'gelu_exact'  # A key of MLPS: the MLP's and MLM transform's.
   num_labels: int = 0  # > 0: a [CLS] classification head.
+  head: str = 'mlm'  # The logits: 'mlm' [B, T, V] or 'cls' [B, num_labels].
+  pad_id: int = -1  # >= 0: tokens of this id are padding (not attended).
   pooler_activation: str = 'tanh'  # BERT's pooler; 'relu' DistilBERT's.
   return_attention: bool = False
   return_values: bool = False  # value<i> features (MiniLM's value relation).
@@ -131,6 +141,10 @@ class TransformerEncoder(nn.Module):
                        f'num_heads={self.num_heads}')
     transformer.check_choice('norm', self.norm, NORMS)
     transformer.check_choice('mlp', self.mlp, tuple(MLPS))
+    transformer.check_choice('head', self.head, HEADS)
+    if self.head == 'cls' and not self.num_labels:
+      raise ValueError("head='cls' returns the [CLS] classifier's logits: "
+                       'set num_labels > 0')
     transformer.check_choice('pooler_activation', self.pooler_activation,
                              tuple(POOLER_ACTIVATIONS))
     embed = lambda n: nn.Embed(n, self.d_model, dtype=self.dtype,
@@ -149,7 +163,8 @@ class TransformerEncoder(nn.Module):
         for _ in range(self.num_layers)]
     if self.norm == 'pre':
       self.final_norm = layer_norm()
-    self.mlm = MLMHead(self.norm_eps, self.mlp, self.dtype)
+    if self.head == 'mlm':
+      self.mlm = MLMHead(self.norm_eps, self.mlp, self.dtype)
     if self.num_labels:
       self.pooler = nn.Dense(self.d_model, dtype=self.dtype)
       self.classifier = nn.Dense(self.num_labels, dtype=self.dtype)
@@ -170,8 +185,12 @@ class TransformerEncoder(nn.Module):
       raise ValueError('token_types given to an encoder without token-type '
                        'embeddings (type_vocab_size=0)')
     x = self.embed_norm(x)
-    mask = (jnp.ones((b, t), bool) if attention_mask is None
-            else jnp.asarray(attention_mask).astype(bool))
+    if attention_mask is not None:
+      mask = jnp.asarray(attention_mask).astype(bool)
+    elif self.pad_id >= 0:
+      mask = tokens != self.pad_id
+    else:
+      mask = jnp.ones((b, t), bool)
     features = {'hidden0': x}
     for i, block in enumerate(self.blocks):
       x, probs, values = block(x, mask, self.return_attention)
@@ -189,7 +208,30 @@ class TransformerEncoder(nn.Module):
       pooled = POOLER_ACTIVATIONS[self.pooler_activation](
           self.pooler(x[:, 0]))
       features['cls_logits'] = self.classifier(pooled).astype(jnp.float32)
+    if self.head == 'cls':
+      return features['cls_logits'], features
     return self.mlm(x, self.embed), features
+
+
+def create(num_classes: int, head: str = 'mlm', vocab_size: int = 0,
+           **kwargs) -> TransformerEncoder:
+  """The registry's 'transformer_encoder': `num_classes` is what the
+  logits classify, the vocabulary for the masked-LM head (`vocab_size`, if
+  given, must agree), the labels for `head='cls'` (`num_labels`; the
+  vocabulary is then `vocab_size`, which must be given)."""
+  if head == 'cls':
+    if vocab_size <= 0:
+      raise ValueError("transformer_encoder with head='cls' classifies "
+                       f'{num_classes} labels; give its vocabulary as '
+                       'model kwargs vocab_size')
+    if kwargs.setdefault('num_labels', num_classes) != num_classes:
+      raise ValueError(f'num_labels={kwargs["num_labels"]} but the data has '
+                       f'{num_classes} classes')
+    return TransformerEncoder(vocab_size=vocab_size, head=head, **kwargs)
+  if vocab_size and vocab_size != num_classes:
+    raise ValueError(f'vocab_size={vocab_size} but the masked-LM head '
+                     f'classifies {num_classes} tokens')
+  return TransformerEncoder(vocab_size=num_classes, head=head, **kwargs)
 
 
 def fit_to_student(teacher_params, student_params):
@@ -203,7 +245,10 @@ def fit_to_student(teacher_params, student_params):
     every token type is 0 (single-segment input, the default); a teacher's
     second segment has no counterpart in the student.
   - A student with no [CLS] head (`num_labels=0`) leaves out the teacher's
-    pooler and classifier.
+    pooler and classifier; a student with one the teacher lacks (a
+    classifier fine-tuned from a masked-LM run) keeps its own fresh ones.
+  - A student with no masked-LM head (`head='cls'`) leaves out the
+    teacher's.
 
   Other parameters pass unchanged (a decoder's: all of them)."""
   params = dict(teacher_params)
@@ -211,7 +256,21 @@ def fit_to_student(teacher_params, student_params):
     type0 = params.pop('type_embed')['embedding'][0]
     params['pos_embed'] = {
         'embedding': params['pos_embed']['embedding'] + type0}
-  if 'pooler' not in student_params:
-    params.pop('pooler', None)
-    params.pop('classifier', None)
+  return fit_heads(params, student_params)
+
+
+HEAD_MODULES = (('pooler', 'classifier'), ('mlm',))
+
+
+def fit_heads(params, student_params):
+  """`params` (a checkpoint's) without the heads `student_params` lacks and
+  with the student's own (fresh) heads the checkpoint lacks; the rest
+  unchanged. Reads no values, so it works on a checkpoint's metadata."""
+  params = dict(params)
+  for head in HEAD_MODULES:
+    if head[0] not in student_params:
+      for name in head:
+        params.pop(name, None)
+    elif head[0] not in params:
+      params.update({n: student_params[n] for n in head})
   return params
