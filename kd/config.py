@@ -135,13 +135,14 @@ def _check_task(c, check, at: str) -> None:
         f"set --config.{at}model.name='transformer_encoder'")
   head = c.model.kwargs.get('head', 'mlm')
   want = 'cls' if task == 'classify' else 'mlm'
-  check(head == want, 'model.kwargs.head', f'the {task} task reads the '
-        f'{want} head\'s logits', f"set --config.{at}model.kwargs.head="
-        f"'{want}'")
-  if task == 'classify':
-    check(c.model.kwargs.get('vocab_size') == d.vocab_size,
-          'model.kwargs.vocab_size', 'a classifier embeds the tokenizer\'s '
-          f'vocabulary of data.vocab_size={d.vocab_size}',
+  if head != want:
+    _fail(f'{at}model.kwargs.head', head, f'the {task} task reads the '
+          f'{want} head\'s logits', f"set --config.{at}model.kwargs.head="
+          f"'{want}'")
+  vocab = c.model.kwargs.get('vocab_size')
+  if task == 'classify' and vocab != d.vocab_size:
+    _fail(f'{at}model.kwargs.vocab_size', vocab, 'a classifier embeds the '
+          f'tokenizer\'s vocabulary of data.vocab_size={d.vocab_size}',
           f'set --config.{at}model.kwargs.vocab_size={d.vocab_size}')
   t = c.distill.teacher
   for field, on in (('distill.teacher.cache', t.cache),
