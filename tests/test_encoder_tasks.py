@@ -83,7 +83,11 @@ def test_pad_id_masks_padding_and_cls_head_is_the_logits():
   assert 'mlm' not in variables['params']
   logits, feats = model.apply(variables, tokens)
   assert logits.shape == (2, 5)
-  np.testing.assert_array_equal(logits, feats['cls_logits'])
+  assert 'cls_logits' not in feats  # No second head to score.
+  np.testing.assert_array_equal(logits, model.clone(head='mlm').apply(
+      {'params': dict(variables['params'], mlm=model.clone(head='mlm').init(
+          jax.random.key(0), tokens)['params']['mlm'])}, tokens)[1][
+              'cls_logits'])
   explicit = model.apply(variables, tokens, attention_mask=tokens != 0)[0]
   np.testing.assert_allclose(logits, explicit, atol=1e-6)
   # Without pad_id the padding is attended to: other logits.
