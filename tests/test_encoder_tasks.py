@@ -146,9 +146,13 @@ def _encoder_config(**data):
     (dict(task='fill'), "config.data.task='fill': unknown task; valid: lm, mlm,"
      ' classify'),
     (dict(vocab_size=5), 'config.data.vocab_size=5: the WordPiece vocabulary'),
+    (dict(export=('float32',)), "config.export.formats=('float32',): a mlm "
+     'run is exported after training'),
 ])
 def test_bad_encoder_configs_are_refused(change, message):
+  export = change.pop('export', ())
   c = _encoder_config(**change)
+  c.export.formats = export
   with pytest.raises(kd_config.ConfigError) as e:
     kd_config.validate(c)
   assert str(e.value).startswith(message), str(e.value)
