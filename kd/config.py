@@ -144,6 +144,10 @@ def _check_task(c, check, at: str) -> None:
     _fail(f'{at}model.kwargs.vocab_size', vocab, 'a classifier embeds the '
           f'tokenizer\'s vocabulary of data.vocab_size={d.vocab_size}',
           f'set --config.{at}model.kwargs.vocab_size={d.vocab_size}')
+  if c.export.formats:
+    _fail(f'{at}export.formats', tuple(c.export.formats), f'a {task} run is '
+          'exported after training, not by the run', 'unset it and run '
+          '`python -m kd.export --workdir=RUN` on the finished run')
   t = c.distill.teacher
   for field, on in (('distill.teacher.cache', t.cache),
                     ('distill.on_policy.lmbda',

@@ -81,3 +81,26 @@ def test_a_rerun_reuses_every_finished_stage(pipeline, capsys):
   again = kd_main.run_pipeline(c, workdir)
   assert again['distil_ft/test_accuracy'] == summary['distil_ft/test_accuracy']
   assert 'compiling' not in capsys.readouterr().out
+
+
+def test_a_converted_hf_bert_is_the_teacher(tmp_path):
+  """`teacher=RUN` (a converted BERT): it replaces teacher_mlm, its
+  tokenizer is every stage's, and the student is its half."""
+  from kd.convert import hf  # pylint: disable=import-outside-toplevel
+  bert = os.path.join(os.path.dirname(__file__), 'fixtures', 'hf', 'bert')
+  teacher = str(tmp_path / 'bert')
+  hf.convert(bert, teacher)
+  c = distilbert.get_config(
+      f'teacher={teacher},dataset=kd_bbcnews/tiny,seq_len=32,batch=8,'
+      'pretrain_steps=2')
+  with c.unlocked():
+    c.stage_order = ('teacher_mlm', 'student_distil')
+  student_kw = c.stages.student_distil.model.kwargs
+  assert (student_kw.num_layers, student_kw.d_model) == (1, 48)
+  kd_main.run_pipeline(c, str(tmp_path / 'run'))
+  run = str(tmp_path / 'run' / 'student_distil')
+  with open(os.path.join(bert, 'tokenizer.json')) as f, open(
+      os.path.join(run, 'tokenizer.json')) as g:
+    assert f.read() == g.read()
+  assert not os.path.exists(tmp_path / 'run' / 'teacher_mlm')
+  assert runs.load_run(run)[1].type_vocab_size == 0

@@ -83,7 +83,11 @@ def test_pad_id_masks_padding_and_cls_head_is_the_logits():
   assert 'mlm' not in variables['params']
   logits, feats = model.apply(variables, tokens)
   assert logits.shape == (2, 5)
-  np.testing.assert_array_equal(logits, feats['cls_logits'])
+  assert 'cls_logits' not in feats  # No second head to score.
+  np.testing.assert_array_equal(logits, model.clone(head='mlm').apply(
+      {'params': dict(variables['params'], mlm=model.clone(head='mlm').init(
+          jax.random.key(0), tokens)['params']['mlm'])}, tokens)[1][
+              'cls_logits'])
   explicit = model.apply(variables, tokens, attention_mask=tokens != 0)[0]
   np.testing.assert_allclose(logits, explicit, atol=1e-6)
   # Without pad_id the padding is attended to: other logits.
@@ -142,9 +146,13 @@ def _encoder_config(**data):
     (dict(task='fill'), "config.data.task='fill': unknown task; valid: lm, mlm,"
      ' classify'),
     (dict(vocab_size=5), 'config.data.vocab_size=5: the WordPiece vocabulary'),
+    (dict(export=('float32',)), "config.export.formats=('float32',): a mlm "
+     'run is exported after training'),
 ])
 def test_bad_encoder_configs_are_refused(change, message):
+  export = change.pop('export', ())
   c = _encoder_config(**change)
+  c.export.formats = export
   with pytest.raises(kd_config.ConfigError) as e:
     kd_config.validate(c)
   assert str(e.value).startswith(message), str(e.value)

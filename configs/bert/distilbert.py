@@ -29,7 +29,7 @@ Stages, in order (each in WORKDIR/<stage>):
   python -m kd.main --config=configs/bert/distilbert.py --workdir=runs/distilbert
 
 `seed` seeds the fine-tunes (`task_dataset`: kd_bbcnews, or its '/tiny'
-subset for tests); `pretrained=DIR` reuses the three pretraining
+subset for tests); `pretrained_dir=DIR` reuses the three pretraining
 stages of an earlier run in DIR (another seed's fine-tunes share them).
 Sizes: `layers` (the student has half), `d_model`, `heads`, `vocab`,
 `seq_len`, `batch`, `pretrain_steps`, `finetune_steps`.
@@ -52,7 +52,7 @@ DEFAULTS = dict(seed=0, dataset='kd_bbcnews', files='', seq_len=128, batch=32,
                 vocab=8192, layers=4, d_model=256, heads=4,
                 pretrain_steps=2000, finetune_steps=500, pretrain_lr=1e-3,
                 finetune_lr=3e-4, soft_over='masked', teacher='',
-                pretrained='', task_dataset='kd_bbcnews')
+                pretrained_dir='', task_dataset='kd_bbcnews')
 # DistilBERT's loss weights and temperature (its training command).
 ALPHA_CE, ALPHA_MLM, ALPHA_COS, TEMPERATURE = 5.0, 2.0, 1.0, 2.0
 PRETRAINING = ('teacher_mlm', 'student_distil', 'student_mlm_only')
@@ -149,8 +149,8 @@ def get_config(arg: str | None = None):
   c = pipeline_config(teacher_mlm=teacher_mlm, student_distil=distil,
                       student_mlm_only=mlm_only, **stages)
   kept = {}
-  if a['pretrained']:
-    kept = {n: os.path.join(a['pretrained'], n) for n in PRETRAINING}
+  if a['pretrained_dir']:
+    kept = {n: os.path.join(a['pretrained_dir'], n) for n in PRETRAINING}
   if a['teacher']:
     kept['teacher_mlm'] = a['teacher']
   c.stage_dirs = kept

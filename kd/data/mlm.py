@@ -157,17 +157,17 @@ def tokenizer(*, name: str | None = None, vocab_size: int = 0,
   return tok
 
 
-def _source(config) -> str:
+def _source(config, required: bool = True) -> str:
   """The tokenizer.json a new encoder run starts from: data.tokenizer_path,
   else the teacher run's, else the init_from run's; '' (train one) for
-  'wordpiece' when none of them has one."""
+  'wordpiece' when none of them has one ('hf' then raises if `required`)."""
   d = config.data
   if d.tokenizer_path:
     return hf_tokenizer.source_path(d.tokenizer_path, '')
   for run in (config.distill.teacher.workdir, config.init_from):
     if run and os.path.isfile(os.path.join(run, 'tokenizer.json')):
       return os.path.join(run, 'tokenizer.json')
-  if d.tokenizer == 'hf':
+  if d.tokenizer == 'hf' and required:
     return hf_tokenizer.source_path('', '')  # Raises: names the fields.
   return ''
 
@@ -181,11 +181,13 @@ def run_tokenizer(config, run_dir: str | None = None) -> WordPieceTokenizer:
   tokenizes one way throughout)."""
   d = config.data
   kept = os.path.join(run_dir, 'tokenizer.json') if run_dir else ''
-  source = _source(config)
-  if kept and os.path.exists(kept):
+  if kept and os.path.exists(kept):  # A converted run's is its own.
+    source = _source(config, required=False)
     if source:
       hf_tokenizer.check_kept(kept, source, '')
-  elif kept and source:
+  else:
+    source = _source(config)
+  if kept and source and not os.path.exists(kept):
     folder = os.path.dirname(os.path.abspath(source))
     os.makedirs(run_dir, exist_ok=True)
     # tokenizer.json last: a run directory with it holds the whole tokenizer.
@@ -195,8 +197,11 @@ def run_tokenizer(config, run_dir: str | None = None) -> WordPieceTokenizer:
       if os.path.exists(src):
         with open(src, 'rb') as f:
           files.write_bytes(os.path.join(run_dir, name), f.read())
+  path = kept or source
+  if path and os.path.exists(path):  # Its training text is not needed.
+    return tokenizer(path=path, vocab_size=d.vocab_size)
   return tokenizer(name=text.source(d), vocab_size=d.vocab_size,
-                   path=kept or source or None, data_dir=d.data_dir or None)
+                   path=path or None, data_dir=d.data_dir or None)
 
 
 def _stream(docs: list[np.ndarray], tok) -> np.ndarray:
