@@ -105,7 +105,11 @@ def kd_config(cfg: dict) -> tuple[str, dict, int]:
 
 
 def create(name: str, kwargs: dict, vocab: int):
-  """The kd model `name` of `kwargs` and vocabulary (or classes) `vocab`."""
+  """The kd model `name` of `kwargs` and vocabulary (or classes) `vocab`;
+  an encoder's [CLS] head (head='cls', vocab_size in kwargs) classifies its
+  num_labels."""
+  if kwargs.get('head') == 'cls':
+    return models.create(name, kwargs['num_labels'], **kwargs)
   return models.create(name, vocab, **kwargs)
 
 

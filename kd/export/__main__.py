@@ -8,7 +8,9 @@ writes the student as a builtin-ops-only `.tflite` file with a JSON sidecar
 (`transformer_lm`) gets `prefill` and `decode` signatures and weight-only
 quantization, int4 included (see `kd.export.lm`). `--format=onnx` writes a
 float32 `.onnx` file instead (three graphs for a language model; see
-`kd.export.onnx`), run by onnxruntime for the sidecar's figures.
+`kd.export.onnx`), run by onnxruntime for the sidecar's figures. An
+encoder (`transformer_encoder`: BERT, DistilBERT, a [CLS] classifier) takes
+token ids [1, T] and ships its WordPiece tokenizer (see `kd.export.encoder`).
 `--format=hf` writes a folder that transformers loads (`kd.export.hf`).
 
 Only a finished run exports unless `--allow_unfinished`; the run directory
@@ -24,7 +26,7 @@ from absl import flags
 from absl import logging
 
 from kd import runs
-from kd.export import hf, lm, onnx, student, tflite
+from kd.export import encoder, hf, lm, onnx, student, tflite
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory (one stage).')
 _FORMAT = flags.DEFINE_enum('format', 'tflite', [*student.FORMATS, 'hf'],
@@ -125,6 +127,18 @@ def export_lm(out: str) -> dict:
   return sidecar
 
 
+def export_encoder(out: str) -> dict:
+  """A transformer_encoder run as a token-id file (`kd.export.encoder`)."""
+  config, model, variables, step = runs.load_run(_WORKDIR.value)
+  sidecar = encoder.export(config, model, variables, _WORKDIR.value, out,
+                           quantize=_QUANTIZE.value, format=_FORMAT.value,
+                           step=step)
+  print(json.dumps(sidecar, indent=2))
+  print(f'wrote {out} ({sidecar["bytes"]:,} bytes), {out}.json and '
+        f'{sidecar["tokenizer"]["file"]}')
+  return sidecar
+
+
 def export_hf():
   """--format=hf: the run as a Hugging Face folder (`kd.export.hf`)."""
   given = [f'--{f.name}' for f in (_QUANTIZE, _BATCH, _SOFTMAX,
@@ -166,6 +180,18 @@ def main(argv):
                            'logits and quantizes weights only')
     export_lm(out)
     return
+  if config.model.name == encoder.KIND:
+    if _BATCH.value != '1' or _SOFTMAX.value or _REPRESENTATIVE.value:
+      raise app.UsageError('--batch, --softmax and --representative are for '
+                           'image and signal classifiers; an encoder exports '
+                           'batch 1 logits of token ids')
+    if _QUANTIZE.value not in encoder.QUANTIZATIONS:
+      raise encoder.Refused(encoder.INT8_REFUSED if _QUANTIZE.value == 'int8'
+                            else f'--quantize={_QUANTIZE.value} is not for '
+                            'an encoder; valid: '
+                            f'{", ".join(encoder.QUANTIZATIONS)}')
+    export_encoder(out)
+    return
   if _QUANTIZE.value not in tflite.QUANTIZATIONS:
     raise app.UsageError(f'--quantize={_QUANTIZE.value} is for language '
                          f'models; a classifier takes one of '
@@ -188,7 +214,7 @@ def cli_main(argv):
   """`main` with the refusals as one line (`kd.export: ...`), exit 1."""
   try:
     main(argv)
-  except (Refused, hf.Refused, runs.PipelineDirError,
+  except (Refused, hf.Refused, encoder.Refused, runs.PipelineDirError,
           FileNotFoundError) as e:
     sys.exit(f'kd.export: {e}')
 
