@@ -28,7 +28,10 @@ Stages, in order (each in WORKDIR/<stage>):
 
   python -m kd.main --config=configs/bert/distilbert.py --workdir=runs/distilbert
 
-`seed` seeds the fine-tunes (`task_dataset`: kd_bbcnews, or its '/tiny'
+`dataset` is the pretraining text: kd_bbcnews (its training split) by
+default; `dataset=kd_english` adds kd_gensim's Lee corpus and Wikipedia
+articles (the BBC News training articles only, as here). `seed` seeds the
+fine-tunes (`task_dataset`: kd_bbcnews, or its '/tiny'
 subset for tests); `pretrained_dir=DIR` reuses the three pretraining
 stages of an earlier run in DIR (another seed's fine-tunes share them).
 Sizes: `layers` (the student has half), `d_model`, `heads`, `vocab`,

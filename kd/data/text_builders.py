@@ -97,12 +97,15 @@ class _TextBuilder(tfds.core.GeneratorBasedBuilder):
                         f'{self._fix_hint()}')
     splits = {name: {} for name, _ in SPLITS}
     for path, text in docs.items():
-      splits[split_of(path)][path] = text
+      splits[self._split_of(path)][path] = text
     return {name: self._generate_examples(_subset(self.builder_config, d))
             for name, d in splits.items()}
 
   def _fix_hint(self) -> str:
     raise NotImplementedError
+
+  def _split_of(self, path: str) -> str:
+    return split_of(path)
 
   def _generate_examples(self, docs):
     for path, text in docs.items():
@@ -201,6 +204,115 @@ class KdBbcnews(_TextBuilder):
         except UnicodeDecodeError:
           docs[f'{topic}/{name}'] = data.decode('latin-1')
     return docs
+
+
+def gensim_data_dir() -> str | None:
+  """gensim's test data inside the installed gensim package (found without
+  importing it); None when it is not installed."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.find_spec('gensim')
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  return os.path.join(spec.submodule_search_locations[0], 'test', 'test_data')
+
+
+WIKI_DUMP = 'enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'
+
+
+def wiki_articles(path: str) -> dict[str, str]:
+  """{title: plain text} of a MediaWiki XML dump's articles (namespace 0,
+  redirects left out): markup stripped by gensim's `filter_wiki` (templates,
+  tables, references, links kept as their text), then bold/italic quotes
+  dropped and runs of blank lines folded."""
+  import bz2  # pylint: disable=import-outside-toplevel
+  import re  # pylint: disable=import-outside-toplevel
+  import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
+  from gensim.corpora.wikicorpus import filter_wiki  # pylint: disable=import-outside-toplevel
+  docs = {}
+  with bz2.open(path) as f:
+    for _, el in ET.iterparse(f):
+      if not el.tag.endswith('}page'):
+        continue
+      if el.findtext('{*}ns') == '0' and el.find('{*}redirect') is None:
+        text = filter_wiki(el.findtext('{*}revision/{*}text') or '')
+        text = re.sub(r"'{2,}", '', text)
+        text = re.sub(r'\n\s*\n\s*', '\n\n', text).strip()
+        if text:
+          docs[el.findtext('{*}title')] = text
+      el.clear()
+  return docs
+
+
+class KdGensim(_TextBuilder):
+  """English text that gensim's wheel ships as test data (`gensim==4.4.0`,
+  requirements.txt): the Lee corpus (Lee, Pincombe & Welsh 2005: 300 + 50
+  short Australian news documents, lee_background.cor and lee.cor, one per
+  line; paths 'lee/background/0001', 'lee/test/0001') and 106 English
+  Wikipedia articles of a 2017 dump excerpt (paths 'wiki/<title>'; the
+  markup stripped by `wiki_articles`). 456 documents, 3.5 MB of text.
+
+  Licence: the Wikipedia articles are CC BY-SA 3.0 (their authors, via the
+  Wikipedia revision history); the Lee corpus is the Australian Broadcasting
+  Corporation's news, collected for research and distributed with gensim
+  (LGPL-2.1).
+  """
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=self._features(),
+        homepage='https://github.com/piskvorky/gensim')
+
+  def _fix_hint(self):
+    return ('It reads the test data of the gensim package: '
+            '`pip install gensim==4.4.0` (see requirements.txt).')
+
+  def _documents(self):
+    root = gensim_data_dir()
+    if root is None or not os.path.isdir(root):
+      raise CorpusError(f'{self.name}: gensim is not installed. '
+                        f'{self._fix_hint()}')
+    docs = {}
+    for part, name in (('background', 'lee_background.cor'),
+                       ('test', 'lee.cor')):
+      with open(os.path.join(root, name), encoding='latin-1') as f:
+        for i, line in enumerate(f):
+          if line.strip():
+            docs[f'lee/{part}/{i + 1:04d}'] = line.strip()
+    for title, text in wiki_articles(os.path.join(root, WIKI_DUMP)).items():
+      docs[f'wiki/{title}'] = text
+    return docs
+
+
+class KdEnglish(_TextBuilder):
+  """Masked-LM pretraining text for the encoders: kd_gensim's documents
+  (split by their paths' hash as there) and kd_bbcnews's *training*
+  articles only, all in the training split (paths 'bbcnews/<topic>/<file>'),
+  so that no BBC News validation or test article is ever seen in
+  pretraining (the fine-tunes test on them). 2,488 documents (2,450 for
+  training, 7.8 MB).
+  Licences: kd_gensim's and kd_bbcnews's.
+  """
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=self._features(),
+        homepage='https://github.com/piskvorky/gensim')
+
+  def _fix_hint(self):
+    return (KdGensim._fix_hint(self) + ' '  # pylint: disable=protected-access
+            + KdBbcnews._fix_hint(self))  # pylint: disable=protected-access
+
+  def _documents(self):
+    docs = KdGensim._documents(self)  # pylint: disable=protected-access
+    for path, text in KdBbcnews._documents(self).items():  # pylint: disable=protected-access
+      if split_of(path) == 'train':
+        docs[f'bbcnews/{path}'] = text
+    return docs
+
+  def _split_of(self, path: str) -> str:
+    return 'train' if path.startswith('bbcnews/') else split_of(path)
 
 
 @dataclasses.dataclass
