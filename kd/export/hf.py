@@ -103,6 +103,26 @@ def tokenizer_files(kind: str, workdir: str, tok,
           'tokenizer_config.json': json.dumps(config, indent=2)}
 
 
+def wordpiece_files(workdir: str, tok, max_len: int) -> dict[str, str]:
+  """tokenizer.json (the run's WordPiece, with BERT's post-processor: a text
+  encodes as [CLS] ids [SEP], a pair [CLS] a [SEP] b [SEP]) and
+  tokenizer_config.json naming its special tokens."""
+  import tokenizers as tk  # pylint: disable=import-outside-toplevel
+  fast = tk.Tokenizer.from_file(os.path.join(workdir, 'tokenizer.json'))
+  names = {r: fast.id_to_token(getattr(tok, f'{r}_id'))
+           for r in ('pad', 'unk', 'cls', 'sep', 'mask')}
+  cls, sep = names['cls'], names['sep']
+  fast.post_processor = tk.processors.TemplateProcessing(
+      single=f'{cls} $A {sep}', pair=f'{cls} $A {sep} $B:1 {sep}:1',
+      special_tokens=[(cls, tok.cls_id), (sep, tok.sep_id)])
+  config = {'tokenizer_class': 'PreTrainedTokenizerFast',
+            **{f'{r}_token': n for r, n in names.items()},
+            'model_max_length': max_len,
+            'clean_up_tokenization_spaces': False}
+  return {'tokenizer.json': fast.to_str(pretty=True),
+          'tokenizer_config.json': json.dumps(config, indent=2)}
+
+
 def generation_config(tok) -> dict:
   """generation_config.json: generation starts after bos and stops at eos."""
   return _special_ids(tok)
@@ -168,15 +188,29 @@ def export(workdir: str, out: str) -> dict:
     model, spec = runs.model_of(config, workdir)
   except ValueError as e:  # Its tokenizer cannot be read: the error says why.
     raise Refused(f'{workdir}: {e}') from None
+  # A [CLS] classifier's logits classify its labels; its vocabulary is a kwarg.
+  vocab = (kwargs['vocab_size'] if kwargs.get('head') == 'cls'
+           else spec.num_classes)
   try:  # A config mapping: its errors are options with no counterpart.
-    hf_config = hf.to_hf_config(name, kwargs, spec.num_classes)
+    hf_config = hf.to_hf_config(name, kwargs, vocab)
   except ValueError as e:
     raise Refused(f'{workdir}: {e}') from None
   variables = runs.load_run(workdir)[2]
   tensors = dict(hf.hf_tensors(name, kwargs, variables['params']))
   files = {}
-  if text.is_text(config.data.name):
-    kept = os.path.join(workdir, hf.SPECIAL_TOKENS)
+  names = config.data.get('class_names')
+  if names and 'id2label' in hf_config:
+    hf_config['id2label'] = {str(i): n for i, n in enumerate(names)}
+    hf_config['label2id'] = {n: i for i, n in enumerate(names)}
+  kept = os.path.join(workdir, hf.SPECIAL_TOKENS)
+  if config.data.tokenizer == 'wordpiece' and not os.path.isfile(kept):
+    # A kd-trained encoder: its WordPiece tokenizer (a converted one keeps
+    # its folder's files, below).
+    from kd.export import encoder  # pylint: disable=import-outside-toplevel
+    tok = encoder.tokenizer(workdir)
+    files = wordpiece_files(workdir, tok, model.max_len)
+    hf_config['pad_token_id'] = tok.pad_id
+  elif text.is_text(config.data.name):
     # A converted encoder's tokenizer goes out as it came in, unread: kd's
     # text pipeline cannot read BERT's WordPiece (no eos, bytes not kept).
     tok = (None if name == 'transformer_encoder' and os.path.isfile(kept)
