@@ -1,4 +1,4 @@
-"""Tiny kd encoder runs for the export tests: a DistilBERT-shaped [CLS]
+"""Tiny kd encoder runs for the HF export tests: a DistilBERT-shaped [CLS]
 classifier (or masked-LM encoder) with seeded weights and a WordPiece
 tokenizer, written as kd writes a finished run."""
 import jax

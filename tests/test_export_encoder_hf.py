@@ -84,3 +84,13 @@ def test_a_classifier_head_without_hf_counterpart_is_refused(tmp_path):
       "pooler_activation='relu' has no bert equivalent; supported: 'tanh'"
       in err), err
   assert sorted(os.listdir(tmp_path)) == ['run', 'run.tokenizer.json']
+
+
+def test_a_run_without_its_tokenizer_is_refused(tmp_path):
+  workdir = write_run(str(tmp_path / 'run'), CLASSIFIER)
+  os.remove(os.path.join(workdir, 'tokenizer.json'))
+  err = export(workdir, str(tmp_path / 'hf'))
+  assert err == (f'kd.export: {workdir}/tokenizer.json not found: an encoder '
+                 'goes out with the WordPiece tokenizer it was trained with; '
+                 'copy that tokenizer.json into the run directory')
+  assert not os.path.exists(tmp_path / 'hf')

@@ -8,9 +8,7 @@ writes the student as a builtin-ops-only `.tflite` file with a JSON sidecar
 (`transformer_lm`) gets `prefill` and `decode` signatures and weight-only
 quantization, int4 included (see `kd.export.lm`). `--format=onnx` writes a
 float32 `.onnx` file instead (three graphs for a language model; see
-`kd.export.onnx`), run by onnxruntime for the sidecar's figures. An
-encoder (`transformer_encoder`: BERT, DistilBERT, a [CLS] classifier) takes
-token ids [1, T] and ships its WordPiece tokenizer (see `kd.export.encoder`).
+`kd.export.onnx`), run by onnxruntime for the sidecar's figures.
 `--format=hf` writes a folder that transformers loads (`kd.export.hf`).
 
 Only a finished run exports unless `--allow_unfinished`; the run directory
@@ -127,16 +125,20 @@ def export_lm(out: str) -> dict:
   return sidecar
 
 
-def export_encoder(out: str) -> dict:
-  """A transformer_encoder run as a token-id file (`kd.export.encoder`)."""
-  config, model, variables, step = runs.load_run(_WORKDIR.value)
-  sidecar = encoder.export(config, model, variables, _WORKDIR.value, out,
-                           quantize=_QUANTIZE.value, format=_FORMAT.value,
-                           step=step)
+def export_encoder(config, out):
+  """A fine-tuned encoder classifier (`kd.export.encoder`)."""
+  if _BATCH.value != '1' or _SOFTMAX.value or _REPRESENTATIVE.value:
+    raise app.UsageError('--batch, --softmax and --representative are for '
+                         'image and signal classifiers; an encoder exports '
+                         'batch-1 logits of token ids')
+  try:
+    encoder.check(config, _QUANTIZE.value, _FORMAT.value)
+  except encoder.artifact.ExportError as e:
+    raise Refused(f'{_WORKDIR.value}: {e}') from None
+  sidecar = encoder.export(_WORKDIR.value, out, quantize=_QUANTIZE.value,
+                           format=_FORMAT.value)
   print(json.dumps(sidecar, indent=2))
-  print(f'wrote {out} ({sidecar["bytes"]:,} bytes), {out}.json and '
-        f'{sidecar["tokenizer"]["file"]}')
-  return sidecar
+  print(f'wrote {out}, {out}.json and tokenizer.json beside them')
 
 
 def export_hf():
@@ -173,24 +175,15 @@ def main(argv):
       _WORKDIR.value, f'{prefix}_float32.onnx' if _FORMAT.value == 'onnx'
       else f'{prefix}_{_QUANTIZE.value}.tflite')
   check_request(_WORKDIR.value, out, default=_OUT.value is None)
+  if config.model.name == 'transformer_encoder':
+    export_encoder(config, out)
+    return
   if lm_run:
     if _BATCH.value != '1' or _SOFTMAX.value or _REPRESENTATIVE.value:
       raise app.UsageError('--batch, --softmax and --representative are for '
                            'classifiers; a language model exports batch 1 '
                            'logits and quantizes weights only')
     export_lm(out)
-    return
-  if config.model.name == encoder.KIND:
-    if _BATCH.value != '1' or _SOFTMAX.value or _REPRESENTATIVE.value:
-      raise app.UsageError('--batch, --softmax and --representative are for '
-                           'image and signal classifiers; an encoder exports '
-                           'batch 1 logits of token ids')
-    if _QUANTIZE.value not in encoder.QUANTIZATIONS:
-      raise encoder.Refused(encoder.INT8_REFUSED if _QUANTIZE.value == 'int8'
-                            else f'--quantize={_QUANTIZE.value} is not for '
-                            'an encoder; valid: '
-                            f'{", ".join(encoder.QUANTIZATIONS)}')
-    export_encoder(out)
     return
   if _QUANTIZE.value not in tflite.QUANTIZATIONS:
     raise app.UsageError(f'--quantize={_QUANTIZE.value} is for language '
@@ -214,7 +207,7 @@ def cli_main(argv):
   """`main` with the refusals as one line (`kd.export: ...`), exit 1."""
   try:
     main(argv)
-  except (Refused, hf.Refused, encoder.Refused, runs.PipelineDirError,
+  except (Refused, hf.Refused, runs.PipelineDirError,
           FileNotFoundError) as e:
     sys.exit(f'kd.export: {e}')
 

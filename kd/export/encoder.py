@@ -1,213 +1,141 @@
-"""A `transformer_encoder` run (kd.models.encoder: BERT, DistilBERT, a
-fine-tuned [CLS] classifier) as a `.tflite` or `.onnx` file of one input,
+"""A fine-tuned encoder classifier (`transformer_encoder`, `head='cls'`,
+data.task='classify') as a `.tflite` or `.onnx` file with its JSON sidecar
+and the run's tokenizer beside it.
 
-  tokens [1, T] int32 -> logits [1, num_labels] (head='cls')
-                         or [1, T, V] (head='mlm'), float32
+The file has one input and one output:
 
-T = config.data.seq_len (else the model's max_len). A row is the text's
-WordPiece ids as kd's classification data builds it (`kd.data.classify.rows`):
+  input_ids [1, T] int32   `[CLS]`, the text's first T - 2 WordPiece ids,
+                           `[SEP]`, then `[PAD]` (pad_id) up to T, T the
+                           run's data.seq_len; the attention mask is
+                           computed inside the model as input_ids != pad_id
+  logits    [1, C] float32 the [CLS] head's class logits; class = argmax,
+                           named by the sidecar's `class_names`
 
-  [CLS] + the first T - 2 ids + [SEP], then [PAD] (id pad_id) up to T
-
-and the attention mask is computed inside the model as tokens != pad_id, so
-an app passes token ids only. The run's tokenizer.json goes beside the file
-(`<file>.tokenizer.json`) and the JSON sidecar names it, the special ids,
-the input format, the class names (config.data.class_names, when the run
-has them) and the parity with JAX: max |logits - JAX's| and top-1 agreement
-on `PARITY_ROWS` seeded padded rows of every length from 3 to T.
-
-Token embeddings are looked up as one_hot(tokens) @ table (exact; TFLite's
-EMBEDDING_LOOKUP, see `kd.export.lm`). Quantization: 'none' (float32),
-'fp16' (float16 weights) or 'dynamic' (int8 weights, float activations: the
-int8 file of an encoder). Full-integer int8 (`--quantize=int8` of image
-classifiers) is refused: its calibration aborts TensorFlow 2.21's TFLite
-converter on a token-id encoder (the process dies, checked).
+`tokenizer.json` (BERT WordPiece, for the `tokenizers` library; lowercasing
+normaliser) is written beside the file; the sidecar's `input` names it, its
+special ids and the row format. quantize: 'none' (float32), 'fp16', or
+'dynamic' (int8 weights, float activations; token ids cannot be scaled into
+int8, so a full-integer file does not apply). ONNX: float32. The sidecar's
+figures are the file's, run by LiteRT or onnxruntime on the test split,
+beside the JAX model's.
 """
 import os
-import shutil
 
-import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
+from kd import files
 from kd import latency as timing
-from kd.export import artifact, lm, onnx, tflite
+from kd import metrics
+from kd.data import classify
+from kd.data import mlm
+from kd.data import text
+from kd.export import artifact, onnx, tflite
 
-KIND = 'transformer_encoder'
 QUANTIZATIONS = ('none', 'fp16', 'dynamic')
-WEIGHTS = {'none': 'float32', 'fp16': 'float16 weights, float32 activations',
-           'dynamic': 'int8 weights (dynamic range), float32 activations'}
-PARITY_ROWS = 8
-INT8_REFUSED = ('--quantize=int8 (full-integer) is not available for a '
-                'transformer_encoder: its calibration aborts the TFLite '
-                'converter on token-id input; --quantize=dynamic writes int8 '
-                'weights with float activations')
 
 
-class Refused(ValueError):
-  """An export the command refuses before converting, in one line."""
+def check(config, quantize: str, format: str) -> None:  # pylint: disable=redefined-builtin
+  """Refuses, before anything is read, what this exporter does not write."""
+  head = config.model.kwargs.get('head', 'mlm')
+  if head != 'cls':
+    raise artifact.ExportError(
+        'a masked-LM encoder (head=mlm) exports to a Hugging Face folder '
+        '(--format=hf); --format=tflite|onnx exports a fine-tuned classifier '
+        "(data.task='classify', model.kwargs.head='cls')")
+  if format == 'tflite' and quantize not in QUANTIZATIONS:
+    raise artifact.ExportError(
+        f'--quantize={quantize}: an encoder takes token ids, which a '
+        f'full-integer file cannot scale; valid: {", ".join(QUANTIZATIONS)} '
+        "('dynamic': int8 weights)")
 
 
-def seq_len(config, model) -> int:
-  """T: the training sequence length, or the model's context."""
-  return min(model.max_len, config.data.get('seq_len', 0) or model.max_len)
-
-
-def tokenizer(workdir: str):
-  """The run's WordPiece tokenizer (RUN_DIR/tokenizer.json), or Refused."""
-  from kd.data import mlm  # pylint: disable=import-outside-toplevel
-  path = os.path.join(workdir, 'tokenizer.json')
-  if not os.path.isfile(path):
-    raise Refused(f'{path} not found: an encoder export ships the run\'s '
-                  'WordPiece tokenizer; copy the tokenizer.json the run was '
-                  'trained with into the run directory')
-  try:
-    return mlm.WordPieceTokenizer.load(path)
-  except ValueError as e:
-    raise Refused(str(e)) from None
-
-
-def padded_rows(tok, vocab_size: int, t: int, n: int = PARITY_ROWS,
-                seed: int = 0) -> np.ndarray:
-  """n rows [CLS] ids [SEP] [PAD].. of lengths spread over 3..t (the
-  shortest and longest included), ids drawn from the non-special tokens."""
-  rng = np.random.default_rng(seed)
-  words = np.setdiff1d(np.arange(vocab_size), tok.special_ids)
-  rows = np.full((n, t), tok.pad_id, np.int32)
-  for i, length in enumerate(np.linspace(3, t, n).round().astype(int)):
-    rows[i, 0], rows[i, length - 1] = tok.cls_id, tok.sep_id
-    rows[i, 1:length - 1] = rng.choice(words, length - 2)
-  return rows
-
-
-def predict_fn(model, variables):
-  """tokens -> logits, with the one-hot token embedding lookup."""
-  def predict(tokens):
-    with nn.intercept_methods(lm._one_hot_lookup):  # pylint: disable=protected-access
-      return model.apply(variables, tokens, train=False)[0]
-  return predict
-
-
-def convert(predict, t: int, *, format: str = 'tflite',  # pylint: disable=redefined-builtin
-            quantize: str = 'none') -> bytes:
-  """The flatbuffer (or ONNX model) of `predict(tokens [1, t] int32)`."""
-  if quantize not in (QUANTIZATIONS if format == 'tflite'
-                      else onnx.QUANTIZATIONS):
-    raise Refused(INT8_REFUSED if quantize == 'int8' else
-                  f'--quantize={quantize} is not available for a '
-                  f'transformer_encoder {format} file; valid: '
-                  f'{", ".join(QUANTIZATIONS)} (tflite), none (onnx)')
-  tokens = np.zeros((1, t), np.int32)
-  if format == 'onnx':
-    return onnx.convert_function(
-        lambda x: (predict(x),),
-        {'tokens': jax.ShapeDtypeStruct((1, t), np.int32)}, ['logits'])
-  tf_fn = tflite._tf_function(predict, [tf.TensorSpec((1, t), tf.int32,  # pylint: disable=protected-access
-                                                      name='tokens')])
-  converter = tf.lite.TFLiteConverter.from_concrete_functions(
-      [tf_fn.get_concrete_function()], tf_fn)
-  tflite._set_weight_quantization(converter, quantize)  # pylint: disable=protected-access
-  return tflite.without_tensor_names(tflite._run_converter(  # pylint: disable=protected-access
-      converter, [(predict, (tokens,))]))
-
-
-class Runner:
-  """An exported encoder file run by LiteRT or onnxruntime: logits of a
-  batch of token rows, one row at a time (the file's batch is 1)."""
+class _Runner:
+  """The exported file run one row at a time: LiteRT's signature runner or
+  an onnxruntime session."""
 
   def __init__(self, blob: bytes, format: str):  # pylint: disable=redefined-builtin
-    self.model = (tflite.TFLiteModel(blob) if format == 'tflite'
-                  else onnx.ONNXModel(blob))
-
-  def predict(self, tokens: np.ndarray) -> np.ndarray:
-    if isinstance(self.model, onnx.ONNXModel):
-      run = lambda row: self.model._session.run(  # pylint: disable=protected-access
-          None, {self.model.input.name: row})[0]
+    if format == 'onnx':
+      session = onnx._session(blob)  # pylint: disable=protected-access
+      self._run = lambda ids: session.run(None, {'input_ids': ids})[0]
     else:
-      run = self.model._run  # pylint: disable=protected-access
-    return np.concatenate([run(np.asarray(r, np.int32)[None])
-                           for r in tokens])
+      from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+      interpreter = Interpreter(model_content=blob)
+      # One signature: the converter names it 'serving_default'.
+      runner = interpreter.get_signature_runner(
+          *interpreter.get_signature_list())
+      self._run = lambda ids: runner(input_ids=ids)['logits']
+
+  def predict(self, rows: np.ndarray) -> np.ndarray:
+    return np.concatenate([self._run(rows[i:i + 1]) for i in range(len(rows))])
 
 
-def _names(tok) -> dict:
-  return {role: tok._tok.id_to_token(getattr(tok, f'{role}_id'))  # pylint: disable=protected-access
-          for role in ('pad', 'unk', 'cls', 'sep', 'mask')}
+def export(run_dir: str, out_path: str, *, quantize: str = 'none',
+           format: str = 'tflite', latency: bool = True) -> dict:  # pylint: disable=redefined-builtin
+  """Writes `out_path`, `out_path + '.json'` and tokenizer.json beside
+  them; returns the sidecar."""
+  from kd import runs  # pylint: disable=import-outside-toplevel
+  config, model, variables, step = runs.load_run(run_dir)
+  check(config, quantize, format)
+  d = config.data
+  tok = mlm.WordPieceTokenizer.load(run_dir)
+  beside = os.path.join(os.path.dirname(os.path.abspath(out_path)),
+                        'tokenizer.json')
+  if os.path.exists(beside):
+    with open(beside) as f:
+      if f.read() != tok.to_str():
+        raise artifact.ExportError(
+            f'{beside} holds another tokenizer than {run_dir}\'s: export '
+            'into another folder (--out)')
+  name = text.source(d)
+  x_test, y_test = classify.labelled_rows(name, 'test', tok, d.seq_len,
+                                          d.data_dir or None)
+  def logits(ids):
+    return model.apply(variables, ids, train=False)[0]
 
-
-def input_section(tok, t: int) -> dict:
-  n = _names(tok)
-  return {
-      'name': 'tokens', 'shape': [1, t], 'dtype': 'int32',
-      'kind': 'token ids',
-      'format': (f'{n["cls"]} (id {tok.cls_id}), the text\'s first {t - 2} '
-                 f'WordPiece ids, {n["sep"]} (id {tok.sep_id}), then '
-                 f'{n["pad"]} (id {tok.pad_id}) up to {t} ids'),
-      'attention_mask': (f'computed inside the model as tokens != '
-                         f'{tok.pad_id}: pass the token ids only'),
-      'token_types': 'none (all 0: one segment)'}
-
-
-def output_section(model, t: int) -> dict:
-  if model.head == 'cls':
-    return {'name': 'logits', 'shape': [1, model.num_labels],
-            'dtype': 'float32', 'kind': 'class logits',
-            'formula': 'class = argmax(logits[0])'}
-  return {'name': 'logits', 'shape': [1, t, model.vocab_size],
-          'dtype': 'float32', 'kind': 'masked-LM logits',
-          'formula': 'token at position i = argmax(logits[0, i])'}
-
-
-def export(config, model, variables, workdir: str, out_path: str, *,
-           quantize: str = 'none', format: str = 'tflite',  # pylint: disable=redefined-builtin
-           step: int | None = None, latency: bool = True) -> dict:
-  """Writes `out_path`, its sidecar `out_path + '.json'` and the tokenizer
-  `out_path + '.tokenizer.json'`; returns the sidecar (see the module doc)."""
-  tok = tokenizer(workdir)
-  if model.pad_id != tok.pad_id:
-    raise Refused(f'{workdir}: the model\'s pad_id={model.pad_id} is not the '
-                  f'tokenizer\'s [PAD] id {tok.pad_id}; padded input would '
-                  'be attended to: set model.kwargs.pad_id to '
-                  f'{tok.pad_id} (the mask needs no new weights)')
-  t = seq_len(config, model)
-  predict = predict_fn(model, variables)
-  blob = convert(predict, t, format=format, quantize=quantize)
-  runner = Runner(blob, format)
-  rows = padded_rows(tok, model.vocab_size, t)
-  got = runner.predict(rows)
-  ref = np.asarray(jax.jit(predict)(rows))
-  real = (rows != tok.pad_id) if model.head == 'mlm' else np.ones(len(rows),
-                                                                  bool)
-  top1 = np.argmax(got, -1) == np.argmax(ref, -1)
-  tokenizer_file = os.path.basename(out_path) + '.tokenizer.json'
+  if format == 'onnx':
+    blob = onnx.convert_function(
+        lambda ids: (logits(ids),),
+        {'input_ids': jax.ShapeDtypeStruct((1, d.seq_len), jnp.int32)},
+        ['logits'])
+  else:
+    blob = tflite.convert_signatures(
+        {'classify': (lambda input_ids: {'logits': logits(input_ids)},
+                      {'input_ids': x_test[:1]})}, quantize=quantize)
+  runner = _Runner(blob, format)
+  lite = runner.predict(x_test)
+  ref = np.asarray(jax.jit(logits)(x_test))
+  jax_acc = float(np.mean(metrics.hits(ref, y_test)))
   sidecar = {
       'file': os.path.basename(out_path), 'bytes': len(blob),
-      'format': format, 'quantize': quantize,
-      'quantization': WEIGHTS[quantize], 'kind': KIND, 'head': model.head,
-      'checkpoint_step': step, 'seq_len': t, 'vocab_size': model.vocab_size,
-      'tokenizer': {'file': tokenizer_file, 'kind': 'wordpiece',
-                    'vocab_size': tok.vocab_size,
-                    **{f'{r}_id': getattr(tok, f'{r}_id')
-                       for r in ('pad', 'unk', 'cls', 'sep', 'mask')},
-                    'tokens': _names(tok)},
-      'input': input_section(tok, t),
-      'output': output_section(model, t),
-      'parity': {'rows': len(rows), 'lengths': '3 to T, padded',
-                 'max_abs_diff_vs_jax': float(np.max(np.abs(got - ref))),
-                 'top1_agreement_with_jax': float(np.mean(top1[real]))},
+      'format': format, 'quantize': quantize, 'kind': 'transformer_encoder',
+      'head': 'cls', 'checkpoint_step': step,
+      'input': {
+          'name': 'input_ids', 'shape': [1, d.seq_len], 'dtype': 'int32',
+          'tokenizer': 'tokenizer.json',
+          'format': (f'[CLS] ({tok.cls_id}), the text\'s first '
+                     f'{d.seq_len - 2} WordPiece ids, [SEP] ({tok.sep_id}), '
+                     f'then [PAD] ({tok.pad_id}) up to {d.seq_len}'),
+          'attention_mask': f'inside the model: input_ids != {tok.pad_id}',
+          'special_ids': {'cls': tok.cls_id, 'sep': tok.sep_id,
+                          'pad': tok.pad_id, 'unk': tok.unk_id,
+                          'mask': tok.mask_id}},
+      'output': {'name': 'logits', 'shape': [1, int(ref.shape[-1])],
+                 'dtype': 'float32', 'kind': 'logits',
+                 'formula': 'class = argmax(logits[0])'},
+      'class_names': classify.classes(name, d.data_dir or None),
+      'test_examples': int(len(y_test)),
+      'jax_accuracy': jax_acc,
+      f'{format}_accuracy': float(np.mean(metrics.hits(lite, y_test))),
+      'agreement_with_jax': float(np.mean(metrics.agreement(lite, ref))),
+      'max_abs_diff_vs_jax': float(np.max(np.abs(lite - ref))),
   }
-  if model.head == 'cls':
-    sidecar['num_labels'] = model.num_labels
-    names = config.data.get('class_names')
-    sidecar['class_names'] = list(names) if names else None
-  if format == 'onnx':
-    sidecar.update(opset=onnx.OPSET, ops=onnx.op_types(blob))
   if latency:
     sidecar['latency_ms'] = {
-        f'{format}_batch1': timing.latency_ms(runner.predict, rows[:1]),
-        'jax_batch1': timing.latency_ms(jax.jit(predict), rows[:1])}
+        f'{format}_batch1': timing.latency_ms(runner.predict, x_test[:1]),
+        'jax_batch1': timing.latency_ms(jax.jit(logits), x_test[:1])}
   artifact.write(out_path, blob, sidecar)
-  shutil.copyfile(os.path.join(workdir, 'tokenizer.json'),
-                  os.path.join(os.path.dirname(os.path.abspath(out_path)),
-                               tokenizer_file))
+  if not os.path.exists(beside):
+    files.write_bytes(beside, tok.to_str())
   return sidecar

@@ -103,6 +103,20 @@ def tokenizer_files(kind: str, workdir: str, tok,
           'tokenizer_config.json': json.dumps(config, indent=2)}
 
 
+def wordpiece(workdir: str):
+  """A kd encoder run's WordPiece tokenizer (RUN_DIR/tokenizer.json)."""
+  from kd.data import mlm  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, 'tokenizer.json')
+  if not os.path.isfile(path):
+    raise Refused(f'{path} not found: an encoder goes out with the '
+                  'WordPiece tokenizer it was trained with; copy that '
+                  'tokenizer.json into the run directory')
+  try:
+    return mlm.WordPieceTokenizer.load(path)
+  except ValueError as e:
+    raise Refused(str(e)) from None
+
+
 def wordpiece_files(workdir: str, tok, max_len: int) -> dict[str, str]:
   """tokenizer.json (the run's WordPiece, with BERT's post-processor: a text
   encodes as [CLS] ids [SEP], a pair [CLS] a [SEP] b [SEP]) and
@@ -206,8 +220,7 @@ def export(workdir: str, out: str) -> dict:
   if config.data.tokenizer == 'wordpiece' and not os.path.isfile(kept):
     # A kd-trained encoder: its WordPiece tokenizer (a converted one keeps
     # its folder's files, below).
-    from kd.export import encoder  # pylint: disable=import-outside-toplevel
-    tok = encoder.tokenizer(workdir)
+    tok = wordpiece(workdir)
     files = wordpiece_files(workdir, tok, model.max_len)
     hf_config['pad_token_id'] = tok.pad_id
   elif text.is_text(config.data.name):
