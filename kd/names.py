@@ -13,7 +13,7 @@ DATA_PARALLEL = ('pmap', 'mesh')  # kd.parallel.DataParallel.
 PARALLEL = DATA_PARALLEL + ('sharded',)  # config.parallel, kd.sharding.
 DTYPES = ('float32', 'bfloat16')  # config.dtype, kd.models.DTYPES.
 # Offline ('<name>/tiny' for tests); kd_text: your files (config.data.files).
-TEXT_DATASETS = ('kd_bbcnews', 'kd_pystdlib', 'kd_text')
+TEXT_DATASETS = ('kd_bbcnews', 'kd_gensim', 'kd_pystdlib', 'kd_text')
 TOKENIZERS = ('byte', 'bpe', 'hf')  # config.data.tokenizer.
 
 

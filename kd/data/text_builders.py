@@ -15,6 +15,7 @@ import sysconfig
 import tensorflow_datasets as tfds
 
 from kd.data import corpus
+from kd.data import wikitext
 
 SPLITS = (('train', 90), ('validation', 95), ('test', 100))  # Cumulative %.
 
@@ -201,6 +202,110 @@ class KdBbcnews(_TextBuilder):
         except UnicodeDecodeError:
           docs[f'{topic}/{name}'] = data.decode('latin-1')
     return docs
+
+
+GENSIM = 'gensim==4.4.0'
+# The English documents among gensim's test data: {path prefix: file}.
+GENSIM_FILES = {
+    'lee/background': 'lee_background.cor',
+    'lee/rated': 'lee.cor',
+    'wiki': 'enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened'
+            '.bz2',
+}
+
+
+def gensim_dir() -> str | None:
+  """gensim's test data folder inside the installed package (found without
+  importing gensim, which is slow and loads scipy); None when gensim is not
+  installed."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.find_spec('gensim')
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  return os.path.join(spec.submodule_search_locations[0], 'test',
+                      'test_data')
+
+
+def gensim_documents(root: str) -> dict[str, str]:
+  """{path: text} of `GENSIM_FILES` under `root`: 'lee/background/0001' is
+  line 1 of lee_background.cor (a line repeating an earlier one is left
+  out, so no text is in two splits), 'wiki/<title>' an article's prose
+  (`kd.data.wikitext.plain`; redirects, other namespaces and pages with no
+  prose left out)."""
+  docs, seen = {}, set()
+  for prefix, name in GENSIM_FILES.items():
+    if prefix == 'wiki':
+      for title, markup in wikitext.articles(os.path.join(root, name)):
+        text = wikitext.plain(markup)
+        if text:
+          docs[f'wiki/{title}'] = text
+      continue
+    with open(os.path.join(root, name), 'rb') as f:
+      data = f.read()
+    try:
+      lines = data.decode('utf-8').split('\n')
+    except UnicodeDecodeError:
+      lines = data.decode('latin-1').split('\n')  # lee.cor: its pound signs.
+    for number, line in enumerate(lines, 1):
+      line = line.strip()
+      if line and line not in seen:
+        seen.add(line)
+        docs[f'{prefix}/{number:04d}'] = line
+  return docs
+
+
+class KdGensim(_TextBuilder):
+  """English text that gensim's wheel ships as test data (`gensim==4.4.0`,
+  under `gensim/test/test_data/`; read without importing gensim), 449
+  documents, 3.3 MB of UTF-8:
+
+  - the Lee corpus (Lee, Pincombe & Welsh, "An empirical evaluation of
+    models of text document similarity", CogSci 2005): news articles of
+    2000-2001 from the Australian Broadcasting Corporation's news mail
+    service, one a line. `lee/background/NNNN`: lee_background.cor, 300
+    lines of which 293 distinct (a repeated line is kept once), 0.35 MB;
+    `lee/rated/NNNN`: lee.cor, the 50 articles the study's people rated
+    for similarity, 24 kB (Latin-1 on disk).
+  - `wiki/<title>`: the 106 articles of the shortened English Wikipedia
+    dump enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened
+    .bz2 (revisions of 2016 and before, titles mostly in A; 206 pages less
+    100 redirects and 1 project page), 2.9 MB after `kd.data.wikitext.plain`
+    strips the markup (templates, tables, references, files, categories,
+    HTML; links keep their label).
+
+  Not used: the other Wikipedia dumps (a Bulgarian one, and
+  enwiki-table-markup, 5 pages kept to test table stripping) and the
+  corpora that are already tokenized or stemmed (head500.noblanks.cor).
+
+  Licence: the Wikipedia text is CC BY-SA 3.0 (and GFDL), with attribution
+  to its authors (each article's history on en.wikipedia.org). The Lee
+  corpus carries no licence of its own: gensim (LGPL-2.1) redistributes it
+  as test data, provided by Michael D. Lee; the articles' copyright is the
+  ABC's, so treat it as research data.
+  """
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=self._features(),
+        homepage='https://github.com/piskvorky/gensim/tree/4.4.0/gensim/test/'
+                 'test_data')
+
+  def _fix_hint(self):
+    return (f'It reads the test data of the gensim package: '
+            f'`pip install {GENSIM}` (see requirements.txt).')
+
+  def _documents(self):
+    root = gensim_dir()
+    if root is None:
+      raise CorpusError(f'{self.name}: gensim is not installed. '
+                        f'{self._fix_hint()}')
+    missing = [n for n in GENSIM_FILES.values()
+               if not os.path.isfile(os.path.join(root, n))]
+    if missing:
+      raise CorpusError(f'{self.name}: {root} lacks {", ".join(missing)} '
+                        f'(another gensim version?). {self._fix_hint()}')
+    return gensim_documents(root)
 
 
 @dataclasses.dataclass
