@@ -24,6 +24,11 @@ def run_config() -> mc.ConfigDict:
       # tokenizer ('byte'; 'bpe' trained to `vocab_size`; 'hf': the
       # teacher run's tokenizer.json, or the one at `tokenizer_path`).
       seq_len=0, tokenizer='byte', vocab_size=0, tokenizer_path='',
+      # What a text run learns (kd.names.TEXT_TASKS): 'lm' the next token;
+      # 'mlm' masked tokens (BERT; data.tokenizer 'wordpiece' or 'hf');
+      # 'classify' each document's label ([CLS] head; model.kwargs
+      # head='cls', vocab_size=data.vocab_size).
+      task='lm',
       # name='kd_text' (kd.data.corpus): your .txt / .jsonl / .parquet
       # files (comma-separated globs), the JSONL field or parquet column of
       # the text, and optional files of the validation and test splits
@@ -106,6 +111,53 @@ def run_config() -> mc.ConfigDict:
   return c
 
 
+def _check_task(c, check, at: str) -> None:
+  """A text run's `data.task` against its tokenizer, model and objective."""
+  d, task = c.data, c.data.get('task', 'lm')
+  check(task in names.TEXT_TASKS, 'data.task', 'unknown task',
+        f'valid: {", ".join(names.TEXT_TASKS)}')
+  if task == 'lm':
+    check(d.tokenizer != 'wordpiece', 'data.tokenizer', "WordPiece has no "
+          "end-of-text token to predict: it serves the encoder tasks",
+          f"set --config.{at}data.task to 'mlm' or 'classify', or use "
+          "another tokenizer ('byte', 'bpe', 'hf')")
+    return
+  check(d.tokenizer in ('wordpiece', 'hf'), 'data.tokenizer',
+        f"the {task} task reads BERT's WordPiece tokens ([CLS], [SEP], "
+        "[MASK], [PAD])", f"set --config.{at}data.tokenizer='wordpiece' (or "
+        "'hf' with a BERT teacher's tokenizer)")
+  check(d.tokenizer != 'wordpiece' or d.vocab_size > 5, 'data.vocab_size',
+        'the WordPiece vocabulary (and the encoder\'s embedding rows) must '
+        'exceed the 5 special tokens', f'set --config.{at}data.vocab_size, '
+        'e.g. 8192')
+  check(c.model.name == 'transformer_encoder', 'model.name',
+        f'the {task} task trains a bidirectional encoder',
+        f"set --config.{at}model.name='transformer_encoder'")
+  head = c.model.kwargs.get('head', 'mlm')
+  want = 'cls' if task == 'classify' else 'mlm'
+  if head != want:
+    _fail(f'{at}model.kwargs.head', head, f'the {task} task reads the '
+          f'{want} head\'s logits', f"set --config.{at}model.kwargs.head="
+          f"'{want}'")
+  vocab = c.model.kwargs.get('vocab_size')
+  if task == 'classify' and vocab != d.vocab_size:
+    _fail(f'{at}model.kwargs.vocab_size', vocab, 'a classifier embeds the '
+          f'tokenizer\'s vocabulary of data.vocab_size={d.vocab_size}',
+          f'set --config.{at}model.kwargs.vocab_size={d.vocab_size}')
+  if c.export.formats:
+    _fail(f'{at}export.formats', tuple(c.export.formats), f'a {task} run is '
+          'exported after training, not by the run', 'unset it and run '
+          '`python -m kd.export --workdir=RUN` on the finished run')
+  t = c.distill.teacher
+  for field, on in (('distill.teacher.cache', t.cache),
+                    ('distill.on_policy.lmbda',
+                     c.distill.get('on_policy', {}).get('lmbda', 0)),
+                    ('distill.seqkd.prompt_len',
+                     c.distill.get('seqkd', {}).get('prompt_len', 0))):
+    check(not on, field, f'serves next-token language models, not the '
+          f'{task} task', f'unset it (--config.{at}{field}=0)')
+
+
 def term(loss: str, weight: float = 1.0, student: str = 'logits',
          teacher: str = 'logits', adapter: str = '',
          adapter_kwargs: dict | None = None, **kwargs) -> mc.ConfigDict:
@@ -125,8 +177,8 @@ def term(loss: str, weight: float = 1.0, student: str = 'logits',
 
 
 def pipeline_config(**stages: mc.ConfigDict) -> mc.ConfigDict:
-  """Stages run in the order given; a stage's `distill.teacher.workdir` and
-  `init_from` may name an earlier stage."""
+  """Stages run in the order given; a stage's `distill.teacher.workdir`,
+  `init_from` and `data.tokenizer_path` may name an earlier stage."""
   c = mc.ConfigDict()
   c.stage_order = tuple(stages)
   c.stages = mc.ConfigDict(stages)
@@ -262,6 +314,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           'special tokens', f'set --config.{at}data.vocab_size, e.g. 4096')
     check(not c.mixup_alpha, 'mixup_alpha', 'token ids cannot be mixed',
           f'set --config.{at}mixup_alpha=0 for a text dataset')
+    _check_task(c, check, at)
     t = c.distill.teacher
     check(not t.cache or t.cache_topk > 0, 'distill.teacher.cache_topk',
           "a text dataset's cache holds the teacher's top-k logits per token",

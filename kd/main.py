@@ -1,10 +1,11 @@
 """Entry point: `python -m kd.main --config=configs/x.py[:arg] --workdir=DIR`.
 
 A config is one run, or a pipeline (`stage_order` + `stages`) whose stages run
-in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir` and
-`init_from` may name an earlier stage. Re-running with the same workdir resumes
-(and reuses finished stages); a workdir holding a run of another config is
-refused unless `--overwrite` deletes that run first (see `kd.runs`).
+in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir`,
+`init_from` and `data.tokenizer_path` may name an earlier stage. Re-running
+with the same workdir resumes (and reuses finished stages); a workdir holding
+a run of another config is refused unless `--overwrite` deletes that run
+first (see `kd.runs`).
 
 `--vectorize_seeds=0,1,2,3` trains the config once per seed, in
 `DIR/seed=S`, all seeds together in one step (`kd.vectorize`; in a pipeline
@@ -159,6 +160,8 @@ def _run_stages(config, workdir: str) -> dict:
         stage.distill.teacher.workdir = dirs[stage.distill.teacher.workdir]
       if stage.get('init_from') in config.stages:
         stage.init_from = dirs[stage.init_from]
+      if stage.data.get('tokenizer_path') in config.stages:  # Its tokenizer.
+        stage.data.tokenizer_path = dirs[stage.data.tokenizer_path]
     later = sum(config.stages[n].steps for n in order[i + 1:]
                 if runs.finished_summary(dirs[n], config.stages[n].steps)
                 is None)

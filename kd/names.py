@@ -13,8 +13,16 @@ DATA_PARALLEL = ('pmap', 'mesh')  # kd.parallel.DataParallel.
 PARALLEL = DATA_PARALLEL + ('sharded',)  # config.parallel, kd.sharding.
 DTYPES = ('float32', 'bfloat16')  # config.dtype, kd.models.DTYPES.
 # Offline ('<name>/tiny' for tests); kd_text: your files (config.data.files).
-TEXT_DATASETS = ('kd_bbcnews', 'kd_gensim', 'kd_pystdlib', 'kd_text')
-TOKENIZERS = ('byte', 'bpe', 'hf')  # config.data.tokenizer.
+TEXT_DATASETS = ('kd_bbcnews', 'kd_english', 'kd_gensim', 'kd_pystdlib',
+                 'kd_text')
+# config.data.tokenizer; 'wordpiece' (BERT's, kd.data.mlm) for the encoder
+# tasks only.
+TOKENIZERS = ('byte', 'bpe', 'hf', 'wordpiece')
+# config.data.task of a text dataset: next-token prediction (decoders), or
+# an encoder's masked-LM pretraining (kd.data.mlm) or document
+# classification (kd.data.classify).
+TEXT_TASKS = ('lm', 'mlm', 'classify')
+ENCODER_TASKS = ('mlm', 'classify')
 
 
 def is_text(dataset: str) -> bool:

@@ -635,14 +635,16 @@ def model_of(config, run_dir: str | None = None):
   """(The float32 model `config` trains, its data spec); a text run's
   tokenizer is read from `run_dir`."""
   d = config.data
-  if d.tokenizer == 'hf' and d.vocab_size:
+  if data.encoder_task(config):  # Its vocabulary is data.vocab_size.
+    spec = data.run_spec(config)
+  elif d.tokenizer == 'hf' and d.vocab_size:
     # A converted HF model (kd.convert.hf): its vocabulary is its embedding's
     # rows, data.vocab_size (at least its tokenizer's count): no tokenizer
     # is needed to build it, and a folder without tokenizer.json loads.
     spec = data.text.spec(d.name, d.seq_len,
                           types.SimpleNamespace(vocab_size=d.vocab_size))
   else:
-    tok = (data.text.run_tokenizer(config, run_dir)
+    tok = (data.run_tokenizer(config, run_dir)
            if data.text.is_text(d.name) else None)
     spec = data.run_spec(config, tok)
   model = models.from_config(config.model.name, config.model.kwargs,

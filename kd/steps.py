@@ -108,7 +108,9 @@ class Term:
   `kd.adapters`) maps the pair to the loss's inputs with learnable
   parameters of its own.
   Per-position losses are averaged over the batch's `mask` (all positions
-  without one); `kwargs['chunk_size']` computes such a loss that many
+  without one), or over the batch mask that `kwargs['average_over']` names
+  ('attention_mask': every real token of a masked-LM batch, where `mask`
+  holds the masked positions only: DistilBERT's cosine term); `kwargs['chunk_size']` computes such a loss that many
   positions at a time (`kd.losses.chunked`); `kwargs['warmup_steps']` ramps
   the weight up linearly over that many steps, and `kwargs['schedule']`
   maps 'weight' or a loss argument ('temperature', 'beta', ...) to a
@@ -158,6 +160,11 @@ class Term:
     t = select(teacher_out, self.teacher)
     extra = dict(self.kwargs)
     extra.pop('warmup_steps', None)
+    over = extra.pop('average_over', 'mask')
+    if over != 'mask' and over not in batch:
+      raise ValueError(f'distill term {self.name!r}: average_over={over!r} '
+                       f'is not a mask of this batch ({", ".join(sorted(batch))})')
+    mask = batch.get(over)
     for field in extra.pop('schedule', None) or {}:
       if field != 'weight':
         extra[field] = self.at(field, step, None)
@@ -173,7 +180,7 @@ class Term:
       return spec.fn(s, t, **extra), new_state
     chunk_size = extra.pop('chunk_size', 0)
     fn = losses.chunked(spec.fn, chunk_size) if chunk_size else spec.fn
-    return losses.masked_mean(fn(s, t, **extra), batch.get('mask')), new_state
+    return losses.masked_mean(fn(s, t, **extra), mask), new_state
 
 
 def check_terms(terms, student_shapes, teacher_shapes) -> None:

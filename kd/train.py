@@ -112,12 +112,22 @@ def _preflight_run(c, at: str) -> None:
            'valid: ' + ', '.join(sorted(adapters.ADAPTERS)) + " (or '' for "
            'none)')
   d = c.data
+  encoder = text and data.encoder_task(c)
+  if encoder and d.task == 'classify':
+    try:
+      data.classify.check_labelled(data.text.source(d))
+    except ValueError as e:
+      fail('data.name', d.name, str(e), 'pick one of them')
   if text and d.tokenizer == 'hf' and d.tokenizer_path:
     try:  # The teacher's tokenizer of a stage is checked when it is made.
-      data.text.tokenizer('hf', path=data.hf_tokenizer.source_path(
-          d.tokenizer_path, ''), vocab_size=d.vocab_size)
+      path = data.hf_tokenizer.source_path(d.tokenizer_path, '')
+      if encoder:
+        data.mlm.WordPieceTokenizer.load(path)
+      else:
+        data.text.tokenizer('hf', path=path, vocab_size=d.vocab_size)
     except (ValueError, FileNotFoundError) as e:
       fail('data.tokenizer_path', d.tokenizer_path, str(e),
+           'point it at a BERT WordPiece tokenizer.json' if encoder else
            'point it at an HF tokenizer.json that keeps every byte')
   b = (data.text.builder(data.text.source(d), d.data_dir or None) if text else
        data.builder(d.name, d.data_dir or None, d.download,
@@ -337,8 +347,24 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   `config.init_from`), failing early on a bad batch size or term."""
   d, t = config.data, config.distill.teacher
   text = data.text.is_text(d.name)
-  tok = data.text.run_tokenizer(config, workdir) if text else None
+  tok = data.run_tokenizer(config, workdir) if text else None
   spec = data.run_spec(config, tok)
+  if text and d.task == 'classify':
+    classes = data.classify.classes(data.text.source(d), d.data_dir or None)
+    if len(classes) != spec.num_classes:
+      raise kd_config.ConfigError(
+          f'config.model.kwargs.num_labels={spec.num_classes} but '
+          f'{d.name} has {len(classes)} classes ({", ".join(classes)}): set '
+          f'it to {len(classes)}')
+  if text and data.encoder_task(config):
+    for field, kw in (('model.kwargs', config.model.kwargs),
+                      ('distill.teacher.kwargs', t.kwargs if t.workdir
+                       else {'pad_id': tok.pad_id})):
+      if kw.get('pad_id', -1) != tok.pad_id:
+        raise kd_config.ConfigError(
+            f'config.{field}.pad_id={kw.get("pad_id", -1)} but the '
+            f'tokenizer pads with id {tok.pad_id}: set it to {tok.pad_id} '
+            '(the encoder masks its padding by this id)')
   if t.cache and t.model_shards > 1:
     raise kd_config.ConfigError('distill.teacher.cache builds on one device; with '
                      'model_shards > 1 keep the teacher live (cache=False)')
@@ -382,22 +408,27 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
 
 
 def check_same_tokens(config, tok) -> None:
-  """A student learns the teacher's next-token distributions: over the same
-  vocabulary, from the same tokenizer."""
+  """A student learns the teacher's next-token (or masked-token)
+  distributions: over the same vocabulary, from the same tokenizer."""
   t_dir = config.distill.teacher.workdir
   t_config = runs.load_config(t_dir)
-  t_tok = data.text.run_tokenizer(t_config, t_dir)
+  t_tok = data.run_tokenizer(t_config, t_dir)
   kinds = (t_config.data.tokenizer, config.data.tokenizer)
+  sizes = ((t_config.data.vocab_size, config.data.vocab_size)
+           if data.encoder_task(config) else
+           (t_tok.vocab_size, tok.vocab_size))
   fix = ('use the teacher\'s tokenizer: set config.data.tokenizer='
-         f'{kinds[0]!r} (and data.vocab_size={t_tok.vocab_size})')
-  if t_tok.vocab_size != tok.vocab_size or kinds[0] != kinds[1]:
+         f'{kinds[0]!r} (and data.vocab_size={sizes[0]})')
+  # An encoder student may name a converted teacher's WordPiece 'hf'.
+  if sizes[0] != sizes[1] or (kinds[0] != kinds[1]
+                              and not data.encoder_task(config)):
     raise kd_config.ConfigError(
-        f'the teacher ({t_dir}) reads a vocabulary of {t_tok.vocab_size} '
-        f'tokens ({kinds[0]}), the student {tok.vocab_size} ({kinds[1]}): '
+        f'the teacher ({t_dir}) reads a vocabulary of {sizes[0]} '
+        f'tokens ({kinds[0]}), the student {sizes[1]} ({kinds[1]}): '
         f'{fix}')
-  if kinds[0] in ('bpe', 'hf') and (
-      t_tok.to_str() != tok.to_str() or (t_tok.bos_id, t_tok.eos_id) != (
-          tok.bos_id, tok.eos_id)):
+  ids = lambda t: (getattr(t, 'bos_id', None), getattr(t, 'eos_id', None))
+  if kinds[0] != 'byte' and (t_tok.to_str() != tok.to_str()
+                             or ids(t_tok) != ids(tok)):
     raise kd_config.ConfigError(f'the teacher ({t_dir}) and the student have different '
                      f'{kinds[0].upper()} tokenizer files of {tok.vocab_size} tokens: {fix}, '
                      'in a new run directory (its tokenizer.json is copied '

@@ -16,7 +16,7 @@ log_dir=${KD_LOG_DIR:-/tmp}
 pids=()
 for ((i = 0; i < n; i++)); do
   env JAX_PLATFORMS=cpu \
-      XLA_FLAGS="--xla_force_host_platform_device_count=${devices}" \
+      XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${devices}" \
       KD_COORDINATOR="127.0.0.1:${port}" KD_NUM_PROCESSES="$n" KD_PROCESS_ID="$i" \
       python -m kd.main "$@" > >(if ((i == 0)); then cat; else cat > "${log_dir}/kd_process_${i}.log"; fi) 2>&1 &
   pids+=($!)

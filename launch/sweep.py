@@ -13,8 +13,8 @@ A spec is a Python file with
   TAGS    optional W&B tags
   PROGRAM optional module run as `python -m PROGRAM` (default 'kd.main'; an
           experiment variant such as 'experiments.multi_teacher.train')
-Each run's folder is named after its arguments and overrides (teacher_dir
-left out; a hash suffix where two runs' names would collide) and holds a
+Each run's folder is named after its arguments and overrides (the shared
+folders, teacher_dir and any other '*_dir' argument, left out; a hash suffix where two runs' names would collide) and holds a
 `sweep.json` describing it. Finished runs (a summary.json) are skipped;
 unfinished ones resume from their checkpoints.
 
@@ -112,7 +112,7 @@ def load_spec(path: str):
 def expand(spec, root: str) -> list[Run]:
   """Every distinct (argument, grid point, seed) of the spec as a Run, each
   in a folder of its own: runs whose names collide (arguments that differ
-  only in teacher_dir, which names leave out) get a suffix hashed from their
+  only in a shared folder, which names leave out) get a suffix hashed from their
   argument and overrides."""
   grid = getattr(spec, 'GRID', {})
   keys = sorted(grid)
@@ -151,18 +151,23 @@ def find_run(spec, root: str, arg: str, overrides: tuple, seed) -> Run:
 
 
 def expand_arg(spec, root: str, arg: str) -> str:
-  """A spec argument with '{root}' replaced and teacher_dir normalised."""
+  """A spec argument with '{root}' replaced and its shared folders
+  normalised."""
   arg = arg.replace('{root}', os.path.join(root, spec.NAME))
-  return ','.join(kv if not kv.startswith('teacher_dir=') else
-                  'teacher_dir=' + os.path.normpath(kv.split('=', 1)[1])
-                  for kv in arg.split(','))
+  return ','.join(kv if not _shared_dir(kv) else
+                  kv.split('=', 1)[0] + '=' + os.path.normpath(
+                      kv.split('=', 1)[1]) for kv in arg.split(','))
+
+
+def _shared_dir(kv: str) -> bool:
+  """Whether `key=value` names a folder runs share (teacher_dir, *_dir)."""
+  return kv.split('=', 1)[0].endswith('_dir')
 
 
 def make_run(spec, root: str, arg: str, overrides: tuple, seed) -> Run:
   """The run of one expanded argument, grid point and seed; its folder is
   named after them (before `expand` makes names unique)."""
-  shown = ','.join(kv for kv in arg.split(',') if not kv.startswith(
-      'teacher_dir='))
+  shown = ','.join(kv for kv in arg.split(',') if not _shared_dir(kv))
   name = _slug('__'.join(
       [shown] + [f'{k.removeprefix("config.")}={_flag_value(v)}'
                  for k, v in overrides] + [f'seed={seed}']))

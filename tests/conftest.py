@@ -24,6 +24,12 @@ os.environ.setdefault('TFDS_DATA_DIR', tempfile.mkdtemp(prefix='kd_tfds_'))
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       tempfile.mkdtemp(prefix='kd_jax_cache_'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+# Compiling, not running, is most of the suite's time (tiny models, few
+# steps): LLVM's optimisations cost more than they save. Tests that set
+# XLA_FLAGS for a process they start add theirs to this.
+if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = ' '.join(filter(None, (
+      os.environ.get('XLA_FLAGS'), '--xla_backend_optimization_level=0')))
 
 
 @pytest.fixture(autouse=True, scope='module')

@@ -68,13 +68,19 @@ def setup():
   # SGD: Adam's normalised updates would magnify float rounding.
   tx = optax.sgd(0.5, momentum=0.9)
   # On the host: a run's donated state must not be the other run's.
-  state, teacher_vars = jax.tree.map(np.asarray, (
-      steps.create_state(student, tx, jax.random.key(0),
-                         batches[0]['image'][:1]),
-      teacher.init(jax.random.key(1), batches[0]['image'][:1])))
+  state, teacher_vars = init_on_host(student, teacher, tx,
+                                     batches[0]['image'][:1])
   terms = (steps.Term('forward_kl', 'kd', 1.0, kwargs={'temperature': 1.0}),)
   step = steps.make_distill_step(student, teacher, tx, terms, ce_weight=1.0)
   return state, teacher_vars, step, batches
+
+
+def init_on_host(student, teacher, tx, x):
+  """(student train state, teacher variables) as host arrays, initialised
+  by one compiled program (op by op, a transformer compiles hundreds)."""
+  return jax.tree.map(np.asarray, jax.jit(lambda x: (
+      steps.create_state(student, tx, jax.random.key(0), x),
+      teacher.init(jax.random.key(1), x)))(x))
 
 
 def flat(tree) -> list[float]:
@@ -127,10 +133,8 @@ def generic_report() -> dict:
   student = models.create('mlp', 10, hidden=(16, 32))
   teacher = models.create('cnn', 10, channels=(8,), dense=32)
   tx = optax.sgd(0.1, momentum=0.9)
-  state, teacher_vars = jax.tree.map(np.asarray, (
-      steps.create_state(student, tx, jax.random.key(0),
-                         batches[0]['image'][:1]),
-      teacher.init(jax.random.key(1), batches[0]['image'][:1])))
+  state, teacher_vars = init_on_host(student, teacher, tx,
+                                     batches[0]['image'][:1])
   terms = (steps.Term('kd', 'kd', 1.0, kwargs={'temperature': 4.0}),)
   step = steps.make_distill_step(student, teacher, tx, terms, ce_weight=1.0)
   one = DataParallel('mesh', num_local_devices=1)
@@ -178,8 +182,8 @@ def load_report() -> dict:
                           num_heads=4, mlp_hidden=64, max_len=LENGTH)
   x = np.zeros((1, LENGTH), np.int32)
   tx = optax.adam(1e-3)
-  saved = jax.tree.map(np.asarray, steps.create_state(
-      teacher, tx, jax.random.key(3), x))
+  saved = jax.tree.map(np.asarray, jax.jit(lambda x: steps.create_state(
+      teacher, tx, jax.random.key(3), x))(x))
   run_dir = tempfile.mkdtemp()
   mngr = checkpoint.manager(os.path.join(run_dir, 'checkpoints'))
   checkpoint.save(mngr, 7, saved)
@@ -197,7 +201,8 @@ def load_report() -> dict:
     mismatch = ''
   except checkpoint.ArchitectureMismatchError as e:
     mismatch = str(e)
-  s_state = steps.create_state(student, tx, jax.random.key(4), x)
+  s_state = jax.jit(lambda x: steps.create_state(
+      student, tx, jax.random.key(4), x))(x)
   warm_host = train.warm_start(s_state, run_dir, 's', 'strided')
   warm = train.warm_start(s_state, run_dir, 's', 'strided', sharded)
   s_want = sharded.shardings({'params': s_state.params})['params']

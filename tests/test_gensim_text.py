@@ -1,5 +1,6 @@
 """kd_gensim: gensim's English test data (Lee corpus, Wikipedia) as text."""
 import bz2
+import sys
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def every_document():
-  return tb.gensim_documents(tb.gensim_dir())
+  return tb.gensim_documents(tb.gensim_data_dir())
 
 
 def _page(title, body, ns=0, redirect=''):
@@ -37,8 +38,8 @@ def test_plain_strips_each_kind_of_markup():
       "site].<!-- hidden -->\n[[File:Aa.jpg|thumb|The [[Aa]] at [1.1] "
       "km]]\n== Course ==\n* It&nbsp;flows <b>north</b>&ndash;west.\n"
       "{| class=wikitable\n|-\n| {{flag|France}} || 1\n|}\n\n\n__NOTOC__\n"
-      "[[Category:Rivers]] [[de:Aa (Fluss)]] [[wikt:aa|Aa]] is [[:fr:Aa|French]]"
-      " for [[Star Trek: Aa]].")
+      "[[Category:Rivers]] [[de:Aa (Fluss)]] [[wikt:aa|Aa]] is "
+      "[[:fr:Aa|French]] for [[Star Trek: Aa]].")
   assert wikitext.plain(markup) == (
       'Aa is a stream in France (Aa), 89 km long. See the site.\n\nCourse\n'
       'It flows north\u2013west.\n\nAa is French for Star Trek: Aa.')
@@ -64,15 +65,15 @@ def test_documents_are_the_lee_lines_and_clean_wikipedia_articles(
   docs = every_document
   prefix = lambda p: p.rsplit('/', 1)[0] if p.startswith('lee/') else 'wiki'
   counts = {k: sum(prefix(p) == k for p in docs)
-            for k in ('lee/background', 'lee/rated', 'wiki')}
-  assert counts == {'lee/background': 293, 'lee/rated': 50, 'wiki': 106}
+            for k in ('lee/background', 'lee/test', 'wiki')}
+  assert counts == {'lee/background': 293, 'lee/test': 50, 'wiki': 106}
   assert docs['lee/background/0001'].startswith(
       'Hundreds of people have been forced to vacate their homes in the '
       'Southern Highlands of New South Wales')
-  assert docs['lee/rated/0001'].startswith(
+  assert docs['lee/test/0001'].startswith(
       'The national executive of the strife-torn Democrats last night '
       'appointed little-known West Australian senator Brian Greig')
-  rated = ' '.join(t for p, t in docs.items() if p.startswith('lee/rated'))
+  rated = ' '.join(t for p, t in docs.items() if p.startswith('lee/test'))
   assert '\u00a3' in rated and '\ufffd' not in rated  # Latin-1 on disk.
   assert len(set(docs.values())) == len(docs)  # Repeated lines kept once.
   assert docs['wiki/Anarchism'].startswith(
@@ -103,6 +104,7 @@ def test_tiny_splits_by_path_hash(data_dir, every_document):
   assert any(p.startswith('wiki/') for s in got.values() for p in s)
   # The same documents, in the same order, through kd.data.text.
   assert text.documents(TINY, 'test', data_dir) == list(got['test'].values())
+  assert 'gensim' not in sys.modules  # Its data read in place, not imported.
 
 
 def test_a_wordpiece_tokenizer_trains_on_it_and_batches_come(data_dir):
@@ -118,12 +120,12 @@ def test_a_wordpiece_tokenizer_trains_on_it_and_batches_come(data_dir):
 
 
 def test_gensim_missing_names_the_pip_command(tmp_path, monkeypatch):
-  monkeypatch.setattr(tb, 'gensim_dir', lambda: None)
+  monkeypatch.setattr(tb, 'gensim_data_dir', lambda: None)
   with pytest.raises(tb.CorpusError, match=r'^kd_gensim: gensim is not '
                      r'installed. It reads the test data of the gensim '
                      r'package: `pip install gensim==4.4.0`'):
     text.builder('kd_gensim', str(tmp_path / 'tfds'))
-  monkeypatch.setattr(tb, 'gensim_dir', lambda: str(tmp_path))
+  monkeypatch.setattr(tb, 'gensim_data_dir', lambda: str(tmp_path))
   with pytest.raises(tb.CorpusError, match=r'lacks lee_background.cor, '
                      r'lee.cor, enwiki-.*-shortened.bz2 \(another gensim '
                      r'version\?\). .*pip install gensim==4.4.0'):

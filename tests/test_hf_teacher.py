@@ -127,7 +127,8 @@ def test_topk_cache_of_a_converted_teacher(setup, tmp_path):
   rows = text.training_rows(text.source(c.data), seq_len=c.data.seq_len,
                             seed=c.seed, tok=tok, data_dir=c.data.data_dir)
   values = np.load(sorted(cache.glob('topk_values.*.npy'))[0])
-  logits = teacher.apply(variables, rows[numbers[:2], :-1], train=False)[0]
+  logits = jax.jit(lambda x: teacher.apply(variables, x, train=False)[0])(
+      rows[numbers[:2], :-1])
   np.testing.assert_allclose(values[:2], jax.lax.top_k(logits, 32)[0],
                              atol=1e-4)
 
@@ -140,7 +141,8 @@ def greedy_gaps(run_dir: str, seqkd_dir) -> tuple[np.ndarray, float]:
   mask = np.load(os.path.join(seqkd_dir, 'mask.npy'))
   assert mask.sum() > len(mask) * 16 and not mask[:, :7].any()
   _, model, variables, _ = runs.load_run(run_dir)
-  logits = np.asarray(model.apply(variables, tokens[:, :-1], train=False)[0])
+  logits = np.asarray(jax.jit(lambda x: model.apply(
+      variables, x, train=False)[0])(tokens[:, :-1]))
   chosen = np.take_along_axis(logits, tokens[:, 1:, None], -1)[..., 0]
   return (logits.max(-1) - chosen)[mask > 0], np.abs(logits).max()
 

@@ -18,8 +18,8 @@ def test_an_unknown_dataset_lists_every_dataset_text_corpora_too():
     data.run_spec(c)
   assert str(e.value) == (
       "unknown dataset 'kd_pystdlb'; valid: cifar10, cifar100, image_folder, "
-      'imagenet2012, kd_bbcnews, kd_digits, kd_gensim, kd_pystdlib, kd_text, '
-      'mnist, mnist1d')
+      'imagenet2012, kd_bbcnews, kd_digits, kd_english, kd_gensim, '
+      'kd_pystdlib, kd_text, mnist, mnist1d')
   assert data.known('kd_pystdlib/tiny') and not data.known('kd_pystdlb')
 
 

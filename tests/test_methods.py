@@ -3,6 +3,7 @@ import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -59,9 +60,21 @@ def test_recipe_matches_the_benchmark():
     distill.get_config('method=crdd')
 
 
-@pytest.mark.parametrize('method', sorted(distill.METHODS))
-def test_method_runs_a_few_steps(method, mock_cifar, teacher_dir, tmp_path):
-  c = distill.get_config(f'teacher={TEACHER},student={STUDENT},method={method}')
+def _config(method):
+  return distill.get_config(f'teacher={TEACHER},student={STUDENT},'
+                            f'method={method}')
+
+
+# AB, FSP and FT first train an 'init' stage; the others distil in the
+# student stage alone.
+WITH_INIT = sorted(m for m in distill.METHODS if 'init' in _config(m).stages)
+ALONE = sorted(set(distill.METHODS) - set(WITH_INIT))
+
+
+def _run_and_check(c, mock_cifar, teacher_dir, tmp_path):
+  """Runs `c`'s init (if any) and student stages for 3 steps on the tiny
+  models: every term logs finite values at every step, each stage moves the
+  student, the summary's accuracy is the checkpoint's."""
   stages = [r for r in ('init', 'student') if r in c.stages]
   for run in stages:
     stage = c.stages[run]
@@ -99,6 +112,35 @@ def test_method_runs_a_few_steps(method, mock_cifar, teacher_dir, tmp_path):
   run_checks.assert_accuracies(summary, run_checks.accuracies(config, apply))
   run_checks.assert_logged(student_dir, runs.summary(student_dir),
                            ('test_accuracy',))
+
+
+def test_methods_with_an_init_stage_are_the_three():
+  assert WITH_INIT == ['ab', 'fsp', 'ft']
+  assert all(not _config(m).stages.student.init_from for m in ALONE)
+
+
+@pytest.mark.parametrize('method', WITH_INIT)
+def test_method_runs_a_few_steps(method, mock_cifar, teacher_dir, tmp_path):
+  _run_and_check(_config(method), mock_cifar, teacher_dir, tmp_path)
+
+
+def test_methods_without_init_run_a_few_steps_side_by_side(
+    mock_cifar, teacher_dir, tmp_path):
+  """The terms of every method without an init stage, each as its method's
+  config makes it (loss, features, adapter, weight, arguments), in one
+  student: one compiled step for the 18 methods instead of one each. Each
+  term is logged under '<method>_<term>'."""
+  c = _config('kd')
+  terms = {}
+  for method in ALONE:
+    for name, t in _config(method).stages.student.distill.terms.items():
+      terms[f'{method}_{name}'] = t
+  assert len(terms) == sum(len(distill.METHODS[m][1]) for m in ALONE)
+  c.stages.student.distill.terms = ml_collections.ConfigDict(terms)
+  # Their weights add up (up to 3e4 each): at the recipe's rate the sum
+  # overflows by step 2.
+  c.stages.student.optimizer.lr = 1e-4
+  _run_and_check(c, mock_cifar, teacher_dir, tmp_path)
 
 
 def test_init_stage_hands_its_student_and_adapters_on(mock_cifar, teacher_dir,
@@ -140,13 +182,15 @@ def test_imagenet_pair_smoke_on_mock_data(tmp_path):
   from configs.imagenet import distill as imagenet  # pylint: disable=import-outside-toplevel
   root = metadata_dir(str(tmp_path / 'tfds'),
                       {'imagenet2012': ('train', 'validation')}, 16)
-  c = imagenet.get_config('teacher=resnet18_imagenet,student=resnet18_imagenet,'
+  # A tiny CNN teacher (test_vit's ImageNet smoke test has one too): the
+  # ResNet-18 student is the ImageNet path under test, one block a stage
+  # (half the compile).
+  c = imagenet.get_config('teacher=cnn,student=resnet18_imagenet,'
                           'method=kd,batch=8,epochs=1,image_size=32')
   assert c.stages.student.data.eval_split == 'validation'
-  # One block a stage: the ImageNet path as configured, half the compile.
-  c.stages.teacher.model.kwargs.blocks = (1, 1, 1, 1)
+  c.stages.teacher.model.kwargs = {'channels': (4, 8), 'dense': 16}
+  c.stages.student.distill.teacher.kwargs = {'channels': (4, 8), 'dense': 16}
   c.stages.student.model.kwargs.blocks = (1, 1, 1, 1)
-  c.stages.student.distill.teacher.kwargs.blocks = (1, 1, 1, 1)
   for stage in c.stages.values():
     stage.data.data_dir = root
     stage.steps, stage.log_every, stage.checkpoint_every = 2, 1, 2

@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def report(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('model_parallel')
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+             XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
+             + ' --xla_force_host_platform_device_count=8')
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'tests', 'model_parallel_worker.py'),
        str(tmp / 'report.json'), str(tmp)], env=env, capture_output=True,

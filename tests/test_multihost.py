@@ -51,7 +51,8 @@ def test_two_processes_match_one_process(tmp_path, parallel):
   data.builder('kd_digits')  # Prepared before several processes read it.
   args = [f'--config={config}:{parallel}']
   _run([sys.executable, '-m', 'kd.main', *args, f'--workdir={tmp_path / "one"}'],
-       {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+       {'XLA_FLAGS': os.environ.get('XLA_FLAGS', '')
+                      + ' --xla_force_host_platform_device_count=4'})
   out = _run(['bash', 'launch/local_multihost.sh', '2', *args,
               f'--workdir={tmp_path / "two"}'],
              {'KD_DEVICES_PER_PROCESS': '2', 'KD_LOG_DIR': str(tmp_path)})

@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def results(tmp_path_factory):
   out = tmp_path_factory.mktemp('parallel') / 'results.npz'
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+             XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
+             + ' --xla_force_host_platform_device_count=8')
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'tests', 'parallel_worker.py'),
        str(out)], env=env, capture_output=True, text=True, timeout=600)

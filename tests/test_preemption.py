@@ -108,7 +108,8 @@ def test_sigterm_to_one_process_saves_the_same_step_on_every_process(
       [sys.executable, '-m', 'kd.main', f'--config={config}',
        f'--workdir={tmp_path / "cut"}'], cwd=ROOT,
       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
-               XLA_FLAGS='--xla_force_host_platform_device_count=1',
+               XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
+               + ' --xla_force_host_platform_device_count=1',
                KD_COORDINATOR=f'127.0.0.1:{port}', KD_NUM_PROCESSES='2',
                KD_PROCESS_ID=str(i)),
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -24,7 +24,8 @@ MESH = {'data': 2, 'fsdp': 2, 'tensor': 2}
 def report(tmp_path_factory):
   path = tmp_path_factory.mktemp('sharding') / 'report.json'
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+             XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
+             + ' --xla_force_host_platform_device_count=8')
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'tests', 'sharding_worker.py'),
        str(path)], env=env, capture_output=True, text=True, timeout=600)
@@ -42,7 +43,8 @@ def test_two_processes_run_the_same_mesh_as_one(report, tmp_path):
       [sys.executable, os.path.join(ROOT, 'tests', 'sharding_worker.py'),
        str(tmp_path / 'report.json'), 'multihost'],
       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
-               XLA_FLAGS='--xla_force_host_platform_device_count=4',
+               XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
+               + ' --xla_force_host_platform_device_count=4',
                KD_COORDINATOR=f'127.0.0.1:{port}', KD_NUM_PROCESSES='2',
                KD_PROCESS_ID=str(i)),
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

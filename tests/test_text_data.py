@@ -104,6 +104,19 @@ def test_bbcnews_reads_topic_folders_utf8_or_latin1(tmp_path, monkeypatch):
   assert got == sorted(articles.values())
 
 
+def test_english_pretraining_text_holds_no_bbc_test_article(data_dir):
+  b = text.builder('kd_english', data_dir)
+  paths = {s: [e['path'].decode() for e in b.as_dataset(
+      split=s).as_numpy_iterator()] for s in ('train', 'validation', 'test')}
+  bbc = [p for s in paths for p in paths[s] if p.startswith('bbcnews/')]
+  assert bbc and all(p in paths['train'] for p in bbc)
+  # Exactly kd_bbcnews's training articles, none of its test or validation.
+  assert all(tb.split_of(p.removeprefix('bbcnews/')) == 'train' for p in bbc)
+  assert len(bbc) == text.builder('kd_bbcnews', data_dir).info.splits[
+      'train'].num_examples
+  assert {p.split('/')[0] for p in paths['test']} <= {'lee', 'wiki'}
+
+
 def test_byte_tokenizer_ids():
   tok = text.ByteTokenizer()
   ids = tok.encode(['a\u00e9'])[0]

@@ -146,16 +146,21 @@ def test_hand_counts_agree_with_the_published_ones(name):
 def test_forward_pass_and_feature_taps(name, stages):
   m = models.create(name, 100)
   x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
-  variables = m.init(jax.random.key(0), x)
-  (logits, feats), updates = m.apply(variables, x, train=True,
-                                     mutable=['batch_stats'])
+
+  @jax.jit  # One program: run op by op, a deep model compiles hundreds.
+  def forward(x):
+    variables = m.init(jax.random.key(0), x)
+    return variables, m.apply(variables, x, train=True,
+                              mutable=['batch_stats']), m.apply(
+                                  variables, x, train=False)
+
+  variables, ((logits, feats), updates), (eval_logits, _) = forward(x)
   assert logits.shape == (2, 100) and logits.dtype == jnp.float32
   assert [f'stage{i}' in feats for i in range(stages)] == [True] * stages
   assert feats['embedding'].ndim == 2
   if name not in ('MobileNetV2', 'ShuffleV2'):  # These widen before pooling.
     assert feats[f'stage{stages - 1}'].shape[-1] == feats['embedding'].shape[-1]
-  assert 'batch_stats' in updates
-  eval_logits, _ = m.apply(variables, x, train=False)
+  assert 'batch_stats' in updates and 'batch_stats' in variables
   assert eval_logits.shape == (2, 100)
 
 

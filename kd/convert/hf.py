@@ -381,6 +381,9 @@ def run_config(p: dict, seq_len: int | None = None):
   config = common.run_config(p['model'], 'kd_text', p['kwargs'])
   config.data.tokenizer = 'hf'
   config.data.vocab_size = p['vocab']
+  if p['model'] == 'transformer_encoder':  # Its tokens are WordPiece's.
+    config.data.task = ('classify' if p['kwargs'].get('head') == 'cls'
+                        else 'mlm')
   max_len = p['kwargs'].get('max_len') or 512
   config.data.seq_len = seq_len or min(max_len, 2048)
   return config

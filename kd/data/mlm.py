@@ -37,6 +37,7 @@ import os
 import numpy as np
 
 from kd import files
+from kd.data import hf_tokenizer
 from kd.data import text
 from kd.data.input_pipeline import _process_index_count
 
@@ -109,9 +110,12 @@ class WordPieceTokenizer:
           names[role] = piece
     return cls(tok, names, path)
 
+  def to_str(self) -> str:
+    return self._tok.to_str(pretty=True)
+
   def save(self, path: str):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    files.write_bytes(path, self._tok.to_str(pretty=True))
+    files.write_bytes(path, self.to_str())
 
   def encode(self, texts: list[str]) -> list[np.ndarray]:
     """Token ids of each text, without [CLS]/[SEP] (packing adds them)."""
@@ -151,6 +155,53 @@ def tokenizer(*, name: str | None = None, vocab_size: int = 0,
   if path:
     tok.save(path)
   return tok
+
+
+def _source(config, required: bool = True) -> str:
+  """The tokenizer.json a new encoder run starts from: data.tokenizer_path,
+  else the teacher run's, else the init_from run's; '' (train one) for
+  'wordpiece' when none of them has one ('hf' then raises if `required`)."""
+  d = config.data
+  if d.tokenizer_path:
+    return hf_tokenizer.source_path(d.tokenizer_path, '')
+  for run in (config.distill.teacher.workdir, config.init_from):
+    if run and os.path.isfile(os.path.join(run, 'tokenizer.json')):
+      return os.path.join(run, 'tokenizer.json')
+  if d.tokenizer == 'hf' and required:
+    return hf_tokenizer.source_path('', '')  # Raises: names the fields.
+  return ''
+
+
+def run_tokenizer(config, run_dir: str | None = None) -> WordPieceTokenizer:
+  """The WordPiece tokenizer of an encoder run (data.task 'mlm' or
+  'classify'): RUN_DIR/tokenizer.json, kept there on first use from
+  `_source` (with the tokenizer_config.json beside it, which names the
+  special tokens), or trained on the training split ('wordpiece') and saved
+  there. A kept one that differs from its source is refused (a run
+  tokenizes one way throughout)."""
+  d = config.data
+  kept = os.path.join(run_dir, 'tokenizer.json') if run_dir else ''
+  if kept and os.path.exists(kept):  # A converted run's is its own.
+    source = _source(config, required=False)
+    if source:
+      hf_tokenizer.check_kept(kept, source, '')
+  else:
+    source = _source(config)
+  if kept and source and not os.path.exists(kept):
+    folder = os.path.dirname(os.path.abspath(source))
+    os.makedirs(run_dir, exist_ok=True)
+    # tokenizer.json last: a run directory with it holds the whole tokenizer.
+    for name, src in (('tokenizer_config.json',
+                       os.path.join(folder, 'tokenizer_config.json')),
+                      ('tokenizer.json', source)):
+      if os.path.exists(src):
+        with open(src, 'rb') as f:
+          files.write_bytes(os.path.join(run_dir, name), f.read())
+  path = kept or source
+  if path and os.path.exists(path):  # Its training text is not needed.
+    return tokenizer(path=path, vocab_size=d.vocab_size)
+  return tokenizer(name=text.source(d), vocab_size=d.vocab_size,
+                   path=path or None, data_dir=d.data_dir or None)
 
 
 def _stream(docs: list[np.ndarray], tok) -> np.ndarray:

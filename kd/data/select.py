@@ -8,7 +8,9 @@ from typing import Callable
 import jax
 import numpy as np
 
+from kd.data import classify
 from kd.data import input_pipeline
+from kd.data import mlm
 from kd.data import seqkd
 from kd.data import text
 
@@ -47,7 +49,13 @@ def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str):
     return seqkd.generated_batches(seqkd_dir, batch_size=batch_size,
                                seed=config.seed, tok=tok,
                                start_step=start_step)
-  if text.is_text(d.name):
+  task = d.get('task', 'lm') if text.is_text(d.name) else ''
+  if task in ('mlm', 'classify'):
+    make = mlm.mlm_batches if task == 'mlm' else classify.classify_batches
+    return make(text.source(d), batch_size=batch_size, seq_len=d.seq_len,
+                seed=config.seed, tok=tok, start_step=start_step,
+                data_dir=d.data_dir or None)
+  if task:
     return map(text.model_batch, text.packed_batches(
         text.source(d), batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
         tok=tok, data_dir=d.data_dir or None, start_step=start_step,
@@ -62,7 +70,17 @@ def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str):
 def eval_batches(config, tok=None):
   """This process's part of the test split, once."""
   d = config.data
-  if text.is_text(d.name):
+  task = d.get('task', 'lm') if text.is_text(d.name) else ''
+  if task == 'mlm':  # The same masked positions at every evaluation.
+    return mlm.mlm_eval_batches(
+        text.source(d), batch_size=config.eval_batch_size, seq_len=d.seq_len,
+        tok=tok, split=d.eval_split, seed=config.seed,
+        data_dir=d.data_dir or None)
+  if task == 'classify':
+    return classify.classify_eval_batches(
+        text.source(d), batch_size=config.eval_batch_size, seq_len=d.seq_len,
+        tok=tok, split=d.eval_split, data_dir=d.data_dir or None)
+  if task:
     return map(text.model_batch, text.eval_batches(
         text.source(d), batch_size=config.eval_batch_size, seq_len=d.seq_len,
         tok=tok, split=d.eval_split, data_dir=d.data_dir or None))

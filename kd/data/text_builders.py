@@ -98,12 +98,15 @@ class _TextBuilder(tfds.core.GeneratorBasedBuilder):
                         f'{self._fix_hint()}')
     splits = {name: {} for name, _ in SPLITS}
     for path, text in docs.items():
-      splits[split_of(path)][path] = text
+      splits[self._split_of(path)][path] = text
     return {name: self._generate_examples(_subset(self.builder_config, d))
             for name, d in splits.items()}
 
   def _fix_hint(self) -> str:
     raise NotImplementedError
+
+  def _split_of(self, path: str) -> str:
+    return split_of(path)
 
   def _generate_examples(self, docs):
     for path, text in docs.items():
@@ -205,16 +208,14 @@ class KdBbcnews(_TextBuilder):
 
 
 GENSIM = 'gensim==4.4.0'
+WIKI_DUMP = ('enwiki-latest-pages-articles1.xml-p000000010p000030302-'
+             'shortened.bz2')
 # The English documents among gensim's test data: {path prefix: file}.
-GENSIM_FILES = {
-    'lee/background': 'lee_background.cor',
-    'lee/rated': 'lee.cor',
-    'wiki': 'enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened'
-            '.bz2',
-}
+GENSIM_FILES = {'lee/background': 'lee_background.cor',
+                'lee/test': 'lee.cor', 'wiki': WIKI_DUMP}
 
 
-def gensim_dir() -> str | None:
+def gensim_data_dir() -> str | None:
   """gensim's test data folder inside the installed package (found without
   importing gensim, which is slow and loads scipy); None when gensim is not
   installed."""
@@ -226,19 +227,28 @@ def gensim_dir() -> str | None:
                       'test_data')
 
 
+def wiki_articles(path: str) -> dict[str, str]:
+  """{title: prose} of a MediaWiki XML dump's articles (`kd.data.wikitext`:
+  namespace 0, no redirects, markup stripped; pages with no prose left
+  out)."""
+  docs = {}
+  for title, markup in wikitext.articles(path):
+    text = wikitext.plain(markup)
+    if text:
+      docs[title] = text
+  return docs
+
+
 def gensim_documents(root: str) -> dict[str, str]:
   """{path: text} of `GENSIM_FILES` under `root`: 'lee/background/0001' is
   line 1 of lee_background.cor (a line repeating an earlier one is left
-  out, so no text is in two splits), 'wiki/<title>' an article's prose
-  (`kd.data.wikitext.plain`; redirects, other namespaces and pages with no
-  prose left out)."""
+  out, so no text is in two splits), 'wiki/<title>' an article
+  (`wiki_articles`)."""
   docs, seen = {}, set()
   for prefix, name in GENSIM_FILES.items():
     if prefix == 'wiki':
-      for title, markup in wikitext.articles(os.path.join(root, name)):
-        text = wikitext.plain(markup)
-        if text:
-          docs[f'wiki/{title}'] = text
+      docs.update({f'wiki/{title}': text for title, text
+                   in wiki_articles(os.path.join(root, name)).items()})
       continue
     with open(os.path.join(root, name), 'rb') as f:
       data = f.read()
@@ -264,14 +274,14 @@ class KdGensim(_TextBuilder):
     2000-2001 from the Australian Broadcasting Corporation's news mail
     service, one a line. `lee/background/NNNN`: lee_background.cor, 300
     lines of which 293 distinct (a repeated line is kept once), 0.35 MB;
-    `lee/rated/NNNN`: lee.cor, the 50 articles the study's people rated
-    for similarity, 24 kB (Latin-1 on disk).
+    `lee/test/NNNN`: lee.cor (gensim's name: its tutorials' test corpus),
+    the 50 articles the study's people rated for similarity, 24 kB
+    (Latin-1 on disk). Both are split by path hash like the rest.
   - `wiki/<title>`: the 106 articles of the shortened English Wikipedia
-    dump enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened
-    .bz2 (revisions of 2016 and before, titles mostly in A; 206 pages less
-    100 redirects and 1 project page), 2.9 MB after `kd.data.wikitext.plain`
-    strips the markup (templates, tables, references, files, categories,
-    HTML; links keep their label).
+    dump `WIKI_DUMP` (revisions of 2016 and before, titles mostly in A;
+    206 pages less 100 redirects and 1 project page), 2.9 MB after
+    `kd.data.wikitext.plain` strips the markup (templates, tables,
+    references, files, categories, HTML; links keep their label).
 
   Not used: the other Wikipedia dumps (a Bulgarian one, and
   enwiki-table-markup, 5 pages kept to test table stripping) and the
@@ -283,7 +293,9 @@ class KdGensim(_TextBuilder):
   as test data, provided by Michael D. Lee; the articles' copyright is the
   ABC's, so treat it as research data.
   """
-  VERSION = tfds.core.Version('1.0.0')
+  # 1.1.0: no gensim import (kd.data.wikitext, not gensim's filter_wiki),
+  # repeated Lee lines kept once.
+  VERSION = tfds.core.Version('1.1.0')
 
   def _info(self):
     return self.dataset_info_from_configs(
@@ -296,7 +308,7 @@ class KdGensim(_TextBuilder):
             f'`pip install {GENSIM}` (see requirements.txt).')
 
   def _documents(self):
-    root = gensim_dir()
+    root = gensim_data_dir()
     if root is None:
       raise CorpusError(f'{self.name}: gensim is not installed. '
                         f'{self._fix_hint()}')
@@ -306,6 +318,37 @@ class KdGensim(_TextBuilder):
       raise CorpusError(f'{self.name}: {root} lacks {", ".join(missing)} '
                         f'(another gensim version?). {self._fix_hint()}')
     return gensim_documents(root)
+
+
+class KdEnglish(_TextBuilder):
+  """Masked-LM pretraining text for the encoders: kd_gensim's documents
+  (split by their paths' hash as there) and kd_bbcnews's *training*
+  articles only, all in the training split (paths 'bbcnews/<topic>/<file>'),
+  so that no BBC News validation or test article is ever seen in
+  pretraining (the fine-tunes test on them). 2,481 documents (2,443 for
+  training), 7.9 MB.
+  Licences: kd_gensim's and kd_bbcnews's.
+  """
+  VERSION = tfds.core.Version('1.1.0')  # 1.1.0: kd_gensim 1.1.0's text.
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=self._features(),
+        homepage='https://github.com/piskvorky/gensim')
+
+  def _fix_hint(self):
+    return (KdGensim._fix_hint(self) + ' '  # pylint: disable=protected-access
+            + KdBbcnews._fix_hint(self))  # pylint: disable=protected-access
+
+  def _documents(self):
+    docs = KdGensim._documents(self)  # pylint: disable=protected-access
+    for path, text in KdBbcnews._documents(self).items():  # pylint: disable=protected-access
+      if split_of(path) == 'train':
+        docs[f'bbcnews/{path}'] = text
+    return docs
+
+  def _split_of(self, path: str) -> str:
+    return 'train' if path.startswith('bbcnews/') else split_of(path)
 
 
 @dataclasses.dataclass

@@ -38,7 +38,8 @@ Features: `hidden0` (the embeddings after their LayerNorm) .. `hidden{N}`
 when pre-LN); with `return_attention=True` also `attn0` .. `attn{N-1}`
 [B, H, T, T]; with `return_values=True` also `value0` .. `value{N-1}`, the
 attention's values [B, T, H, D] (for `kd.losses.features.value_relation`);
-with `num_labels` > 0 `cls_logits` [B, num_labels] float32.
+with `num_labels` > 0 and the MLM head `cls_logits` [B, num_labels]
+float32.
 
 Parameters: `embed/embedding` [V, d], `pos_embed/embedding` [max_len, d],
 `type_embed/embedding` [type_vocab_size, d], `embed_norm`; per block
@@ -207,9 +208,10 @@ class TransformerEncoder(nn.Module):
     if self.num_labels:
       pooled = POOLER_ACTIVATIONS[self.pooler_activation](
           self.pooler(x[:, 0]))
-      features['cls_logits'] = self.classifier(pooled).astype(jnp.float32)
-    if self.head == 'cls':
-      return features['cls_logits'], features
+      cls_logits = self.classifier(pooled).astype(jnp.float32)
+      if self.head == 'cls':  # The logits themselves, not a second head.
+        return cls_logits, features
+      features['cls_logits'] = cls_logits
     return self.mlm(x, self.embed), features
 
 

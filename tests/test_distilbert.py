@@ -1,0 +1,106 @@
+"""configs/bert/distilbert.py at toy size: masked-LM teacher -> DistilBERT
+student and MLM-only student -> the fine-tunes, in one command."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs.bert import distilbert
+from kd import main as kd_main
+from kd import runs
+from kd.data import classify
+from kd.data import mlm
+
+TOY = ('dataset=kd_bbcnews/tiny,task_dataset=kd_bbcnews/tiny,seq_len=16,'
+       'batch=8,vocab=300,layers=2,d_model=16,heads=2,pretrain_steps=6,'
+       'finetune_steps=4')
+
+
+@pytest.fixture(scope='module')
+def pipeline(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('distilbert'))
+  c = distilbert.get_config(TOY)
+  for stage in c.stages.values():
+    stage.evaluate.latency = False
+  return workdir, kd_main.run_pipeline(c, workdir)
+
+
+def _metrics(run_dir):
+  with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_every_stage_runs_and_reports(pipeline):
+  workdir, summary = pipeline
+  for stage in ('teacher_mlm', 'student_distil', 'student_mlm_only',
+                'teacher_ft', 'distil_ft', 'mlm_only_ft', 'scratch_ft',
+                'distil_kd_ft'):
+    acc = summary[f'{stage}/test_accuracy']
+    assert 0.0 <= acc <= 1.0, (stage, acc)
+  # The DistilBERT loss: each term logged, the total their weighted sum.
+  rows = [r for r in _metrics(os.path.join(workdir, 'student_distil'))
+          if 'soft' in r]
+  assert rows
+  for r in rows:
+    want = (distilbert.ALPHA_MLM * r['ce'] + distilbert.ALPHA_CE * r['soft']
+            + distilbert.ALPHA_COS * r['cos'])
+    np.testing.assert_allclose(r['loss'], want, rtol=1e-4)
+  assert 'kd' in _metrics(os.path.join(workdir, 'distil_kd_ft'))[-2]
+
+
+def test_stages_share_the_pretraining_tokenizer(pipeline):
+  workdir, _ = pipeline
+  with open(os.path.join(workdir, 'teacher_mlm', 'tokenizer.json')) as f:
+    want = f.read()
+  for stage in ('student_distil', 'student_mlm_only', 'scratch_ft',
+                'distil_kd_ft'):
+    with open(os.path.join(workdir, stage, 'tokenizer.json')) as f:
+      assert f.read() == want, stage
+  tok = mlm.WordPieceTokenizer.load(os.path.join(workdir, 'teacher_mlm'))
+  assert tok.vocab_size <= 300
+
+
+def test_students_are_half_the_teacher_and_start_from_it(pipeline):
+  workdir, _ = pipeline
+  _, teacher, t_vars, _ = runs.load_run(os.path.join(workdir, 'teacher_mlm'))
+  _, student, s_vars, _ = runs.load_run(os.path.join(workdir, 'distil_ft'))
+  assert (teacher.num_layers, student.num_layers) == (2, 1)
+  assert student.type_vocab_size == 0 and student.head == 'cls'
+  assert student.pooler_activation == 'relu'
+  assert student.num_labels == len(classify.classes('kd_bbcnews/tiny'))
+  assert 'type_embed' in t_vars['params'] and 'type_embed' not in s_vars[
+      'params']
+
+
+def test_a_rerun_reuses_every_finished_stage(pipeline, capsys):
+  workdir, summary = pipeline
+  c = distilbert.get_config(TOY)
+  for stage in c.stages.values():
+    stage.evaluate.latency = False
+  again = kd_main.run_pipeline(c, workdir)
+  assert again['distil_ft/test_accuracy'] == summary['distil_ft/test_accuracy']
+  assert 'compiling' not in capsys.readouterr().out
+
+
+def test_a_converted_hf_bert_is_the_teacher(tmp_path):
+  """`teacher=RUN` (a converted BERT): it replaces teacher_mlm, its
+  tokenizer is every stage's, and the student is its half."""
+  from kd.convert import hf  # pylint: disable=import-outside-toplevel
+  bert = os.path.join(os.path.dirname(__file__), 'fixtures', 'hf', 'bert')
+  teacher = str(tmp_path / 'bert')
+  hf.convert(bert, teacher)
+  c = distilbert.get_config(
+      f'teacher={teacher},dataset=kd_bbcnews/tiny,seq_len=32,batch=8,'
+      'pretrain_steps=2')
+  with c.unlocked():
+    c.stage_order = ('teacher_mlm', 'student_distil')
+  student_kw = c.stages.student_distil.model.kwargs
+  assert (student_kw.num_layers, student_kw.d_model) == (1, 48)
+  kd_main.run_pipeline(c, str(tmp_path / 'run'))
+  run = str(tmp_path / 'run' / 'student_distil')
+  with open(os.path.join(bert, 'tokenizer.json')) as f, open(
+      os.path.join(run, 'tokenizer.json')) as g:
+    assert f.read() == g.read()
+  assert not os.path.exists(tmp_path / 'run' / 'teacher_mlm')
+  assert runs.load_run(run)[1].type_vocab_size == 0
