@@ -104,3 +104,47 @@ def test_a_converted_hf_bert_is_the_teacher(tmp_path):
     assert f.read() == g.read()
   assert not os.path.exists(tmp_path / 'run' / 'teacher_mlm')
   assert runs.load_run(run)[1].type_vocab_size == 0
+
+
+@pytest.mark.parametrize('fmt, quantize, tolerance', [
+    ('tflite', 'none', 1e-4), ('tflite', 'dynamic', None),
+    ('onnx', 'none', 1e-4)])
+def test_the_fine_tuned_student_exports_with_parity(pipeline, tmp_path, fmt,
+                                                    quantize, tolerance):
+  from kd.export import encoder  # pylint: disable=import-outside-toplevel
+  workdir, _ = pipeline
+  run = os.path.join(workdir, 'distil_ft')
+  out = str(tmp_path / f'student.{fmt}')
+  side = encoder.export(run, out, quantize=quantize, format=fmt,
+                        latency=False)
+  assert os.path.getsize(out) == side['bytes']
+  assert side['input']['shape'] == [1, 16] and side['input']['dtype'] == 'int32'
+  assert side['input']['attention_mask'] == 'inside the model: input_ids != 0'
+  assert side['class_names'] == classify.classes('kd_bbcnews/tiny')
+  assert side['output']['shape'] == [1, len(side['class_names'])]
+  if tolerance:
+    assert side['max_abs_diff_vs_jax'] < tolerance
+    assert side[f'{fmt}_accuracy'] == side['jax_accuracy']
+  else:  # int8 weights: the same classes nearly everywhere.
+    assert side['agreement_with_jax'] >= 0.9
+  with open(os.path.join(run, 'tokenizer.json')) as f, open(
+      tmp_path / 'tokenizer.json') as g:
+    assert f.read() == g.read()
+
+
+def test_export_refusals_name_the_fix(pipeline, tmp_path):
+  from kd.export import artifact, encoder  # pylint: disable=import-outside-toplevel
+  workdir, _ = pipeline
+  with pytest.raises(artifact.ExportError, match=r'a masked-LM encoder '
+                     r'\(head=mlm\) exports to a Hugging Face folder'):
+    encoder.export(os.path.join(workdir, 'teacher_mlm'),
+                   str(tmp_path / 'a.tflite'))
+  with pytest.raises(artifact.ExportError, match="--quantize=int8: an "
+                     'encoder takes token ids'):
+    encoder.export(os.path.join(workdir, 'distil_ft'),
+                   str(tmp_path / 'b.tflite'), quantize='int8')
+  (tmp_path / 'tokenizer.json').write_text('{}')
+  with pytest.raises(artifact.ExportError, match='holds another tokenizer'):
+    encoder.export(os.path.join(workdir, 'distil_ft'),
+                   str(tmp_path / 'c.tflite'), latency=False)
+  assert not os.path.exists(tmp_path / 'c.tflite')

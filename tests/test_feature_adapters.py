@@ -45,8 +45,11 @@ def test_review_kd_outputs_have_the_teachers_sizes_and_widths():
   t = (R.normal(size=(B, 4, 4, 5)), R.normal(size=(B, 2, 2, 7)),
        R.normal(size=(B, 9)))
   adapter = adapters.get('review_kd')
-  params, state = adapter.init(jax.random.key(0), s, t, 0)
-  (out, t_maps), _, _ = adapter.apply(params, state, s, t, {}, None)
+  # Compiled, not op by op (the ABFs' resizes and convolutions are many).
+  params, state = jax.jit(lambda s, t: adapter.init(jax.random.key(0), s, t,
+                                                     0))(s, t)
+  (out, t_maps), _, _ = jax.jit(lambda p, st, s, t: adapter.apply(
+      p, st, s, t, {}, None))(params, state, s, t)
   assert [o.shape for o in out] == [(B, 4, 4, 5), (B, 2, 2, 7),
                                     (B, 1, 1, 9)]
   assert [m.shape for m in t_maps] == [o.shape for o in out]
@@ -104,9 +107,9 @@ def test_a_few_steps_lower_the_term_with_finite_gradients(name):
   adapter = term.make_adapter()
   params, state = {}, {}
   if adapter is not None:
-    params, state = adapter.init(jax.random.key(1),
-                                 steps.select(s_out, term.student),
-                                 steps.select(t_out, term.teacher), 0)
+    params, state = jax.jit(lambda s, t: adapter.init(
+        jax.random.key(1), s, t, 0))(steps.select(s_out, term.student),
+                                     steps.select(t_out, term.teacher))
   tx = optax.adam(0.05)
   trainable = (s_out, params)
   opt_state = tx.init(trainable)

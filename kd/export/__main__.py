@@ -24,7 +24,7 @@ from absl import flags
 from absl import logging
 
 from kd import runs
-from kd.export import hf, lm, onnx, student, tflite
+from kd.export import encoder, hf, lm, onnx, student, tflite
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory (one stage).')
 _FORMAT = flags.DEFINE_enum('format', 'tflite', [*student.FORMATS, 'hf'],
@@ -125,6 +125,22 @@ def export_lm(out: str) -> dict:
   return sidecar
 
 
+def export_encoder(config, out):
+  """A fine-tuned encoder classifier (`kd.export.encoder`)."""
+  if _BATCH.value != '1' or _SOFTMAX.value or _REPRESENTATIVE.value:
+    raise app.UsageError('--batch, --softmax and --representative are for '
+                         'image and signal classifiers; an encoder exports '
+                         'batch-1 logits of token ids')
+  try:
+    encoder.check(config, _QUANTIZE.value, _FORMAT.value)
+  except encoder.artifact.ExportError as e:
+    raise Refused(f'{_WORKDIR.value}: {e}') from None
+  sidecar = encoder.export(_WORKDIR.value, out, quantize=_QUANTIZE.value,
+                           format=_FORMAT.value)
+  print(json.dumps(sidecar, indent=2))
+  print(f'wrote {out}, {out}.json and tokenizer.json beside them')
+
+
 def export_hf():
   """--format=hf: the run as a Hugging Face folder (`kd.export.hf`)."""
   given = [f'--{f.name}' for f in (_QUANTIZE, _BATCH, _SOFTMAX,
@@ -159,6 +175,9 @@ def main(argv):
       _WORKDIR.value, f'{prefix}_float32.onnx' if _FORMAT.value == 'onnx'
       else f'{prefix}_{_QUANTIZE.value}.tflite')
   check_request(_WORKDIR.value, out, default=_OUT.value is None)
+  if config.model.name == 'transformer_encoder':
+    export_encoder(config, out)
+    return
   if lm_run:
     if _BATCH.value != '1' or _SOFTMAX.value or _REPRESENTATIVE.value:
       raise app.UsageError('--batch, --softmax and --representative are for '
