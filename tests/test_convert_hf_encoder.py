@@ -98,20 +98,35 @@ def test_export_with_a_cls_head_is_what_transformers_computes(name, tmp_path,
     np.testing.assert_array_equal(committed[key], array, err_msg=key)
   assert config['architectures'] == [
       {'bert': 'BertForSequenceClassification',
-       'distilbert': 'DistilBertForSequenceClassification'}[name]]
+       'distilbert': 'DistilBertForSequenceClassification'}[
+           name.removesuffix('_cls')]]
   assert len(config['id2label']) == make.MODELS[name]['num_labels']
   assert hf_checks.convert(capsys, folder, tmp_path / 'run')[0] == 0
   ref = np.load(os.path.join(folder, 'logits.npz'))
   fn, variables = _load(tmp_path / 'run')
   logits, feats = fn(variables, ref['tokens'], ref['attention_mask'])
-  for got, want in ((logits, ref['logits']),
-                    (feats['cls_logits'], ref['cls_logits'])):
+  cls = name.endswith('_cls')  # A fine-tuned classifier: no masked-LM head.
+  # head='cls': the logits are the class logits.
+  pairs = [(logits if cls else feats['cls_logits'], ref['cls_logits'])]
+  if cls:
+    assert 'logits' not in ref and 'mlm' not in variables['params']
+    assert config['pad_token_id'] == 0
+    _, model, _, _ = runs.load_run(str(tmp_path / 'run'))
+    assert (model.head, model.pad_id) == ('cls', 0)
+    # One input: the mask from the [PAD] ids is transformers' mask.
+    pairs.append((np.asarray(model.apply(variables, ref['tokens'])[0]),
+                  ref['cls_logits']))
+  else:
+    pairs.append((logits, ref['logits']))
+  for got, want in pairs:
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max())
   kd_logits, kd_feats = fn({'params': make.params(name)}, ref['tokens'],
                            ref['attention_mask'])
   np.testing.assert_array_equal(logits, kd_logits)
-  np.testing.assert_array_equal(feats['cls_logits'], kd_feats['cls_logits'])
+  if not cls:
+    np.testing.assert_array_equal(feats['cls_logits'],
+                                  kd_feats['cls_logits'])
 
 
 def _folder(tmp_path, family='bert', config=None, drop=(), add=None,

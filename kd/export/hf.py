@@ -24,7 +24,13 @@ tokenizer.json is kd's own. Either way encoding is `[bos] + kd's ids`
 the special tokens' spellings (`<eos>`) in text as the special ids, as it
 does for every tokenizer; kd's byte tokenizer reads their bytes
 (`split_special_tokens=True` does the same in transformers). A run converted
-from a Hugging Face folder keeps that folder's tokenizer files.
+from a Hugging Face folder keeps that folder's tokenizer files. A kd-trained
+encoder (data.task 'mlm' or 'classify': distilbert or bert, *ForMaskedLM or,
+head='cls', *ForSequenceClassification without the masked-LM head) goes out
+with its WordPiece tokenizer.json given BERT's [CLS] $A [SEP] post-processor
+and a tokenizer_config.json naming its five special tokens
+(`wordpiece_files`), config.json its pad_token_id and, from
+data.class_names, its id2label.
 
 A student option with no counterpart in the family is refused by
 `to_hf_config` before any weight is read; the folder is written beside DIR
@@ -194,6 +200,7 @@ def export(workdir: str, out: str) -> dict:
   module doc); returns its config.json."""
   from kd import runs  # pylint: disable=import-outside-toplevel
   from kd.convert import hf  # pylint: disable=import-outside-toplevel
+  from kd import data  # pylint: disable=import-outside-toplevel
   from kd.data import text  # pylint: disable=import-outside-toplevel
   check_out(out)
   config = runs.load_config(workdir)
@@ -217,8 +224,9 @@ def export(workdir: str, out: str) -> dict:
     hf_config['id2label'] = {str(i): n for i, n in enumerate(names)}
     hf_config['label2id'] = {n: i for i, n in enumerate(names)}
   kept = os.path.join(workdir, hf.SPECIAL_TOKENS)
-  if config.data.tokenizer == 'wordpiece' and not os.path.isfile(kept):
-    # A kd-trained encoder: its WordPiece tokenizer (a converted one keeps
+  if data.encoder_task(config) and not os.path.isfile(kept):
+    # A kd-trained encoder (masked LM or classifier, its tokenizer trained
+    # or a converted BERT's): its WordPiece tokenizer (a converted run keeps
     # its folder's files, below).
     tok = wordpiece(workdir)
     files = wordpiece_files(workdir, tok, model.max_len)
