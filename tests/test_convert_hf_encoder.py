@@ -98,20 +98,35 @@ def test_export_with_a_cls_head_is_what_transformers_computes(name, tmp_path,
     np.testing.assert_array_equal(committed[key], array, err_msg=key)
   assert config['architectures'] == [
       {'bert': 'BertForSequenceClassification',
-       'distilbert': 'DistilBertForSequenceClassification'}[name]]
+       'distilbert': 'DistilBertForSequenceClassification'}[
+           name.removesuffix('_cls')]]
   assert len(config['id2label']) == make.MODELS[name]['num_labels']
   assert hf_checks.convert(capsys, folder, tmp_path / 'run')[0] == 0
   ref = np.load(os.path.join(folder, 'logits.npz'))
   fn, variables = _load(tmp_path / 'run')
   logits, feats = fn(variables, ref['tokens'], ref['attention_mask'])
-  for got, want in ((logits, ref['logits']),
-                    (feats['cls_logits'], ref['cls_logits'])):
+  cls = name.endswith('_cls')  # A fine-tuned classifier: no masked-LM head.
+  # head='cls': the logits are the class logits.
+  pairs = [(logits if cls else feats['cls_logits'], ref['cls_logits'])]
+  if cls:
+    assert 'logits' not in ref and 'mlm' not in variables['params']
+    assert config['pad_token_id'] == 0
+    _, model, _, _ = runs.load_run(str(tmp_path / 'run'))
+    assert (model.head, model.pad_id) == ('cls', 0)
+    # One input: the mask from the [PAD] ids is transformers' mask.
+    pairs.append((np.asarray(model.apply(variables, ref['tokens'])[0]),
+                  ref['cls_logits']))
+  else:
+    pairs.append((logits, ref['logits']))
+  for got, want in pairs:
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-4 * max(1, np.abs(want).max())
   kd_logits, kd_feats = fn({'params': make.params(name)}, ref['tokens'],
                            ref['attention_mask'])
   np.testing.assert_array_equal(logits, kd_logits)
-  np.testing.assert_array_equal(feats['cls_logits'], kd_feats['cls_logits'])
+  if not cls:
+    np.testing.assert_array_equal(feats['cls_logits'],
+                                  kd_feats['cls_logits'])
 
 
 def _folder(tmp_path, family='bert', config=None, drop=(), add=None,
@@ -185,21 +200,37 @@ def test_refuses_unsupported_options(family, config, patterns, tmp_path,
   _refused(capsys, tmp_path, _folder(tmp_path, family, config), *patterns)
 
 
-def test_refuses_a_classifier_without_the_masked_lm_head(tmp_path, capsys):
+def test_a_classifier_without_the_masked_lm_head_is_a_cls_head(tmp_path,
+                                                                 capsys):
   """A BertForSequenceClassification checkpoint from transformers has no
-  masked-LM head: the missing tensors are listed."""
+  masked-LM head: it converts to head='cls' (pad_token_id the pad_id), its
+  logits the classifier of the tanh pooler of the [CLS] hidden state."""
+  rng = np.random.default_rng(0)
+  head = {'bert.pooler.dense.weight': rng.normal(0, 0.3, (48, 48)),
+          'bert.pooler.dense.bias': rng.normal(0, 0.3, 48),
+          'classifier.weight': rng.normal(0, 0.3, (3, 48)),
+          'classifier.bias': rng.normal(0, 0.3, 3)}
   src = _folder(tmp_path, config={
       'architectures': ['BertForSequenceClassification'],
-      'id2label': {'0': 'a', '1': 'b', '2': 'c'}},
+      'id2label': {'0': 'a', '1': 'b', '2': 'c'}, 'pad_token_id': 0},
       drop=[n for n in hf.Weights(os.path.join(HF, 'bert')).entries
             if n.startswith('cls.')],
-      add={'bert.pooler.dense.weight': np.ones((48, 48), np.float32),
-           'bert.pooler.dense.bias': np.ones(48, np.float32),
-           'classifier.weight': np.ones((3, 48), np.float32),
-           'classifier.bias': np.ones(3, np.float32)})
-  _refused(capsys, tmp_path, src,
-           'missing: cls.predictions.transform.dense.weight (48, 48)',
-           'missing: cls.predictions.bias (128,)')
+      add={k: v.astype(np.float32) for k, v in head.items()})
+  assert hf_checks.convert(capsys, src, tmp_path / 'run')[0] == 0
+  config, model, variables, _ = runs.load_run(str(tmp_path / 'run'))
+  assert (model.head, model.num_labels, model.vocab_size, model.pad_id,
+          config.data.task) == ('cls', 3, 128, 0, 'classify')
+  assert 'mlm' not in variables['params']
+  assert hf_checks.convert(capsys, os.path.join(HF, 'bert'),
+                           tmp_path / 'mlm')[0] == 0
+  fn, mlm_variables = _load(tmp_path / 'mlm')
+  tokens = np.array([[2, 9, 10, 11, 3, 0, 0]], np.int32)
+  _, feats = fn(mlm_variables, tokens, tokens != 0)
+  pooled = np.tanh(feats['embedding'][:, 0] @ head['bert.pooler.dense.weight'].T
+                   + head['bert.pooler.dense.bias'])
+  want = pooled @ head['classifier.weight'].T + head['classifier.bias']
+  got = np.asarray(model.apply(variables, tokens)[0])  # Mask from pad_id.
+  np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 @pytest.mark.parametrize('kwargs, model_type, pattern', [

@@ -104,32 +104,6 @@ def test_bbcnews_reads_topic_folders_utf8_or_latin1(tmp_path, monkeypatch):
   assert got == sorted(articles.values())
 
 
-def test_gensim_lee_and_wikipedia_as_plain_text(data_dir, monkeypatch):
-  b = text.builder('kd_gensim/tiny', data_dir)
-  docs = [e for s in ('train', 'validation', 'test')
-          for e in text.documents('kd_gensim/tiny', s, data_dir)]
-  assert all(docs) and sum(b.info.splits[s].num_examples
-                           for s in ('train', 'validation', 'test')) == len(
-                               docs)
-  root = tb.gensim_data_dir()
-  wiki = tb.wiki_articles(os.path.join(root, tb.WIKI_DUMP))
-  assert len(wiki) == 106 and 'Anarchism' in wiki
-  assert wiki['Anarchism'].startswith('Anarchism is a political philosophy')
-  for body in wiki.values():  # Markup gone: templates, links, bold.
-    assert '{{' not in body and '[[' not in body and "''" not in body
-  with open(os.path.join(root, 'lee_background.cor'),
-            encoding='latin-1') as f:
-    first = f.readline().strip()
-  full = text.builder('kd_gensim', data_dir)
-  paths = {e['path'].decode(): e['text'].decode()
-           for e in full.as_dataset(split='train').as_numpy_iterator()}
-  assert paths.get('lee/background/0001', first) == first  # If in train.
-  monkeypatch.setattr(tb, 'gensim_data_dir', lambda: None)
-  with pytest.raises(tb.CorpusError, match=r'kd_gensim: gensim is not '
-                     r'installed.*pip install gensim==4.4.0'):
-    text.builder('kd_gensim', data_dir + '_none')
-
-
 def test_english_pretraining_text_holds_no_bbc_test_article(data_dir):
   b = text.builder('kd_english', data_dir)
   paths = {s: [e['path'].decode() for e in b.as_dataset(

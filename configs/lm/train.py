@@ -11,10 +11,11 @@ Sizes (decoder-only, RMSNorm, RoPE, SwiGLU, tied embeddings; context 256):
   tiny, tiny_half   d 32, 2 and 1 layers, 2 heads (tests)
 A step is `batch` sequences of `seq_len` tokens (32 x 128 = 4,096).
 Arguments: size, seed, steps, seq_len, batch, dataset (kd_pystdlib,
-kd_bbcnews; '/tiny' for tests; kd_text: your files), files (kd_text's glob
-of .txt / .jsonl / .parquet files; more globs, comma-separated, through
---config.data.files), tokenizer (byte, bpe, hf), vocab (BPE size),
-tokenizer_path (hf: the tokenizer.json, or the folder holding it).
+kd_bbcnews, kd_gensim; '/tiny' for tests; kd_text: your files), files
+(kd_text's glob of .txt / .jsonl / .parquet files; more globs,
+comma-separated, through --config.data.files), tokenizer (byte, bpe, hf),
+vocab (BPE size), tokenizer_path (hf: the tokenizer.json, or the folder
+holding it).
 
   python -m kd.main --config=configs/lm/train.py:dataset=kd_text,files=corpus/*.jsonl \
       --workdir=runs/lm/mine

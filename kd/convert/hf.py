@@ -105,7 +105,11 @@ def kd_config(cfg: dict) -> tuple[str, dict, int]:
 
 
 def create(name: str, kwargs: dict, vocab: int):
-  """The kd model `name` of `kwargs` and vocabulary (or classes) `vocab`."""
+  """The kd model `name` of `kwargs` and vocabulary (or classes) `vocab`;
+  an encoder's [CLS] head (head='cls', vocab_size in kwargs) classifies its
+  num_labels."""
+  if kwargs.get('head') == 'cls':
+    return models.create(name, kwargs['num_labels'], **kwargs)
   return models.create(name, vocab, **kwargs)
 
 
@@ -276,9 +280,10 @@ def plan(hf_dir: str) -> dict:
   cfg = hf_config(hf_dir)
   name, kwargs, vocab = kd_config(cfg)
   fam = hf_table.family(cfg['model_type'])
+  weights = Weights(hf_dir)
+  kwargs = fam.for_weights(kwargs, vocab, set(weights.entries))
   tensors = fam.table(kwargs, vocab)
   check_table(tensors, abstract_params(name, kwargs, vocab))
-  weights = Weights(hf_dir)
   wanted = {t.hf: t for t in tensors}
   duplicates = fam.duplicates(kwargs)
   found = _canonical(weights, fam, set(wanted) | set(duplicates))
@@ -381,6 +386,8 @@ def run_config(p: dict, seq_len: int | None = None):
   config = common.run_config(p['model'], 'kd_text', p['kwargs'])
   config.data.tokenizer = 'hf'
   config.data.vocab_size = p['vocab']
+  if p['kwargs'].get('head') == 'cls':  # A fine-tuned encoder classifier.
+    config.data.task = 'classify'
   if p['model'] == 'transformer_encoder':  # Its tokens are WordPiece's.
     config.data.task = ('classify' if p['kwargs'].get('head') == 'cls'
                         else 'mlm')

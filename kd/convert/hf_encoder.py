@@ -24,9 +24,11 @@ and with LayerNorm eps fixed at 1e-12.
   classifier                                      classifier
 
 The architectures read are the masked-LM ones (BertForMaskedLM,
-BertForPreTraining, DistilBertForMaskedLM) and, when the folder also holds
-the masked-LM head (as kd's export writes it), *ForSequenceClassification
-with its `id2label` classes as `num_labels`. A checkpoint saved by
+BertForPreTraining, DistilBertForMaskedLM) and *ForSequenceClassification
+with its `id2label` classes as `num_labels` and its pad_token_id as `pad_id`
+(the attention mask from the token ids): a fine-tuned classifier without the
+masked-LM head becomes `head='cls'` (`for_weights`), one that holds it too
+(kd's export of a masked-LM encoder with a [CLS] head) keeps both. A checkpoint saved by
 BertForPreTraining (bert-base-uncased's) also holds the next-sentence head
 `cls.seq_relationship` and the pooler: dropped, as BertForMaskedLM drops
 them. The tied decoder weight (and bias) some checkpoints repeat must equal
@@ -121,6 +123,8 @@ def _kd_config(model_type: str, cfg: dict) -> tuple[str, dict, int]:
                                             tuple(ACTIVATIONS))])
   kwargs['max_len'] = r('max_position_embeddings')
   kwargs = complete(dict(kwargs, num_labels=_num_labels(r, model_type)))
+  if kwargs['num_labels']:  # transformers' default pad id is 0.
+    kwargs['pad_id'] = r('pad_token_id', 0)
   # The family's [CLS] head, for a classifier fine-tuned from it later.
   kwargs['pooler_activation'] = POOLER[model_type]
   return MODEL, kwargs, r('vocab_size')
@@ -165,6 +169,8 @@ def _hf_config(model_type: str, kwargs: dict, vocab_size: int) -> dict:
              max_position_embeddings=k['max_len'], tie_word_embeddings=True,
              architectures=[CLASSIFIER[model_type] if k['num_labels']
                             else MLM_ARCHITECTURES[model_type][0]])
+  if kwargs.get('pad_id', -1) >= 0:
+    cfg['pad_token_id'] = kwargs['pad_id']
   if k['num_labels']:
     cfg['id2label'] = {str(i): f'LABEL_{i}' for i in range(k['num_labels'])}
     cfg['label2id'] = {f'LABEL_{i}': i for i in range(k['num_labels'])}
@@ -245,10 +251,11 @@ def _table(model_type: str, kwargs: dict, vocab_size: int) -> list[t.Tensor]:
     out += dense(hf[5], f'{kd}/mlp/up', d, m)
     out += dense(hf[6], f'{kd}/mlp/down', m, d)
     out += norm(hf[7], f'{kd}/mlp_norm')
-  transform, mlm_norm, bias = names['mlm']
-  out += dense(transform, 'mlm/transform', d, d)
-  out += norm(mlm_norm, 'mlm/norm')
-  out.append(t.copy(bias, 'mlm/bias', (vocab_size,)))
+  if kwargs.get('head', 'mlm') == 'mlm':
+    transform, mlm_norm, bias = names['mlm']
+    out += dense(transform, 'mlm/transform', d, d)
+    out += norm(mlm_norm, 'mlm/norm')
+    out.append(t.copy(bias, 'mlm/bias', (vocab_size,)))
   if k['num_labels']:
     pooler, classifier = names['cls']
     out += dense(pooler, 'pooler', d, d)
@@ -257,7 +264,8 @@ def _table(model_type: str, kwargs: dict, vocab_size: int) -> list[t.Tensor]:
 
 
 def _duplicates(model_type: str, kwargs: dict) -> dict[str, str]:
-  del kwargs
+  if kwargs.get('head') == 'cls':  # No masked-LM decoder to repeat.
+    return {}
   embed = f'{NAMES[model_type]["embed"]}word_embeddings.weight'
   if model_type == 'bert':
     return {'cls.predictions.decoder.weight': embed,
@@ -276,6 +284,17 @@ DROPPED = {
 }
 
 
+def _for_weights(model_type: str, kwargs: dict, vocab_size: int,
+                 names: set[str]) -> dict:
+  """A classifier folder without the masked-LM head (a fine-tuned
+  *ForSequenceClassification): head='cls', the vocabulary a kwarg."""
+  transform = NAMES[model_type]['mlm'][0] + '.weight'
+  if kwargs.get('num_labels') and not any(
+      n == transform or n.endswith('.' + transform) for n in names):
+    return dict(kwargs, head='cls', vocab_size=vocab_size)
+  return kwargs
+
+
 def _family(model_type: str) -> t.Family:
   bind = lambda f: lambda *a: f(model_type, *a)
   return t.Family(
@@ -285,6 +304,7 @@ def _family(model_type: str) -> t.Family:
       table=bind(_table), prefixes=(PREFIX[model_type],),
       dropped=DROPPED[model_type], duplicates=bind(_duplicates),
       renames=RENAMES if model_type == 'bert' else (), complete=complete,
+      for_weights=bind(_for_weights),
       default_for=lambda kwargs: model_type_for(kwargs) == model_type)
 
 

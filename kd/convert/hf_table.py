@@ -106,6 +106,10 @@ class Family:
   # Whether a kd model of these kwargs exports as this family by default
   # (of the families of its kd_model, the first that says so).
   default_for: Callable[[dict], bool] = lambda kwargs: True
+  # (kwargs, vocab_size, the files' tensor names) -> kwargs: what only the
+  # weights tell (an encoder classifier saved without its masked-LM head).
+  for_weights: Callable[[dict, int, set], dict] = (
+      lambda kwargs, vocab_size, names: kwargs)
 
 
 FAMILIES: dict[str, Family] = {}

@@ -110,8 +110,8 @@ def source(d) -> 'str | corpus.Files':
 
 def builder(name: 'str | corpus.Files', data_dir: str | None = None):
   """The prepared builder of text dataset `name` ('kd_pystdlib',
-  'kd_bbcnews', '<name>/tiny', or your files: `source`), prepared here on
-  first use."""
+  'kd_bbcnews', 'kd_gensim', 'kd_english', '<name>/tiny', or your files:
+  `source`), prepared here on first use."""
   if isinstance(name, corpus.Files):
     b = text_builders.files_builder(name, _data_dir(data_dir))
     if not b.is_prepared():

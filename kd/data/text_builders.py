@@ -15,6 +15,7 @@ import sysconfig
 import tensorflow_datasets as tfds
 
 from kd.data import corpus
+from kd.data import wikitext
 
 SPLITS = (('train', 90), ('validation', 95), ('test', 100))  # Cumulative %.
 
@@ -206,82 +207,117 @@ class KdBbcnews(_TextBuilder):
     return docs
 
 
+GENSIM = 'gensim==4.4.0'
+WIKI_DUMP = ('enwiki-latest-pages-articles1.xml-p000000010p000030302-'
+             'shortened.bz2')
+# The English documents among gensim's test data: {path prefix: file}.
+GENSIM_FILES = {'lee/background': 'lee_background.cor',
+                'lee/test': 'lee.cor', 'wiki': WIKI_DUMP}
+
+
 def gensim_data_dir() -> str | None:
-  """gensim's test data inside the installed gensim package (found without
-  importing it); None when it is not installed."""
+  """gensim's test data folder inside the installed package (found without
+  importing gensim, which is slow and loads scipy); None when gensim is not
+  installed."""
   import importlib.util  # pylint: disable=import-outside-toplevel
   spec = importlib.util.find_spec('gensim')
   if spec is None or not spec.submodule_search_locations:
     return None
-  return os.path.join(spec.submodule_search_locations[0], 'test', 'test_data')
-
-
-WIKI_DUMP = 'enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2'
+  return os.path.join(spec.submodule_search_locations[0], 'test',
+                      'test_data')
 
 
 def wiki_articles(path: str) -> dict[str, str]:
-  """{title: plain text} of a MediaWiki XML dump's articles (namespace 0,
-  redirects left out): markup stripped by gensim's `filter_wiki` (templates,
-  tables, references, links kept as their text), then bold/italic quotes
-  dropped and runs of blank lines folded."""
-  import bz2  # pylint: disable=import-outside-toplevel
-  import re  # pylint: disable=import-outside-toplevel
-  import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
-  from gensim.corpora.wikicorpus import filter_wiki  # pylint: disable=import-outside-toplevel
+  """{title: prose} of a MediaWiki XML dump's articles (`kd.data.wikitext`:
+  namespace 0, no redirects, markup stripped; pages with no prose left
+  out)."""
   docs = {}
-  with bz2.open(path) as f:
-    for _, el in ET.iterparse(f):
-      if not el.tag.endswith('}page'):
-        continue
-      if el.findtext('{*}ns') == '0' and el.find('{*}redirect') is None:
-        text = filter_wiki(el.findtext('{*}revision/{*}text') or '')
-        text = re.sub(r"'{2,}", '', text)
-        text = re.sub(r'\n\s*\n\s*', '\n\n', text).strip()
-        if text:
-          docs[el.findtext('{*}title')] = text
-      el.clear()
+  for title, markup in wikitext.articles(path):
+    text = wikitext.plain(markup)
+    if text:
+      docs[title] = text
+  return docs
+
+
+def gensim_documents(root: str) -> dict[str, str]:
+  """{path: text} of `GENSIM_FILES` under `root`: 'lee/background/0001' is
+  line 1 of lee_background.cor (a line repeating an earlier one is left
+  out, so no text is in two splits), 'wiki/<title>' an article
+  (`wiki_articles`)."""
+  docs, seen = {}, set()
+  for prefix, name in GENSIM_FILES.items():
+    if prefix == 'wiki':
+      docs.update({f'wiki/{title}': text for title, text
+                   in wiki_articles(os.path.join(root, name)).items()})
+      continue
+    with open(os.path.join(root, name), 'rb') as f:
+      data = f.read()
+    try:
+      lines = data.decode('utf-8').split('\n')
+    except UnicodeDecodeError:
+      lines = data.decode('latin-1').split('\n')  # lee.cor: its pound signs.
+    for number, line in enumerate(lines, 1):
+      line = line.strip()
+      if line and line not in seen:
+        seen.add(line)
+        docs[f'{prefix}/{number:04d}'] = line
   return docs
 
 
 class KdGensim(_TextBuilder):
   """English text that gensim's wheel ships as test data (`gensim==4.4.0`,
-  requirements.txt): the Lee corpus (Lee, Pincombe & Welsh 2005: 300 + 50
-  short Australian news documents, lee_background.cor and lee.cor, one per
-  line; paths 'lee/background/0001', 'lee/test/0001') and 106 English
-  Wikipedia articles of a 2017 dump excerpt (paths 'wiki/<title>'; the
-  markup stripped by `wiki_articles`). 456 documents, 3.5 MB of text.
+  under `gensim/test/test_data/`; read without importing gensim), 449
+  documents, 3.3 MB of UTF-8:
 
-  Licence: the Wikipedia articles are CC BY-SA 3.0 (their authors, via the
-  Wikipedia revision history); the Lee corpus is the Australian Broadcasting
-  Corporation's news, collected for research and distributed with gensim
-  (LGPL-2.1).
+  - the Lee corpus (Lee, Pincombe & Welsh, "An empirical evaluation of
+    models of text document similarity", CogSci 2005): news articles of
+    2000-2001 from the Australian Broadcasting Corporation's news mail
+    service, one a line. `lee/background/NNNN`: lee_background.cor, 300
+    lines of which 293 distinct (a repeated line is kept once), 0.35 MB;
+    `lee/test/NNNN`: lee.cor (gensim's name: its tutorials' test corpus),
+    the 50 articles the study's people rated for similarity, 24 kB
+    (Latin-1 on disk). Both are split by path hash like the rest.
+  - `wiki/<title>`: the 106 articles of the shortened English Wikipedia
+    dump `WIKI_DUMP` (revisions of 2016 and before, titles mostly in A;
+    206 pages less 100 redirects and 1 project page), 2.9 MB after
+    `kd.data.wikitext.plain` strips the markup (templates, tables,
+    references, files, categories, HTML; links keep their label).
+
+  Not used: the other Wikipedia dumps (a Bulgarian one, and
+  enwiki-table-markup, 5 pages kept to test table stripping) and the
+  corpora that are already tokenized or stemmed (head500.noblanks.cor).
+
+  Licence: the Wikipedia text is CC BY-SA 3.0 (and GFDL), with attribution
+  to its authors (each article's history on en.wikipedia.org). The Lee
+  corpus carries no licence of its own: gensim (LGPL-2.1) redistributes it
+  as test data, provided by Michael D. Lee; the articles' copyright is the
+  ABC's, so treat it as research data.
   """
-  VERSION = tfds.core.Version('1.0.0')
+  # 1.1.0: no gensim import (kd.data.wikitext, not gensim's filter_wiki),
+  # repeated Lee lines kept once.
+  VERSION = tfds.core.Version('1.1.0')
 
   def _info(self):
     return self.dataset_info_from_configs(
         features=self._features(),
-        homepage='https://github.com/piskvorky/gensim')
+        homepage='https://github.com/piskvorky/gensim/tree/4.4.0/gensim/test/'
+                 'test_data')
 
   def _fix_hint(self):
-    return ('It reads the test data of the gensim package: '
-            '`pip install gensim==4.4.0` (see requirements.txt).')
+    return (f'It reads the test data of the gensim package: '
+            f'`pip install {GENSIM}` (see requirements.txt).')
 
   def _documents(self):
     root = gensim_data_dir()
-    if root is None or not os.path.isdir(root):
+    if root is None:
       raise CorpusError(f'{self.name}: gensim is not installed. '
                         f'{self._fix_hint()}')
-    docs = {}
-    for part, name in (('background', 'lee_background.cor'),
-                       ('test', 'lee.cor')):
-      with open(os.path.join(root, name), encoding='latin-1') as f:
-        for i, line in enumerate(f):
-          if line.strip():
-            docs[f'lee/{part}/{i + 1:04d}'] = line.strip()
-    for title, text in wiki_articles(os.path.join(root, WIKI_DUMP)).items():
-      docs[f'wiki/{title}'] = text
-    return docs
+    missing = [n for n in GENSIM_FILES.values()
+               if not os.path.isfile(os.path.join(root, n))]
+    if missing:
+      raise CorpusError(f'{self.name}: {root} lacks {", ".join(missing)} '
+                        f'(another gensim version?). {self._fix_hint()}')
+    return gensim_documents(root)
 
 
 class KdEnglish(_TextBuilder):
@@ -289,11 +325,11 @@ class KdEnglish(_TextBuilder):
   (split by their paths' hash as there) and kd_bbcnews's *training*
   articles only, all in the training split (paths 'bbcnews/<topic>/<file>'),
   so that no BBC News validation or test article is ever seen in
-  pretraining (the fine-tunes test on them). 2,488 documents (2,450 for
-  training, 7.8 MB).
+  pretraining (the fine-tunes test on them). 2,481 documents (2,443 for
+  training), 7.9 MB.
   Licences: kd_gensim's and kd_bbcnews's.
   """
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('1.1.0')  # 1.1.0: kd_gensim 1.1.0's text.
 
   def _info(self):
     return self.dataset_info_from_configs(

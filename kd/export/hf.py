@@ -24,7 +24,13 @@ tokenizer.json is kd's own. Either way encoding is `[bos] + kd's ids`
 the special tokens' spellings (`<eos>`) in text as the special ids, as it
 does for every tokenizer; kd's byte tokenizer reads their bytes
 (`split_special_tokens=True` does the same in transformers). A run converted
-from a Hugging Face folder keeps that folder's tokenizer files.
+from a Hugging Face folder keeps that folder's tokenizer files. A kd-trained
+encoder (data.task 'mlm' or 'classify': distilbert or bert, *ForMaskedLM or,
+head='cls', *ForSequenceClassification without the masked-LM head) goes out
+with its WordPiece tokenizer.json given BERT's [CLS] $A [SEP] post-processor
+and a tokenizer_config.json naming its five special tokens
+(`wordpiece_files`), config.json its pad_token_id and, from
+data.class_names, its id2label.
 
 A student option with no counterpart in the family is refused by
 `to_hf_config` before any weight is read; the folder is written beside DIR
@@ -103,6 +109,40 @@ def tokenizer_files(kind: str, workdir: str, tok,
           'tokenizer_config.json': json.dumps(config, indent=2)}
 
 
+def wordpiece(workdir: str):
+  """A kd encoder run's WordPiece tokenizer (RUN_DIR/tokenizer.json)."""
+  from kd.data import mlm  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, 'tokenizer.json')
+  if not os.path.isfile(path):
+    raise Refused(f'{path} not found: an encoder goes out with the '
+                  'WordPiece tokenizer it was trained with; copy that '
+                  'tokenizer.json into the run directory')
+  try:
+    return mlm.WordPieceTokenizer.load(path)
+  except ValueError as e:
+    raise Refused(str(e)) from None
+
+
+def wordpiece_files(workdir: str, tok, max_len: int) -> dict[str, str]:
+  """tokenizer.json (the run's WordPiece, with BERT's post-processor: a text
+  encodes as [CLS] ids [SEP], a pair [CLS] a [SEP] b [SEP]) and
+  tokenizer_config.json naming its special tokens."""
+  import tokenizers as tk  # pylint: disable=import-outside-toplevel
+  fast = tk.Tokenizer.from_file(os.path.join(workdir, 'tokenizer.json'))
+  names = {r: fast.id_to_token(getattr(tok, f'{r}_id'))
+           for r in ('pad', 'unk', 'cls', 'sep', 'mask')}
+  cls, sep = names['cls'], names['sep']
+  fast.post_processor = tk.processors.TemplateProcessing(
+      single=f'{cls} $A {sep}', pair=f'{cls} $A {sep} $B:1 {sep}:1',
+      special_tokens=[(cls, tok.cls_id), (sep, tok.sep_id)])
+  config = {'tokenizer_class': 'PreTrainedTokenizerFast',
+            **{f'{r}_token': n for r, n in names.items()},
+            'model_max_length': max_len,
+            'clean_up_tokenization_spaces': False}
+  return {'tokenizer.json': fast.to_str(pretty=True),
+          'tokenizer_config.json': json.dumps(config, indent=2)}
+
+
 def generation_config(tok) -> dict:
   """generation_config.json: generation starts after bos and stops at eos."""
   return _special_ids(tok)
@@ -160,6 +200,7 @@ def export(workdir: str, out: str) -> dict:
   module doc); returns its config.json."""
   from kd import runs  # pylint: disable=import-outside-toplevel
   from kd.convert import hf  # pylint: disable=import-outside-toplevel
+  from kd import data  # pylint: disable=import-outside-toplevel
   from kd.data import text  # pylint: disable=import-outside-toplevel
   check_out(out)
   config = runs.load_config(workdir)
@@ -168,15 +209,29 @@ def export(workdir: str, out: str) -> dict:
     model, spec = runs.model_of(config, workdir)
   except ValueError as e:  # Its tokenizer cannot be read: the error says why.
     raise Refused(f'{workdir}: {e}') from None
+  # A [CLS] classifier's logits classify its labels; its vocabulary is a kwarg.
+  vocab = (kwargs['vocab_size'] if kwargs.get('head') == 'cls'
+           else spec.num_classes)
   try:  # A config mapping: its errors are options with no counterpart.
-    hf_config = hf.to_hf_config(name, kwargs, spec.num_classes)
+    hf_config = hf.to_hf_config(name, kwargs, vocab)
   except ValueError as e:
     raise Refused(f'{workdir}: {e}') from None
   variables = runs.load_run(workdir)[2]
   tensors = dict(hf.hf_tensors(name, kwargs, variables['params']))
   files = {}
-  if text.is_text(config.data.name):
-    kept = os.path.join(workdir, hf.SPECIAL_TOKENS)
+  names = config.data.get('class_names')
+  if names and 'id2label' in hf_config:
+    hf_config['id2label'] = {str(i): n for i, n in enumerate(names)}
+    hf_config['label2id'] = {n: i for i, n in enumerate(names)}
+  kept = os.path.join(workdir, hf.SPECIAL_TOKENS)
+  if data.encoder_task(config) and not os.path.isfile(kept):
+    # A kd-trained encoder (masked LM or classifier, its tokenizer trained
+    # or a converted BERT's): its WordPiece tokenizer (a converted run keeps
+    # its folder's files, below).
+    tok = wordpiece(workdir)
+    files = wordpiece_files(workdir, tok, model.max_len)
+    hf_config['pad_token_id'] = tok.pad_id
+  elif text.is_text(config.data.name):
     # A converted encoder's tokenizer goes out as it came in, unread: kd's
     # text pipeline cannot read BERT's WordPiece (no eos, bytes not kept).
     tok = (None if name == 'transformer_encoder' and os.path.isfile(kept)

@@ -233,7 +233,7 @@ class TFLiteModel:
 
   def _run(self, x: np.ndarray) -> np.ndarray:
     inp, out = self.input_details, self.output_details
-    if inp['dtype'] != np.float32:
+    if inp['dtype'] != np.float32 and inp['quantization'][0]:  # Not ids.
       scale, zero = inp['quantization']
       info = np.iinfo(inp['dtype'])
       x = np.clip(np.round(x / scale + zero), info.min, info.max)
@@ -244,7 +244,7 @@ class TFLiteModel:
     self._interpreter.set_tensor(inp['index'], x.astype(inp['dtype']))
     self._interpreter.invoke()
     y = self._interpreter.get_tensor(out['index'])
-    if out['dtype'] != np.float32:
+    if out['dtype'] != np.float32 and out['quantization'][0]:
       scale, zero = out['quantization']
       y = (y.astype(np.float32) - zero) * scale
     return y.astype(np.float32)
