@@ -6,8 +6,9 @@ One way for every loss:
   [B, C] and [B, T] for a language model's [B, T, V] (the leading axes kept,
   the class axis reduced), like optax's losses. `divergences` has the
   vocabulary divergences (forward and reverse KL, generalized JSD, TVD, skew
-  KLs, top-k KL, `chunked`), `features` the feature-map and hidden-state
-  losses, `classification` the label cross-entropy.
+  KLs, top-k KL, `chunked`), `cross_tokenizer` those between a student and
+  a teacher of different vocabularies (ULD), `features` the feature-map and
+  hidden-state losses, `classification` the label cross-entropy.
 - Per-position values are reduced once, by `masked_mean(values, mask)`: the
   mean over the positions the mask keeps, classifier and language model
   alike. A training step does it with the batch's `mask`; `get(name)` is a
@@ -37,6 +38,7 @@ import numpy as np
 
 from kd.losses import classification
 from kd.losses import contrastive
+from kd.losses import cross_tokenizer
 from kd.losses import deit
 from kd.losses import divergences
 from kd.losses import features
@@ -53,9 +55,12 @@ from kd.losses.reduce import masked_mean
 # 'batch' anything with equal batch sizes; 'same' anything of equal size
 # once flattened; 'maps' several feature maps per model (a term naming its
 # outputs comma-separated: tuples reach the loss), paired in order as
-# 'same_channels'.
+# 'same_channels'; 'aligned' a language model's logits [batch, length,
+# vocab] against a teacher's of another tokenizer [batch, length', vocab']
+# (cross-tokenizer distillation: a step pairs the positions by the batch's
+# byte alignment, `kd.data.align`).
 INPUT_KINDS = ('logits', 'topk', 'map', 'same_channels', 'same_shape',
-               'batch', 'same', 'maps')
+               'batch', 'same', 'maps', 'aligned')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +139,7 @@ register(divergences.skew_kl, 'logits')
 register(divergences.skew_reverse_kl, 'logits')
 register(divergences.topk_kl, 'logits')
 register(divergences.topk_kl_cached, 'topk')
+register(cross_tokenizer.uld, 'aligned')
 chunked = divergences.chunked
 
 
@@ -171,6 +177,9 @@ def _check_pair(name, kind, s, t) -> None:
   if kind == 'logits' and (len(s) < 2 or s != t):
     raise fail('needs logits [batch, classes] or [batch, length, vocab] of '
                'the same shape')
+  if kind == 'aligned' and (len(s) != 3 or len(t) != 3):
+    raise fail('needs language-model logits [batch, length, vocab] on both '
+               'sides (the vocabularies and lengths may differ)')
   if kind == 'topk' and (len(s) < 2 or s[:-1] != t[:-1] or t[-1] > s[-1]):
     raise fail('needs student logits [..., vocab] and teacher top-k values '
                '[..., k] with the same leading axes and k <= vocab')
