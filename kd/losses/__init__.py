@@ -7,7 +7,7 @@ One way for every loss:
   the class axis reduced), like optax's losses. `divergences` has the
   vocabulary divergences (forward and reverse KL, generalized JSD, TVD, skew
   KLs, top-k KL, `chunked`), `cross_tokenizer` those between a student and
-  a teacher of different vocabularies (ULD), `features` the feature-map and
+  a teacher of different vocabularies (ULD, the aligned hybrid), `features` the feature-map and
   hidden-state losses, `classification` the label cross-entropy.
 - Per-position values are reduced once, by `masked_mean(values, mask)`: the
   mean over the positions the mask keeps, classifier and language model
@@ -140,6 +140,7 @@ register(divergences.skew_reverse_kl, 'logits')
 register(divergences.topk_kl, 'logits')
 register(divergences.topk_kl_cached, 'topk')
 register(cross_tokenizer.uld, 'aligned')
+register(cross_tokenizer.hybrid_kl, 'aligned')
 chunked = divergences.chunked
 
 
