@@ -148,3 +148,25 @@ def test_export_refusals_name_the_fix(pipeline, tmp_path):
     encoder.export(os.path.join(workdir, 'distil_ft'),
                    str(tmp_path / 'c.tflite'), latency=False)
   assert not os.path.exists(tmp_path / 'c.tflite')
+
+
+def test_the_table_reads_the_pipeline(pipeline, tmp_path, monkeypatch):
+  from experiments.distilbert import table  # pylint: disable=import-outside-toplevel
+  workdir, summary = pipeline
+  monkeypatch.setattr(table, 'EXPORTS', (('distil_ft', 'none', 'onnx'),))
+  monkeypatch.setattr(table.latency, 'latency_ms',
+                      lambda fn, x, **_: float(x.shape[-1]))
+  rows = table.collect(workdir)
+  assert [r['stage'] for r in rows] == [m[0] for m in table.MODELS]
+  by = {r['stage']: r for r in rows}
+  assert by['distil_ft']['accs'] == [summary['distil_ft/test_accuracy']]
+  assert by['teacher_ft']['mlm'] == summary['teacher_mlm/test_accuracy']
+  assert by['scratch_ft']['mlm'] is None
+  assert by['distil_ft']['params'] < by['teacher_ft']['params']
+  text = table.markdown(rows)
+  assert '| BERT teacher (`teacher_ft`) |' in text and '| 1.00x |' in text
+  edge = table.exports(workdir)
+  assert '| DistilBERT student (`distil_ft`) | kd_bbcnews/tiny | ONNX | '\
+      'float32 |' in edge
+  assert os.path.exists(os.path.join(workdir, 'distil_ft',
+                                     'classifier_float32.onnx'))

@@ -11,7 +11,12 @@ here, every model in this process one after another, on this machine's
 CPU), its ratio to the teacher's, and the masked-LM accuracy of the
 pretraining stage it starts from. Then the DistilBERT claim at this scale:
 the share of the teacher's accuracy each student keeps, and its speed-up.
-Writes table.md and accuracy_vs_latency.png into --out.
+Then the edge files of the first seed's fine-tuned teacher and DistilBERT
+student (`kd.export.encoder`: TFLite float32 and dynamic-range int8, ONNX
+float32, written into each stage's folder, beside its tokenizer.json): size, test
+accuracy of the file against JAX's, the largest logit difference and
+batch-1 latency. Writes table.md, export.md and accuracy_vs_latency.png
+into --out.
 """
 import json
 import os
@@ -30,6 +35,8 @@ from kd import runs
 from kd import tables
 from kd.data import classify
 from kd.data import mlm
+from kd.export import encoder
+from kd.export import table as export_table
 
 _OUT = flags.DEFINE_string('out', None, 'Folder of table.md and the plot '
                            '(default: ROOT).')
@@ -89,6 +96,31 @@ def collect(root: str) -> list[dict]:
   return rows
 
 
+# (stage, quantize, format) of the edge files
+EXPORTS = tuple((stage, q, f) for stage in ('teacher_ft', 'distil_ft')
+                for q, f in (('none', 'tflite'), ('dynamic', 'tflite'),
+                             ('none', 'onnx')))
+
+
+def exports(root: str) -> str:
+  """Exports the first pipeline's fine-tuned teacher and student; returns
+  their edge table."""
+  first = pipelines(root)[0]
+  what = {stage: name for stage, _, name in MODELS}
+  rows = []
+  for stage, quantize, fmt in EXPORTS:
+    run = stage_dir(first, stage)
+    name = 'float32' if quantize == 'none' else quantize
+    path = os.path.join(run, f'classifier_{name}.{fmt}')
+    side = encoder.export(run, path, quantize=quantize, format=fmt)
+    print(f'{stage}: {path} ({side["bytes"]:,} bytes)', flush=True)
+    [row] = export_table.rows([path + '.json'])
+    rows.append({**row, 'model': f'{what[stage]} (`{stage}`)',
+                 'quantize': 'int8 (dynamic range)' if quantize == 'dynamic'
+                             else row['quantize']})
+  return export_table.markdown(rows) + '\n'
+
+
 def _pm(values, scale=100.0) -> str:
   mean = statistics.mean(values) * scale
   if len(values) < 2:
@@ -141,7 +173,11 @@ def main(argv):
     f.write(text)
   plot(rows, os.path.join(out, 'accuracy_vs_latency.png'))
   print(text)
-  print(f'wrote {out}/table.md and {out}/accuracy_vs_latency.png')
+  edge = exports(argv[1])
+  with open(os.path.join(out, 'export.md'), 'w') as f:
+    f.write(edge)
+  print(edge)
+  print(f'wrote {out}/table.md, export.md and accuracy_vs_latency.png')
 
 
 if __name__ == '__main__':

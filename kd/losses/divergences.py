@@ -126,7 +126,8 @@ def skew_reverse_kl(student_logits, teacher_logits, temperature: float = 1.0,
   return kl(log_q, _log_mixture(log_q, log_p, alpha))
 
 
-def topk_kl_cached(student_logits, teacher_topk, temperature: float = 1.0):
+def topk_kl_cached(student_logits, teacher_topk, temperature: float = 1.0,
+                   tail: bool = False):
   """Forward KL to the teacher's top-k, from cached `(values, indices)`, each
   [..., k]: the teacher's logits (or log-probabilities: the softmax over k is
   the same) at its k most likely tokens, and those tokens.
@@ -140,10 +141,81 @@ def topk_kl_cached(student_logits, teacher_topk, temperature: float = 1.0):
   "top-k" sparse KD of cached-logit distillation, e.g. Anshumann et al.,
   2025). Renormalising the student over the k as well would ignore the mass
   it puts elsewhere.
+
+  With `tail`, `teacher_topk` is `(log-probabilities, indices, log tail)`
+  (a compressed cache's, `kd.topk_codec`: log t = log(1 - sum_j p_j)) and
+  the rest of the vocabulary is one more bucket on both sides (`buckets`):
+    L = sum_{j <= k} p_j (log p_j - log q_{i_j}) + p_t (log p_t - log q_t),
+  the KL between the two (k + 1)-bucket distributions, so the student's
+  mass outside the teacher's k is kept at the teacher's tail mass instead of
+  pushed to 0.
   """
-  values, indices = teacher_topk
+  if tail:
+    log_q, log_p = buckets(student_logits, teacher_topk, temperature, True)
+    return kl(log_p, log_q)
+  values, indices = teacher_topk[:2]
   log_q, log_p = log_probs(student_logits, values, temperature)
   return kl(log_p, jnp.take_along_axis(log_q, indices, -1))
+
+
+def buckets(student_logits, teacher_topk, temperature: float = 1.0,
+            tail: bool = False):
+  """(log q, log p) [..., k] or [..., k + 1]: both distributions on the
+  teacher's cached support, the k tokens `indices` of `teacher_topk =
+  (values, indices[, log_tail])`.
+
+  Without `tail` both are renormalised over the k: p = softmax(values / T),
+  q = softmax(s_{i_j} / T). With `tail` the rest of the vocabulary is one
+  more bucket: p = softmax([l_1..l_k, log t] / T) (at T = 1 the cached
+  log-probabilities and tail themselves; at other T the buckets are
+  tempered as k + 1 outcomes, the tail's tokens unknown), and q is the
+  student's full softmax(s / T) at the k tokens with
+  q_t = sum_{v not in the k} q_v (a log-sum-exp over the other tokens, not
+  1 - sum, which cancels).
+  """
+  check_positive('temperature', temperature)
+  values, indices = teacher_topk[:2]
+  values = jax.lax.stop_gradient(values)
+  z = tempered(student_logits, temperature)
+  if not tail:
+    return (jax.nn.log_softmax(jnp.take_along_axis(z, indices, -1)),
+            tempered_log_softmax(values, temperature))
+  if len(teacher_topk) < 3:
+    raise ValueError('the tail bucket needs the teacher\'s tail mass: '
+                     '(values, indices, log_tail), as a compressed top-k '
+                     'cache stores it')
+  log_tail = jax.lax.stop_gradient(teacher_topk[2])
+  lse = jax.nn.logsumexp(z, -1, keepdims=True)
+  rest = jnp.put_along_axis(z, indices, -jnp.inf, -1, inplace=False)
+  # >= -1e4: a k that covers the vocabulary leaves the student no tail.
+  q_tail = jnp.maximum(jax.nn.logsumexp(rest, -1, keepdims=True) - lse, -1e4)
+  log_q = jnp.concatenate([jnp.take_along_axis(z, indices, -1) - lse, q_tail],
+                          -1)
+  log_p = tempered_log_softmax(
+      jnp.concatenate([values, log_tail[..., None]], -1), temperature)
+  return log_q, log_p
+
+
+def topk_reverse_kl_cached(student_logits, teacher_topk,
+                           temperature: float = 1.0, tail: bool = False):
+  """Reverse KL on the cached support, KL(q || p) = sum_j q_j (log q_j -
+  log p_j) over the k tokens (both renormalised there) or, with `tail`, the
+  k + 1 buckets (`buckets`): mode seeking (MiniLLM) from a top-k cache."""
+  log_q, log_p = buckets(student_logits, teacher_topk, temperature, tail)
+  return kl(log_q, log_p)
+
+
+def topk_jsd_cached(student_logits, teacher_topk, temperature: float = 1.0,
+                    beta: float = 0.5, tail: bool = False):
+  """Generalized JSD (`generalized_jsd`) on the cached support:
+  beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q, over
+  the k tokens (both renormalised there) or, with `tail`, the k + 1
+  buckets (`buckets`)."""
+  if isinstance(beta, Number) and not 0 < beta < 1:
+    raise ValueError(f'beta must be in (0, 1), got {beta}')
+  log_q, log_p = buckets(student_logits, teacher_topk, temperature, tail)
+  log_m = _log_mixture(log_p, log_q, beta)
+  return beta * kl(log_p, log_m) + (1 - beta) * kl(log_q, log_m)
 
 
 def topk_kl(student_logits, teacher_logits, temperature: float = 1.0,
