@@ -15,6 +15,7 @@ import tokenizers as tk
 from safetensors.numpy import load_file, save_file
 
 from kd import runs
+from kd.convert import __main__ as cli
 from kd.convert import hf
 from kd.export import hf as export_hf
 from tests import hf_checks
@@ -221,6 +222,10 @@ def test_a_classifier_without_the_masked_lm_head_is_a_cls_head(tmp_path,
   assert (model.head, model.num_labels, model.vocab_size, model.pad_id,
           config.data.task) == ('cls', 3, 128, 0, 'classify')
   assert 'mlm' not in variables['params']
+  # --describe reads the weight headers: no masked-LM head counted.
+  assert cli.main(['--from=hf', '--describe', str(src)]) == 0
+  n = sum(np.size(x) for x in jax.tree.leaves(variables['params']))
+  assert f'parameters: {n:,}\n' in capsys.readouterr().out
   assert hf_checks.convert(capsys, os.path.join(HF, 'bert'),
                            tmp_path / 'mlm')[0] == 0
   fn, mlm_variables = _load(tmp_path / 'mlm')

@@ -26,8 +26,8 @@ def np_uld(s, t, temp):
   return np.abs(p - q).sum(-1)
 
 
-@pytest.mark.parametrize('vs,vt', [(7, 13), (13, 7), (9, 9)])
-@pytest.mark.parametrize('temperature', [1.0, 2.0])
+@pytest.mark.parametrize('vs,vt,temperature', [(7, 13, 1.0), (13, 7, 2.0),
+                                                (9, 9, 1.0)])
 def test_uld_matches_numpy_both_ways(vs, vt, temperature):
   s, t = R.normal(size=(B, T, vs)) * 2, R.normal(size=(B, T, vt)) * 2
   want = np_uld(s, t, temperature)
@@ -67,3 +67,72 @@ def test_uld_pairs_sequences_of_any_vocabulary_and_length():
     losses.check_inputs('uld', (2, 8, 259), (3, 5, 300))
   with pytest.raises(ValueError, match='needs language-model logits'):
     losses.check_inputs('uld', (2, 259), (2, 300))
+
+
+def test_span_log_probs_sum_the_tokens_of_each_span():
+  logits = R.normal(size=(2, 6, 5))
+  targets = R.integers(0, 5, size=(2, 6))
+  start = np.array([[0, 2, 5], [1, 1, 3]])
+  end = np.array([[2, 5, 6], [4, 1, 6]])  # An empty span: log 1 = 0.
+  lp = np.log(softmax(logits / 2.0))
+  tok = np.take_along_axis(lp, targets[..., None], -1)[..., 0]
+  want = [[tok[b, s:e].sum() for s, e in zip(start[b], end[b])]
+          for b in range(2)]
+  np.testing.assert_allclose(losses.cross_tokenizer.span_log_probs(
+      logits, targets, start, end, 2.0), want, rtol=1e-5, atol=1e-6)
+
+
+def np_hybrid(s, t, ms, mt, temp, spans=None):
+  p, q = softmax(t / temp), softmax(s / temp)
+  us = [i for i in range(s.shape[-1]) if i not in ms]
+  ut = [i for i in range(t.shape[-1]) if i not in mt]
+  pb = np.concatenate([p[..., mt], p[..., ut].sum(-1, keepdims=True)], -1)
+  # No student token left: its rest is 1e-30 (a large KL, not inf).
+  rest = q[..., us].sum(-1, keepdims=True) if us else np.full(
+      q.shape[:-1] + (1,), np.exp(-69.0))
+  qb = np.concatenate([q[..., ms], rest], -1)
+  kl = np.where(pb > 0, pb * np.log(np.where(pb > 0, pb, 1) / qb), 0)
+  out = kl.sum(-1) + np_uld_probs(p[..., ut], q[..., us])
+  if spans is not None:
+    lq, lp, whole = spans
+    P, Q = np.exp(lp), np.exp(lq)
+    out = out + whole * (P * np.log(P / Q) + (1 - P) * np.log((1 - P) / (1 - Q)))
+  return out
+
+
+def np_uld_probs(p, q):
+  p, q = -np.sort(-p, -1), -np.sort(-q, -1)
+  w = max(p.shape[-1], q.shape[-1])
+  pad = lambda x: np.concatenate([x, np.zeros(x.shape[:-1] + (w - x.shape[-1],))], -1)
+  return np.abs(pad(p) - pad(q)).sum(-1)
+
+
+@pytest.mark.parametrize('vs,vt', [(7, 12), (12, 7)])
+def test_hybrid_kl_matches_numpy(vs, vt):
+  s, t = R.normal(size=(B, T, vs)) * 2, R.normal(size=(B, T, vt)) * 2
+  ms = np.array([4, 0, 2]) if vs < vt else np.array([1, 6, 3])
+  mt = np.array([1, 3, 5])
+  spans = (-R.uniform(0.1, 4, (B, T)), -R.uniform(0.1, 4, (B, T)),
+           (R.uniform(size=(B, T)) > 0.3).astype(np.float32))
+  fn = losses.cross_tokenizer.hybrid_kl
+  for sp in (None, spans):
+    np.testing.assert_allclose(fn(s, t, ms, mt, sp, 1.5),
+                               np_hybrid(s, t, ms, mt, 1.5, sp), rtol=1e-5,
+                               atol=1e-6)
+  # Every token of the smaller side matched: one side has no rest.
+  every = np.arange(min(vs, vt))
+  np.testing.assert_allclose(fn(s, t, every, every),
+                             np_hybrid(s, t, every, every, 1.0), rtol=1e-5,
+                             atol=1e-6)
+  mean = losses.get('hybrid_kl')
+  g = jax.grad(lambda a: mean(a, t, ms, mt, spans, mask=MASK))(jnp.asarray(s))
+  assert np.isfinite(g).all() and not np.abs(g[0, 2:]).any()
+
+
+def test_hybrid_kl_is_the_kl_when_the_vocabularies_are_one():
+  """Identical vocabularies, every token matched, no span: the forward KL."""
+  s, t = R.normal(size=(B, T, 9)), R.normal(size=(B, T, 9))
+  every = np.arange(9)
+  np.testing.assert_allclose(
+      losses.cross_tokenizer.hybrid_kl(s, t, every, every, temperature=2.0),
+      losses.divergences.forward_kl(s, t, 2.0), rtol=1e-5, atol=1e-6)

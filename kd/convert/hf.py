@@ -479,10 +479,16 @@ def parameter_count(name: str, kwargs: dict, vocab: int) -> int:
 
 def describe(hf_dir: str, student_params: str | None = None) -> str:
   """What --describe prints: the kd model and its settings, its parameter
-  count (config.json only: jax.eval_shape, nothing allocated) and memory;
+  count (config.json and the weight files' headers where they exist:
+  jax.eval_shape, nothing allocated) and memory;
   with `student_params` (see `student_count`), teacher + student memory."""
   cfg = hf_config(hf_dir)
   name, kwargs, vocab = kd_config(cfg)
+  if any(os.path.isfile(os.path.join(hf_dir, f)) for f in (INDEX, SINGLE)):
+    # The headers say which heads the weights hold (a fine-tuned classifier
+    # without the masked-LM head); config.json alone does not.
+    kwargs = hf_table.family(cfg['model_type']).for_weights(
+        kwargs, vocab, set(Weights(hf_dir).entries))
   n = parameter_count(name, kwargs, vocab)
   lines = [f'{hf_dir}: {cfg["model_type"]} -> kd model {name}',
            f'  vocab_size: {vocab}']

@@ -95,21 +95,12 @@ class HFTokenizer:
                        f'config.data.vocab_size={vocab_size}: set it to '
                        f'{size} or more (the model\'s vocabulary), or 0')
     self.vocab_size = max(size, vocab_size)
-    added = {t['id']: t for t in spec.get('added_tokens', [])}
-    self.token_bytes = np.zeros(self.vocab_size, np.int32)
-    self.prefix_bytes = np.zeros(self.vocab_size, np.int32)
-    lead = np.zeros(self.vocab_size, np.int32)
-    for piece, i in vocab.items():
-      if i in added:
-        b = b'' if added[i].get('special') else piece.encode('utf-8')
-      else:
-        b = piece_bytes(piece, self.byte_level)
-      self.token_bytes[i] = len(b)
-      lead[i] = b[:1] == b' '
     self.bos_id, self.eos_id, self.pad_id = ids or special_ids(
         tok, os.path.dirname(os.path.abspath(path)), path)
-    # Not text, even where a vocabulary lists them as ordinary pieces.
-    self.token_bytes[[self.bos_id, self.eos_id, self.pad_id]] = 0
+    strings = self.token_strings()
+    self.token_bytes = np.array([len(b) for b in strings], np.int32)
+    self.prefix_bytes = np.zeros(self.vocab_size, np.int32)
+    lead = np.array([b[:1] == b' ' for b in strings], np.int32)
     probe = self.encode([PROBE])[0]
     extra = int(self.token_bytes[probe].sum()) - len(PROBE.encode('utf-8'))
     if extra == 1 and lead[probe[0]]:
@@ -145,6 +136,21 @@ class HFTokenizer:
           f'bytes, not {len(PROBE.encode())}), so bits per byte cannot be '
           'counted; use a byte-level BPE or SentencePiece tokenizer with '
           'byte fallback, or data.tokenizer=bpe')
+
+  def token_strings(self) -> list[bytes]:
+    """The bytes each token stands for (b'' for special tokens and ids
+    beyond the tokenizer's)."""
+    added = {t['id']: t for t in json.loads(self._tok.to_str()).get(
+        'added_tokens', [])}
+    out = [b''] * self.vocab_size
+    for piece, i in self._tok.get_vocab(with_added_tokens=True).items():
+      if i in added:
+        out[i] = b'' if added[i].get('special') else piece.encode('utf-8')
+      else:
+        out[i] = piece_bytes(piece, self.byte_level)
+    for i in (self.bos_id, self.eos_id, self.pad_id):
+      out[i] = b''  # Not text, even where a vocabulary lists them as pieces.
+    return out
 
   def to_str(self) -> str:
     return self._tok.to_str()

@@ -46,6 +46,10 @@ class ByteTokenizer:
     """[vocab_size]: bytes of text each token stands for (0: special)."""
     return (np.arange(self.vocab_size) < 256).astype(np.int32)
 
+  def token_strings(self) -> list[bytes]:
+    """The bytes each token stands for (b'' for the special tokens)."""
+    return [bytes([i]) for i in range(256)] + [b''] * 3
+
   def encode(self, texts: list[str]) -> list[np.ndarray]:
     return [np.frombuffer(t.encode('utf-8'), np.uint8).astype(np.uint16)
             for t in texts]
@@ -63,12 +67,17 @@ class BPETokenizer:
   def __init__(self, tok):
     self._tok = tok
     self.vocab_size = tok.get_vocab_size()
-    vocab = tok.get_vocab()
+    self.token_bytes = np.array([len(b) for b in self.token_strings()],
+                                np.int32)
+
+  def token_strings(self) -> list[bytes]:
+    """The bytes each token stands for (b'' for the special tokens)."""
+    out = [b''] * self.vocab_size
     # A byte-level token is spelt with one alphabet character per byte.
-    self.token_bytes = np.zeros(self.vocab_size, np.int32)
-    for piece, i in vocab.items():
+    for piece, i in self._tok.get_vocab().items():
       if piece not in self.SPECIALS:
-        self.token_bytes[i] = len(piece)
+        out[i] = hf_tokenizer.piece_bytes(piece, byte_level=True)
+    return out
 
   @classmethod
   def train(cls, texts: list[str], vocab_size: int) -> 'BPETokenizer':

@@ -6,8 +6,9 @@ One way for every loss:
   [B, C] and [B, T] for a language model's [B, T, V] (the leading axes kept,
   the class axis reduced), like optax's losses. `divergences` has the
   vocabulary divergences (forward and reverse KL, generalized JSD, TVD, skew
-  KLs, top-k KL and the divergences on a cached top k, `chunked`), `cross_tokenizer` those between a student and
-  a teacher of different vocabularies (ULD), `features` the feature-map and
+  KLs, top-k KL and the divergences on a cached top k, `chunked`),
+  `cross_tokenizer` those between a student and a teacher of different
+  vocabularies (ULD, the aligned hybrid), `features` the feature-map and
   hidden-state losses, `classification` the label cross-entropy.
 - Per-position values are reduced once, by `masked_mean(values, mask)`: the
   mean over the positions the mask keeps, classifier and language model
@@ -142,6 +143,7 @@ register(divergences.topk_kl_cached, 'topk')
 register(divergences.topk_reverse_kl_cached, 'topk')
 register(divergences.topk_jsd_cached, 'topk')
 register(cross_tokenizer.uld, 'aligned')
+register(cross_tokenizer.hybrid_kl, 'aligned')
 chunked = divergences.chunked
 
 

@@ -8,7 +8,9 @@ Notation as in `kd.losses.divergences`: p = softmax(t / T) the teacher's
 distribution, q = softmax(s / T) the student's; no T^2 factor; the teacher's
 logits receive no gradient.
 """
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kd.losses import divergences
 
@@ -44,3 +46,75 @@ def uld(student_logits, teacher_logits, temperature: float = 1.0):
   log_q, log_p = divergences.log_probs(student_logits, teacher_logits,
                                        temperature)
   return sorted_l1(jnp.exp(log_p), jnp.exp(log_q))
+
+
+def span_log_probs(logits, targets, start, end, temperature: float = 1.0):
+  """log P(span) = sum_{i = start}^{end - 1} log softmax(z_i / T)[y_i]: a
+  model's log-probability of the tokens `targets` [B, L] at positions
+  start..end - 1 (teacher forcing), for `start`, `end` [B, P] (start <= end
+  <= L) from logits [B, L, V]; [B, P] float32."""
+  log_probs = jax.nn.log_softmax(divergences.tempered(logits, temperature))
+  picked = jnp.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+  total = jnp.pad(jnp.cumsum(picked, -1), [(0, 0), (1, 0)])
+  at = lambda i: jnp.take_along_axis(total, i, -1)
+  return at(end) - at(start)
+
+
+def _log1mexp(x):
+  """log(1 - e^x) for x < 0, stable at both ends (Maechler 2012)."""
+  x = jnp.minimum(x, -1e-6)  # A certain event: finite, not -inf.
+  return jnp.where(x > -0.693, jnp.log(-jnp.expm1(x)),
+                   jnp.log1p(-jnp.exp(x)))
+
+
+def bernoulli_kl(log_p, log_q):
+  """KL(Bern(P) || Bern(Q)) = P log(P / Q) + (1 - P) log((1 - P) / (1 - Q))
+  from log P and log Q."""
+  p = jnp.exp(log_p)
+  return p * (log_p - log_q) + (1 - p) * (_log1mexp(log_p) - _log1mexp(log_q))
+
+
+def hybrid_kl(student_logits, teacher_logits, matched_student,
+              matched_teacher, spans=None, temperature: float = 1.0):
+  """The aligned hybrid of GOLD (Patiño et al. 2025, "Unlocking On-Policy
+  Distillation for Any Model Family", TRL's GOLD trainer) with ULD
+  (Boizard et al. 2024), at positions where both tokenizations end at the
+  same byte. `matched_student[k]` and `matched_teacher[k]` (static id
+  arrays, `kd.data.align.vocab_map`) spell the same bytes; M the matched
+  teacher ids, U_t and U_s each side's other ids:
+
+    L = KL(p_M, p(U_t) || q_M, q(U_s))       exact matching: the matched
+                                             tokens plus one bucket for
+                                             the rest of each side's mass
+      + sum_i |p_(i) - q_(i)| over U_t, U_s  ULD on the unmatched mass
+      + KL(Bern(P) || Bern(Q))               the aligned span, if given
+
+  with `spans = (log Q, log P, whole)` [...]: the student's and the
+  teacher's log-probability of the text up to the next aligned position
+  (`span_log_probs`: teacher forcing, the sum of each side's token
+  log-probs over the span), counted where `whole` is 1. The span term is
+  what reaches multi-byte teacher tokens a byte-level student cannot
+  match token for token. The first two terms treat a matched token as the
+  same event on both sides, as GOLD does; with a byte-level student a
+  one-byte teacher token ("t") is that token only, where the student's
+  byte "t" also begins "the": an approximation the span term does not make.
+  """
+  log_q, log_p = divergences.log_probs(student_logits, teacher_logits,
+                                       temperature)
+  ms, mt = np.asarray(matched_student), np.asarray(matched_teacher)
+  us = np.setdiff1d(np.arange(log_q.shape[-1]), ms)
+  ut = np.setdiff1d(np.arange(log_p.shape[-1]), mt)
+  lp, lq = log_p[..., mt], log_q[..., ms]
+  if len(ut):  # No teacher mass outside M: no bucket.
+    rest_q = (jax.nn.logsumexp(log_q[..., us], -1, keepdims=True) if len(us)
+              else jnp.full(lq.shape[:-1] + (1,), -69.0))  # q(U_s) = 1e-30.
+    lp = jnp.concatenate([lp, jax.nn.logsumexp(log_p[..., ut], -1,
+                                                keepdims=True)], -1)
+    lq = jnp.concatenate([lq, rest_q], -1)
+  loss = divergences.kl(lp, lq) + sorted_l1(jnp.exp(log_p[..., ut]),
+                                            jnp.exp(log_q[..., us]))
+  if spans is not None:
+    log_q_span, log_p_span, whole = spans
+    loss = loss + whole * bernoulli_kl(jax.lax.stop_gradient(log_p_span),
+                                       log_q_span)
+  return loss
