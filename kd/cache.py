@@ -17,20 +17,38 @@ cover what the student sees) that the run reads in its steps
 part), stored in the order of their numbers there (`row_numbers.npy`),
 which a run with the cache trains on (`packed_batches(...,
 fixed_packing=True)`, only the row order changes per epoch). Its `topk_kl`
-terms then read it as `topk_kl_cached`.
+terms then read it as `topk_kl_cached`, and the losses on a cached top k
+(`kd.names.CACHED_TOPK_LOSSES`) read it as it is.
+
+Per token it holds the teacher's top-k log-probabilities, their tokens and
+the log of the remaining (tail) mass (`topk_log_probs`): as float32 /
+int32 arrays (`TOPK_OUTPUTS`, quantize 'none'), or as one `kd.topk_codec`
+record (`topk_records`, quantize 'q8' ... 'q4'), decoded as batches are
+read (`TopkCache`). Every process of a multi-host run builds the shards
+j = process_index (mod process_count), each written under a temporary name
+and renamed when whole, so an interrupted build resumes at its first
+missing shard; process 0 then writes `row_numbers.npy` and `meta.json`,
+whose `bytes_per_token` and `bytes_per_stored_logit` give the size.
 """
 import hashlib
 import json
+import math
 import os
+import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from kd import data
 from kd import files
+from kd import logger
 from kd import runs
+from kd import topk_codec
 
 FORMAT = 1
+# 2: log-probabilities and the log tail (1 held the top-k logits only).
+TOPK_FORMAT = 2
 
 
 class CacheMismatchError(ValueError):
@@ -66,7 +84,21 @@ def provenance(config, teacher_step: int, teacher_vars, dtype: str) -> dict:
   }))
 
 
-TOPK_OUTPUTS = ('topk_values', 'topk_indices')
+TOPK_OUTPUTS = ('topk_values', 'topk_indices', 'topk_log_tail')
+RECORDS = 'topk_records'  # A compressed cache's one output.
+
+
+def topk_log_probs(logits, k: int):
+  """(l [..., k], i [..., k], log t [...]): the k largest log-probabilities
+  of logits [..., V], their tokens, and the log tail mass log(1 - sum_j
+  exp(l_j)), as a log-sum-exp over the other tokens (1 - sum cancels),
+  kept >= -100 (none left when k = V)."""
+  z = logits.astype(jnp.float32)
+  lse = jax.nn.logsumexp(z, -1, keepdims=True)
+  values, indices = jax.lax.top_k(z, k)
+  rest = jnp.put_along_axis(z, indices, -jnp.inf, -1, inplace=False)
+  log_tail = jax.nn.logsumexp(rest, -1) - lse[..., 0]
+  return values - lse, indices, jnp.maximum(log_tail, -100.0)
 
 
 def tokenizer_digest(tok) -> str:
@@ -80,9 +112,11 @@ def lm_provenance(config, teacher_step: int, teacher_vars, dtype: str,
                   tok) -> dict:
   """What a language model's top-k cache must record: the teacher, and the
   rows of the student's training stream (`kd.data.text.training_rows`: the
-  corpus, its tokenizer, seq_len and the seed of the fixed packing) and k."""
-  d = config.data
+  corpus, its tokenizer, seq_len and the seed of the fixed packing), k,
+  its storage (`quantize`) and the vocabulary size."""
+  d, t = config.data, config.distill.teacher
   meta = provenance(config, teacher_step, teacher_vars, dtype)
+  meta['format'] = TOPK_FORMAT
   meta['data'] = {
       'name': str(data.text.source(d)), 'split': 'train',
       'data_dir': os.path.abspath(d.data_dir) if d.data_dir else '',
@@ -90,8 +124,23 @@ def lm_provenance(config, teacher_step: int, teacher_vars, dtype: str,
       'tokenizer_sha256': tokenizer_digest(tok), 'seq_len': d.seq_len,
       'seed': config.seed, 'packing': 'fixed (epoch 0 order)',
       'rows_read_by': {'steps': config.steps, 'batch_size': config.batch_size}}
-  meta['topk'] = config.distill.teacher.cache_topk
+  meta['topk'] = t.cache_topk
+  meta['quantize'] = t.get('cache_quantize', 'none')
+  meta['vocab_size'] = tok.vocab_size
   return meta
+
+
+def topk_sizes(quantize: str, vocab_size: int, k: int) -> dict:
+  """Bytes per token and per stored logit of a top-k cache: float32 value,
+  int32 token and the float32 tail (8 k + 4), or a codec record."""
+  per_token = (8 * k + 4 if quantize == 'none' else
+               topk_codec.record_bytes(vocab_size, k, _bits(quantize)))
+  return {'bytes_per_token': per_token,
+          'bytes_per_stored_logit': round(per_token / k, 4)}
+
+
+def _bits(quantize: str) -> int:
+  return int(quantize[1:])  # 'q8' -> 8.
 
 
 def check_usable(config) -> None:
@@ -135,30 +184,133 @@ def build(cache_dir: str, meta: dict, teacher_fn, config, outputs,
 
 def build_topk(cache_dir: str, meta: dict, teacher_fn, rows: np.ndarray,
                numbers: np.ndarray, batch_size: int = 32,
-               shard_rows: int = 4096) -> None:
-  """Writes `teacher_fn(tokens) -> (values, indices)`, the teacher's top-k
-  logits [B, T, k] and their tokens, for the rows `numbers` (sorted) of
-  `rows` [N, T + 1] (inputs rows[:, :-1]), as the shards of `TOPK_OUTPUTS`
-  (float32 values, int32 indices; shard row i is row numbers[i]) and
-  `row_numbers.npy`."""
-  n = len(numbers)
+               shard_rows: int = 4096, progress_every: float = 30.0) -> None:
+  """Writes `teacher_fn(tokens) -> topk_log_probs(...)` of the rows
+  `numbers` (sorted) of `rows` [N, T + 1] (inputs rows[:, :-1]) as the
+  shards of `TOPK_OUTPUTS`, or of `RECORDS` if `meta['quantize']` says so
+  (shard row i is row numbers[i]): this process's shards (j = process_index
+  mod process_count), each computed whole unless already there (a rerun
+  resumes), then, on process 0 once every process is done,
+  `row_numbers.npy` and `meta.json` (last, so a partly written cache is
+  never taken for a finished one). Prints rows, rows/s and the ETA every
+  `progress_every` seconds."""
+  n, k, quantize = len(numbers), meta['topk'], meta['quantize']
   os.makedirs(cache_dir, exist_ok=True)
-  np.save(os.path.join(cache_dir, 'row_numbers.npy'), np.asarray(numbers))
-  writers = {}
-  for start in range(0, n, batch_size):
-    tokens = np.asarray(rows[numbers[start:start + batch_size], :-1],
-                        np.int32)
-    k = len(tokens)
-    if k < batch_size:  # One compiled shape for every batch.
-      tokens = np.concatenate(
-          [tokens, np.zeros((batch_size - k, *tokens.shape[1:]), np.int32)])
-    values, indices = teacher_fn(tokens)
-    _write(writers, cache_dir, n, shard_rows, np.arange(start, start + k),
-           {'topk_values': np.asarray(values[:k], np.float32),
-            'topk_indices': np.asarray(indices[:k], np.int32)})
-    print(f'[teacher cache] {start + k}/{n} rows', end='\r', flush=True)
-  print()
-  _finish(cache_dir, meta, writers, n, shard_rows)
+  _check_unfinished(cache_dir, meta)
+  me, count = jax.process_index(), jax.process_count()
+  mine = range(me, -(-n // shard_rows), count)
+  names = TOPK_OUTPUTS if quantize == 'none' else (RECORDS,)
+  path = lambda name, j: os.path.join(cache_dir, f'{name}.{j}.npy')
+  todo = [j for j in mine
+          if not all(os.path.exists(path(name, j)) for name in names)]
+  size = lambda j: min(shard_rows, n - j * shard_rows)
+  progress = _Progress(sum(size(j) for j in mine),
+                       sum(size(j) for j in mine if j not in todo),
+                       progress_every)
+  for j in todo:
+    start, writers = j * shard_rows, {}
+    for at in range(start, start + size(j), batch_size):
+      tokens = np.asarray(rows[numbers[at:min(at + batch_size,
+                                             start + size(j))], :-1],
+                          np.int32)
+      got = len(tokens)
+      if got < batch_size:  # One compiled shape for every batch.
+        tokens = np.concatenate(
+            [tokens, np.zeros((batch_size - got, *tokens.shape[1:]),
+                              np.int32)])
+      out = _stored(quantize, meta['vocab_size'], k,
+                    [np.asarray(x)[:got] for x in teacher_fn(tokens)])
+      for name, value in out.items():
+        if name not in writers:  # In place, never a whole shard in memory.
+          writers[name] = np.lib.format.open_memmap(
+              path(name, j) + '.partial', mode='w+', dtype=value.dtype,
+              shape=(size(j), *value.shape[1:]))
+        writers[name][at - start:at - start + got] = value
+      progress.add(got)
+    for name in list(writers):  # Whole: renamed to its final name.
+      writers.pop(name).flush()
+      os.replace(path(name, j) + '.partial', path(name, j))
+  _barrier('teacher cache shards written')
+  if me == 0:
+    files.write_bytes(os.path.join(cache_dir, 'row_numbers.npy'),
+                      _npy(np.asarray(numbers)))
+    shapes = {name: list(np.load(path(name, 0), mmap_mode='r').shape[1:])
+              for name in names}
+    meta = dict(meta, num_examples=n, shard_rows=shard_rows, outputs=shapes,
+                **topk_sizes(quantize, meta['vocab_size'], k))
+    files.write_bytes(os.path.join(cache_dir, 'meta.json'),
+                      json.dumps(meta, indent=2, sort_keys=True))
+    os.remove(os.path.join(cache_dir, _BUILDING))
+
+
+def _stored(quantize, vocab_size, k, out) -> dict:
+  """{output: array} a shard stores of `topk_log_probs`'s outputs."""
+  values, indices, log_tail = out
+  if quantize == 'none':
+    return dict(zip(TOPK_OUTPUTS, (np.asarray(values, np.float32),
+                                   np.asarray(indices, np.int32),
+                                   np.asarray(log_tail, np.float32))))
+  return {RECORDS: topk_codec.encode(values, indices, log_tail, vocab_size,
+                                     _bits(quantize))}
+
+
+_BUILDING = 'building.json'  # The provenance of a build under way.
+
+
+def _check_unfinished(cache_dir, meta) -> None:
+  """Records the build's provenance, or refuses to resume one that was
+  started for something else."""
+  path = os.path.join(cache_dir, _BUILDING)
+  if not os.path.exists(path):
+    files.write_bytes(path, json.dumps(meta, indent=2, sort_keys=True))
+    return
+  with open(path) as f:
+    found = json.load(f)
+  check_topk_settings(path, meta)
+  problems = runs.differences(meta, found, 'unfinished build')
+  if problems:
+    raise CacheMismatchError(
+        f'teacher cache {cache_dir} holds an unfinished build for something '
+        'else:\n  ' + '\n  '.join(problems) + f'\nDelete {cache_dir} or set '
+        'distill.teacher.cache_dir to another folder.')
+
+
+def _npy(array) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  np.save(buf, array)
+  return buf.getvalue()
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+class _Progress:
+  """Prints '[teacher cache] rows done/total, rows/s, ETA' at most every
+  `every` seconds and when done; the rate counts this session's rows."""
+
+  def __init__(self, total: int, done: int, every: float = 30.0):
+    self.total, self.done, self.every = total, done, every
+    self.start = self.last = time.monotonic()
+    self.session = 0
+    if done:
+      print(f'[teacher cache] resuming: {done}/{total} rows already built',
+            flush=True)
+
+  def add(self, rows: int) -> None:
+    self.done += rows
+    self.session += rows
+    now = time.monotonic()
+    if now - self.last < self.every and self.done < self.total:
+      return
+    self.last = now
+    rate = self.session / max(now - self.start, 1e-9)
+    eta = (self.total - self.done) / rate if rate else math.inf
+    print(f'[teacher cache] {self.done}/{self.total} rows, {rate:.1f} rows/s,'
+          f' ETA {logger.duration(eta)}', flush=True)
 
 
 def _write(writers, cache_dir, n, shard_rows, index, values) -> None:
@@ -243,6 +395,72 @@ class TeacherCache:
         value[sel] = shards[k][row[sel]]
       out[name] = value
     return out
+
+
+class TopkCache:
+  """A language model's finished top-k cache, checked against the run that
+  wants it (its k, storage and vocabulary first: `check_topk_settings`),
+  read as `TOPK_OUTPUTS` (records decoded per batch)."""
+
+  def __init__(self, cache_dir: str, meta: dict):
+    self.k, self.quantize, self.vocab_size = (meta['topk'], meta['quantize'],
+                                              meta['vocab_size'])
+    path = os.path.join(cache_dir, 'meta.json')
+    check_topk_settings(path, meta)
+    self.stored = TeacherCache(cache_dir, meta, TOPK_OUTPUTS if
+                               self.quantize == 'none' else (RECORDS,))
+    self.numbers, self.num_examples = (self.stored.numbers,
+                                       self.stored.num_examples)
+    with open(path) as f:
+      found = json.load(f)
+    self.sizes = {key: found[key] for key in ('bytes_per_token',
+                                              'bytes_per_stored_logit')}
+
+  def lookup(self, indices) -> dict:
+    """{output: [len(indices), T, ...]} of `TOPK_OUTPUTS`."""
+    out = self.stored.lookup(indices)
+    if self.quantize == 'none':
+      return out
+    return dict(zip(TOPK_OUTPUTS, topk_codec.decode(
+        out[RECORDS], self.vocab_size, self.k, _bits(self.quantize))))
+
+
+# What a top-k cache was built with, and the setting that reads it as it is.
+_SETTINGS = (('topk', 'distill.teacher.cache_topk (and its terms\' k)'),
+             ('quantize', 'distill.teacher.cache_quantize'),
+             ('vocab_size', 'the tokenizer of the run that built it'))
+
+
+def check_topk_settings(path: str, meta: dict) -> None:
+  """Raises CacheMismatchError, one line naming both sides and the fix, if
+  the top-k cache described by `path` (its meta.json, or the provenance of
+  its unfinished build) holds another k, storage or vocabulary than
+  `meta`'s run needs (a cache of another format is left to the full
+  comparison)."""
+  with open(path) as f:
+    found = json.load(f)
+  if found.get('format') != meta['format']:
+    return
+  problems = [(key, found.get(key), meta[key], how) for key, how in _SETTINGS
+              if found.get(key) != meta[key]]
+  if problems:
+    cache_dir = os.path.dirname(path)
+    raise CacheMismatchError(
+        f'teacher cache {cache_dir}: ' + '; '.join(
+            f'{key}: cache has {have!r}, this run needs {want!r}'
+            for key, have, want, _ in problems) + ': read it as it is with ' +
+        ' and '.join(f'{how} = {have!r}' for _, have, _, how in problems) +
+        f', or delete {cache_dir} (it is rebuilt) or set '
+        'distill.teacher.cache_dir to another folder')
+
+
+def open_or_build_topk(cache_dir: str, meta: dict, build_fn) -> TopkCache:
+  """The top-k cache in `cache_dir`, built first if it has none (every
+  process runs `build_fn()`, `build_topk` over its own shards)."""
+  if not os.path.exists(os.path.join(cache_dir, 'meta.json')):
+    build_fn()
+    _barrier('teacher cache built')
+  return TopkCache(cache_dir, meta)
 
 
 def open_or_build(cache_dir: str, meta: dict, teacher_fn, config,

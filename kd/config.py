@@ -70,9 +70,15 @@ def run_config() -> mc.ConfigDict:
           # Read the teacher's outputs from a cache built once (kd.cache)
           # instead of running it; needs inputs without augmentation.
           cache=False, cache_dir='',
-          # A text dataset's cache: the teacher's top k logits per token,
-          # read by its `topk_kl` terms (of this k) as `topk_kl_cached`.
+          # A text dataset's cache: the teacher's top k log-probabilities
+          # per token and its tail mass, read by its `topk_kl` terms (of
+          # this k) as `topk_kl_cached`, or by terms of the losses on a
+          # cached top k (kd.names.CACHED_TOPK_LOSSES).
           cache_topk=0,
+          # How it stores them: 'none' (float32 values, int32 tokens) or
+          # 'q8', 'q6', 'q5', 'q4': a kd.topk_codec record per token, the
+          # log-probabilities as codes of that many bits.
+          cache_quantize='none',
           # > 1: the teacher's parameters split over a `model` mesh axis of
           # this size (parallel='mesh'), for teachers too big for a device.
           model_shards=1,
@@ -324,11 +330,25 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           f'set --config.{at}distill.teacher.cache_topk, e.g. 64, or keep the '
           'teacher live (cache=False)')
     for name, term in c.distill.terms.items() if t.cache else ():
-      check(term.loss == 'topk_kl' and term.kwargs.get('k') == t.cache_topk,
+      check(term.loss in names.CACHED_TOPK_LOSSES or (
+          term.loss == 'topk_kl' and term.kwargs.get('k') == t.cache_topk),
             f'distill.terms.{name}', 'a top-k cache serves only topk_kl '
-            f'terms of k=distill.teacher.cache_topk={t.cache_topk}',
-            'make it topk_kl with that k, or keep the teacher live '
-            '(cache=False)')
+            f'terms of k=distill.teacher.cache_topk={t.cache_topk} and '
+            f'the losses on it ({", ".join(names.CACHED_TOPK_LOSSES)})',
+            'make it one of those, or keep the teacher live (cache=False)')
+    for name, term in c.distill.terms.items() if not t.cache else ():
+      check(term.loss not in names.CACHED_TOPK_LOSSES,
+            f'distill.terms.{name}', f'{term.loss} reads the teacher\'s '
+            'top-k cache', f'set --config.{at}distill.teacher.cache=True '
+            'and cache_topk, or use topk_kl (live top k)')
+  quantize = c.distill.teacher.get('cache_quantize', 'none')
+  check(quantize in names.CACHE_QUANTIZE,
+        'distill.teacher.cache_quantize', 'unknown name',
+        f'valid: {", ".join(names.CACHE_QUANTIZE)}')
+  check(quantize == 'none' or (c.distill.teacher.cache and names.is_text(
+      c.data.name)), 'distill.teacher.cache_quantize', "compresses a text "
+        "dataset's top-k cache", f'set --config.{at}distill.teacher.cache='
+        "True for a text dataset, or cache_quantize='none'")
   on_policy = c.distill.get('on_policy')
   if on_policy is not None and on_policy.lmbda:
     check(0 < on_policy.lmbda <= 1, 'distill.on_policy.lmbda',

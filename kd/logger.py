@@ -163,7 +163,7 @@ class Progress:
     now = time.perf_counter()
     self._first = now - self._t0
     self._print(f'compiled and ran the first step in '
-                f'{_duration(self._first, exact=True)}')
+                f'{duration(self._first, exact=True)}')
     self._t0, self._s0 = now, self._s0 + steps
     self._first_steps = steps
 
@@ -191,10 +191,10 @@ class Progress:
                      if k in metrics)
     scope = ' (pipeline)' if self.later_steps else ''
     self._print(f'step {step}/{self.total} {shown} {rate:,.0f} ex/s '
-                f'ETA{scope} {_duration(self.eta(step, rate))}')
+                f'ETA{scope} {duration(self.eta(step, rate))}')
 
 
-def _duration(seconds: float, exact: bool = False) -> str:
+def duration(seconds: float, exact: bool = False) -> str:
   if not math.isfinite(seconds):
     return '?'
   if exact and seconds < 60:

@@ -22,6 +22,11 @@ TOKENIZERS = ('byte', 'bpe', 'hf', 'wordpiece')
 # an encoder's masked-LM pretraining (kd.data.mlm) or document
 # classification (kd.data.classify).
 TEXT_TASKS = ('lm', 'mlm', 'classify')
+# config.distill.teacher.cache_quantize: kd.cache's top-k record formats.
+CACHE_QUANTIZE = ('none', 'q8', 'q6', 'q5', 'q4')
+# Losses that read a text run's top-k teacher cache (kd.losses.divergences).
+CACHED_TOPK_LOSSES = ('topk_kl_cached', 'topk_reverse_kl_cached',
+                      'topk_jsd_cached')
 ENCODER_TASKS = ('mlm', 'classify')
 
 

@@ -202,13 +202,14 @@ def teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
 def lm_teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
                      tok):
   """A text run's top-k cache (`kd.cache.build_topk`): the teacher's
-  `distill.teacher.cache_topk` largest logits at every token of the rows of
-  `kd.data.text.training_rows` (the fixed packing the run then trains on)
-  that its `steps` batches read."""
+  `distill.teacher.cache_topk` largest log-probabilities and its tail mass
+  at every token of the rows of `kd.data.text.training_rows` (the fixed
+  packing the run then trains on) that its `steps` batches read, stored as
+  `distill.teacher.cache_quantize` says."""
   t, d = config.distill.teacher, config.data
   meta = cache_lib.lm_provenance(config, teacher_step, teacher_vars,
                                  teacher_dtype(t.dtype), tok)
-  forward = functools.partial(jax.jit(lambda v, x: jax.lax.top_k(
+  forward = functools.partial(jax.jit(lambda v, x: cache_lib.topk_log_probs(
       teacher.apply(v, x, train=False)[0], t.cache_topk)), teacher_vars)
   cache_dir = t.cache_dir or os.path.join(workdir, 'teacher_cache')
   where = dict(seq_len=d.seq_len, seed=config.seed, tok=tok,
@@ -218,14 +219,20 @@ def lm_teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
       cache_dir, meta, forward, data.text.training_rows(name, **where),
       data.text.rows_read(name, batch_size=config.batch_size,
                           steps=config.steps, **where))
-  return cache_lib.open_or_build(cache_dir, meta, None, config,
-                                 cache_lib.TOPK_OUTPUTS, build)
+  cache = cache_lib.open_or_build_topk(cache_dir, meta, build)
+  print(f'[teacher cache] {cache_dir}: top {cache.k}, {cache.quantize}: '
+        f'{cache.sizes["bytes_per_token"]} bytes per token, '
+        f'{cache.sizes["bytes_per_stored_logit"]} per stored logit',
+        flush=True)
+  return cache
 
 
 def cached_topk_terms(terms) -> tuple[steps.Term, ...]:
-  """`topk_kl` terms as `topk_kl_cached` on the cache's outputs."""
+  """A top-k cache's terms on its outputs: `topk_kl` as `topk_kl_cached`,
+  the losses on a cached top k as they are."""
   return tuple(dataclasses.replace(
-      term, loss='topk_kl_cached', teacher=','.join(cache_lib.TOPK_OUTPUTS),
+      term, loss='topk_kl_cached' if term.loss == 'topk_kl' else term.loss,
+      teacher=','.join(cache_lib.TOPK_OUTPUTS),
       kwargs={k: v for k, v in term.kwargs.items() if k != 'k'})
                for term in terms)
 

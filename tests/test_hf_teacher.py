@@ -120,7 +120,8 @@ def test_topk_cache_of_a_converted_teacher(setup, tmp_path):
   assert meta['topk'] == 32 and meta['data']['vocab_size'] == VOCAB
   rows = [r for r in _rows(str(tmp_path)) if 'topk' in r]
   assert rows and all(np.isfinite(r['topk']) for r in rows)
-  # The cached values are the teacher's top 32 logits of the rows it holds.
+  # The cached values are the teacher's top 32 log-probabilities of the
+  # rows it holds.
   _, teacher, variables, _ = runs.load_run(setup[1]['llama'])
   tok = text.run_tokenizer(c, str(tmp_path))
   numbers = np.load(cache / 'row_numbers.npy')
@@ -129,8 +130,8 @@ def test_topk_cache_of_a_converted_teacher(setup, tmp_path):
   values = np.load(sorted(cache.glob('topk_values.*.npy'))[0])
   logits = jax.jit(lambda x: teacher.apply(variables, x, train=False)[0])(
       rows[numbers[:2], :-1])
-  np.testing.assert_allclose(values[:2], jax.lax.top_k(logits, 32)[0],
-                             atol=1e-4)
+  np.testing.assert_allclose(
+      values[:2], jax.lax.top_k(jax.nn.log_softmax(logits), 32)[0], atol=1e-4)
 
 
 def greedy_gaps(run_dir: str, seqkd_dir) -> tuple[np.ndarray, float]:
