@@ -6,6 +6,7 @@ compile, the loop with its tests), `finish` (summary, latency, export).
 """
 import dataclasses
 import functools
+import inspect
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -347,6 +348,7 @@ class Built(NamedTuple):
   terms: tuple
   state: steps.TrainState
   tok: Any = None  # A text dataset's tokenizer.
+  teacher_tok: Any = None  # The teacher's, where it differs (kd.data.paired).
 
 
 def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
@@ -354,7 +356,10 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   `config.init_from`), failing early on a bad batch size or term."""
   d, t = config.data, config.distill.teacher
   text = data.text.is_text(d.name)
-  tok = data.run_tokenizer(config, workdir) if text else None
+  tok = (data.run_tokenizer(config, workdir,
+                            from_teacher=not is_cross_tokenizer(config))
+         if text else None)
+  t_tok = cross_tokenizer_teacher(config, tok) if text else None
   spec = data.run_spec(config, tok)
   if text and d.task == 'classify':
     classes = data.classify.classes(data.text.source(d), d.data_dir or None)
@@ -384,17 +389,22 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   teacher = None
   terms, aux_params, aux_state = (), {}, {}
   if t.workdir:
-    teacher = models.from_config(t.model, t.kwargs, spec.num_classes,
-                                 teacher_dtype(t.dtype))
+    teacher = models.from_config(
+        t.model, t.kwargs, t_tok.vocab_size if t_tok else spec.num_classes,
+        teacher_dtype(t.dtype))
     context = getattr(teacher, 'max_len', None)  # A language model's.
-    if text and context and d.seq_len > context:
+    t_len, field = ((data.paired.teacher_seq_len(config), 'teacher_seq_len')
+                    if t_tok else (d.seq_len, 'seq_len'))
+    if text and context and t_len > context:
       raise kd_config.ConfigError(
-          f'config.data.seq_len={d.seq_len} exceeds the teacher\'s context '
+          f'config.data.{field}={t_len} exceeds the teacher\'s context '
           f'length (distill.teacher.kwargs max_len={context}, the teacher '
           f'in {t.workdir}): it cannot read sequences that long; set '
-          f'--config.data.seq_len to {context} or less, or distill from a '
+          f'--config.data.{field} to {context} or less, or distill from a '
           'teacher of a longer context')
     terms = distill_terms(config)
+    if t_tok is not None:
+      terms = with_vocab_map(terms, tok, t_tok)
     check_terms(terms, model, teacher, example)
     if text and t.cache:
       terms = cached_topk_terms(terms)
@@ -411,7 +421,65 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
     state = warm_start(state, config.init_from, name,
                        config.init_from_layers, parallel)
   return Built(spec, parallel, model, example, tx, lr_schedule, teacher,
-               terms, state, tok)
+               terms, state, tok, t_tok)
+
+
+def is_cross_tokenizer(config) -> bool:
+  """Whether a term of `config` compares two tokenizations (a loss of
+  input kind 'aligned': `kd.losses.cross_tokenizer`)."""
+  return any(t.loss in losses.LOSSES and losses.spec(t.loss).inputs ==
+             'aligned' for t in config.distill.terms.values())
+
+
+def cross_tokenizer_teacher(config, tok):
+  """The teacher's tokenizer of a cross-tokenizer run, else None; refuses
+  a run whose cross-tokenizer terms pair one tokenizer with itself, or that
+  asks for what reads one tokenization only."""
+  if not is_cross_tokenizer(config):
+    return None
+  t = config.distill.teacher
+  names = ', '.join(f'{k} ({v.loss})' for k, v in config.distill.terms.items()
+                    if losses.spec(v.loss).inputs == 'aligned')
+  for on, field in ((t.cache, 'distill.teacher.cache'),
+                    (t.model_shards > 1, 'distill.teacher.model_shards'),
+                    (config.distill.on_policy.lmbda,
+                     'distill.on_policy.lmbda'),
+                    (config.distill.seqkd.prompt_len,
+                     'distill.seqkd.prompt_len')):
+    if on:
+      raise kd_config.ConfigError(
+          f'config.{field} is set, but the cross-tokenizer terms {names} '
+          'feed the teacher its own tokens of each row: reset it (a live '
+          'teacher on every device, off-policy data)')
+  runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
+  t_config = runs.load_config(t.workdir)
+  t_tok = data.run_tokenizer(t_config, t.workdir)
+  kinds = (t_config.data.tokenizer, config.data.tokenizer)
+  if kinds[0] == kinds[1] and (kinds[0] == 'byte' or
+                               t_tok.to_str() == tok.to_str()):
+    raise kd_config.ConfigError(
+        f'the cross-tokenizer terms {names} pair two tokenizations, but the '
+        f'teacher ({t.workdir}) and the student read the same {kinds[0]} '
+        f'tokenizer of {tok.vocab_size} tokens: plain KL is exact there; '
+        "use loss='forward_kl' (or another divergence of kd.losses)")
+  return t_tok
+
+
+def with_vocab_map(terms, tok, teacher_tok) -> tuple[steps.Term, ...]:
+  """`terms` with the vocabulary map (`kd.data.align.vocab_map`) in the
+  arguments of those that take it."""
+  matched = None
+  out = []
+  for term in terms:
+    if 'matched_student' in inspect.signature(losses.spec(term.loss).fn
+                                              ).parameters:
+      if matched is None:
+        matched = data.align.vocab_map(tok, teacher_tok)
+      term = dataclasses.replace(term, kwargs={
+          **term.kwargs, 'matched_student': matched[0],
+          'matched_teacher': matched[1]})
+    out.append(term)
+  return tuple(out)
 
 
 def check_same_tokens(config, tok) -> None:
@@ -425,7 +493,8 @@ def check_same_tokens(config, tok) -> None:
            if data.encoder_task(config) else
            (t_tok.vocab_size, tok.vocab_size))
   fix = ('use the teacher\'s tokenizer: set config.data.tokenizer='
-         f'{kinds[0]!r} (and data.vocab_size={sizes[0]})')
+         f'{kinds[0]!r} (and data.vocab_size={sizes[0]}), or distill across '
+         "tokenizers with a 'uld' or 'hybrid_kl' term")
   # An encoder student may name a converted teacher's WordPiece 'hf'.
   if sizes[0] != sizes[1] or (kinds[0] != kinds[1]
                               and not data.encoder_task(config)):
@@ -462,7 +531,7 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
   if b.teacher is None:
     return TeacherSource()
   t = config.distill.teacher
-  if b.tok is not None:
+  if b.tok is not None and b.teacher_tok is None:
     runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
     check_same_tokens(config, b.tok)
   abstract = jax.eval_shape(lambda: b.teacher.init(
@@ -489,8 +558,9 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
   if t.fold_bn:
     teacher, variables = fold.fold_batch_norms(teacher, variables, b.example)
   extra = (b.parallel.replicate(variables),)
-  return TeacherSource(variables, step, extra, extra, seqkd_dir=seqkd_dir,
-                       model=teacher)
+  # A teacher of another tokenizer reads other tokens than the test's.
+  return TeacherSource(variables, step, () if b.teacher_tok else extra,
+                       extra, seqkd_dir=seqkd_dir, model=teacher)
 
 
 def seqkd_data(config, workdir: str) -> str:
@@ -613,7 +683,7 @@ def train_from_checkpoint(config, workdir: str, name: str, b: Built,
   train_step, eval_fn = compile_steps(config, b, src)
   test = tester(config, b, src, eval_fn)
   batches = select.train_batches(config, b.parallel, int(state.step), b.tok,
-                               src.seqkd_dir)
+                                 src.seqkd_dir, b.teacher_tok)
   if src.extend_batch is not None:
     batches = map(src.extend_batch, batches)
   # The run is accepted: its config is recorded before the first step.

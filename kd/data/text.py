@@ -373,13 +373,15 @@ def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
 
 
 
-def run_tokenizer(config, run_dir: str | None = None):
+def run_tokenizer(config, run_dir: str | None = None,
+                  from_teacher: bool = True):
   """The tokenizer of a text run (`config.data.tokenizer`). A BPE one lives
   in RUN_DIR/tokenizer.json: copied there from the teacher's run when the
-  teacher has one (a student must read the teacher's tokens), else trained
+  teacher has one (a student must read the teacher's tokens; not
+  `from_teacher`: a cross-tokenizer student has its own), else trained
   on the training split and saved there on first use."""
   d = config.data
-  teacher_dir = config.distill.teacher.workdir
+  teacher_dir = config.distill.teacher.workdir if from_teacher else ''
   if d.tokenizer == 'hf':
     return hf_run_tokenizer(d, run_dir, teacher_dir)
   if d.tokenizer != 'bpe':
