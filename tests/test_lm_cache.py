@@ -109,8 +109,8 @@ def test_a_cache_of_another_k_is_refused_naming_it(runs, teacher_dir,
   c = _student(teacher_dir, True, cache_dir, k=3)
   with pytest.raises(cache.CacheMismatchError,
                      match=r'topk: cache has 4, this run needs 3: read it as '
-                     r'it is with distill.teacher.cache_topk .* = 4, or '
-                     'delete'):
+                     r'it is with distill.teacher.cache_topk=4 \(and its '
+                     r"terms' k\), or delete"):
     train.train_and_evaluate(c, str(tmp_path))
 
 
@@ -204,7 +204,7 @@ def test_a_cache_of_other_storage_is_refused_before_any_step(
     train.train_and_evaluate(c, str(tmp_path))
   assert str(e.value) == (
       f"teacher cache {root / 'q8'}: quantize: cache has 'q8', this run "
-      "needs 'q4': read it as it is with distill.teacher.cache_quantize = "
+      "needs 'q4': read it as it is with distill.teacher.cache_quantize="
       f"'q8', or delete {root / 'q8'} (it is rebuilt) or set "
       'distill.teacher.cache_dir to another folder')
   assert not os.path.exists(tmp_path / 'checkpoints')
