@@ -191,6 +191,10 @@ def test_a_compressed_cache_decodes_to_the_float_one_and_trains_alike(runs):
           <= bound[..., None] + 1e-5).all()
   np.testing.assert_allclose(b['topk_log_tail'], a['topk_log_tail'],
                              rtol=2 ** -10, atol=1e-6)
+  with open(root / 'cached_q8' / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['teacher_cache_bytes_per_token'] == record
+  assert summary['teacher_cache_bytes_per_stored_logit'] == round(record / K, 4)
   np.testing.assert_allclose(np.array(_losses(str(root / 'cached_q8')))[:, 1:],
                              np.array(_losses(str(root / 'cached')))[:, 1:],
                              rtol=2e-3)

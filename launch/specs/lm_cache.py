@@ -5,7 +5,8 @@ with the tail bucket; 3 seeds, one teacher (as lm_distill's) shared by all.
 
   python -m launch.sweep launch/specs/lm_cache.py --workdir=runs
   python -m kd.tables runs/lm_cache --group-by=quantize,tail \
-      --metric=test_bits_per_byte,teacher_agreement,train_seconds
+      --metric=test_bits_per_byte,teacher_agreement,train_seconds,\
+               teacher_cache_bytes_per_stored_logit
 """
 NAME = 'lm_cache'
 CONFIG = 'configs/lm/distill.py'
