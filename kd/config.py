@@ -24,6 +24,9 @@ def run_config() -> mc.ConfigDict:
       # tokenizer ('byte'; 'bpe' trained to `vocab_size`; 'hf': the
       # teacher run's tokenizer.json, or the one at `tokenizer_path`).
       seq_len=0, tokenizer='byte', vocab_size=0, tokenizer_path='',
+      # A teacher of another tokenizer (a cross-tokenizer term,
+      # kd.data.paired): its tokens per row (0: seq_len).
+      teacher_seq_len=0,
       # What a text run learns (kd.names.TEXT_TASKS): 'lm' the next token;
       # 'mlm' masked tokens (BERT; data.tokenizer 'wordpiece' or 'hf');
       # 'classify' each document's label ([CLS] head; model.kwargs

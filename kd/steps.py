@@ -6,6 +6,7 @@ collectives over `AXIS`, so the same function runs under `jax.pmap` and under
 """
 import dataclasses
 import functools
+import inspect
 import re
 from typing import Any, Callable, Mapping
 
@@ -179,9 +180,43 @@ class Term:
       extra['labels'] = batch['label']
     if not spec.per_position:
       return spec.fn(s, t, **extra), new_state
+    if spec.inputs == 'aligned':
+      t, mask = aligned_pair(spec.fn, s, t, batch, extra, self.name)
     chunk_size = extra.pop('chunk_size', 0)
     fn = losses.chunked(spec.fn, chunk_size) if chunk_size else spec.fn
     return losses.masked_mean(fn(s, t, **extra), mask), new_state
+
+
+def aligned_pair(fn, student_logits, teacher_logits, batch, extra: dict,
+                 name: str):
+  """A cross-tokenizer term's inputs (batches of `kd.data.paired`): the
+  teacher's logits at each student position's aligned teacher position
+  [B, T, V'] and the mask of the aligned positions. A loss `fn` taking
+  `spans` gets in `extra` each side's log-probability of the text up to
+  the next aligned position, at the term's temperature, and where that
+  span is whole (`kd.losses.cross_tokenizer.span_log_probs`)."""
+  if 'align' not in batch:
+    raise ValueError(f'distill term {name!r} compares two tokenizations: '
+                     "its batches need both and their alignment ('align', "
+                     'kd.data.paired)')
+  a = batch['align']
+  if 'spans' in inspect.signature(fn).parameters:
+    if extra.get('chunk_size'):
+      raise ValueError(f'distill term {name!r}: chunk_size does not split '
+                       'the spans; remove it')
+    temperature = extra.get('temperature', 1.0)
+    positions = jnp.broadcast_to(jnp.arange(student_logits.shape[1]),
+                                 a['student_next'].shape)
+    extra['spans'] = (
+        losses.cross_tokenizer.span_log_probs(
+            student_logits, batch['label'], positions, a['student_next'],
+            temperature),
+        losses.cross_tokenizer.span_log_probs(
+            teacher_logits, batch['teacher_label'], a['teacher_pos'],
+            a['teacher_next'], temperature),
+        a['span'])
+  return (jnp.take_along_axis(teacher_logits, a['teacher_pos'][..., None],
+                              1), a['aligned'])
 
 
 def check_terms(terms, student_shapes, teacher_shapes) -> None:
@@ -231,7 +266,9 @@ def teacher_outputs(teacher, variables, batch) -> dict:
   may read the batch (routing by a column)."""
   if isinstance(teacher, teachers_lib.Teachers):
     return teacher.outputs(variables, batch)
-  return outputs(*teacher.apply(variables, batch['image'], train=False))
+  # A teacher of another tokenizer reads its own tokens (kd.data.paired).
+  return outputs(*teacher.apply(
+      variables, batch.get('teacher_image', batch['image']), train=False))
 
 
 def apply_train(model, params, model_state, x, qat: bool = False):
@@ -548,7 +585,8 @@ def vectorized(make_step: Callable, values, stream_of=None,
     *shared, batches = args
     if teacher_forward is not None:
       batches = {**batches, 'teacher': jax.lax.stop_gradient(jax.vmap(
-          lambda images: teacher_forward(*shared, images))(batches['image']))}
+          lambda images: teacher_forward(*shared, images))(
+              batches.get('teacher_image', batches['image'])))}
       shared = ()
     if stream_of is not None:
       batches = jax.tree.map(lambda x: x[stream_of], batches)

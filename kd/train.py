@@ -6,6 +6,7 @@ compile, the loop with its tests), `finish` (summary, latency, export).
 """
 import dataclasses
 import functools
+import inspect
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -358,6 +359,7 @@ class Built(NamedTuple):
   terms: tuple
   state: steps.TrainState
   tok: Any = None  # A text dataset's tokenizer.
+  teacher_tok: Any = None  # The teacher's, where it differs (kd.data.paired).
 
 
 def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
@@ -365,7 +367,19 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   `config.init_from`), failing early on a bad batch size or term."""
   d, t = config.data, config.distill.teacher
   text = data.text.is_text(d.name)
-  tok = data.run_tokenizer(config, workdir) if text else None
+  tok = (data.run_tokenizer(config, workdir,
+                            from_teacher=not is_cross_tokenizer(config))
+         if text else None)
+  if text and is_cross_tokenizer(config) and (
+      teachers_lib.run_dirs(config.distill) or data.mixed.is_mixed(d.name)):
+    raise kd_config.ConfigError(
+        f'config.distill.teachers={config.distill.teachers!r}, data.name='
+        f'{d.name!r}: cross-tokenizer terms pair one teacher\'s tokens of a '
+        'corpus with the student\'s, not several teachers or a mixed corpus;'
+        ' use forward_kl (or another divergence) with teachers of the '
+        "student's tokenizer, or one teacher (distill.teacher.workdir) on "
+        'one corpus')
+  t_tok = cross_tokenizer_teacher(config, tok) if text else None
   spec = data.run_spec(config, tok)
   if text and d.task == 'classify':
     classes = data.classify.classes(data.text.source(d), d.data_dir or None)
@@ -397,19 +411,25 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   several = teachers_lib.run_dirs(config.distill)
   if t.workdir or several:
     teacher = (lm_teachers(config, spec, tok) if several else
-               models.from_config(t.model, t.kwargs, spec.num_classes,
-                                  teacher_dtype(t.dtype)))
+               models.from_config(
+                   t.model, t.kwargs,
+                   t_tok.vocab_size if t_tok else spec.num_classes,
+                   teacher_dtype(t.dtype)))
     one = teacher.models if several else (teacher,)
+    t_len, field = ((data.paired.teacher_seq_len(config), 'teacher_seq_len')
+                    if t_tok else (d.seq_len, 'seq_len'))
     for t_dir, m in zip(several or (t.workdir,), one):
       context = getattr(m, 'max_len', None)  # A language model's.
-      if text and context and d.seq_len > context:
+      if text and context and t_len > context:
         raise kd_config.ConfigError(
-            f'config.data.seq_len={d.seq_len} exceeds the teacher\'s '
-            f'context length (max_len={context}, the teacher in {t_dir}): '
-            'it cannot read sequences that long; set --config.data.seq_len '
-            f'to {context} or less, or distill from a teacher of a longer '
+            f'config.data.{field}={t_len} exceeds the teacher\'s context '
+            f'length (max_len={context}, the teacher in {t_dir}): it cannot '
+            f'read sequences that long; set --config.data.{field} to '
+            f'{context} or less, or distill from a teacher of a longer '
             'context')
     terms = distill_terms(config)
+    if t_tok is not None:
+      terms = with_vocab_map(terms, tok, t_tok)
     check_terms(terms, model, one[0], example)
     if text and t.cache:
       terms = cached_topk_terms(terms)
@@ -426,7 +446,65 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
     state = warm_start(state, config.init_from, name,
                        config.init_from_layers, parallel)
   return Built(spec, parallel, model, example, tx, lr_schedule, teacher,
-               terms, state, tok)
+               terms, state, tok, t_tok)
+
+
+def is_cross_tokenizer(config) -> bool:
+  """Whether a term of `config` compares two tokenizations (a loss of
+  input kind 'aligned': `kd.losses.cross_tokenizer`)."""
+  return any(t.loss in losses.LOSSES and losses.spec(t.loss).inputs ==
+             'aligned' for t in config.distill.terms.values())
+
+
+def cross_tokenizer_teacher(config, tok):
+  """The teacher's tokenizer of a cross-tokenizer run, else None; refuses
+  a run whose cross-tokenizer terms pair one tokenizer with itself, or that
+  asks for what reads one tokenization only."""
+  if not is_cross_tokenizer(config):
+    return None
+  t = config.distill.teacher
+  names = ', '.join(f'{k} ({v.loss})' for k, v in config.distill.terms.items()
+                    if losses.spec(v.loss).inputs == 'aligned')
+  for on, field in ((t.cache, 'distill.teacher.cache'),
+                    (t.model_shards > 1, 'distill.teacher.model_shards'),
+                    (config.distill.on_policy.lmbda,
+                     'distill.on_policy.lmbda'),
+                    (config.distill.seqkd.prompt_len,
+                     'distill.seqkd.prompt_len')):
+    if on:
+      raise kd_config.ConfigError(
+          f'config.{field} is set, but the cross-tokenizer terms {names} '
+          'feed the teacher its own tokens of each row: reset it (a live '
+          'teacher on every device, off-policy data)')
+  runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
+  t_config = runs.load_config(t.workdir)
+  t_tok = data.run_tokenizer(t_config, t.workdir)
+  kinds = (t_config.data.tokenizer, config.data.tokenizer)
+  if kinds[0] == kinds[1] and (kinds[0] == 'byte' or
+                               t_tok.to_str() == tok.to_str()):
+    raise kd_config.ConfigError(
+        f'the cross-tokenizer terms {names} pair two tokenizations, but the '
+        f'teacher ({t.workdir}) and the student read the same {kinds[0]} '
+        f'tokenizer of {tok.vocab_size} tokens: plain KL is exact there; '
+        "use loss='forward_kl' (or another divergence of kd.losses)")
+  return t_tok
+
+
+def with_vocab_map(terms, tok, teacher_tok) -> tuple[steps.Term, ...]:
+  """`terms` with the vocabulary map (`kd.data.align.vocab_map`) in the
+  arguments of those that take it."""
+  matched = None
+  out = []
+  for term in terms:
+    if 'matched_student' in inspect.signature(losses.spec(term.loss).fn
+                                              ).parameters:
+      if matched is None:
+        matched = data.align.vocab_map(tok, teacher_tok)
+      term = dataclasses.replace(term, kwargs={
+          **term.kwargs, 'matched_student': matched[0],
+          'matched_teacher': matched[1]})
+    out.append(term)
+  return tuple(out)
 
 
 def lm_teachers(config, spec, tok) -> teachers_lib.Teachers:
@@ -438,7 +516,7 @@ def lm_teachers(config, spec, tok) -> teachers_lib.Teachers:
   configs = []
   for t_dir in dirs:
     runs.check_teacher(t_dir, d.teacher.allow_unfinished_teacher)
-    check_same_tokens(config, tok, t_dir)
+    check_same_tokens(config, tok, t_dir, across=False)
     configs.append(runs.load_config(t_dir))
   routes = ()
   if d.route_by:
@@ -457,10 +535,12 @@ def lm_teachers(config, spec, tok) -> teachers_lib.Teachers:
       d.route_by)
 
 
-def check_same_tokens(config, tok, t_dir: str = '') -> None:
+def check_same_tokens(config, tok, t_dir: str = '', across: bool = True
+                      ) -> None:
   """A student learns the teacher's next-token (or masked-token)
   distributions: over the same vocabulary, from the same tokenizer (the
-  teacher of `t_dir`, default distill.teacher.workdir)."""
+  teacher of `t_dir`, default distill.teacher.workdir; `across`: the fix
+  may be a cross-tokenizer term, which one teacher alone can take)."""
   t_dir = t_dir or config.distill.teacher.workdir
   t_config = runs.load_config(t_dir)
   t_tok = data.run_tokenizer(t_config, t_dir)
@@ -469,7 +549,10 @@ def check_same_tokens(config, tok, t_dir: str = '') -> None:
            if data.encoder_task(config) else
            (t_tok.vocab_size, tok.vocab_size))
   fix = ('use the teacher\'s tokenizer: set config.data.tokenizer='
-         f'{kinds[0]!r} (and data.vocab_size={sizes[0]})')
+         f'{kinds[0]!r} (and data.vocab_size={sizes[0]})' + (
+             ", or distill across tokenizers with a 'uld' or 'hybrid_kl' "
+             'term' if across else '; every teacher of distill.teachers '
+             "reads the student's tokenizer"))
   # An encoder student may name a converted teacher's WordPiece 'hf'.
   if sizes[0] != sizes[1] or (kinds[0] != kinds[1]
                               and not data.encoder_task(config)):
@@ -500,6 +583,8 @@ class TeacherSource(NamedTuple):
   with_teacher: Callable | None = None
   seqkd_dir: str = ''  # Training data: the teacher's generations (kd.seqkd).
   model: Any = None
+  # A top-k cache's bytes_per_token and bytes_per_stored_logit.
+  cache_sizes: dict | None = None
 
 
 def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
@@ -508,7 +593,7 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
   t = config.distill.teacher
   if isinstance(b.teacher, teachers_lib.Teachers):
     return several_teachers(config, b)
-  if b.tok is not None:
+  if b.tok is not None and b.teacher_tok is None:
     runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
     check_same_tokens(config, b.tok)
   abstract = jax.eval_shape(lambda: b.teacher.init(
@@ -530,13 +615,15 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
              teacher_cache(config, workdir, b.teacher, variables, step,
                            b.terms, b.example))
     return TeacherSource(variables, step, extra, extend_batch=lambda batch: {
-        **batch, 'teacher': cache.lookup(batch['index'])}, model=b.teacher)
+        **batch, 'teacher': cache.lookup(batch['index'])}, model=b.teacher,
+                         cache_sizes=getattr(cache, 'sizes', None))
   teacher = b.teacher
   if t.fold_bn:
     teacher, variables = fold.fold_batch_norms(teacher, variables, b.example)
   extra = (b.parallel.replicate(variables),)
-  return TeacherSource(variables, step, extra, extra, seqkd_dir=seqkd_dir,
-                       model=teacher)
+  # A teacher of another tokenizer reads other tokens than the test's.
+  return TeacherSource(variables, step, () if b.teacher_tok else extra,
+                       extra, seqkd_dir=seqkd_dir, model=teacher)
 
 
 def several_teachers(config, b: Built) -> TeacherSource:
@@ -678,7 +765,7 @@ def train_from_checkpoint(config, workdir: str, name: str, b: Built,
   train_step, eval_fn = compile_steps(config, b, src)
   test = tester(config, b, src, eval_fn)
   batches = select.train_batches(config, b.parallel, int(state.step), b.tok,
-                               src.seqkd_dir)
+                                 src.seqkd_dir, b.teacher_tok)
   if src.extend_batch is not None:
     batches = map(src.extend_batch, batches)
   # The run is accepted: its config is recorded before the first step.
@@ -699,6 +786,8 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
              **trained.best.summary()}
   if b.teacher is not None:
     summary['teacher_step'] = src.step
+  for key, value in (src.cache_sizes or {}).items():
+    summary[f'teacher_cache_{key}'] = value
   if config.evaluate.latency:
     shape, dtype = b.spec.input_shape, b.spec.input_dtype
     summary['latency_ms'] = latency.model_latency_ms(b.model, variables,

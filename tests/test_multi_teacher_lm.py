@@ -219,8 +219,17 @@ def test_a_teacher_of_another_vocabulary_is_refused(teacher_runs, tmp_path):
                      name='kd_pystdlib/tiny', tokenizer='bpe', vocab_size=300)
   with pytest.raises(kd_config.ConfigError, match=(
       r'the teacher \(.*bpe\) reads a vocabulary of 300 tokens \(bpe\), the '
-      r'student 259 \(byte\)')):
+      r"student 259 \(byte\): use the teacher's tokenizer: set "
+      r"config.data.tokenizer='bpe' \(and data.vocab_size=300\); every "
+      r"teacher of distill.teachers reads the student's tokenizer$")):
     train.train_and_evaluate(_config((code, bpe)), str(tmp_path / 'run'))
+  c = _config((code, code))
+  c.distill.terms.kl.loss = 'uld'
+  with pytest.raises(kd_config.ConfigError, match=(
+      'cross-tokenizer terms pair one teacher.s tokens of a corpus with the '
+      "student's, not several teachers or a mixed corpus; use forward_kl")):
+    train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
 def test_mixture_terms_of_two_temperatures_are_refused():

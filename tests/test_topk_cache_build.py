@@ -118,6 +118,10 @@ def test_a_leftover_build_for_other_settings_is_refused(tmp_path):
                      match=r"quantize: cache has 'q8', this run needs 'q4': "
                      r'read it as it is with distill.teacher.cache_quantize'):
     build(tmp_path, teacher, dict(META, quantize='q4'))
+  with pytest.raises(cache.CacheMismatchError, match=(
+      r'vocab_size: cache has 259, this run needs 4096: read it as it is '
+      r'with the tokenizer of 259 tokens it was built for, or delete')):
+    build(tmp_path, teacher, dict(META, vocab_size=4096))
   with pytest.raises(cache.CacheMismatchError,
                      match=r"unfinished build for something else:\n  "
                      r"teacher.params_sha256: unfinished build has 'abc', "

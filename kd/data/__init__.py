@@ -9,12 +9,14 @@ from kd.data.input_pipeline import (DatasetNotPreparedError, DatasetSpec,
                                     OFFLINE, builder, eval_batches,
                                     example_batches, indexed_batches,
                                     load_split, names, num_examples, spec)
+from kd.data import align
 from kd.data import classify
 from kd.data import corpus
 from kd.data import hf_tokenizer
 from kd.data import image_folder
 from kd.data import mixed
 from kd.data import mlm
+from kd.data import paired
 from kd.data import text
 from kd.names import ENCODER_TASKS
 
@@ -60,12 +62,13 @@ def encoder_task(config) -> bool:
           and config.data.get('task', 'lm') in ENCODER_TASKS)
 
 
-def run_tokenizer(config, run_dir: str | None = None):
+def run_tokenizer(config, run_dir: str | None = None,
+                  from_teacher: bool = True):
   """A text run's tokenizer (kept in `run_dir`): the encoder tasks'
   WordPiece (`mlm.run_tokenizer`), else `text.run_tokenizer`'s."""
   if encoder_task(config):
     return mlm.run_tokenizer(config, run_dir)
-  return text.run_tokenizer(config, run_dir)
+  return text.run_tokenizer(config, run_dir, from_teacher)
 
 
 def run_spec(config, tok=None) -> DatasetSpec:

@@ -12,6 +12,7 @@ from kd.data import classify
 from kd.data import input_pipeline
 from kd.data import mixed
 from kd.data import mlm
+from kd.data import paired
 from kd.data import seqkd
 from kd.data import text
 
@@ -32,20 +33,29 @@ def stream_key(config) -> str:
 
 
 def train_batches(config, parallel, start_step: int, tok=None,
-                  seqkd_dir: str = ''):
+                  seqkd_dir: str = '', teacher_tok=None):
   """This process's training batches of steps `start_step + 1` to
   `config.steps` (for a text dataset, packed sequences of `tok`'s tokens;
   with `seqkd_dir`, the teacher's generations stored there by
-  `kd.seqkd.build`). None past the last step, so reading ahead (prefetch)
-  never asks a teacher cache for rows the run does not train on."""
+  `kd.seqkd.build`; with `teacher_tok`, a teacher's other tokenizer, each
+  row in both tokenizations, `kd.data.paired`). None past the last step, so
+  reading ahead (prefetch) never asks a teacher cache for rows the run does
+  not train on."""
   return itertools.islice(_endless_batches(config, parallel, start_step, tok,
-                                           seqkd_dir),
+                                           seqkd_dir, teacher_tok),
                           max(config.steps - start_step, 0))
 
 
-def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str):
+def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str,
+                     teacher_tok=None):
   d = config.data
   batch_size = parallel.check_batch_size(config.batch_size)
+  if teacher_tok is not None:
+    return paired.paired_batches(
+        text.source(d), batch_size=batch_size, seq_len=d.seq_len,
+        teacher_seq_len=paired.teacher_seq_len(config),
+        seed=config.seed, tok=tok, teacher_tok=teacher_tok,
+        data_dir=d.data_dir or None, start_step=start_step)
   if seqkd_dir:
     return seqkd.generated_batches(seqkd_dir, batch_size=batch_size,
                                seed=config.seed, tok=tok,

@@ -380,15 +380,17 @@ def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
 
 
 
-def run_tokenizer(config, run_dir: str | None = None):
+def run_tokenizer(config, run_dir: str | None = None,
+                  from_teacher: bool = True):
   """The tokenizer of a text run (`config.data.tokenizer`). A BPE one lives
   in RUN_DIR/tokenizer.json: copied there from the teacher's run when the
-  teacher has one (a student must read the teacher's tokens), else trained
+  teacher has one (a student must read the teacher's tokens; not
+  `from_teacher`: a cross-tokenizer student has its own), else trained
   on the training split and saved there on first use."""
   d = config.data
   # Several teachers (distill.teachers) read one tokenizer: the first's.
-  teacher_dir = (config.distill.teacher.workdir or config.distill.get(
-      'teachers', '').split(',')[0].strip())
+  teacher_dir = ((config.distill.teacher.workdir or config.distill.get(
+      'teachers', '').split(',')[0].strip()) if from_teacher else '')
   if d.tokenizer == 'hf':
     return hf_run_tokenizer(d, run_dir, teacher_dir)
   if d.tokenizer != 'bpe':

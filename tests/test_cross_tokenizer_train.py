@@ -1,0 +1,156 @@
+"""A byte-level student distilled from a BPE teacher: the paired batches
+(both tokenizations of each row, aligned), a term's value against NumPy on
+them, a few training steps through kd.train, and the errors met before any
+work."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs.lm import distill
+from kd import config as kd_config
+from kd import losses, steps, train
+from kd.data import paired, text
+from tests.lm_run_fixture import write_lm_run
+
+TEACHER = {'d_model': 32, 'num_layers': 1, 'num_heads': 2, 'max_len': 64}
+NAME = 'kd_pystdlib/tiny'
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('xtok'))
+  for tok in ('bpe', 'byte'):
+    write_lm_run(f'{root}/{tok}_teacher', f'{root}/tfds', train_steps=0,
+                 seq_len=32, tokenizer=tok, vocab_size=300 if tok == 'bpe'
+                 else 0, sizes=TEACHER)
+  return root
+
+
+def student_config(root, teacher='bpe', **terms):
+  c = distill.get_config(
+      'dataset=kd_pystdlib/tiny,seq_len=32,batch=8,student_size=tiny,'
+      'method=forward_kl,steps=2').stages.student
+  c.data.data_dir = f'{root}/tfds'
+  c.distill.teacher.update(workdir=f'{root}/{teacher}_teacher',
+                           model='transformer_lm', kwargs=TEACHER)
+  c.distill.terms = {k: kd_config.term(v, 1.0) for k, v in terms.items()}
+  c.log_every, c.wandb.mode = 1, 'disabled'
+  return c
+
+
+def test_paired_batches_pair_the_students_rows_with_the_teachers_tokens(
+    root):
+  byte = text.ByteTokenizer()
+  bpe = text.tokenizer('bpe', path=f'{root}/bpe_teacher/tokenizer.json')
+  where = dict(batch_size=4, seq_len=32, seed=3, data_dir=f'{root}/tfds')
+  got = paired.paired_batches(NAME, teacher_seq_len=20, tok=byte,
+                              teacher_tok=bpe, start_step=5, **where)
+  want = map(text.model_batch, text.packed_batches(NAME, tok=byte,
+                                                   start_step=5, **where))
+  strings = (byte.token_strings(), bpe.token_strings())
+  for _ in range(2):
+    b, w = next(got), next(want)
+    for k in w:  # The student's part is the plain packed batch.
+      np.testing.assert_array_equal(b[k], w[k])
+    assert b['teacher_image'].shape == b['teacher_label'].shape == (4, 20)
+    a = b['align']
+    assert all(v.shape == (4, 32) for v in a.values())
+    assert 0.2 < a['aligned'].mean() < 1 and a['span'].sum() > 10
+    assert not (a['aligned'] * (1 - b['mask'])).any()
+    for r, p in zip(*np.nonzero(a['span'])):
+      q, ps, qs = a['teacher_pos'][r, p], a['student_next'][r, p], a[
+          'teacher_next'][r, p]
+      # The same text on both sides, from the same input byte on.
+      s_span = b''.join(strings[0][i] for i in b['label'][r, p:ps])
+      t_span = b''.join(strings[1][i] for i in b['teacher_label'][r, q:qs])
+      assert s_span == t_span and s_span
+      assert strings[0][b['image'][r, p]][-1:] == strings[1][
+          b['teacher_image'][r, q]][-1:] or b['image'][r, p] >= 256
+
+
+def test_a_term_reads_the_teacher_at_the_aligned_positions(root):
+  byte = text.ByteTokenizer()
+  bpe = text.tokenizer('bpe', path=f'{root}/bpe_teacher/tokenizer.json')
+  b = next(paired.paired_batches(
+      NAME, batch_size=2, seq_len=32, teacher_seq_len=32, seed=0, tok=byte,
+      teacher_tok=bpe, data_dir=f'{root}/tfds'))
+  rng = np.random.default_rng(0)
+  s = rng.normal(size=(2, 32, 259)).astype(np.float32)
+  t = rng.normal(size=(2, 32, 300)).astype(np.float32)
+  a = b['align']
+  term = steps.Term('x', 'uld', 1.0, kwargs={'temperature': 2.0})
+  value, _ = term({'logits': s}, {'logits': t}, b)
+  at = t[np.arange(2)[:, None], a['teacher_pos']]
+  per = np.asarray(losses.cross_tokenizer.uld(s, at, 2.0))
+  np.testing.assert_allclose(
+      float(value), (per * a['aligned']).sum() / a['aligned'].sum(),
+      rtol=1e-5)
+  # The hybrid's span term: each side's log-prob of its own tokens.
+  ms, mt = [np.arange(3)] * 2
+  term = steps.Term('h', 'hybrid_kl', 1.0, kwargs={
+      'matched_student': ms, 'matched_teacher': mt})
+  value, _ = term({'logits': s}, {'logits': t}, b)
+  log_s = jax.nn.log_softmax(s)
+  log_t = jax.nn.log_softmax(t)
+  pick = lambda lp, y: np.take_along_axis(np.asarray(lp), y[..., None],
+                                          -1)[..., 0]
+  ls, lt = pick(log_s, b['label']), pick(log_t, b['teacher_label'])
+  lq = np.array([[ls[r, p:a['student_next'][r, p]].sum() for p in range(32)]
+                 for r in range(2)])
+  lp = np.array([[lt[r, a['teacher_pos'][r, p]:a['teacher_next'][r, p]].sum()
+                  for p in range(32)] for r in range(2)])
+  per = np.asarray(losses.cross_tokenizer.hybrid_kl(s, at, ms, mt,
+                                                    (lq, lp, a['span'])))
+  np.testing.assert_allclose(
+      float(value), (per * a['aligned']).sum() / a['aligned'].sum(),
+      rtol=1e-4)
+
+
+def test_a_byte_student_trains_from_a_bpe_teacher(root):
+  c = student_config(root, uld='uld', hybrid='hybrid_kl')
+  summary = train.train_and_evaluate(c, f'{root}/student')
+  assert summary['steps'] == 2 and summary['test_bits_per_byte'] > 0
+  # No teacher figures on the test split: the teacher reads other tokens.
+  assert not any('kl' in k or 'agree' in k for k in summary)
+  with open(f'{root}/student/metrics.jsonl') as f:
+    rows = [json.loads(line) for line in f if '"loss"' in line]
+  assert len(rows) == 2
+  for r in rows:
+    assert 0 < r['uld'] < 2 and 0 < r['hybrid'] < 20
+    assert np.isfinite(r['loss'])
+  # The student's own tokenizer, not the teacher's.
+  assert not os.path.exists(f'{root}/student/tokenizer.json')
+
+
+def test_a_cross_tokenizer_term_on_one_tokenizer_is_refused(root, tmp_path):
+  c = student_config(root, teacher='byte', uld='uld')
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"^the cross-tokenizer terms uld \(uld\) pair two tokenizations, but "
+      r"the teacher \(.*byte_teacher\) and the student read the same byte "
+      r"tokenizer of 259 tokens: plain KL is exact there; use "
+      r"loss='forward_kl'")):
+    train.train_and_evaluate(c, str(tmp_path / 's'))
+  assert not os.path.exists(tmp_path / 's' / 'metrics.jsonl')
+
+
+def test_a_same_vocabulary_term_on_a_bpe_teacher_names_the_way_across(
+    root, tmp_path):
+  c = student_config(root, kl='forward_kl')
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"reads a vocabulary of 300 tokens \(bpe\), the student 259 \(byte\): "
+      r".* or distill across tokenizers with a 'uld' or 'hybrid_kl' term")):
+    train.train_and_evaluate(c, str(tmp_path / 's'))
+  c = student_config(root, uld='uld')
+  c.distill.on_policy.update(lmbda=0.5, prompt_len=8)
+  with pytest.raises(kd_config.ConfigError, match=(
+      r'^config.distill.on_policy.lmbda is set, but the cross-tokenizer terms '
+      r'uld \(uld\) feed the teacher its own tokens of each row')):
+    train.train_and_evaluate(c, str(tmp_path / 's2'))
+  c = student_config(root, uld='uld')
+  c.data.teacher_seq_len = 65
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"config.data.teacher_seq_len=65 exceeds the teacher's context")):
+    train.train_and_evaluate(c, str(tmp_path / 's3'))
