@@ -425,10 +425,10 @@ class TopkCache:
         out[RECORDS], self.vocab_size, self.k, _bits(self.quantize))))
 
 
-# What a top-k cache was built with, and the setting that reads it as it is.
-_SETTINGS = (('topk', 'distill.teacher.cache_topk (and its terms\' k)'),
-             ('quantize', 'distill.teacher.cache_quantize'),
-             ('vocab_size', 'the tokenizer of the run that built it'))
+# What a top-k cache was built with, and how a run reads it as it is.
+_SETTINGS = (('topk', "distill.teacher.cache_topk={!r} (and its terms' k)"),
+             ('quantize', 'distill.teacher.cache_quantize={!r}'),
+             ('vocab_size', 'the tokenizer of {!r} tokens it was built for'))
 
 
 def check_topk_settings(path: str, meta: dict) -> None:
@@ -449,7 +449,7 @@ def check_topk_settings(path: str, meta: dict) -> None:
         f'teacher cache {cache_dir}: ' + '; '.join(
             f'{key}: cache has {have!r}, this run needs {want!r}'
             for key, have, want, _ in problems) + ': read it as it is with ' +
-        ' and '.join(f'{how} = {have!r}' for _, have, _, how in problems) +
+        ' and '.join(how.format(have) for _, have, _, how in problems) +
         f', or delete {cache_dir} (it is rebuilt) or set '
         'distill.teacher.cache_dir to another folder')
 

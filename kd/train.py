@@ -525,6 +525,8 @@ class TeacherSource(NamedTuple):
   with_teacher: Callable | None = None
   seqkd_dir: str = ''  # Training data: the teacher's generations (kd.seqkd).
   model: Any = None
+  # A top-k cache's bytes_per_token and bytes_per_stored_logit.
+  cache_sizes: dict | None = None
 
 
 def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
@@ -553,7 +555,8 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
              teacher_cache(config, workdir, b.teacher, variables, step,
                            b.terms, b.example))
     return TeacherSource(variables, step, extra, extend_batch=lambda batch: {
-        **batch, 'teacher': cache.lookup(batch['index'])}, model=b.teacher)
+        **batch, 'teacher': cache.lookup(batch['index'])}, model=b.teacher,
+                         cache_sizes=getattr(cache, 'sizes', None))
   teacher = b.teacher
   if t.fold_bn:
     teacher, variables = fold.fold_batch_norms(teacher, variables, b.example)
@@ -704,6 +707,8 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
              **trained.best.summary()}
   if b.teacher is not None:
     summary['teacher_step'] = src.step
+  for key, value in (src.cache_sizes or {}).items():
+    summary[f'teacher_cache_{key}'] = value
   if config.evaluate.latency:
     shape, dtype = b.spec.input_shape, b.spec.input_dtype
     summary['latency_ms'] = latency.model_latency_ms(b.model, variables,

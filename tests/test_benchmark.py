@@ -137,3 +137,24 @@ def test_hf_peer_row_takes_torchs_fastest_thread_count():
   assert row['peer_by_threads']['2']['teacher_forward'] == 60.0
   assert ('| 3,000,000 -> 400,000 | 8 x 128 | 1 | 20.00 | 40.00 | 0.50 |'
           in hf.markdown(row))
+
+
+def test_topk_cache_rows_are_the_formulas_and_error_grows_with_fewer_bits(
+    monkeypatch):
+  from experiments.benchmark import topk_cache  # pylint: disable=g-import-not-at-top
+  from kd import topk_codec  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(topk_cache, 'ROWS', 16)
+  monkeypatch.setattr(topk_cache, 'SEQ', 8)
+  monkeypatch.setattr(topk_cache, 'BATCH', 4)
+  rows = {r['storage']: r for r in topk_cache.bench(259, 64, iters=1)}
+  assert rows['none']['bytes_per_token'] == 8 * 64 + 4
+  for q in ('q8', 'q6', 'q5', 'q4'):
+    assert rows[q]['bytes_per_token'] == topk_codec.record_bytes(
+        259, 64, int(q[1]))
+    assert rows[q]['bytes_per_stored_logit'] == pytest.approx(
+        rows[q]['bytes_per_token'] / 64, abs=1e-4)
+    assert rows[q]['reader_vs_float32'] == pytest.approx(
+        rows[q]['reader_tokens_per_s'] / rows['none']['reader_tokens_per_s'])
+  kls = [rows[q]['kl'] for q in ('q8', 'q6', 'q5', 'q4')]
+  assert 0 < kls[0] < kls[1] < kls[2] < kls[3]
+  assert '| 259 | 64 | q8 | 101 | 1.58 |' in topk_cache.markdown(rows.values())

@@ -109,8 +109,8 @@ def test_a_cache_of_another_k_is_refused_naming_it(runs, teacher_dir,
   c = _student(teacher_dir, True, cache_dir, k=3)
   with pytest.raises(cache.CacheMismatchError,
                      match=r'topk: cache has 4, this run needs 3: read it as '
-                     r'it is with distill.teacher.cache_topk .* = 4, or '
-                     'delete'):
+                     r'it is with distill.teacher.cache_topk=4 \(and its '
+                     r"terms' k\), or delete"):
     train.train_and_evaluate(c, str(tmp_path))
 
 
@@ -191,6 +191,10 @@ def test_a_compressed_cache_decodes_to_the_float_one_and_trains_alike(runs):
           <= bound[..., None] + 1e-5).all()
   np.testing.assert_allclose(b['topk_log_tail'], a['topk_log_tail'],
                              rtol=2 ** -10, atol=1e-6)
+  with open(root / 'cached_q8' / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['teacher_cache_bytes_per_token'] == record
+  assert summary['teacher_cache_bytes_per_stored_logit'] == round(record / K, 4)
   np.testing.assert_allclose(np.array(_losses(str(root / 'cached_q8')))[:, 1:],
                              np.array(_losses(str(root / 'cached')))[:, 1:],
                              rtol=2e-3)
@@ -204,7 +208,7 @@ def test_a_cache_of_other_storage_is_refused_before_any_step(
     train.train_and_evaluate(c, str(tmp_path))
   assert str(e.value) == (
       f"teacher cache {root / 'q8'}: quantize: cache has 'q8', this run "
-      "needs 'q4': read it as it is with distill.teacher.cache_quantize = "
+      "needs 'q4': read it as it is with distill.teacher.cache_quantize="
       f"'q8', or delete {root / 'q8'} (it is rebuilt) or set "
       'distill.teacher.cache_dir to another folder')
   assert not os.path.exists(tmp_path / 'checkpoints')

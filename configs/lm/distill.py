@@ -14,9 +14,11 @@
                teacher's greedy continuations of the training rows' first
                `prompt` tokens (steps x batch of them, evenly spaced over
                the corpus), generated once (kd.seqkd)
-  topk         CE + KL to the teacher's top-k (k 32 of the vocabulary,
-               renormalised), read from a cache of the teacher's top-k
-               logits per token built once (kd.cache)
+  topk         CE + KL to the teacher's top-k (`k`, default 32, of the
+               vocabulary, renormalised; `tail=1`: with the tail bucket),
+               read from a cache of the teacher's top-k log-probabilities
+               per token built once (kd.cache), stored as `quantize` says
+               ('none': float32; 'q8' ... 'q4': kd.topk_codec records)
 `teacher_dir=PATH` shares one trained teacher between runs. `export=1`
 exports the student to LiteRT (float32 and int8 weights; prefill and decode
 signatures). `init=1` starts
@@ -34,7 +36,8 @@ METHODS = ('scratch', 'forward_kl', 'reverse_kl', 'jsd', 'skew_kl', 'tvd',
 TOPK = 32
 
 
-def _terms(method: str) -> tuple[float, dict]:
+def _terms(method: str, k: int = TOPK, tail: bool = False
+           ) -> tuple[float, dict]:
   """(cross-entropy weight, terms)."""
   return {
       'scratch': (1.0, {}),
@@ -45,7 +48,8 @@ def _terms(method: str) -> tuple[float, dict]:
       'tvd': (1.0, {'tvd': term('tvd', 1.0)}),
       'gkd': (0.0, {'jsd': term('generalized_jsd', 1.0, beta=0.5)}),
       'seqkd': (1.0, {}),
-      'topk': (1.0, {'topk': term('topk_kl', 1.0, k=TOPK)}),
+      'topk': (1.0, {'topk': term('topk_kl_cached', 1.0, tail=True) if tail
+                     else term('topk_kl', 1.0, k=k)}),
   }[method]
 
 
@@ -53,7 +57,8 @@ def get_config(arg: str | None = None):
   a = parse_args(arg, method='forward_kl', teacher_dir=str, lmbda=0.5,
                  prompt=32, init=False, export=False, teacher_size='teacher',
                  student_size='student',
-                 teacher_steps=2000, **recipes.DEFAULTS)
+                 teacher_steps=2000, k=TOPK, quantize='none', tail=False,
+                 **recipes.DEFAULTS)
   method = a.pop('method')
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
@@ -61,7 +66,7 @@ def get_config(arg: str | None = None):
                               'vocab', 'files', 'tokenizer_path')}
   teacher = recipes.recipe(a['teacher_size'], 0, a['teacher_steps'], **shared)
   student = recipes.recipe(a['student_size'], a['seed'], a['steps'], **shared)
-  ce_weight, terms = _terms(method)
+  ce_weight, terms = _terms(method, a['k'], a['tail'])
   student.distill.ce_weight = ce_weight
   if terms or method == 'seqkd':
     student.distill.teacher.update(workdir='teacher', model=teacher.model.name,
@@ -78,7 +83,8 @@ def get_config(arg: str | None = None):
     student.distill.seqkd.update(prompt_len=a['prompt'],
                                  num_prompts=a['steps'] * a['batch'])
   if method == 'topk':
-    student.distill.teacher.update(cache=True, cache_topk=TOPK)
+    student.distill.teacher.update(cache=True, cache_topk=a['k'],
+                                   cache_quantize=a['quantize'])
   c = pipeline_config(teacher=teacher, student=student)
   if a['teacher_dir']:
     c.stage_dirs = {'teacher': a['teacher_dir']}
