@@ -23,6 +23,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from kd import cache
 from kd import config as kd_config
 from kd import data
 from kd import distributed
@@ -206,7 +207,7 @@ def one_line_errors(fn, name: str = 'kd.main'):
 # no traceback.
 RUN_DIR_ERRORS = (kd_config.ConfigError, runs.RunDirError, runs.RunLockedError,
                   runs.ConfigMismatchError, runs.CorruptFileError,
-                  data.corpus.CorpusError)
+                  data.corpus.CorpusError, cache.CacheMismatchError)
 
 
 def _main(argv):

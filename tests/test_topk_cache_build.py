@@ -128,3 +128,21 @@ def test_a_leftover_build_for_other_settings_is_refused(tmp_path):
                      r"this run needs 'xyz'"):
     build(tmp_path, teacher, dict(META, teacher={'params_sha256': 'xyz'}))
   assert teacher.calls == 0
+
+
+def test_a_mismatch_is_one_line_on_the_command_line(tmp_path, capsys):
+  from kd import main  # pylint: disable=g-import-not-at-top
+  build(tmp_path, Teacher())
+
+  def run(argv):
+    del argv
+    cache.TopkCache(str(tmp_path), dict(META, topk=16))
+
+  with pytest.raises(SystemExit):
+    main.one_line_errors(run)([])
+  assert capsys.readouterr().err == (
+      f'[kd.main] CacheMismatchError: teacher cache {tmp_path}: topk: cache '
+      "has 8, this run needs 16: read it as it is with distill.teacher."
+      "cache_topk=8 (and its terms' k), or delete "
+      f'{tmp_path} (it is rebuilt) or set distill.teacher.cache_dir to '
+      'another folder\n')
