@@ -96,14 +96,16 @@ def np_hybrid(s, t, ms, mt, temp, spans=None):
   if spans is not None:
     lq, lp, whole = spans
     P, Q = np.exp(lp), np.exp(lq)
-    out = out + whole * (P * np.log(P / Q) + (1 - P) * np.log((1 - P) / (1 - Q)))
+    out = out + whole * (P * np.log(P / Q)
+                         + (1 - P) * np.log((1 - P) / (1 - Q)))
   return out
 
 
 def np_uld_probs(p, q):
   p, q = -np.sort(-p, -1), -np.sort(-q, -1)
   w = max(p.shape[-1], q.shape[-1])
-  pad = lambda x: np.concatenate([x, np.zeros(x.shape[:-1] + (w - x.shape[-1],))], -1)
+  pad = lambda x: np.concatenate(
+      [x, np.zeros(x.shape[:-1] + (w - x.shape[-1],))], -1)
   return np.abs(pad(p) - pad(q)).sum(-1)
 
 

@@ -9,14 +9,17 @@ import jax
 import numpy as np
 import pytest
 
-from configs.lm import distill
+from configs.lm import cross_tokenizer, distill
+from experiments.cross_tokenizer import table
 from kd import config as kd_config
-from kd import losses, steps, train
+from kd import fields, losses, steps, train
 from kd.data import paired, text
+from launch import sweep
 from tests.lm_run_fixture import write_lm_run
 
 TEACHER = {'d_model': 32, 'num_layers': 1, 'num_heads': 2, 'max_len': 64}
 NAME = 'kd_pystdlib/tiny'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -154,3 +157,39 @@ def test_a_same_vocabulary_term_on_a_bpe_teacher_names_the_way_across(
   with pytest.raises(kd_config.ConfigError, match=(
       r"config.data.teacher_seq_len=65 exceeds the teacher's context")):
     train.train_and_evaluate(c, str(tmp_path / 's3'))
+
+
+def test_the_sweep_and_its_table_pair_each_method_with_scratch(tmp_path):
+  """The spec's runs (configs as the sweep writes them, summaries made up):
+  the table's student rows, each method against scratch seed by seed."""
+  spec = sweep.load_spec(os.path.join(ROOT, 'launch', 'specs',
+                                      'lm_cross_tokenizer.py'))
+  bpb = {'scratch': [2.80, 2.78, 2.82], 'uld': [2.81, 2.80, 2.83],
+         'hybrid': [2.70, 2.72, 2.71], 'forward_kl': [2.60, 2.62, 2.64]}
+  for run in sweep.expand(spec, str(tmp_path)):
+    config = cross_tokenizer.get_config(run.arg)
+    kd_config.validate(config)
+    student = config.stages.student
+    args = dict(fields.pairs(run.arg))
+    method = args['method']
+    teacher_tok = config.stages.teacher.data.tokenizer
+    assert teacher_tok == ('byte' if method == 'forward_kl' else 'bpe')
+    assert list(student.distill.terms) == ([] if method == 'scratch'
+                                           else [method])
+    sweep.describe(run)
+    with open(os.path.join(run.workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json())
+    with open(os.path.join(run.workdir, 'summary.json'), 'w') as f:
+      json.dump({'student/test_bits_per_byte': bpb[method][int(args['seed'])],
+                 'teacher/test_bits_per_byte': {'byte': 1.9, 'bpe': 2.1}[
+                     teacher_tok], 'teacher/steps': 1000,
+                 'student/steps': 300}, f)
+  assert table.markdown(str(tmp_path / spec.NAME)).splitlines() == [
+      '| method | teacher | seeds | bits per byte | minus scratch (same seed) '
+      '| lower than scratch |', '|---|---|---|---|---|---|',
+      '| scratch | - | 3 | 2.800 ± 0.020 | - | - |',
+      '| uld | BPE-4096 | 3 | 2.813 ± 0.015 | +0.013 ± 0.006 | 0 of 3 |',
+      '| hybrid | BPE-4096 | 3 | 2.710 ± 0.010 | -0.090 ± 0.026 | 3 of 3 |',
+      '| forward_kl | byte | 3 | 2.620 ± 0.020 | -0.180 ± 0.020 | 3 of 3 |',
+      '', '| teacher | bits per byte |', '|---|---|',
+      '| BPE-4096 | 2.100 |', '| byte | 1.900 |']

@@ -58,7 +58,8 @@ def paired_batches(name, *, batch_size: int, seq_len: int,
     e, b = divmod(step, per_epoch)
     if e != epoch:
       epoch = e
-      perm, order = text._epoch_orders(seed, epoch, len(texts), rows)  # pylint: disable=protected-access
+      perm, order = text._epoch_orders(  # pylint: disable=protected-access
+          seed, epoch, len(texts), rows)
       streams = [(text.pack(d, k), align.stream_ends(d, k)) for d, k in (
           ([s_docs[i] for i in perm], tok), ([t_docs[i] for i in perm],
                                              teacher_tok))]
@@ -75,7 +76,8 @@ def paired_batch(rows, picked, seq_len, teacher_seq_len, streams, tok,
   """The batch of student `rows` (row numbers `picked` of the packing whose
   (tokens, coordinates) per side are `streams`)."""
   (_, s_ends), (t_stream, t_ends) = streams
-  batch = text.model_batch(text._batch(rows, tok))  # pylint: disable=protected-access
+  batch = text.model_batch(
+      text._batch(rows, tok))  # pylint: disable=protected-access
   width = teacher_seq_len + 1
   t_rows, aligns = [], []
   for r in picked:

@@ -25,7 +25,8 @@ def sorted_l1(p, q):
   distance between the two sorted vectors (any lengths)."""
   p, q = _descending(p), _descending(q)
   width = max(p.shape[-1], q.shape[-1])
-  pad = lambda x: jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])])
+  pad = lambda x: jnp.pad(x, [(0, 0)] * (x.ndim - 1)
+                          + [(0, width - x.shape[-1])])
   return jnp.sum(jnp.abs(pad(p) - pad(q)), -1)
 
 
