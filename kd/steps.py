@@ -7,6 +7,7 @@ collectives over `AXIS`, so the same function runs under `jax.pmap` and under
 import dataclasses
 import functools
 import inspect
+from numbers import Number
 import re
 from typing import Any, Callable, Mapping
 
@@ -154,9 +155,11 @@ class Term:
             if self.adapter else None)
 
   def __call__(self, student_out, teacher_out, batch, aux_params=None,
-               aux_state=None, rng=None, step=0):
+               aux_state=None, rng=None, step=0, log_probs=None):
     """Returns (loss value, the adapter's new state); scheduled loss
-    arguments take their values at `step`."""
+    arguments take their values at `step`. With the step's `LogProbs`, a
+    divergence of log-probabilities (`losses.divergences.of_log_probs`)
+    reads them there instead of computing its own."""
     spec = losses.spec(self.loss)
     s = select(student_out, self.student)
     t = select(teacher_out, self.teacher)
@@ -183,8 +186,34 @@ class Term:
     if spec.inputs == 'aligned':
       t, mask = aligned_pair(spec.fn, s, t, batch, extra, self.name)
     chunk_size = extra.pop('chunk_size', 0)
+    form = getattr(spec.fn, 'on_log_probs', None)
+    temperature = extra.get('temperature', 1.0)
+    if (log_probs is not None and form is not None and adapter is None and (
+        not chunk_size or log_probs.holds('student', self.student,
+                                          temperature))):
+      return losses.masked_mean(self.on_log_probs(
+          form, log_probs, t, chunk_size, extra), mask), new_state
     fn = losses.chunked(spec.fn, chunk_size) if chunk_size else spec.fn
     return losses.masked_mean(fn(s, t, **extra), mask), new_state
+
+  def on_log_probs(self, form, log_probs, teacher_logits, chunk_size: int,
+                   extra: dict):
+    """The divergence `form(log_q, log_p, **extra)` per position from the
+    step's `log_probs` (`LogProbs`); chunked, the student's that the step
+    holds already (the cross-entropy's at T = 1: `__call__` computes both
+    sides a chunk at a time where it holds none) and the teacher's a chunk
+    at a time."""
+    extra = dict(extra)
+    temperature = extra.pop('temperature', 1.0)
+    losses.divergences.check_positive('temperature', temperature)
+    log_q = log_probs('student', self.student, temperature)
+    if not chunk_size:
+      return form(log_q, log_probs('teacher', self.teacher, temperature),
+                  **extra)
+    return losses.chunked(lambda lq, t: form(
+        lq, losses.divergences.tempered_log_softmax(
+            jax.lax.stop_gradient(t), temperature), **extra),
+                          chunk_size)(log_q, teacher_logits)
 
 
 def aligned_pair(fn, student_logits, teacher_logits, batch, extra: dict,
@@ -256,6 +285,37 @@ def init_adapters(terms, student_shapes, teacher_shapes, rng,
   return params, state
 
 
+class LogProbs:
+  """The tempered log-probabilities log softmax(z / T), float32, of the
+  models' outputs in one step: each computed once per model, output and
+  temperature, and shared by the cross-entropy (`label_loss`) and every
+  term whose loss is a divergence of them (`Term.on_log_probs`), so that
+  their gradients meet before one backward pass through the softmax. The
+  teacher's side is stop-gradient. A temperature that is not a Python
+  number (a schedule's, a vectorized run's) is computed at each use."""
+
+  def __init__(self, student_out, teacher_out):
+    self.outputs = {'student': student_out, 'teacher': teacher_out}
+    self.held = {}  # (side, output, temperature): log-probabilities.
+
+  def __call__(self, side: str, key: str = 'logits', temperature=1.0):
+    held = isinstance(temperature, Number)
+    if held and (side, key, temperature) in self.held:
+      return self.held[side, key, temperature]
+    z = select(self.outputs[side], key)
+    if side == 'teacher':
+      z = jax.lax.stop_gradient(z)
+    value = losses.divergences.tempered_log_softmax(z, temperature)
+    if held:
+      self.held[side, key, temperature] = value
+    return value
+
+  def holds(self, side: str, key: str, temperature) -> bool:
+    """Whether these log-probabilities are computed already."""
+    return isinstance(temperature, Number) and (side, key,
+                                                temperature) in self.held
+
+
 def outputs(logits, features) -> dict:
   return {'logits': logits, **features}
 
@@ -287,7 +347,7 @@ def apply_train(model, params, model_state, x, qat: bool = False):
 
 
 def apply_terms(terms, student_out, teacher_out, batch, step,
-                aux_params=None, aux_state=None, rng=None):
+                aux_params=None, aux_state=None, rng=None, log_probs=None):
   """The distillation `terms` at training step `step`, the one place a step
   evaluates them: total = sum_k w_k(step) L_k, w_k the term's `weight_at`
   (schedule and warm-up), L_k its loss (scheduled arguments, adapter with
@@ -297,7 +357,8 @@ def apply_terms(terms, student_out, teacher_out, batch, step,
   Returns (total, metrics, new adapter state): metrics has each term's
   value under its name and, when scheduled, its weight under
   '<name>/weight'; the state has the new state of every term in
-  `aux_state`.
+  `aux_state`. `log_probs` (`LogProbs`) shares the models' log-softmaxes
+  between the terms.
   """
   aux_params, aux_state = aux_params or {}, aux_state or {}
   total, metrics, new_state = 0.0, {}, {}
@@ -305,7 +366,7 @@ def apply_terms(terms, student_out, teacher_out, batch, step,
     value, state = term(student_out, teacher_out, batch,
                         aux_params.get(term.name), aux_state.get(term.name),
                         None if rng is None else jax.random.fold_in(rng, k),
-                        step)
+                        step, log_probs)
     weight = term.weight_at(step)
     metrics[term.name] = value
     if term.is_scheduled:
@@ -361,11 +422,15 @@ def mixup(batch, rng, alpha: float):
               label_b=batch['label'][perm], lam=lam)
 
 
-def label_loss(logits, batch, label_smoothing: float = 0.0):
+def label_loss(logits, batch, label_smoothing: float = 0.0, log_q=None):
   """Cross-entropy with the batch's labels (`losses.classification`),
-  averaged over its mask, mixed as the batch is (`mixup`)."""
-  ce = lambda labels: losses.masked_mean(losses.classification.cross_entropy(
-      logits, labels, label_smoothing), batch.get('mask'))
+  averaged over its mask, mixed as the batch is (`mixup`); `log_q`: the
+  logits' log-softmax where the step holds it already (`LogProbs`)."""
+  if log_q is None:
+    log_q = jax.nn.log_softmax(logits.astype(jnp.float32))
+  ce = lambda labels: losses.masked_mean(
+      losses.classification.cross_entropy_of_log_probs(
+          log_q, labels, label_smoothing), batch.get('mask'))
   if 'lam' in batch:
     return batch['lam'] * ce(batch['label']) + (1 - batch['lam']) * ce(
         batch['label_b'])
@@ -435,12 +500,14 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
                                             state.model_state, batch['image'],
                                             qat)
     student_out = outputs(logits, feats)
-    ce = label_loss(logits, batch, label_smoothing)
+    # One log-softmax per model and temperature for the CE and the terms.
+    log_probs = LogProbs(student_out, teacher_out)
+    ce = label_loss(logits, batch, label_smoothing, log_probs('student'))
     metrics = {'ce': ce, 'accuracy': accuracy(logits, batch['label'],
                                               batch.get('mask'))}
     distill, more, new_aux_state = apply_terms(
         terms, student_out, teacher_out, batch, state.step, aux_params,
-        state.aux_state, rng)
+        state.aux_state, rng, log_probs)
     total = ce_weight * ce + distill
     metrics.update(more, loss=total)
     return total, (new_state, new_aux_state, metrics)

@@ -8,6 +8,8 @@ softmax). No T^2 factor is applied (as in GKD and TRL); `kd.losses.logits.kd`
 is the T^2-scaled forward KL of Hinton et al. The teacher's logits receive no
 gradient.
 """
+import functools
+import inspect
 import math
 from numbers import Number
 
@@ -57,22 +59,50 @@ def _log_mixture(log_a, log_b, weight: float):
   return jnp.logaddexp(log_a + jnp.log(weight), log_b + jnp.log1p(-weight))
 
 
-def forward_kl(student_logits, teacher_logits, temperature: float = 1.0):
+def of_log_probs(form):
+  """The divergence `form(log_q, log_p, **kwargs)`, written on the tempered
+  log-probabilities, as a loss of logits:
+    fn(student_logits, teacher_logits, temperature=1.0, **kwargs)
+      = form(*log_probs(student_logits, teacher_logits, temperature), **kwargs).
+  `fn.on_log_probs` is `form`: a step that holds the log-probabilities
+  already (one log-softmax per model and temperature, shared by every term
+  and the cross-entropy, `kd.steps.LogProbs`) calls it directly."""
+
+  def fn(student_logits, teacher_logits, temperature: float = 1.0, **kwargs):
+    return form(*log_probs(student_logits, teacher_logits, temperature),
+                **kwargs)
+
+  functools.update_wrapper(fn, form)
+  del fn.__wrapped__  # The signature is fn's own, with form's options.
+  own = list(inspect.signature(fn).parameters.values())[:3]
+  fn.__signature__ = inspect.signature(form).replace(parameters=[
+      *own, *list(inspect.signature(form).parameters.values())[2:]])
+  fn.on_log_probs = form
+  return fn
+
+
+@of_log_probs
+def forward_kl(log_q, log_p):
   """KL(p || q), the teacher's distribution against the student's: mode
   covering (Hinton et al., 2015, without the T^2)."""
-  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
   return kl(log_p, log_q)
 
 
-def reverse_kl(student_logits, teacher_logits, temperature: float = 1.0):
+@of_log_probs
+def reverse_kl(log_q, log_p):
   """KL(q || p) = sum_v q_v (log q_v - log p_v): mode seeking (MiniLLM,
   Gu et al., ICLR 2024; GKD with beta -> 1)."""
-  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
   return kl(log_q, log_p)
 
 
-def generalized_jsd(student_logits, teacher_logits, temperature: float = 1.0,
-                    beta: float = 0.5):
+def _check_beta(beta):
+  if isinstance(beta, Number) and not 0 < beta < 1:
+    raise ValueError(f'beta must be in (0, 1), got {beta}; beta = 0 and 1 '
+                     'are the forward_kl and reverse_kl losses')
+
+
+@of_log_probs
+def generalized_jsd(log_q, log_p, beta: float = 0.5):
   """Generalized Jensen-Shannon divergence (GKD, Agarwal et al., ICLR 2024):
   JSD_beta = beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q,
   0 < beta < 1; beta = 0.5 is the Jensen-Shannon divergence.
@@ -85,18 +115,15 @@ def generalized_jsd(student_logits, teacher_logits, temperature: float = 1.0,
   and that its `reduction='batchmean'` divides the sum over tokens by the
   number of sequences, where the scalar form here averages over tokens.
   """
-  if isinstance(beta, Number) and not 0 < beta < 1:
-    raise ValueError(f'beta must be in (0, 1), got {beta}; beta = 0 and 1 '
-                     'are the forward_kl and reverse_kl losses')
-  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
+  _check_beta(beta)
   log_m = _log_mixture(log_p, log_q, beta)
   return beta * kl(log_p, log_m) + (1 - beta) * kl(log_q, log_m)
 
 
-def tvd(student_logits, teacher_logits, temperature: float = 1.0):
+@of_log_probs
+def tvd(log_q, log_p):
   """Total variation distance 0.5 sum_v |p_v - q_v| (in [0, 1]; used as a
   GKD divergence by Wen et al., ACL 2023, f-divergence KD)."""
-  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
   return 0.5 * jnp.sum(jnp.abs(jnp.exp(log_p) - jnp.exp(log_q)), -1)
 
 
@@ -105,24 +132,22 @@ def _check_alpha(alpha):
     raise ValueError(f'alpha must be in [0, 1], got {alpha}')
 
 
-def skew_kl(student_logits, teacher_logits, temperature: float = 1.0,
-            alpha: float = 0.1):
+@of_log_probs
+def skew_kl(log_q, log_p, alpha: float = 0.1):
   """Skew KL (DistiLLM, Ko et al., ICML 2024):
   KL(p || alpha p + (1 - alpha) q), 0 <= alpha <= 1; alpha = 0 is the
   forward KL, and the skew keeps the value and gradient bounded where q is
   near 0."""
   _check_alpha(alpha)
-  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
   return kl(log_p, _log_mixture(log_p, log_q, alpha))
 
 
-def skew_reverse_kl(student_logits, teacher_logits, temperature: float = 1.0,
-                    alpha: float = 0.1):
+@of_log_probs
+def skew_reverse_kl(log_q, log_p, alpha: float = 0.1):
   """Skew reverse KL (DistiLLM, Ko et al., ICML 2024):
   KL(q || alpha q + (1 - alpha) p), 0 <= alpha <= 1; alpha = 0 is the
   reverse KL."""
   _check_alpha(alpha)
-  log_q, log_p = log_probs(student_logits, teacher_logits, temperature)
   return kl(log_q, _log_mixture(log_q, log_p, alpha))
 
 
