@@ -748,10 +748,13 @@ def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
   """`test(p_state)`: the test figures of a replicated train state."""
   batches = select.test_split(config, b.tok)
 
+  sources = (data.mixed.parts(config.data.name)
+             if data.mixed.is_mixed(config.data.name) else ())
+
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
     return metrics.test_rates(eval_fn, b.parallel, (variables, *src.eval_extra),
-                             batches())
+                             batches(), sources)
 
   return test
 
