@@ -85,6 +85,16 @@ def run_config() -> mc.ConfigDict:
           # Distill from a teacher run that has not finished (its latest
           # checkpoint; the summary's teacher_step says which).
           allow_unfinished_teacher=False)),
+      # Several language-model teachers (kd.teachers) instead of `teacher`:
+      # their run directories, comma-separated (each run's config names its
+      # model; `teacher`'s dtype and allow_unfinished_teacher apply to all),
+      # combined by `teacher_weights` (comma-separated, one per teacher; the
+      # terms see the mixture sum_k w_k softmax(t_k / T); default: the
+      # average), or routed by the data column `route_by` ('source': each
+      # row of a mixed corpus, data.name='kd_pystdlib+kd_bbcnews', is
+      # taught by the teacher of its source, its run's data.name unless
+      # `teacher_sources` names them, comma-separated, one per teacher).
+      teachers='', teacher_weights='', route_by='', teacher_sources='',
       ce_weight=1.0,
       terms=mc.ConfigDict(),
       # Train with simulated int8 (kd.quantization) for a better int8 export.
@@ -377,6 +387,12 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           'cannot be negative', 'set 0 (greedy) or a sampling temperature')
     check(seqkd.batch_size > 0, 'distill.seqkd.batch_size',
           'must be positive', 'set the generation batch, e.g. 64')
+  if c.distill.get('teachers'):
+    _check_teachers(c, check, at)
+  for field in ('distill.teacher.cache', 'distill.seqkd.prompt_len'):
+    check('+' not in c.data.name or not fields.get(c, field, 0), field,
+          f'reads one corpus\'s fixed rows, not a mix ({c.data.name})',
+          'turn it off (a live teacher), or train on one corpus')
   teacher = c.distill.teacher
   check(teacher.model_shards >= 1, 'distill.teacher.model_shards',
         'must be 1 or more', 'set 1 to keep the teacher on every device')
@@ -414,6 +430,57 @@ _SCHEDULE_RANGES = {
     'beta': (lambda v: 0 < v < 1, 'must be in (0, 1)'),
     'alpha': (lambda v: 0 <= v <= 1, 'must be in [0, 1]'),
 }
+
+
+def _check_teachers(c, check, at: str) -> None:
+  """Several LM teachers (`kd.teachers`): what the config alone decides."""
+  d = c.distill
+  dirs = [x.strip() for x in d.teachers.split(',') if x.strip()]
+  k = len(dirs)
+  check(names.is_text(c.data.name) and c.data.get('task', 'lm') == 'lm',
+        'distill.teachers', 'several teachers distill a language model '
+        f'(data.name={c.data.name!r})', 'use a text dataset, or '
+        'experiments/multi_teacher for classifiers')
+  check(not d.teacher.workdir, 'distill.teachers', 'distill.teacher.workdir'
+        f'={d.teacher.workdir!r} is set too', 'name every teacher in '
+        f"distill.teachers and set --config.{at}distill.teacher.workdir=''")
+  try:
+    weights = [float(w) for w in d.teacher_weights.split(',') if w.strip()]
+  except ValueError:
+    weights = None
+  check(weights is not None, 'distill.teacher_weights', 'not numbers',
+        'give comma-separated numbers, one per teacher, e.g. 0.5,0.5')
+  check(not weights or len(weights) == k, 'distill.teacher_weights',
+        f'{len(weights)} weights for the {k} teachers of distill.teachers',
+        f'give {k} weights, one per teacher in order')
+  check(all(w >= 0 for w in weights) and (not weights or sum(weights) > 0),
+        'distill.teacher_weights', 'a mixture needs weights >= 0, not all 0',
+        'give non-negative weights')
+  check(not (weights and d.route_by), 'distill.teacher_weights',
+        f'route_by={d.route_by!r} routes each row to one teacher',
+        'weight the teachers or route by a column, not both')
+  sources = [x.strip() for x in d.teacher_sources.split(',') if x.strip()]
+  check(not sources or len(sources) == k, 'distill.teacher_sources',
+        f'{len(sources)} sources for the {k} teachers of distill.teachers',
+        f'give {k} sources, one per teacher in order')
+  t = d.teacher
+  check(not t.cache and t.model_shards == 1 and not d.seqkd.prompt_len
+        and not d.on_policy.lmbda, 'distill.teachers', 'several teachers '
+        'run live on the mesh, replicated or sharded by parallel=\'sharded\' '
+        '(no cache, model_shards, seqkd or on_policy yet)',
+        'turn those off, or distill from one teacher')
+  temperatures = {}
+  for name, term in d.terms.items():
+    check(term.teacher == 'logits' and not term.adapter,
+          f'distill.terms.{name}.teacher', 'several teachers share only '
+          'their next-token logits', "read teacher='logits' without an "
+          'adapter')
+    temperatures.setdefault(float(term.kwargs.get('temperature', 1.0)), name)
+  if not d.route_by and len(temperatures) > 1:
+    _fail(f'{at}distill.terms', ', '.join(
+        f'{name}: T={t:g}' for t, name in temperatures.items()),
+          'the mixture sum_k w_k softmax(t_k / T) of several teachers is '
+          'formed at one temperature', 'give every term the same one')
 
 
 def _check_schedule(path: str, field: str, spec: tuple) -> None:

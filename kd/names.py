@@ -31,5 +31,7 @@ ENCODER_TASKS = ('mlm', 'classify')
 
 
 def is_text(dataset: str) -> bool:
-  """Whether `dataset` (config.data.name) is a text corpus (kd.data.text)."""
-  return dataset.split('/')[0] in TEXT_DATASETS
+  """Whether `dataset` (config.data.name) is a text corpus (kd.data.text),
+  or a mix of them ('kd_pystdlib+kd_bbcnews', rows of one source each)."""
+  return all(part.split('/')[0] in TEXT_DATASETS
+             for part in dataset.split('+'))

@@ -21,6 +21,7 @@ from kd import losses
 from kd import metrics
 from kd import names
 from kd import quantization
+from kd import teachers as teachers_lib
 from kd.parallel import AXIS
 
 
@@ -259,6 +260,17 @@ def outputs(logits, features) -> dict:
   return {'logits': logits, **features}
 
 
+def teacher_outputs(teacher, variables, batch) -> dict:
+  """A frozen teacher's outputs on `batch`: its forward pass on the inputs,
+  or for several teachers (`kd.teachers.Teachers`) their combination, which
+  may read the batch (routing by a column)."""
+  if isinstance(teacher, teachers_lib.Teachers):
+    return teacher.outputs(variables, batch)
+  # A teacher of another tokenizer reads its own tokens (kd.data.paired).
+  return outputs(*teacher.apply(
+      variables, batch.get('teacher_image', batch['image']), train=False))
+
+
 def apply_train(model, params, model_state, x, qat: bool = False):
   """Forward pass in training mode; returns logits, features, new state.
   `qat`: with simulated int8 weights and activations (kd.quantization)."""
@@ -451,10 +463,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
     if teacher is None:  # Outputs read from the teacher cache (kd.cache).
       teacher_out = batch['teacher']
     else:
-      # A teacher of another tokenizer reads its own tokens (kd.data.paired).
-      teacher_out = outputs(*teacher.apply(
-          teacher_vars[0], batch.get('teacher_image', batch['image']),
-          train=False))
+      teacher_out = teacher_outputs(teacher, teacher_vars[0], batch)
     teacher_out = jax.lax.stop_gradient(teacher_out)
     new, metrics = update(state, tx, loss_fn, state, teacher_out, batch, rng)
     if on_policy is not None:
@@ -498,8 +507,8 @@ def make_eval_step(model: nn.Module, teacher: nn.Module | None = None
     if 'bytes' in batch:  # Text: the bytes the targets cover.
       out['bytes'] = jnp.sum(batch['bytes'])
     if teacher is not None or 'teacher' in batch:
-      t_logits = (batch['teacher']['logits'] if teacher is None else
-                  teacher.apply(teacher_vars, batch['image'], train=False)[0])
+      t_logits = (batch['teacher'] if teacher is None else teacher_outputs(
+          teacher, teacher_vars, batch))['logits']
       kl = losses.divergences.forward_kl(logits, t_logits)
       out['agree'] = jnp.sum(mask * metrics.agreement(logits, t_logits))
       out['kl'] = jnp.sum(mask * kl)

@@ -31,6 +31,7 @@ from kd import sampling
 from kd import seqkd
 from kd import sharding
 from kd import steps
+from kd import teachers as teachers_lib
 from kd.data import select
 from kd.models import encoder
 from kd.models import flax_module
@@ -156,6 +157,16 @@ def _preflight_run(c, at: str) -> None:
       fail('data.tokenizer_path', d.tokenizer_path, str(e),
            'point it at a BERT WordPiece tokenizer.json' if encoder else
            'point it at an HF tokenizer.json that keeps every byte')
+  if text and data.mixed.is_mixed(d.name):
+    try:
+      parts = data.mixed.parts(d.name)
+    except ValueError as e:
+      fail('data.name', d.name, str(e).split(': ', 1)[1].split('; ')[0],
+           str(e).split('; ')[-1])
+    for part in parts:  # Each source's splits, as a corpus of its own.
+      _preflight_run(mc.ConfigDict({**c.to_dict(), 'data': {
+          **d.to_dict(), 'name': part}}), at)
+    return
   b = (data.text.builder(data.text.source(d), d.data_dir or None) if text else
        data.builder(d.name, d.data_dir or None, d.download,
                     d.image_size or None))
@@ -385,6 +396,15 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   tok = (data.run_tokenizer(config, workdir,
                             from_teacher=not is_cross_tokenizer(config))
          if text else None)
+  if text and is_cross_tokenizer(config) and (
+      teachers_lib.run_dirs(config.distill) or data.mixed.is_mixed(d.name)):
+    raise kd_config.ConfigError(
+        f'config.distill.teachers={config.distill.teachers!r}, data.name='
+        f'{d.name!r}: cross-tokenizer terms pair one teacher\'s tokens of a '
+        'corpus with the student\'s, not several teachers or a mixed corpus;'
+        ' use forward_kl (or another divergence) with teachers of the '
+        "student's tokenizer, or one teacher (distill.teacher.workdir) on "
+        'one corpus')
   t_tok = cross_tokenizer_teacher(config, tok) if text else None
   spec = data.run_spec(config, tok)
   if text and d.task == 'classify':
@@ -414,28 +434,33 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   tx, lr_schedule = optim.create(config.optimizer, config.steps)
   teacher = None
   terms, aux_params, aux_state = (), {}, {}
-  if t.workdir:
-    teacher = models.from_config(
-        t.model, t.kwargs, t_tok.vocab_size if t_tok else spec.num_classes,
-        teacher_dtype(t.dtype))
-    context = getattr(teacher, 'max_len', None)  # A language model's.
+  several = teachers_lib.run_dirs(config.distill)
+  if t.workdir or several:
+    teacher = (lm_teachers(config, spec, tok) if several else
+               models.from_config(
+                   t.model, t.kwargs,
+                   t_tok.vocab_size if t_tok else spec.num_classes,
+                   teacher_dtype(t.dtype)))
+    one = teacher.models if several else (teacher,)
     t_len, field = ((data.paired.teacher_seq_len(config), 'teacher_seq_len')
                     if t_tok else (d.seq_len, 'seq_len'))
-    if text and context and t_len > context:
-      raise kd_config.ConfigError(
-          f'config.data.{field}={t_len} exceeds the teacher\'s context '
-          f'length (distill.teacher.kwargs max_len={context}, the teacher '
-          f'in {t.workdir}): it cannot read sequences that long; set '
-          f'--config.data.{field} to {context} or less, or distill from a '
-          'teacher of a longer context')
+    for t_dir, m in zip(several or (t.workdir,), one):
+      context = getattr(m, 'max_len', None)  # A language model's.
+      if text and context and t_len > context:
+        raise kd_config.ConfigError(
+            f'config.data.{field}={t_len} exceeds the teacher\'s context '
+            f'length (max_len={context}, the teacher in {t_dir}): it cannot '
+            f'read sequences that long; set --config.data.{field} to '
+            f'{context} or less, or distill from a teacher of a longer '
+            'context')
     terms = distill_terms(config)
     if t_tok is not None:
       terms = with_vocab_map(terms, tok, t_tok)
-    check_terms(terms, model, teacher, example)
+    check_terms(terms, model, one[0], example)
     if text and t.cache:
       terms = cached_topk_terms(terms)
     aux_params, aux_state = init_adapters(
-        terms, model, teacher, example, jax.random.key(config.seed + 1),
+        terms, model, one[0], example, jax.random.key(config.seed + 1),
         0 if text else data.num_examples(d.name, 'train', d.data_dir or None,
                                          d.download, d.image_size or None))
   elif len(config.distill.terms):
@@ -512,10 +537,41 @@ def with_vocab_map(terms, tok, teacher_tok) -> tuple[steps.Term, ...]:
   return tuple(out)
 
 
-def check_same_tokens(config, tok) -> None:
+def lm_teachers(config, spec, tok) -> teachers_lib.Teachers:
+  """`config.distill.teachers` as one teacher (`kd.teachers`), checked
+  before any work: each run finished and of the student's tokens, and, when
+  routing, one teacher per source of the data."""
+  d = config.distill
+  dirs = teachers_lib.run_dirs(d)
+  configs = []
+  for t_dir in dirs:
+    runs.check_teacher(t_dir, d.teacher.allow_unfinished_teacher)
+    check_same_tokens(config, tok, t_dir, across=False)
+    configs.append(runs.load_config(t_dir))
+  routes = ()
+  if d.route_by:
+    sources = ([s.strip() for s in d.teacher_sources.split(',') if s.strip()]
+               or [c.data.name for c in configs])
+    routes = teachers_lib.routes(config.data.name, d.route_by, sources, dirs)
+  weights = teachers_lib.numbers(d.teacher_weights) or (1.0,) * len(dirs)
+  temperatures = {float(term.kwargs.get('temperature', 1.0))
+                  for term in d.terms.values()}
+  return teachers_lib.Teachers(
+      tuple(models.from_config(c.model.name, c.model.kwargs,
+                               spec.num_classes, teacher_dtype(d.teacher.dtype))
+            for c in configs),
+      teachers_lib.normalised(weights),
+      temperatures.pop() if len(temperatures) == 1 else 1.0, routes,
+      d.route_by)
+
+
+def check_same_tokens(config, tok, t_dir: str = '', across: bool = True
+                      ) -> None:
   """A student learns the teacher's next-token (or masked-token)
-  distributions: over the same vocabulary, from the same tokenizer."""
-  t_dir = config.distill.teacher.workdir
+  distributions: over the same vocabulary, from the same tokenizer (the
+  teacher of `t_dir`, default distill.teacher.workdir; `across`: the fix
+  may be a cross-tokenizer term, which one teacher alone can take)."""
+  t_dir = t_dir or config.distill.teacher.workdir
   t_config = runs.load_config(t_dir)
   t_tok = data.run_tokenizer(t_config, t_dir)
   kinds = (t_config.data.tokenizer, config.data.tokenizer)
@@ -523,8 +579,10 @@ def check_same_tokens(config, tok) -> None:
            if data.encoder_task(config) else
            (t_tok.vocab_size, tok.vocab_size))
   fix = ('use the teacher\'s tokenizer: set config.data.tokenizer='
-         f'{kinds[0]!r} (and data.vocab_size={sizes[0]}), or distill across '
-         "tokenizers with a 'uld' or 'hybrid_kl' term")
+         f'{kinds[0]!r} (and data.vocab_size={sizes[0]})' + (
+             ", or distill across tokenizers with a 'uld' or 'hybrid_kl' "
+             'term' if across else '; every teacher of distill.teachers '
+             "reads the student's tokenizer"))
   # An encoder student may name a converted teacher's WordPiece 'hf'.
   if sizes[0] != sizes[1] or (kinds[0] != kinds[1]
                               and not data.encoder_task(config)):
@@ -563,6 +621,8 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
   if b.teacher is None:
     return TeacherSource()
   t = config.distill.teacher
+  if isinstance(b.teacher, teachers_lib.Teachers):
+    return several_teachers(config, b)
   if b.tok is not None and b.teacher_tok is None:
     runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
     check_same_tokens(config, b.tok)
@@ -594,6 +654,23 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
   # A teacher of another tokenizer reads other tokens than the test's.
   return TeacherSource(variables, step, () if b.teacher_tok else extra,
                        extra, seqkd_dir=seqkd_dir, model=teacher)
+
+
+def several_teachers(config, b: Built) -> TeacherSource:
+  """The variables of `config.distill.teachers`, each read as a single
+  teacher's are (onto the mesh under parallel='sharded'), passed to the
+  step as one tuple; `step` lists their checkpoints' steps."""
+  loaded = []
+  for t_dir, m in zip(teachers_lib.run_dirs(config.distill), b.teacher.models):
+    abstract = jax.eval_shape(lambda m=m: m.init(jax.random.key(0), b.example,
+                                                 train=False))
+    loaded.append(runs.load_teacher(
+        t_dir, abstract, config.distill.teacher.allow_unfinished_teacher,
+        mesh_shardings(b.parallel, abstract)))
+  variables = tuple(v for v, _ in loaded)
+  extra = (b.parallel.replicate(variables),)
+  return TeacherSource(variables, [s for _, s in loaded], extra, extra,
+                       model=b.teacher)
 
 
 def seqkd_data(config, workdir: str) -> str:
@@ -665,8 +742,10 @@ def compile_steps(config, b: Built, src: TeacherSource, group_values=None,
   if group_values is None:
     step = train_step(config, b, src, run_values(config))
   else:
+    # Several teachers read the batch itself (routing): each run's step.
     shared = (b.teacher is not None and bool(src.train_extra)
-              and not config.mixup_alpha)
+              and not config.mixup_alpha
+              and not isinstance(b.teacher, teachers_lib.Teachers))
     forward = (lambda v, x: steps.outputs(*src.model.apply(
         v, x, train=False))) if shared else None
     step = steps.vectorized(

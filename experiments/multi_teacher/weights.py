@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kd import teachers
 from kd.losses import classification
 from kd.losses import divergences
 
@@ -113,9 +114,9 @@ def ae_kd(student_logits, teacher_logits, temperature: float, gram_sum=None):
 
 
 def combine(weights, teacher_logits, temperature: float):
-  """[B, C]: the mixture sum_k w_k softmax(t_k / T)."""
-  p = divergences.tempered_softmax(teacher_logits, temperature)
-  return jnp.einsum('kb,kbc->bc', weights, p)
+  """[B, C]: the mixture sum_k w_k softmax(t_k / T) (`kd.teachers`'s, which
+  language-model runs use too)."""
+  return teachers.mixture(weights, teacher_logits, temperature)
 
 
 def kd_to_target(student_logits, target, temperature: float):

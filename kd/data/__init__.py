@@ -14,6 +14,7 @@ from kd.data import classify
 from kd.data import corpus
 from kd.data import hf_tokenizer
 from kd.data import image_folder
+from kd.data import mixed
 from kd.data import mlm
 from kd.data import paired
 from kd.data import text

@@ -10,6 +10,7 @@ import numpy as np
 
 from kd.data import classify
 from kd.data import input_pipeline
+from kd.data import mixed
 from kd.data import mlm
 from kd.data import paired
 from kd.data import seqkd
@@ -65,6 +66,10 @@ def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str,
     return make(text.source(d), batch_size=batch_size, seq_len=d.seq_len,
                 seed=config.seed, tok=tok, start_step=start_step,
                 data_dir=d.data_dir or None)
+  if task and mixed.is_mixed(d.name):
+    return map(text.model_batch, mixed.packed_batches(
+        d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
+        tok=tok, data_dir=d.data_dir or None, start_step=start_step))
   if task:
     return map(text.model_batch, text.packed_batches(
         text.source(d), batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
@@ -91,7 +96,8 @@ def eval_batches(config, tok=None):
         text.source(d), batch_size=config.eval_batch_size, seq_len=d.seq_len,
         tok=tok, split=d.eval_split, data_dir=d.data_dir or None)
   if task:
-    return map(text.model_batch, text.eval_batches(
+    return map(text.model_batch, (
+        mixed.eval_batches if mixed.is_mixed(d.name) else text.eval_batches)(
         text.source(d), batch_size=config.eval_batch_size, seq_len=d.seq_len,
         tok=tok, split=d.eval_split, data_dir=d.data_dir or None))
   return input_pipeline.eval_batches(

@@ -127,6 +127,9 @@ def builder(name: 'str | corpus.Files', data_dir: str | None = None):
       tfds.disable_progress_bar()
       b.download_and_prepare(file_format='tfrecord')
     return b
+  if '+' in name:
+    raise ValueError(f'{name!r} mixes corpora (kd.data.mixed): pass each of '
+                     'its parts')
   base = name.split('/')[0]
   if base == 'kd_text':
     raise ValueError('kd_text reads the files of config.data.files: pass '
@@ -159,7 +162,11 @@ def _check_stdlib(b):
 
 def documents(name: str, split: str, data_dir: str | None = None
               ) -> list[str]:
-  """The texts of `split`, in file order."""
+  """The texts of `split`, in file order (of a mixed corpus
+  'kd_pystdlib+kd_bbcnews', `kd.data.mixed`: source after source)."""
+  if isinstance(name, str) and '+' in name:
+    return [doc for part in name.split('+')
+            for doc in documents(part, split, data_dir)]
   b = builder(name, data_dir)
   ds = b.as_dataset(split=split, shuffle_files=False,
                     read_config=tfds.ReadConfig(add_tfds_id=False))
@@ -381,7 +388,9 @@ def run_tokenizer(config, run_dir: str | None = None,
   `from_teacher`: a cross-tokenizer student has its own), else trained
   on the training split and saved there on first use."""
   d = config.data
-  teacher_dir = config.distill.teacher.workdir if from_teacher else ''
+  # Several teachers (distill.teachers) read one tokenizer: the first's.
+  teacher_dir = ((config.distill.teacher.workdir or config.distill.get(
+      'teachers', '').split(',')[0].strip()) if from_teacher else '')
   if d.tokenizer == 'hf':
     return hf_run_tokenizer(d, run_dir, teacher_dir)
   if d.tokenizer != 'bpe':
@@ -428,10 +437,11 @@ def model_batch(batch: dict) -> dict:
   """A packed batch in the form every kd step reads: `image` the model
   input (token ids [B, T]; the key predates non-image inputs), `label` the
   next tokens [B, T], `mask` and `bytes` per target (and `index`, the
-  row numbers, with fixed packing)."""
+  row numbers, with fixed packing; `source`, a mixed corpus's row source)."""
   tokens = batch['tokens']
   out = {'image': tokens[:, :-1], 'label': tokens[:, 1:],
          'mask': batch['mask'], 'bytes': batch['bytes']}
-  if 'index' in batch:
-    out['index'] = batch['index']
+  for key in ('index', 'source'):
+    if key in batch:
+      out[key] = batch[key]
   return out

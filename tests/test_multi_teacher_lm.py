@@ -1,0 +1,241 @@
+"""Several LM teachers in one run (kd.teachers, kd.data.mixed): the mixture
+against NumPy, a routed step equal to the single-teacher step on batches of
+one source, the mixed corpus's rows, each bad input's error before any
+work, and a few steps end to end."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from kd import config as kd_config
+from kd import models, steps, teachers
+from kd import train
+from kd.data import mixed, text
+from tests.lm_run_fixture import write_lm_run
+
+MIX = 'kd_pystdlib/tiny+kd_bbcnews/tiny'
+SIZES = {'d_model': 16, 'num_layers': 1, 'num_heads': 2, 'max_len': 32}
+SEQ = 16
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize('per_example', [False, True])
+def test_mixture_is_the_weighted_sum_of_tempered_softmaxes(per_example):
+  rng = np.random.default_rng(0)
+  t = rng.normal(0, 3, (3, 2, 5, 7)).astype(np.float32)  # [K, B, T, V]
+  w = (rng.dirichlet(np.ones(3), 2).T if per_example
+       else np.array([0.5, 0.3, 0.2]))
+  w = w.astype(np.float32)
+  temp = 2.0
+  wb = w if per_example else np.broadcast_to(w[:, None], (3, 2))
+  want = np.einsum('kb,kbtv->btv', wb, _softmax(t / temp))
+  np.testing.assert_allclose(teachers.mixture(w, t, temp), want, rtol=1e-5)
+  # The terms read T log p: their softmax(. / T) is the mixture itself.
+  logits = np.asarray(teachers.mixture_logits(w, t, temp))
+  np.testing.assert_allclose(_softmax(logits / temp), want, rtol=1e-5,
+                             atol=1e-7)
+
+
+def test_zero_weight_drops_a_teacher_and_route_picks_rows():
+  rng = np.random.default_rng(1)
+  t = rng.normal(0, 2, (2, 3, 4, 6)).astype(np.float32)
+  # Weights (1, 0) at T: T log_softmax(t_0 / T), teacher 1 ignored.
+  got = np.asarray(teachers.mixture_logits(np.array([1.0, 0.0]), t, 3.0))
+  want = 3.0 * np.log(_softmax(t[0] / 3.0))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  routed = np.asarray(teachers.route(t, jnp.array([1, 0, 1])))
+  np.testing.assert_array_equal(routed, np.stack([t[1, 0], t[0, 1], t[1, 2]]))
+
+
+def _in_axis(pmapped, *args):
+  """A 1-device pmap of a step (its collectives bound) on unstacked args."""
+  stacked = jax.tree.map(lambda a: jnp.asarray(a)[None], args)
+  return jax.tree.map(lambda x: np.asarray(x[0]), pmapped(*stacked))
+
+
+@pytest.fixture(scope='module')
+def models_and_batch():
+  make = lambda: models.create('transformer_lm', 259, **SIZES)
+  student, t_a, t_b = make(), make(), make()
+  x = jnp.zeros((1, SEQ), jnp.int32)
+  v_a, v_b = (t.init(jax.random.key(i), x, train=False)
+              for i, t in ((1, t_a), (2, t_b)))
+  batches = mixed.packed_batches(MIX, batch_size=4, seq_len=SEQ, seed=0)
+  batch = text.model_batch(next(batches))
+  return student, (t_a, t_b), (v_a, v_b), batch
+
+
+def test_routed_step_equals_the_single_teacher_step_on_one_source(
+    models_and_batch):
+  student, (t_a, t_b), (v_a, v_b), batch = models_and_batch
+  tx = optax.adam(1e-2)
+  state = steps.create_state(student, tx, jax.random.key(0), batch['image'])
+  terms = (steps.Term('kl', 'forward_kl', 1.0),
+           steps.Term('rkl', 'reverse_kl', 0.5))
+  routed = teachers.Teachers((t_a, t_b), routes=(1, 0))  # Source 0 -> B.
+  # One program each (t_a and t_b are the same module, other variables).
+  compiled = {t: jax.pmap(steps.make_distill_step(student, t, tx, terms, 1.0),
+                          axis_name='batch') for t in (routed, t_a)}
+  run = lambda teacher, variables, b: _in_axis(
+      compiled[teacher], state, variables, b)
+  for source, variables in ((0, v_b), (1, v_a)):
+    one = {**batch, 'source': np.full(4, source, np.int32)}
+    got_state, got = run(routed, (v_a, v_b), one)
+    want_state, want = run(t_a, variables, one)
+    for key in ('loss', 'kl', 'rkl', 'ce'):
+      np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=key)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5,
+                                                         atol=1e-7),
+                 got_state.params, want_state.params)
+  # A batch of both sources: each row's KL to its own teacher, in NumPy.
+  source = np.arange(4) % 2
+  _, both = run(routed, (v_a, v_b), {**batch, 'source': source})
+  x = batch['image']
+  q = _softmax(np.asarray(student.apply(
+      {'params': state.params}, x, train=False)[0], np.float64))
+  p_a, p_b = (_softmax(np.asarray(t.apply(v, x, train=False)[0], np.float64))
+              for t, v in ((t_a, v_a), (t_b, v_b)))
+  p = np.where((source == 0)[:, None, None], p_b, p_a)
+  kl = np.sum(p * (np.log(p) - np.log(q)), -1)
+  mask = batch['mask']
+  np.testing.assert_allclose(both['kl'], np.sum(kl * mask) / mask.sum(),
+                             rtol=1e-4)
+
+
+def test_mixed_corpus_rows_are_one_source_each():
+  b = next(mixed.packed_batches(MIX, batch_size=8, seq_len=SEQ, seed=3))
+  assert b['source'].shape == (8,) and set(b['source']) <= {0, 1}
+  # Every row is a window of its own source's packing (byte tokens).
+  streams = [text.pack(text.ByteTokenizer().encode(text.documents(p, 'train')),
+                       text.ByteTokenizer()).tobytes()
+             for p in mixed.parts(MIX)]
+  checked = 0
+  for row, s in zip(b['tokens'], b['source']):
+    # The longest run of text tokens (a row may straddle documents).
+    runs = np.split(row, np.flatnonzero(row >= 256))
+    piece = max(runs, key=len)
+    piece = piece[piece < 256].astype(np.uint16).tobytes()
+    if len(piece) >= 24:  # 12 bytes: code and news share none this long.
+      assert piece in streams[s] and piece not in streams[1 - s]
+      checked += 1
+  assert checked >= 4
+  again = mixed.packed_batches(MIX, batch_size=8, seq_len=SEQ, seed=3,
+                               start_step=2)
+  it = mixed.packed_batches(MIX, batch_size=8, seq_len=SEQ, seed=3)
+  next(it), next(it)
+  np.testing.assert_array_equal(next(again)['tokens'], next(it)['tokens'])
+  evals = list(mixed.eval_batches(MIX, batch_size=8, seq_len=SEQ))
+  assert [int(e['source'][0]) for e in evals] == sorted(
+      int(e['source'][0]) for e in evals)
+  assert all(len(set(e['source'])) == 1 for e in evals)
+
+
+@pytest.fixture(scope='module')
+def teacher_runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('teachers')
+  data_dir = os.environ['TFDS_DATA_DIR']
+  code = write_lm_run(str(root / 'code'), data_dir, train_steps=0,
+                      seq_len=SEQ, sizes=SIZES, name='kd_pystdlib/tiny')
+  prose = write_lm_run(str(root / 'prose'), data_dir, train_steps=0,
+                       seq_len=SEQ, sizes=SIZES, name='kd_bbcnews/tiny')
+  return str(root), code, prose
+
+
+def _config(teacher_dirs, **distill):
+  c = kd_config.run_config()
+  c.model.update(name='transformer_lm', kwargs=SIZES)
+  c.data.update(name=MIX, seq_len=SEQ, augment=False)
+  c.steps, c.batch_size, c.eval_batch_size, c.log_every = 4, 4, 64, 2
+  c.evaluate.latency, c.wandb.mode = False, 'disabled'
+  c.distill.teachers = ','.join(teacher_dirs)
+  c.distill.terms.kl = kd_config.term('forward_kl', 1.0)
+  c.distill.update(distill)
+  return c
+
+
+def test_routed_run_end_to_end(teacher_runs):
+  root, code, prose = teacher_runs
+  workdir = os.path.join(root, 'routed')
+  summary = train.train_and_evaluate(_config((prose, code), route_by='source'),
+                                     workdir)
+  assert summary['teacher_step'] == [0, 0]
+  assert np.isfinite(summary['test_bits_per_byte'])
+  # Every held-out token of both sources is a target once.
+  count = sum(e['mask'].sum() for e in mixed.eval_batches(
+      MIX, batch_size=64, seq_len=SEQ))
+  assert summary['test_examples'] == count
+  assert summary['kl_to_teacher'] > 0 and 0 < summary['teacher_agreement'] < 1
+
+
+@pytest.mark.parametrize('distill, message', [
+    (dict(teacher_weights='0.5,0.3,0.2'),
+     "config.distill.teacher_weights='0.5,0.3,0.2': 3 weights for the 2 "
+     'teachers of distill.teachers; give 2 weights'),
+    (dict(teacher_weights='1,1', route_by='source'),
+     "route_by='source' routes each row to one teacher; weight the teachers "
+     'or route by a column, not both'),
+])
+def test_config_errors_before_any_work(teacher_runs, tmp_path, distill,
+                                       message):
+  _, code, prose = teacher_runs
+  with pytest.raises(kd_config.ConfigError, match=message):
+    train.train_and_evaluate(_config((code, prose), **distill),
+                             str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_data_errors_name_both_sides(teacher_runs, tmp_path):
+  root, code, prose = teacher_runs
+  c = _config((code, prose), route_by='source')
+  c.data.name = 'kd_pystdlib/tiny'
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"route_by='source': the data \(kd_pystdlib/tiny\) has no column "
+      r"'source' \(its columns: none\); route over a mixed corpus")):
+    train.train_and_evaluate(c, str(tmp_path / 'a'))
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"the data's source 'kd_bbcnews/tiny' \(data.name=.*\) has no teacher "
+      r"\(the teachers' sources: kd_pystdlib/tiny \(.*code\)\); add a teacher")):
+    train.train_and_evaluate(_config((code,), route_by='source'),
+                             str(tmp_path / 'b'))
+  with pytest.raises(kd_config.ConfigError, match='both teach source'):
+    train.train_and_evaluate(_config((code, prose), route_by='source',
+                                     teacher_sources='x,x'),
+                             str(tmp_path / 'c'))
+  for name in 'abc':
+    assert not os.path.exists(tmp_path / name / 'checkpoints')
+
+
+def test_a_teacher_of_another_vocabulary_is_refused(teacher_runs, tmp_path):
+  root, code, _ = teacher_runs
+  bpe = write_lm_run(os.path.join(root, 'bpe'), os.environ['TFDS_DATA_DIR'],
+                     train_steps=0, seq_len=SEQ, sizes=SIZES,
+                     name='kd_pystdlib/tiny', tokenizer='bpe', vocab_size=300)
+  with pytest.raises(kd_config.ConfigError, match=(
+      r'the teacher \(.*bpe\) reads a vocabulary of 300 tokens \(bpe\), the '
+      r"student 259 \(byte\): use the teacher's tokenizer: set "
+      r"config.data.tokenizer='bpe' \(and data.vocab_size=300\); every "
+      r"teacher of distill.teachers reads the student's tokenizer$")):
+    train.train_and_evaluate(_config((code, bpe)), str(tmp_path / 'run'))
+  c = _config((code, code))
+  c.distill.terms.kl.loss = 'uld'
+  with pytest.raises(kd_config.ConfigError, match=(
+      'cross-tokenizer terms pair one teacher.s tokens of a corpus with the '
+      "student's, not several teachers or a mixed corpus; use forward_kl")):
+    train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_mixture_terms_of_two_temperatures_are_refused():
+  c = _config(('a', 'b'))
+  c.distill.terms.soft = kd_config.term('forward_kl', 1.0, temperature=4.0)
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"config.distill.terms='kl: T=1, soft: T=4': the mixture .* at one "
+      'temperature; give every term the same one')):
+    kd_config.validate(c)
