@@ -31,6 +31,7 @@ missing shard; process 0 then writes `row_numbers.npy` and `meta.json`,
 whose `bytes_per_token` and `bytes_per_stored_logit` give the size.
 """
 import hashlib
+import io
 import json
 import math
 import os
@@ -276,7 +277,7 @@ def _check_unfinished(cache_dir, meta) -> None:
 
 
 def _npy(array) -> bytes:
-  import io  # pylint: disable=g-import-not-at-top
+  """The bytes of `array`'s .npy file (written atomically by the caller)."""
   buf = io.BytesIO()
   np.save(buf, array)
   return buf.getvalue()

@@ -84,8 +84,33 @@ def preflight(config) -> None:
   if 'stages' in config:
     for name in config.stage_order:
       _preflight_run(config.stages[name], f'stages.{name}.')
+      _check_stage_tokenizers(config, name)
   else:
     _preflight_run(config, '')
+
+
+def _check_stage_tokenizers(config, name: str) -> None:
+  """A cross-tokenizer stage whose teacher is an earlier stage configured
+  with the same tokenizer (the same kind, size, files and data) is refused
+  before that teacher trains."""
+  c = config.stages[name]
+  teacher = config.stages.get(c.distill.teacher.workdir)
+  keys = ('tokenizer', 'vocab_size', 'tokenizer_path', 'name', 'files')
+  if teacher is not None and is_cross_tokenizer(c) and (
+      teacher.data.tokenizer == c.data.tokenizer == 'byte' or all(
+          teacher.data[k] == c.data[k] for k in keys)):
+    raise same_tokenizer_error(c, f'stage {c.distill.teacher.workdir!r}',
+                               c.data.tokenizer)
+
+
+def same_tokenizer_error(config, teacher: str, kind: str, size: str = ''):
+  """The error of cross-tokenizer terms on one tokenizer."""
+  return kd_config.ConfigError(
+      f'the cross-tokenizer terms {cross_terms(config)} pair two '
+      'tokenizations, but the '
+      f'teacher ({teacher}) and the student read the same {kind} tokenizer'
+      f'{size}: plain KL is exact there; use loss=\'forward_kl\' (or another '
+      'divergence of kd.losses)')
 
 
 def _preflight_run(c, at: str) -> None:
@@ -113,6 +138,7 @@ def _preflight_run(c, at: str) -> None:
       fail(f'distill.terms.{name}.adapter', term.adapter, 'unknown adapter',
            'valid: ' + ', '.join(sorted(adapters.ADAPTERS)) + " (or '' for "
            'none)')
+  _check_cross_tokenizer(c)
   d = c.data
   encoder = text and data.encoder_task(c)
   if encoder and d.task == 'classify':
@@ -449,44 +475,48 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
                terms, state, tok, t_tok)
 
 
+def cross_terms(config) -> str:
+  """The terms of `config` that compare two tokenizations (losses of input
+  kind 'aligned', `kd.losses.cross_tokenizer`), as 'name (loss), ...';
+  '' if none."""
+  return ', '.join(f'{k} ({t.loss})' for k, t in config.distill.terms.items()
+                   if t.loss in losses.LOSSES
+                   and losses.spec(t.loss).inputs == 'aligned')
+
+
 def is_cross_tokenizer(config) -> bool:
-  """Whether a term of `config` compares two tokenizations (a loss of
-  input kind 'aligned': `kd.losses.cross_tokenizer`)."""
-  return any(t.loss in losses.LOSSES and losses.spec(t.loss).inputs ==
-             'aligned' for t in config.distill.terms.values())
+  return bool(cross_terms(config))
+
+
+def _check_cross_tokenizer(c) -> None:
+  """A cross-tokenizer run's teacher reads its own tokens of each training
+  row, live: refuses what reads or makes one tokenization only."""
+  for on, field in ((c.distill.teacher.cache, 'distill.teacher.cache'),
+                    (c.distill.teacher.model_shards > 1,
+                     'distill.teacher.model_shards'),
+                    (c.distill.on_policy.lmbda, 'distill.on_policy.lmbda'),
+                    (c.distill.seqkd.prompt_len, 'distill.seqkd.prompt_len')):
+    if on and is_cross_tokenizer(c):
+      raise kd_config.ConfigError(
+          f'config.{field} is set, but the cross-tokenizer terms '
+          f'{cross_terms(c)} feed the teacher its own tokens of each row: '
+          'reset it (a live teacher on every device, off-policy data)')
 
 
 def cross_tokenizer_teacher(config, tok):
   """The teacher's tokenizer of a cross-tokenizer run, else None; refuses
-  a run whose cross-tokenizer terms pair one tokenizer with itself, or that
-  asks for what reads one tokenization only."""
+  one that is the student's."""
   if not is_cross_tokenizer(config):
     return None
   t = config.distill.teacher
-  names = ', '.join(f'{k} ({v.loss})' for k, v in config.distill.terms.items()
-                    if losses.spec(v.loss).inputs == 'aligned')
-  for on, field in ((t.cache, 'distill.teacher.cache'),
-                    (t.model_shards > 1, 'distill.teacher.model_shards'),
-                    (config.distill.on_policy.lmbda,
-                     'distill.on_policy.lmbda'),
-                    (config.distill.seqkd.prompt_len,
-                     'distill.seqkd.prompt_len')):
-    if on:
-      raise kd_config.ConfigError(
-          f'config.{field} is set, but the cross-tokenizer terms {names} '
-          'feed the teacher its own tokens of each row: reset it (a live '
-          'teacher on every device, off-policy data)')
   runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
   t_config = runs.load_config(t.workdir)
   t_tok = data.run_tokenizer(t_config, t.workdir)
   kinds = (t_config.data.tokenizer, config.data.tokenizer)
   if kinds[0] == kinds[1] and (kinds[0] == 'byte' or
                                t_tok.to_str() == tok.to_str()):
-    raise kd_config.ConfigError(
-        f'the cross-tokenizer terms {names} pair two tokenizations, but the '
-        f'teacher ({t.workdir}) and the student read the same {kinds[0]} '
-        f'tokenizer of {tok.vocab_size} tokens: plain KL is exact there; '
-        "use loss='forward_kl' (or another divergence of kd.losses)")
+    raise same_tokenizer_error(config, t.workdir, kinds[0],
+                               f' of {tok.vocab_size} tokens')
   return t_tok
 
 

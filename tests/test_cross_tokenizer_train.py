@@ -12,7 +12,7 @@ import pytest
 from configs.lm import cross_tokenizer, distill
 from experiments.cross_tokenizer import table
 from kd import config as kd_config
-from kd import fields, losses, steps, train
+from kd import fields, losses, main, steps, train
 from kd.data import paired, text
 from launch import sweep
 from tests.lm_run_fixture import write_lm_run
@@ -193,3 +193,26 @@ def test_the_sweep_and_its_table_pair_each_method_with_scratch(tmp_path):
       '| forward_kl | byte | 3 | 2.620 ± 0.020 | -0.180 ± 0.020 | 3 of 3 |',
       '', '| teacher | bits per byte |', '|---|---|',
       '| BPE-4096 | 2.100 |', '| byte | 1.900 |']
+
+
+def test_a_pipeline_refuses_one_tokenizer_before_its_teacher_trains(
+    root, tmp_path):
+  c = cross_tokenizer.get_config(
+      'method=uld,dataset=kd_pystdlib/tiny,seq_len=32,batch=8,'
+      'teacher_size=tiny,student_size=tiny,teacher_steps=2,steps=2')
+  for stage in c.stages.values():
+    stage.data.data_dir = f'{root}/tfds'
+  c.stages.teacher.data.update(tokenizer='byte', vocab_size=0)
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"^the cross-tokenizer terms uld \(uld\) pair two tokenizations, but "
+      r"the teacher \(stage 'teacher'\) and the student read the same byte "
+      r'tokenizer: plain KL is exact there')):
+    main.run_pipeline(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'teacher' / 'checkpoints')
+  c.stages.teacher.data.update(tokenizer='bpe', vocab_size=300)
+  c.stages.student.distill.seqkd.update(prompt_len=8, num_prompts=8)
+  with pytest.raises(kd_config.ConfigError, match=(
+      r'^config.distill.seqkd.prompt_len is set, but the cross-tokenizer '
+      r'terms uld \(uld\) feed the teacher its own tokens')):
+    main.run_pipeline(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'teacher' / 'checkpoints')
