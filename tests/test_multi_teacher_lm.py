@@ -230,6 +230,16 @@ def test_data_errors_name_both_sides(teacher_runs, tmp_path):
                              str(tmp_path / 'c'))
   for name in 'abc':
     assert not os.path.exists(tmp_path / name / 'checkpoints')
+  # A pipeline's routing is checked before its teacher stages train.
+  c = multi_teacher.get_config('method=route,code=kd_pystdlib/tiny,'
+                               'prose=kd_bbcnews/tiny,seq_len=16')
+  c.stages.student.distill.teacher_sources = 'kd_pystdlib/tiny,kd_english'
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"the data's source 'kd_bbcnews/tiny' .* has no teacher \(the "
+      r"teachers' sources: kd_pystdlib/tiny \(stage 'code_teacher'\), "
+      r"kd_english \(stage 'prose_teacher'\)\)")):
+    main.run_pipeline(c, str(tmp_path / 'pipe'))
+  assert not os.path.exists(tmp_path / 'pipe' / 'code_teacher')
 
 
 def test_a_teacher_of_another_vocabulary_is_refused(teacher_runs, tmp_path):
@@ -246,7 +256,8 @@ def test_a_teacher_of_another_vocabulary_is_refused(teacher_runs, tmp_path):
   c = _config((code, code))
   c.distill.terms.kl.loss = 'uld'
   with pytest.raises(kd_config.ConfigError, match=(
-      'cross-tokenizer terms pair one teacher.s tokens of a corpus with the '
+      r'cross-tokenizer terms \(kl \(uld\)\) pair one teacher.s tokens of '
+      'a corpus with the '
       "student's, not several teachers or a mixed corpus; use forward_kl")):
     train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
