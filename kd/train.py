@@ -533,6 +533,13 @@ def _check_cross_tokenizer(c) -> None:
           f'config.{field} is set, but the cross-tokenizer terms '
           f'{cross_terms(c)} feed the teacher its own tokens of each row: '
           'reset it (a live teacher on every device, off-policy data)')
+  for name, t in c.distill.terms.items():
+    if t.kwargs.get('chunk_size') and t.loss in losses.LOSSES and (
+        'spans' in inspect.signature(losses.spec(t.loss).fn).parameters):
+      raise kd_config.ConfigError(
+          f'config.distill.terms.{name}.kwargs.chunk_size='
+          f'{t.kwargs.chunk_size}: {t.loss} reads whole spans of positions, '
+          'which chunks would cut; remove chunk_size')
 
 
 def cross_tokenizer_teacher(config, tok):

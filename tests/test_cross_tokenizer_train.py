@@ -91,6 +91,11 @@ def test_a_term_reads_the_teacher_at_the_aligned_positions(root):
   np.testing.assert_allclose(
       float(value), (per * a['aligned']).sum() / a['aligned'].sum(),
       rtol=1e-5)
+  chunked = steps.Term('x', 'uld', 1.0, kwargs={'temperature': 2.0,
+                                                'chunk_size': 16})
+  np.testing.assert_allclose(
+      float(chunked({'logits': s}, {'logits': t}, b)[0]), float(value),
+      rtol=1e-6)
   # The hybrid's span term: each side's log-prob of its own tokens.
   ms, mt = [np.arange(3)] * 2
   term = steps.Term('h', 'hybrid_kl', 1.0, kwargs={
@@ -110,6 +115,14 @@ def test_a_term_reads_the_teacher_at_the_aligned_positions(root):
   np.testing.assert_allclose(
       float(value), (per * a['aligned']).sum() / a['aligned'].sum(),
       rtol=1e-4)
+  with pytest.raises(ValueError, match="distill term 'h': chunk_size does "
+                     'not split the spans; remove it'):
+    steps.Term('h', 'hybrid_kl', 1.0, kwargs={
+        'matched_student': ms, 'matched_teacher': mt, 'chunk_size': 8})(
+            {'logits': s}, {'logits': t}, b)
+  with pytest.raises(ValueError, match="distill term 'h' compares two "
+                     'tokenizations: its batches need both'):
+    term({'logits': s}, {'logits': t}, {'label': b['label']})
 
 
 def test_a_byte_student_trains_from_a_bpe_teacher(root):
@@ -152,6 +165,12 @@ def test_a_same_vocabulary_term_on_a_bpe_teacher_names_the_way_across(
       r'^config.distill.on_policy.lmbda is set, but the cross-tokenizer terms '
       r'uld \(uld\) feed the teacher its own tokens of each row')):
     train.train_and_evaluate(c, str(tmp_path / 's2'))
+  c = student_config(root, hybrid='hybrid_kl')
+  c.distill.terms.hybrid.kwargs.chunk_size = 8
+  with pytest.raises(kd_config.ConfigError, match=(
+      r'^config.distill.terms.hybrid.kwargs.chunk_size=8: hybrid_kl reads '
+      r'whole spans of positions, which chunks would cut; remove')):
+    train.train_and_evaluate(c, str(tmp_path / 's4'))
   c = student_config(root, uld='uld')
   c.data.teacher_seq_len = 65
   with pytest.raises(kd_config.ConfigError, match=(

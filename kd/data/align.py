@@ -19,6 +19,8 @@ side's log-probability of the span is the sum of its tokens' log-probs
 """
 import numpy as np
 
+from kd.data import text
+
 
 def vocab_map(student_tok, teacher_tok) -> tuple[np.ndarray, np.ndarray]:
   """(student ids, teacher ids) of the tokens whose byte strings are in both
@@ -45,15 +47,17 @@ def document_ends(tok, ids: np.ndarray) -> np.ndarray:
 
 
 def stream_ends(docs: list[np.ndarray], tok) -> np.ndarray:
-  """The coordinate (module doc) of every token of `text.pack(docs, tok)`."""
-  parts, start = [], 0
-  for d in docs:
-    ends = document_ends(tok, d)
-    n = int(ends[-1]) if len(ends) else 0
-    parts += [[start + 1], start + 1 + ends, [start + n + 2]]
-    start += n + 2
-  return (np.concatenate(parts).astype(np.int64) if parts
-          else np.zeros(0, np.int64))
+  """The coordinate (module doc) of every token of `text.pack(docs, tok)`:
+  the running sum of the units each token reads (bos and eos 1, a text
+  token its bytes, a document's first token less its `prefix_bytes`)."""
+  stream = text.pack(docs, tok)
+  units = tok.token_bytes[stream].astype(np.int64)
+  units[(stream == tok.bos_id) | (stream == tok.eos_id)] = 1
+  prefix = getattr(tok, 'prefix_bytes', None)
+  if prefix is not None:
+    first = np.flatnonzero(stream[:-1] == tok.bos_id) + 1
+    units[first] -= prefix[stream[first]]
+  return np.cumsum(units)
 
 
 def check_same_text(student_docs, student_tok, teacher_docs, teacher_tok
