@@ -85,6 +85,7 @@ def preflight(config) -> None:
     for name in config.stage_order:
       _preflight_run(config.stages[name], f'stages.{name}.')
       _check_stage_tokenizers(config, name)
+      _check_stage_teachers(config, name)
   else:
     _preflight_run(config, '')
 
@@ -139,6 +140,7 @@ def _preflight_run(c, at: str) -> None:
            'valid: ' + ', '.join(sorted(adapters.ADAPTERS)) + " (or '' for "
            'none)')
   _check_cross_tokenizer(c)
+  _check_teachers(c)
   d = c.data
   encoder = text and data.encoder_task(c)
   if encoder and d.task == 'classify':
@@ -157,16 +159,55 @@ def _preflight_run(c, at: str) -> None:
       fail('data.tokenizer_path', d.tokenizer_path, str(e),
            'point it at a BERT WordPiece tokenizer.json' if encoder else
            'point it at an HF tokenizer.json that keeps every byte')
+  parts = [d.name]
   if text and data.mixed.is_mixed(d.name):
     try:
       parts = data.mixed.parts(d.name)
     except ValueError as e:
       fail('data.name', d.name, str(e).split(': ', 1)[1].split('; ')[0],
            str(e).split('; ')[-1])
-    for part in parts:  # Each source's splits, as a corpus of its own.
-      _preflight_run(mc.ConfigDict({**c.to_dict(), 'data': {
-          **d.to_dict(), 'name': part}}), at)
+  for part in parts:  # A mixed corpus's sources, each a corpus of its own.
+    _preflight_splits(mc.ConfigDict({**d.to_dict(), 'name': part}), text, at,
+                      fail)
+
+
+def _check_teachers(c) -> None:
+  """What `distill.teachers` asks of the data and the terms, known before
+  any teacher is read: the routing column, one tokenization."""
+  if not teachers_lib.run_dirs(c.distill):
+    if is_cross_tokenizer(c) and data.mixed.is_mixed(c.data.name):
+      raise several_tokenizations_error(c)
     return
+  if is_cross_tokenizer(c):
+    raise several_tokenizations_error(c)
+  if c.distill.route_by:
+    teachers_lib.check_column(c.data.name, c.distill.route_by)
+
+
+def several_tokenizations_error(c):
+  return kd_config.ConfigError(
+      f'config.distill.teachers={c.distill.teachers!r}, data.name='
+      f'{c.data.name!r}: cross-tokenizer terms ({cross_terms(c)}) pair one '
+      'teacher\'s tokens of a corpus with the student\'s, not several '
+      'teachers or a mixed corpus; use forward_kl (or another divergence) '
+      "with teachers of the student's tokenizer, or one teacher "
+      '(distill.teacher.workdir) on one corpus')
+
+
+def _check_stage_teachers(config, name: str) -> None:
+  """A stage routed over teachers that are earlier stages: one teacher per
+  source of its data (`kd.teachers.routes`), before those teachers train."""
+  d = config.stages[name].distill
+  named = teachers_lib.run_dirs(d)
+  if d.route_by and named and all(t in config.stages for t in named):
+    sources = ([s.strip() for s in d.teacher_sources.split(',') if s.strip()]
+               or [config.stages[t].data.name for t in named])
+    teachers_lib.routes(config.stages[name].data.name, d.route_by, sources,
+                        [f'stage {t!r}' for t in named])
+
+
+def _preflight_splits(d, text: bool, at: str, fail) -> None:
+  """config.data `d`'s evaluation split exists and holds examples."""
   b = (data.text.builder(data.text.source(d), d.data_dir or None) if text else
        data.builder(d.name, d.data_dir or None, d.download,
                     d.image_size or None))
@@ -396,15 +437,6 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   tok = (data.run_tokenizer(config, workdir,
                             from_teacher=not is_cross_tokenizer(config))
          if text else None)
-  if text and is_cross_tokenizer(config) and (
-      teachers_lib.run_dirs(config.distill) or data.mixed.is_mixed(d.name)):
-    raise kd_config.ConfigError(
-        f'config.distill.teachers={config.distill.teachers!r}, data.name='
-        f'{d.name!r}: cross-tokenizer terms pair one teacher\'s tokens of a '
-        'corpus with the student\'s, not several teachers or a mixed corpus;'
-        ' use forward_kl (or another divergence) with teachers of the '
-        "student's tokenizer, or one teacher (distill.teacher.workdir) on "
-        'one corpus')
   t_tok = cross_tokenizer_teacher(config, tok) if text else None
   spec = data.run_spec(config, tok)
   if text and d.task == 'classify':
@@ -785,10 +817,13 @@ def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
   """`test(p_state)`: the test figures of a replicated train state."""
   batches = select.test_split(config, b.tok)
 
+  sources = (data.mixed.parts(config.data.name)
+             if data.mixed.is_mixed(config.data.name) else ())
+
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
     return metrics.test_rates(eval_fn, b.parallel, (variables, *src.eval_extra),
-                             batches())
+                             batches(), sources)
 
   return test
 
