@@ -235,3 +235,18 @@ def test_a_pipeline_refuses_one_tokenizer_before_its_teacher_trains(
       r'terms uld \(uld\) feed the teacher its own tokens')):
     main.run_pipeline(c, str(tmp_path))
   assert not os.path.exists(tmp_path / 'teacher' / 'checkpoints')
+
+
+def test_the_cross_tokenizer_benchmark_reports_consistent_figures():
+  from experiments.benchmark import cross_tokenizer as bench  # pylint: disable=import-outside-toplevel
+  r = bench.bench_steps('tiny_half', 'tiny_half', batch=2, seq_len=16,
+                        teacher_vocab=300, iters=1,
+                        which=('student_step', 'hybrid_step'))
+  assert r['hybrid_step_ms'] > 0 and r['student_step_ms'] > 0
+  assert r['hybrid_step_vs_student'] == pytest.approx(
+      r['hybrid_step_ms'] / r['student_step_ms'])
+  assert 'uld_step_ms' not in r and 'hybrid_step_vs_forward_kl' not in r
+  assert 0.1 < r['aligned'] < 0.6  # Teacher tokens of 3.5 bytes on average.
+  assert '| hybrid_step |' in bench.markdown(r)
+  b = bench.synthetic_batch(2, 16, 300)
+  assert b['teacher_image'].shape == (2, 16) and b['teacher_image'].min() >= 3
