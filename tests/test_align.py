@@ -1,6 +1,8 @@
 """Byte-offset alignment of two tokenizations on hand-written strings that
 the tokenizers split differently: multi-byte UTF-8, merged whitespace,
 bytes the BPE never saw."""
+import types
+
 import numpy as np
 import pytest
 
@@ -125,8 +127,17 @@ def test_a_teacher_row_cut_short_leaves_the_rest_unaligned(bpes):
 def test_vocab_map_pairs_tokens_of_the_same_bytes(bpes):
   byte, (bpe, small) = text.ByteTokenizer(), bpes
   s, t = align.vocab_map(byte, bpe)
-  # A byte-level BPE holds every byte: 256 one-byte tokens, and eos.
-  assert len(s) == 257 and (byte.eos_id, bpe.eos_id) in zip(s, t)
+  # A byte-level BPE holds every byte: 256 one-byte tokens, and the
+  # specials paired by role; every byte-level student token is matched.
+  assert len(s) == 259 and sorted(s) == list(range(259))
+  for role in ('eos_id', 'bos_id', 'pad_id'):
+    assert (getattr(byte, role), getattr(bpe, role)) in zip(s, t)
+  # A teacher with one special for every role (GPT-2's <|endoftext|>):
+  # paired once, with the student's eos.
+  gpt2 = types.SimpleNamespace(token_strings=lambda: [b'', b'a', b'b'],
+                               eos_id=0, bos_id=0, pad_id=0)
+  s2, t2 = align.vocab_map(byte, gpt2)
+  assert list(zip(s2, t2)) == [(byte.eos_id, 0), (97, 1), (98, 2)]
   for a, b in zip(s, t):
     assert byte.token_strings()[a] == bpe.token_strings()[b]
   s, t = align.vocab_map(small, bpe)
