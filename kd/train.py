@@ -661,7 +661,7 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
     return TeacherSource()
   t = config.distill.teacher
   if isinstance(b.teacher, teachers_lib.Teachers):
-    return several_teachers(config, b)
+    return several_teachers(config, workdir, b)
   if b.tok is not None and b.teacher_tok is None:
     runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
     check_same_tokens(config, b.tok)
@@ -695,21 +695,74 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
                        extra, seqkd_dir=seqkd_dir, model=teacher)
 
 
-def several_teachers(config, b: Built) -> TeacherSource:
+def several_teachers(config, workdir: str, b: Built) -> TeacherSource:
   """The variables of `config.distill.teachers`, each read as a single
-  teacher's are (onto the mesh under parallel='sharded'), passed to the
-  step as one tuple; `step` lists their checkpoints' steps."""
+  teacher's are (onto the mesh under parallel='sharded'; to the host for
+  a cache's digest), passed to the step as one tuple, or with
+  `distill.teacher.cache` their routed top-k caches (`routed_caches`);
+  `step` lists their checkpoints' steps."""
   loaded = []
   for t_dir, m in zip(teachers_lib.run_dirs(config.distill), b.teacher.models):
     abstract = jax.eval_shape(lambda m=m: m.init(jax.random.key(0), b.example,
                                                  train=False))
     loaded.append(runs.load_teacher(
         t_dir, abstract, config.distill.teacher.allow_unfinished_teacher,
+        None if config.distill.teacher.cache else
         mesh_shardings(b.parallel, abstract)))
   variables = tuple(v for v, _ in loaded)
   extra = (b.parallel.replicate(variables),)
-  return TeacherSource(variables, [s for _, s in loaded], extra, extra,
-                       model=b.teacher)
+  t_steps = [s for _, s in loaded]
+  if config.distill.teacher.cache:
+    return TeacherSource(variables, t_steps, extra, model=b.teacher,
+                         extend_batch=routed_caches(config, workdir, b,
+                                                    variables, t_steps))
+  return TeacherSource(variables, t_steps, extra, extra, model=b.teacher)
+
+
+def routed_caches(config, workdir: str, b: Built, variables, t_steps):
+  """Each routed teacher's top-k cache (`kd.cache.build_topk`, as a
+  single teacher's) of the rows of its sources that the run reads, in
+  `distill.teacher.cache_dir`/k (default WORKDIR/teacher_cache/k); returns
+  `extend_batch`: batch['teacher'] = each row's teacher's cached top k."""
+  t, d = config.distill.teacher, config.data
+  where = dict(seq_len=d.seq_len, seed=config.seed, tok=b.tok,
+               data_dir=d.data_dir or None)
+  rows, source = data.mixed.training_rows(d.name, **where)
+  read = data.mixed.rows_read(d.name, batch_size=config.batch_size,
+                              steps=config.steps, **where)
+  routes = np.asarray(b.teacher.routes)
+  caches = []
+  for k, t_dir in enumerate(teachers_lib.run_dirs(config.distill)):
+    m = runs.load_config(t_dir).model
+    c = mc.ConfigDict(config.to_dict())  # The provenance of one teacher.
+    c.distill.teacher.update(workdir=t_dir, model=m.name, kwargs=m.kwargs)
+    meta = cache_lib.lm_provenance(c, t_steps[k], variables[k],
+                                   teacher_dtype(t.dtype), b.tok)
+    forward = functools.partial(jax.jit(
+        lambda v, x, m=b.teacher.models[k]: cache_lib.topk_log_probs(
+            m.apply(v, x, train=False)[0], t.cache_topk)), variables[k])
+    cache_dir = os.path.join(t.cache_dir or os.path.join(
+        workdir, 'teacher_cache'), str(k))
+    mine = read[routes[source[read]] == k]
+    caches.append(cache_lib.open_or_build_topk(
+        cache_dir, meta, functools.partial(cache_lib.build_topk, cache_dir,
+                                           meta, forward, rows, mine)))
+    print(f'[teacher cache] {cache_dir} ({t_dir}): {len(mine)} rows, top '
+          f'{caches[-1].k}, {caches[-1].quantize}', flush=True)
+
+  def extend_batch(batch):
+    index, which = np.asarray(batch['index']), routes[np.asarray(
+        batch['source'])]
+    out = {}
+    for k, cache in enumerate(caches):
+      picked = np.flatnonzero(which == k)
+      if len(picked):
+        for name, v in cache.lookup(index[picked]).items():
+          out.setdefault(name, np.zeros((len(index), *v.shape[1:]),
+                                        v.dtype))[picked] = v
+    return {**batch, 'teacher': out}
+
+  return extend_batch
 
 
 def seqkd_data(config, workdir: str) -> str:

@@ -12,12 +12,12 @@ import optax
 import pytest
 
 from kd import config as kd_config
-from kd import models, steps, teachers
+from kd import cache, models, steps, teachers
 from kd import main, train
 from configs.lm import multi_teacher
 from experiments.multi_teacher_lm import table
 from launch import sweep
-from kd.data import mixed, text
+from kd.data import mixed, select, text
 from tests.lm_run_fixture import write_lm_run
 
 MIX = 'kd_pystdlib/tiny+kd_bbcnews/tiny'
@@ -307,3 +307,33 @@ def test_table_of_the_sweep(tmp_path):
   assert lines[-2:] == ['| code_teacher (kd_pystdlib) | 2.000 |',
                         '| prose_teacher (kd_bbcnews) | 2.200 |']
   assert table.main([str(tmp_path / 'none')]) == 1
+
+
+def test_routed_teachers_from_their_top_k_caches(teacher_runs):
+  root, code, prose = teacher_runs
+  c = _config((code, prose), route_by='source')
+  c.steps = 2
+  c.distill.teacher.update(cache=True, cache_topk=8)
+  c.distill.terms.kl = kd_config.term('topk_kl', 1.0, k=8)
+  workdir = os.path.join(root, 'cached')
+  summary = train.train_and_evaluate(c, workdir)
+  assert np.isfinite(summary['test_bits_per_byte'])
+  # Each teacher cached the rows of its source that the run reads.
+  for k, t_dir in enumerate((code, prose)):
+    with open(os.path.join(workdir, 'teacher_cache', str(k),
+                           'meta.json')) as f:
+      assert json.load(f)['teacher']['workdir'] == t_dir
+  # A batch's teacher outputs: each row's own teacher's top 8, live.
+  b = train.build(c, workdir, 'train')
+  src = train.teacher_source(c, workdir, b)
+  batch = next(select.train_batches(c, b.parallel, 0, b.tok))
+  got = src.extend_batch(batch)['teacher']
+  assert set(batch['source']) == {0, 1}
+  for k, t_dir in enumerate((code, prose)):
+    rows = batch['source'] == (0 if t_dir == code else 1)
+    logits = b.teacher.models[k].apply(src.variables[k],
+                                       batch['image'][rows])[0]
+    values, indices = cache.topk_log_probs(logits, 8)[:2]
+    np.testing.assert_allclose(got['topk_values'][rows], values, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(got['topk_indices'][rows], indices)
