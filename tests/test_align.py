@@ -74,7 +74,7 @@ def test_aligned_positions_and_spans_spell_the_same_bytes(bpes, pair):
           'bpe-byte': (bpes[0], text.ByteTokenizer()),
           'bpe-bpe': bpes[::-1]}[pair]  # The student the finer.
   streams = [text.pack(tok.encode(DOCS), tok) for tok in toks]
-  ends = [align.stream_ends(tok.encode(DOCS), tok) for tok in toks]
+  ends = [align.stream_ends(s, tok) for s, tok in zip(streams, toks)]
   assert [len(e) for e in ends] == [len(s) for s in streams]
   assert ends[0][-1] == ends[1][-1] == sum(len(d.encode()) + 2 for d in DOCS)
   got = align.align_row(*ends)
@@ -98,8 +98,8 @@ def test_aligned_positions_and_spans_spell_the_same_bytes(bpes, pair):
 def test_inside_a_multibyte_letter_nothing_is_aligned(bpes):
   doc = ['caf\u00e9 caf\u00e9']
   byte, bpe = text.ByteTokenizer(), bpes[0]
-  got = align.align_row(align.stream_ends(byte.encode(doc), byte),
-                        align.stream_ends(bpe.encode(doc), bpe))
+  got = align.align_row(*(align.stream_ends(text.pack(tok.encode(doc), tok),
+                                             tok) for tok in (byte, bpe)))
   # The BPE holds each word whole; the byte student's inputs are bos c a f
   # 0xc3 0xa9 ' ' c a f 0xc3 0xa9 (eos the last target): aligned at bos and
   # after each 'é', never between its two bytes.
@@ -112,8 +112,8 @@ def test_inside_a_multibyte_letter_nothing_is_aligned(bpes):
 
 def test_a_teacher_row_cut_short_leaves_the_rest_unaligned(bpes):
   byte, bpe = text.ByteTokenizer(), bpes[0]
-  s = align.stream_ends(byte.encode(DOCS[:1]), byte)
-  t = align.stream_ends(bpe.encode(DOCS[:1]), bpe)
+  s, t = (align.stream_ends(text.pack(tok.encode(DOCS[:1]), tok), tok)
+          for tok in (byte, bpe))
   cut = align.align_row(s, t[:4])
   full = align.align_row(s, t)
   last = t[3]  # The cut row's last target: its inputs end before it.

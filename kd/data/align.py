@@ -19,8 +19,6 @@ side's log-probability of the span is the sum of its tokens' log-probs
 """
 import numpy as np
 
-from kd.data import text
-
 
 def vocab_map(student_tok, teacher_tok) -> tuple[np.ndarray, np.ndarray]:
   """(student ids, teacher ids) of the tokens whose byte strings are in both
@@ -50,11 +48,11 @@ def document_ends(tok, ids: np.ndarray) -> np.ndarray:
   return np.cumsum(sizes)
 
 
-def stream_ends(docs: list[np.ndarray], tok) -> np.ndarray:
-  """The coordinate (module doc) of every token of `text.pack(docs, tok)`:
-  the running sum of the units each token reads (bos and eos 1, a text
-  token its bytes, a document's first token less its `prefix_bytes`)."""
-  stream = text.pack(docs, tok)
+def stream_ends(stream: np.ndarray, tok) -> np.ndarray:
+  """The coordinate (module doc) of every token of a packed `stream`
+  (`text.pack`): the running sum of the units each token reads (bos and
+  eos 1, a text token its bytes, a document's first token less its
+  `prefix_bytes`)."""
   units = tok.token_bytes[stream].astype(np.int64)
   units[(stream == tok.bos_id) | (stream == tok.eos_id)] = 1
   prefix = getattr(tok, 'prefix_bytes', None)
