@@ -389,8 +389,10 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           'must be positive', 'set the generation batch, e.g. 64')
   if c.distill.get('teachers'):
     _check_teachers(c, check, at)
+  routed = bool(c.distill.get('teachers') and c.distill.get('route_by'))
   for field in ('distill.teacher.cache', 'distill.seqkd.prompt_len'):
-    check('+' not in c.data.name or not fields.get(c, field, 0), field,
+    check('+' not in c.data.name or not fields.get(c, field, 0) or (
+        routed and field == 'distill.teacher.cache'), field,
           f'reads one corpus\'s fixed rows, not a mix ({c.data.name})',
           'turn it off (a live teacher), or train on one corpus')
   teacher = c.distill.teacher
@@ -464,11 +466,16 @@ def _check_teachers(c, check, at: str) -> None:
         f'{len(sources)} sources for the {k} teachers of distill.teachers',
         f'give {k} sources, one per teacher in order')
   t = d.teacher
-  check(not t.cache and t.model_shards == 1 and not d.seqkd.prompt_len
+  check(t.model_shards == 1 and not d.seqkd.prompt_len
         and not d.on_policy.lmbda, 'distill.teachers', 'several teachers '
-        'run live on the mesh, replicated or sharded by parallel=\'sharded\' '
-        '(no cache, model_shards, seqkd or on_policy yet)',
+        'run live on the mesh, replicated or sharded by parallel=\'sharded\', '
+        'or from top-k caches (no model_shards, seqkd or on_policy yet)',
         'turn those off, or distill from one teacher')
+  check(not t.cache or d.route_by, 'distill.teacher.cache', 'several '
+        "teachers' top-k caches serve routing (each row one teacher's top k);"
+        ' a mixture of top-k caches is not built',
+        f"set --config.{at}distill.route_by='source', or keep the teachers "
+        'live (cache=False)')
   temperatures = {}
   for name, term in d.terms.items():
     check(term.teacher == 'logits' and not term.adapter,

@@ -2,7 +2,8 @@
 
 A config is one run, or a pipeline (`stage_order` + `stages`) whose stages run
 in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir`,
-`init_from` and `data.tokenizer_path` may name an earlier stage. Re-running
+`init_from`, `data.tokenizer_path` and the entries of `distill.teachers`
+may name an earlier stage. Re-running
 with the same workdir resumes (and reuses finished stages); a workdir holding
 a run of another config is refused unless `--overwrite` deletes that run
 first (see `kd.runs`).
@@ -161,6 +162,9 @@ def _run_stages(config, workdir: str) -> dict:
         stage.distill.teacher.workdir = dirs[stage.distill.teacher.workdir]
       if stage.get('init_from') in config.stages:
         stage.init_from = dirs[stage.init_from]
+      if stage.distill.get('teachers'):  # Several teachers, each a stage.
+        named = [t.strip() for t in stage.distill.teachers.split(',')]
+        stage.distill.teachers = ','.join(dirs.get(t, t) for t in named)
       if stage.data.get('tokenizer_path') in config.stages:  # Its tokenizer.
         stage.data.tokenizer_path = dirs[stage.data.tokenizer_path]
     later = sum(config.stages[n].steps for n in order[i + 1:]

@@ -32,9 +32,29 @@ def sum_stats(eval_fn, parallel, replicated_args, batches) -> dict:
   return totals
 
 
-def test_rates(eval_fn, parallel, replicated_args, batches) -> dict:
-  """Rates of `kd.steps.make_eval_step`'s sums over all batches."""
-  totals = sum_stats(eval_fn, parallel, replicated_args, batches)
+def test_rates(eval_fn, parallel, replicated_args, batches,
+               sources: tuple[str, ...] = ()) -> dict:
+  """Rates of `kd.steps.make_eval_step`'s sums over all batches; with the
+  `sources` of a mixed corpus (`kd.data.mixed`, each batch of one source),
+  also each source's as '<source>/<rate>' ('/' in a source name as '_')."""
+  if not sources:
+    return rates(sum_stats(eval_fn, parallel, replicated_args, batches))
+  totals = {}
+  for batch in batches:
+    j = int(np.asarray(batch['source']).flat[0])
+    totals.setdefault(j, []).append(parallel.unreplicate(
+        eval_fn(*replicated_args, parallel.shard(batch))))
+  totals = {j: jax.tree.map(lambda *x: np.sum(x, 0), *t)
+            for j, t in totals.items()}
+  out = rates(jax.tree.map(lambda *x: np.sum(x, 0), *totals.values()))
+  for j, t in sorted(totals.items()):
+    out.update({f'{sources[j].replace("/", "_")}/{k}': v
+                for k, v in rates(t).items()})
+  return out
+
+
+def rates(totals: dict) -> dict:
+  """The test figures of an eval step's summed statistics."""
   n = float(totals['count'])
   result = {'test_accuracy': float(totals['correct']) / n,
             'test_loss': float(totals['loss']) / n, 'test_examples': n}

@@ -116,12 +116,8 @@ def columns(data_name: str) -> tuple[str, ...]:
   return ('source',) if len(data_sources(data_name)) > 1 else ()
 
 
-def routes(data_name: str, column: str, teacher_sources, dirs
-           ) -> tuple[int, ...]:
-  """Teacher index per source id of `data_name`: the teacher whose source
-  (`teacher_sources[k]`, of run `dirs[k]`) is that source. Raises
-  ConfigError naming both sides and the fix: no such `column` in the data,
-  a source taught twice, a source with no teacher."""
+def check_column(data_name: str, column: str) -> None:
+  """Raises ConfigError if the batches of `data_name` lack `column`."""
   have = columns(data_name)
   if column not in have:
     raise kd_config.ConfigError(
@@ -130,6 +126,15 @@ def routes(data_name: str, column: str, teacher_sources, dirs
         "route over a mixed corpus (data.name='kd_pystdlib+kd_bbcnews': "
         'each row carries its source), or weight the teachers '
         '(distill.teacher_weights)')
+
+
+def routes(data_name: str, column: str, teacher_sources, dirs
+           ) -> tuple[int, ...]:
+  """Teacher index per source id of `data_name`: the teacher whose source
+  (`teacher_sources[k]`, of run `dirs[k]`) is that source. Raises
+  ConfigError naming both sides and the fix: no such `column` in the data,
+  a source taught twice, a source with no teacher."""
+  check_column(data_name, column)
   taught = {}
   for k, (source, d) in enumerate(zip(teacher_sources, dirs)):
     if source in taught:

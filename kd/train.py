@@ -84,8 +84,34 @@ def preflight(config) -> None:
   if 'stages' in config:
     for name in config.stage_order:
       _preflight_run(config.stages[name], f'stages.{name}.')
+      _check_stage_tokenizers(config, name)
+      _check_stage_teachers(config, name)
   else:
     _preflight_run(config, '')
+
+
+def _check_stage_tokenizers(config, name: str) -> None:
+  """A cross-tokenizer stage whose teacher is an earlier stage configured
+  with the same tokenizer (the same kind, size, files and data) is refused
+  before that teacher trains."""
+  c = config.stages[name]
+  teacher = config.stages.get(c.distill.teacher.workdir)
+  keys = ('tokenizer', 'vocab_size', 'tokenizer_path', 'name', 'files')
+  if teacher is not None and is_cross_tokenizer(c) and (
+      teacher.data.tokenizer == c.data.tokenizer == 'byte' or all(
+          teacher.data[k] == c.data[k] for k in keys)):
+    raise same_tokenizer_error(c, f'stage {c.distill.teacher.workdir!r}',
+                               c.data.tokenizer)
+
+
+def same_tokenizer_error(config, teacher: str, kind: str, size: str = ''):
+  """The error of cross-tokenizer terms on one tokenizer."""
+  return kd_config.ConfigError(
+      f'the cross-tokenizer terms {cross_terms(config)} pair two '
+      'tokenizations, but the '
+      f'teacher ({teacher}) and the student read the same {kind} tokenizer'
+      f'{size}: plain KL is exact there; use loss=\'forward_kl\' (or another '
+      'divergence of kd.losses)')
 
 
 def _preflight_run(c, at: str) -> None:
@@ -113,6 +139,8 @@ def _preflight_run(c, at: str) -> None:
       fail(f'distill.terms.{name}.adapter', term.adapter, 'unknown adapter',
            'valid: ' + ', '.join(sorted(adapters.ADAPTERS)) + " (or '' for "
            'none)')
+  _check_cross_tokenizer(c)
+  _check_teachers(c)
   d = c.data
   encoder = text and data.encoder_task(c)
   if encoder and d.task == 'classify':
@@ -131,16 +159,55 @@ def _preflight_run(c, at: str) -> None:
       fail('data.tokenizer_path', d.tokenizer_path, str(e),
            'point it at a BERT WordPiece tokenizer.json' if encoder else
            'point it at an HF tokenizer.json that keeps every byte')
+  parts = [d.name]
   if text and data.mixed.is_mixed(d.name):
     try:
       parts = data.mixed.parts(d.name)
     except ValueError as e:
       fail('data.name', d.name, str(e).split(': ', 1)[1].split('; ')[0],
            str(e).split('; ')[-1])
-    for part in parts:  # Each source's splits, as a corpus of its own.
-      _preflight_run(mc.ConfigDict({**c.to_dict(), 'data': {
-          **d.to_dict(), 'name': part}}), at)
+  for part in parts:  # A mixed corpus's sources, each a corpus of its own.
+    _preflight_splits(mc.ConfigDict({**d.to_dict(), 'name': part}), text, at,
+                      fail)
+
+
+def _check_teachers(c) -> None:
+  """What `distill.teachers` asks of the data and the terms, known before
+  any teacher is read: the routing column, one tokenization."""
+  if not teachers_lib.run_dirs(c.distill):
+    if is_cross_tokenizer(c) and data.mixed.is_mixed(c.data.name):
+      raise several_tokenizations_error(c)
     return
+  if is_cross_tokenizer(c):
+    raise several_tokenizations_error(c)
+  if c.distill.route_by:
+    teachers_lib.check_column(c.data.name, c.distill.route_by)
+
+
+def several_tokenizations_error(c):
+  return kd_config.ConfigError(
+      f'config.distill.teachers={c.distill.teachers!r}, data.name='
+      f'{c.data.name!r}: cross-tokenizer terms ({cross_terms(c)}) pair one '
+      'teacher\'s tokens of a corpus with the student\'s, not several '
+      'teachers or a mixed corpus; use forward_kl (or another divergence) '
+      "with teachers of the student's tokenizer, or one teacher "
+      '(distill.teacher.workdir) on one corpus')
+
+
+def _check_stage_teachers(config, name: str) -> None:
+  """A stage routed over teachers that are earlier stages: one teacher per
+  source of its data (`kd.teachers.routes`), before those teachers train."""
+  d = config.stages[name].distill
+  named = teachers_lib.run_dirs(d)
+  if d.route_by and named and all(t in config.stages for t in named):
+    sources = ([s.strip() for s in d.teacher_sources.split(',') if s.strip()]
+               or [config.stages[t].data.name for t in named])
+    teachers_lib.routes(config.stages[name].data.name, d.route_by, sources,
+                        [f'stage {t!r}' for t in named])
+
+
+def _preflight_splits(d, text: bool, at: str, fail) -> None:
+  """config.data `d`'s evaluation split exists and holds examples."""
   b = (data.text.builder(data.text.source(d), d.data_dir or None) if text else
        data.builder(d.name, d.data_dir or None, d.download,
                     d.image_size or None))
@@ -370,15 +437,6 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   tok = (data.run_tokenizer(config, workdir,
                             from_teacher=not is_cross_tokenizer(config))
          if text else None)
-  if text and is_cross_tokenizer(config) and (
-      teachers_lib.run_dirs(config.distill) or data.mixed.is_mixed(d.name)):
-    raise kd_config.ConfigError(
-        f'config.distill.teachers={config.distill.teachers!r}, data.name='
-        f'{d.name!r}: cross-tokenizer terms pair one teacher\'s tokens of a '
-        'corpus with the student\'s, not several teachers or a mixed corpus;'
-        ' use forward_kl (or another divergence) with teachers of the '
-        "student's tokenizer, or one teacher (distill.teacher.workdir) on "
-        'one corpus')
   t_tok = cross_tokenizer_teacher(config, tok) if text else None
   spec = data.run_spec(config, tok)
   if text and d.task == 'classify':
@@ -449,44 +507,55 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
                terms, state, tok, t_tok)
 
 
+def cross_terms(config) -> str:
+  """The terms of `config` that compare two tokenizations (losses of input
+  kind 'aligned', `kd.losses.cross_tokenizer`), as 'name (loss), ...';
+  '' if none."""
+  return ', '.join(f'{k} ({t.loss})' for k, t in config.distill.terms.items()
+                   if t.loss in losses.LOSSES
+                   and losses.spec(t.loss).inputs == 'aligned')
+
+
 def is_cross_tokenizer(config) -> bool:
-  """Whether a term of `config` compares two tokenizations (a loss of
-  input kind 'aligned': `kd.losses.cross_tokenizer`)."""
-  return any(t.loss in losses.LOSSES and losses.spec(t.loss).inputs ==
-             'aligned' for t in config.distill.terms.values())
+  return bool(cross_terms(config))
+
+
+def _check_cross_tokenizer(c) -> None:
+  """A cross-tokenizer run's teacher reads its own tokens of each training
+  row, live: refuses what reads or makes one tokenization only."""
+  for on, field in ((c.distill.teacher.cache, 'distill.teacher.cache'),
+                    (c.distill.teacher.model_shards > 1,
+                     'distill.teacher.model_shards'),
+                    (c.distill.on_policy.lmbda, 'distill.on_policy.lmbda'),
+                    (c.distill.seqkd.prompt_len, 'distill.seqkd.prompt_len')):
+    if on and is_cross_tokenizer(c):
+      raise kd_config.ConfigError(
+          f'config.{field} is set, but the cross-tokenizer terms '
+          f'{cross_terms(c)} feed the teacher its own tokens of each row: '
+          'reset it (a live teacher on every device, off-policy data)')
+  for name, t in c.distill.terms.items():
+    if t.kwargs.get('chunk_size') and t.loss in losses.LOSSES and (
+        'spans' in inspect.signature(losses.spec(t.loss).fn).parameters):
+      raise kd_config.ConfigError(
+          f'config.distill.terms.{name}.kwargs.chunk_size='
+          f'{t.kwargs.chunk_size}: {t.loss} reads whole spans of positions, '
+          'which chunks would cut; remove chunk_size')
 
 
 def cross_tokenizer_teacher(config, tok):
   """The teacher's tokenizer of a cross-tokenizer run, else None; refuses
-  a run whose cross-tokenizer terms pair one tokenizer with itself, or that
-  asks for what reads one tokenization only."""
+  one that is the student's."""
   if not is_cross_tokenizer(config):
     return None
   t = config.distill.teacher
-  names = ', '.join(f'{k} ({v.loss})' for k, v in config.distill.terms.items()
-                    if losses.spec(v.loss).inputs == 'aligned')
-  for on, field in ((t.cache, 'distill.teacher.cache'),
-                    (t.model_shards > 1, 'distill.teacher.model_shards'),
-                    (config.distill.on_policy.lmbda,
-                     'distill.on_policy.lmbda'),
-                    (config.distill.seqkd.prompt_len,
-                     'distill.seqkd.prompt_len')):
-    if on:
-      raise kd_config.ConfigError(
-          f'config.{field} is set, but the cross-tokenizer terms {names} '
-          'feed the teacher its own tokens of each row: reset it (a live '
-          'teacher on every device, off-policy data)')
   runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
   t_config = runs.load_config(t.workdir)
   t_tok = data.run_tokenizer(t_config, t.workdir)
   kinds = (t_config.data.tokenizer, config.data.tokenizer)
   if kinds[0] == kinds[1] and (kinds[0] == 'byte' or
                                t_tok.to_str() == tok.to_str()):
-    raise kd_config.ConfigError(
-        f'the cross-tokenizer terms {names} pair two tokenizations, but the '
-        f'teacher ({t.workdir}) and the student read the same {kinds[0]} '
-        f'tokenizer of {tok.vocab_size} tokens: plain KL is exact there; '
-        "use loss='forward_kl' (or another divergence of kd.losses)")
+    raise same_tokenizer_error(config, t.workdir, kinds[0],
+                               f' of {tok.vocab_size} tokens')
   return t_tok
 
 
@@ -592,7 +661,7 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
     return TeacherSource()
   t = config.distill.teacher
   if isinstance(b.teacher, teachers_lib.Teachers):
-    return several_teachers(config, b)
+    return several_teachers(config, workdir, b)
   if b.tok is not None and b.teacher_tok is None:
     runs.check_teacher(t.workdir, t.allow_unfinished_teacher)
     check_same_tokens(config, b.tok)
@@ -626,21 +695,74 @@ def teacher_source(config, workdir: str, b: Built) -> TeacherSource:
                        extra, seqkd_dir=seqkd_dir, model=teacher)
 
 
-def several_teachers(config, b: Built) -> TeacherSource:
+def several_teachers(config, workdir: str, b: Built) -> TeacherSource:
   """The variables of `config.distill.teachers`, each read as a single
-  teacher's are (onto the mesh under parallel='sharded'), passed to the
-  step as one tuple; `step` lists their checkpoints' steps."""
+  teacher's are (onto the mesh under parallel='sharded'; to the host for
+  a cache's digest), passed to the step as one tuple, or with
+  `distill.teacher.cache` their routed top-k caches (`routed_caches`);
+  `step` lists their checkpoints' steps."""
   loaded = []
   for t_dir, m in zip(teachers_lib.run_dirs(config.distill), b.teacher.models):
     abstract = jax.eval_shape(lambda m=m: m.init(jax.random.key(0), b.example,
                                                  train=False))
     loaded.append(runs.load_teacher(
         t_dir, abstract, config.distill.teacher.allow_unfinished_teacher,
+        None if config.distill.teacher.cache else
         mesh_shardings(b.parallel, abstract)))
   variables = tuple(v for v, _ in loaded)
   extra = (b.parallel.replicate(variables),)
-  return TeacherSource(variables, [s for _, s in loaded], extra, extra,
-                       model=b.teacher)
+  t_steps = [s for _, s in loaded]
+  if config.distill.teacher.cache:
+    return TeacherSource(variables, t_steps, extra, model=b.teacher,
+                         extend_batch=routed_caches(config, workdir, b,
+                                                    variables, t_steps))
+  return TeacherSource(variables, t_steps, extra, extra, model=b.teacher)
+
+
+def routed_caches(config, workdir: str, b: Built, variables, t_steps):
+  """Each routed teacher's top-k cache (`kd.cache.build_topk`, as a
+  single teacher's) of the rows of its sources that the run reads, in
+  `distill.teacher.cache_dir`/k (default WORKDIR/teacher_cache/k); returns
+  `extend_batch`: batch['teacher'] = each row's teacher's cached top k."""
+  t, d = config.distill.teacher, config.data
+  where = dict(seq_len=d.seq_len, seed=config.seed, tok=b.tok,
+               data_dir=d.data_dir or None)
+  rows, source = data.mixed.training_rows(d.name, **where)
+  read = data.mixed.rows_read(d.name, batch_size=config.batch_size,
+                              steps=config.steps, **where)
+  routes = np.asarray(b.teacher.routes)
+  caches = []
+  for k, t_dir in enumerate(teachers_lib.run_dirs(config.distill)):
+    m = runs.load_config(t_dir).model
+    c = mc.ConfigDict(config.to_dict())  # The provenance of one teacher.
+    c.distill.teacher.update(workdir=t_dir, model=m.name, kwargs=m.kwargs)
+    meta = cache_lib.lm_provenance(c, t_steps[k], variables[k],
+                                   teacher_dtype(t.dtype), b.tok)
+    forward = functools.partial(jax.jit(
+        lambda v, x, m=b.teacher.models[k]: cache_lib.topk_log_probs(
+            m.apply(v, x, train=False)[0], t.cache_topk)), variables[k])
+    cache_dir = os.path.join(t.cache_dir or os.path.join(
+        workdir, 'teacher_cache'), str(k))
+    mine = read[routes[source[read]] == k]
+    caches.append(cache_lib.open_or_build_topk(
+        cache_dir, meta, functools.partial(cache_lib.build_topk, cache_dir,
+                                           meta, forward, rows, mine)))
+    print(f'[teacher cache] {cache_dir} ({t_dir}): {len(mine)} rows, top '
+          f'{caches[-1].k}, {caches[-1].quantize}', flush=True)
+
+  def extend_batch(batch):
+    index, which = np.asarray(batch['index']), routes[np.asarray(
+        batch['source'])]
+    out = {}
+    for k, cache in enumerate(caches):
+      picked = np.flatnonzero(which == k)
+      if len(picked):
+        for name, v in cache.lookup(index[picked]).items():
+          out.setdefault(name, np.zeros((len(index), *v.shape[1:]),
+                                        v.dtype))[picked] = v
+    return {**batch, 'teacher': out}
+
+  return extend_batch
 
 
 def seqkd_data(config, workdir: str) -> str:
@@ -748,10 +870,13 @@ def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
   """`test(p_state)`: the test figures of a replicated train state."""
   batches = select.test_split(config, b.tok)
 
+  sources = (data.mixed.parts(config.data.name)
+             if data.mixed.is_mixed(config.data.name) else ())
+
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}
     return metrics.test_rates(eval_fn, b.parallel, (variables, *src.eval_extra),
-                             batches())
+                             batches(), sources)
 
   return test
 

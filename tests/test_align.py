@@ -1,6 +1,8 @@
 """Byte-offset alignment of two tokenizations on hand-written strings that
 the tokenizers split differently: multi-byte UTF-8, merged whitespace,
 bytes the BPE never saw."""
+import types
+
 import numpy as np
 import pytest
 
@@ -72,7 +74,7 @@ def test_aligned_positions_and_spans_spell_the_same_bytes(bpes, pair):
           'bpe-byte': (bpes[0], text.ByteTokenizer()),
           'bpe-bpe': bpes[::-1]}[pair]  # The student the finer.
   streams = [text.pack(tok.encode(DOCS), tok) for tok in toks]
-  ends = [align.stream_ends(tok.encode(DOCS), tok) for tok in toks]
+  ends = [align.stream_ends(s, tok) for s, tok in zip(streams, toks)]
   assert [len(e) for e in ends] == [len(s) for s in streams]
   assert ends[0][-1] == ends[1][-1] == sum(len(d.encode()) + 2 for d in DOCS)
   got = align.align_row(*ends)
@@ -96,8 +98,8 @@ def test_aligned_positions_and_spans_spell_the_same_bytes(bpes, pair):
 def test_inside_a_multibyte_letter_nothing_is_aligned(bpes):
   doc = ['caf\u00e9 caf\u00e9']
   byte, bpe = text.ByteTokenizer(), bpes[0]
-  got = align.align_row(align.stream_ends(byte.encode(doc), byte),
-                        align.stream_ends(bpe.encode(doc), bpe))
+  got = align.align_row(*(align.stream_ends(text.pack(tok.encode(doc), tok),
+                                             tok) for tok in (byte, bpe)))
   # The BPE holds each word whole; the byte student's inputs are bos c a f
   # 0xc3 0xa9 ' ' c a f 0xc3 0xa9 (eos the last target): aligned at bos and
   # after each 'é', never between its two bytes.
@@ -110,8 +112,8 @@ def test_inside_a_multibyte_letter_nothing_is_aligned(bpes):
 
 def test_a_teacher_row_cut_short_leaves_the_rest_unaligned(bpes):
   byte, bpe = text.ByteTokenizer(), bpes[0]
-  s = align.stream_ends(byte.encode(DOCS[:1]), byte)
-  t = align.stream_ends(bpe.encode(DOCS[:1]), bpe)
+  s, t = (align.stream_ends(text.pack(tok.encode(DOCS[:1]), tok), tok)
+          for tok in (byte, bpe))
   cut = align.align_row(s, t[:4])
   full = align.align_row(s, t)
   last = t[3]  # The cut row's last target: its inputs end before it.
@@ -125,8 +127,17 @@ def test_a_teacher_row_cut_short_leaves_the_rest_unaligned(bpes):
 def test_vocab_map_pairs_tokens_of_the_same_bytes(bpes):
   byte, (bpe, small) = text.ByteTokenizer(), bpes
   s, t = align.vocab_map(byte, bpe)
-  # A byte-level BPE holds every byte: 256 one-byte tokens, and eos.
-  assert len(s) == 257 and (byte.eos_id, bpe.eos_id) in zip(s, t)
+  # A byte-level BPE holds every byte: 256 one-byte tokens, and the
+  # specials paired by role; every byte-level student token is matched.
+  assert len(s) == 259 and sorted(s) == list(range(259))
+  for role in ('eos_id', 'bos_id', 'pad_id'):
+    assert (getattr(byte, role), getattr(bpe, role)) in zip(s, t)
+  # A teacher with one special for every role (GPT-2's <|endoftext|>):
+  # paired once, with the student's eos.
+  gpt2 = types.SimpleNamespace(token_strings=lambda: [b'', b'a', b'b'],
+                               eos_id=0, bos_id=0, pad_id=0)
+  s2, t2 = align.vocab_map(byte, gpt2)
+  assert list(zip(s2, t2)) == [(byte.eos_id, 0), (97, 1), (98, 2)]
   for a, b in zip(s, t):
     assert byte.token_strings()[a] == bpe.token_strings()[b]
   s, t = align.vocab_map(small, bpe)

@@ -86,13 +86,11 @@ def np_hybrid(s, t, ms, mt, temp, spans=None):
   p, q = softmax(t / temp), softmax(s / temp)
   us = [i for i in range(s.shape[-1]) if i not in ms]
   ut = [i for i in range(t.shape[-1]) if i not in mt]
-  pb = np.concatenate([p[..., mt], p[..., ut].sum(-1, keepdims=True)], -1)
-  # No student token left: its rest is 1e-30 (a large KL, not inf).
-  rest = q[..., us].sum(-1, keepdims=True) if us else np.full(
-      q.shape[:-1] + (1,), np.exp(-69.0))
-  qb = np.concatenate([q[..., ms], rest], -1)
-  kl = np.where(pb > 0, pb * np.log(np.where(pb > 0, pb, 1) / qb), 0)
-  out = kl.sum(-1) + np_uld_probs(p[..., ut], q[..., us])
+  pm, qm = p[..., mt], q[..., ms]
+  pc = pm / pm.sum(-1, keepdims=True)
+  qc = qm / qm.sum(-1, keepdims=True)
+  out = pm.sum(-1) * np.sum(pc * np.log(pc / qc), -1) + np_uld_probs(
+      p[..., ut], q[..., us])
   if spans is not None:
     lq, lp, whole = spans
     P, Q = np.exp(lp), np.exp(lq)
@@ -138,3 +136,16 @@ def test_hybrid_kl_is_the_kl_when_the_vocabularies_are_one():
   np.testing.assert_allclose(
       losses.cross_tokenizer.hybrid_kl(s, t, every, every, temperature=2.0),
       losses.divergences.forward_kl(s, t, 2.0), rtol=1e-5, atol=1e-6)
+
+
+def test_hybrid_kl_asks_a_fully_matched_student_for_the_teachers_matched_part():
+  """A byte-level student has every token matched: the hybrid is least
+  (zero gradient) where its distribution is the teacher's given the
+  matched tokens, not where it puts the teacher's other mass on tokens it
+  never emits."""
+  t = R.normal(size=(3, 12))
+  ms, mt = np.arange(5), np.array([7, 1, 3, 10, 4])
+  log_pm = t[:, mt] - np.log(np.exp(t[:, mt]).sum(-1, keepdims=True))
+  g = jax.grad(lambda s: losses.cross_tokenizer.hybrid_kl(
+      s, t, ms, mt).sum())(jnp.asarray(log_pm))
+  np.testing.assert_allclose(g, 0, atol=1e-6)

@@ -12,7 +12,7 @@ import pytest
 from configs.lm import cross_tokenizer, distill
 from experiments.cross_tokenizer import table
 from kd import config as kd_config
-from kd import fields, losses, steps, train
+from kd import fields, losses, main, steps, train
 from kd.data import paired, text
 from launch import sweep
 from tests.lm_run_fixture import write_lm_run
@@ -91,6 +91,11 @@ def test_a_term_reads_the_teacher_at_the_aligned_positions(root):
   np.testing.assert_allclose(
       float(value), (per * a['aligned']).sum() / a['aligned'].sum(),
       rtol=1e-5)
+  chunked = steps.Term('x', 'uld', 1.0, kwargs={'temperature': 2.0,
+                                                'chunk_size': 16})
+  np.testing.assert_allclose(
+      float(chunked({'logits': s}, {'logits': t}, b)[0]), float(value),
+      rtol=1e-6)
   # The hybrid's span term: each side's log-prob of its own tokens.
   ms, mt = [np.arange(3)] * 2
   term = steps.Term('h', 'hybrid_kl', 1.0, kwargs={
@@ -110,6 +115,14 @@ def test_a_term_reads_the_teacher_at_the_aligned_positions(root):
   np.testing.assert_allclose(
       float(value), (per * a['aligned']).sum() / a['aligned'].sum(),
       rtol=1e-4)
+  with pytest.raises(ValueError, match="distill term 'h': chunk_size does "
+                     'not split the spans; remove it'):
+    steps.Term('h', 'hybrid_kl', 1.0, kwargs={
+        'matched_student': ms, 'matched_teacher': mt, 'chunk_size': 8})(
+            {'logits': s}, {'logits': t}, b)
+  with pytest.raises(ValueError, match="distill term 'h' compares two "
+                     'tokenizations: its batches need both'):
+    term({'logits': s}, {'logits': t}, {'label': b['label']})
 
 
 def test_a_byte_student_trains_from_a_bpe_teacher(root):
@@ -152,6 +165,12 @@ def test_a_same_vocabulary_term_on_a_bpe_teacher_names_the_way_across(
       r'^config.distill.on_policy.lmbda is set, but the cross-tokenizer terms '
       r'uld \(uld\) feed the teacher its own tokens of each row')):
     train.train_and_evaluate(c, str(tmp_path / 's2'))
+  c = student_config(root, hybrid='hybrid_kl')
+  c.distill.terms.hybrid.kwargs.chunk_size = 8
+  with pytest.raises(kd_config.ConfigError, match=(
+      r'^config.distill.terms.hybrid.kwargs.chunk_size=8: hybrid_kl reads '
+      r'whole spans of positions, which chunks would cut; remove')):
+    train.train_and_evaluate(c, str(tmp_path / 's4'))
   c = student_config(root, uld='uld')
   c.data.teacher_seq_len = 65
   with pytest.raises(kd_config.ConfigError, match=(
@@ -193,3 +212,41 @@ def test_the_sweep_and_its_table_pair_each_method_with_scratch(tmp_path):
       '| forward_kl | byte | 3 | 2.620 ± 0.020 | -0.180 ± 0.020 | 3 of 3 |',
       '', '| teacher | bits per byte |', '|---|---|',
       '| BPE-4096 | 2.100 |', '| byte | 1.900 |']
+
+
+def test_a_pipeline_refuses_one_tokenizer_before_its_teacher_trains(
+    root, tmp_path):
+  c = cross_tokenizer.get_config(
+      'method=uld,dataset=kd_pystdlib/tiny,seq_len=32,batch=8,'
+      'teacher_size=tiny,student_size=tiny,teacher_steps=2,steps=2')
+  for stage in c.stages.values():
+    stage.data.data_dir = f'{root}/tfds'
+  c.stages.teacher.data.update(tokenizer='byte', vocab_size=0)
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"^the cross-tokenizer terms uld \(uld\) pair two tokenizations, but "
+      r"the teacher \(stage 'teacher'\) and the student read the same byte "
+      r'tokenizer: plain KL is exact there')):
+    main.run_pipeline(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'teacher' / 'checkpoints')
+  c.stages.teacher.data.update(tokenizer='bpe', vocab_size=300)
+  c.stages.student.distill.seqkd.update(prompt_len=8, num_prompts=8)
+  with pytest.raises(kd_config.ConfigError, match=(
+      r'^config.distill.seqkd.prompt_len is set, but the cross-tokenizer '
+      r'terms uld \(uld\) feed the teacher its own tokens')):
+    main.run_pipeline(c, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'teacher' / 'checkpoints')
+
+
+def test_the_cross_tokenizer_benchmark_reports_consistent_figures():
+  from experiments.benchmark import cross_tokenizer as bench  # pylint: disable=import-outside-toplevel
+  r = bench.bench_steps('tiny_half', 'tiny_half', batch=2, seq_len=16,
+                        teacher_vocab=300, iters=1,
+                        which=('student_step', 'hybrid_step'))
+  assert r['hybrid_step_ms'] > 0 and r['student_step_ms'] > 0
+  assert r['hybrid_step_vs_student'] == pytest.approx(
+      r['hybrid_step_ms'] / r['student_step_ms'])
+  assert 'uld_step_ms' not in r and 'hybrid_step_vs_forward_kl' not in r
+  assert 0.1 < r['aligned'] < 0.6  # Teacher tokens of 3.5 bytes on average.
+  assert '| hybrid_step |' in bench.markdown(r)
+  b = bench.synthetic_batch(2, 16, 300)
+  assert b['teacher_image'].shape == (2, 16) and b['teacher_image'].min() >= 3

@@ -2,6 +2,7 @@
 against NumPy, a routed step equal to the single-teacher step on batches of
 one source, the mixed corpus's rows, each bad input's error before any
 work, and a few steps end to end."""
+import json
 import os
 
 import jax
@@ -11,9 +12,12 @@ import optax
 import pytest
 
 from kd import config as kd_config
-from kd import models, steps, teachers
-from kd import train
-from kd.data import mixed, text
+from kd import cache, models, steps, teachers
+from kd import main, train
+from configs.lm import multi_teacher
+from experiments.multi_teacher_lm import table
+from launch import sweep
+from kd.data import mixed, select, text
 from tests.lm_run_fixture import write_lm_run
 
 MIX = 'kd_pystdlib/tiny+kd_bbcnews/tiny'
@@ -138,14 +142,25 @@ def test_mixed_corpus_rows_are_one_source_each():
 
 
 @pytest.fixture(scope='module')
-def teacher_runs(tmp_path_factory):
-  root = tmp_path_factory.mktemp('teachers')
-  data_dir = os.environ['TFDS_DATA_DIR']
-  code = write_lm_run(str(root / 'code'), data_dir, train_steps=0,
-                      seq_len=SEQ, sizes=SIZES, name='kd_pystdlib/tiny')
-  prose = write_lm_run(str(root / 'prose'), data_dir, train_steps=0,
-                       seq_len=SEQ, sizes=SIZES, name='kd_bbcnews/tiny')
-  return str(root), code, prose
+def pipeline(tmp_path_factory):
+  """configs/lm/multi_teacher.py's routed pipeline, tiny: two teachers of
+  2 steps (code, prose), the student 4 steps on their mixed corpus."""
+  root = str(tmp_path_factory.mktemp('multi'))
+  c = multi_teacher.get_config(
+      'method=route,code=kd_pystdlib/tiny,prose=kd_bbcnews/tiny,seq_len=16,'
+      'batch=4,teacher_size=tiny_half,student_size=tiny_half,'
+      'teacher_steps=2,steps=4')
+  for stage in c.stages.values():
+    stage.update(log_every=2, eval_batch_size=64)
+    stage.wandb.mode = 'disabled'
+  return root, main.run_pipeline(c, root)
+
+
+@pytest.fixture(scope='module')
+def teacher_runs(pipeline):
+  root, _ = pipeline
+  return (root, os.path.join(root, 'code_teacher'),
+          os.path.join(root, 'prose_teacher'))
 
 
 def _config(teacher_dirs, **distill):
@@ -160,18 +175,23 @@ def _config(teacher_dirs, **distill):
   return c
 
 
-def test_routed_run_end_to_end(teacher_runs):
-  root, code, prose = teacher_runs
-  workdir = os.path.join(root, 'routed')
-  summary = train.train_and_evaluate(_config((prose, code), route_by='source'),
-                                     workdir)
-  assert summary['teacher_step'] == [0, 0]
-  assert np.isfinite(summary['test_bits_per_byte'])
+def test_routed_pipeline_end_to_end(pipeline):
+  root, summary = pipeline
+  # The stage names in distill.teachers became the teachers' directories.
+  assert summary['student/teacher_step'] == [2, 2]
+  assert np.isfinite(summary['student/test_bits_per_byte'])
   # Every held-out token of both sources is a target once.
   count = sum(e['mask'].sum() for e in mixed.eval_batches(
-      MIX, batch_size=64, seq_len=SEQ))
-  assert summary['test_examples'] == count
-  assert summary['kl_to_teacher'] > 0 and 0 < summary['teacher_agreement'] < 1
+      MIX, batch_size=64, seq_len=SEQ, split='test[:20]'))
+  assert summary['student/test_examples'] == count
+  assert summary['student/kl_to_teacher'] > 0
+  # Each source's figures, which add up to the whole's.
+  parts = [f'student/{p.replace("/", "_")}/' for p in mixed.parts(MIX)]
+  assert sum(summary[p + 'test_examples'] for p in parts) == count
+  nats = sum(summary[p + 'test_loss'] * summary[p + 'test_examples']
+             for p in parts)
+  np.testing.assert_allclose(nats / count, summary['student/test_loss'],
+                             rtol=1e-6)
 
 
 @pytest.mark.parametrize('distill, message', [
@@ -201,7 +221,7 @@ def test_data_errors_name_both_sides(teacher_runs, tmp_path):
     train.train_and_evaluate(c, str(tmp_path / 'a'))
   with pytest.raises(kd_config.ConfigError, match=(
       r"the data's source 'kd_bbcnews/tiny' \(data.name=.*\) has no teacher "
-      r"\(the teachers' sources: kd_pystdlib/tiny \(.*code\)\); add a teacher")):
+      r"\(the teachers' sources: kd_pystdlib/tiny \(.*code_teacher\)\); add a teacher")):
     train.train_and_evaluate(_config((code,), route_by='source'),
                              str(tmp_path / 'b'))
   with pytest.raises(kd_config.ConfigError, match='both teach source'):
@@ -210,6 +230,16 @@ def test_data_errors_name_both_sides(teacher_runs, tmp_path):
                              str(tmp_path / 'c'))
   for name in 'abc':
     assert not os.path.exists(tmp_path / name / 'checkpoints')
+  # A pipeline's routing is checked before its teacher stages train.
+  c = multi_teacher.get_config('method=route,code=kd_pystdlib/tiny,'
+                               'prose=kd_bbcnews/tiny,seq_len=16')
+  c.stages.student.distill.teacher_sources = 'kd_pystdlib/tiny,kd_english'
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"the data's source 'kd_bbcnews/tiny' .* has no teacher \(the "
+      r"teachers' sources: kd_pystdlib/tiny \(stage 'code_teacher'\), "
+      r"kd_english \(stage 'prose_teacher'\)\)")):
+    main.run_pipeline(c, str(tmp_path / 'pipe'))
+  assert not os.path.exists(tmp_path / 'pipe' / 'code_teacher')
 
 
 def test_a_teacher_of_another_vocabulary_is_refused(teacher_runs, tmp_path):
@@ -226,7 +256,8 @@ def test_a_teacher_of_another_vocabulary_is_refused(teacher_runs, tmp_path):
   c = _config((code, code))
   c.distill.terms.kl.loss = 'uld'
   with pytest.raises(kd_config.ConfigError, match=(
-      'cross-tokenizer terms pair one teacher.s tokens of a corpus with the '
+      r'cross-tokenizer terms \(kl \(uld\)\) pair one teacher.s tokens of '
+      'a corpus with the '
       "student's, not several teachers or a mixed corpus; use forward_kl")):
     train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
@@ -239,3 +270,74 @@ def test_mixture_terms_of_two_temperatures_are_refused():
       r"config.distill.terms='kl: T=1, soft: T=4': the mixture .* at one "
       'temperature; give every term the same one')):
     kd_config.validate(c)
+
+
+def test_table_of_the_sweep(tmp_path):
+  """The spec's runs as launch.sweep leaves them, with made-up summaries:
+  the table's cells are their means and stds per source."""
+  spec = sweep.load_spec(os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), 'launch/specs/lm_multi_teacher.py'))
+  bpb = {'scratch': 3.0, 'code': 2.6, 'prose': 2.7, 'mean': 2.5, 'route': 2.4}
+  for run in sweep.expand(spec, str(tmp_path)):
+    config = multi_teacher.get_config(run.arg)
+    sweep.describe(run)
+    a = dict(kv.split('=', 1) for kv in run.arg.split(','))
+    v = bpb[a['method']] + 0.1 * int(a['seed'])
+    summary = {f'{n}/steps': config.stages[n].steps
+               for n in config.stage_order}
+    summary.update({'student/test_bits_per_byte': v,
+                    'student/kd_pystdlib/test_bits_per_byte': v - 0.5,
+                    'student/kd_bbcnews/test_bits_per_byte': v + 0.5,
+                    'code_teacher/test_bits_per_byte': 2.0,
+                    'prose_teacher/test_bits_per_byte': 2.2})
+    for name, content in (('config.json', config.to_json()),
+                          ('summary.json', json.dumps(summary))):
+      (tmp_path / spec.NAME / run.name / name).write_text(content)
+  lines = table.markdown(str(tmp_path / spec.NAME)).splitlines()
+  assert lines[0] == ('| student on the mix | seeds | bits per byte, '
+                      'kd_pystdlib | bits per byte, kd_bbcnews | bits per '
+                      'byte, both |')
+  assert lines[2:7] == [
+      '| scratch | 3 | 2.600 ± 0.100 | 3.600 ± 0.100 | 3.100 ± 0.100 |',
+      '| code (best single) | 3 | 2.200 ± 0.100 | 3.200 ± 0.100 | '
+      '2.700 ± 0.100 |',
+      '| prose | 3 | 2.300 ± 0.100 | 3.300 ± 0.100 | 2.800 ± 0.100 |',
+      '| mean | 3 | 2.100 ± 0.100 | 3.100 ± 0.100 | 2.600 ± 0.100 |',
+      '| route | 3 | 2.000 ± 0.100 | 3.000 ± 0.100 | 2.500 ± 0.100 |']
+  assert lines[-2:] == ['| code_teacher (kd_pystdlib) | 2.000 |',
+                        '| prose_teacher (kd_bbcnews) | 2.200 |']
+  assert table.main([str(tmp_path / 'none')]) == 1
+
+
+def test_routed_teachers_from_their_top_k_caches(teacher_runs):
+  root, code, prose = teacher_runs
+  c = _config((code, prose), route_by='source')
+  c.steps = 2
+  c.distill.teacher.update(cache=True, cache_topk=8)
+  c.distill.terms.kl = kd_config.term('topk_kl', 1.0, k=8)
+  workdir = os.path.join(root, 'cached')
+  kd_config.validate(c)
+  b = train.build(c, workdir, 'train')
+  src = train.teacher_source(c, workdir, b)  # Builds the caches.
+  # Each teacher cached the rows of its source that the run reads.
+  read = mixed.rows_read(MIX, batch_size=4, seq_len=SEQ, seed=0, steps=2)
+  _, source = mixed.training_rows(MIX, seq_len=SEQ, seed=0)
+  for k, t_dir in enumerate((code, prose)):
+    with open(os.path.join(workdir, 'teacher_cache', str(k),
+                           'meta.json')) as f:
+      assert json.load(f)['teacher']['workdir'] == t_dir
+    np.testing.assert_array_equal(
+        np.load(os.path.join(workdir, 'teacher_cache', str(k),
+                             'row_numbers.npy')), read[source[read] == k])
+  # A batch's teacher outputs: each row's own teacher's top 8, live.
+  batch = next(select.train_batches(c, b.parallel, 0, b.tok))
+  got = src.extend_batch(batch)['teacher']
+  assert set(batch['source']) == {0, 1}
+  for k, t_dir in enumerate((code, prose)):
+    rows = batch['source'] == (0 if t_dir == code else 1)
+    logits = b.teacher.models[k].apply(src.variables[k],
+                                       batch['image'][rows])[0]
+    values, indices = cache.topk_log_probs(logits, 8)[:2]
+    np.testing.assert_allclose(got['topk_values'][rows], values, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(got['topk_indices'][rows], indices)

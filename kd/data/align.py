@@ -22,12 +22,16 @@ import numpy as np
 
 def vocab_map(student_tok, teacher_tok) -> tuple[np.ndarray, np.ndarray]:
   """(student ids, teacher ids) of the tokens whose byte strings are in both
-  vocabularies, in teacher-id order, plus each side's eos (the GOLD-style
-  exact matches, Patiño et al. 2025); built once per pair of tokenizers."""
+  vocabularies (the GOLD-style exact matches, Patiño et al. 2025), and each
+  side's eos, bos and pad paired by role (an id paired once), in teacher-id
+  order; built once per pair of tokenizers."""
   s_ids = {b: i for i, b in enumerate(student_tok.token_strings()) if b}
   pairs = [(s_ids[b], i) for i, b in enumerate(teacher_tok.token_strings())
            if b in s_ids]
-  pairs.append((student_tok.eos_id, teacher_tok.eos_id))
+  for role in ('eos_id', 'bos_id', 'pad_id'):
+    pair = (getattr(student_tok, role), getattr(teacher_tok, role))
+    if all(pair[k] not in {p[k] for p in pairs} for k in (0, 1)):
+      pairs.append(pair)
   pairs.sort(key=lambda p: p[1])
   s, t = np.array(pairs, np.int32).T
   return s, t
@@ -44,16 +48,18 @@ def document_ends(tok, ids: np.ndarray) -> np.ndarray:
   return np.cumsum(sizes)
 
 
-def stream_ends(docs: list[np.ndarray], tok) -> np.ndarray:
-  """The coordinate (module doc) of every token of `text.pack(docs, tok)`."""
-  parts, start = [], 0
-  for d in docs:
-    ends = document_ends(tok, d)
-    n = int(ends[-1]) if len(ends) else 0
-    parts += [[start + 1], start + 1 + ends, [start + n + 2]]
-    start += n + 2
-  return (np.concatenate(parts).astype(np.int64) if parts
-          else np.zeros(0, np.int64))
+def stream_ends(stream: np.ndarray, tok) -> np.ndarray:
+  """The coordinate (module doc) of every token of a packed `stream`
+  (`text.pack`): the running sum of the units each token reads (bos and
+  eos 1, a text token its bytes, a document's first token less its
+  `prefix_bytes`)."""
+  units = tok.token_bytes[stream].astype(np.int64)
+  units[(stream == tok.bos_id) | (stream == tok.eos_id)] = 1
+  prefix = getattr(tok, 'prefix_bytes', None)
+  if prefix is not None:
+    first = np.flatnonzero(stream[:-1] == tok.bos_id) + 1
+    units[first] -= prefix[stream[first]]
+  return np.cumsum(units)
 
 
 def check_same_text(student_docs, student_tok, teacher_docs, teacher_tok

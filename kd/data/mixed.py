@@ -50,18 +50,56 @@ def _epoch_rows(docs, tok, seq_len: int, seed: int, epoch: int):
   return np.concatenate(views), source, rng.permutation(len(source))
 
 
+def _documents(name, split, tok, data_dir):
+  return [text._encoded(p, split, tok, data_dir) for p in parts(name)]  # pylint: disable=protected-access
+
+
+def training_rows(name: str, *, seq_len: int, seed: int, tok=None,
+                  data_dir: str | None = None, split: str = 'train'):
+  """([rows, seq_len + 1] tokens, [rows] source ids): every row that
+  `packed_batches(..., fixed_packing=True)` draws from, by its `index`
+  (epoch 0's packing)."""
+  tok = tok or text.ByteTokenizer()
+  view, source, _ = _epoch_rows(_documents(name, split, tok, data_dir), tok,
+                                seq_len, seed, 0)
+  return view, source
+
+
+def rows_read(name: str, *, batch_size: int, seq_len: int, seed: int,
+              steps: int, tok=None, data_dir: str | None = None,
+              split: str = 'train') -> np.ndarray:
+  """Sorted numbers (`index`) of the rows that `steps` global batches of
+  `batch_size` rows of `packed_batches(..., fixed_packing=True)` draw."""
+  tok = tok or text.ByteTokenizer()
+  docs = _documents(name, split, tok, data_dir)
+  rows = sum(text._num_rows(d, seq_len) for d in docs)  # pylint: disable=protected-access
+  per_epoch = rows // batch_size
+  if not per_epoch:
+    raise ValueError(f'{name} {split} packs into {rows} rows of {seq_len} '
+                     f'tokens, fewer than one batch of {batch_size}')
+  read = np.zeros(rows, bool)
+  for e in range(-(-steps // per_epoch)):
+    batches = min(steps - e * per_epoch, per_epoch)
+    read[_epoch_rows(docs, tok, seq_len, seed, e)[2][:batches * batch_size]] = (
+        True)
+  return np.flatnonzero(read)
+
+
 def packed_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
                    tok=None, data_dir: str | None = None,
                    split: str = 'train', start_step: int = 0,
                    process_index: int | None = None,
-                   process_count: int | None = None):
+                   process_count: int | None = None,
+                   fixed_packing: bool = False):
   """Endless iterator of this process's `batch_size` rows (with `source`),
   as `kd.data.text.packed_batches`: process i keeps rows i*B..(i+1)*B of
   every global batch; rows left over from the last whole global batch of
-  an epoch are skipped."""
+  an epoch are skipped. With `fixed_packing` every epoch keeps epoch 0's
+  rows (`training_rows`), only their order changes, and each batch carries
+  the row numbers as `index` (the keys of each teacher's top-k cache)."""
   tok = tok or text.ByteTokenizer()
   index, count = _process_index_count(process_index, process_count)
-  docs = [text._encoded(p, split, tok, data_dir) for p in parts(name)]  # pylint: disable=protected-access
+  docs = _documents(name, split, tok, data_dir)
   rows = sum(text._num_rows(d, seq_len) for d in docs)  # pylint: disable=protected-access
   per_epoch = rows // (batch_size * count)
   if not per_epoch:
@@ -69,15 +107,23 @@ def packed_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
         f'{name} {split} packs into {rows} rows of {seq_len} tokens, fewer '
         f'than one global batch of {batch_size * count}: lower batch_size or '
         'seq_len')
-  epoch, step = None, start_step
+  epoch, step, view = None, start_step, None
   while True:
     e, b = divmod(step, per_epoch)
     if e != epoch:
       epoch = e
-      view, source, order = _epoch_rows(docs, tok, seq_len, seed, epoch)
+      if fixed_packing:  # Epoch 0's rows, this epoch's order.
+        if view is None:
+          view, source, _ = _epoch_rows(docs, tok, seq_len, seed, 0)
+        order = _epoch_rows(docs, tok, seq_len, seed, epoch)[2]
+      else:
+        view, source, order = _epoch_rows(docs, tok, seq_len, seed, epoch)
     first = (b * count + index) * batch_size
     picked = order[first:first + batch_size]
-    yield {**text._batch(view[picked], tok), 'source': source[picked]}  # pylint: disable=protected-access
+    batch = {**text._batch(view[picked], tok), 'source': source[picked]}  # pylint: disable=protected-access
+    if fixed_packing:
+      batch['index'] = picked
+    yield batch
     step += 1
 
 

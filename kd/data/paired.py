@@ -60,9 +60,10 @@ def paired_batches(name, *, batch_size: int, seq_len: int,
       epoch = e
       perm, order = text._epoch_orders(  # pylint: disable=protected-access
           seed, epoch, len(texts), rows)
-      streams = [(text.pack(d, k), align.stream_ends(d, k)) for d, k in (
-          ([s_docs[i] for i in perm], tok), ([t_docs[i] for i in perm],
-                                             teacher_tok))]
+      streams = []
+      for docs, k in ((s_docs, tok), (t_docs, teacher_tok)):
+        stream = text.pack([docs[i] for i in perm], k)
+        streams.append((stream, align.stream_ends(stream, k)))
       view = text.windows(streams[0][0], seq_len)
     first = (b * count + index) * batch_size
     picked = order[first:first + batch_size]

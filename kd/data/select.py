@@ -69,7 +69,8 @@ def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str,
   if task and mixed.is_mixed(d.name):
     return map(text.model_batch, mixed.packed_batches(
         d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
-        tok=tok, data_dir=d.data_dir or None, start_step=start_step))
+        tok=tok, data_dir=d.data_dir or None, start_step=start_step,
+        fixed_packing=bool(config.distill.teacher.cache)))
   if task:
     return map(text.model_batch, text.packed_batches(
         text.source(d), batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,

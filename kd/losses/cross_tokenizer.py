@@ -81,39 +81,42 @@ def hybrid_kl(student_logits, teacher_logits, matched_student,
   Distillation for Any Model Family", TRL's GOLD trainer) with ULD
   (Boizard et al. 2024), at positions where both tokenizations end at the
   same byte. `matched_student[k]` and `matched_teacher[k]` (static id
-  arrays, `kd.data.align.vocab_map`) spell the same bytes; M the matched
-  teacher ids, U_t and U_s each side's other ids:
+  arrays, `kd.data.align.vocab_map`) spell the same bytes (or play the
+  same special role); M the matched pairs, U_t and U_s each side's other
+  ids, p(M) and q(M) each side's mass on M:
 
-    L = KL(p_M, p(U_t) || q_M, q(U_s))       exact matching: the matched
-                                             tokens plus one bucket for
-                                             the rest of each side's mass
+    L = p(M) KL(p_M / p(M) || q_M / q(M))    exact matching, within M
       + sum_i |p_(i) - q_(i)| over U_t, U_s  ULD on the unmatched mass
       + KL(Bern(P) || Bern(Q))               the aligned span, if given
 
   with `spans = (log Q, log P, whole)` [...]: the student's and the
   teacher's log-probability of the text up to the next aligned position
   (`span_log_probs`: teacher forcing, the sum of each side's token
-  log-probs over the span), counted where `whole` is 1. The span term is
-  what reaches multi-byte teacher tokens a byte-level student cannot
-  match token for token. The first two terms treat a matched token as the
-  same event on both sides, as GOLD does; with a byte-level student a
-  one-byte teacher token ("t") is that token only, where the student's
-  byte "t" also begins "the": an approximation the span term does not make.
+  log-probs over the span), counted where `whole` is 1.
+
+  Within M the two sides' distributions are compared given M, weighted by
+  the teacher's mass there: how much of its mass the student puts on M is
+  left to ULD and the span term. (A KL with one bucket for the rest of
+  each side, or over the unnormalised p_M, would push a byte-level
+  student, whose tokens are all matched but the never-seen specials, to
+  put the teacher's mass on multi-byte tokens onto those specials.) For a
+  byte-level student U_s holds no token: the ULD term is then the
+  teacher's unmatched mass, a constant, and the span term is what reaches
+  the multi-byte teacher tokens. The matching treats a one-byte teacher
+  token ("t") as the student's byte "t", although that byte also begins
+  "the", as GOLD does; the span term makes no such approximation. With
+  every token matched (one vocabulary) L is the forward KL.
   """
   log_q, log_p = divergences.log_probs(student_logits, teacher_logits,
                                        temperature)
   ms, mt = np.asarray(matched_student), np.asarray(matched_teacher)
   us = np.setdiff1d(np.arange(log_q.shape[-1]), ms)
   ut = np.setdiff1d(np.arange(log_p.shape[-1]), mt)
+  given = lambda lx: lx - jax.nn.logsumexp(lx, -1, keepdims=True)
   lp, lq = log_p[..., mt], log_q[..., ms]
-  if len(ut):  # No teacher mass outside M: no bucket.
-    rest_q = (jax.nn.logsumexp(log_q[..., us], -1, keepdims=True) if len(us)
-              else jnp.full(lq.shape[:-1] + (1,), -69.0))  # q(U_s) = 1e-30.
-    lp = jnp.concatenate([lp, jax.nn.logsumexp(log_p[..., ut], -1,
-                                                keepdims=True)], -1)
-    lq = jnp.concatenate([lq, rest_q], -1)
-  loss = divergences.kl(lp, lq) + sorted_l1(jnp.exp(log_p[..., ut]),
-                                            jnp.exp(log_q[..., us]))
+  loss = (jnp.exp(jax.nn.logsumexp(lp, -1)) * divergences.kl(given(lp),
+                                                             given(lq))
+          + sorted_l1(jnp.exp(log_p[..., ut]), jnp.exp(log_q[..., us])))
   if spans is not None:
     log_q_span, log_p_span, whole = spans
     loss = loss + whole * bernoulli_kl(jax.lax.stop_gradient(log_p_span),
