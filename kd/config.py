@@ -389,6 +389,10 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           'must be positive', 'set the generation batch, e.g. 64')
   if c.distill.get('teachers'):
     _check_teachers(c, check, at)
+  check('+' not in c.data.name or not c.export.formats, 'export.formats',
+        f'the export\'s held-out figures read one corpus, not a mix '
+        f'({c.data.name})', 'export later with kd.export from a run of one '
+        "corpus, or set --config.export.formats='()'")
   routed = bool(c.distill.get('teachers') and c.distill.get('route_by'))
   for field in ('distill.teacher.cache', 'distill.seqkd.prompt_len'):
     check('+' not in c.data.name or not fields.get(c, field, 0) or (

@@ -263,6 +263,15 @@ def test_a_teacher_of_another_vocabulary_is_refused(teacher_runs, tmp_path):
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
+def test_exporting_a_student_of_a_mixed_corpus_is_refused():
+  c = _config(('a', 'b'))
+  c.export.formats = ('float32',)
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"config.export.formats=\('float32',\): the export's held-out figures "
+      r'read one corpus, not a mix \(kd_pystdlib/tiny\+kd_bbcnews/tiny\)')):
+    kd_config.validate(c)
+
+
 def test_mixture_terms_of_two_temperatures_are_refused():
   c = _config(('a', 'b'))
   c.distill.terms.soft = kd_config.term('forward_kl', 1.0, temperature=4.0)
