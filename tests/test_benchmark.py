@@ -2,6 +2,7 @@
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -95,11 +96,14 @@ def test_lm_benchmark_reports_consistent_figures():
   from experiments.benchmark import lm  # pylint: disable=g-import-not-at-top
   s = lm.bench_steps('tiny', 'tiny_half', batch=4, seq_len=16, iters=1)
   for step in ('student_step', 'teacher_forward', 'distill_step',
-               'cached_step'):
+               'distill_step_apart', 'cached_step'):
     assert s[f'{step}_tok_per_s'] == pytest.approx(
         4 * 16 / (s[f'{step}_ms'] / 1000))
   assert s['overhead_ratio'] == pytest.approx(
       s['distill_step_ms'] / (s['student_step_ms'] + s['teacher_forward_ms']))
+  assert s['overhead_ratio_apart'] == pytest.approx(
+      s['distill_step_apart_ms']
+      / (s['student_step_ms'] + s['teacher_forward_ms']))
   assert s['cached_vs_student'] == pytest.approx(
       s['cached_step_ms'] / s['student_step_ms'])
   assert s['teacher_params'] > s['student_params'] > 0
@@ -111,8 +115,12 @@ def test_lm_benchmark_reports_consistent_figures():
   assert g['same_tokens']  # Both are greedy decodes of the same model.
   assert g['speedup'] == pytest.approx(
       g['kv_cache_tok_per_s'] / g['full_recompute_tok_per_s'])
-  table = lm.markdown({'steps': s, 'divergence': d, 'generate': g})
+  chunked = lm.bench_steps('tiny', 'tiny_half', batch=4, seq_len=16,
+                           vocab=300, topk=0, iters=1, chunk_size=16)
+  assert 'cached_step_ms' not in chunked and chunked['chunk_size'] == 16
+  table = lm.markdown({'steps': [s, chunked], 'divergence': d, 'generate': g})
   assert '| KV cache tok/s |' in table
+  assert '| 300 | 16 | ' in table and table.count('| 259 | - | ') == 1
 
 
 def test_hf_peer_row_takes_torchs_fastest_thread_count():
@@ -158,3 +166,18 @@ def test_topk_cache_rows_are_the_formulas_and_error_grows_with_fewer_bits(
   kls = [rows[q]['kl'] for q in ('q8', 'q6', 'q5', 'q4')]
   assert 0 < kls[0] < kls[1] < kls[2] < kls[3]
   assert '| 259 | 64 | q8 | 101 | 1.58 |' in topk_cache.markdown(rows.values())
+
+
+def test_lm_profile_keys_operations_by_their_jax_op_and_shape():
+  from experiments.benchmark import lm_profile  # pylint: disable=import-outside-toplevel
+  text = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(
+      jnp.ones((8, 4)), jnp.ones((4, 3))).compile().as_text()
+  keys = lm_profile.op_keys(text).values()
+  assert any(k.startswith('dot_general f32[8,3]') for k in keys), keys
+  ms = lambda **kw: {'wall_ms': 1.0, 'ops': 2, 'op_ms': kw}
+  table = lm_profile.report({'student_step': ms(a=1.0, b=2.0),
+                             'teacher_forward': ms(b=1.0),
+                             'distill_step': ms(a=1.5, b=5.0, c=0.5)})
+  rows = [l for l in table.splitlines() if l.startswith('| `')]
+  assert rows == ['| `b` | 5.0 | 3.0 | +2.0 |', '| `a` | 1.5 | 1.0 | +0.5 |',
+                  '| `c` | 0.5 | 0.0 | +0.5 |']

@@ -1,16 +1,22 @@
 """Throughput and memory of language-model distillation, in one process.
 
-  python -m experiments.benchmark.lm [--iters=5] [--out=DIR]
+  python -m experiments.benchmark.lm [--iters=5] [--steps=259,32768:256] [--out=DIR]
 
 Three measurements, synthetic tokens on the device, medians of timed
 iterations after warm-up, interleaved (`run.time_interleaved`):
-  steps       tokens/s of the student's supervised step, the teacher's
-              forward pass and the live distillation step (forward KL per
-              token), the cached step (top-16 KL, `topk_kl_cached`, from
-              teacher logits in the batch, as with a top-k teacher cache),
-              the overhead ratio t(distill) / (t(student) + t(teacher)) and
-              t(cached) / t(student), for the `configs/lm` sizes (teacher
-              0.82M -> student 0.11M, batch 32 x 128, byte vocabulary);
+  steps       per vocabulary V of `--steps` (`V:chunk` computes the term
+              `chunk` positions at a time, `kd.losses.chunked`): tokens/s
+              of the student's supervised step, the teacher's forward pass,
+              the live distillation step (CE + forward KL per token, one
+              log-softmax per model shared by both, `kd.steps.LogProbs`),
+              the same step with each loss computing its own
+              (`distill_step_apart`, the step before that sharing), and at
+              the byte vocabulary the cached step (top-16 KL,
+              `topk_kl_cached`, from teacher logits in the batch, as with
+              a top-k teacher cache); the overhead ratio
+              t(distill) / (t(student) + t(teacher)) of both distillation
+              steps and t(cached) / t(student), for the `configs/lm` sizes
+              (teacher 0.82M -> student 0.11M at V = 259, batch 32 x 128);
   divergence  the temporary memory XLA plans for the value and gradient of
               `generalized_jsd` at [B, T, V] (default 4 x 512 x 32,768),
               plain and through `kd.losses.chunked`: each compiled on its
@@ -24,6 +30,7 @@ Writes lm_results.json to --out and prints the tables.
 import json
 import os
 import sys
+from typing import Callable
 
 from absl import app
 from absl import flags
@@ -45,11 +52,40 @@ def _lm(size: str, vocab: int, seq_len: int):
                        **lm_configs.SIZES[size], max_len=2 * seq_len)
 
 
-def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
-                batch: int = 32, seq_len: int = 128, vocab: int = 259,
-                topk: int = 16, iters: int = 5) -> dict:
-  """Tokens/s of the student step, teacher forward, distillation step and
-  cached step (top-`topk` KL from teacher logits in the batch)."""
+def distill_step_apart(student, teacher, tx, terms) -> Callable:
+  """`kd.steps.make_distill_step(student, teacher, tx, terms, 1.0)` as it
+  was before `kd.steps.LogProbs`: the CE and each term compute their own
+  log-softmaxes (the 'before' of the shared ones)."""
+
+  def loss_fn(trainable, state, teacher_out, batch):
+    params, _ = trainable
+    logits, feats, new_state = steps.apply_train(student, params,
+                                                 state.model_state,
+                                                 batch['image'])
+    ce = steps.label_loss(logits, batch)
+    distill, metrics, new_aux_state = steps.apply_terms(
+        terms, steps.outputs(logits, feats), teacher_out, batch, state.step)
+    metrics.update(ce=ce, loss=ce + distill, accuracy=steps.accuracy(
+        logits, batch['label'], batch.get('mask')))
+    return ce + distill, (new_state, new_aux_state, metrics)
+
+  def step(state, teacher_vars, batch):
+    teacher_out = lax.stop_gradient(steps.teacher_outputs(
+        teacher, teacher_vars, batch))
+    return steps.update(state, tx, loss_fn, state, teacher_out, batch)
+
+  return step
+
+
+def step_programs(teacher_size: str = 'teacher',
+                  student_size: str = 'student', batch: int = 32,
+                  seq_len: int = 128, vocab: int = 259, topk: int = 16,
+                  chunk_size: int = 0) -> tuple[dict, dict]:
+  """({name: (compiled program, its arguments)}, the setting): the student
+  step, teacher forward, distillation step (its term `chunk_size`
+  positions at a time if set), the same with each loss's own
+  log-softmaxes, and with `topk` the cached step (top-`topk` KL from
+  teacher logits in the batch)."""
   parallel = DataParallel('pmap')
   batch -= batch % parallel.local_devices
   teacher = _lm(teacher_size, vocab, seq_len)
@@ -66,16 +102,8 @@ def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
   def fresh():  # Each step donates the state it is given.
     return parallel.replicate(state)
   rep_t = parallel.replicate(t_vars)
-  terms = (steps.Term('forward_kl', 'forward_kl', 1.0),)
-  # As a run with a top-k teacher cache feeds the step (kd.cache).
-  values, indices = jax.jit(lambda v, a: lax.top_k(teacher.apply(v, a)[0],
-                                                   topk))(t_vars, x)
-  cached = parallel.shard({'image': x, 'label': y,
-                           'mask': np.ones(y.shape, np.float32),
-                           'teacher': {'topk_values': np.asarray(values),
-                                       'topk_indices': np.asarray(indices)}})
-  cached_terms = (steps.Term('topk', 'topk_kl_cached', 1.0,
-                             teacher='topk_values,topk_indices'),)
+  terms = (steps.Term('forward_kl', 'forward_kl', 1.0, kwargs=(
+      {'chunk_size': chunk_size} if chunk_size else {})),)
   fns = {
       'student_step': (parallel.wrap(steps.make_supervised_step(student, tx),
                                      1), (fresh(), data)),
@@ -84,20 +112,44 @@ def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
           donate_first=False), (rep_t, data)),
       'distill_step': (parallel.wrap(steps.make_distill_step(
           student, teacher, tx, terms, 1.0), 2), (fresh(), rep_t, data)),
-      'cached_step': (parallel.wrap(steps.make_distill_step(
-          student, None, tx, cached_terms, 1.0), 1), (fresh(), cached)),
+      'distill_step_apart': (parallel.wrap(distill_step_apart(
+          student, teacher, tx, terms), 2), (fresh(), rep_t, data)),
   }
+  if topk:  # As a run with a top-k teacher cache feeds the step (kd.cache).
+    values, indices = jax.jit(lambda v, a: lax.top_k(
+        teacher.apply(v, a)[0], topk))(t_vars, x)
+    cached = parallel.shard({'image': x, 'label': y,
+                             'mask': np.ones(y.shape, np.float32),
+                             'teacher': {'topk_values': np.asarray(values),
+                                         'topk_indices': np.asarray(indices)}})
+    cached_terms = (steps.Term('topk', 'topk_kl_cached', 1.0,
+                               teacher='topk_values,topk_indices'),)
+    fns['cached_step'] = (parallel.wrap(steps.make_distill_step(
+        student, None, tx, cached_terms, 1.0), 1), (fresh(), cached))
   out = {'teacher': teacher_size, 'student': student_size, 'batch': batch,
          'seq_len': seq_len, 'vocab': vocab, 'topk': topk,
+         'chunk_size': chunk_size,
          'teacher_params': _count(t_vars), 'student_params': s_params,
          'device': jax.devices()[0].device_kind,
          'devices': parallel.local_devices}
+  return fns, out
+
+
+def bench_steps(teacher_size: str = 'teacher', student_size: str = 'student',
+                batch: int = 32, seq_len: int = 128, vocab: int = 259,
+                topk: int = 16, iters: int = 5, chunk_size: int = 0) -> dict:
+  """Tokens/s of the `step_programs`, taking turns, and their ratios."""
+  fns, out = step_programs(teacher_size, student_size, batch, seq_len, vocab,
+                           topk, chunk_size)
+  batch = out['batch']
   for name, sec in run.time_interleaved(fns, iters).items():
     out[f'{name}_ms'] = 1000 * sec
     out[f'{name}_tok_per_s'] = batch * seq_len / sec
-  out['overhead_ratio'] = out['distill_step_ms'] / (
-      out['student_step_ms'] + out['teacher_forward_ms'])
-  out['cached_vs_student'] = out['cached_step_ms'] / out['student_step_ms']
+  apart = out['student_step_ms'] + out['teacher_forward_ms']
+  out['overhead_ratio'] = out['distill_step_ms'] / apart
+  out['overhead_ratio_apart'] = out['distill_step_apart_ms'] / apart
+  if topk:
+    out['cached_vs_student'] = out['cached_step_ms'] / out['student_step_ms']
   return out
 
 
@@ -172,22 +224,34 @@ def bench_generate(size: str = 'teacher', batch: int = 8, prompt: int = 32,
   return out
 
 
+def _steps_row(s: dict) -> str:
+  cached = lambda key, f: format(s[key], f) if s['topk'] else '-'
+  return (f"| {s['vocab']:,} | {s['chunk_size'] or '-'} | "
+          f"{s['teacher_params'] / 1e6:.2f}M -> "
+          f"{s['student_params'] / 1e6:.2f}M | "
+          f"{s['student_step_tok_per_s']:,.0f} | "
+          f"{s['teacher_forward_tok_per_s']:,.0f} | "
+          f"{s['distill_step_apart_tok_per_s']:,.0f} | "
+          f"{s['distill_step_tok_per_s']:,.0f} | "
+          f"{s['overhead_ratio_apart']:.2f} | {s['overhead_ratio']:.2f} | "
+          f"{cached('cached_step_tok_per_s', ',.0f')} | "
+          f"{cached('cached_vs_student', '.2f')} |")
+
+
 def markdown(result: dict) -> str:
-  s, d, g = result['steps'], result['divergence'], result['generate']
+  rows, d, g = result['steps'], result['divergence'], result['generate']
+  s = rows[0]
   return '\n'.join([
-      f"Steps: {s['teacher']} ({s['teacher_params'] / 1e6:.2f}M) -> "
-      f"{s['student']} ({s['student_params'] / 1e6:.2f}M), batch "
-      f"{s['batch']} x {s['seq_len']}, vocabulary {s['vocab']}",
+      f"Steps: {s['teacher']} -> {s['student']}, batch {s['batch']} x "
+      f"{s['seq_len']}; distillation step CE + forward KL, before (each "
+      'loss its own log-softmax) and after (one per model)',
       '',
-      '| student step tok/s | teacher fwd tok/s | distill step tok/s | '
-      f"cached top-{s['topk']} step tok/s | overhead ratio | "
+      '| V | chunk | params | student step tok/s | teacher fwd tok/s | '
+      'distill step before tok/s | distill step tok/s | overhead ratio '
+      f"before | overhead ratio | cached top-{s['topk']} step tok/s | "
       'cached / student |',
-      '|---|---|---|---|---|---|',
-      f"| {s['student_step_tok_per_s']:,.0f} | "
-      f"{s['teacher_forward_tok_per_s']:,.0f} | "
-      f"{s['distill_step_tok_per_s']:,.0f} | "
-      f"{s['cached_step_tok_per_s']:,.0f} | {s['overhead_ratio']:.2f} | "
-      f"{s['cached_vs_student']:.2f} |",
+      '|---|---|---|---|---|---|---|---|---|---|---|',
+      *[_steps_row(r) for r in rows],
       '',
       f"Generalized JSD, value + gradient, [{d['batch']}, {d['seq_len']}, "
       f"{d['vocab']}] logits ({d['logits_mb']:,.0f} MB each)",
@@ -210,6 +274,9 @@ def markdown(result: dict) -> str:
 
 def define_flags():
   flags.DEFINE_integer('iters', 5, 'Timed iterations per measurement.')
+  flags.DEFINE_list('steps', ['259', '32768:256'], 'Vocabularies of the '
+                    'step timings, each V or V:chunk (the term chunk '
+                    'positions at a time).')
   flags.DEFINE_string('out', 'benchmark_results', 'Output folder.')
   flags.DEFINE_integer('vocab', 32_768, 'Vocabulary of the divergence '
                        'memory measurement.')
@@ -219,14 +286,21 @@ def define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
-  result = {'steps': bench_steps(iters=f.iters),
+  rows = []
+  for spec in f.steps:
+    vocab, _, chunk = spec.partition(':')
+    rows.append(bench_steps(vocab=int(vocab), chunk_size=int(chunk or 0),
+                            topk=16 if int(vocab) < 1024 else 0,
+                            iters=f.iters))
+    print(_steps_row(rows[-1]), flush=True)
+  result = {'steps': rows,
             'divergence': bench_divergence(vocab=f.vocab,
                                            chunk_size=f.chunk_size),
             'generate': bench_generate(iters=f.iters)}
   print(json.dumps(result), file=sys.stderr, flush=True)
   os.makedirs(f.out, exist_ok=True)
   runs.write_json(os.path.join(f.out, 'lm_results.json'), result)
-  print(f"{result['steps']['device']}, {result['steps']['devices']} "
+  print(f"{rows[0]['device']}, {rows[0]['devices']} "
         f"device(s)\n{markdown(result)}")
 
 
