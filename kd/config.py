@@ -342,7 +342,7 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
     for name, term in c.distill.terms.items() if t.cache else ():
       check(term.loss in names.CACHED_TOPK_LOSSES or (
           term.loss == 'topk_kl' and term.kwargs.get('k') == t.cache_topk),
-            f'distill.terms.{name}', 'a top-k cache serves only topk_kl '
+            f'distill.terms.{name}.loss', 'a top-k cache serves only topk_kl '
             f'terms of k=distill.teacher.cache_topk={t.cache_topk} and '
             f'the losses on it ({", ".join(names.CACHED_TOPK_LOSSES)})',
             'make it one of those, or keep the teacher live (cache=False)')

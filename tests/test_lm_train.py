@@ -133,8 +133,9 @@ def test_a_sequence_longer_than_the_teachers_context_says_teacher(
   c.distill.teacher.workdir = f'{root}/teacher'
   c.data.seq_len, c.model.kwargs.max_len = 80, 128  # The teacher's is 64.
   with pytest.raises(ValueError, match=r"config\.data\.seq_len=80 exceeds "
-                     r"the teacher's context length \(distill\.teacher\."
-                     r'kwargs max_len=64'):
+                     r"the teacher's context length \(max_len=64, the "
+                     r'teacher in .*; set --config\.data\.seq_len to 64 or '
+                     r'less'):
     train.train_and_evaluate(c, str(tmp_path / 's'))
   assert not os.path.exists(tmp_path / 's' / 'config.json')
 

@@ -194,6 +194,31 @@ def test_routed_pipeline_end_to_end(pipeline):
                              rtol=1e-6)
 
 
+def test_a_mixed_corpus_student_exports_to_hf_not_litert(pipeline, tmp_path):
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+  from kd.export import __main__ as export_cli  # pylint: disable=import-outside-toplevel
+  root, _ = pipeline
+
+  def export(*args):
+    with flagsaver.flagsaver():
+      flags.FLAGS(['kd.export', f'--workdir={root}/student', *args])
+      try:
+        export_cli.cli_main([])
+      except SystemExit as e:
+        return str(e.code)
+    return None
+
+  assert export(f'--out={tmp_path}/s.tflite') == (
+      f'kd.export: {root}/student trained on the mixed corpus '
+      "kd_pystdlib/tiny+kd_bbcnews/tiny, but a --format=tflite sidecar's "
+      'held-out figures read one corpus: export a Hugging Face folder '
+      '(--format=hf), or a run of one corpus')
+  assert not os.path.exists(tmp_path / 's.tflite')
+  assert export('--format=hf', f'--out={tmp_path}/hf') is None
+  assert os.path.isfile(tmp_path / 'hf' / 'model.safetensors')
+
+
 @pytest.mark.parametrize('distill, message', [
     (dict(teacher_weights='0.5,0.3,0.2'),
      "config.distill.teacher_weights='0.5,0.3,0.2': 3 weights for the 2 "

@@ -30,11 +30,17 @@ import numpy as np
 
 from kd import cache, names, topk_codec
 
-flags.DEFINE_integer('k', 64, 'top k')
-flags.DEFINE_string('vocabs', '259,32768', 'vocabulary sizes, comma-separated')
-flags.DEFINE_integer('iters', 20, 'timed reads per storage')
-flags.DEFINE_string('out', '', 'directory for topk_cache_results.json')
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  # Defined when run, not on import: tests import this module beside others
+  # that define flags of the same names.
+  flags.DEFINE_integer('k', 64, 'top k')
+  flags.DEFINE_string('vocabs', '259,32768',
+                      'vocabulary sizes, comma-separated')
+  flags.DEFINE_integer('iters', 20, 'timed reads per storage')
+  flags.DEFINE_string('out', '', 'directory for topk_cache_results.json')
 
 ROWS, SEQ, BATCH = 256, 128, 32
 
@@ -136,4 +142,5 @@ def main(_):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -38,8 +38,6 @@ from kd.data import mlm
 from kd.export import encoder
 from kd.export import table as export_table
 
-_OUT = flags.DEFINE_string('out', None, 'Folder of table.md and the plot '
-                           '(default: ROOT).')
 # (fine-tune stage, its pretraining stage, what it is)
 MODELS = (
     ('teacher_ft', 'teacher_mlm', 'BERT teacher'),
@@ -165,7 +163,7 @@ def main(argv):
   if len(argv) != 2:
     raise app.UsageError('usage: python -m experiments.distilbert.table ROOT '
                          '[--out=DIR]')
-  out = _OUT.value or argv[1]
+  out = flags.FLAGS.out or argv[1]
   rows = collect(argv[1])
   text = markdown(rows)
   os.makedirs(out, exist_ok=True)
@@ -181,4 +179,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined when run, not on import (tests import this module beside
+  # kd.export's command line, which has its own --out).
+  flags.DEFINE_string('out', None, 'Folder of table.md and the plot '
+                      '(default: ROOT).')
   app.run(main)

@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 
 from kd import runs
+from kd.data import mixed
 from kd.export import encoder, hf, lm, onnx, student, tflite
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A run directory (one stage).')
@@ -111,6 +112,12 @@ def check_request(workdir: str, out: str, default: bool):
 
 def export_lm(out: str) -> dict:
   run = lm.load_run(_WORKDIR.value)
+  if mixed.is_mixed(run.config.data.name):
+    raise Refused(
+        f'{_WORKDIR.value} trained on the mixed corpus '
+        f'{run.config.data.name}, but a --format={_FORMAT.value} sidecar\'s '
+        'held-out figures read one corpus: export a Hugging Face folder '
+        '(--format=hf), or a run of one corpus')
   kw = dict(quantize=_QUANTIZE.value, prompt_len=_PROMPT_LEN.value,
             cache_len=_CACHE_LEN.value, prompts=_PARITY_PROMPTS.value,
             new_tokens=_PARITY_TOKENS.value, bpb_rows=_BPB_ROWS.value)

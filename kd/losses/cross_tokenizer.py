@@ -56,7 +56,7 @@ def span_log_probs(logits, targets, start, end, temperature: float = 1.0):
   <= L) from logits [B, L, V]; [B, P] float32."""
   log_probs = jax.nn.log_softmax(divergences.tempered(logits, temperature))
   picked = jnp.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
-  total = jnp.pad(jnp.cumsum(picked, -1), [(0, 0), (1, 0)])
+  total = jnp.pad(jnp.cumsum(picked, axis=-1), [(0, 0), (1, 0)])
   at = lambda i: jnp.take_along_axis(total, i, -1)
   return at(end) - at(start)
 
