@@ -107,6 +107,26 @@ def np_uld_probs(p, q):
   return np.abs(pad(p) - pad(q)).sum(-1)
 
 
+@pytest.mark.parametrize('wp,wq', [(5, 11), (11, 5), (0, 6), (6, 0)])
+def test_sorted_l1_of_the_top_m_is_the_padded_full_sort(wp, wq):
+  """Only each side's m = min(widths) largest entries are sorted; value
+  and gradient equal the padded full sort's."""
+  p = jnp.asarray(softmax(R.normal(size=(3, wp + 1)))[:, :wp])
+  q = jnp.asarray(softmax(R.normal(size=(3, wq + 1)))[:, :wq])
+
+  def full(p, q):
+    w = max(p.shape[-1], q.shape[-1])
+    pad = lambda x: jnp.pad(-jnp.sort(-x, -1), [(0, 0), (0, w - x.shape[-1])])
+    return jnp.sum(jnp.abs(pad(p) - pad(q)), -1)
+
+  fn = losses.cross_tokenizer.sorted_l1
+  np.testing.assert_allclose(fn(p, q), np_uld_probs(np.asarray(p),
+                                                    np.asarray(q)), rtol=1e-6)
+  for got, want in zip(jax.grad(lambda a, b: fn(a, b).sum(), (0, 1))(p, q),
+                       jax.grad(lambda a, b: full(a, b).sum(), (0, 1))(p, q)):
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 @pytest.mark.parametrize('vs,vt', [(7, 12), (12, 7)])
 def test_hybrid_kl_matches_numpy(vs, vt):
   s, t = R.normal(size=(B, T, vs)) * 2, R.normal(size=(B, T, vt)) * 2
