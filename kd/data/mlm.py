@@ -291,12 +291,8 @@ def mlm_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
   index, count = _process_index_count(process_index, process_count)
   docs = text._encoded(name, split, tok, data_dir)  # pylint: disable=protected-access
   rows = num_rows(docs, seq_len)
-  per_epoch = rows // (batch_size * count)
-  if not per_epoch:
-    raise ValueError(
-        f'{name} {split} packs into {rows} rows of {seq_len} tokens, fewer '
-        f'than one global batch of {batch_size * count}: lower batch_size or '
-        f'seq_len')
+  per_epoch = text.batches_per_epoch(name, split, rows, seq_len,
+                                     batch_size * count)
   epoch, view, attention, order = None, None, None, None
   step = start_step
   while True:

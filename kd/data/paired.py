@@ -47,12 +47,8 @@ def paired_batches(name, *, batch_size: int, seq_len: int,
   s_docs, t_docs = tok.encode(texts), teacher_tok.encode(texts)
   align.check_same_text(s_docs, tok, t_docs, teacher_tok)
   rows = text._num_rows(s_docs, seq_len)  # pylint: disable=protected-access
-  per_epoch = rows // (batch_size * count)
-  if not per_epoch:
-    raise ValueError(
-        f'{name} {split} packs into {rows} rows of {seq_len} tokens, fewer '
-        f'than one global batch of {batch_size * count}: lower batch_size or '
-        f'seq_len')
+  per_epoch = text.batches_per_epoch(name, split, rows, seq_len,
+                                     batch_size * count)
   epoch, step = None, start_step
   while True:
     e, b = divmod(step, per_epoch)

@@ -276,12 +276,8 @@ def packed_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
   index, count = _process_index_count(process_index, process_count)
   docs = _encoded(name, split, tok, data_dir)
   rows = _num_rows(docs, seq_len)
-  per_epoch = rows // (batch_size * count)
-  if not per_epoch:
-    raise ValueError(
-        f'{name} {split} packs into {rows} rows of {seq_len} tokens, fewer '
-        f'than one global batch of {batch_size * count}: lower batch_size or '
-        f'seq_len')
+  per_epoch = batches_per_epoch(name, split, rows, seq_len,
+                                batch_size * count)
   epoch, view, order = None, None, None
   step = start_step
   while True:
@@ -305,6 +301,18 @@ def _num_rows(docs: list[np.ndarray], seq_len: int) -> int:
   """Rows of `seq_len` tokens (and the next one) that packing `docs` (each
   between bos and eos) gives."""
   return (sum(len(d) + 2 for d in docs) - 1) // seq_len
+
+
+def batches_per_epoch(name, split, rows: int, seq_len: int,
+                      global_batch: int) -> int:
+  """Whole global batches in an epoch of `rows` packed rows; none is an
+  error naming the split and the fix."""
+  if rows < global_batch:
+    raise ValueError(
+        f'{name} {split} packs into {rows} rows of {seq_len} tokens, fewer '
+        f'than one global batch of {global_batch}: lower batch_size or '
+        f'seq_len')
+  return rows // global_batch
 
 
 def _epoch_orders(seed: int, epoch: int, num_docs: int, rows: int):
