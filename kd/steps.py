@@ -377,6 +377,29 @@ def apply_terms(terms, student_out, teacher_out, batch, step,
   return total, metrics, new_state
 
 
+def apply_routed_terms(teachers, terms, student_out, teacher_out, batch,
+                       step, aux_params=None, aux_state=None, rng=None,
+                       log_probs=None):
+  """`apply_terms` for routed teachers of several tokenizers
+  (`kd.teachers.Teachers.groups`): each group's terms on its teachers'
+  rows, values weighted by the group's share of the rows and summed per
+  term. Returns (total, metrics, new adapter state) as `apply_terms`."""
+  total, metrics, new_state = 0.0, {}, {}
+  for group_terms, t_out, b, share in teachers.groups(terms, teacher_out,
+                                                      batch):
+    # Only the terms over the student's vocabulary read `log_probs`, and
+    # only their group's teacher logits are the step's 'logits'.
+    value, more, state = apply_terms(
+        group_terms, student_out, t_out, b, step, aux_params, aux_state, rng,
+        log_probs)
+    total = total + share * value
+    new_state.update(state)
+    for name, v in more.items():  # A scheduled weight is every group's.
+      metrics[name] = v if name.endswith('/weight') else (
+          metrics.get(name, 0.0) + share * v)
+  return total, metrics, new_state
+
+
 def apply_gradients(state, tx, grads, new_model_state, new_aux_state=None):
   """`state` after one optimizer step on `grads` (over (params,
   aux_params)), averaged over the devices first; the model's and the
@@ -505,7 +528,9 @@ def make_distill_step(student: nn.Module, teacher: nn.Module | None,
     ce = label_loss(logits, batch, label_smoothing, log_probs('student'))
     metrics = {'ce': ce, 'accuracy': accuracy(logits, batch['label'],
                                               batch.get('mask'))}
-    distill, more, new_aux_state = apply_terms(
+    apply = (functools.partial(apply_routed_terms, teacher)
+             if getattr(teacher, 'across', False) else apply_terms)
+    distill, more, new_aux_state = apply(
         terms, student_out, teacher_out, batch, state.step, aux_params,
         state.aux_state, rng, log_probs)
     total = ce_weight * ce + distill

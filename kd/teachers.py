@@ -14,16 +14,27 @@ terms read as they read a single teacher's:
   source, t[b] = t_{k(b)}[b]: on a batch of one source, exactly that
   teacher's.
 
+Routed teachers may read other tokenizers than the student's (each
+teacher's own tokens of the same rows, `kd.data.mixed.paired_batches`):
+the terms of a divergence over one vocabulary (forward_kl, ...) then
+compare the student with the teachers of its tokenizer, and the
+cross-tokenizer terms (`kd.losses.cross_tokenizer`: uld, hybrid_kl) with
+each teacher of another, at that teacher's aligned positions with its
+vocabulary map (`groups`). A mixture of distributions over different
+vocabularies is not defined.
+
 The mixture function is shared with the vision variant
 (experiments/multi_teacher/weights.py).
 """
 import dataclasses
+import inspect
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from kd import config as kd_config
+from kd import losses
 from kd.losses import divergences
 
 
@@ -60,15 +71,26 @@ def route(teacher_logits, which):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Teachers:
-  """K teacher models of one vocabulary as one teacher: `outputs(variables,
-  batch)` (`variables` a tuple, one per model) -> {'logits': ...}, the
+  """K teacher models as one teacher: `outputs(variables, batch)`
+  (`variables` a tuple, one per model) -> {'logits': ...}, the
   `mixture_logits` of `weights` at `temperature`, or with `routes` (source
-  id -> teacher index) the `route` of each example by `batch[column]`."""
+  id -> teacher index) the `route` of each example by `batch[column]`.
+
+  `vocab_maps` (routing only): per teacher, None where it reads the
+  student's tokens, else its vocabulary map to the student's
+  (`kd.data.align.vocab_map`): it reads `batch['teacher_image']` and its
+  logits come as 'logits<k>' (`groups` pairs them with the terms)."""
   models: tuple
   weights: tuple = ()
   temperature: float = 1.0
   routes: tuple = ()
   column: str = 'source'
+  vocab_maps: tuple = ()
+
+  @property
+  def across(self) -> bool:
+    """Whether some teacher reads another tokenizer than the student."""
+    return any(m is not None for m in self.vocab_maps)
 
   def logits(self, variables, x):
     """[K, B, T, V]: every teacher's logits on inputs `x`."""
@@ -76,10 +98,63 @@ class Teachers:
                       for m, v in zip(self.models, variables)])
 
   def outputs(self, variables, batch) -> dict:
-    t = self.logits(variables, batch['image'])
-    if self.routes:
-      return {'logits': route(t, jnp.asarray(self.routes)[batch[self.column]])}
-    return {'logits': mixture_logits(self.weights, t, self.temperature)}
+    if not self.across:
+      t = self.logits(variables, batch['image'])
+      if self.routes:
+        return {'logits': route(t, jnp.asarray(self.routes)[
+            batch[self.column]])}
+      return {'logits': mixture_logits(self.weights, t, self.temperature)}
+    which = self.which(batch)
+    same = [k for k, m in enumerate(self.vocab_maps) if m is None]
+    out = {}
+    if same:  # Other teachers' rows read teacher same[0] (masked out).
+      t = jnp.stack([self.models[k].apply(
+          variables[k], batch['image'], train=False)[0].astype(jnp.float32)
+                     for k in same])
+      at = np.zeros(len(self.models), np.int32)
+      at[same] = np.arange(len(same))
+      out['logits'] = route(t, jnp.asarray(at)[which])
+    for k, m in enumerate(self.vocab_maps):
+      if m is not None:  # Its own tokens on its rows, token 0 elsewhere.
+        x = jnp.where((which == k)[:, None], batch['teacher_image'], 0)
+        out[f'logits{k}'] = self.models[k].apply(
+            variables[k], x, train=False)[0].astype(jnp.float32)
+    return out
+
+  def which(self, batch):
+    """[B]: each row's teacher."""
+    return jnp.asarray(self.routes)[batch[self.column]]
+
+  def groups(self, terms, teacher_out, batch):
+    """(terms, teacher outputs, batch, share) per group of teachers whose
+    rows a term reads as one: the teachers of the student's tokenizer
+    (their routed 'logits'; `batch['mask']` kept to their rows) with the
+    terms over one vocabulary, then each teacher k of another tokenizer
+    ('logits<k>'; its aligned positions kept to its rows, its vocabulary
+    map in the terms that take one) with the cross-tokenizer terms.
+    `share` is the fraction of the batch's rows the group holds: a term's
+    value is the sum over its groups of share x its mean over the group's
+    rows, so on rows of one teacher it is that teacher's alone."""
+    which = self.which(batch)
+    aligned = {t.name: losses.spec(t.loss).inputs == 'aligned'
+               for t in terms}
+    same = [k for k, m in enumerate(self.vocab_maps) if m is None]
+    if same:
+      rows = jnp.isin(which, jnp.asarray(same)).astype(jnp.float32)
+      yield ([t for t in terms if not aligned[t.name]],
+             {'logits': teacher_out['logits']},
+             {**batch, 'mask': batch['mask'] * rows[:, None]}, jnp.mean(rows))
+    for k, m in enumerate(self.vocab_maps):
+      if m is None:
+        continue
+      rows = (which == k).astype(jnp.float32)
+      a = batch['align']
+      yield ([with_vocab_map(t, m) for t in terms if aligned[t.name]],
+             {'logits': teacher_out[f'logits{k}']},
+             {**batch, 'teacher_label': jnp.where(
+                 rows[:, None] > 0, batch['teacher_label'], 0),
+              'align': {**a, 'aligned': a['aligned'] * rows[:, None],
+                        'span': a['span'] * rows[:, None]}}, jnp.mean(rows))
 
   def apply(self, variables, x, train: bool = False):
     """(The mixture's logits, {}) on inputs alone: a routed run's teachers
@@ -88,6 +163,17 @@ class Teachers:
     t = self.logits(variables, x)
     w = self.weights or (1.0 / len(self.models),) * len(self.models)
     return mixture_logits(w, t, self.temperature), {}
+
+
+def with_vocab_map(term, vocab_map):
+  """`term` (a `kd.steps.Term`) with `vocab_map` (student ids, teacher ids)
+  in its arguments, if its loss takes one (the aligned hybrid)."""
+  if 'matched_student' not in inspect.signature(
+      losses.spec(term.loss).fn).parameters:
+    return term
+  return dataclasses.replace(term, kwargs={
+      **term.kwargs, 'matched_student': vocab_map[0],
+      'matched_teacher': vocab_map[1]})
 
 
 def run_dirs(distill) -> tuple[str, ...]:

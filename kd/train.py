@@ -173,25 +173,28 @@ def _preflight_run(c, at: str) -> None:
 
 def _check_teachers(c) -> None:
   """What `distill.teachers` asks of the data and the terms, known before
-  any teacher is read: the routing column, one tokenization."""
+  any teacher is read: the routing column; teachers of other tokenizers
+  routed, not mixed, and one teacher of another tokenizer on one corpus."""
   if not teachers_lib.run_dirs(c.distill):
     if is_cross_tokenizer(c) and data.mixed.is_mixed(c.data.name):
-      raise several_tokenizations_error(c)
+      raise kd_config.ConfigError(
+          f'config.distill.teacher.workdir={c.distill.teacher.workdir!r}, '
+          f'data.name={c.data.name!r}: the cross-tokenizer terms '
+          f'({cross_terms(c)}) pair one teacher\'s tokens of one corpus with '
+          "the student's; for a mixed corpus name a teacher per source in "
+          "distill.teachers with distill.route_by='source', or train on one "
+          'corpus')
     return
-  if is_cross_tokenizer(c):
-    raise several_tokenizations_error(c)
+  if is_cross_tokenizer(c) and not c.distill.route_by:
+    raise kd_config.ConfigError(
+        f'config.distill.teachers={c.distill.teachers!r} with cross-tokenizer '
+        f'terms ({cross_terms(c)}): a weighted mixture of distributions over '
+        'different vocabularies is not defined; route each row to one '
+        "teacher (distill.route_by='source' over a mixed corpus), or mix "
+        "teachers of the student's tokenizer with forward_kl (or another "
+        'divergence)')
   if c.distill.route_by:
     teachers_lib.check_column(c.data.name, c.distill.route_by)
-
-
-def several_tokenizations_error(c):
-  return kd_config.ConfigError(
-      f'config.distill.teachers={c.distill.teachers!r}, data.name='
-      f'{c.data.name!r}: cross-tokenizer terms ({cross_terms(c)}) pair one '
-      'teacher\'s tokens of a corpus with the student\'s, not several '
-      'teachers or a mixed corpus; use forward_kl (or another divergence) '
-      "with teachers of the student's tokenizer, or one teacher "
-      '(distill.teacher.workdir) on one corpus')
 
 
 def _check_stage_teachers(config, name: str) -> None:
@@ -426,7 +429,9 @@ class Built(NamedTuple):
   terms: tuple
   state: steps.TrainState
   tok: Any = None  # A text dataset's tokenizer.
-  teacher_tok: Any = None  # The teacher's, where it differs (kd.data.paired).
+  # The teacher's, where it differs (kd.data.paired); of routed teachers
+  # of several tokenizers, one per source (None: the student's).
+  teacher_tok: Any = None
 
 
 def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
@@ -437,7 +442,11 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   tok = (data.run_tokenizer(config, workdir,
                             from_teacher=not is_cross_tokenizer(config))
          if text else None)
-  t_tok = cross_tokenizer_teacher(config, tok) if text else None
+  several = teachers_lib.run_dirs(config.distill)
+  t_toks = (other_tokenizers(config, tok) if several and text
+            and is_cross_tokenizer(config) else None)
+  t_tok = (cross_tokenizer_teacher(config, tok) if text and not several
+           else None)
   spec = data.run_spec(config, tok)
   if text and d.task == 'classify':
     classes = data.classify.classes(data.text.source(d), d.data_dir or None)
@@ -466,17 +475,17 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   tx, lr_schedule = optim.create(config.optimizer, config.steps)
   teacher = None
   terms, aux_params, aux_state = (), {}, {}
-  several = teachers_lib.run_dirs(config.distill)
   if t.workdir or several:
-    teacher = (lm_teachers(config, spec, tok) if several else
+    teacher = (lm_teachers(config, spec, tok, t_toks) if several else
                models.from_config(
                    t.model, t.kwargs,
                    t_tok.vocab_size if t_tok else spec.num_classes,
                    teacher_dtype(t.dtype)))
     one = teacher.models if several else (teacher,)
-    t_len, field = ((data.paired.teacher_seq_len(config), 'teacher_seq_len')
-                    if t_tok else (d.seq_len, 'seq_len'))
-    for t_dir, m in zip(several or (t.workdir,), one):
+    across = t_toks or (t_tok,) * len(one)  # Per teacher: another's or None.
+    for t_dir, m, other in zip(several or (t.workdir,), one, across):
+      t_len, field = ((data.paired.teacher_seq_len(config), 'teacher_seq_len')
+                      if other is not None else (d.seq_len, 'seq_len'))
       context = getattr(m, 'max_len', None)  # A language model's.
       if text and context and t_len > context:
         raise kd_config.ConfigError(
@@ -488,7 +497,11 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
     terms = distill_terms(config)
     if t_tok is not None:
       terms = with_vocab_map(terms, tok, t_tok)
-    check_terms(terms, model, one[0], example)
+    if t_toks:  # Each teacher with the terms that read it.
+      for group_terms, m in routed_terms(terms, one, t_toks):
+        check_terms(group_terms, model, m, example)
+    else:
+      check_terms(terms, model, one[0], example)
     if text and t.cache:
       terms = cached_topk_terms(terms)
     aux_params, aux_state = init_adapters(
@@ -503,6 +516,8 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
   if config.init_from:
     state = warm_start(state, config.init_from, name,
                        config.init_from_layers, parallel)
+  if t_toks:  # The data pairs each row with its teacher's tokens.
+    t_tok = tuple(t_toks[k] for k in teacher.routes)
   return Built(spec, parallel, model, example, tx, lr_schedule, teacher,
                terms, state, tok, t_tok)
 
@@ -562,30 +577,72 @@ def cross_tokenizer_teacher(config, tok):
 def with_vocab_map(terms, tok, teacher_tok) -> tuple[steps.Term, ...]:
   """`terms` with the vocabulary map (`kd.data.align.vocab_map`) in the
   arguments of those that take it."""
-  matched = None
-  out = []
-  for term in terms:
-    if 'matched_student' in inspect.signature(losses.spec(term.loss).fn
-                                              ).parameters:
-      if matched is None:
-        matched = data.align.vocab_map(tok, teacher_tok)
-      term = dataclasses.replace(term, kwargs={
-          **term.kwargs, 'matched_student': matched[0],
-          'matched_teacher': matched[1]})
-    out.append(term)
+  matched = data.align.vocab_map(tok, teacher_tok)
+  return tuple(teachers_lib.with_vocab_map(term, matched) for term in terms)
+
+
+def other_tokenizers(config, tok) -> tuple:
+  """Per teacher of `distill.teachers` in a run with cross-tokenizer
+  terms: its tokenizer where it is not the student's, else None. Refuses,
+  naming both sides and the fix, terms that no teacher reads and teachers
+  that no term reads."""
+  d = config.distill
+  dirs = teachers_lib.run_dirs(d)
+  out, kinds = [], []
+  for t_dir in dirs:
+    runs.check_teacher(t_dir, d.teacher.allow_unfinished_teacher)
+    t_config = runs.load_config(t_dir)
+    t_tok = data.run_tokenizer(t_config, t_dir)
+    kind = t_config.data.tokenizer
+    same = kind == config.data.tokenizer and (
+        kind == 'byte' or t_tok.to_str() == tok.to_str())
+    out.append(None if same else t_tok)
+    kinds.append(f'{kind} of {t_tok.vocab_size} tokens')
+  plain = ', '.join(f'{k} ({t.loss})' for k, t in d.terms.items()
+                    if losses.spec(t.loss).inputs != 'aligned')
+  ours = f'{config.data.tokenizer} of {tok.vocab_size} tokens'
+  if all(t is None for t in out):
+    raise same_tokenizer_error(
+        config, 'every one of distill.teachers: ' + ', '.join(dirs),
+        config.data.tokenizer, f' of {tok.vocab_size} tokens')
+  for t_dir, t_tok in zip(dirs, out):
+    if t_tok is None and not plain:
+      raise kd_config.ConfigError(
+          f'the teacher ({t_dir}) reads the student\'s tokenizer ({ours}), '
+          f'but every term of distill.terms ({cross_terms(config)}) compares '
+          'two tokenizations: add a term over one vocabulary for it (e.g. '
+          "distill.terms.kl with loss='forward_kl')")
+  if plain and all(t is not None for t in out):
+    raise kd_config.ConfigError(
+        f'config.distill.terms {plain} compare the student with a teacher of '
+        'its vocabulary, but every teacher of distill.teachers reads another '
+        'tokenizer (' + ', '.join(f'{t_dir}: {k}' for t_dir, k in zip(
+            dirs, kinds)) + f'; the student {ours}): remove them, or make '
+        "them cross-tokenizer terms (loss='uld' or 'hybrid_kl')")
   return tuple(out)
 
 
-def lm_teachers(config, spec, tok) -> teachers_lib.Teachers:
+def routed_terms(terms, models_, t_toks):
+  """(terms, model) per teacher of `t_toks` (`other_tokenizers`): a
+  teacher of another tokenizer with the cross-tokenizer terms, one of the
+  student's with the others (`kd.teachers.Teachers.groups`)."""
+  for m, t_tok in zip(models_, t_toks):
+    yield tuple(t for t in terms if (losses.spec(t.loss).inputs == 'aligned')
+                == (t_tok is not None)), m
+
+
+def lm_teachers(config, spec, tok, t_toks=None) -> teachers_lib.Teachers:
   """`config.distill.teachers` as one teacher (`kd.teachers`), checked
-  before any work: each run finished and of the student's tokens, and, when
-  routing, one teacher per source of the data."""
+  before any work: each run finished and of the student's tokens (or with
+  `t_toks`, `other_tokenizers`: routed, each of the tokenizer there), and,
+  when routing, one teacher per source of the data."""
   d = config.distill
   dirs = teachers_lib.run_dirs(d)
   configs = []
   for t_dir in dirs:
     runs.check_teacher(t_dir, d.teacher.allow_unfinished_teacher)
-    check_same_tokens(config, tok, t_dir, across=False)
+    if t_toks is None:
+      check_same_tokens(config, tok, t_dir, across=False)
     configs.append(runs.load_config(t_dir))
   routes = ()
   if d.route_by:
@@ -595,13 +652,17 @@ def lm_teachers(config, spec, tok) -> teachers_lib.Teachers:
   weights = teachers_lib.numbers(d.teacher_weights) or (1.0,) * len(dirs)
   temperatures = {float(term.kwargs.get('temperature', 1.0))
                   for term in d.terms.values()}
+  t_toks = t_toks or (None,) * len(dirs)
   return teachers_lib.Teachers(
       tuple(models.from_config(c.model.name, c.model.kwargs,
-                               spec.num_classes, teacher_dtype(d.teacher.dtype))
-            for c in configs),
+                               k.vocab_size if k else spec.num_classes,
+                               teacher_dtype(d.teacher.dtype))
+            for c, k in zip(configs, t_toks)),
       teachers_lib.normalised(weights),
       temperatures.pop() if len(temperatures) == 1 else 1.0, routes,
-      d.route_by)
+      d.route_by, tuple(None if k is None else data.align.vocab_map(tok, k)
+                        for k in t_toks)
+      if any(k is not None for k in t_toks) else ())
 
 
 def check_same_tokens(config, tok, t_dir: str = '', across: bool = True
@@ -620,8 +681,9 @@ def check_same_tokens(config, tok, t_dir: str = '', across: bool = True
   fix = ('use the teacher\'s tokenizer: set config.data.tokenizer='
          f'{kinds[0]!r} (and data.vocab_size={sizes[0]})' + (
              ", or distill across tokenizers with a 'uld' or 'hybrid_kl' "
-             'term' if across else '; every teacher of distill.teachers '
-             "reads the student's tokenizer"))
+             'term' if across else ', or route the teachers (distill.'
+             "route_by='source') with a 'uld' or 'hybrid_kl' term for those "
+             'of another tokenizer'))
   # An encoder student may name a converted teacher's WordPiece 'hf'.
   if sizes[0] != sizes[1] or (kinds[0] != kinds[1]
                               and not data.encoder_task(config)):
@@ -716,7 +778,9 @@ def several_teachers(config, workdir: str, b: Built) -> TeacherSource:
     return TeacherSource(variables, t_steps, extra, model=b.teacher,
                          extend_batch=routed_caches(config, workdir, b,
                                                     variables, t_steps))
-  return TeacherSource(variables, t_steps, extra, extra, model=b.teacher)
+  # Teachers of other tokenizers read other tokens than the test's.
+  return TeacherSource(variables, t_steps, () if b.teacher.across else extra,
+                       extra, model=b.teacher)
 
 
 def routed_caches(config, workdir: str, b: Built, variables, t_steps):
@@ -917,7 +981,7 @@ def finish(config, workdir: str, name: str, b: Built, src: TeacherSource,
     shape, dtype = b.spec.input_shape, b.spec.input_dtype
     summary['latency_ms'] = latency.model_latency_ms(b.model, variables,
                                                       shape, dtype)
-    if b.teacher is not None:
+    if b.teacher is not None and not getattr(src.model, 'across', False):
       summary['teacher_latency_ms'] = latency.model_latency_ms(
           src.model, src.variables, shape, dtype)
   exported = []

@@ -275,15 +275,16 @@ def test_a_teacher_of_another_vocabulary_is_refused(teacher_runs, tmp_path):
   with pytest.raises(kd_config.ConfigError, match=(
       r'the teacher \(.*bpe\) reads a vocabulary of 300 tokens \(bpe\), the '
       r"student 259 \(byte\): use the teacher's tokenizer: set "
-      r"config.data.tokenizer='bpe' \(and data.vocab_size=300\); every "
-      r"teacher of distill.teachers reads the student's tokenizer$")):
+      r"config.data.tokenizer='bpe' \(and data.vocab_size=300\), or route "
+      r"the teachers \(distill.route_by='source'\) with a 'uld' or "
+      r"'hybrid_kl' term for those of another tokenizer$")):
     train.train_and_evaluate(_config((code, bpe)), str(tmp_path / 'run'))
   c = _config((code, code))
   c.distill.terms.kl.loss = 'uld'
   with pytest.raises(kd_config.ConfigError, match=(
-      r'cross-tokenizer terms \(kl \(uld\)\) pair one teacher.s tokens of '
-      'a corpus with the '
-      "student's, not several teachers or a mixed corpus; use forward_kl")):
+      r'cross-tokenizer terms \(kl \(uld\)\): a weighted mixture of '
+      'distributions over different vocabularies is not defined; route each '
+      'row to one teacher')):
     train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 

@@ -10,6 +10,8 @@ source, `kd.data.mixed`) by `method`:
            (`weights`, default 0.5,0.5: the mixture sum_k w_k softmax(t_k))
   route    CE + forward KL, each row to the teacher of its source
            (`distill.route_by='source'`)
+  route_xtok  route, the code teacher BPE-`code_vocab` (default 4096): its
+           rows through the cross-tokenizer `hybrid_kl` (kd.teachers)
 The held-out split is `test[:20]` of each source; the summary has bits per
 byte over both and per source ('kd_pystdlib/test_bits_per_byte', ...).
 `code_dir=PATH` / `prose_dir=PATH` share trained teachers between runs.
@@ -20,7 +22,7 @@ byte over both and per source ('kd_pystdlib/test_bits_per_byte', ...).
 from configs.lm import train as recipes
 from kd.config import parse_args, pipeline_config, term
 
-METHODS = ('scratch', 'code', 'prose', 'mean', 'route')
+METHODS = ('scratch', 'code', 'prose', 'mean', 'route', 'route_xtok')
 
 
 def get_config(arg: str | None = None):
@@ -28,7 +30,7 @@ def get_config(arg: str | None = None):
                  seq_len=128, batch=32, teacher_size='teacher',
                  student_size='student', code='kd_pystdlib',
                  prose='kd_bbcnews', weights='0.5,0.5', code_dir=str,
-                 prose_dir=str)
+                 prose_dir=str, code_vocab=4096)
   method = a['method']
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
@@ -54,6 +56,10 @@ def get_config(arg: str | None = None):
       student.distill.route_by = 'source'
   if method != 'scratch':
     student.distill.terms.forward_kl = term('forward_kl', 1.0)
+  if method == 'route_xtok':
+    stages['code_teacher'].data.update(tokenizer='bpe',
+                                       vocab_size=a['code_vocab'])
+    student.distill.terms.hybrid = term('hybrid_kl', 1.0)
   c = pipeline_config(**stages, student=student)
   c.stage_dirs = {f'{k}_teacher': a[f'{k}_dir'] for k in ('code', 'prose')
                   if a[f'{k}_dir']}

@@ -15,6 +15,8 @@ uninterrupted iterator yields from there.
 """
 import numpy as np
 
+from kd.data import align
+from kd.data import paired
 from kd.data import text
 from kd.data.input_pipeline import _process_index_count
 
@@ -38,16 +40,25 @@ def parts(name: str) -> tuple[str, ...]:
   return found
 
 
+def _epoch_orders(docs, seq_len: int, seed: int, epoch: int):
+  """(each source's document order, the order of all rows) of one epoch,
+  drawn from (seed, epoch)."""
+  rng = np.random.default_rng([seed, epoch])
+  perms = [rng.permutation(len(d)) for d in docs]
+  rows = sum(text._num_rows(d, seq_len) for d in docs)  # pylint: disable=protected-access
+  return perms, rng.permutation(rows)
+
+
 def _epoch_rows(docs, tok, seq_len: int, seed: int, epoch: int):
   """([rows, seq_len + 1] tokens, [rows] source ids, row order) of one
-  epoch: each source's documents packed in an order drawn from (seed,
-  epoch), source after source, then one order over all rows."""
-  rng = np.random.default_rng([seed, epoch])
-  views = [text.windows(text.pack([d[i] for i in rng.permutation(len(d))],
-                                  tok), seq_len) for d in docs]
+  epoch: each source's documents packed in its `_epoch_orders` order,
+  source after source, then one order over all rows."""
+  perms, order = _epoch_orders(docs, seq_len, seed, epoch)
+  views = [text.windows(text.pack([d[i] for i in perm], tok), seq_len)
+           for d, perm in zip(docs, perms)]
   source = np.repeat(np.arange(len(views), dtype=np.int32),
                      [len(v) for v in views])
-  return np.concatenate(views), source, rng.permutation(len(source))
+  return np.concatenate(views), source, order
 
 
 def _documents(name, split, tok, data_dir):
@@ -140,3 +151,82 @@ def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
         data_dir=data_dir, process_index=process_index,
         process_count=process_count):
       yield {**batch, 'source': np.full(len(batch['tokens']), j, np.int32)}
+
+
+def paired_batches(name: str, *, batch_size: int, seq_len: int,
+                   teacher_seq_len: int, seed: int, tok, teacher_toks,
+                   data_dir: str | None = None, split: str = 'train',
+                   start_step: int = 0, process_index: int | None = None,
+                   process_count: int | None = None):
+  """Endless iterator of this process's batches of routed teachers of
+  several tokenizers: the student's part (with `source`) equal to
+  `model_batch` of `packed_batches` with the same arguments, and each row
+  of a source whose teacher reads another tokenizer (`teacher_toks`, one
+  per source of `name`: that teacher's tokenizer, or None for the
+  student's) paired with that tokenizer's tokens of the same text as
+  `kd.data.paired` pairs one corpus's rows (teacher_image, teacher_label,
+  align). The other rows hold token 0 there and no aligned position."""
+  index, count = _process_index_count(process_index, process_count)
+  texts = [text.documents(p, split, data_dir) for p in parts(name)]
+  docs = [tok.encode(t) for t in texts]
+  t_docs = [None if k is None else k.encode(t)
+            for k, t in zip(teacher_toks, texts)]
+  for d, t, k in zip(docs, t_docs, teacher_toks):
+    if k is not None:
+      align.check_same_text(d, tok, t, k)
+  rows = [text._num_rows(d, seq_len) for d in docs]  # pylint: disable=protected-access
+  first_row = np.cumsum([0] + rows)
+  per_epoch = text.batches_per_epoch(name, split, sum(rows), seq_len,
+                                     batch_size * count)
+  epoch, step = None, start_step
+  while True:
+    e, b = divmod(step, per_epoch)
+    if e != epoch:
+      epoch = e
+      perms, order = _epoch_orders(docs, seq_len, seed, epoch)
+      packed = [text.pack([d[i] for i in perm], tok)
+                for d, perm in zip(docs, perms)]
+      view = np.concatenate([text.windows(s, seq_len) for s in packed])
+      streams = []  # Per source: (tokens, coordinates) of each side.
+      for s, t, k, perm in zip(packed, t_docs, teacher_toks, perms):
+        if k is None:
+          streams.append(None)
+          continue
+        t_s = text.pack([t[i] for i in perm], k)
+        streams.append(((s, align.stream_ends(s, tok)),
+                        (t_s, align.stream_ends(t_s, k))))
+      source = np.repeat(np.arange(len(docs), dtype=np.int32), rows)
+    first = (b * count + index) * batch_size
+    picked = order[first:first + batch_size]
+    yield _paired_batch(view[picked], picked, source[picked], first_row,
+                        seq_len, teacher_seq_len, streams, tok, teacher_toks)
+    step += 1
+
+
+def _paired_batch(rows, picked, source, first_row, seq_len, teacher_seq_len,
+                  streams, tok, teacher_toks) -> dict:
+  """The batch of rows `picked` (of sources `source`): each paired source's
+  rows by `kd.data.paired.paired_batch`, the others unaligned."""
+  batch = {**text.model_batch(text._batch(rows, tok)), 'source': source}  # pylint: disable=protected-access
+  n = len(rows)
+  out = {'teacher_image': np.zeros((n, teacher_seq_len), np.int32),
+         'teacher_label': np.zeros((n, teacher_seq_len), np.int32),
+         'align': {'aligned': np.zeros((n, seq_len), np.float32),
+                   'teacher_pos': np.zeros((n, seq_len), np.int32),
+                   'span': np.zeros((n, seq_len), np.float32),
+                   # An unaligned position's one-token spans (align_row).
+                   'student_next': np.broadcast_to(
+                       np.arange(1, seq_len + 1, dtype=np.int32),
+                       (n, seq_len)).copy(),
+                   'teacher_next': np.ones((n, seq_len), np.int32)}}
+  for j, k in enumerate(teacher_toks):
+    here = np.flatnonzero(source == j)
+    if k is None or not len(here):
+      continue
+    got = paired.paired_batch(rows[here], picked[here] - first_row[j],
+                              seq_len, teacher_seq_len, streams[j], tok, k)
+    for key in ('teacher_image', 'teacher_label'):
+      out[key][here] = got[key]
+    for key, v in got['align'].items():
+      out['align'][key][here] = v
+  return {**batch, **out}

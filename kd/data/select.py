@@ -38,7 +38,9 @@ def train_batches(config, parallel, start_step: int, tok=None,
   `config.steps` (for a text dataset, packed sequences of `tok`'s tokens;
   with `seqkd_dir`, the teacher's generations stored there by
   `kd.seqkd.build`; with `teacher_tok`, a teacher's other tokenizer, each
-  row in both tokenizations, `kd.data.paired`). None past the last step, so
+  row in both tokenizations, `kd.data.paired`; a tuple of them, one per
+  source of a mixed corpus or None, each row with its source's,
+  `kd.data.mixed.paired_batches`). None past the last step, so
   reading ahead (prefetch) never asks a teacher cache for rows the run does
   not train on."""
   return itertools.islice(_endless_batches(config, parallel, start_step, tok,
@@ -50,6 +52,12 @@ def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str,
                      teacher_tok=None):
   d = config.data
   batch_size = parallel.check_batch_size(config.batch_size)
+  if isinstance(teacher_tok, tuple):  # Routed teachers of several.
+    return mixed.paired_batches(
+        d.name, batch_size=batch_size, seq_len=d.seq_len,
+        teacher_seq_len=paired.teacher_seq_len(config), seed=config.seed,
+        tok=tok, teacher_toks=teacher_tok, data_dir=d.data_dir or None,
+        start_step=start_step)
   if teacher_tok is not None:
     return paired.paired_batches(
         text.source(d), batch_size=batch_size, seq_len=d.seq_len,
