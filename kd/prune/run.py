@@ -58,30 +58,72 @@ def check(config) -> mc.ConfigDict:
   """The source's config, after refusing a prune run that cannot work: a
   source that is not a finished run, a model other than the pruned one, or
   calibration data of another tokenizer."""
-  p = config.prune
-  source = p.source
+  source = config.prune.source
   if not os.path.isdir(os.path.join(source, 'checkpoints')):
     raise kd_config.ConfigError(
         f'config.prune.source={source!r} holds no checkpoints: give a '
         'finished kd run directory (or an earlier pipeline stage)')
   s = runs.load_config(source)
+  check_against(config, s, source)
+  return s
+
+
+def check_against(config, s, source: str, at: str = '') -> None:
+  """Refuses prune run `config` of the source of config `s`: another
+  model, kwargs other than the pruned ones, steps, or another tokenizer."""
+  p = config.prune
   check_source_model(s, source)
-  want = prune.pruned_kwargs(s.model.name, s.model.kwargs.to_dict(), p.width,
-                             p.depth)
+  try:
+    want = prune.pruned_kwargs(s.model.name, s.model.kwargs.to_dict(),
+                               p.width, p.depth)
+  except ValueError as e:
+    raise kd_config.ConfigError(f'config.{at}prune: {e}') from None
   have = config.model.kwargs.to_dict()
   if config.model.name != s.model.name or have != want:
     raise kd_config.ConfigError(
-        f'config.model is {config.model.name} {have}, but {source} pruned '
-        f'to width {p.width!r}, depth {p.depth!r} is {s.model.name} {want}: '
-        'set config.model.kwargs to that (kd.prune.pruned_kwargs computes '
-        'it)')
+        f'config.{at}model is {config.model.name} {have}, but {source} '
+        f'pruned to width {p.width!r}, depth {p.depth!r} is {s.model.name} '
+        f'{want}: set config.{at}model.kwargs to that '
+        '(kd.prune.pruned_kwargs computes it)')
   if config.steps != 0:
     raise kd_config.ConfigError(
-        f'config.steps={config.steps}: a prune run trains nothing; set it to '
-        '0 and train the pruned model in a later stage (init_from)')
+        f'config.{at}steps={config.steps}: a prune run trains nothing; set '
+        'it to 0 and train the pruned model in a later stage (init_from)')
   if data.text.is_text(config.data.name):
     check_same_tokenizer(config, s, source)
-  return s
+
+
+def check_stage(config, name: str) -> None:
+  """A pipeline's stage `name`, before any stage runs: a prune stage
+  against its source (an earlier stage, or a finished run), and a stage
+  that starts from a prune stage against the pruned model."""
+  stage, at = config.stages[name], f'stages.{name}.'
+  source = stage.prune.source
+  if source in config.stages:
+    check_against(stage, config.stages[source], f'stage {source!r}', at)
+  elif source and runs.saved_config(source) is not None:
+    check_against(stage, runs.load_config(source), source, at)
+  start = stage.get('init_from')
+  if start in config.stages and is_prune_run(config.stages[start]):
+    check_init_from(stage, config.stages[start], f'stage {start!r}', at)
+
+
+def check_init_from(config, pruned, where: str, at: str = '') -> None:
+  """A run starting from the pruned run of config `pruned` has its model."""
+  mine = (config.model.name, config.model.kwargs.to_dict())
+  theirs = (pruned.model.name, pruned.model.kwargs.to_dict())
+  if mine != theirs and not config.get('init_from_layers'):
+    raise kd_config.ConfigError(
+        f'config.{at}init_from is the pruned {theirs[0]} {theirs[1]} '
+        f'({where}), but config.{at}model is {mine[0]} {mine[1]}: set '
+        f'config.{at}model.kwargs to the pruned model\'s')
+
+
+def check_run_init_from(config) -> None:
+  """A run whose init_from is a finished prune run has its model."""
+  start = config.get('init_from')
+  if start and (runs.summary(start) or {}).get('pruned'):
+    check_init_from(config, runs.load_config(start), start)
 
 
 def check_same_tokenizer(config, s, source: str) -> None:

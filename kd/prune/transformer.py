@@ -91,13 +91,17 @@ def pruned_kwargs(kwargs: dict, width: dict, depth) -> dict:
   fewer heads, neurons, channels and layers (head size kept)."""
   s, p = sizes(kwargs), target_sizes(kwargs, width, depth)
   out = dict(kwargs)
-  changes = {'d_model': p.d_model, 'num_layers': p.num_layers,
-             'num_heads': p.num_heads, 'mlp_hidden': p.mlp_hidden}
-  if kwargs.get('num_kv_heads') is not None or p.kv_heads != p.num_heads:
-    changes['num_kv_heads'] = p.kv_heads
-  for key, value in changes.items():  # Unchanged defaults stay unnamed.
-    if value != getattr(s, key) or key in kwargs:
-      out[key] = value
+  changes = {'d_model': (p.d_model, s.d_model),
+             'num_layers': (p.num_layers, s.num_layers),
+             'num_heads': (p.num_heads, s.num_heads),
+             'mlp_hidden': (p.mlp_hidden, s.mlp_hidden)}
+  if p.kv_heads != p.num_heads:  # MHA leaves it None: one per query head.
+    changes['num_kv_heads'] = (p.kv_heads, s.kv_heads)
+  for key, (new, old) in changes.items():  # Unchanged defaults stay unnamed.
+    if new != old or key in kwargs:
+      out[key] = new
+  if kwargs.get('num_kv_heads') is not None:
+    out['num_kv_heads'] = p.kv_heads
   if p.d_model % p.num_heads or p.d_model // p.num_heads != s.head_dim:
     out['head_dim'] = s.head_dim  # The head size is kept.
   return out
@@ -148,11 +152,16 @@ def _unit_scores(path: str, args, out) -> tuple[str, int, jax.Array] | None:
   return None
 
 
-def _batch_l2_of_seq_mean(score, mask):
-  """sum_b (mean_t score[b, t])^2 over the unmasked positions [n]."""
+def _seq_mean(score, mask):
+  """[B, n]: mean_t score[b, t] over the unmasked positions."""
   m = mask.astype(jnp.float32)[..., None]
-  mean = jnp.sum(score * m, 1) / jnp.maximum(jnp.sum(m, 1), 1.0)
-  return jnp.sum(mean**2, 0)
+  return jnp.sum(score * m, 1) / jnp.maximum(jnp.sum(m, 1), 1.0)
+
+
+def _batch_l2_of_seq_mean(score, mask):
+  """sum_b (mean_t score[b, t])^2 over the unmasked positions [n] (its
+  square root, over all calibration batches, is the importance)."""
+  return jnp.sum(_seq_mean(score, mask)**2, 0)
 
 
 def capture_fn(model) -> Callable:
@@ -161,7 +170,7 @@ def capture_fn(model) -> Callable:
   ('cosine', layer): (sum over tokens of cos(x_in, x_out), tokens)}."""
 
   def f(variables, x, mask):
-    found = {}
+    found, embed = {}, []
 
     def intercept(next_fun, args, kwargs, context):
       out = next_fun(*args, **kwargs)
@@ -171,8 +180,10 @@ def capture_fn(model) -> Callable:
       hit = _unit_scores(path, args, out)
       if hit is not None:
         unit, layer, score = hit
-        key = (unit, layer)
-        found[key] = found.get(key, 0.0) + _batch_l2_of_seq_mean(score, mask)
+        if unit == 'embed':  # Summed over the norms before the batch L2.
+          embed.append(_seq_mean(score, mask))
+        else:
+          found[(unit, layer)] = _batch_l2_of_seq_mean(score, mask)
       if (m := BLOCK.match(path)) is not None:
         x_in, x_out = args[0].astype(jnp.float32), out[0].astype(jnp.float32)
         cos = jnp.sum(x_in * x_out, -1) / jnp.maximum(
@@ -184,6 +195,8 @@ def capture_fn(model) -> Callable:
 
     with nn.intercept_methods(intercept):
       model.apply(variables, x, train=False)
+    if embed:
+      found[('embed', -1)] = jnp.sum(sum(embed)**2, 0)
     return found
 
   return f
