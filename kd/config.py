@@ -53,6 +53,12 @@ def run_config() -> mc.ConfigDict:
   # 'strided': init_from is a deeper language model of the same width, and
   # the student takes every k-th of its layers (DistilBERT).
   c.init_from_layers = ''
+  # A prune run (kd.prune): `source`, a finished run or an earlier stage,
+  # pruned to `width` / `depth` ('heads:0.5,mlp:0.5,embed:0.75',
+  # 'keep:2,by:cosine'), scored on `calibration_batches` training batches;
+  # steps = 0 and model.kwargs the pruned ones (kd.prune.pruned_kwargs).
+  c.prune = mc.ConfigDict(dict(source='', width='', depth='',
+                               calibration_batches=16))
   c.label_smoothing = 0.0
   # > 0: mixup of each batch; a teacher sees the student's mixed inputs
   # (consistent teaching, FunMatch).
@@ -277,9 +283,12 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
     if not ok:
       _fail(at + field, fields.get(c, field), why, fix)
 
+  pruning = bool(c.get('prune', {}).get('source'))
   for field in ('steps', 'batch_size', 'eval_batch_size', 'log_every',
                 'checkpoint_every', 'keep_checkpoints',
                 'optimizer.accumulate_steps'):
+    if field == 'steps' and pruning:  # kd.prune.run checks it is 0.
+      continue
     check(fields.get(c, field) > 0, field, 'must be positive',
           f'set --config.{at}{field} to 1 or more')
   k = c.get('steps_per_dispatch', 1)

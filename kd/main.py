@@ -1,6 +1,6 @@
 """Entry point: `python -m kd.main --config=configs/x.py[:arg] --workdir=DIR`.
 
-A config is one run, or a pipeline (`stage_order` + `stages`) whose stages run
+A config is one run (or a prune run, `kd.prune`), or a pipeline (`stage_order` + `stages`) whose stages run
 in order, each in `DIR/<stage>`; a stage's `distill.teacher.workdir`,
 `init_from`, `data.tokenizer_path` and the entries of `distill.teachers`
 may name an earlier stage. Re-running
@@ -33,6 +33,7 @@ from kd import report
 from kd import runs
 from kd import train
 from kd import vectorize
+from kd.prune import run as prune_run
 
 
 
@@ -162,6 +163,8 @@ def _run_stages(config, workdir: str) -> dict:
         stage.distill.teacher.workdir = dirs[stage.distill.teacher.workdir]
       if stage.get('init_from') in config.stages:
         stage.init_from = dirs[stage.init_from]
+      if stage.prune.source in config.stages:
+        stage.prune.source = dirs[stage.prune.source]
       if stage.distill.get('teachers'):  # Several teachers, each a stage.
         named = [t.strip() for t in stage.distill.teachers.split(',')]
         stage.distill.teachers = ','.join(dirs.get(t, t) for t in named)
@@ -175,6 +178,8 @@ def _run_stages(config, workdir: str) -> dict:
       print(f'[{name}] converted weights in {dirs[name]} '
             f'({converted.get("source")}); reusing them')
       result = converted
+    elif prune_run.is_prune_run(stage):
+      result = prune_run.run(stage, dirs[name], name)
     else:
       result = train.train_and_evaluate(stage, dirs[name], name, later)
     summary.update({f'{name}/{k}': v for k, v in result.items()})
@@ -235,7 +240,9 @@ def _main(argv):
         print(report.table(summary, list(config.stage_order)))
         print(f'plot: {report.plot(workdir, config, summary)}')
     else:
-      summary = train.train_and_evaluate(config, workdir)
+      summary = (prune_run.run(config, workdir)
+                 if prune_run.is_prune_run(config) else
+                 train.train_and_evaluate(config, workdir))
       if lead:
         print(json.dumps(summary, indent=2, sort_keys=True))
   if lead:

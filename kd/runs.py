@@ -64,7 +64,8 @@ EVAL_FIELDS = ('data.eval_split',)
 
 # Fields holding a directory: equal when they name the same one (a pipeline
 # writes its stages' teacher directories from --workdir, relative or not).
-PATH_FIELDS = ('distill.teacher.workdir', 'init_from', 'data.data_dir')
+PATH_FIELDS = ('distill.teacher.workdir', 'init_from', 'data.data_dir',
+               'prune.source')
 
 
 class RunLockedError(RuntimeError):

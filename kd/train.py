@@ -36,6 +36,7 @@ from kd.data import select
 from kd.models import encoder
 from kd.models import flax_module
 from kd.models import lm
+from kd.prune import run as prune_run
 from kd.logger import MetricLogger
 from kd.parallel import DataParallel
 
@@ -86,8 +87,11 @@ def preflight(config) -> None:
       _preflight_run(config.stages[name], f'stages.{name}.')
       _check_stage_tokenizers(config, name)
       _check_stage_teachers(config, name)
+      prune_run.check_stage(config, name)
+      prune_run.check_run_init_from(config.stages[name])
   else:
     _preflight_run(config, '')
+    prune_run.check_run_init_from(config)
 
 
 def _check_stage_tokenizers(config, name: str) -> None:

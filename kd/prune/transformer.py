@@ -1,0 +1,341 @@
+"""Width and depth pruning of kd's transformers (Minitron: Muralidharan et
+al. 2024, "Compact Language Models via Pruning and Knowledge Distillation").
+
+Importance from activations on calibration batches (`scores`), per unit:
+
+  head h of layer l    the L2 norm of the head's attention output (the
+                       values it mixes, before the output projection),
+  MLP neuron j         |a_j|, its activation (the down projection's input),
+  embedding channel c  |n_c| summed over every norm's output (the channel as
+                       each attention, MLP and the head read it),
+
+each a score s[b, t] per example b and position t, aggregated as
+I = sqrt(sum_b (mean_t s[b, t])^2): the mean over the sequence and the L2
+norm over the batch, the aggregation Minitron found best for width.
+
+Layers (`layer_scores`): ShortGPT's block influence, 1 - mean cos(x_in,
+x_out) over tokens (Men et al. 2024), or the calibration loss increase
+when the block is skipped (the residual passes through).
+
+`prune` keeps the top units (in their order) and slices every matrix that
+reads or writes them: an embedding channel is cut from the token (and
+position) embeddings, every norm, every projection from and to the
+residual stream and an untied head. Under grouped-query attention every kv
+group keeps the same number of its query heads, and every kv head.
+"""
+import dataclasses
+import re
+from typing import Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from kd.models import lm
+from kd.prune import targets as targets_lib
+
+
+class Sizes(NamedTuple):
+  d_model: int
+  num_layers: int
+  num_heads: int
+  kv_heads: int
+  mlp_hidden: int
+  head_dim: int
+
+
+def _default(field: str):
+  return lm.TransformerLM.__dataclass_fields__[field].default
+
+
+def sizes(kwargs: dict) -> Sizes:
+  """The sizes of a transformer_lm of `kwargs` (its defaults filled in)."""
+  get = lambda k: kwargs.get(k) if kwargs.get(k) is not None else _default(k)
+  d, heads = get('d_model'), get('num_heads')
+  return Sizes(d, get('num_layers'), heads, get('num_kv_heads') or heads,
+               get('mlp_hidden') or lm.default_mlp_hidden(d, get('mlp')),
+               get('head_dim') or d // heads)
+
+
+def head_choices(s: Sizes) -> list[int]:
+  """Query-head counts a pruned model may keep: all of 1 .. H with one kv
+  head per query head (MHA), else multiples of the kv heads (every group
+  keeps as many)."""
+  if s.kv_heads == s.num_heads:
+    return list(range(1, s.num_heads + 1))
+  return list(range(s.kv_heads, s.num_heads + 1, s.kv_heads))
+
+
+def target_sizes(kwargs: dict, width: dict, depth) -> Sizes:
+  """The pruned sizes for `width` ({unit: fraction or size}) and `depth`
+  (`targets.Depth`), refusing targets the model cannot take."""
+  s = sizes(kwargs)
+  keep = s.num_layers if depth.keep is None else depth.keep
+  if keep > s.num_layers:
+    raise ValueError(f'--depth keep:{keep} but the model has {s.num_layers} '
+                     f'layers; valid: 1 .. {s.num_layers}')
+  full = {'heads': s.num_heads, 'mlp': s.mlp_hidden, 'embed': s.d_model}
+  n = {unit: targets_lib.size(
+      unit, width[unit], full[unit],
+      head_choices(s) if unit == 'heads' else None) if unit in width
+       else full[unit] for unit in full}
+  mha = s.kv_heads == s.num_heads
+  return Sizes(n['embed'], keep, n['heads'], n['heads'] if mha else s.kv_heads,
+               n['mlp'], s.head_dim)
+
+
+def pruned_kwargs(kwargs: dict, width: dict, depth) -> dict:
+  """The model kwargs of the pruned transformer_lm: the same model with
+  fewer heads, neurons, channels and layers (head size kept)."""
+  s, p = sizes(kwargs), target_sizes(kwargs, width, depth)
+  out = dict(kwargs)
+  changes = {'d_model': (p.d_model, s.d_model),
+             'num_layers': (p.num_layers, s.num_layers),
+             'num_heads': (p.num_heads, s.num_heads),
+             'mlp_hidden': (p.mlp_hidden, s.mlp_hidden)}
+  if p.kv_heads != p.num_heads:  # MHA leaves it None: one per query head.
+    changes['num_kv_heads'] = (p.kv_heads, s.kv_heads)
+  for key, (new, old) in changes.items():  # Unchanged defaults stay unnamed.
+    if new != old or key in kwargs:
+      out[key] = new
+  if kwargs.get('num_kv_heads') is not None:
+    out['num_kv_heads'] = p.kv_heads
+  if p.d_model % p.num_heads or p.d_model // p.num_heads != s.head_dim:
+    out['head_dim'] = s.head_dim  # The head size is kept.
+  return out
+
+
+# What each parameter's axes hold: 'embed' (the residual stream's channels),
+# 'heads' (query heads), 'kv' (key/value heads), 'mlp' (hidden neurons).
+LM_AXES = (
+    (r'(embed|pos_embed)/embedding', {1: 'embed'}),
+    (r'blocks_\d+/(attn_norm|mlp_norm|post_attn_norm|post_mlp_norm)/\w+',
+     {0: 'embed'}),
+    (r'blocks_\d+/attn/query/kernel', {0: 'embed', 1: 'heads'}),
+    (r'blocks_\d+/attn/query/bias', {0: 'heads'}),
+    (r'blocks_\d+/attn/(key|value)/kernel', {0: 'embed', 1: 'kv'}),
+    (r'blocks_\d+/attn/(key|value)/bias', {0: 'kv'}),
+    (r'blocks_\d+/attn/(query_norm|key_norm)/scale', {}),
+    (r'blocks_\d+/attn/out/kernel', {0: 'heads', 2: 'embed'}),
+    (r'blocks_\d+/attn/out/bias', {0: 'embed'}),
+    (r'blocks_\d+/mlp/(gate|up)/kernel', {0: 'embed', 1: 'mlp'}),
+    (r'blocks_\d+/mlp/(gate|up)/bias', {0: 'mlp'}),
+    (r'blocks_\d+/mlp/down/kernel', {0: 'mlp', 1: 'embed'}),
+    (r'blocks_\d+/mlp/down/bias', {0: 'embed'}),
+    (r'final_norm/\w+', {0: 'embed'}),
+    (r'head/kernel', {0: 'embed'}),
+)
+NORM = re.compile(r'(^|/)(attn_norm|mlp_norm|post_attn_norm|post_mlp_norm|'
+                  r'final_norm)$')
+BLOCK = re.compile(r'^blocks_(\d+)$')
+
+
+# Activations.
+
+
+def _path(module) -> str:
+  return '/'.join(module.path)
+
+
+def _unit_scores(path: str, args, out) -> tuple[str, int, jax.Array] | None:
+  """(unit, layer, per-token score [B, T, n]) of one module call, or None."""
+  if path.endswith('/attn/out'):  # The heads' outputs [B, T, H, D].
+    return 'heads', int(path.split('/')[0].split('_')[1]), jnp.linalg.norm(
+        args[0].astype(jnp.float32), axis=-1)
+  if path.endswith('/mlp/down'):  # The MLP's activations [B, T, M].
+    return 'mlp', int(path.split('/')[0].split('_')[1]), jnp.abs(
+        args[0].astype(jnp.float32))
+  if NORM.search(path):
+    return 'embed', -1, jnp.abs(out.astype(jnp.float32))
+  return None
+
+
+def _seq_mean(score, mask):
+  """[B, n]: mean_t score[b, t] over the unmasked positions."""
+  m = mask.astype(jnp.float32)[..., None]
+  return jnp.sum(score * m, 1) / jnp.maximum(jnp.sum(m, 1), 1.0)
+
+
+def _batch_l2_of_seq_mean(score, mask):
+  """sum_b (mean_t score[b, t])^2 over the unmasked positions [n] (its
+  square root, over all calibration batches, is the importance)."""
+  return jnp.sum(_seq_mean(score, mask)**2, 0)
+
+
+def capture_fn(model) -> Callable:
+  """`f(variables, x, mask)` -> {('heads'|'mlp', layer) or ('embed', -1):
+  sum over the batch of (mean over positions of the score)^2, and
+  ('cosine', layer): (sum over tokens of cos(x_in, x_out), tokens)}."""
+
+  def f(variables, x, mask):
+    found, embed = {}, []
+
+    def intercept(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if context.method_name != '__call__':
+        return out
+      path = _path(context.module)
+      hit = _unit_scores(path, args, out)
+      if hit is not None:
+        unit, layer, score = hit
+        if unit == 'embed':  # Summed over the norms before the batch L2.
+          embed.append(_seq_mean(score, mask))
+        else:
+          found[(unit, layer)] = _batch_l2_of_seq_mean(score, mask)
+      if (m := BLOCK.match(path)) is not None:
+        x_in, x_out = args[0].astype(jnp.float32), out[0].astype(jnp.float32)
+        cos = jnp.sum(x_in * x_out, -1) / jnp.maximum(
+            jnp.linalg.norm(x_in, axis=-1) * jnp.linalg.norm(x_out, axis=-1),
+            1e-12)
+        found[('cosine', int(m.group(1)))] = jnp.stack(
+            [jnp.sum(cos * mask), jnp.sum(mask).astype(jnp.float32)])
+      return out
+
+    with nn.intercept_methods(intercept):
+      model.apply(variables, x, train=False)
+    if embed:
+      found[('embed', -1)] = jnp.sum(sum(embed)**2, 0)
+    return found
+
+  return f
+
+
+def skipping_loss_fn(model) -> Callable:
+  """`f(variables, x, labels, mask, skip)` -> summed next-token (or label)
+  cross-entropy with block `skip` passed through (-1: none)."""
+
+  def f(variables, x, labels, mask, skip):
+    def intercept(next_fun, args, kwargs, context):
+      m = BLOCK.match(_path(context.module))
+      out = next_fun(*args, **kwargs)
+      if context.method_name != '__call__' or m is None:
+        return out
+      y = jnp.where(int(m.group(1)) == skip, args[0], out[0])
+      return (y, *out[1:])
+
+    with nn.intercept_methods(intercept):
+      logits, _ = model.apply(variables, x, train=False)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(ce * mask)
+
+  return f
+
+
+@dataclasses.dataclass
+class Scores:
+  """Importance of every unit: `heads[l]` [H], `mlp[l]` [M], `embed` [d],
+  and `layers` [L] (higher: more important), with how layers were scored."""
+  heads: dict
+  mlp: dict
+  embed: np.ndarray | None
+  layers: np.ndarray | None = None
+  layers_by: str = ''
+
+  def to_json(self) -> dict:
+    out = {'aggregation': 'batch L2 of the sequence mean (Minitron)',
+           'heads': {str(l): v.tolist() for l, v in self.heads.items()},
+           'mlp': {str(l): v.tolist() for l, v in self.mlp.items()},
+           'embed': None if self.embed is None else self.embed.tolist()}
+    if self.layers is not None:
+      out['layers'] = {'by': self.layers_by, 'scores': self.layers.tolist()}
+    return out
+
+
+def _mask(batch) -> np.ndarray:
+  x = np.asarray(batch['image'])
+  mask = batch.get('mask')
+  return (np.ones(x.shape[:2], np.float32) if mask is None
+          else np.asarray(mask, np.float32))
+
+
+def width_scores(model, variables, batches) -> Scores:
+  f = jax.jit(capture_fn(model))
+  totals = {}
+  for batch in batches:
+    got = f(variables, batch['image'], _mask(batch))
+    for k, v in got.items():
+      totals[k] = totals.get(k, 0.0) + np.asarray(v)
+  pick = lambda unit: {l: np.sqrt(v) for (u, l), v in sorted(totals.items())
+                       if u == unit}
+  return Scores(pick('heads'), pick('mlp'), pick('embed').get(-1))
+
+
+def layer_scores(model, variables, batches, num_layers: int, by: str
+                 ) -> np.ndarray:
+  """[L] block importance: 1 - mean cos(x_in, x_out) ('cosine') or the
+  calibration loss increase without the block ('loss')."""
+  if by == 'cosine':
+    f = jax.jit(capture_fn(model))
+    sums = np.zeros((num_layers, 2))
+    for batch in batches:
+      got = f(variables, batch['image'], _mask(batch))
+      for l in range(num_layers):
+        sums[l] += np.asarray(got[('cosine', l)])
+    return 1.0 - sums[:, 0] / sums[:, 1]
+  f = jax.jit(skipping_loss_fn(model))
+  losses = np.zeros(num_layers + 1)
+  count = 0.0
+  for batch in batches:
+    mask = _mask(batch)
+    count += mask.sum()
+    for skip in range(-1, num_layers):
+      losses[skip + 1] += float(f(variables, batch['image'], batch['label'],
+                                  mask, skip))
+  return (losses[1:] - losses[0]) / count
+
+
+# Slicing.
+
+
+def kept_units(scores: Scores, s: Sizes, p: Sizes, layers: list[int]
+               ) -> dict:
+  """{('heads'|'kv'|'mlp', old layer): kept indices, ('embed', -1): ...},
+  each the top scores in their original order."""
+  top = lambda v, n: np.sort(np.argsort(-np.asarray(v), kind='stable')[:n])
+  kept = {('embed', -1): (top(scores.embed, p.d_model)
+                          if scores.embed is not None
+                          else np.arange(s.d_model))}
+  group = s.num_heads // s.kv_heads
+  for l in layers:
+    h = scores.heads[l]
+    if s.kv_heads == s.num_heads:
+      kept[('heads', l)] = kept[('kv', l)] = top(h, p.num_heads)
+    else:  # Each kv group keeps its best p.num_heads / kv query heads.
+      per = p.num_heads // s.kv_heads
+      kept[('heads', l)] = np.concatenate(
+          [g * group + top(h[g * group:(g + 1) * group], per)
+           for g in range(s.kv_heads)])
+      kept[('kv', l)] = np.arange(s.kv_heads)
+    kept[('mlp', l)] = top(scores.mlp[l], p.mlp_hidden)
+  return kept
+
+
+def axes_of(path: str, rules=LM_AXES) -> dict:
+  for pattern, axes in rules:
+    if re.fullmatch(pattern, path):
+      return axes
+  raise ValueError(f'kd.prune does not know parameter {path!r} of this '
+                   'model: no rule says which of its axes are heads, '
+                   'neurons or channels')
+
+
+def slice_params(params, kept: dict, layers: list[int], rules=LM_AXES):
+  """The parameters with only the `kept` units, and block `layers[i]`
+  renamed `blocks_i`."""
+  renamed = {f'blocks_{i}': l for i, l in enumerate(layers)}
+
+  def cut(path_keys, leaf):
+    path = '/'.join(str(getattr(k, 'key', k)) for k in path_keys)
+    top = path.split('/')[0]
+    layer = renamed.get(top, -1)
+    x = np.asarray(leaf)
+    for axis, unit in axes_of(path, rules).items():
+      index = kept[(unit, layer) if unit != 'embed' else ('embed', -1)]
+      x = np.take(x, index, axis=axis)
+    return x
+
+  source = {k: v for k, v in params.items() if not BLOCK.match(k)}
+  source.update({new: params[f'blocks_{old}'] for new, old in renamed.items()})
+  return jax.tree_util.tree_map_with_path(cut, source)
