@@ -2,7 +2,8 @@
 forward KL, the 'kd' loss at T = 1) on a data x fsdp x tensor = 2 x 2 x 2
 mesh of 8 simulated CPU devices against one device; how the student, its
 optimizer state and a larger teacher are laid out; an MLP distilled from a
-CNN by the generic rules; a global-batch step with no collectives. Run by test_sharding.py in a subprocess; writes a JSON
+CNN by the generic rules; several LM teachers (a mixture, and routing to
+teachers of two vocabularies); a global-batch step with no collectives. Run by test_sharding.py in a subprocess; writes a JSON
 report. With `multihost` (and kd.distributed's KD_* variables), one of
 several processes running the same distillation on the same mesh. `load`:
 a teacher checkpoint read straight onto the mesh (kd.runs.load_variables
@@ -19,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kd import checkpoint, distributed, models, runs, steps, train
+from kd import checkpoint, distributed, models, runs, steps, teachers, train
+from kd.data import align
 from kd.parallel import DataParallel
 from kd.sharding import ShardedParallel
 
@@ -122,6 +124,62 @@ def distill_report() -> dict:
       'teacher_bytes': total_bytes(teacher_vars),
       'teacher_device_bytes': per_device_bytes(got_teacher),
   }
+
+
+def several_report() -> dict:
+  """Several LM teachers (kd.teachers) under the sharded wrapper against one
+  device: a weighted mixture at T = 2, and routing by each row's source to
+  a teacher of the student's vocabulary (forward KL) or of another
+  (VOCAB + 16 tokens, its own tokens of each row, the aligned hybrid)."""
+  lm = lambda vocab: models.create('transformer_lm', vocab, d_model=32,
+                                   num_layers=1, num_heads=4, mlp_hidden=64,
+                                   max_len=LENGTH)
+  student, same, other = lm(VOCAB), lm(VOCAB), lm(VOCAB + 16)
+  rng = np.random.default_rng(3)
+  batches = []
+  for _ in range(STEPS):
+    s, t = (rng.integers(0, v, (BATCH, LENGTH + 1)).astype(np.int32)
+            for v in (VOCAB, VOCAB + 16))
+    rows = [align.align_row(np.arange(1, LENGTH + 2),
+                            np.cumsum(rng.integers(1, 4, LENGTH + 1)))
+            for _ in range(BATCH)]
+    batches.append({'image': s[:, :-1], 'label': s[:, 1:],
+                    'mask': np.ones((BATCH, LENGTH), np.float32),
+                    'source': np.arange(BATCH, dtype=np.int32) % 2,
+                    'teacher_image': t[:, :-1], 'teacher_label': t[:, 1:],
+                    'align': {k: np.stack([r[k] for r in rows])
+                              for k in rows[0]}})
+  tx = optax.sgd(0.5, momentum=0.9)
+  x = batches[0]['image'][:1]
+  state, v_same, v_same2, v_other = jax.tree.map(np.asarray, jax.jit(
+      lambda x: (steps.create_state(student, tx, jax.random.key(0), x),
+                 same.init(jax.random.key(1), x),
+                 same.init(jax.random.key(2), x),
+                 other.init(jax.random.key(3), x)))(x))
+  matched = (np.arange(40), np.arange(40))
+  cases = {
+      'mixture': (teachers.Teachers((same, same), (0.7, 0.3), 2.0),
+                  (v_same, v_same2),
+                  (steps.Term('kl', 'forward_kl', 1.0,
+                              kwargs={'temperature': 2.0}),)),
+      'routed_across': (teachers.Teachers(
+          (other, same), routes=(0, 1), vocab_maps=(matched, None)),
+                        (v_other, v_same),
+                        (steps.Term('kl', 'forward_kl', 1.0),
+                         steps.Term('xt', 'hybrid_kl', 0.5)))}
+  out = {}
+  for name, (teacher, variables, terms) in cases.items():
+    step = steps.make_distill_step(student, teacher, tx, terms, 1.0)
+    one = DataParallel('mesh', num_local_devices=1)
+    want, _, want_losses = run(one, state, variables, step, batches)
+    sharded = ShardedParallel({'data': 2, 'fsdp': 2, 'tensor': 2})
+    got, _, losses = run(sharded, state, variables, step, batches)
+    out[name] = {'losses': losses, 'want_losses': want_losses,
+                 'max_param_diff': max(jax.tree.leaves(jax.tree.map(
+                     lambda a, b: float(np.max(np.abs(a - b))),
+                     sharded.to_host(got.params),
+                     one.unreplicate(want.params))))}
+  return out
 
 
 def generic_report() -> dict:
@@ -247,7 +305,8 @@ if __name__ == '__main__':
     report = multihost_report()
   else:
     report = {'distill': distill_report(), 'generic': generic_report(),
-              'global': global_step_report(), 'load': load_report()}
+              'global': global_step_report(), 'load': load_report(),
+              'several': several_report()}
   if jax.process_index() == 0:
     with open(sys.argv[1], 'w') as f:
       json.dump(report, f)

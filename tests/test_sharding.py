@@ -91,6 +91,18 @@ def test_generic_rules_distil_an_mlp_from_a_cnn_as_one_device(report):
   assert r['kernel_spec'] == ['fsdp']  # [16, 32]: inputs over fsdp only.
 
 
+@pytest.mark.parametrize('case', ['mixture', 'routed_across'])
+def test_several_lm_teachers_on_the_mesh_match_one_device(report, case):
+  """kd.teachers' mixture, and routing to a teacher of the student's
+  vocabulary and one of another (its own tokens, the aligned hybrid),
+  under the sharded wrapper as on one device."""
+  r = report['several'][case]
+  assert len(r['losses']) == 3 and np.all(np.isfinite(r['losses']))
+  assert len(set(r['losses'])) == 3  # Each step moves the student.
+  np.testing.assert_allclose(r['losses'], r['want_losses'], rtol=1e-5)
+  assert r['max_param_diff'] < 1e-5
+
+
 def test_a_global_batch_step_without_collectives(report):
   r = report['global']
   assert r['loss'] == pytest.approx(r['want_loss'], rel=1e-6)
