@@ -1,0 +1,174 @@
+"""The prune-then-distil table (issue #24) from the finished runs of
+`launch/specs/lm_prune_distill.py`: per method the student's parameters,
+the held-out bits per byte of its initialisation (the pruned model before
+any training, where one is tested), after the run's training tokens (mean
+± std over seeds) and minus random init + KD's with the same seed, and the
+training tokens it needs to reach random init + KD's final bits per byte
+(linear between test points, mean over seeds); a PNG of bits per byte
+against training tokens beside it.
+
+  python -m experiments.prune_distill.table runs/lm_prune_distill \\
+      --out=experiments/prune_distill
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+from kd import tables
+
+METRIC = 'test_bits_per_byte'
+ORDER = ('random', 'strided', 'width', 'depth', 'both', 'width_ce')
+INIT = {'random': 'random init', 'strided': 'every k-th teacher layer',
+        'width': 'width-pruned', 'depth': 'depth-pruned',
+        'both': 'width+depth-pruned', 'width_ce': 'width-pruned'}
+
+
+def _curve(stage_dir: str, start: float | None, tokens_per_step: int):
+  """[(training tokens, bits per byte)] of a student's test rows, from
+  `start` (its initialisation's, if tested) at 0 tokens."""
+  points = [] if start is None else [(0, start)]
+  with open(os.path.join(stage_dir, 'metrics.jsonl')) as f:
+    for line in f:
+      row = json.loads(line)
+      if METRIC in row:
+        points.append((row['step'] * tokens_per_step, row[METRIC]))
+  return sorted(dict(points).items())
+
+
+def tokens_to_reach(curve, target: float) -> float | None:
+  """The first training tokens at which the curve reaches `target`, linear
+  between its points; None if it never does."""
+  for (t0, v0), (t1, v1) in zip(curve, curve[1:]):
+    if v1 <= target:
+      return t0 if v0 <= target else t0 + (t1 - t0) * (v0 - target) / (
+          v0 - v1)
+  return curve[0][0] if curve and curve[0][1] <= target else None
+
+
+def runs(root: str) -> dict:
+  """{method: {seed: run}}, a run: params, curve, init and final bpb."""
+  out = {}
+  for d in tables.find_runs(root):
+    config = tables.read_json(os.path.join(d, 'config.json'))
+    summary = tables.read_json(os.path.join(d, 'summary.json'))
+    sweep = tables.read_json(os.path.join(d, 'sweep.json')) or {}
+    args = sweep.get('args', {})
+    if not config or not summary or 'method' not in args:
+      continue
+    s = config['stages']['student']
+    per_step = s['batch_size'] * s['data']['seq_len']
+    init = summary.get(f'pruned/{METRIC}')
+    out.setdefault(args['method'], {})[int(args['seed'])] = {
+        'params': summary['student/params'], 'init': init,
+        'final': summary[f'student/{METRIC}'],
+        'teacher': summary.get(f'teacher/{METRIC}'),
+        'tokens': s['steps'] * per_step,
+        'curve': _curve(os.path.join(d, 'student'), init, per_step)}
+  return out
+
+
+def _spread(values, fmt='.3f', sign=''):
+  values = [v for v in values if v is not None]
+  if not values:
+    return '-'
+  std = f' ± {statistics.stdev(values):{fmt}}' if len(values) > 1 else ''
+  return f'{statistics.mean(values):{sign}{fmt}}{std}'
+
+
+def rows(found: dict) -> list[list[str]]:
+  base = found.get('random', {})
+  target = (statistics.mean(r['final'] for r in base.values())
+            if base else None)
+  base_tokens = statistics.mean(r['tokens'] for r in base.values()) if (
+      base) else None
+  out = []
+  for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
+    seeds = found[method]
+    reach = [tokens_to_reach(r['curve'], target) for r in seeds.values()] \
+        if target is not None else []
+    reached = [t for t in reach if t is not None]
+    diffs = [r['final'] - base[s]['final'] for s, r in seeds.items()
+             if s in base and method != 'random']
+    reach_cell = '-'
+    if reached:
+      mean = statistics.mean(reached)
+      reach_cell = (f'{mean / 1e6:.2f}M ({base_tokens / max(mean, 1):.1f}x '
+                    'fewer)' if method != 'random' else f'{mean / 1e6:.2f}M')
+      if len(reached) < len(reach):
+        reach_cell += f', {len(reach) - len(reached)} seed(s) never'
+    elif reach:
+      reach_cell = 'not within the run'
+    first = next(iter(seeds.values()))
+    out.append([method, INIT.get(method, method),
+                f'{first["params"]:,.0f}', str(len(seeds)),
+                _spread([r['init'] for r in seeds.values()]),
+                _spread([r['final'] for r in seeds.values()]),
+                _spread(diffs, sign='+') if diffs else '-', reach_cell])
+  return out
+
+
+def markdown(found: dict) -> str:
+  head = ['method', 'initialisation', 'params', 'seeds',
+          'bits per byte at init', 'bits per byte after training',
+          'minus random+KD (same seed)', 'tokens to reach random+KD']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  lines += ['| ' + ' | '.join(r) + ' |' for r in rows(found)]
+  teacher = [r['teacher'] for m in found.values() for r in m.values()
+             if r['teacher'] is not None]
+  if teacher:
+    lines += ['', f'Teacher: {teacher[0]:.3f} bits per byte.']
+  return '\n'.join(lines)
+
+
+def plot(found: dict, path: str) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
+    curves = [dict(r['curve']) for r in found[method].values()]
+    shared = sorted(set.intersection(*(set(c) for c in curves)))
+    ax.plot([t / 1e6 for t in shared],
+            [statistics.mean(c[t] for c in curves) for t in shared],
+            marker='o', ms=3, label=f'{method} ({INIT.get(method, method)})')
+  teacher = [r['teacher'] for m in found.values() for r in m.values()
+             if r['teacher'] is not None]
+  if teacher:
+    ax.axhline(teacher[0], color='k', ls=':', label='teacher')
+  ax.set_xlabel('training tokens (millions)')
+  ax.set_ylabel('held-out bits per byte (mean over seeds)')
+  ax.set_ylim(top=min(ax.get_ylim()[1], 5.0))
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(prog='experiments.prune_distill.table')
+  parser.add_argument('root')
+  parser.add_argument('--out', default='',
+                      help='folder for table.md and plot.png')
+  args = parser.parse_args(argv)
+  found = runs(args.root)
+  if not found:
+    print(f'no finished run under {args.root}: run python -m launch.sweep '
+          'launch/specs/lm_prune_distill.py --workdir=runs first',
+          file=sys.stderr)
+    return 1
+  text = markdown(found)
+  print(text)
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, 'table.md'), 'w') as f:
+      f.write(text + '\n')
+    plot(found, os.path.join(args.out, 'plot.png'))
+    print(f'wrote {args.out}/table.md and {args.out}/plot.png')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
