@@ -261,11 +261,12 @@ def test_the_cli_writes_a_run_with_provenance(pruned, teacher, capsys):
 def test_a_killed_prune_reruns_and_bad_input_is_refused(teacher, tmp_path,
                                                         capsys):
   out = str(tmp_path / 'p')
-  config = prune_run.run_config(teacher, 'mlp:0.5', '', 1)
+  config = prune_run.run_config(teacher, 'mlp:0.5', 'keep:1,by:loss', 1)
   config.wandb.mode = 'disabled'
-  prune_run.run(config, out)
+  first = prune_run.run(config, out)
+  assert first['layer_loss_split'] == 'validation'  # Held out.
   os.remove(os.path.join(out, 'summary.json'))  # Killed before the end.
-  assert prune_run.run(config, out)['pruned']
+  assert prune_run.run(config, out) == first
   bad = prune_run.run_config(teacher, 'mlp:0.5', '', 1)
   bad.model.kwargs.mlp_hidden = 40
   with pytest.raises(kd_config.ConfigError, match=r"'mlp_hidden': 44.*set "
