@@ -444,7 +444,8 @@ def warm_start(state, run_dir: str, name: str, layers: str = '',
                        aux_params={**state.aux_params, **found['aux_params']})
 
 
-TEST_ROW = ('test_accuracy', 'test_loss')  # The metrics row of a test.
+# The metrics row of a test (bits per byte: a text run's).
+TEST_ROW = ('test_accuracy', 'test_loss', 'test_bits_per_byte')
 
 
 class Built(NamedTuple):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from configs.lm import prune_distill
+from experiments.prune_distill import table
 from kd import config as kd_config
 from kd import main, models, prune, runs, train
 from kd.prune import __main__ as prune_cli
@@ -260,11 +261,12 @@ def test_the_cli_writes_a_run_with_provenance(pruned, teacher, capsys):
 def test_a_killed_prune_reruns_and_bad_input_is_refused(teacher, tmp_path,
                                                         capsys):
   out = str(tmp_path / 'p')
-  config = prune_run.run_config(teacher, 'mlp:0.5', '', 1)
+  config = prune_run.run_config(teacher, 'mlp:0.5', 'keep:1,by:loss', 1)
   config.wandb.mode = 'disabled'
-  prune_run.run(config, out)
+  first = prune_run.run(config, out)
+  assert first['layer_loss_split'] == 'validation'  # Held out.
   os.remove(os.path.join(out, 'summary.json'))  # Killed before the end.
-  assert prune_run.run(config, out)['pruned']
+  assert prune_run.run(config, out) == first
   bad = prune_run.run_config(teacher, 'mlp:0.5', '', 1)
   bad.model.kwargs.mlp_hidden = 40
   with pytest.raises(kd_config.ConfigError, match=r"'mlp_hidden': 44.*set "
@@ -332,3 +334,40 @@ def test_the_pipeline_checks_its_prune_stage_before_any_work(tmp_path):
   assert not os.path.exists(str(tmp_path / 'teacher'))
   with pytest.raises(ValueError, match=r"unknown method 'prune'; valid: "):
     prune_distill.get_config('method=prune')
+
+
+def test_tokens_to_reach_interpolates_between_test_points():
+  curve = [(0, 4.0), (100, 3.0), (200, 2.0)]
+  assert table.tokens_to_reach(curve, 2.5) == 150
+  assert table.tokens_to_reach(curve, 4.5) == 0
+  assert table.tokens_to_reach(curve, 1.0) is None
+
+
+def test_the_pipeline_and_its_table(tmp_path):
+  root = tmp_path / 'lm_prune_distill'
+  c = prune_distill.get_config(
+      'method=width,teacher_size=tiny,teacher_steps=2,steps=2,seq_len=16,'
+      'batch=4,dataset=kd_pystdlib/tiny,eval_every=1,width=heads:0.5,'
+      'calibration_batches=1')
+  for stage in c.stages.values():
+    stage.update(log_every=1, eval_batch_size=64)
+    stage.wandb.mode = 'disabled'
+  c.stage_dirs = {'teacher': str(root / 'teacher')}
+  run = root / 'width'
+  summary = main.run_pipeline(c, str(run))
+  with open(run / 'sweep.json', 'w') as f:
+    json.dump({'args': {'method': 'width', 'seed': '0'}}, f)
+  assert summary['pruned/params'] == summary['student/params'] < summary[
+      'teacher/params']
+  width = table.runs(str(root))['width'][0]
+  # The curve starts at the pruned model's own test, at 0 tokens.
+  assert width['curve'] == [(0, summary['pruned/test_bits_per_byte']),
+                            (64, width['curve'][1][1]),
+                            (128, summary['student/test_bits_per_byte'])]
+  # Against a random-init row (made up): same-seed difference, tokens.
+  found = {'width': {0: dict(width, curve=[(0, 3.0), (64, 2.0)], final=2.0)},
+           'random': {0: dict(width, curve=[(0, 8.0), (128, 2.5)],
+                              final=2.5, init=None)}}
+  rows = {r[0]: r for r in table.rows(found)}
+  assert rows['random'][4:] == ['-', '2.500', '-', '0.00M']
+  assert rows['width'][5:] == ['2.000', '-0.500', '0.00M (4.0x fewer)']

@@ -6,7 +6,7 @@
   width     pruned in width (`width`: heads, MLP neurons, embedding
             channels by activation importance), then KD
   depth     pruned in depth (`depth`: the layers kept, ranked by ShortGPT's
-            cosine block influence or by the calibration loss), then KD
+            cosine block influence or by the held-out loss), then KD
   both      pruned in width and depth (`both_width`, `both_depth`), then KD
   width_ce  pruned in width, then cross-entropy alone (no teacher)
 KD is forward KL to the teacher's next-token distribution alone (no

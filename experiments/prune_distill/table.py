@@ -53,8 +53,9 @@ def runs(root: str) -> dict:
   for d in tables.find_runs(root):
     config = tables.read_json(os.path.join(d, 'config.json'))
     summary = tables.read_json(os.path.join(d, 'summary.json'))
-    sweep = tables.read_json(os.path.join(d, 'sweep.json')) or {}
-    args = sweep.get('args', {})
+    sweep = os.path.join(d, 'sweep.json')  # A sweep's run, not its teacher.
+    args = (tables.read_json(sweep) or {}).get('args', {}) if (
+        os.path.exists(sweep)) else {}
     if not config or not summary or 'method' not in args:
       continue
     s = config['stages']['student']
@@ -64,7 +65,6 @@ def runs(root: str) -> dict:
         'params': summary['student/params'], 'init': init,
         'final': summary[f'student/{METRIC}'],
         'teacher': summary.get(f'teacher/{METRIC}'),
-        'tokens': s['steps'] * per_step,
         'curve': _curve(os.path.join(d, 'student'), init, per_step)}
   return out
 
@@ -81,8 +81,10 @@ def rows(found: dict) -> list[list[str]]:
   base = found.get('random', {})
   target = (statistics.mean(r['final'] for r in base.values())
             if base else None)
-  base_tokens = statistics.mean(r['tokens'] for r in base.values()) if (
-      base) else None
+  # Random init + KD's own tokens to its mean final figure: the 1x.
+  base_reach = [t for t in (tokens_to_reach(r['curve'], target)
+                            for r in base.values()) if t is not None]
+  base_tokens = statistics.mean(base_reach) if base_reach else None
   out = []
   for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
     seeds = found[method]
@@ -94,8 +96,9 @@ def rows(found: dict) -> list[list[str]]:
     reach_cell = '-'
     if reached:
       mean = statistics.mean(reached)
-      reach_cell = (f'{mean / 1e6:.2f}M ({base_tokens / max(mean, 1):.1f}x '
-                    'fewer)' if method != 'random' else f'{mean / 1e6:.2f}M')
+      reach_cell = f'{mean / 1e6:.2f}M'
+      if method != 'random' and base_tokens:
+        reach_cell += f' ({base_tokens / max(mean, 1):.1f}x fewer)'
       if len(reached) < len(reach):
         reach_cell += f', {len(reach) - len(reached)} seed(s) never'
     elif reach:

@@ -51,11 +51,13 @@ def pruned_kwargs(name: str, kwargs: dict, width: str = '',
 
 
 def prune(name: str, kwargs: dict, num_classes: int, variables: dict,
-          batches, width: str = '', depth: str = '') -> Pruned:
+          batches, width: str = '', depth: str = '',
+          held_out=None) -> Pruned:
   """`variables` of model `name`(`kwargs`) pruned to `width` and `depth`,
   scored on `batches` (a re-iterable of kd batches: 'image', 'label',
   optional 'mask'): depth first, then width scored on the shallower
-  model."""
+  model. `held_out` (default `batches`): the batches whose loss increase
+  ranks layers by 'loss'."""
   check_model(name)
   kwargs = dict(kwargs)
   w, d = targets.width(width), targets.depth(depth)
@@ -65,8 +67,9 @@ def prune(name: str, kwargs: dict, num_classes: int, variables: dict,
   layers_by, layer_imp = '', None
   layers = list(range(s.num_layers))
   if d.keep is not None and d.keep < s.num_layers:
-    layer_imp = transformer.layer_scores(model, variables, batches,
-                                         s.num_layers, d.by)
+    layer_imp = transformer.layer_scores(
+        model, variables, held_out if d.by == 'loss' and held_out else
+        batches, s.num_layers, d.by)
     layers_by = d.by
     layers = sorted(np.argsort(-layer_imp, kind='stable')[:d.keep].tolist())
   shallow = {**kwargs, 'num_layers': len(layers)}

@@ -2,6 +2,7 @@
 `config.prune.width` / `.depth` and written as a run directory that
 `init_from` (or a teacher) reads. Everything is checked before the
 source is read; the summary is written last, so a killed run reruns."""
+import itertools
 import os
 import shutil
 
@@ -18,6 +19,7 @@ from kd import prune
 from kd import runs
 from kd import sharding
 from kd import steps
+from kd.prune import targets
 from kd.data import select
 
 
@@ -156,6 +158,24 @@ def calibration_batches(config, source_config, source: str):
   return batches, tok
 
 
+def held_out_batches(config, tok) -> tuple[list, str]:
+  """(batches, split): as many batches of a text dataset's validation
+  split as calibrate (the loss that ranks layers is a held-out one), or
+  none where there is no such split."""
+  if not data.text.is_text(config.data.name) or (
+      data.mixed.is_mixed(config.data.name)):
+    return [], ''
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.data.eval_split, c.eval_batch_size = 'validation', config.batch_size
+  try:
+    found = list(itertools.islice(select.eval_batches(c, tok),
+                                  config.prune.calibration_batches))
+  except ValueError:  # Your own files may have no validation split.
+    return [], ''
+  return found, 'validation'
+
+
 def evaluate(config, model, variables, tok) -> dict:
   """The test figures of `variables` (as a trained run reports them)."""
   parallel = sharding.create(config)
@@ -180,12 +200,15 @@ def run(config, workdir: str, name: str = 'prune') -> dict:
     found, step = runs.latest_state(source, f'[{name}] prune.source')
     variables = {'params': found['params'], **found['model_state']}
     batches, tok = calibration_batches(config, source_config, source)
+    depth = targets.depth(config.prune.depth)
+    held_out, split = (held_out_batches(config, tok)
+                       if depth.by == 'loss' and depth.keep else ([], ''))
     vocab = data.run_spec(source_config, tok).num_classes
     print(f'[{name}] scoring {source} (step {step}) on {len(batches)} '
           f'calibration batches of {config.data.name}')
     p = prune.prune(config.model.name, source_config.model.kwargs.to_dict(),
                     vocab, variables, batches, config.prune.width,
-                    config.prune.depth)
+                    config.prune.depth, held_out)
     model = models.create(config.model.name, vocab, **p.kwargs)
     tokens = sum(int(np.sum(b.get('mask', np.ones(np.shape(b['image'])[:2]))))
                  for b in batches)
@@ -197,6 +220,8 @@ def run(config, workdir: str, name: str = 'prune') -> dict:
         'calibration_data': config.data.name,
         'calibration_batches': len(batches), 'calibration_tokens': tokens,
         **evaluate(config, model, p.variables, tok)}
+    if depth.by == 'loss' and depth.keep:
+      summary['layer_loss_split'] = split or 'train'
     write(workdir, config, p, summary, source)
     print(f'[{name}] {source} -> {workdir}: {summary["source_params"]:,.0f} '
           f'-> {summary["params"]:,.0f} parameters; model.kwargs '

@@ -50,7 +50,7 @@ def depth(text: str) -> Depth:
   if by not in DEPTH_BY:
     raise ValueError(f'--depth by:{by}: unknown; valid: {", ".join(DEPTH_BY)}'
                      ' (cosine: ShortGPT\'s block influence; loss: the '
-                     'calibration loss increase without the block)')
+                     'held-out loss increase without the block)')
   if 'keep' not in pairs:
     if 'by' in pairs:
       raise ValueError(f'--depth={text!r} names no keep:N (the layers kept)')

@@ -14,8 +14,8 @@ I = sqrt(sum_b (mean_t s[b, t])^2): the mean over the sequence and the L2
 norm over the batch, the aggregation Minitron found best for width.
 
 Layers (`layer_scores`): ShortGPT's block influence, 1 - mean cos(x_in,
-x_out) over tokens (Men et al. 2024), or the calibration loss increase
-when the block is skipped (the residual passes through).
+x_out) over tokens (Men et al. 2024), or the loss increase on held-out
+batches when the block is skipped (the residual passes through).
 
 `prune` keeps the top units (in their order) and slices every matrix that
 reads or writes them: an embedding channel is cut from the token (and
