@@ -35,8 +35,11 @@ def run_config() -> mc.ConfigDict:
       # name='kd_text' (kd.data.corpus): your .txt / .jsonl / .parquet
       # files (comma-separated globs), the JSONL field or parquet column of
       # the text, and optional files of the validation and test splits
-      # (else 90/5/5 by a hash of each document).
-      files='', text_field='text', files_validation='', files_test=''))
+      # (else 90/5/5 by a hash of each document). `source_field`: the
+      # field naming each document's source, which makes the files a
+      # mixed corpus (kd.data.mixed; a row's `source` for routing).
+      files='', text_field='text', files_validation='', files_test='',
+      source_field=''))
   c.model = mc.ConfigDict(dict(name='mlp', kwargs=mc.ConfigDict()))
   c.dtype = 'float32'
   c.batch_size = 64  # Global, split over all devices.
@@ -398,15 +401,25 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
           'must be positive', 'set the generation batch, e.g. 64')
   if c.distill.get('teachers'):
     _check_teachers(c, check, at)
-  check('+' not in c.data.name or not c.export.formats, 'export.formats',
+  source_field = c.data.get('source_field')
+  check(not source_field or (c.data.name == 'kd_text' and c.data.get(
+      'task', 'lm') == 'lm'), 'data.source_field',
+        f'names the field of your files (data.name=\'kd_text\') that holds '
+        f'each document\'s source for a language model, not a field of '
+        f'{c.data.name} (task {c.data.get("task", "lm")!r})',
+        "unset it, or mix built-in corpora by name (data.name="
+        "'kd_pystdlib+kd_bbcnews')")
+  mixed = '+' in c.data.name or bool(source_field)
+  what = c.data.name + (f' by {source_field}' if source_field else '')
+  check(not mixed or not c.export.formats, 'export.formats',
         f'the export\'s held-out figures read one corpus, not a mix '
-        f'({c.data.name})', 'export later with kd.export from a run of one '
+        f'({what})', 'export later with kd.export from a run of one '
         "corpus, or set --config.export.formats='()'")
   routed = bool(c.distill.get('teachers') and c.distill.get('route_by'))
   for field in ('distill.teacher.cache', 'distill.seqkd.prompt_len'):
-    check('+' not in c.data.name or not fields.get(c, field, 0) or (
+    check(not mixed or not fields.get(c, field, 0) or (
         routed and field == 'distill.teacher.cache'), field,
-          f'reads one corpus\'s fixed rows, not a mix ({c.data.name})',
+          f'reads one corpus\'s fixed rows, not a mix ({what})',
           'turn it off (a live teacher), or train on one corpus')
   teacher = c.distill.teacher
   check(teacher.model_shards >= 1, 'distill.teacher.model_shards',

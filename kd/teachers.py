@@ -191,36 +191,28 @@ def normalised(weights) -> tuple[float, ...]:
   return tuple(float(x) for x in w / w.sum())
 
 
-def data_sources(data_name: str) -> tuple[str, ...]:
-  """The sources of config.data.name: a mixed corpus's parts
-  ('kd_pystdlib+kd_bbcnews'), a row's `source` its index here."""
-  return tuple(data_name.split('+'))
-
-
-def columns(data_name: str) -> tuple[str, ...]:
-  """The per-row columns a batch of `data_name` carries."""
-  return ('source',) if len(data_sources(data_name)) > 1 else ()
-
-
-def check_column(data_name: str, column: str) -> None:
-  """Raises ConfigError if the batches of `data_name` lack `column`."""
-  have = columns(data_name)
+def check_column(data_name: str, column: str, mixed: bool) -> None:
+  """Raises ConfigError if the batches of `data_name` (`mixed`: a mixed
+  corpus, whose rows carry their `source`) lack `column`."""
+  have = ('source',) if mixed else ()
   if column not in have:
     raise kd_config.ConfigError(
         f'config.distill.route_by={column!r}: the data ({data_name}) has no '
         f'column {column!r} (its columns: {", ".join(have) or "none"}); '
-        "route over a mixed corpus (data.name='kd_pystdlib+kd_bbcnews': "
+        "route over a mixed corpus (data.name='kd_pystdlib+kd_bbcnews', or "
+        "your files with data.source_field naming each document's source: "
         'each row carries its source), or weight the teachers '
         '(distill.teacher_weights)')
 
 
-def routes(data_name: str, column: str, teacher_sources, dirs
+def routes(data_name: str, sources, column: str, teacher_sources, dirs
            ) -> tuple[int, ...]:
-  """Teacher index per source id of `data_name`: the teacher whose source
-  (`teacher_sources[k]`, of run `dirs[k]`) is that source. Raises
+  """Teacher index per source id of `data_name` (whose source names are
+  `sources`, `kd.data.mixed.labels`; () for one corpus): the teacher whose
+  source (`teacher_sources[k]`, of run `dirs[k]`) is that source. Raises
   ConfigError naming both sides and the fix: no such `column` in the data,
   a source taught twice, a source with no teacher."""
-  check_column(data_name, column)
+  check_column(data_name, column, bool(sources))
   taught = {}
   for k, (source, d) in enumerate(zip(teacher_sources, dirs)):
     if source in taught:
@@ -230,7 +222,7 @@ def routes(data_name: str, column: str, teacher_sources, dirs
           'name their sources in distill.teacher_sources')
     taught[source] = k
   out = []
-  for source in data_sources(data_name):
+  for source in sources:
     if source not in taught:
       known = ', '.join(f'{s} ({dirs[k]})' for s, k in taught.items())
       raise kd_config.ConfigError(

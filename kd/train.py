@@ -170,9 +170,27 @@ def _preflight_run(c, at: str) -> None:
     except ValueError as e:
       fail('data.name', d.name, str(e).split(': ', 1)[1].split('; ')[0],
            str(e).split('; ')[-1])
+  if text and d.name == 'kd_text' and d.get('source_field'):
+    _preflight_sources(d, at, fail)
+    return
   for part in parts:  # A mixed corpus's sources, each a corpus of its own.
     _preflight_splits(mc.ConfigDict({**d.to_dict(), 'name': part}), text, at,
                       fail)
+
+
+def _preflight_sources(d, at: str, fail) -> None:
+  """Your files with a `data.source_field`: every document names its
+  source (`kd.data.corpus.field_values`), and each source's training and
+  evaluation splits hold documents."""
+  split = d.eval_split.split('[')[0]
+  for label, files in zip(data.mixed.labels(d), data.mixed.sources(d)):
+    counts = dict(data.text.builder(files, d.data_dir or None).info.metadata[
+        'documents'])
+    if not counts.get(split, 0):
+      fail('data.source_field', d.source_field, f'the source {label!r} of '
+           f'your files has no document in the {split} split (documents per '
+           f'split: {counts})', f'add documents of {label!r}, or give the '
+           f'split files of its own (--config.{at}data.files_{split}=GLOB)')
 
 
 def _check_teachers(c) -> None:
@@ -180,7 +198,7 @@ def _check_teachers(c) -> None:
   any teacher is read: the routing column; teachers of other tokenizers
   routed, not mixed, and one teacher of another tokenizer on one corpus."""
   if not teachers_lib.run_dirs(c.distill):
-    if is_cross_tokenizer(c) and data.mixed.is_mixed(c.data.name):
+    if is_cross_tokenizer(c) and data.mixed.is_mixed_data(c.data):
       raise kd_config.ConfigError(
           f'config.distill.teacher.workdir={c.distill.teacher.workdir!r}, '
           f'data.name={c.data.name!r}: the cross-tokenizer terms '
@@ -198,7 +216,14 @@ def _check_teachers(c) -> None:
         "teachers of the student's tokenizer with forward_kl (or another "
         'divergence)')
   if c.distill.route_by:
-    teachers_lib.check_column(c.data.name, c.distill.route_by)
+    teachers_lib.check_column(c.data.name, c.distill.route_by,
+                              data.mixed.is_mixed_data(c.data))
+
+
+def data_sources(d) -> tuple[str, ...]:
+  """The source names of config.data `d`, a mixed corpus
+  (`kd.data.mixed.labels`), else ()."""
+  return data.mixed.labels(d) if data.mixed.is_mixed_data(d) else ()
 
 
 def _check_stage_teachers(config, name: str) -> None:
@@ -209,8 +234,9 @@ def _check_stage_teachers(config, name: str) -> None:
   if d.route_by and named and all(t in config.stages for t in named):
     sources = ([s.strip() for s in d.teacher_sources.split(',') if s.strip()]
                or [config.stages[t].data.name for t in named])
-    teachers_lib.routes(config.stages[name].data.name, d.route_by, sources,
-                        [f'stage {t!r}' for t in named])
+    teachers_lib.routes(config.stages[name].data.name,
+                        data_sources(config.stages[name].data), d.route_by,
+                        sources, [f'stage {t!r}' for t in named])
 
 
 def _preflight_splits(d, text: bool, at: str, fail) -> None:
@@ -653,7 +679,8 @@ def lm_teachers(config, spec, tok, t_toks=None) -> teachers_lib.Teachers:
   if d.route_by:
     sources = ([s.strip() for s in d.teacher_sources.split(',') if s.strip()]
                or [c.data.name for c in configs])
-    routes = teachers_lib.routes(config.data.name, d.route_by, sources, dirs)
+    routes = teachers_lib.routes(config.data.name, data_sources(config.data),
+                                 d.route_by, sources, dirs)
   weights = teachers_lib.numbers(d.teacher_weights) or (1.0,) * len(dirs)
   temperatures = {float(term.kwargs.get('temperature', 1.0))
                   for term in d.terms.values()}
@@ -796,8 +823,9 @@ def routed_caches(config, workdir: str, b: Built, variables, t_steps):
   t, d = config.distill.teacher, config.data
   where = dict(seq_len=d.seq_len, seed=config.seed, tok=b.tok,
                data_dir=d.data_dir or None)
-  rows, source = data.mixed.training_rows(d.name, **where)
-  read = data.mixed.rows_read(d.name, batch_size=config.batch_size,
+  mix = data.mixed.sources(d)
+  rows, source = data.mixed.training_rows(mix, **where)
+  read = data.mixed.rows_read(mix, batch_size=config.batch_size,
                               steps=config.steps, **where)
   routes = np.asarray(b.teacher.routes)
   caches = []
@@ -939,8 +967,7 @@ def tester(config, b: Built, src: TeacherSource, eval_fn) -> Callable:
   """`test(p_state)`: the test figures of a replicated train state."""
   batches = select.test_split(config, b.tok)
 
-  sources = (data.mixed.parts(config.data.name)
-             if data.mixed.is_mixed(config.data.name) else ())
+  sources = data_sources(config.data)
 
   def test(p_state) -> dict:
     variables = {'params': p_state.params, **p_state.model_state}

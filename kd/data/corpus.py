@@ -6,7 +6,9 @@ and the line, byte or row).
 Text (`kd_text`): `.txt` (a file is one document), `.jsonl` (one JSON
 object a line, the document in its `text_field`) or `.parquet` (one
 document a row of the `text_field` column; read with pyarrow, which
-tensorflow-datasets requires).
+tensorflow-datasets requires). With a `source_field` (JSONL field or
+parquet column) every document names its source, and the corpus is mixed
+(`kd.data.mixed`): one dataset per source value (`source_files`).
 """
 import dataclasses
 import glob
@@ -106,7 +108,9 @@ class Files:
                           ).hexdigest()
 
   def __str__(self):
-    return f'{self.name}:{self.sha256[:12]}'
+    o = dict(self.options)
+    of = f'[{o["source_field"]}={o["source"]}]' if 'source' in o else ''
+    return f'{self.name}:{self.sha256[:12]}{of}'
 
 
 def text_files(d) -> Files:
@@ -156,10 +160,17 @@ def _decoded(path: str, data: bytes) -> str:
         f'`iconv -f latin1 -t utf-8`') from None
 
 
-def documents(path: str, text_field: str = 'text'):
+def documents(path: str, text_field: str = 'text', source=None):
   """(line or row number, text) of every document of one file: a `.txt`
   file is one (number 0); a `.jsonl` file one per non-blank line (1-based);
-  a `.parquet` file one per row (0-based)."""
+  a `.parquet` file one per row (0-based). `source` (field, value): only
+  the documents whose `field` holds `value` (`field_values`)."""
+  if source is not None:
+    field, value = source
+    docs = list(documents(path, text_field))
+    keep = {n for n, v in field_values(path, field) if v == value}
+    yield from ((n, t) for n, t in docs if n in keep)
+    return
   if path.endswith('.parquet'):
     yield from _parquet(path, text_field)
     return
@@ -185,6 +196,59 @@ def documents(path: str, text_field: str = 'text'):
       raise CorpusError(f'{path}:{number}: field {text_field!r} holds '
                         f'{type(obj[text_field]).__name__}, not text')
     yield number, obj[text_field]
+
+
+def field_values(path: str, field: str):
+  """(line or row number, value) of `field` (a JSONL field or parquet
+  column: text) in every document of one file, numbered as `documents`
+  numbers them. A `.txt` file, a document without the field, or a value
+  that is not text is an error naming the file, the line and the fix."""
+  fix = (f'set config.data.source_field to the field that names each '
+         "document's source, or add it to every document")
+  if path.endswith('.txt'):
+    raise CorpusError(f'{path}: a .txt file has no fields, but '
+                      f'config.data.source_field={field!r} reads each '
+                      "document's source from one; give .jsonl or .parquet "
+                      'files, or unset data.source_field')
+  if path.endswith('.parquet'):
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    names = pq.read_schema(path).names
+    if field not in names:
+      raise CorpusError(f'{path}: no column {field!r} (found {names}); '
+                        + fix)
+    rows = enumerate(pq.read_table(path, columns=[field]).column(0)
+                     .to_pylist())
+  else:
+    with open(path, 'rb') as f:
+      content = _decoded(path, f.read())
+    rows = []
+    for number, line in enumerate(content.split('\n'), 1):
+      if line.strip():
+        obj = json.loads(line)  # `documents` names a bad line first.
+        if not isinstance(obj, dict) or field not in obj:
+          keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+          raise CorpusError(f'{path}:{number}: no field {field!r} (found '
+                            f'{keys}); {fix}')
+        rows.append((number, obj[field]))
+  for number, value in rows:
+    if not isinstance(value, str):
+      raise CorpusError(f'{path}:{number}: field {field!r} holds '
+                        f'{type(value).__name__} {value!r}, not text; name '
+                        'each source with a string')
+    yield number, value
+
+
+def source_values(files: 'Files', field: str) -> tuple[str, ...]:
+  """The sorted distinct values of `field` over every document of
+  `files` (`field_values`): the sources of a mixed corpus of your files."""
+  return tuple(sorted({v for _, paths in files.groups for p in paths
+                       for _, v in field_values(p, field)}))
+
+
+def source_files(files: 'Files', field: str, value: str) -> 'Files':
+  """`files` as the dataset of the documents whose `field` is `value`."""
+  return dataclasses.replace(files, options=files.options + (
+      ('source_field', field), ('source', value)))
 
 
 def _parquet(path: str, text_field: str):

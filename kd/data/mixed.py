@@ -1,13 +1,18 @@
 """A mixed text corpus: config.data.name 'kd_pystdlib+kd_bbcnews' (built-in
-corpora joined by '+'), each packed row of one source, so a per-row choice
-(routing to a teacher, `kd.teachers`) sees one source per row.
+corpora joined by '+'), or your files (data.name='kd_text') with a
+`data.source_field` naming each document's source (one source per value,
+`kd.data.corpus.source_files`), each packed row of one source, so a
+per-row choice (routing to a teacher, `kd.teachers`) sees one source per
+row. The functions here take the name, or the sources themselves
+(`sources`).
 
 Every source packs as `kd.data.text` packs one corpus (bos, tokens, eos
 per document; rows of seq_len + 1 tokens overlapping by one); the rows of
 all sources are then visited in one order, and a batch carries, besides
 `kd.data.text`'s tokens, mask and bytes,
 
-  source [B] int32: the row's source, an index into the name's parts.
+  source [B] int32: the row's source, an index into the name's parts
+      (`labels`).
 
 An epoch's document orders (one per source, in order) and row order are
 drawn from (seed, epoch), so resuming at `start_step` yields what an
@@ -16,6 +21,7 @@ uninterrupted iterator yields from there.
 import numpy as np
 
 from kd.data import align
+from kd.data import corpus
 from kd.data import paired
 from kd.data import text
 from kd.data.input_pipeline import _process_index_count
@@ -23,6 +29,47 @@ from kd.data.input_pipeline import _process_index_count
 
 def is_mixed(name) -> bool:
   return isinstance(name, str) and '+' in name
+
+
+def is_mixed_data(d) -> bool:
+  """Whether config.data `d` is a mixed corpus: built-in corpora joined by
+  '+', or your files with a `source_field`."""
+  return is_mixed(d.name) or (d.name == 'kd_text'
+                              and bool(d.get('source_field')))
+
+
+_VALUES = {}  # (files' sha256, field) -> their sources: read once.
+
+
+def labels(d) -> tuple[str, ...]:
+  """The source names of config.data `d` (a mixed corpus): the built-in
+  corpora of its name, or the sorted values of your files' `source_field`;
+  a row's `source` is its index here."""
+  if d.name != 'kd_text':
+    return parts(d.name)
+  files = text.source(d)
+  key = (files.sha256, d.source_field)
+  if key not in _VALUES:
+    _VALUES[key] = corpus.source_values(files, d.source_field)
+  return _VALUES[key]
+
+
+def sources(d) -> tuple:
+  """What the functions here read of config.data `d`, one per `labels`
+  entry: the built-in corpus names, or each source's files."""
+  if d.name != 'kd_text':
+    return parts(d.name)
+  files = text.source(d)
+  return tuple(corpus.source_files(files, d.source_field, v)
+               for v in labels(d))
+
+
+def _parts(name) -> tuple:
+  return name if isinstance(name, tuple) else parts(name)
+
+
+def _named(name) -> str:
+  return '+'.join(map(str, name)) if isinstance(name, tuple) else name
 
 
 def parts(name: str) -> tuple[str, ...]:
@@ -62,7 +109,7 @@ def _epoch_rows(docs, tok, seq_len: int, seed: int, epoch: int):
 
 
 def _documents(name, split, tok, data_dir):
-  return [text._encoded(p, split, tok, data_dir) for p in parts(name)]  # pylint: disable=protected-access
+  return [text._encoded(p, split, tok, data_dir) for p in _parts(name)]  # pylint: disable=protected-access
 
 
 def training_rows(name: str, *, seq_len: int, seed: int, tok=None,
@@ -86,8 +133,9 @@ def rows_read(name: str, *, batch_size: int, seq_len: int, seed: int,
   rows = sum(text._num_rows(d, seq_len) for d in docs)  # pylint: disable=protected-access
   per_epoch = rows // batch_size
   if not per_epoch:
-    raise ValueError(f'{name} {split} packs into {rows} rows of {seq_len} '
-                     f'tokens, fewer than one batch of {batch_size}')
+    raise ValueError(f'{_named(name)} {split} packs into {rows} rows of '
+                     f'{seq_len} tokens, fewer than one batch of '
+                     f'{batch_size}')
   read = np.zeros(rows, bool)
   for e in range(-(-steps // per_epoch)):
     batches = min(steps - e * per_epoch, per_epoch)
@@ -112,12 +160,8 @@ def packed_batches(name: str, *, batch_size: int, seq_len: int, seed: int,
   index, count = _process_index_count(process_index, process_count)
   docs = _documents(name, split, tok, data_dir)
   rows = sum(text._num_rows(d, seq_len) for d in docs)  # pylint: disable=protected-access
-  per_epoch = rows // (batch_size * count)
-  if not per_epoch:
-    raise ValueError(
-        f'{name} {split} packs into {rows} rows of {seq_len} tokens, fewer '
-        f'than one global batch of {batch_size * count}: lower batch_size or '
-        'seq_len')
+  per_epoch = text.batches_per_epoch(_named(name), split, rows, seq_len,
+                                     batch_size * count)
   epoch, step, view = None, start_step, None
   while True:
     e, b = divmod(step, per_epoch)
@@ -145,7 +189,7 @@ def eval_batches(name: str, *, batch_size: int, seq_len: int, tok=None,
   """Every token of every source's `split` as a target exactly once
   (`kd.data.text.eval_batches` per source, in order), each batch of one
   source, with `source`."""
-  for j, p in enumerate(parts(name)):
+  for j, p in enumerate(_parts(name)):
     for batch in text.eval_batches(
         p, batch_size=batch_size, seq_len=seq_len, tok=tok, split=split,
         data_dir=data_dir, process_index=process_index,
@@ -167,7 +211,7 @@ def paired_batches(name: str, *, batch_size: int, seq_len: int,
   `kd.data.paired` pairs one corpus's rows (teacher_image, teacher_label,
   align). The other rows hold token 0 there and no aligned position."""
   index, count = _process_index_count(process_index, process_count)
-  texts = [text.documents(p, split, data_dir) for p in parts(name)]
+  texts = [text.documents(p, split, data_dir) for p in _parts(name)]
   docs = [tok.encode(t) for t in texts]
   t_docs = [None if k is None else k.encode(t)
             for k, t in zip(teacher_toks, texts)]
@@ -176,7 +220,7 @@ def paired_batches(name: str, *, batch_size: int, seq_len: int,
       align.check_same_text(d, tok, t, k)
   rows = [text._num_rows(d, seq_len) for d in docs]  # pylint: disable=protected-access
   first_row = np.cumsum([0] + rows)
-  per_epoch = text.batches_per_epoch(name, split, sum(rows), seq_len,
+  per_epoch = text.batches_per_epoch(_named(name), split, sum(rows), seq_len,
                                      batch_size * count)
   epoch, step = None, start_step
   while True:

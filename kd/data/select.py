@@ -54,7 +54,7 @@ def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str,
   batch_size = parallel.check_batch_size(config.batch_size)
   if isinstance(teacher_tok, tuple):  # Routed teachers of several.
     return mixed.paired_batches(
-        d.name, batch_size=batch_size, seq_len=d.seq_len,
+        mixed.sources(d), batch_size=batch_size, seq_len=d.seq_len,
         teacher_seq_len=paired.teacher_seq_len(config), seed=config.seed,
         tok=tok, teacher_toks=teacher_tok, data_dir=d.data_dir or None,
         start_step=start_step)
@@ -74,9 +74,9 @@ def _endless_batches(config, parallel, start_step: int, tok, seqkd_dir: str,
     return make(text.source(d), batch_size=batch_size, seq_len=d.seq_len,
                 seed=config.seed, tok=tok, start_step=start_step,
                 data_dir=d.data_dir or None)
-  if task and mixed.is_mixed(d.name):
+  if task and mixed.is_mixed_data(d):
     return map(text.model_batch, mixed.packed_batches(
-        d.name, batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
+        mixed.sources(d), batch_size=batch_size, seq_len=d.seq_len, seed=config.seed,
         tok=tok, data_dir=d.data_dir or None, start_step=start_step,
         fixed_packing=bool(config.distill.teacher.cache)))
   if task:
@@ -105,10 +105,12 @@ def eval_batches(config, tok=None):
         text.source(d), batch_size=config.eval_batch_size, seq_len=d.seq_len,
         tok=tok, split=d.eval_split, data_dir=d.data_dir or None)
   if task:
+    mix = mixed.is_mixed_data(d)
     return map(text.model_batch, (
-        mixed.eval_batches if mixed.is_mixed(d.name) else text.eval_batches)(
-        text.source(d), batch_size=config.eval_batch_size, seq_len=d.seq_len,
-        tok=tok, split=d.eval_split, data_dir=d.data_dir or None))
+        mixed.eval_batches if mix else text.eval_batches)(
+        mixed.sources(d) if mix else text.source(d),
+        batch_size=config.eval_batch_size, seq_len=d.seq_len, tok=tok,
+        split=d.eval_split, data_dir=d.data_dir or None))
   return input_pipeline.eval_batches(
       d.name, batch_size=config.eval_batch_size, split=d.eval_split,
       **data_args(config))

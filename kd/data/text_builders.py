@@ -382,16 +382,21 @@ class KdText(corpus.MadeConfigs, _TextBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager
     files = self.builder_config.files
-    field = dict(files.options)['text_field']
+    options = dict(files.options)
+    field = options['text_field']
+    # One source of a mixed corpus of your files (kd.data.mixed).
+    source = ((options['source_field'], options['source'])
+              if 'source' in options else None)
     splits = {name: {} for name, _ in SPLITS}
     for group, paths in files.groups:
       for path in paths:
         rel = os.path.relpath(path, files.root)
-        for number, text in corpus.documents(path, field):
+        for number, text in corpus.documents(path, field, source):
           key = rel if path.endswith('.txt') else f'{rel}:{number}'
           splits[split_of(text) if group == 'all' else group][key] = text
     if not splits['train']:
-      raise CorpusError(f'kd_text: no document in the training split of '
+      of = f' source {source[1]!r}' if source else ''
+      raise CorpusError(f'kd_text{of}: no document in the training split of '
                         f'{files.root} ({_counts(splits)}); give more files')
     self.info.metadata.update({
         'files_sha256': files.sha256, 'root': files.root,

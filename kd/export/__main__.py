@@ -112,7 +112,7 @@ def check_request(workdir: str, out: str, default: bool):
 
 def export_lm(out: str) -> dict:
   run = lm.load_run(_WORKDIR.value)
-  if mixed.is_mixed(run.config.data.name):
+  if mixed.is_mixed_data(run.config.data):
     raise Refused(
         f'{_WORKDIR.value} trained on the mixed corpus '
         f'{run.config.data.name}, but a --format={_FORMAT.value} sidecar\'s '
