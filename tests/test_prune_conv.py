@@ -1,14 +1,21 @@
 """kd.prune of the CNNs (cnn1d, cnn): a filter made useless ranks last by
 both criteria, the scores against NumPy, pruning to the full size is the
 same function, the pruned net equals the full one with the pruned channels
-zeroed (exact for ReLU convnets, the flatten order included) and targets
-refused with the valid choices."""
+zeroed (exact for ReLU convnets, the flatten order included), targets
+refused with the valid choices, and the MNIST-1D pipeline (teacher ->
+prune -> KD) with its table."""
+import json
+import os
+
 import jax
 import numpy as np
 import pytest
 
-from kd import models, prune
+from configs.mnist1d import prune_distill
+from experiments.prune_distill import mnist1d as mnist1d_table
+from kd import main, models, prune, runs
 from kd.prune import conv
+from launch import sweep
 
 NETS = {'cnn1d': (dict(channels=(6, 5, 4), dense=7), (5, 40)),
         'cnn': (dict(channels=(5, 6), dense=7), (5, 8, 8))}
@@ -151,3 +158,81 @@ def test_conv_targets_refused_with_the_valid_choices():
   assert prune.pruned_kwargs('cnn', {}, 'conv1:0.25') == {'channels': (32, 16)}
   assert prune.pruned_kwargs('cnn1d', {}, 'dense:0.5,by:l1') == {'dense': 64}
 
+
+# The MNIST-1D pipeline and its table.
+
+
+def test_the_mnist1d_pipeline_prunes_then_distils(tmp_path):
+  c = prune_distill.get_config('method=width,teacher_steps=2,steps=2,'
+                               'calibration_batches=1,eval_every=1')
+  for stage in c.stages.values():
+    stage.wandb.mode = 'disabled'
+  root = tmp_path / 'mnist1d_prune_distill'
+  d = str(root / 'width_s0')
+  summary = main.run_pipeline(c, d)
+  pruned = runs.summary(os.path.join(d, 'pruned'))
+  assert pruned['pruned'] and pruned['calibration_examples'] == 100
+  # conv 5x1x16+16, 5x16x16+16 (twice), dense 10x16x64+64, head 64x10+10.
+  assert pruned['params'] == 96 + 2 * 1296 + 10304 + 650 == 13642
+  assert summary['student/params'] == 13642
+  with open(os.path.join(d, 'pruned', 'importance.json')) as f:
+    imp = json.load(f)
+  assert imp['by'] == 'activation' and len(imp['channels']['conv2']) == 32
+  t, _ = runs.latest_state(os.path.join(d, 'teacher'), 'test')
+  p, _ = runs.latest_state(os.path.join(d, 'pruned'), 'test')
+  t, p = t['params'], p['params']
+  keep = [conv.top(imp['channels'][f'conv{i}'], 16) for i in range(3)]
+  dense = conv.top(imp['dense'], 64)
+  np.testing.assert_array_equal(p['conv1']['kernel'], np.asarray(
+      t['conv1']['kernel'])[:, :, keep[0]][..., keep[1]])
+  # The length is 40 / 2 / 2 = 10 after the pools: rows p * 32 + c.
+  rows = np.asarray(t['dense']['kernel']).reshape(10, 32, 128)
+  np.testing.assert_array_equal(
+      p['dense']['kernel'], rows[:, keep[2]][..., dense].reshape(160, 64))
+  with open(os.path.join(d, 'sweep.json'), 'w') as f:
+    json.dump({'args': {'method': 'width', 'seed': 0}}, f)
+  found = mnist1d_table.runs(str(root))
+  run = found['width'][0]
+  assert run['init'] == pruned['test_accuracy'] and run['examples'] == 200
+  assert [e for e, _ in run['curve']] == [0, 100, 200]
+
+
+def test_the_mnist1d_table_against_hand_values():
+  found = {
+      'random': {s: {'params': 13642, 'init': None, 'final': f,
+                     'teacher': 0.95, 'teacher_params': 52874,
+                     'examples': 400,
+                     'curve': [(200, 0.3), (400, 1 - f)]}
+                 for s, f in ((0, 0.8), (1, 0.8))},
+      'width': {s: {'params': 13642, 'init': 0.7, 'final': f,
+                    'teacher': 0.95, 'teacher_params': 52874,
+                    'examples': 400,
+                    'curve': [(0, 0.3), (200, 0.2), (400, 1 - f)]}
+                for s, f in ((0, 0.85), (1, 0.87))}}
+  rows = mnist1d_table.rows(found)
+  assert rows[0] == ['random', 'random init, KD', '13,642', '2', '-',
+                     '80.0 ± 0.0', '-', '400']
+  # Error 0.2 reached at 200 examples of random's 400 (at its end); width
+  # ends 5 and 7 points above random.
+  assert rows[1] == ['width', 'pruned by activation, KD', '13,642', '2',
+                     '70.0 ± 0.0', '86.0 ± 1.4', '+6.0 ± 1.4',
+                     '200 (2.0x fewer)']
+  assert 'Teacher (cnn1d, 52,874 parameters): 95.0%' in (
+      mnist1d_table.markdown(found))
+
+
+def test_the_spec_shares_one_teacher_and_one_student_shape(tmp_path):
+  spec = sweep.load_spec(os.path.join(
+      os.path.dirname(os.path.dirname(__file__)),
+      'launch/specs/mnist1d_prune_distill.py'))
+  found = [prune_distill.get_config(r.arg)
+           for r in sweep.expand(spec, str(tmp_path))]
+  assert len(found) == 4 * 3
+  assert {c.stage_dirs.teacher for c in found} == {
+      str(tmp_path / 'mnist1d_prune_distill' / 'teacher_cnn1d')}
+  assert {(c.stages.student.model.kwargs.channels,
+           c.stages.student.model.kwargs.dense, c.stages.student.steps)
+          for c in found} == {((16, 16, 16), 64, 2000)}
+  by = {c.stages.pruned.prune.width for c in found if 'pruned' in c.stages}
+  assert by == {'channels:0.5,dense:0.5,by:activation',
+                'channels:0.5,dense:0.5,by:l1'}
