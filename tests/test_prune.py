@@ -346,20 +346,20 @@ def test_tokens_to_reach_interpolates_between_test_points():
 def test_the_pipeline_and_its_table(tmp_path):
   root = tmp_path / 'lm_prune_distill'
   c = prune_distill.get_config(
-      'method=width,teacher_size=tiny,teacher_steps=2,steps=2,seq_len=16,'
+      'method=width_ce,teacher_size=tiny,teacher_steps=2,steps=2,seq_len=16,'
       'batch=4,dataset=kd_pystdlib/tiny,eval_every=1,width=heads:0.5,'
       'calibration_batches=1')
   for stage in c.stages.values():
     stage.update(log_every=1, eval_batch_size=64)
     stage.wandb.mode = 'disabled'
   c.stage_dirs = {'teacher': str(root / 'teacher')}
-  run = root / 'width'
+  run = root / 'width_ce'
   summary = main.run_pipeline(c, str(run))
   with open(run / 'sweep.json', 'w') as f:
-    json.dump({'args': {'method': 'width', 'seed': '0'}}, f)
+    json.dump({'args': {'method': 'width_ce', 'seed': '0'}}, f)
   assert summary['pruned/params'] == summary['student/params'] < summary[
       'teacher/params']
-  width = table.runs(str(root))['width'][0]
+  width = table.runs(str(root))['width_ce'][0]
   # The curve starts at the pruned model's own test, at 0 tokens.
   assert width['curve'] == [(0, summary['pruned/test_bits_per_byte']),
                             (64, width['curve'][1][1]),
