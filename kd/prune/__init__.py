@@ -6,8 +6,9 @@
 
 scores every head, MLP neuron, embedding channel and layer from activations
 on `--calibration_batches` training batches (`kd.prune.transformer`; the
-CNNs' conv channels and dense units by activation or filter L1 norm,
-`--width=channels:0.5,dense:0.5,by:activation|l1`: `kd.prune.conv`), keeps
+encoder and the ViT/DeiT alike; the CNNs' conv channels and dense units
+by activation or filter L1 norm, `--width=channels:0.5,dense:0.5,by:
+activation|l1`: `kd.prune.conv`), keeps
 the most important and writes RUN: a kd run directory (config.json with the
 pruned model's kwargs, checkpoints/0, importance.json, summary.json with
 the pruned model's test figures and its provenance: teacher, step,
@@ -28,6 +29,9 @@ from kd.prune import targets
 from kd.prune import transformer
 
 MODELS = (*transformer.FAMILIES, *conv.MODELS)
+# For errors: the ViTs' registry names last, as one group.
+MODELS_TEXT = (', '.join(n for n in MODELS if n not in transformer.VITS) +
+               f' and the ViTs ({", ".join(transformer.VITS)})')
 
 
 class Pruned(NamedTuple):
@@ -39,7 +43,7 @@ class Pruned(NamedTuple):
 
 def check_model(name: str) -> None:
   if name not in MODELS:
-    raise ValueError(f'kd.prune prunes {", ".join(MODELS)}; the run holds a '
+    raise ValueError(f'kd.prune prunes {MODELS_TEXT}; the run holds a '
                      f'{name!r}')
 
 
@@ -73,7 +77,6 @@ def prune(name: str, kwargs: dict, num_classes: int, variables: dict,
   w, d = targets.width(width), targets.depth(depth)
   new_kwargs = transformer.pruned_kwargs(kwargs, w, d, name)
   s = transformer.sizes(kwargs, name)
-  rules = transformer.FAMILIES[name].rules
   model = models.create(name, num_classes, **kwargs)
   layers_by, layer_imp = '', None
   layers = list(range(s.num_layers))
@@ -83,9 +86,10 @@ def prune(name: str, kwargs: dict, num_classes: int, variables: dict,
         batches, s.num_layers, d.by, name)
     layers_by = d.by
     layers = sorted(np.argsort(-layer_imp, kind='stable')[:d.keep].tolist())
-  shallow = {**kwargs, 'num_layers': len(layers)}
+  shallow = transformer.resized(kwargs, s, s._replace(num_layers=len(
+      layers)), name)
   shallow_vars = {'params': transformer.slice_params(
-      variables['params'], _all_units(s, layers), layers, rules)}
+      variables['params'], _all_units(s, layers), layers, name, s)}
   scores = transformer.width_scores(
       models.create(name, num_classes, **shallow), shallow_vars,
       batches, name) if w else _no_scores(s, layers)
@@ -95,7 +99,7 @@ def prune(name: str, kwargs: dict, num_classes: int, variables: dict,
   scores.mlp = {layers[i]: v for i, v in scores.mlp.items()}
   p = transformer.target_sizes(kwargs, w, d, name)
   kept = transformer.kept_units(scores, s, p, layers)
-  params = transformer.slice_params(variables['params'], kept, layers, rules)
+  params = transformer.slice_params(variables['params'], kept, layers, name, s)
   return Pruned(new_kwargs, {'params': jax.tree.map(jnp.asarray, params)},
                 scores, layers)
 

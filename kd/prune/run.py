@@ -53,8 +53,7 @@ def check_source_model(source_config, source: str) -> None:
   name = source_config.model.name
   if name not in prune.MODELS:
     raise kd_config.ConfigError(
-        f'{source} holds a {name!r}; kd.prune prunes '
-        f'{", ".join(prune.MODELS)}')
+        f'{source} holds a {name!r}; kd.prune prunes {prune.MODELS_TEXT}')
 
 
 def check(config) -> mc.ConfigDict:

@@ -1,6 +1,7 @@
-"""Width and depth pruning of kd's transformers, `transformer_lm` and
-`transformer_encoder` (`FAMILIES`; Minitron: Muralidharan et al. 2024,
-"Compact Language Models via Pruning and Knowledge Distillation").
+"""Width and depth pruning of kd's transformers, `transformer_lm`,
+`transformer_encoder` and the ViT/DeiT (`FAMILIES`; Minitron: Muralidharan
+et al. 2024, "Compact Language Models via Pruning and Knowledge
+Distillation").
 
 Importance from activations on calibration batches (`scores`), per unit:
 
@@ -31,7 +32,9 @@ channels are also cut from the token-type embeddings, the embeddings'
 norm, the masked-LM transform (both sides: the tied embedding reads its
 output) and the pooler's input. It has no head_dim setting (nor has
 Hugging Face's BERT, which it exports to), so heads and embedding channels
-shrink together.
+shrink together. So do the ViT's, whose heads are slices of a joint qkv
+projection's columns and of the output projection's rows (`_flat_heads`);
+it scores every token, and its MLP's size is int(width * mlp_ratio).
 """
 import dataclasses
 import re
@@ -43,8 +46,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from kd import models
 from kd.models import encoder
 from kd.models import lm
+from kd.models import vit
 from kd.prune import targets as targets_lib
 
 
@@ -77,6 +82,12 @@ def _encoder_sizes(kwargs: dict) -> Sizes:
   d, heads = get('d_model'), get('num_heads')
   return Sizes(d, get('num_layers'), heads, heads, get('mlp_hidden') or 4 * d,
                d // heads)
+
+
+def _vit_sizes(name: str, kwargs: dict) -> Sizes:
+  m = models.create(name, 2, **kwargs)  # The registry's size (vit_tiny ..).
+  return Sizes(m.width, m.depth, m.heads, m.heads, int(m.width * m.mlp_ratio),
+               m.width // m.heads)
 
 
 def sizes(kwargs: dict, name: str = 'transformer_lm') -> Sizes:
@@ -126,7 +137,15 @@ def pruned_kwargs(kwargs: dict, width: dict, depth,
                   name: str = 'transformer_lm') -> dict:
   """The model kwargs of the pruned `name`: the same model with fewer
   heads, neurons, channels and layers (head size kept)."""
-  s, p = sizes(kwargs, name), target_sizes(kwargs, width, depth, name)
+  return resized(kwargs, sizes(kwargs, name),
+                 target_sizes(kwargs, width, depth, name), name)
+
+
+def resized(kwargs: dict, s: Sizes, p: Sizes, name: str) -> dict:
+  """`kwargs` of sizes `s` changed to sizes `p`; unchanged defaults stay
+  unnamed."""
+  if name in VITS:
+    return _vit_resized(kwargs, s, p)
   out = dict(kwargs)
   changes = {'d_model': (p.d_model, s.d_model),
              'num_layers': (p.num_layers, s.num_layers),
@@ -143,6 +162,24 @@ def pruned_kwargs(kwargs: dict, width: dict, depth,
     out['head_dim'] = s.head_dim  # The head size is kept.
   if sizes(out, name).mlp_hidden != p.mlp_hidden:  # Its default follows d.
     out['mlp_hidden'] = p.mlp_hidden
+  return out
+
+
+def _vit_resized(kwargs: dict, s: Sizes, p: Sizes) -> dict:
+  """A ViT's: width, depth, heads, and mlp_ratio for the neurons kept (its
+  hidden size is int(width * mlp_ratio))."""
+  out = dict(kwargs)
+  for key, new, old in (('width', p.d_model, s.d_model),
+                        ('depth', p.num_layers, s.num_layers),
+                        ('heads', p.num_heads, s.num_heads)):
+    if new != old or key in kwargs:
+      out[key] = new
+  ratio = kwargs.get('mlp_ratio', s.mlp_hidden / s.d_model)
+  if int(p.d_model * ratio) != p.mlp_hidden:
+    ratio = p.mlp_hidden / p.d_model
+    while int(p.d_model * ratio) < p.mlp_hidden:  # Float rounding.
+      ratio = float(np.nextafter(ratio, np.inf))
+    out['mlp_ratio'] = ratio
   return out
 
 
@@ -178,11 +215,28 @@ ENCODER_AXES = LM_AXES + (
     (r'pooler/kernel', {0: 'embed'}),
     (r'(pooler/bias|classifier/\w+)', {}),
 )
+# The ViT's (kd.models.vit): one joint qkv projection, its columns [3, H, D]
+# flattened ('qkv': the kept heads' columns of each of q, k, v), the output
+# projection's rows [H, D] flattened ('head_cols').
+VIT_AXES = (
+    (r'patch_embed/kernel', {-1: 'embed'}),
+    (r'(patch_embed/bias|blocks\d+/(norm1|norm2)/\w+|norm/\w+)', {0: 'embed'}),
+    (r'(cls_token|dist_token|pos_embed)', {2: 'embed'}),
+    (r'blocks\d+/attn/qkv/kernel', {0: 'embed', 1: 'qkv'}),
+    (r'blocks\d+/attn/qkv/bias', {0: 'qkv'}),
+    (r'blocks\d+/attn/proj/kernel', {0: 'head_cols', 1: 'embed'}),
+    (r'blocks\d+/(attn/proj|fc2)/bias', {0: 'embed'}),
+    (r'blocks\d+/fc1/kernel', {0: 'embed', 1: 'mlp'}),
+    (r'blocks\d+/fc1/bias', {0: 'mlp'}),
+    (r'blocks\d+/fc2/kernel', {0: 'mlp', 1: 'embed'}),
+    (r'(head|head_dist)/kernel', {0: 'embed'}),
+    (r'(head|head_dist)/bias', {}),
+)
 NORM = re.compile(r'(^|/)(attn_norm|mlp_norm|post_attn_norm|post_mlp_norm|'
                   r'final_norm)$')
 ENCODER_NORM = re.compile(r'^(embed_norm|blocks_\d+/(attn_norm|mlp_norm)|'
                           r'final_norm|mlm/norm)$')
-BLOCK = re.compile(r'^blocks_(\d+)$')
+VIT_NORM = re.compile(r'^(blocks\d+/(norm1|norm2)|norm)$')
 
 
 def _lm_positions(batch, model) -> np.ndarray:
@@ -206,6 +260,11 @@ def _encoder_positions(batch, model) -> np.ndarray:
   return np.ones(x.shape[:2], np.float32)
 
 
+def _vit_positions(batch, model) -> None:
+  del batch, model
+  return None  # Every token: the class token(s) and every patch.
+
+
 def _loss_weights(batch) -> np.ndarray:
   """The weight of each label: the batch's 'mask' (an LM's tokens, an
   MLM batch's targets, a classification batch's examples), else 1."""
@@ -219,8 +278,15 @@ class Family(NamedTuple):
   sizes: Callable[[dict], Sizes]  # Defaults filled in.
   rules: tuple  # (parameter path regex, {axis: unit}).
   norm: re.Pattern  # The norms whose outputs score embedding channels.
-  positions: Callable  # (batch, model) -> [B, T] positions scored.
+  positions: Callable  # (batch, model) -> [B, T] positions scored, or None.
   coupled: bool  # Head size = d_model / heads (no head_dim setting).
+  block: str = 'blocks_{}'  # A block's module name.
+  heads_in: str = '/attn/out'  # The module reading the heads' outputs,
+  mlp_in: str = '/mlp/down'  # and the MLP's activations.
+
+  @property
+  def block_re(self) -> re.Pattern:
+    return re.compile('^' + self.block.format(r'(\d+)') + '$')
 
 
 FAMILIES = {
@@ -228,6 +294,10 @@ FAMILIES = {
     'transformer_encoder': Family(_encoder_sizes, ENCODER_AXES, ENCODER_NORM,
                                   _encoder_positions, True),
 }
+VITS = tuple(n for n in models.names() if n.startswith(('vit_', 'deit_')))
+FAMILIES.update({n: Family(lambda kw, n=n: _vit_sizes(n, kw), VIT_AXES,
+                           VIT_NORM, _vit_positions, True, 'blocks{}',
+                           '/attn/proj', '/fc2') for n in VITS})
 
 
 # Activations.
@@ -237,22 +307,27 @@ def _path(module) -> str:
   return '/'.join(module.path)
 
 
-def _unit_scores(path: str, args, out, norm=NORM
+def _unit_scores(path: str, args, out, family: Family, heads: int
                  ) -> tuple[str, int, jax.Array] | None:
   """(unit, layer, per-token score [B, T, n]) of one module call, or None."""
-  if path.endswith('/attn/out'):  # The heads' outputs [B, T, H, D].
-    return 'heads', int(path.split('/')[0].split('_')[1]), jnp.linalg.norm(
-        args[0].astype(jnp.float32), axis=-1)
-  if path.endswith('/mlp/down'):  # The MLP's activations [B, T, M].
-    return 'mlp', int(path.split('/')[0].split('_')[1]), jnp.abs(
-        args[0].astype(jnp.float32))
-  if norm.search(path):
+  block = family.block_re.match(path.split('/')[0])
+  if block and path.endswith(family.heads_in):  # The heads' outputs.
+    x = args[0].astype(jnp.float32)
+    if x.ndim == 3:  # [B, T, H * D] (the ViT's) -> [B, T, H, D].
+      x = x.reshape(*x.shape[:2], heads, -1)
+    return 'heads', int(block.group(1)), jnp.linalg.norm(x, axis=-1)
+  if block and path.endswith(family.mlp_in):  # The MLP's activations.
+    return 'mlp', int(block.group(1)), jnp.abs(args[0].astype(jnp.float32))
+  if family.norm.search(path):
     return 'embed', -1, jnp.abs(out.astype(jnp.float32))
   return None
 
 
 def _seq_mean(score, mask):
-  """[B, n]: mean_t score[b, t] over the unmasked positions."""
+  """[B, n]: mean_t score[b, t] over the unmasked positions (every one if
+  `mask` is None)."""
+  if mask is None:
+    return jnp.mean(score, 1)
   m = mask.astype(jnp.float32)[..., None]
   return jnp.sum(score * m, 1) / jnp.maximum(jnp.sum(m, 1), 1.0)
 
@@ -263,10 +338,13 @@ def _batch_l2_of_seq_mean(score, mask):
   return jnp.sum(_seq_mean(score, mask)**2, 0)
 
 
-def capture_fn(model, norm=NORM) -> Callable:
+def capture_fn(model, name: str = 'transformer_lm') -> Callable:
   """`f(variables, x, mask)` -> {('heads'|'mlp', layer) or ('embed', -1):
   sum over the batch of (mean over positions of the score)^2, and
   ('cosine', layer): (sum over tokens of cos(x_in, x_out), tokens)}."""
+
+  family = FAMILIES[name]
+  heads = getattr(model, 'heads', None)  # The ViT's, for its flat outputs.
 
   def f(variables, x, mask):
     found, embed = {}, []
@@ -276,20 +354,23 @@ def capture_fn(model, norm=NORM) -> Callable:
       if context.method_name != '__call__':
         return out
       path = _path(context.module)
-      hit = _unit_scores(path, args, out, norm)
+      hit = _unit_scores(path, args, out, family, heads)
       if hit is not None:
         unit, layer, score = hit
         if unit == 'embed':  # Summed over the norms before the batch L2.
           embed.append(_seq_mean(score, mask))
         else:
           found[(unit, layer)] = _batch_l2_of_seq_mean(score, mask)
-      if (m := BLOCK.match(path)) is not None:
-        x_in, x_out = args[0].astype(jnp.float32), out[0].astype(jnp.float32)
+      if (m := family.block_re.match(path)) is not None:
+        x_in = args[0].astype(jnp.float32)
+        x_out = (out[0] if isinstance(out, tuple) else out).astype(
+            jnp.float32)
         cos = jnp.sum(x_in * x_out, -1) / jnp.maximum(
             jnp.linalg.norm(x_in, axis=-1) * jnp.linalg.norm(x_out, axis=-1),
             1e-12)
+        w = jnp.ones(cos.shape) if mask is None else mask
         found[('cosine', int(m.group(1)))] = jnp.stack(
-            [jnp.sum(cos * mask), jnp.sum(mask).astype(jnp.float32)])
+            [jnp.sum(cos * w), jnp.sum(w).astype(jnp.float32)])
       return out
 
     with nn.intercept_methods(intercept):
@@ -301,16 +382,20 @@ def capture_fn(model, norm=NORM) -> Callable:
   return f
 
 
-def skipping_loss_fn(model) -> Callable:
+def skipping_loss_fn(model, name: str = 'transformer_lm') -> Callable:
   """`f(variables, x, labels, mask, skip)` -> summed next-token (or label)
   cross-entropy with block `skip` passed through (-1: none)."""
 
+  block = FAMILIES[name].block_re
+
   def f(variables, x, labels, mask, skip):
     def intercept(next_fun, args, kwargs, context):
-      m = BLOCK.match(_path(context.module))
+      m = block.match(_path(context.module))
       out = next_fun(*args, **kwargs)
       if context.method_name != '__call__' or m is None:
         return out
+      if not isinstance(out, tuple):  # The ViT's blocks return x alone.
+        return jnp.where(int(m.group(1)) == skip, args[0], out)
       y = jnp.where(int(m.group(1)) == skip, args[0], out[0])
       return (y, *out[1:])
 
@@ -345,7 +430,7 @@ class Scores:
 def width_scores(model, variables, batches, name: str = 'transformer_lm'
                  ) -> Scores:
   family = FAMILIES[name]
-  f = jax.jit(capture_fn(model, family.norm))
+  f = jax.jit(capture_fn(model, name))
   totals = {}
   for batch in batches:
     got = f(variables, batch['image'], family.positions(batch, model))
@@ -363,14 +448,14 @@ def layer_scores(model, variables, batches, num_layers: int, by: str,
   label)."""
   family = FAMILIES[name]
   if by == 'cosine':
-    f = jax.jit(capture_fn(model, family.norm))
+    f = jax.jit(capture_fn(model, name))
     sums = np.zeros((num_layers, 2))
     for batch in batches:
       got = f(variables, batch['image'], family.positions(batch, model))
       for l in range(num_layers):
         sums[l] += np.asarray(got[('cosine', l)])
     return 1.0 - sums[:, 0] / sums[:, 1]
-  f = jax.jit(skipping_loss_fn(model))
+  f = jax.jit(skipping_loss_fn(model, name))
   losses = np.zeros(num_layers + 1)
   count = 0.0
   for batch in batches:
@@ -408,6 +493,20 @@ def kept_units(scores: Scores, s: Sizes, p: Sizes, layers: list[int]
   return kept
 
 
+def _flat_heads(kept: dict, s: Sizes) -> dict:
+  """`kept` with, per layer, the kept heads' columns of a joint [3, H, D]
+  qkv projection ('qkv') and rows of a flat [H * D] input ('head_cols')."""
+  out = dict(kept)
+  for (unit, l), heads in kept.items():
+    if unit == 'heads':
+      cols = (np.asarray(heads)[:, None] * s.head_dim +
+              np.arange(s.head_dim)).reshape(-1)
+      out[('head_cols', l)] = cols
+      out[('qkv', l)] = np.concatenate(
+          [i * s.num_heads * s.head_dim + cols for i in range(3)])
+  return out
+
+
 def axes_of(path: str, rules=LM_AXES) -> dict:
   for pattern, axes in rules:
     if re.fullmatch(pattern, path):
@@ -417,10 +516,15 @@ def axes_of(path: str, rules=LM_AXES) -> dict:
                    'neurons or channels')
 
 
-def slice_params(params, kept: dict, layers: list[int], rules=LM_AXES):
+def slice_params(params, kept: dict, layers: list[int],
+                 name: str = 'transformer_lm', s: Sizes | None = None):
   """The parameters with only the `kept` units, and block `layers[i]`
-  renamed `blocks_i`."""
-  renamed = {f'blocks_{i}': l for i, l in enumerate(layers)}
+  renamed block i (`s`: the source's sizes, for flat head axes)."""
+  family = FAMILIES[name]
+  rules, block = family.rules, family.block
+  renamed = {block.format(i): l for i, l in enumerate(layers)}
+  if s is not None:
+    kept = _flat_heads(kept, s)
 
   def cut(path_keys, leaf):
     path = '/'.join(str(getattr(k, 'key', k)) for k in path_keys)
@@ -432,6 +536,7 @@ def slice_params(params, kept: dict, layers: list[int], rules=LM_AXES):
       x = np.take(x, index, axis=axis)
     return x
 
-  source = {k: v for k, v in params.items() if not BLOCK.match(k)}
-  source.update({new: params[f'blocks_{old}'] for new, old in renamed.items()})
+  source = {k: v for k, v in params.items() if not family.block_re.match(k)}
+  source.update({new: params[block.format(old)]
+                 for new, old in renamed.items()})
   return jax.tree_util.tree_map_with_path(cut, source)
