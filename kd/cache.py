@@ -443,7 +443,7 @@ def check_topk_settings(path: str, meta: dict) -> None:
   if found.get('format') != meta['format']:
     return
   problems = [(key, found.get(key), meta[key], how) for key, how in _SETTINGS
-              if found.get(key) != meta[key]]
+              if key in meta and found.get(key) != meta[key]]
   if problems:
     cache_dir = os.path.dirname(path)
     raise CacheMismatchError(
@@ -453,6 +453,24 @@ def check_topk_settings(path: str, meta: dict) -> None:
         ' and '.join(how.format(have) for _, have, _, how in problems) +
         f', or delete {cache_dir} (it is rebuilt) or set '
         'distill.teacher.cache_dir to another folder')
+
+
+def preflight_topk(config) -> None:
+  """Before any work (a pipeline's earlier stages included): a text run's
+  top-k cache at an explicit `distill.teacher.cache_dir` that already holds
+  another k, storage or (byte/BPE) vocabulary is refused as
+  `check_topk_settings` refuses it when the run opens it."""
+  t, d = config.distill.teacher, config.data
+  path = os.path.join(t.get('cache_dir') or '', 'meta.json')
+  if not (t.cache and t.get('cache_topk') and t.get('cache_dir')
+          and os.path.exists(path)):
+    return
+  meta = {'format': TOPK_FORMAT, 'topk': t.cache_topk,
+          'quantize': t.get('cache_quantize', 'none')}
+  if d.tokenizer in ('byte', 'bpe'):
+    meta['vocab_size'] = (data.text.tokenizer('byte').vocab_size
+                          if d.tokenizer == 'byte' else d.vocab_size)
+  check_topk_settings(path, meta)
 
 
 def open_or_build_topk(cache_dir: str, meta: dict, build_fn) -> TopkCache:

@@ -145,6 +145,8 @@ def _preflight_run(c, at: str) -> None:
            'none)')
   _check_cross_tokenizer(c)
   _check_teachers(c)
+  if text:
+    cache_lib.preflight_topk(c)
   d = c.data
   encoder = text and data.encoder_task(c)
   if encoder and d.task == 'classify':

@@ -112,6 +112,11 @@ def test_a_cache_of_another_k_is_refused_naming_it(runs, teacher_dir,
                      r'it is with distill.teacher.cache_topk=4 \(and its '
                      r"terms' k\), or delete"):
     train.train_and_evaluate(c, str(tmp_path))
+  # In a pipeline, before its teacher stage would train.
+  pipe = kd_config.pipeline_config(teacher=_student(teacher_dir, False),
+                                   student=c)
+  with pytest.raises(cache.CacheMismatchError, match='topk: cache has 4'):
+    train.preflight(pipe)
 
 
 @pytest.mark.parametrize('change, field', [

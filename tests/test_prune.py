@@ -199,9 +199,9 @@ def test_targets_refused_with_the_valid_choices():
     targets.depth('keep:2,by:norm')
   with pytest.raises(ValueError, match=r'a fraction is in \(0, 1\]'):
     targets.width('mlp:1.5')
-  with pytest.raises(ValueError, match="kd.prune prunes transformer_lm; the "
-                     "run holds a 'cnn1d'"):
-    prune.pruned_kwargs('cnn1d', {}, 'mlp:0.5')
+  with pytest.raises(ValueError, match="kd.prune prunes transformer_lm, "
+                     "cnn1d, cnn; the run holds a 'resnet8'"):
+    prune.pruned_kwargs('resnet8', {}, 'mlp:0.5')
   assert prune.pruned_kwargs('transformer_lm', MHA, 'heads:0.5,embed:0.5',
                              'keep:2') == dict(MHA, num_heads=2, d_model=12,
                                                num_layers=2)
@@ -346,20 +346,20 @@ def test_tokens_to_reach_interpolates_between_test_points():
 def test_the_pipeline_and_its_table(tmp_path):
   root = tmp_path / 'lm_prune_distill'
   c = prune_distill.get_config(
-      'method=width,teacher_size=tiny,teacher_steps=2,steps=2,seq_len=16,'
+      'method=width_ce,teacher_size=tiny,teacher_steps=2,steps=2,seq_len=16,'
       'batch=4,dataset=kd_pystdlib/tiny,eval_every=1,width=heads:0.5,'
       'calibration_batches=1')
   for stage in c.stages.values():
     stage.update(log_every=1, eval_batch_size=64)
     stage.wandb.mode = 'disabled'
   c.stage_dirs = {'teacher': str(root / 'teacher')}
-  run = root / 'width'
+  run = root / 'width_ce'
   summary = main.run_pipeline(c, str(run))
   with open(run / 'sweep.json', 'w') as f:
-    json.dump({'args': {'method': 'width', 'seed': '0'}}, f)
+    json.dump({'args': {'method': 'width_ce', 'seed': '0'}}, f)
   assert summary['pruned/params'] == summary['student/params'] < summary[
       'teacher/params']
-  width = table.runs(str(root))['width'][0]
+  width = table.runs(str(root))['width_ce'][0]
   # The curve starts at the pruned model's own test, at 0 tokens.
   assert width['curve'] == [(0, summary['pruned/test_bits_per_byte']),
                             (64, width['curve'][1][1]),

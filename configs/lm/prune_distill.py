@@ -38,8 +38,7 @@ def get_config(arg: str | None = None):
   method = a.pop('method')
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
-  shared = {k: a[k] for k in ('seq_len', 'batch', 'dataset', 'tokenizer',
-                              'vocab', 'files', 'tokenizer_path')}
+  shared = recipes.data_args(a)
   teacher = recipes.recipe(a['teacher_size'], 0, a['teacher_steps'], **shared)
   t_kwargs = teacher.model.kwargs.to_dict()
   student = recipes.recipe(a['teacher_size'], a['seed'], a['steps'], **shared)

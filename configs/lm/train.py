@@ -34,6 +34,13 @@ DEFAULTS = dict(size='student', seed=0, steps=2000, seq_len=128, batch=32,
                 tokenizer_path='')
 
 
+def data_args(a: dict) -> dict:
+  """The arguments of `recipe` that every stage of a pipeline shares (the
+  data, its tokens and the batch), from a config's parsed arguments."""
+  return {k: a[k] for k in ('seq_len', 'batch', 'dataset', 'tokenizer',
+                            'vocab', 'files', 'tokenizer_path')}
+
+
 def recipe(size: str, seed: int, steps: int, seq_len: int, batch: int,
            dataset: str, tokenizer: str, vocab: int, files: str = '',
            tokenizer_path: str = ''):

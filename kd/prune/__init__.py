@@ -5,7 +5,9 @@
       --width=heads:0.5,mlp:0.5,embed:0.75 --depth=keep:2,by:cosine
 
 scores every head, MLP neuron, embedding channel and layer from activations
-on `--calibration_batches` training batches (`kd.prune.transformer`), keeps
+on `--calibration_batches` training batches (`kd.prune.transformer`; the
+CNNs' conv channels and dense units by activation or filter L1 norm,
+`--width=channels:0.5,dense:0.5,by:activation|l1`: `kd.prune.conv`), keeps
 the most important and writes RUN: a kd run directory (config.json with the
 pruned model's kwargs, checkpoints/0, importance.json, summary.json with
 the pruned model's test figures and its provenance: teacher, step,
@@ -21,16 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from kd import models
+from kd.prune import conv
 from kd.prune import targets
 from kd.prune import transformer
 
-MODELS = ('transformer_lm',)
+MODELS = ('transformer_lm', *conv.MODELS)
 
 
 class Pruned(NamedTuple):
   kwargs: dict  # The pruned model's.
   variables: dict
-  scores: transformer.Scores
+  scores: transformer.Scores | conv.Scores  # .to_json(): importance.json.
   layers: list[int]  # The teacher's layers kept, in order.
 
 
@@ -46,6 +49,8 @@ def pruned_kwargs(name: str, kwargs: dict, width: str = '',
   flags' text): what a config sets for the student that `init_from` a
   pruned run."""
   check_model(name)
+  if name in conv.MODELS:
+    return conv.pruned_kwargs(name, dict(kwargs), width, depth)
   return transformer.pruned_kwargs(dict(kwargs), targets.width(width),
                                    targets.depth(depth))
 
@@ -60,6 +65,11 @@ def prune(name: str, kwargs: dict, num_classes: int, variables: dict,
   ranks layers by 'loss'."""
   check_model(name)
   kwargs = dict(kwargs)
+  if name in conv.MODELS:
+    new_kwargs, params, scores = conv.prune(name, kwargs, num_classes,
+                                            variables, batches, width, depth)
+    return Pruned(new_kwargs, {'params': jax.tree.map(jnp.asarray, params)},
+                  scores, list(range(len(scores.channels))))
   w, d = targets.width(width), targets.depth(depth)
   new_kwargs = transformer.pruned_kwargs(kwargs, w, d)
   s = transformer.sizes(kwargs)

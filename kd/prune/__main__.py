@@ -1,4 +1,5 @@
-"""python -m kd.prune --workdir=TEACHER_RUN --out=RUN [--width=heads:0.5,mlp:0.5,embed:0.75]
+"""python -m kd.prune --workdir=TEACHER_RUN --out=RUN [--width=heads:0.5,mlp:0.5,embed:0.75
+    | --width=channels:0.5,dense:0.5,by:activation|l1]
     [--depth=keep:2,by:cosine|loss] [--calibration_batches=16] [--calibration_data=NAME]"""
 import argparse
 import json
@@ -20,8 +21,10 @@ def main(argv=None) -> int:
   parser.add_argument('--out', required=True,
                       help='the run directory to write (init_from reads it)')
   parser.add_argument('--width', default='',
-                      help='units kept: heads, mlp, embed as fractions or '
-                      'sizes, e.g. heads:0.5,mlp:0.5,embed:96')
+                      help='units kept, as fractions or sizes: heads, mlp, '
+                      'embed (transformer_lm, e.g. heads:0.5,mlp:0.5,embed:96)'
+                      '; channels, conv<i>, dense and by:activation|l1 (cnn, '
+                      'cnn1d, e.g. channels:0.5,dense:0.5,by:l1)')
   parser.add_argument('--depth', default='',
                       help='layers kept and how they are ranked, e.g. '
                       'keep:2,by:cosine (or by:loss)')

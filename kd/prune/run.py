@@ -3,6 +3,7 @@
 `init_from` (or a teacher) reads. Everything is checked before the
 source is read; the summary is written last, so a killed run reruns."""
 import itertools
+import json
 import os
 import shutil
 
@@ -81,7 +82,7 @@ def check_against(config, s, source: str, at: str = '') -> None:
   except ValueError as e:
     raise kd_config.ConfigError(f'config.{at}prune: {e}') from None
   have = config.model.kwargs.to_dict()
-  if config.model.name != s.model.name or have != want:
+  if config.model.name != s.model.name or _plain(have) != _plain(want):
     raise kd_config.ConfigError(
         f'config.{at}model is {config.model.name} {have}, but {source} '
         f'pruned to width {p.width!r}, depth {p.depth!r} is {s.model.name} '
@@ -114,11 +115,16 @@ def check_init_from(config, pruned, where: str, at: str = '') -> None:
   """A run starting from the pruned run of config `pruned` has its model."""
   mine = (config.model.name, config.model.kwargs.to_dict())
   theirs = (pruned.model.name, pruned.model.kwargs.to_dict())
-  if mine != theirs and not config.get('init_from_layers'):
+  if _plain(mine) != _plain(theirs) and not config.get('init_from_layers'):
     raise kd_config.ConfigError(
         f'config.{at}init_from is the pruned {theirs[0]} {theirs[1]} '
         f'({where}), but config.{at}model is {mine[0]} {mine[1]}: set '
         f'config.{at}model.kwargs to the pruned model\'s')
+
+
+def _plain(value):
+  """`value` as its config.json holds it (tuples as lists)."""
+  return json.loads(json.dumps(value))
 
 
 def check_run_init_from(config) -> None:
@@ -210,15 +216,18 @@ def run(config, workdir: str, name: str = 'prune') -> dict:
                     vocab, variables, batches, config.prune.width,
                     config.prune.depth, held_out)
     model = models.create(config.model.name, vocab, **p.kwargs)
-    tokens = sum(int(np.sum(b.get('mask', np.ones(np.shape(b['image'])[:2]))))
-                 for b in batches)
+    if data.text.is_text(config.data.name):
+      seen = {'calibration_tokens': sum(int(np.sum(b.get('mask', np.ones(
+          np.shape(b['image'])[:2])))) for b in batches)}
+    else:
+      seen = {'calibration_examples': sum(len(b['image']) for b in batches)}
     summary = {
         'steps': 0, 'pruned': True, 'source': source, 'source_step': step,
         'source_params': float(metrics.count_params(variables['params'])),
         'params': float(metrics.count_params(p.variables['params'])),
         'kept_layers': p.layers,
         'calibration_data': config.data.name,
-        'calibration_batches': len(batches), 'calibration_tokens': tokens,
+        'calibration_batches': len(batches), **seen,
         **evaluate(config, model, p.variables, tok)}
     if depth.by == 'loss' and depth.keep:
       summary['layer_loss_split'] = split or 'train'

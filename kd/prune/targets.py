@@ -27,11 +27,20 @@ def _pairs(text: str, flag: str, valid: tuple) -> dict[str, str]:
   return out
 
 
-def width(text: str) -> dict[str, float | int]:
+def width(text: str, units: tuple = WIDTH_UNITS,
+          by: dict | None = None) -> dict[str, float | int | str]:
   """{unit: a fraction (a number with a point, in (0, 1]) or a size (a
-  whole number)}; units left out keep their size."""
+  whole number)}; units left out keep their size. With `by` ({criterion:
+  what it is}), 'by' holds the importance criterion named (the first by
+  default)."""
   out = {}
-  for key, value in _pairs(text, '--width', WIDTH_UNITS).items():
+  pairs = _pairs(text, '--width', units + (('by',) if by else ()))
+  if by:
+    out['by'] = pairs.pop('by', next(iter(by)))
+    if out['by'] not in by:
+      raise ValueError(f'--width by:{out["by"]}: unknown; valid: ' + '; '.join(
+          f'{name} ({what})' for name, what in by.items()))
+  for key, value in pairs.items():
     try:
       number = float(value) if '.' in value else int(value)
     except ValueError:
@@ -61,15 +70,16 @@ def depth(text: str) -> Depth:
   return Depth(int(pairs['keep']), by)
 
 
-def size(unit: str, target, full: int, valid=None) -> int:
-  """The kept count of `unit` (of `full`) for a fraction or size; `valid`
-  (sorted sizes) restricts it, e.g. head counts that fill every kv group."""
+def size(unit: str, target, full: int, valid=None, of: str = '') -> int:
+  """The kept count of `unit` (of `full` `of`, default `unit`) for a
+  fraction or size; `valid` (sorted sizes) restricts it, e.g. head counts
+  that fill every kv group."""
   n = round(target * full) if isinstance(target, float) else target
   choices = valid or range(1, full + 1)
   if n not in choices:
     shown = (', '.join(map(str, choices)) if len(choices) <= 16 else
              f'1 .. {full}')
-    raise ValueError(f'--width {unit}:{target} keeps {n} of {full} {unit}; '
+    raise ValueError(f'--width {unit}:{target} keeps {n} of {full} {of or unit}; '
                      f'valid sizes: {shown}' + (
                          '' if n <= full else ' (a target larger than the '
                          'model cannot be pruned to)'))

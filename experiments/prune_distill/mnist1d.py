@@ -1,0 +1,130 @@
+"""The MNIST-1D prune-then-distil table (issue #24) from the finished runs
+of `launch/specs/mnist1d_prune_distill.py`: per method the student's
+parameters, its test accuracy at initialisation (the pruned net before any
+training, where one is tested), after training (mean ± std over seeds)
+and minus random init + KD's with the same seed, and the training examples
+it needs to reach random init + KD's final accuracy (linear between test
+points, mean over seeds).
+
+  python -m experiments.prune_distill.mnist1d runs/mnist1d_prune_distill
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+from experiments.prune_distill.table import tokens_to_reach
+from kd import tables
+
+METRIC = 'test_accuracy'
+ORDER = ('random', 'width', 'width_l1', 'width_ce')
+INIT = {'random': 'random init, KD', 'width': 'pruned by activation, KD',
+        'width_l1': 'pruned by filter L1, KD',
+        'width_ce': 'pruned by activation, labels only'}
+
+
+def _curve(stage_dir: str, start: float | None, per_step: int):
+  """[(training examples, test error)] of a student's test rows, from
+  `start` (its initialisation's accuracy, if tested) at 0 examples."""
+  points = [] if start is None else [(0, 1 - start)]
+  with open(os.path.join(stage_dir, 'metrics.jsonl')) as f:
+    for line in f:
+      row = json.loads(line)
+      if METRIC in row:
+        points.append((row['step'] * per_step, 1 - row[METRIC]))
+  return sorted(dict(points).items())
+
+
+def runs(root: str) -> dict:
+  """{method: {seed: run}}, a run: params, curve, init and final accuracy."""
+  out = {}
+  for d in tables.find_runs(root):
+    config = tables.read_json(os.path.join(d, 'config.json'))
+    summary = tables.read_json(os.path.join(d, 'summary.json'))
+    sweep = os.path.join(d, 'sweep.json')  # A sweep's run, not its teacher.
+    args = (tables.read_json(sweep) or {}).get('args', {}) if (
+        os.path.exists(sweep)) else {}
+    if not config or not summary or 'method' not in args:
+      continue
+    s = config['stages']['student']
+    init = summary.get(f'pruned/{METRIC}')
+    out.setdefault(args['method'], {})[int(args['seed'])] = {
+        'params': summary['student/params'], 'init': init,
+        'final': summary[f'student/{METRIC}'],
+        'teacher': summary.get(f'teacher/{METRIC}'),
+        'teacher_params': summary.get('teacher/params'),
+        'examples': s['steps'] * s['batch_size'],
+        'curve': _curve(os.path.join(d, 'student'), init, s['batch_size'])}
+  return out
+
+
+def _pct(values, sign=''):
+  values = [100 * v for v in values if v is not None]
+  if not values:
+    return '-'
+  std = f' ± {statistics.stdev(values):.1f}' if len(values) > 1 else ''
+  return f'{statistics.mean(values):{sign}.1f}{std}'
+
+
+def rows(found: dict) -> list[list[str]]:
+  base = found.get('random', {})
+  target = (1 - statistics.mean(r['final'] for r in base.values())
+            if base else None)  # As test error: lower is better.
+  base_examples = (statistics.mean(r['examples'] for r in base.values())
+                   if base else None)
+  out = []
+  for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
+    seeds = found[method]
+    reach = ([tokens_to_reach(r['curve'], target) for r in seeds.values()]
+             if target is not None else [])
+    reached = [t for t in reach if t is not None]
+    diffs = [r['final'] - base[s]['final'] for s, r in seeds.items()
+             if s in base and method != 'random']
+    cell = '-'
+    if reached:
+      mean = statistics.mean(reached)
+      cell = (f'{mean:,.0f}' if method == 'random' else
+              f'{mean:,.0f} ({base_examples / max(mean, 1):.1f}x fewer)')
+      if len(reached) < len(reach):
+        cell += f', {len(reach) - len(reached)} seed(s) never'
+    elif reach:
+      cell = 'not within the run'
+    first = next(iter(seeds.values()))
+    out.append([method, INIT.get(method, method), f'{first["params"]:,.0f}',
+                str(len(seeds)), _pct([r['init'] for r in seeds.values()]),
+                _pct([r['final'] for r in seeds.values()]),
+                _pct(diffs, '+') if diffs else '-', cell])
+  return out
+
+
+def markdown(found: dict) -> str:
+  head = ['method', 'initialisation, training', 'params', 'seeds',
+          'test accuracy at init (%)', 'after training (%)',
+          'minus random+KD (same seed)', 'examples to reach random+KD']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  lines += ['| ' + ' | '.join(r) + ' |' for r in rows(found)]
+  teacher = [(r['teacher'], r['teacher_params']) for m in found.values()
+             for r in m.values() if r['teacher'] is not None]
+  if teacher:
+    lines += ['', f'Teacher (cnn1d, {teacher[0][1]:,.0f} parameters): '
+              f'{100 * teacher[0][0]:.1f}% test accuracy.']
+  return '\n'.join(lines)
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(prog='experiments.prune_distill.mnist1d')
+  parser.add_argument('root')
+  args = parser.parse_args(argv)
+  found = runs(args.root)
+  if not found:
+    print(f'no finished run under {args.root}: run python -m launch.sweep '
+          'launch/specs/mnist1d_prune_distill.py --workdir=runs first',
+          file=sys.stderr)
+    return 1
+  print(markdown(found))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
