@@ -200,7 +200,8 @@ def test_targets_refused_with_the_valid_choices():
   with pytest.raises(ValueError, match=r'a fraction is in \(0, 1\]'):
     targets.width('mlp:1.5')
   with pytest.raises(ValueError, match="kd.prune prunes transformer_lm, "
-                     "cnn1d, cnn; the run holds a 'resnet8'"):
+                     "transformer_encoder, cnn1d, cnn; the run holds a "
+                     "'resnet8'"):
     prune.pruned_kwargs('resnet8', {}, 'mlp:0.5')
   assert prune.pruned_kwargs('transformer_lm', MHA, 'heads:0.5,embed:0.5',
                              'keep:2') == dict(MHA, num_heads=2, d_model=12,

@@ -27,7 +27,7 @@ from kd.prune import conv
 from kd.prune import targets
 from kd.prune import transformer
 
-MODELS = ('transformer_lm', *conv.MODELS)
+MODELS = (*transformer.FAMILIES, *conv.MODELS)
 
 
 class Pruned(NamedTuple):
@@ -52,7 +52,7 @@ def pruned_kwargs(name: str, kwargs: dict, width: str = '',
   if name in conv.MODELS:
     return conv.pruned_kwargs(name, dict(kwargs), width, depth)
   return transformer.pruned_kwargs(dict(kwargs), targets.width(width),
-                                   targets.depth(depth))
+                                   targets.depth(depth), name)
 
 
 def prune(name: str, kwargs: dict, num_classes: int, variables: dict,
@@ -71,30 +71,31 @@ def prune(name: str, kwargs: dict, num_classes: int, variables: dict,
     return Pruned(new_kwargs, {'params': jax.tree.map(jnp.asarray, params)},
                   scores, list(range(len(scores.channels))))
   w, d = targets.width(width), targets.depth(depth)
-  new_kwargs = transformer.pruned_kwargs(kwargs, w, d)
-  s = transformer.sizes(kwargs)
+  new_kwargs = transformer.pruned_kwargs(kwargs, w, d, name)
+  s = transformer.sizes(kwargs, name)
+  rules = transformer.FAMILIES[name].rules
   model = models.create(name, num_classes, **kwargs)
   layers_by, layer_imp = '', None
   layers = list(range(s.num_layers))
   if d.keep is not None and d.keep < s.num_layers:
     layer_imp = transformer.layer_scores(
         model, variables, held_out if d.by == 'loss' and held_out else
-        batches, s.num_layers, d.by)
+        batches, s.num_layers, d.by, name)
     layers_by = d.by
     layers = sorted(np.argsort(-layer_imp, kind='stable')[:d.keep].tolist())
   shallow = {**kwargs, 'num_layers': len(layers)}
   shallow_vars = {'params': transformer.slice_params(
-      variables['params'], _all_units(s, layers), layers)}
+      variables['params'], _all_units(s, layers), layers, rules)}
   scores = transformer.width_scores(
       models.create(name, num_classes, **shallow), shallow_vars,
-      batches) if w else _no_scores(s, layers)
+      batches, name) if w else _no_scores(s, layers)
   scores.layers, scores.layers_by = layer_imp, layers_by
   # The shallow model's layer i is the teacher's layers[i].
   scores.heads = {layers[i]: v for i, v in scores.heads.items()}
   scores.mlp = {layers[i]: v for i, v in scores.mlp.items()}
-  p = transformer.target_sizes(kwargs, w, d)
+  p = transformer.target_sizes(kwargs, w, d, name)
   kept = transformer.kept_units(scores, s, p, layers)
-  params = transformer.slice_params(variables['params'], kept, layers)
+  params = transformer.slice_params(variables['params'], kept, layers, rules)
   return Pruned(new_kwargs, {'params': jax.tree.map(jnp.asarray, params)},
                 scores, layers)
 

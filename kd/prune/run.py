@@ -217,8 +217,10 @@ def run(config, workdir: str, name: str = 'prune') -> dict:
                     config.prune.depth, held_out)
     model = models.create(config.model.name, vocab, **p.kwargs)
     if data.text.is_text(config.data.name):
-      seen = {'calibration_tokens': sum(int(np.sum(b.get('mask', np.ones(
-          np.shape(b['image'])[:2])))) for b in batches)}
+      # An MLM batch's 'mask' is its targets; attention_mask its tokens.
+      seen = {'calibration_tokens': sum(int(np.sum(b.get(
+          'attention_mask', b.get('mask', np.ones(np.shape(b['image'])[:2])))))
+                                        for b in batches)}
     else:
       seen = {'calibration_examples': sum(len(b['image']) for b in batches)}
     summary = {

@@ -1,5 +1,6 @@
-"""Width and depth pruning of kd's transformers (Minitron: Muralidharan et
-al. 2024, "Compact Language Models via Pruning and Knowledge Distillation").
+"""Width and depth pruning of kd's transformers, `transformer_lm` and
+`transformer_encoder` (`FAMILIES`; Minitron: Muralidharan et al. 2024,
+"Compact Language Models via Pruning and Knowledge Distillation").
 
 Importance from activations on calibration batches (`scores`), per unit:
 
@@ -22,6 +23,15 @@ reads or writes them: an embedding channel is cut from the token (and
 position) embeddings, every norm, every projection from and to the
 residual stream and an untied head. Under grouped-query attention every kv
 group keeps the same number of its query heads, and every kv head.
+
+The encoder (BERT's layout) scores only its tokens, not padding (the
+batch's attention_mask, else tokens != pad_id; an MLM batch's 'mask' is
+its loss targets, which weigh the skipped-block loss); its embedding
+channels are also cut from the token-type embeddings, the embeddings'
+norm, the masked-LM transform (both sides: the tied embedding reads its
+output) and the pooler's input. It has no head_dim setting (nor has
+Hugging Face's BERT, which it exports to), so heads and embedding channels
+shrink together.
 """
 import dataclasses
 import re
@@ -33,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from kd.models import encoder
 from kd.models import lm
 from kd.prune import targets as targets_lib
 
@@ -46,17 +57,31 @@ class Sizes(NamedTuple):
   head_dim: int
 
 
-def _default(field: str):
-  return lm.TransformerLM.__dataclass_fields__[field].default
+def _getter(module, kwargs: dict):
+  """kwargs[k], or the module's default where unset (None)."""
+  fields = module.__dataclass_fields__
+  return lambda k: kwargs.get(k) if kwargs.get(k) is not None else (
+      fields[k].default)
 
 
-def sizes(kwargs: dict) -> Sizes:
-  """The sizes of a transformer_lm of `kwargs` (its defaults filled in)."""
-  get = lambda k: kwargs.get(k) if kwargs.get(k) is not None else _default(k)
+def _lm_sizes(kwargs: dict) -> Sizes:
+  get = _getter(lm.TransformerLM, kwargs)
   d, heads = get('d_model'), get('num_heads')
   return Sizes(d, get('num_layers'), heads, get('num_kv_heads') or heads,
                get('mlp_hidden') or lm.default_mlp_hidden(d, get('mlp')),
                get('head_dim') or d // heads)
+
+
+def _encoder_sizes(kwargs: dict) -> Sizes:
+  get = _getter(encoder.TransformerEncoder, kwargs)
+  d, heads = get('d_model'), get('num_heads')
+  return Sizes(d, get('num_layers'), heads, heads, get('mlp_hidden') or 4 * d,
+               d // heads)
+
+
+def sizes(kwargs: dict, name: str = 'transformer_lm') -> Sizes:
+  """The sizes of model `name` of `kwargs` (its defaults filled in)."""
+  return FAMILIES[name].sizes(kwargs)
 
 
 def head_choices(s: Sizes) -> list[int]:
@@ -68,10 +93,11 @@ def head_choices(s: Sizes) -> list[int]:
   return list(range(s.kv_heads, s.num_heads + 1, s.kv_heads))
 
 
-def target_sizes(kwargs: dict, width: dict, depth) -> Sizes:
+def target_sizes(kwargs: dict, width: dict, depth,
+                 name: str = 'transformer_lm') -> Sizes:
   """The pruned sizes for `width` ({unit: fraction or size}) and `depth`
   (`targets.Depth`), refusing targets the model cannot take."""
-  s = sizes(kwargs)
+  s = sizes(kwargs, name)
   keep = s.num_layers if depth.keep is None else depth.keep
   if keep > s.num_layers:
     raise ValueError(f'--depth keep:{keep} but the model has {s.num_layers} '
@@ -81,15 +107,26 @@ def target_sizes(kwargs: dict, width: dict, depth) -> Sizes:
       unit, width[unit], full[unit],
       head_choices(s) if unit == 'heads' else None) if unit in width
        else full[unit] for unit in full}
+  if FAMILIES[name].coupled and n['embed'] != n['heads'] * s.head_dim:
+    pairs = ', '.join(f'{h}:{h * s.head_dim}' for h in range(1, s.num_heads
+                                                             + 1))
+    raise ValueError(
+        f'--width heads:{width.get("heads", s.num_heads)},embed:'
+        f'{width.get("embed", s.d_model)} keeps {n["heads"]} heads and '
+        f'{n["embed"]} channels, but a {name}\'s head size is d_model / '
+        f'num_heads ({s.head_dim}; no head_dim setting, as Hugging Face\'s '
+        'BERT/ViT), so heads and embed shrink together; valid heads:embed '
+        f'sizes: {pairs}')
   mha = s.kv_heads == s.num_heads
   return Sizes(n['embed'], keep, n['heads'], n['heads'] if mha else s.kv_heads,
                n['mlp'], s.head_dim)
 
 
-def pruned_kwargs(kwargs: dict, width: dict, depth) -> dict:
-  """The model kwargs of the pruned transformer_lm: the same model with
-  fewer heads, neurons, channels and layers (head size kept)."""
-  s, p = sizes(kwargs), target_sizes(kwargs, width, depth)
+def pruned_kwargs(kwargs: dict, width: dict, depth,
+                  name: str = 'transformer_lm') -> dict:
+  """The model kwargs of the pruned `name`: the same model with fewer
+  heads, neurons, channels and layers (head size kept)."""
+  s, p = sizes(kwargs, name), target_sizes(kwargs, width, depth, name)
   out = dict(kwargs)
   changes = {'d_model': (p.d_model, s.d_model),
              'num_layers': (p.num_layers, s.num_layers),
@@ -104,6 +141,8 @@ def pruned_kwargs(kwargs: dict, width: dict, depth) -> dict:
     out['num_kv_heads'] = p.kv_heads
   if p.d_model % p.num_heads or p.d_model // p.num_heads != s.head_dim:
     out['head_dim'] = s.head_dim  # The head size is kept.
+  if sizes(out, name).mlp_hidden != p.mlp_hidden:  # Its default follows d.
+    out['mlp_hidden'] = p.mlp_hidden
   return out
 
 
@@ -127,9 +166,68 @@ LM_AXES = (
     (r'final_norm/\w+', {0: 'embed'}),
     (r'head/kernel', {0: 'embed'}),
 )
+# The encoder's (kd.models.encoder): the LM's blocks with biases, plus token
+# types, the embeddings' norm, the masked-LM head (its transform writes
+# channels the tied embedding reads) and the [CLS] pooler.
+ENCODER_AXES = LM_AXES + (
+    (r'type_embed/embedding', {1: 'embed'}),
+    (r'embed_norm/\w+', {0: 'embed'}),
+    (r'mlm/transform/kernel', {0: 'embed', 1: 'embed'}),
+    (r'mlm/(transform/bias|norm/\w+)', {0: 'embed'}),
+    (r'mlm/bias', {}),
+    (r'pooler/kernel', {0: 'embed'}),
+    (r'(pooler/bias|classifier/\w+)', {}),
+)
 NORM = re.compile(r'(^|/)(attn_norm|mlp_norm|post_attn_norm|post_mlp_norm|'
                   r'final_norm)$')
+ENCODER_NORM = re.compile(r'^(embed_norm|blocks_\d+/(attn_norm|mlp_norm)|'
+                          r'final_norm|mlm/norm)$')
 BLOCK = re.compile(r'^blocks_(\d+)$')
+
+
+def _lm_positions(batch, model) -> np.ndarray:
+  """[B, T]: the token mask (every position without one)."""
+  del model
+  x = np.asarray(batch['image'])
+  mask = batch.get('mask')
+  return (np.ones(x.shape[:2], np.float32) if mask is None
+          else np.asarray(mask, np.float32))
+
+
+def _encoder_positions(batch, model) -> np.ndarray:
+  """[B, T]: the tokens that are not padding (the batch's attention_mask,
+  else tokens != the model's pad_id); an MLM batch's 'mask' is its loss
+  targets, not the positions the encoder reads."""
+  x = np.asarray(batch['image'])
+  if batch.get('attention_mask') is not None:
+    return np.asarray(batch['attention_mask'], np.float32)
+  if model.pad_id >= 0:
+    return (x != model.pad_id).astype(np.float32)
+  return np.ones(x.shape[:2], np.float32)
+
+
+def _loss_weights(batch) -> np.ndarray:
+  """The weight of each label: the batch's 'mask' (an LM's tokens, an
+  MLM batch's targets, a classification batch's examples), else 1."""
+  mask = batch.get('mask')
+  return (np.ones(np.shape(batch['label']), np.float32) if mask is None
+          else np.asarray(mask, np.float32))
+
+
+class Family(NamedTuple):
+  """What differs between kd's transformers."""
+  sizes: Callable[[dict], Sizes]  # Defaults filled in.
+  rules: tuple  # (parameter path regex, {axis: unit}).
+  norm: re.Pattern  # The norms whose outputs score embedding channels.
+  positions: Callable  # (batch, model) -> [B, T] positions scored.
+  coupled: bool  # Head size = d_model / heads (no head_dim setting).
+
+
+FAMILIES = {
+    'transformer_lm': Family(_lm_sizes, LM_AXES, NORM, _lm_positions, False),
+    'transformer_encoder': Family(_encoder_sizes, ENCODER_AXES, ENCODER_NORM,
+                                  _encoder_positions, True),
+}
 
 
 # Activations.
@@ -139,7 +237,8 @@ def _path(module) -> str:
   return '/'.join(module.path)
 
 
-def _unit_scores(path: str, args, out) -> tuple[str, int, jax.Array] | None:
+def _unit_scores(path: str, args, out, norm=NORM
+                 ) -> tuple[str, int, jax.Array] | None:
   """(unit, layer, per-token score [B, T, n]) of one module call, or None."""
   if path.endswith('/attn/out'):  # The heads' outputs [B, T, H, D].
     return 'heads', int(path.split('/')[0].split('_')[1]), jnp.linalg.norm(
@@ -147,7 +246,7 @@ def _unit_scores(path: str, args, out) -> tuple[str, int, jax.Array] | None:
   if path.endswith('/mlp/down'):  # The MLP's activations [B, T, M].
     return 'mlp', int(path.split('/')[0].split('_')[1]), jnp.abs(
         args[0].astype(jnp.float32))
-  if NORM.search(path):
+  if norm.search(path):
     return 'embed', -1, jnp.abs(out.astype(jnp.float32))
   return None
 
@@ -164,7 +263,7 @@ def _batch_l2_of_seq_mean(score, mask):
   return jnp.sum(_seq_mean(score, mask)**2, 0)
 
 
-def capture_fn(model) -> Callable:
+def capture_fn(model, norm=NORM) -> Callable:
   """`f(variables, x, mask)` -> {('heads'|'mlp', layer) or ('embed', -1):
   sum over the batch of (mean over positions of the score)^2, and
   ('cosine', layer): (sum over tokens of cos(x_in, x_out), tokens)}."""
@@ -177,7 +276,7 @@ def capture_fn(model) -> Callable:
       if context.method_name != '__call__':
         return out
       path = _path(context.module)
-      hit = _unit_scores(path, args, out)
+      hit = _unit_scores(path, args, out, norm)
       if hit is not None:
         unit, layer, score = hit
         if unit == 'embed':  # Summed over the norms before the batch L2.
@@ -243,18 +342,13 @@ class Scores:
     return out
 
 
-def _mask(batch) -> np.ndarray:
-  x = np.asarray(batch['image'])
-  mask = batch.get('mask')
-  return (np.ones(x.shape[:2], np.float32) if mask is None
-          else np.asarray(mask, np.float32))
-
-
-def width_scores(model, variables, batches) -> Scores:
-  f = jax.jit(capture_fn(model))
+def width_scores(model, variables, batches, name: str = 'transformer_lm'
+                 ) -> Scores:
+  family = FAMILIES[name]
+  f = jax.jit(capture_fn(model, family.norm))
   totals = {}
   for batch in batches:
-    got = f(variables, batch['image'], _mask(batch))
+    got = f(variables, batch['image'], family.positions(batch, model))
     for k, v in got.items():
       totals[k] = totals.get(k, 0.0) + np.asarray(v)
   pick = lambda unit: {l: np.sqrt(v) for (u, l), v in sorted(totals.items())
@@ -262,15 +356,17 @@ def width_scores(model, variables, batches) -> Scores:
   return Scores(pick('heads'), pick('mlp'), pick('embed').get(-1))
 
 
-def layer_scores(model, variables, batches, num_layers: int, by: str
-                 ) -> np.ndarray:
+def layer_scores(model, variables, batches, num_layers: int, by: str,
+                 name: str = 'transformer_lm') -> np.ndarray:
   """[L] block importance: 1 - mean cos(x_in, x_out) ('cosine') or the
-  calibration loss increase without the block ('loss')."""
+  calibration loss increase without the block ('loss'; per weighted
+  label)."""
+  family = FAMILIES[name]
   if by == 'cosine':
-    f = jax.jit(capture_fn(model))
+    f = jax.jit(capture_fn(model, family.norm))
     sums = np.zeros((num_layers, 2))
     for batch in batches:
-      got = f(variables, batch['image'], _mask(batch))
+      got = f(variables, batch['image'], family.positions(batch, model))
       for l in range(num_layers):
         sums[l] += np.asarray(got[('cosine', l)])
     return 1.0 - sums[:, 0] / sums[:, 1]
@@ -278,7 +374,7 @@ def layer_scores(model, variables, batches, num_layers: int, by: str
   losses = np.zeros(num_layers + 1)
   count = 0.0
   for batch in batches:
-    mask = _mask(batch)
+    mask = _loss_weights(batch)
     count += mask.sum()
     for skip in range(-1, num_layers):
       losses[skip + 1] += float(f(variables, batch['image'], batch['label'],
