@@ -413,8 +413,17 @@ def test_a_mixture_of_the_teachers_top_k_caches(teacher_runs):
       s, (got['topk_values'], got['topk_indices']), (0.7, 0.3))
   np.testing.assert_allclose(value, np.sum(per * batch['mask'])
                              / batch['mask'].sum(), rtol=1e-5)
+  # Those caches at an explicit cache_dir, read with another k: refused
+  # before any work, naming a teacher's cache.
+  c.distill.teacher.update(cache_topk=4,
+                           cache_dir=os.path.join(workdir, 'teacher_cache'))
+  c.distill.terms.kl.kwargs.k = 4
+  with pytest.raises(cache.CacheMismatchError, match=(
+      r'^teacher cache .*teacher_cache/0: topk: cache has 8, this run needs '
+      '4')):
+    train.preflight(c)
   # Only topk_kl without the tail bucket mixes caches.
-  c.distill.terms.kl = kd_config.term('topk_kl', 1.0, k=8, tail=True)
+  c.distill.terms.kl = kd_config.term('topk_kl', 1.0, k=4, tail=True)
   with pytest.raises(kd_config.ConfigError, match=(
       r"^config.distill.teacher.cache=True: a mixture of several teachers' "
       r'top-k caches is the forward KL to sum_k w_k softmax\(top k of t_k / '
