@@ -459,18 +459,23 @@ def preflight_topk(config) -> None:
   """Before any work (a pipeline's earlier stages included): a text run's
   top-k cache at an explicit `distill.teacher.cache_dir` that already holds
   another k, storage or (byte/BPE) vocabulary is refused as
-  `check_topk_settings` refuses it when the run opens it."""
+  `check_topk_settings` refuses it when the run opens it (several teachers'
+  caches: each of cache_dir/<k>)."""
   t, d = config.distill.teacher, config.data
-  path = os.path.join(t.get('cache_dir') or '', 'meta.json')
-  if not (t.cache and t.get('cache_topk') and t.get('cache_dir')
-          and os.path.exists(path)):
+  if not (t.cache and t.get('cache_topk') and t.get('cache_dir')):
     return
+  several = [x for x in config.distill.get('teachers', '').split(',')
+             if x.strip()]
   meta = {'format': TOPK_FORMAT, 'topk': t.cache_topk,
           'quantize': t.get('cache_quantize', 'none')}
   if d.tokenizer in ('byte', 'bpe'):
     meta['vocab_size'] = (data.text.tokenizer('byte').vocab_size
                           if d.tokenizer == 'byte' else d.vocab_size)
-  check_topk_settings(path, meta)
+  for cache_dir in ([os.path.join(t.cache_dir, str(k))
+                     for k in range(len(several))] or [t.cache_dir]):
+    path = os.path.join(cache_dir, 'meta.json')
+    if os.path.exists(path):
+      check_topk_settings(path, meta)
 
 
 def open_or_build_topk(cache_dir: str, meta: dict, build_fn) -> TopkCache:

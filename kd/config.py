@@ -415,10 +415,10 @@ def _validate_run(c, at: str, num_devices: int | None) -> None:
         f'the export\'s held-out figures read one corpus, not a mix '
         f'({what})', 'export later with kd.export from a run of one '
         "corpus, or set --config.export.formats='()'")
-  routed = bool(c.distill.get('teachers') and c.distill.get('route_by'))
+  several = bool(c.distill.get('teachers'))  # Their caches serve a mix.
   for field in ('distill.teacher.cache', 'distill.seqkd.prompt_len'):
     check(not mixed or not fields.get(c, field, 0) or (
-        routed and field == 'distill.teacher.cache'), field,
+        several and field == 'distill.teacher.cache'), field,
           f'reads one corpus\'s fixed rows, not a mix ({what})',
           'turn it off (a live teacher), or train on one corpus')
   teacher = c.distill.teacher
@@ -497,11 +497,14 @@ def _check_teachers(c, check, at: str) -> None:
         'run live on the mesh, replicated or sharded by parallel=\'sharded\', '
         'or from top-k caches (no model_shards, seqkd or on_policy yet)',
         'turn those off, or distill from one teacher')
-  check(not t.cache or d.route_by, 'distill.teacher.cache', 'several '
-        "teachers' top-k caches serve routing (each row one teacher's top k);"
-        ' a mixture of top-k caches is not built',
-        f"set --config.{at}distill.route_by='source', or keep the teachers "
-        'live (cache=False)')
+  check(not t.cache or d.route_by or all(
+      term.loss == 'topk_kl' and not term.kwargs.get('tail')
+      for term in d.terms.values()), 'distill.teacher.cache', 'a mixture of '
+        "several teachers' top-k caches is the forward KL to sum_k w_k "
+        'softmax(top k of t_k / T) on the union of their top k (topk_kl; '
+        'their tails differ, so no tail bucket)', 'make every term '
+        f"topk_kl without tail, route the teachers (--config.{at}distill."
+        "route_by='source'), or keep them live (cache=False)")
   temperatures = {}
   for name, term in d.terms.items():
     check(term.teacher == 'logits' and not term.adapter,

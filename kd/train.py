@@ -340,9 +340,19 @@ def lm_teacher_cache(config, workdir, teacher, teacher_vars, teacher_step,
   return cache
 
 
-def cached_topk_terms(terms) -> tuple[steps.Term, ...]:
+# What a mixture of several teachers' top-k caches passes its terms.
+MIXED_TOPK = cache_lib.TOPK_OUTPUTS[:2]
+
+
+def cached_topk_terms(terms, weights=None) -> tuple[steps.Term, ...]:
   """A top-k cache's terms on its outputs: `topk_kl` as `topk_kl_cached`,
-  the losses on a cached top k as they are."""
+  the losses on a cached top k as they are; with the `weights` of several
+  teachers' caches mixed, `topk_kl` as `topk_mixture_kl_cached`."""
+  if weights is not None:
+    return tuple(dataclasses.replace(
+        term, loss='topk_mixture_kl_cached', teacher=','.join(MIXED_TOPK),
+        kwargs={**{k: v for k, v in term.kwargs.items() if k != 'k'},
+                'weights': tuple(weights)}) for term in terms)
   return tuple(dataclasses.replace(
       term, loss='topk_kl_cached' if term.loss == 'topk_kl' else term.loss,
       teacher=','.join(cache_lib.TOPK_OUTPUTS),
@@ -536,7 +546,8 @@ def build(config: mc.ConfigDict, workdir: str, name: str) -> Built:
     else:
       check_terms(terms, model, one[0], example)
     if text and t.cache:
-      terms = cached_topk_terms(terms)
+      terms = cached_topk_terms(terms, None if not several or teacher.routes
+                                else teacher.weights)
     aux_params, aux_state = init_adapters(
         terms, model, one[0], example, jax.random.key(config.seed + 1),
         0 if text else data.num_examples(d.name, 'train', d.data_dir or None,
@@ -795,7 +806,7 @@ def several_teachers(config, workdir: str, b: Built) -> TeacherSource:
   """The variables of `config.distill.teachers`, each read as a single
   teacher's are (onto the mesh under parallel='sharded'; to the host for
   a cache's digest), passed to the step as one tuple, or with
-  `distill.teacher.cache` their routed top-k caches (`routed_caches`);
+  `distill.teacher.cache` their top-k caches (`teachers_caches`);
   `step` lists their checkpoints' steps."""
   loaded = []
   for t_dir, m in zip(teachers_lib.run_dirs(config.distill), b.teacher.models):
@@ -810,26 +821,32 @@ def several_teachers(config, workdir: str, b: Built) -> TeacherSource:
   t_steps = [s for _, s in loaded]
   if config.distill.teacher.cache:
     return TeacherSource(variables, t_steps, extra, model=b.teacher,
-                         extend_batch=routed_caches(config, workdir, b,
+                         extend_batch=teachers_caches(config, workdir, b,
                                                     variables, t_steps))
   # Teachers of other tokenizers read other tokens than the test's.
   return TeacherSource(variables, t_steps, () if b.teacher.across else extra,
                        extra, model=b.teacher)
 
 
-def routed_caches(config, workdir: str, b: Built, variables, t_steps):
-  """Each routed teacher's top-k cache (`kd.cache.build_topk`, as a
-  single teacher's) of the rows of its sources that the run reads, in
+def teachers_caches(config, workdir: str, b: Built, variables, t_steps):
+  """Each teacher's top-k cache (`kd.cache.build_topk`, as a single
+  teacher's) of the rows the run reads (routed: of its sources only), in
   `distill.teacher.cache_dir`/k (default WORKDIR/teacher_cache/k); returns
-  `extend_batch`: batch['teacher'] = each row's teacher's cached top k."""
+  `extend_batch`: batch['teacher'] = routed, each row's teacher's cached
+  top k; a mixture, every teacher's top k side by side ([..., K k] values
+  and indices, which `topk_mixture_kl_cached` reads)."""
   t, d = config.distill.teacher, config.data
   where = dict(seq_len=d.seq_len, seed=config.seed, tok=b.tok,
                data_dir=d.data_dir or None)
-  mix = data.mixed.sources(d)
-  rows, source = data.mixed.training_rows(mix, **where)
-  read = data.mixed.rows_read(mix, batch_size=config.batch_size,
-                              steps=config.steps, **where)
-  routes = np.asarray(b.teacher.routes)
+  read_by = dict(batch_size=config.batch_size, steps=config.steps, **where)
+  if data.mixed.is_mixed_data(d):
+    mix = data.mixed.sources(d)
+    rows, source = data.mixed.training_rows(mix, **where)
+    read = data.mixed.rows_read(mix, **read_by)
+  else:
+    rows = data.text.training_rows(data.text.source(d), **where)
+    read = data.text.rows_read(data.text.source(d), **read_by)
+  routes = np.asarray(b.teacher.routes) if b.teacher.routes else None
   caches = []
   for k, t_dir in enumerate(teachers_lib.run_dirs(config.distill)):
     m = runs.load_config(t_dir).model
@@ -842,14 +859,19 @@ def routed_caches(config, workdir: str, b: Built, variables, t_steps):
             m.apply(v, x, train=False)[0], t.cache_topk)), variables[k])
     cache_dir = os.path.join(t.cache_dir or os.path.join(
         workdir, 'teacher_cache'), str(k))
-    mine = read[routes[source[read]] == k]
+    mine = read if routes is None else read[routes[source[read]] == k]
     caches.append(cache_lib.open_or_build_topk(
         cache_dir, meta, functools.partial(cache_lib.build_topk, cache_dir,
                                            meta, forward, rows, mine)))
     print(f'[teacher cache] {cache_dir} ({t_dir}): {len(mine)} rows, top '
           f'{caches[-1].k}, {caches[-1].quantize}', flush=True)
 
-  def extend_batch(batch):
+  def side_by_side(batch):
+    looked = [cache.lookup(np.asarray(batch['index'])) for cache in caches]
+    return {**batch, 'teacher': {name: np.concatenate(
+        [x[name] for x in looked], -1) for name in MIXED_TOPK}}
+
+  def routed(batch):
     index, which = np.asarray(batch['index']), routes[np.asarray(
         batch['source'])]
     out = {}
@@ -861,7 +883,7 @@ def routed_caches(config, workdir: str, b: Built, variables, t_steps):
                                         v.dtype))[picked] = v
     return {**batch, 'teacher': out}
 
-  return extend_batch
+  return side_by_side if routes is None else routed
 
 
 def seqkd_data(config, workdir: str) -> str:

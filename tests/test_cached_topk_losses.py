@@ -124,3 +124,39 @@ def test_bad_arguments_say_what_is_wrong():
   with pytest.raises(ValueError, match='temperature must be > 0'):
     losses.divergences.topk_jsd_cached(S, CACHE, 0.0)
   losses.check_inputs('topk_jsd_cached', (B, T, V), (B, T, K))
+
+
+@pytest.mark.parametrize('temp', [1.0, 2.5])
+def test_the_mixture_of_several_caches_is_the_kl_to_the_weighted_mixture(
+    temp):
+  """topk_mixture_kl_cached: KL(p || q) with p = sum_k w_k p~_k, each
+  teacher's top k renormalised at T, tokens shared by two top k's summed:
+  against a dense NumPy mixture; one teacher is topk_kl_cached, a zero
+  weight drops a teacher."""
+  t2 = R.normal(size=(B, T, V)) * 2
+  (v1, i1, _), (v2, i2, _) = cache_of(TE), cache_of(t2)
+  assert (i1[..., :, None] == i2[..., None, :]).any()  # Shared tokens.
+  w = np.array([0.7, 0.3])
+  both = (np.concatenate([v1, v2], -1).astype(np.float32),
+          np.concatenate([i1, i2], -1))
+  got = np.asarray(losses.divergences.topk_mixture_kl_cached(
+      S.astype(np.float32), both, w, temp))
+  p = np.zeros((B, T, V))
+  for wk, v, i in ((w[0], v1, i1), (w[1], v2, i2)):
+    np.put_along_axis(p, i, np.take_along_axis(p, i, -1)
+                      + wk * np.exp(log_softmax(v / temp)), -1)
+  log_q = log_softmax(S / temp)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    want = np.sum(np.where(p > 0, p * (np.log(p) - log_q), 0), -1)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  one = (v1.astype(np.float32), i1)
+  np.testing.assert_allclose(
+      losses.divergences.topk_mixture_kl_cached(S, one, [1.0], temp),
+      losses.divergences.topk_kl_cached(S, one, temp), rtol=1e-5, atol=1e-6)
+  dropped = losses.divergences.topk_mixture_kl_cached(S, both, [1.0, 0.0],
+                                                      temp)
+  np.testing.assert_allclose(dropped, losses.divergences.topk_kl_cached(
+      S, one, temp), rtol=1e-5, atol=1e-6)
+  grad = jax.grad(lambda s: losses.divergences.topk_mixture_kl_cached(
+      s, both, [1.0, 0.0], temp).sum())(jnp.asarray(S, jnp.float32))
+  assert np.isfinite(np.asarray(grad)).all()

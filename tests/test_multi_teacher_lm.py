@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from kd import config as kd_config
-from kd import cache, models, steps, teachers
+from kd import cache, losses, models, steps, teachers
 from kd import main, train
 from configs.lm import multi_teacher
 from experiments.multi_teacher_lm import table
@@ -376,3 +376,58 @@ def test_routed_teachers_from_their_top_k_caches(teacher_runs):
     np.testing.assert_allclose(got['topk_values'][rows], values, rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_array_equal(got['topk_indices'][rows], indices)
+
+
+def test_a_mixture_of_the_teachers_top_k_caches(teacher_runs):
+  root, code, prose = teacher_runs
+  c = _config((code, prose), teacher_weights='0.7,0.3')
+  c.steps = 2
+  c.distill.teacher.update(cache=True, cache_topk=8)
+  c.distill.terms.kl = kd_config.term('topk_kl', 1.0, k=8)
+  workdir = os.path.join(root, 'mixture_cached')
+  kd_config.validate(c)
+  b = train.build(c, workdir, 'train')
+  assert [(t.loss, t.kwargs['weights']) for t in b.terms] == [
+      ('topk_mixture_kl_cached', (0.7, 0.3))]
+  src = train.teacher_source(c, workdir, b)  # Builds the caches.
+  # Each teacher cached every row the run reads.
+  read = mixed.rows_read(MIX, batch_size=4, seq_len=SEQ, seed=0, steps=2)
+  for k in range(2):
+    np.testing.assert_array_equal(np.load(os.path.join(
+        workdir, 'teacher_cache', str(k), 'row_numbers.npy')), read)
+  # A batch's teacher outputs: both teachers' live top 8, side by side.
+  batch = next(select.train_batches(c, b.parallel, 0, b.tok))
+  got = src.extend_batch(batch)['teacher']
+  assert sorted(got) == ['topk_indices', 'topk_values']
+  for k in range(2):
+    logits = b.teacher.models[k].apply(src.variables[k], batch['image'])[0]
+    values, indices = cache.topk_log_probs(logits, 8)[:2]
+    np.testing.assert_allclose(got['topk_values'][..., 8 * k:8 * k + 8],
+                               values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got['topk_indices'][..., 8 * k:8 * k + 8],
+                                  indices)
+  # The term reads them as the mixture's KL.
+  s = b.model.apply({'params': b.state.params}, batch['image'])[0]
+  value, _ = b.terms[0]({'logits': s}, got, batch)
+  per = losses.divergences.topk_mixture_kl_cached(
+      s, (got['topk_values'], got['topk_indices']), (0.7, 0.3))
+  np.testing.assert_allclose(value, np.sum(per * batch['mask'])
+                             / batch['mask'].sum(), rtol=1e-5)
+  # Those caches at an explicit cache_dir, read with another k: refused
+  # before any work, naming a teacher's cache.
+  c.distill.teacher.update(cache_topk=4,
+                           cache_dir=os.path.join(workdir, 'teacher_cache'))
+  c.distill.terms.kl.kwargs.k = 4
+  with pytest.raises(cache.CacheMismatchError, match=(
+      r'^teacher cache .*teacher_cache/0: topk: cache has 8, this run needs '
+      '4')):
+    train.preflight(c)
+  # Only topk_kl without the tail bucket mixes caches.
+  c.distill.terms.kl = kd_config.term('topk_kl', 1.0, k=4, tail=True)
+  with pytest.raises(kd_config.ConfigError, match=(
+      r"^config.distill.teacher.cache=True: a mixture of several teachers' "
+      r'top-k caches is the forward KL to sum_k w_k softmax\(top k of t_k / '
+      r'T\) on the union of their top k \(topk_kl; their tails differ, so no '
+      r'tail bucket\); make every term topk_kl without tail, route the '
+      r"teachers")):
+    kd_config.validate(c)

@@ -142,6 +142,7 @@ register(divergences.topk_kl, 'logits')
 register(divergences.topk_kl_cached, 'topk')
 register(divergences.topk_reverse_kl_cached, 'topk')
 register(divergences.topk_jsd_cached, 'topk')
+register(divergences.topk_mixture_kl_cached, 'topk')
 register(cross_tokenizer.uld, 'aligned')
 register(cross_tokenizer.hybrid_kl, 'aligned')
 chunked = divergences.chunked

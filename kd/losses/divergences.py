@@ -183,6 +183,37 @@ def topk_kl_cached(student_logits, teacher_topk, temperature: float = 1.0,
   return kl(log_p, jnp.take_along_axis(log_q, indices, -1))
 
 
+def topk_mixture_kl_cached(student_logits, teacher_topk, weights,
+                           temperature: float = 1.0):
+  """Forward KL to the weighted mixture of K teachers' cached top-k
+  (several teachers' caches, `kd.teachers`): `teacher_topk = (values,
+  indices)` [..., K k], teacher k's k entries at positions k k .. k k + k - 1
+  (each as `topk_kl_cached` reads one cache), `weights` [K] summing to 1.
+  Each teacher's distribution is truncated to its top k and renormalised,
+  p~_k = softmax(values_k / T), and the target is their mixture
+  p = sum_k w_k p~_k on the union of the K supports (a token in several
+  teachers' top k gets each one's share):
+    L = sum_i p_i (log p_i - log q_i),
+  q the student's full softmax(s / T) at those tokens; KL(p || q) >= 0, 0
+  only when q = p. With K = 1 it is `topk_kl_cached`. (The tails differ
+  per teacher, so no tail bucket.)"""
+  check_positive('temperature', temperature)
+  values, indices = teacher_topk[:2]
+  w = jnp.asarray(weights, jnp.float32)
+  per = values.shape[-1] // w.shape[0]
+  v = jax.lax.stop_gradient(values).reshape(
+      *values.shape[:-1], w.shape[0], per)
+  p = (tempered_softmax(v, temperature) * w[:, None]).reshape(values.shape)
+  log_q = jnp.take_along_axis(jax.nn.log_softmax(
+      tempered(student_logits, temperature)), indices, -1)
+  # p_i at each entry's token: every entry of that token summed.
+  same = indices[..., :, None] == indices[..., None, :]
+  mass = jnp.sum(jnp.where(same, p[..., None, :], 0.0), -1)
+  on = p > 0  # A zero weight's entries count nothing (0 log 0 = 0).
+  log_mass = jnp.log(jnp.where(on, mass, 1.0))
+  return jnp.sum(jnp.where(on, p * (log_mass - log_q), 0.0), -1)
+
+
 def buckets(student_logits, teacher_topk, temperature: float = 1.0,
             tail: bool = False):
   """(log q, log p) [..., k] or [..., k + 1]: both distributions on the
