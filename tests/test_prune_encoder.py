@@ -54,6 +54,7 @@ def test_units_made_useless_rank_last_and_padding_is_not_scored():
     p = _set(p, f'blocks_2/attn/value/{leaf}', lambda w: w.at[..., 1, :].set(
         0) if w.ndim == 3 else w.at[1].set(0))
     p = _set(p, f'blocks_0/mlp/up/{leaf}', lambda w: w.at[..., 3].set(0))
+    p = _set(p, f'pooler/{leaf}', lambda w: w.at[..., 4].set(0))
   for norm in ('embed_norm', 'blocks_0/attn_norm', 'blocks_0/mlp_norm',
                'blocks_1/attn_norm', 'blocks_1/mlp_norm', 'blocks_2/attn_norm',
                'blocks_2/mlp_norm', 'mlm/norm'):
@@ -63,6 +64,7 @@ def test_units_made_useless_rank_last_and_padding_is_not_scored():
   assert s.heads[2][1] == 0 and np.all(np.delete(s.heads[2], 1) > 0)
   assert s.mlp[0][3] == 0 and np.all(np.delete(s.mlp[0], 3) > 0)
   assert s.embed[5] == 0 and np.all(np.delete(s.embed, 5) > 0)
+  assert s.pooler[4] == 0 and np.all(np.delete(s.pooler, 4) > 0)
   # The pad token's embedding reaches only the padded positions (their
   # keys are masked): the scores do not change with it.
   q = _set(p, 'embed/embedding', lambda w: w.at[0].set(5.0))
@@ -76,7 +78,14 @@ def test_units_made_useless_rank_last_and_padding_is_not_scored():
   assert pruned.kwargs == dict(ENC, num_heads=3, d_model=18, mlp_hidden=19)
   assert kept['blocks_2']['attn']['value']['kernel'].shape == (18, 3, 6)
   assert kept['mlm']['transform']['kernel'].shape == (18, 18)
-  assert kept['pooler']['kernel'].shape == (18, 24)
+  pooled = np.sort(np.argsort(-s.pooler, kind='stable')[:18])
+  assert 4 not in pooled
+  np.testing.assert_array_equal(  # d_model wide: its own 18 best outputs.
+      kept['classifier']['kernel'],
+      np.asarray(p['classifier']['kernel'])[pooled])
+  logits, cls_logits = _logits(pruned.kwargs, pruned.variables,
+                               batches[0]['image'])
+  assert logits.shape == (6, 12, V) and cls_logits.shape == (6, 3)
   channels = np.sort(np.argsort(-s.embed, kind='stable')[:18])
   assert 5 not in channels
   np.testing.assert_array_equal(kept['type_embed']['embedding'],

@@ -105,7 +105,8 @@ def prune(name: str, kwargs: dict, num_classes: int, variables: dict,
 
 
 def _all_units(s: transformer.Sizes, layers) -> dict:
-  kept = {('embed', -1): np.arange(s.d_model)}
+  kept = {('embed', -1): np.arange(s.d_model),
+          ('pooler', -1): np.arange(s.d_model)}
   for l in layers:
     kept.update({('heads', l): np.arange(s.num_heads),
                  ('kv', l): np.arange(s.kv_heads),

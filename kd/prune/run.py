@@ -190,6 +190,17 @@ def evaluate(config, model, variables, tok) -> dict:
                             select.test_split(config, tok)())
 
 
+def _tokens(batch) -> int:
+  """The tokens of a text batch: its attention_mask (an MLM batch's 'mask'
+  is its targets), else its token mask, else (a classification batch's
+  'mask' is per example) every position."""
+  for key in ('attention_mask', 'mask'):
+    mask = batch.get(key)
+    if mask is not None and np.ndim(mask) == 2:
+      return int(np.sum(mask))
+  return int(np.size(batch['image']))
+
+
 def run(config, workdir: str, name: str = 'prune') -> dict:
   """Prunes `config.prune.source` into `workdir`; returns the summary (the
   finished one if this run already finished)."""
@@ -215,13 +226,9 @@ def run(config, workdir: str, name: str = 'prune') -> dict:
                     vocab, variables, batches, config.prune.width,
                     config.prune.depth, held_out)
     model = models.create(config.model.name, vocab, **p.kwargs)
+    seen = {'calibration_examples': sum(len(b['image']) for b in batches)}
     if data.text.is_text(config.data.name):
-      # An MLM batch's 'mask' is its targets; attention_mask its tokens.
-      seen = {'calibration_tokens': sum(int(np.sum(b.get(
-          'attention_mask', b.get('mask', np.ones(np.shape(b['image'])[:2])))))
-                                        for b in batches)}
-    else:
-      seen = {'calibration_examples': sum(len(b['image']) for b in batches)}
+      seen['calibration_tokens'] = sum(_tokens(b) for b in batches)
     summary = {
         'steps': 0, 'pruned': True, 'source': source, 'source_step': step,
         'source_params': float(metrics.count_params(variables['params'])),

@@ -212,8 +212,11 @@ ENCODER_AXES = LM_AXES + (
     (r'mlm/transform/kernel', {0: 'embed', 1: 'embed'}),
     (r'mlm/(transform/bias|norm/\w+)', {0: 'embed'}),
     (r'mlm/bias', {}),
-    (r'pooler/kernel', {0: 'embed'}),
-    (r'(pooler/bias|classifier/\w+)', {}),
+    # The pooler's outputs are d_model wide too, scored on their own.
+    (r'pooler/kernel', {0: 'embed', 1: 'pooler'}),
+    (r'pooler/bias', {0: 'pooler'}),
+    (r'classifier/kernel', {0: 'pooler'}),
+    (r'classifier/bias', {}),
 )
 # The ViT's (kd.models.vit): one joint qkv projection, its columns [3, H, D]
 # flattened ('qkv': the kept heads' columns of each of q, k, v), the output
@@ -320,6 +323,8 @@ def _unit_scores(path: str, args, out, family: Family, heads: int
     return 'mlp', int(block.group(1)), jnp.abs(args[0].astype(jnp.float32))
   if family.norm.search(path):
     return 'embed', -1, jnp.abs(out.astype(jnp.float32))
+  if path == 'pooler':  # The encoder's [CLS] pooler, one position [B, 1, d].
+    return 'pooler', -1, jnp.abs(out.astype(jnp.float32))[:, None]
   return None
 
 
@@ -359,6 +364,8 @@ def capture_fn(model, name: str = 'transformer_lm') -> Callable:
         unit, layer, score = hit
         if unit == 'embed':  # Summed over the norms before the batch L2.
           embed.append(_seq_mean(score, mask))
+        elif unit == 'pooler':
+          found[(unit, layer)] = _batch_l2_of_seq_mean(score, None)
         else:
           found[(unit, layer)] = _batch_l2_of_seq_mean(score, mask)
       if (m := family.block_re.match(path)) is not None:
@@ -410,12 +417,14 @@ def skipping_loss_fn(model, name: str = 'transformer_lm') -> Callable:
 @dataclasses.dataclass
 class Scores:
   """Importance of every unit: `heads[l]` [H], `mlp[l]` [M], `embed` [d],
-  and `layers` [L] (higher: more important), with how layers were scored."""
+  and `layers` [L] (higher: more important), with how layers were scored;
+  an encoder's `pooler` outputs [d] (|activation| of the [CLS] pooler)."""
   heads: dict
   mlp: dict
   embed: np.ndarray | None
   layers: np.ndarray | None = None
   layers_by: str = ''
+  pooler: np.ndarray | None = None
 
   def to_json(self) -> dict:
     out = {'aggregation': 'batch L2 of the sequence mean (Minitron)',
@@ -424,6 +433,8 @@ class Scores:
            'embed': None if self.embed is None else self.embed.tolist()}
     if self.layers is not None:
       out['layers'] = {'by': self.layers_by, 'scores': self.layers.tolist()}
+    if self.pooler is not None:
+      out['pooler'] = self.pooler.tolist()
     return out
 
 
@@ -438,7 +449,8 @@ def width_scores(model, variables, batches, name: str = 'transformer_lm'
       totals[k] = totals.get(k, 0.0) + np.asarray(v)
   pick = lambda unit: {l: np.sqrt(v) for (u, l), v in sorted(totals.items())
                        if u == unit}
-  return Scores(pick('heads'), pick('mlp'), pick('embed').get(-1))
+  return Scores(pick('heads'), pick('mlp'), pick('embed').get(-1),
+                pooler=pick('pooler').get(-1))
 
 
 def layer_scores(model, variables, batches, num_layers: int, by: str,
@@ -477,7 +489,10 @@ def kept_units(scores: Scores, s: Sizes, p: Sizes, layers: list[int]
   top = lambda v, n: np.sort(np.argsort(-np.asarray(v), kind='stable')[:n])
   kept = {('embed', -1): (top(scores.embed, p.d_model)
                           if scores.embed is not None
-                          else np.arange(s.d_model))}
+                          else np.arange(s.d_model)),
+          ('pooler', -1): (top(scores.pooler, p.d_model)
+                           if scores.pooler is not None
+                           else np.arange(s.d_model))}
   group = s.num_heads // s.kv_heads
   for l in layers:
     h = scores.heads[l]
