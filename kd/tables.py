@@ -58,6 +58,22 @@ def read_json(path: str):
     return None
 
 
+def spread(values, fmt: str = '.3f', sign: str = '') -> str:
+  """'mean ± std' of the values that are not None, each as `fmt` (the mean
+  with `sign`, e.g. '+'); '-' for none, no std for one."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return '-'
+  std = f' ± {statistics.stdev(values):{fmt}}' if len(values) > 1 else ''
+  return f'{statistics.mean(values):{sign}{fmt}}{std}'
+
+
+def grid(head: list[str], rows: list[list[str]]) -> list[str]:
+  """The lines of a Markdown table of `head` and rows of cells."""
+  return (['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)] +
+          ['| ' + ' | '.join(r) + ' |' for r in rows])
+
+
 def find_runs(root: str) -> list[str]:
   """Folders under root with config.json and summary.json. A run's folder is
   not searched further (a pipeline's stages belong to it), and one without

@@ -7,7 +7,6 @@ it is lower; then each teacher's own bits per byte.
 
   python -m experiments.cross_tokenizer.table runs/lm_cross_tokenizer
 """
-import statistics
 import sys
 
 from kd import tables
@@ -20,14 +19,6 @@ def _teacher(config: dict) -> str:
   d = config['data']
   return f'BPE-{d["vocab_size"]}' if d['tokenizer'] == 'bpe' else d[
       'tokenizer']
-
-
-def _spread(values: list[float], sign: str = '+') -> str:
-  """'mean ± std' ('-' for none, no std for one)."""
-  if not values:
-    return '-'
-  std = f' ± {statistics.stdev(values):.3f}' if len(values) > 1 else ''
-  return f'{statistics.mean(values):{sign}.3f}{std}'
 
 
 def rows(root: str) -> tuple[list[list[str]], list[list[str]]]:
@@ -52,8 +43,8 @@ def rows(root: str) -> tuple[list[list[str]], list[list[str]]]:
     diffs = [v - scratch[s] for s, (v, _) in runs.items() if s in scratch]
     compared = method != 'scratch' and diffs
     out.append([method, next(iter(runs.values()))[1], str(len(runs)),
-                _spread([v for v, _ in runs.values()], ''),
-                _spread(diffs) if compared else '-',
+                tables.spread([v for v, _ in runs.values()]),
+                tables.spread(diffs, sign='+') if compared else '-',
                 f'{sum(d < 0 for d in diffs)} of {len(diffs)}' if compared
                 else '-'])
   return out, [[k, f'{v:.3f}'] for k, v in sorted(teachers.items())]
@@ -63,11 +54,8 @@ def markdown(root: str) -> str:
   students, teachers = rows(root)
   head = ['method', 'teacher', 'seeds', 'bits per byte',
           'minus scratch (same seed)', 'lower than scratch']
-  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  lines += ['| ' + ' | '.join(r) + ' |' for r in students]
-  lines += ['', '| teacher | bits per byte |', '|---|---|']
-  lines += ['| ' + ' | '.join(r) + ' |' for r in teachers]
-  return '\n'.join(lines)
+  return '\n'.join(tables.grid(head, students) + [''] + tables.grid(
+      ['teacher', 'bits per byte'], teachers))
 
 
 def main(argv: list[str]) -> int:

@@ -17,14 +17,6 @@ ORDER = ('scratch', 'code', 'prose', 'mean', 'route')
 TEACHERS = ('code_teacher', 'prose_teacher')
 
 
-def _spread(values: list[float]) -> str:
-  """'mean ± std' ('-' for none, no std for one)."""
-  if not values:
-    return '-'
-  std = f' ± {statistics.stdev(values):.3f}' if len(values) > 1 else ''
-  return f'{statistics.mean(values):.3f}{std}'
-
-
 def sources(run_dir: str) -> list[str]:
   """The sources of a run's student, as its summary names them."""
   config = tables.read_json(os.path.join(run_dir, 'config.json')) or {}
@@ -56,8 +48,8 @@ def rows(root: str) -> tuple[list[str], list[list[str]], list[list[str]]]:
     runs = list(found[method].values())
     label = f'{method} (best single)' if method == best else method
     out.append([label, str(len(runs))] + [
-        _spread([r[i] for r in runs if r[i] is not None])
-        for i in range(1, len(names) + 1)] + [_spread([r[0] for r in runs])])
+        tables.spread([r[i] for r in runs if r[i] is not None])
+        for i in range(1, len(names) + 1)] + [tables.spread([r[0] for r in runs])])
   return names, out, [[k, f'{v:.3f}'] for k, v in sorted(teachers.items())]
 
 
@@ -65,11 +57,8 @@ def markdown(root: str) -> str:
   names, students, teachers = rows(root)
   head = ['student on the mix', 'seeds'] + [
       f'bits per byte, {s}' for s in names] + ['bits per byte, both']
-  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  lines += ['| ' + ' | '.join(r) + ' |' for r in students]
-  lines += ['', '| teacher (its corpus) | bits per byte |', '|---|---|']
-  lines += ['| ' + ' | '.join(r) + ' |' for r in teachers]
-  return '\n'.join(lines)
+  return '\n'.join(tables.grid(head, students) + [''] + tables.grid(
+      ['teacher (its corpus)', 'bits per byte'], teachers))
 
 
 def main(argv: list[str]) -> int:

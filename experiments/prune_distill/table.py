@@ -69,14 +69,6 @@ def runs(root: str) -> dict:
   return out
 
 
-def _spread(values, fmt='.3f', sign=''):
-  values = [v for v in values if v is not None]
-  if not values:
-    return '-'
-  std = f' ± {statistics.stdev(values):{fmt}}' if len(values) > 1 else ''
-  return f'{statistics.mean(values):{sign}{fmt}}{std}'
-
-
 def rows(found: dict) -> list[list[str]]:
   base = found.get('random', {})
   target = (statistics.mean(r['final'] for r in base.values())
@@ -106,9 +98,9 @@ def rows(found: dict) -> list[list[str]]:
     first = next(iter(seeds.values()))
     out.append([method, INIT.get(method, method),
                 f'{first["params"]:,.0f}', str(len(seeds)),
-                _spread([r['init'] for r in seeds.values()]),
-                _spread([r['final'] for r in seeds.values()]),
-                _spread(diffs, sign='+') if diffs else '-', reach_cell])
+                tables.spread([r['init'] for r in seeds.values()]),
+                tables.spread([r['final'] for r in seeds.values()]),
+                tables.spread(diffs, sign='+') if diffs else '-', reach_cell])
   return out
 
 
@@ -116,8 +108,7 @@ def markdown(found: dict) -> str:
   head = ['method', 'initialisation', 'params', 'seeds',
           'bits per byte at init', 'bits per byte after training',
           'minus random+KD (same seed)', 'tokens to reach random+KD']
-  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  lines += ['| ' + ' | '.join(r) + ' |' for r in rows(found)]
+  lines = tables.grid(head, rows(found))
   teacher = [r['teacher'] for m in found.values() for r in m.values()
              if r['teacher'] is not None]
   if teacher:
