@@ -60,11 +60,8 @@ def runs(root: str) -> dict:
 
 
 def _pct(values, sign=''):
-  values = [100 * v for v in values if v is not None]
-  if not values:
-    return '-'
-  std = f' ± {statistics.stdev(values):.1f}' if len(values) > 1 else ''
-  return f'{statistics.mean(values):{sign}.1f}{std}'
+  return tables.spread([None if v is None else 100 * v for v in values],
+                       '.1f', sign)
 
 
 def rows(found: dict) -> list[list[str]]:
@@ -102,8 +99,7 @@ def markdown(found: dict) -> str:
   head = ['method', 'initialisation, training', 'params', 'seeds',
           'test accuracy at init (%)', 'after training (%)',
           'minus random+KD (same seed)', 'examples to reach random+KD']
-  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  lines += ['| ' + ' | '.join(r) + ' |' for r in rows(found)]
+  lines = tables.grid(head, rows(found))
   teacher = [(r['teacher'], r['teacher_params']) for m in found.values()
              for r in m.values() if r['teacher'] is not None]
   if teacher:
