@@ -1,7 +1,8 @@
 """Prune, then distil on MNIST-1D: the reference cnn1d teacher
 (`configs/mnist1d/train.py`: conv channels 32, 32, 32, dense 128) pruned
-to `channels` of its conv channels and `dense` of its dense units (0.5,
-0.5: about a quarter of its parameters), by `method`:
+to `channels` of its conv channels and `dense` of its dense units
+(fractions or sizes; 0.5, 0.5: about a quarter of its parameters), by
+`method`:
   random    a student of the pruned shape from random init, KD
   width     pruned by activation importance (kd.prune.conv), then KD
   width_l1  pruned by filter L1 norm (Li et al. 2017), then KD
@@ -24,6 +25,11 @@ METHODS = ('random', 'width', 'width_l1', 'width_ce')
 BY = {'width': 'activation', 'width_l1': 'l1', 'width_ce': 'activation'}
 
 
+def _target(value: float) -> str:
+  """kd.prune's text: a fraction (0.5, 1.0) or a size (16)."""
+  return str(int(value)) if value > 1 and value == int(value) else str(value)
+
+
 def get_config(arg: str | None = None):
   a = parse_args(arg, method='width', teacher_dir='', teacher_steps=6000,
                  steps=6000, seed=0, channels=0.5, dense=0.5, temperature=4.0,
@@ -34,7 +40,7 @@ def get_config(arg: str | None = None):
     raise ValueError(f'unknown method {method!r}; valid: {METHODS}')
   teacher = recipes.recipe('cnn1d', 0, a['teacher_steps'])
   t_kwargs = teacher.model.kwargs.to_dict()
-  width = (f'channels:{float(a["channels"])},dense:{float(a["dense"])},'
+  width = (f'channels:{_target(a["channels"])},dense:{_target(a["dense"])},'
            f'by:{BY.get(method, "activation")}')
   student = recipes.recipe('cnn1d', a['seed'], a['steps'])
   student.model.kwargs = prune.pruned_kwargs('cnn1d', t_kwargs, width)
