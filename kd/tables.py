@@ -97,6 +97,21 @@ def find_runs(root: str) -> list[str]:
   return sorted(runs)
 
 
+def sweep_runs(root: str):
+  """(run directory, its sweep arguments, config, summary) of every
+  finished run a sweep made under `root` (a run without sweep.json, such
+  as the sweep's shared teacher, or with a corrupt file, is left out)."""
+  for d in find_runs(root):
+    sweep = os.path.join(d, 'sweep.json')
+    if not os.path.exists(sweep):
+      continue
+    args = (read_json(sweep) or {}).get('args')
+    config = read_json(os.path.join(d, 'config.json'))
+    summary = read_json(os.path.join(d, 'summary.json'))
+    if args and config and summary:
+      yield d, args, config, summary
+
+
 def unfinished_why(run_dir: str) -> str | None:
   """Why a run with a summary is unfinished ('summary at step S of T',
   per stage for a pipeline), or None; a file that is not JSON is left to

@@ -22,6 +22,7 @@ from kd.prune import run as prune_run
 from kd.prune import targets
 from kd.prune import transformer
 from tests.lm_run_fixture import write_lm_run
+from tests.prune_checks import set_leaf
 
 V = 13
 MHA = dict(d_model=24, num_layers=3, num_heads=4, max_len=16, mlp_hidden=20)
@@ -45,26 +46,15 @@ def _logits(kwargs, variables, x):
   return models.create('transformer_lm', V, **kwargs).apply(variables, x)[0]
 
 
-def _set(params, path, fn):
-  """params with fn applied to the leaf at 'a/b/c'."""
-  keys = path.split('/')
-  out = jax.tree.map(lambda v: v, params)
-  node = out
-  for k in keys[:-1]:
-    node = node[k]
-  node[keys[-1]] = fn(node[keys[-1]])
-  return out
-
-
 def test_units_made_useless_rank_last():
   model, v, batches = _setup(MHA)
   p = v['params']
-  p = _set(p, 'blocks_1/attn/value/kernel', lambda w: w.at[:, 2].set(0))
-  p = _set(p, 'blocks_0/mlp/up/kernel', lambda w: w.at[:, 5].set(0))
+  p = set_leaf(p, 'blocks_1/attn/value/kernel', lambda w: w.at[:, 2].set(0))
+  p = set_leaf(p, 'blocks_0/mlp/up/kernel', lambda w: w.at[:, 5].set(0))
   for norm in ('blocks_0/attn_norm', 'blocks_0/mlp_norm', 'blocks_1/attn_norm',
                'blocks_1/mlp_norm', 'blocks_2/attn_norm', 'blocks_2/mlp_norm',
                'final_norm'):
-    p = _set(p, f'{norm}/scale', lambda w: w.at[7].set(0))
+    p = set_leaf(p, f'{norm}/scale', lambda w: w.at[7].set(0))
   s = transformer.width_scores(model, {'params': p}, batches)
   assert s.heads[1][2] == 0 and np.argmin(s.heads[1]) == 2
   assert np.all(np.delete(s.heads[1], 2) > 0)
@@ -144,9 +134,9 @@ def test_pruned_equals_the_teacher_with_pruned_units_zeroed(kwargs, width):
   for l in range(3):
     drop_h = np.setdiff1d(np.arange(s.num_heads), kept[('heads', l)])
     drop_m = np.setdiff1d(np.arange(s.mlp_hidden), kept[('mlp', l)])
-    zeroed = _set(zeroed, f'blocks_{l}/attn/out/kernel',
+    zeroed = set_leaf(zeroed, f'blocks_{l}/attn/out/kernel',
                   lambda w, d=drop_h: w.at[d].set(0))
-    zeroed = _set(zeroed, f'blocks_{l}/mlp/down/kernel',
+    zeroed = set_leaf(zeroed, f'blocks_{l}/mlp/down/kernel',
                   lambda w, d=drop_m: w.at[d].set(0))
   if kwargs is GQA:  # Every kv group keeps one of its two query heads.
     assert [h // 2 for h in kept[('heads', 0)]] == [0, 1]
@@ -159,8 +149,8 @@ def test_depth_drops_the_identity_block_and_cosine_matches_hidden_states():
   model, v, batches = _setup(MHA)
   x = batches[0]['image']
   # Block 1 made the identity: its attention and MLP write nothing.
-  p = _set(v['params'], 'blocks_1/attn/out/kernel', jnp.zeros_like)
-  p = _set(p, 'blocks_1/mlp/down/kernel', jnp.zeros_like)
+  p = set_leaf(v['params'], 'blocks_1/attn/out/kernel', jnp.zeros_like)
+  p = set_leaf(p, 'blocks_1/mlp/down/kernel', jnp.zeros_like)
   cos = transformer.layer_scores(model, {'params': p}, batches, 3, 'cosine')
   assert np.argmin(cos) == 1 and abs(cos[1]) < 1e-6, cos
   # Skipping the identity changes no loss (an untrained block may lower it).

@@ -10,6 +10,7 @@ import pytest
 
 from kd import models, prune
 from kd.prune import transformer
+from tests.prune_checks import set_leaf
 
 V = 11
 ENC = dict(d_model=24, num_layers=3, num_heads=4, mlp_hidden=20, max_len=16,
@@ -32,16 +33,6 @@ def _setup(kwargs, seed=0):
                                        'mask': loss_mask.astype(jnp.float32)}]
 
 
-def _set(params, path, fn):
-  keys = path.split('/')
-  out = jax.tree.map(lambda v: v, params)
-  node = out
-  for k in keys[:-1]:
-    node = node[k]
-  node[keys[-1]] = fn(node[keys[-1]])
-  return out
-
-
 def _logits(kwargs, variables, x):
   logits, feats = models.create(NAME, V, **kwargs).apply(variables, x)
   return logits, feats['cls_logits']
@@ -51,15 +42,15 @@ def test_units_made_useless_rank_last_and_padding_is_not_scored():
   model, v, batches = _setup(ENC)
   p = v['params']
   for leaf in ('kernel', 'bias'):  # Head 1 of layer 2, neuron 3 of layer 0.
-    p = _set(p, f'blocks_2/attn/value/{leaf}', lambda w: w.at[..., 1, :].set(
-        0) if w.ndim == 3 else w.at[1].set(0))
-    p = _set(p, f'blocks_0/mlp/up/{leaf}', lambda w: w.at[..., 3].set(0))
-    p = _set(p, f'pooler/{leaf}', lambda w: w.at[..., 4].set(0))
+    p = set_leaf(p, f'blocks_2/attn/value/{leaf}', lambda w: (
+        w.at[..., 1, :].set(0) if w.ndim == 3 else w.at[1].set(0)))
+    p = set_leaf(p, f'blocks_0/mlp/up/{leaf}', lambda w: w.at[..., 3].set(0))
+    p = set_leaf(p, f'pooler/{leaf}', lambda w: w.at[..., 4].set(0))
   for norm in ('embed_norm', 'blocks_0/attn_norm', 'blocks_0/mlp_norm',
                'blocks_1/attn_norm', 'blocks_1/mlp_norm', 'blocks_2/attn_norm',
                'blocks_2/mlp_norm', 'mlm/norm'):
     for leaf in ('scale', 'bias'):
-      p = _set(p, f'{norm}/{leaf}', lambda w: w.at[5].set(0))
+      p = set_leaf(p, f'{norm}/{leaf}', lambda w: w.at[5].set(0))
   s = transformer.width_scores(model, {'params': p}, batches, NAME)
   assert s.heads[2][1] == 0 and np.all(np.delete(s.heads[2], 1) > 0)
   assert s.mlp[0][3] == 0 and np.all(np.delete(s.mlp[0], 3) > 0)
@@ -67,7 +58,7 @@ def test_units_made_useless_rank_last_and_padding_is_not_scored():
   assert s.pooler[4] == 0 and np.all(np.delete(s.pooler, 4) > 0)
   # The pad token's embedding reaches only the padded positions (their
   # keys are masked): the scores do not change with it.
-  q = _set(p, 'embed/embedding', lambda w: w.at[0].set(5.0))
+  q = set_leaf(p, 'embed/embedding', lambda w: w.at[0].set(5.0))
   s2 = transformer.width_scores(model, {'params': q}, batches, NAME)
   for a, b in ((s.heads[1], s2.heads[1]), (s.mlp[2], s2.mlp[2]),
                (s.embed, s2.embed)):
@@ -112,7 +103,7 @@ def test_full_size_is_the_same_function_and_pruned_equals_zeroed(kwargs):
         p.scores, transformer.sizes(kwargs, NAME),
         transformer.sizes(p.kwargs, NAME), [0, 1, 2])[('mlp', l)])
     assert len(drop) == 10
-    zeroed = _set(zeroed, f'blocks_{l}/mlp/down/kernel',
+    zeroed = set_leaf(zeroed, f'blocks_{l}/mlp/down/kernel',
                   lambda w, d=drop: w.at[d].set(0))
   for a, b in zip(_logits(p.kwargs, p.variables, x),
                   _logits(kwargs, {'params': zeroed}, x)):
@@ -125,7 +116,7 @@ def test_an_identity_block_is_dropped():
   p = v['params']
   for leaf in ('attn/out/kernel', 'attn/out/bias', 'mlp/down/kernel',
                'mlp/down/bias'):  # Pre-LN block 1 adds nothing.
-    p = _set(p, f'blocks_1/{leaf}', jnp.zeros_like)
+    p = set_leaf(p, f'blocks_1/{leaf}', jnp.zeros_like)
   for by in ('cosine', 'loss'):
     imp = transformer.layer_scores(model, {'params': p}, batches, 3, by, NAME)
     assert np.argmin(np.abs(imp)) == 1 and abs(imp[1]) < 1e-6, (by, imp)

@@ -11,6 +11,7 @@ import pytest
 
 from kd import models, prune
 from kd.prune import transformer
+from tests.prune_checks import set_leaf
 
 C = 5
 VIT = dict(patch_size=4, width=24, depth=3, heads=4, mlp_ratio=2.0)
@@ -28,16 +29,6 @@ def _setup(name='vit_tiny', shape=(6, 8, 8, 1), seed=0):
                                       'label': jnp.arange(shape[0]) % C}]
 
 
-def _set(params, path, fn):
-  keys = path.split('/')
-  out = jax.tree.map(lambda v: v, params)
-  node = out
-  for k in keys[:-1]:
-    node = node[k]
-  node[keys[-1]] = fn(node[keys[-1]])
-  return out
-
-
 def _logits(name, kwargs, variables, x):
   return models.create(name, C, **kwargs).apply(variables, x)[0]
 
@@ -46,14 +37,14 @@ def test_units_made_useless_rank_last_and_heads_match_numpy():
   model, v, batches = _setup()
   p = v['params']
   v_cols = 2 * 24 + 1 * 6 + np.arange(6)  # Head 1's values in [3, H, D].
-  p = _set(p, 'blocks2/attn/qkv/kernel', lambda w: w.at[:, v_cols].set(0))
-  p = _set(p, 'blocks2/attn/qkv/bias', lambda w: w.at[v_cols].set(0))
+  p = set_leaf(p, 'blocks2/attn/qkv/kernel', lambda w: w.at[:, v_cols].set(0))
+  p = set_leaf(p, 'blocks2/attn/qkv/bias', lambda w: w.at[v_cols].set(0))
   for leaf in ('kernel', 'bias'):
-    p = _set(p, f'blocks0/fc1/{leaf}', lambda w: w.at[..., 3].set(0))
+    p = set_leaf(p, f'blocks0/fc1/{leaf}', lambda w: w.at[..., 3].set(0))
   for norm in ('blocks0/norm1', 'blocks0/norm2', 'blocks1/norm1',
                'blocks1/norm2', 'blocks2/norm1', 'blocks2/norm2', 'norm'):
     for leaf in ('scale', 'bias'):
-      p = _set(p, f'{norm}/{leaf}', lambda w: w.at[5].set(0))
+      p = set_leaf(p, f'{norm}/{leaf}', lambda w: w.at[5].set(0))
   s = transformer.width_scores(model, {'params': p}, batches, 'vit_tiny')
   assert s.heads[2][1] == 0 and np.all(np.delete(s.heads[2], 1) > 0)
   assert s.mlp[0][3] == 0 and np.all(np.delete(s.mlp[0], 3) > 0)
@@ -104,7 +95,7 @@ def test_full_size_is_the_same_function_and_pruned_equals_zeroed(name):
   for l in range(3):
     drop = np.setdiff1d(np.arange(48), np.argsort(-p.scores.mlp[l],
                                                   kind='stable')[:12])
-    zeroed = _set(zeroed, f'blocks{l}/fc2/kernel',
+    zeroed = set_leaf(zeroed, f'blocks{l}/fc2/kernel',
                   lambda w, d=drop: w.at[d].set(0))
   np.testing.assert_allclose(_logits(name, p.kwargs, p.variables, x),
                              model.apply({'params': zeroed}, x)[0],
@@ -117,7 +108,7 @@ def test_an_identity_block_is_dropped_on_1d_signals():
   p = v['params']
   for leaf in ('attn/proj/kernel', 'attn/proj/bias', 'fc2/kernel',
                'fc2/bias'):
-    p = _set(p, f'blocks1/{leaf}', jnp.zeros_like)
+    p = set_leaf(p, f'blocks1/{leaf}', jnp.zeros_like)
   for by in ('cosine', 'loss'):
     imp = transformer.layer_scores(model, {'params': p}, batches, 3, by,
                                    'vit_tiny')

@@ -39,14 +39,7 @@ def _curve(stage_dir: str, start: float | None, per_step: int):
 def runs(root: str) -> dict:
   """{method: {seed: run}}, a run: params, curve, init and final accuracy."""
   out = {}
-  for d in tables.find_runs(root):
-    config = tables.read_json(os.path.join(d, 'config.json'))
-    summary = tables.read_json(os.path.join(d, 'summary.json'))
-    sweep = os.path.join(d, 'sweep.json')  # A sweep's run, not its teacher.
-    args = (tables.read_json(sweep) or {}).get('args', {}) if (
-        os.path.exists(sweep)) else {}
-    if not config or not summary or 'method' not in args:
-      continue
+  for d, args, config, summary in tables.sweep_runs(root):
     s = config['stages']['student']
     init = summary.get(f'pruned/{METRIC}')
     out.setdefault(args['method'], {})[int(args['seed'])] = {

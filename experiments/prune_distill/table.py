@@ -50,14 +50,7 @@ def tokens_to_reach(curve, target: float) -> float | None:
 def runs(root: str) -> dict:
   """{method: {seed: run}}, a run: params, curve, init and final bpb."""
   out = {}
-  for d in tables.find_runs(root):
-    config = tables.read_json(os.path.join(d, 'config.json'))
-    summary = tables.read_json(os.path.join(d, 'summary.json'))
-    sweep = os.path.join(d, 'sweep.json')  # A sweep's run, not its teacher.
-    args = (tables.read_json(sweep) or {}).get('args', {}) if (
-        os.path.exists(sweep)) else {}
-    if not config or not summary or 'method' not in args:
-      continue
+  for d, args, config, summary in tables.sweep_runs(root):
     s = config['stages']['student']
     per_step = s['batch_size'] * s['data']['seq_len']
     init = summary.get(f'pruned/{METRIC}')

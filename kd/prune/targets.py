@@ -79,8 +79,8 @@ def size(unit: str, target, full: int, valid=None, of: str = '') -> int:
   if n not in choices:
     shown = (', '.join(map(str, choices)) if len(choices) <= 16 else
              f'1 .. {full}')
-    raise ValueError(f'--width {unit}:{target} keeps {n} of {full} {of or unit}; '
-                     f'valid sizes: {shown}' + (
+    raise ValueError(f'--width {unit}:{target} keeps {n} of {full} '
+                     f'{of or unit}; valid sizes: {shown}' + (
                          '' if n <= full else ' (a target larger than the '
                          'model cannot be pruned to)'))
   return n
