@@ -3,11 +3,10 @@
 with the aligned hybrid KL from a 0.8M BPE-4096 teacher, and with forward KL
 from the byte-level teacher (the same tokenizer, for reference); each
 teacher shared by its runs; 3 seeds; bits per byte compare across
-tokenizers. Not measured yet (experiments/cross_tokenizer/README.md).
+tokenizers. Measured: experiments/cross_tokenizer/README.md.
 
   python -m launch.sweep launch/specs/lm_cross_tokenizer.py --workdir=runs
-  python -m kd.tables runs/lm_cross_tokenizer --group-by=method \
-      --metric=test_bits_per_byte,params,train_seconds
+  python -m experiments.cross_tokenizer.table runs/lm_cross_tokenizer
 """
 NAME = 'lm_cross_tokenizer'
 CONFIG = 'configs/lm/cross_tokenizer.py'
