@@ -2,8 +2,8 @@
 (kd_pystdlib) and a prose teacher (kd_bbcnews), 0.82M byte-level, 1,000
 steps each, shared by every run; the 0.11M student on the mixed corpus
 kd_pystdlib+kd_bbcnews from scratch, from either teacher alone, from their
-average and routed by each row's source; 300 steps, 3 seeds. Not measured
-yet (experiments/multi_teacher_lm/README.md).
+average and routed by each row's source; 300 steps, 3 seeds. Measured:
+experiments/multi_teacher_lm/README.md.
 
   python -m launch.sweep launch/specs/lm_multi_teacher.py --workdir=runs
   python -m experiments.multi_teacher_lm.table runs/lm_multi_teacher
