@@ -9,12 +9,11 @@ points, mean over seeds).
   python -m experiments.prune_distill.mnist1d runs/mnist1d_prune_distill
 """
 import argparse
-import json
 import os
 import statistics
 import sys
 
-from experiments.prune_distill.table import tokens_to_reach
+from experiments.prune_distill.table import curve, tokens_to_reach
 from kd import tables
 
 METRIC = 'test_accuracy'
@@ -22,18 +21,6 @@ ORDER = ('random', 'width', 'width_l1', 'width_ce')
 INIT = {'random': 'random init, KD', 'width': 'pruned by activation, KD',
         'width_l1': 'pruned by filter L1, KD',
         'width_ce': 'pruned by activation, labels only'}
-
-
-def _curve(stage_dir: str, start: float | None, per_step: int):
-  """[(training examples, test error)] of a student's test rows, from
-  `start` (its initialisation's accuracy, if tested) at 0 examples."""
-  points = [] if start is None else [(0, 1 - start)]
-  with open(os.path.join(stage_dir, 'metrics.jsonl')) as f:
-    for line in f:
-      row = json.loads(line)
-      if METRIC in row:
-        points.append((row['step'] * per_step, 1 - row[METRIC]))
-  return sorted(dict(points).items())
 
 
 def runs(root: str) -> dict:
@@ -48,7 +35,8 @@ def runs(root: str) -> dict:
         'teacher': summary.get(f'teacher/{METRIC}'),
         'teacher_params': summary.get('teacher/params'),
         'examples': s['steps'] * s['batch_size'],
-        'curve': _curve(os.path.join(d, 'student'), init, s['batch_size'])}
+        'curve': curve(os.path.join(d, 'student'), init, s['batch_size'],
+                       METRIC, lambda accuracy: 1 - accuracy)}
   return out
 
 

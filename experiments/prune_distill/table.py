@@ -25,15 +25,18 @@ INIT = {'random': 'random init', 'strided': 'every k-th teacher layer',
         'both': 'width+depth-pruned', 'width_ce': 'width-pruned'}
 
 
-def _curve(stage_dir: str, start: float | None, tokens_per_step: int):
-  """[(training tokens, bits per byte)] of a student's test rows, from
-  `start` (its initialisation's, if tested) at 0 tokens."""
-  points = [] if start is None else [(0, start)]
+def curve(stage_dir: str, start: float | None, per_step: int,
+          metric: str = METRIC, lower=lambda v: v):
+  """[(training tokens or examples, lower(metric))] of a student's test
+  rows, from `start` (its initialisation's metric, if tested) at 0;
+  `lower` maps the metric to a figure that falls as the student learns
+  (1 - accuracy)."""
+  points = [] if start is None else [(0, lower(start))]
   with open(os.path.join(stage_dir, 'metrics.jsonl')) as f:
     for line in f:
       row = json.loads(line)
-      if METRIC in row:
-        points.append((row['step'] * tokens_per_step, row[METRIC]))
+      if metric in row:
+        points.append((row['step'] * per_step, lower(row[metric])))
   return sorted(dict(points).items())
 
 
@@ -58,7 +61,7 @@ def runs(root: str) -> dict:
         'params': summary['student/params'], 'init': init,
         'final': summary[f'student/{METRIC}'],
         'teacher': summary.get(f'teacher/{METRIC}'),
-        'curve': _curve(os.path.join(d, 'student'), init, per_step)}
+        'curve': curve(os.path.join(d, 'student'), init, per_step)}
   return out
 
 
