@@ -180,6 +180,8 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
                       later_steps)
   p_state = parallel.replicate(state)
   last_saved, last_logged, pending = start_step, start_step, []
+  # Compiled once: an optax schedule run eagerly compiles each of its ops.
+  learning_rates = [s.lr_schedule and jax.jit(s.lr_schedule) for s in sinks]
 
   def run_states() -> list:
     """Each run's replicated state."""
@@ -242,8 +244,8 @@ def _run(config, name, parallel, sinks, state, train_step, extra, test,
           pending = []
           for r, sink in enumerate(sinks):
             means = {key: v / n for key, v in part(host_sums, r).items()}
-            if sink.lr_schedule is not None:
-              means['learning_rate'] = sink.lr_schedule(step - 1)
+            if learning_rates[r] is not None:
+              means['learning_rate'] = learning_rates[r](step - 1)
             sink.logger.write(step, {**means, 'examples_per_sec': rate,
                                      **mark})
             if r == 0:

@@ -25,6 +25,13 @@ def tree_sum(trees: list):
   return jax.tree.map(lambda *xs: np.sum(xs, 0), *trees)
 
 
+def _first_shard(x) -> np.ndarray:
+  """The first local device's copy of a pmap output, without its device
+  axis (which the shard keeps where pmap runs as a shard_map)."""
+  shard = np.asarray(x.addressable_data(0))
+  return shard[0] if shard.ndim == x.ndim else shard
+
+
 def ahead(iterator, size: int):
   """The items of `iterator`, each taken `size` items before it is used."""
   queue = collections.deque(itertools.islice(iterator, size))
@@ -121,8 +128,8 @@ class DataParallel:
 
   def unreplicate(self, tree):
     """One host (numpy) copy of a replicated value."""
-    if self.kind == 'pmap':
-      return jax.tree.map(lambda x: np.asarray(x[0]), tree)
+    if self.kind == 'pmap':  # Indexing on the device compiles per shape.
+      return jax.tree.map(_first_shard, tree)
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
   def host_sum(self, trees: list):

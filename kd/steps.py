@@ -38,12 +38,18 @@ class TrainState:
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, rng,
                  example_input, aux_params=None, aux_state=None) -> TrainState:
-  variables = dict(model.init(rng, example_input, train=False))
-  params = variables.pop('params')
+  def fresh(rng, example_input, aux_params):
+    variables = dict(model.init(rng, example_input, train=False))
+    params = variables.pop('params')
+    return params, variables, tx.init((params, aux_params))
+
+  # One program: run eagerly, every initializer and optimizer slot compiles
+  # a program of its own (hundreds for a transformer).
   aux_params = aux_params or {}
+  params, model_state, opt_state = jax.jit(fresh)(rng, example_input,
+                                                  aux_params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    model_state=variables,
-                    opt_state=tx.init((params, aux_params)),
+                    model_state=model_state, opt_state=opt_state,
                     aux_params=aux_params, aux_state=aux_state or {})
 
 
@@ -277,11 +283,13 @@ def init_adapters(terms, student_shapes, teacher_shapes, rng,
     adapter = term.make_adapter()
     if adapter is not None:
       zeros = lambda a: jnp.zeros((2, *a.shape[1:]), a.dtype)
-      params[term.name], state[term.name] = adapter.init(
-          jax.random.fold_in(rng, i),
-          jax.tree.map(zeros, select(student_shapes, term.student)),
-          jax.tree.map(zeros, select(teacher_shapes, term.teacher)),
-          num_examples)
+      s, t = (select(student_shapes, term.student),
+              select(teacher_shapes, term.teacher))
+      init = lambda key, a=adapter, s=s, t=t: a.init(
+          key, jax.tree.map(zeros, s), jax.tree.map(zeros, t), num_examples)
+      # One program, as create_state's.
+      params[term.name], state[term.name] = jax.jit(init)(
+          jax.random.fold_in(rng, i))
   return params, state
 
 
