@@ -351,6 +351,11 @@ def test_the_pipeline_and_its_table(tmp_path):
   assert summary['pruned/params'] == summary['student/params'] < summary[
       'teacher/params']
   width = table.runs(str(root))['width_ce'][0]
+  out = tmp_path / 'table'
+  assert table.main([str(root), f'--out={out}']) == 0
+  assert (out / 'table.md').read_text() == table.markdown(
+      table.runs(str(root))) + '\n'
+  assert (out / 'plot.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   # The curve starts at the pruned model's own test, at 0 tokens.
   assert width['curve'] == [(0, summary['pruned/test_bits_per_byte']),
                             (64, width['curve'][1][1]),

@@ -195,6 +195,10 @@ def test_the_mnist1d_pipeline_prunes_then_distils(tmp_path):
   run = found['width'][0]
   assert run['init'] == pruned['test_accuracy'] and run['examples'] == 200
   assert [e for e, _ in run['curve']] == [0, 100, 200]
+  out = tmp_path / 'table'
+  assert mnist1d_table.main([str(root), f'--out={out}']) == 0
+  assert (out / 'mnist1d.md').read_text() == mnist1d_table.markdown(found) + '\n'
+  assert (out / 'mnist1d.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_the_mnist1d_table_against_hand_values():

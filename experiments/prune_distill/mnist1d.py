@@ -6,14 +6,15 @@ and minus random init + KD's with the same seed, and the training examples
 it needs to reach random init + KD's final accuracy (linear between test
 points, mean over seeds).
 
-  python -m experiments.prune_distill.mnist1d runs/mnist1d_prune_distill
+  python -m experiments.prune_distill.mnist1d runs/mnist1d_prune_distill \\
+      --out=experiments/prune_distill
 """
 import argparse
 import os
 import statistics
 import sys
 
-from experiments.prune_distill.table import curve, tokens_to_reach
+from experiments.prune_distill.table import curve, plot, tokens_to_reach
 from kd import tables
 
 METRIC = 'test_accuracy'
@@ -92,6 +93,8 @@ def markdown(found: dict) -> str:
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog='experiments.prune_distill.mnist1d')
   parser.add_argument('root')
+  parser.add_argument('--out', default='',
+                      help='folder for mnist1d.md and mnist1d.png')
   args = parser.parse_args(argv)
   found = runs(args.root)
   if not found:
@@ -99,7 +102,17 @@ def main(argv: list[str]) -> int:
           'launch/specs/mnist1d_prune_distill.py --workdir=runs first',
           file=sys.stderr)
     return 1
-  print(markdown(found))
+  text = markdown(found)
+  print(text)
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, 'mnist1d.md'), 'w') as f:
+      f.write(text + '\n')
+    plot(found, os.path.join(args.out, 'mnist1d.png'), ORDER, INIT,
+         'training examples (thousands)', 1e3,
+         'test accuracy (%, mean over seeds)', lambda error: 100 * (1 - error),
+         lambda accuracy: 100 * accuracy, None)
+    print(f'wrote {args.out}/mnist1d.md and {args.out}/mnist1d.png')
   return 0
 
 

@@ -112,24 +112,32 @@ def markdown(found: dict) -> str:
   return '\n'.join(lines)
 
 
-def plot(found: dict, path: str) -> None:
+def plot(found: dict, path: str, order=ORDER, init=None,
+         x_label='training tokens (millions)', x_scale=1e6,
+         y_label='held-out bits per byte (mean over seeds)', y=lambda v: v,
+         teacher_y=lambda v: v, y_top: float | None = 5.0) -> None:
+  """Each method's mean curve over seeds (`curve`'s points: x / `x_scale`
+  against `y` of the mean), the teacher's figure (`teacher_y` of it)
+  dotted."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  init = INIT if init is None else init
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
+  for method in sorted(found, key=lambda m: (order + (m,)).index(m)):
     curves = [dict(r['curve']) for r in found[method].values()]
     shared = sorted(set.intersection(*(set(c) for c in curves)))
-    ax.plot([t / 1e6 for t in shared],
-            [statistics.mean(c[t] for c in curves) for t in shared],
-            marker='o', ms=3, label=f'{method} ({INIT.get(method, method)})')
+    ax.plot([t / x_scale for t in shared],
+            [y(statistics.mean(c[t] for c in curves)) for t in shared],
+            marker='o', ms=3, label=f'{method} ({init.get(method, method)})')
   teacher = [r['teacher'] for m in found.values() for r in m.values()
              if r['teacher'] is not None]
   if teacher:
-    ax.axhline(teacher[0], color='k', ls=':', label='teacher')
-  ax.set_xlabel('training tokens (millions)')
-  ax.set_ylabel('held-out bits per byte (mean over seeds)')
-  ax.set_ylim(top=min(ax.get_ylim()[1], 5.0))
+    ax.axhline(teacher_y(teacher[0]), color='k', ls=':', label='teacher')
+  ax.set_xlabel(x_label)
+  ax.set_ylabel(y_label)
+  if y_top:
+    ax.set_ylim(top=min(ax.get_ylim()[1], y_top))
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
