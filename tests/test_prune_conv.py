@@ -197,20 +197,23 @@ def test_the_mnist1d_pipeline_prunes_then_distils(tmp_path):
   assert [e for e, _ in run['curve']] == [0, 100, 200]
   out = tmp_path / 'table'
   assert mnist1d_table.main([str(root), f'--out={out}']) == 0
-  assert (out / 'mnist1d.md').read_text() == mnist1d_table.markdown(found) + '\n'
-  assert (out / 'mnist1d.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  name = out / 'mnist1d_prune_distill'  # The sweep's folder.
+  assert name.with_suffix('.md').read_text() == mnist1d_table.markdown(
+      found) + '\n'
+  assert name.with_suffix('.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_the_mnist1d_table_against_hand_values():
   found = {
       'random': {s: {'params': 13642, 'init': None, 'final': f,
                      'teacher': 0.95, 'teacher_params': 52874,
+                     'teacher_model': 'cnn1d',
                      'examples': 400,
                      'curve': [(200, 0.3), (400, 1 - f)]}
                  for s, f in ((0, 0.8), (1, 0.8))},
       'width': {s: {'params': 13642, 'init': 0.7, 'final': f,
                     'teacher': 0.95, 'teacher_params': 52874,
-                    'examples': 400,
+                    'teacher_model': 'cnn1d', 'examples': 400,
                     'curve': [(0, 0.3), (200, 0.2), (400, 1 - f)]}
                 for s, f in ((0, 0.85), (1, 0.87))}}
   rows = mnist1d_table.rows(found)

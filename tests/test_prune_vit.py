@@ -3,6 +3,9 @@ units made useless rank last, head scores against NumPy on the captured
 outputs, the qkv columns and proj rows of the heads kept, pruning to the
 full size is the same function, the pruned ViT equals the full one with
 the pruned neurons zeroed, an identity block is dropped, and 1-D inputs."""
+import json
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -127,3 +130,42 @@ def test_an_identity_block_is_dropped_on_1d_signals():
                      r"a vit_tiny's head size is d_model / num_heads \(6; "
                      r'.*valid heads:embed sizes: 1:6, 2:12, 3:18, 4:24$'):
     prune.pruned_kwargs('vit_tiny', VIT, 'heads:2')
+
+
+def test_the_vit_pipeline_prunes_then_distils_and_its_spec(tmp_path):
+  from configs.vit import prune_distill  # pylint: disable=import-outside-toplevel
+  from kd import main, runs  # pylint: disable=import-outside-toplevel
+  from launch import sweep  # pylint: disable=import-outside-toplevel
+  c = prune_distill.get_config('method=width,width=16,heads=2,depth=2,'
+                               'teacher_steps=2,steps=2,eval_every=1,'
+                               'calibration_batches=1')
+  for stage in c.stages.values():
+    stage.wandb.mode = 'disabled'
+  summary = main.run_pipeline(c, str(tmp_path / 'run'))
+  pruned = runs.summary(str(tmp_path / 'run' / 'pruned'))
+  with open(tmp_path / 'run' / 'pruned' / 'config.json') as f:
+    assert json.load(f)['model']['kwargs'] == {
+        'patch_size': 4, 'width': 8, 'depth': 2, 'heads': 1}
+  assert pruned['pruned'] and pruned['source_params'] == summary[
+      'teacher/params']
+  # Per block 2 norms 4*8, qkv 8*24+24, proj 8*8+8, MLP 8*32+32 and
+  # 32*8+8; patch 4*8+8, class token 8, 11 positions, final norm, head.
+  block = 32 + 216 + 72 + 288 + 264
+  assert summary['student/params'] == pruned['params'] == (
+      40 + 8 + 88 + 2 * block + 16 + 90)
+  assert summary['student/params'] < summary['teacher/params']
+
+  spec = sweep.load_spec(os.path.join(
+      os.path.dirname(os.path.dirname(__file__)),
+      'launch/specs/vit_prune_distill.py'))
+  found = [prune_distill.get_config(r.arg)
+           for r in sweep.expand(spec, str(tmp_path))]
+  assert len(found) == 3 * 3
+  assert {c.stage_dirs.teacher for c in found} == {
+      str(tmp_path / 'vit_prune_distill' / 'teacher_vit')}
+  assert {tuple(sorted(c.stages.student.model.kwargs.items()))
+          for c in found} == {(('depth', 4), ('heads', 2), ('patch_size', 4),
+                               ('width', 32))}
+  with pytest.raises(ValueError, match=r"unknown method 'depth'; valid: "
+                     r"\('random', 'width', 'width_ce'\)"):
+    prune_distill.get_config('method=depth')

@@ -1,10 +1,12 @@
-"""The MNIST-1D prune-then-distil table (issue #24) from the finished runs
-of `launch/specs/mnist1d_prune_distill.py`: per method the student's
+"""The MNIST-1D prune-then-distil tables (issue #24) from the finished runs
+of `launch/specs/mnist1d_prune_distill.py` (cnn1d) or
+`launch/specs/vit_prune_distill.py` (ViT): per method the student's
 parameters, its test accuracy at initialisation (the pruned net before any
 training, where one is tested), after training (mean ± std over seeds)
 and minus random init + KD's with the same seed, and the training examples
 it needs to reach random init + KD's final accuracy (linear between test
-points, mean over seeds).
+points, mean over seeds); with --out, the table and a PNG of test accuracy
+against training examples, named after the sweep's folder.
 
   python -m experiments.prune_distill.mnist1d runs/mnist1d_prune_distill \\
       --out=experiments/prune_distill
@@ -35,6 +37,7 @@ def runs(root: str) -> dict:
         'final': summary[f'student/{METRIC}'],
         'teacher': summary.get(f'teacher/{METRIC}'),
         'teacher_params': summary.get('teacher/params'),
+        'teacher_model': config['stages']['teacher']['model']['name'],
         'examples': s['steps'] * s['batch_size'],
         'curve': curve(os.path.join(d, 'student'), init, s['batch_size'],
                        METRIC, lambda accuracy: 1 - accuracy)}
@@ -82,11 +85,12 @@ def markdown(found: dict) -> str:
           'test accuracy at init (%)', 'after training (%)',
           'minus random+KD (same seed)', 'examples to reach random+KD']
   lines = tables.grid(head, rows(found))
-  teacher = [(r['teacher'], r['teacher_params']) for m in found.values()
-             for r in m.values() if r['teacher'] is not None]
+  teacher = [r for m in found.values() for r in m.values()
+             if r['teacher'] is not None]
   if teacher:
-    lines += ['', f'Teacher (cnn1d, {teacher[0][1]:,.0f} parameters): '
-              f'{100 * teacher[0][0]:.1f}% test accuracy.']
+    t = teacher[0]
+    lines += ['', f'Teacher ({t["teacher_model"]}, {t["teacher_params"]:,.0f} '
+              f'parameters): {100 * t["teacher"]:.1f}% test accuracy.']
   return '\n'.join(lines)
 
 
@@ -94,25 +98,27 @@ def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog='experiments.prune_distill.mnist1d')
   parser.add_argument('root')
   parser.add_argument('--out', default='',
-                      help='folder for mnist1d.md and mnist1d.png')
+                      help='folder for <sweep>.md and <sweep>.png')
   args = parser.parse_args(argv)
   found = runs(args.root)
   if not found:
     print(f'no finished run under {args.root}: run python -m launch.sweep '
-          'launch/specs/mnist1d_prune_distill.py --workdir=runs first',
+          'launch/specs/mnist1d_prune_distill.py (or vit_prune_distill.py) '
+          '--workdir=runs first',
           file=sys.stderr)
     return 1
   text = markdown(found)
   print(text)
   if args.out:
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, 'mnist1d.md'), 'w') as f:
+    out = os.path.join(args.out, os.path.basename(os.path.normpath(args.root)))
+    with open(out + '.md', 'w') as f:
       f.write(text + '\n')
-    plot(found, os.path.join(args.out, 'mnist1d.png'), ORDER, INIT,
+    plot(found, out + '.png', ORDER, INIT,
          'training examples (thousands)', 1e3,
          'test accuracy (%, mean over seeds)', lambda error: 100 * (1 - error),
          lambda accuracy: 100 * accuracy, None)
-    print(f'wrote {args.out}/mnist1d.md and {args.out}/mnist1d.png')
+    print(f'wrote {out}.md and {out}.png')
   return 0
 
 

@@ -8,7 +8,7 @@ epochs; tested every 250 steps) to fit 2 CPU cores; 3 seeds
 (configs/mnist1d/prune_distill.py).
 
   python -m launch.sweep launch/specs/mnist1d_prune_distill.py --workdir=runs
-  python -m experiments.prune_distill.mnist1d runs/mnist1d_prune_distill
+  python -m experiments.prune_distill.mnist1d runs/mnist1d_prune_distill --out=experiments/prune_distill
 """
 NAME = 'mnist1d_prune_distill'
 CONFIG = 'configs/mnist1d/prune_distill.py'
