@@ -2,7 +2,8 @@
 of `launch/specs/mnist1d_prune_distill.py` (cnn1d) or
 `launch/specs/vit_prune_distill.py` (ViT): per method the student's
 parameters, its test accuracy at initialisation (the pruned net before any
-training, where one is tested), after training (mean ± std over seeds)
+training, where one is tested), after training and at its best test (mean
+± std over seeds)
 and minus random init + KD's with the same seed, and the training examples
 it needs to reach random init + KD's final accuracy (linear between test
 points, mean over seeds); with --out, the table and a PNG of test accuracy
@@ -76,6 +77,8 @@ def rows(found: dict) -> list[list[str]]:
     out.append([method, INIT.get(method, method), f'{first["params"]:,.0f}',
                 str(len(seeds)), _pct([r['init'] for r in seeds.values()]),
                 _pct([r['final'] for r in seeds.values()]),
+                _pct([1 - min(e for _, e in r['curve'])
+                      for r in seeds.values()]),
                 _pct(diffs, '+') if diffs else '-', cell])
   return out
 
@@ -83,8 +86,16 @@ def rows(found: dict) -> list[list[str]]:
 def markdown(found: dict) -> str:
   head = ['method', 'initialisation, training', 'params', 'seeds',
           'test accuracy at init (%)', 'after training (%)',
-          'minus random+KD (same seed)', 'examples to reach random+KD']
+          'best test (%)', 'minus random+KD (same seed)', 'examples to reach random+KD']
   lines = tables.grid(head, rows(found))
+  seeds = sorted({s for m in found.values() for s in m})
+  lines += ['', 'Test accuracy (%) per seed at each test (training examples '
+            'from 0; random init untested at 0):', '']
+  lines += tables.grid(['method'] + [f'seed {s}' for s in seeds], [
+      [method] + [' '.join(f'{100 * (1 - e):.1f}' for _, e in
+                           found[method][s]['curve'])
+                  if s in found[method] else '-' for s in seeds]
+      for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m))])
   teacher = [r for m in found.values() for r in m.values()
              if r['teacher'] is not None]
   if teacher:
