@@ -6,7 +6,7 @@ training, where one is tested), after training and at its best test (mean
 ± std over seeds)
 and minus random init + KD's with the same seed, and the training examples
 it needs to reach random init + KD's final accuracy (linear between test
-points, mean over seeds); with --out, the table and a PNG of test accuracy
+points, mean over seeds; against random init + KD's own); with --out, the table and a PNG of test accuracy
 against training examples, named after the sweep's folder.
 
   python -m experiments.prune_distill.mnist1d runs/mnist1d_prune_distill \\
@@ -17,7 +17,7 @@ import os
 import statistics
 import sys
 
-from experiments.prune_distill.table import curve, plot, tokens_to_reach
+from experiments.prune_distill.table import curve, plot, reach_cells
 from kd import tables
 
 METRIC = 'test_accuracy'
@@ -54,32 +54,19 @@ def rows(found: dict) -> list[list[str]]:
   base = found.get('random', {})
   target = (1 - statistics.mean(r['final'] for r in base.values())
             if base else None)  # As test error: lower is better.
-  base_examples = (statistics.mean(r['examples'] for r in base.values())
-                   if base else None)
+  reach = reach_cells(found, target, lambda e: f'{e:,.0f}')
   out = []
   for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
     seeds = found[method]
-    reach = ([tokens_to_reach(r['curve'], target) for r in seeds.values()]
-             if target is not None else [])
-    reached = [t for t in reach if t is not None]
     diffs = [r['final'] - base[s]['final'] for s, r in seeds.items()
              if s in base and method != 'random']
-    cell = '-'
-    if reached:
-      mean = statistics.mean(reached)
-      cell = (f'{mean:,.0f}' if method == 'random' else
-              f'{mean:,.0f} ({base_examples / max(mean, 1):.1f}x fewer)')
-      if len(reached) < len(reach):
-        cell += f', {len(reach) - len(reached)} seed(s) never'
-    elif reach:
-      cell = 'not within the run'
     first = next(iter(seeds.values()))
     out.append([method, INIT.get(method, method), f'{first["params"]:,.0f}',
                 str(len(seeds)), _pct([r['init'] for r in seeds.values()]),
                 _pct([r['final'] for r in seeds.values()]),
                 _pct([1 - min(e for _, e in r['curve'])
                       for r in seeds.values()]),
-                _pct(diffs, '+') if diffs else '-', cell])
+                _pct(diffs, '+') if diffs else '-', reach[method]])
   return out
 
 

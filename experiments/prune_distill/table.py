@@ -65,38 +65,47 @@ def runs(root: str) -> dict:
   return out
 
 
+def reach_cells(found: dict, target: float | None, fmt) -> dict[str, str]:
+  """Per method: the mean training tokens (or examples) at which its seeds'
+  curves reach `target` (random init + KD's mean final figure), `fmt` of
+  it, and how many times fewer than random init + KD's own seeds needed
+  to reach it (the seeds that never do are counted, not averaged)."""
+  reach = {m: [tokens_to_reach(r['curve'], target) for r in seeds.values()]
+           if target is not None else [] for m, seeds in found.items()}
+  base = [t for t in reach.get('random', []) if t is not None]
+  base = statistics.mean(base) if base else None
+  cells = {}
+  for method, ts in reach.items():
+    reached = [t for t in ts if t is not None]
+    cell = '-' if not ts else 'not within the run'
+    if reached:
+      mean = statistics.mean(reached)
+      cell = fmt(mean)
+      if method != 'random' and base:
+        cell += f' ({base / max(mean, 1):.1f}x fewer)'
+      if len(reached) < len(ts):
+        cell += f', {len(ts) - len(reached)} seed(s) never'
+    cells[method] = cell
+  return cells
+
+
 def rows(found: dict) -> list[list[str]]:
   base = found.get('random', {})
   target = (statistics.mean(r['final'] for r in base.values())
             if base else None)
-  # Random init + KD's own tokens to its mean final figure: the 1x.
-  base_reach = [t for t in (tokens_to_reach(r['curve'], target)
-                            for r in base.values()) if t is not None]
-  base_tokens = statistics.mean(base_reach) if base_reach else None
+  reach = reach_cells(found, target, lambda t: f'{t / 1e6:.2f}M')
   out = []
   for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
     seeds = found[method]
-    reach = [tokens_to_reach(r['curve'], target) for r in seeds.values()] \
-        if target is not None else []
-    reached = [t for t in reach if t is not None]
     diffs = [r['final'] - base[s]['final'] for s, r in seeds.items()
              if s in base and method != 'random']
-    reach_cell = '-'
-    if reached:
-      mean = statistics.mean(reached)
-      reach_cell = f'{mean / 1e6:.2f}M'
-      if method != 'random' and base_tokens:
-        reach_cell += f' ({base_tokens / max(mean, 1):.1f}x fewer)'
-      if len(reached) < len(reach):
-        reach_cell += f', {len(reach) - len(reached)} seed(s) never'
-    elif reach:
-      reach_cell = 'not within the run'
     first = next(iter(seeds.values()))
     out.append([method, INIT.get(method, method),
                 f'{first["params"]:,.0f}', str(len(seeds)),
                 tables.spread([r['init'] for r in seeds.values()]),
                 tables.spread([r['final'] for r in seeds.values()]),
-                tables.spread(diffs, sign='+') if diffs else '-', reach_cell])
+                tables.spread(diffs, sign='+') if diffs else '-',
+                reach[method]])
   return out
 
 
