@@ -365,5 +365,5 @@ def test_the_pipeline_and_its_table(tmp_path):
            'random': {0: dict(width, curve=[(0, 8.0), (128, 2.5)],
                               final=2.5, init=None)}}
   rows = {r[0]: r for r in table.rows(found)}
-  assert rows['random'][4:] == ['-', '2.500', '-', '0.00M']
-  assert rows['width'][5:] == ['2.000', '-0.500', '0.00M (4.0x fewer)']
+  assert rows['random'][4:] == ['-', '2.500', '-', '0.00M', '-']
+  assert rows['width'][5:] == ['2.000', '-0.500', '0.00M (4.0x fewer)', '-']

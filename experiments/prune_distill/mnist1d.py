@@ -17,7 +17,7 @@ import os
 import statistics
 import sys
 
-from experiments.prune_distill.table import curve, plot, reach_cells
+from experiments.prune_distill.table import curve, per_seed, plot, reach_cells
 from kd import tables
 
 METRIC = 'test_accuracy'
@@ -75,14 +75,9 @@ def markdown(found: dict) -> str:
           'test accuracy at init (%)', 'after training (%)',
           'best test (%)', 'minus random+KD (same seed)', 'examples to reach random+KD']
   lines = tables.grid(head, rows(found))
-  seeds = sorted({s for m in found.values() for s in m})
   lines += ['', 'Test accuracy (%) per seed at each test (training examples '
             'from 0; random init untested at 0):', '']
-  lines += tables.grid(['method'] + [f'seed {s}' for s in seeds], [
-      [method] + [' '.join(f'{100 * (1 - e):.1f}' for _, e in
-                           found[method][s]['curve'])
-                  if s in found[method] else '-' for s in seeds]
-      for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m))])
+  lines += per_seed(found, ORDER, lambda error: f'{100 * (1 - error):.1f}')
   teacher = [r for m in found.values() for r in m.values()
              if r['teacher'] is not None]
   if teacher:

@@ -3,9 +3,10 @@
 the held-out bits per byte of its initialisation (the pruned model before
 any training, where one is tested), after the run's training tokens (mean
 ± std over seeds) and minus random init + KD's with the same seed, and the
-training tokens it needs to reach random init + KD's final bits per byte
-(linear between test points, mean over seeds); a PNG of bits per byte
-against training tokens beside it.
+training tokens it needs to reach random init + KD's and strided init +
+KD's final bits per byte (linear between test points, mean over seeds;
+against theirs); a PNG of bits per byte against training tokens beside
+it.
 
   python -m experiments.prune_distill.table runs/lm_prune_distill \\
       --out=experiments/prune_distill
@@ -65,14 +66,15 @@ def runs(root: str) -> dict:
   return out
 
 
-def reach_cells(found: dict, target: float | None, fmt) -> dict[str, str]:
+def reach_cells(found: dict, target: float | None, fmt,
+                base_method: str = 'random') -> dict[str, str]:
   """Per method: the mean training tokens (or examples) at which its seeds'
-  curves reach `target` (random init + KD's mean final figure), `fmt` of
-  it, and how many times fewer than random init + KD's own seeds needed
-  to reach it (the seeds that never do are counted, not averaged)."""
+  curves reach `target` (`base_method`'s mean final figure), `fmt` of it,
+  and how many times fewer than `base_method`'s own seeds needed to reach
+  it (the seeds that never do are counted, not averaged)."""
   reach = {m: [tokens_to_reach(r['curve'], target) for r in seeds.values()]
            if target is not None else [] for m, seeds in found.items()}
-  base = [t for t in reach.get('random', []) if t is not None]
+  base = [t for t in reach.get(base_method, []) if t is not None]
   base = statistics.mean(base) if base else None
   cells = {}
   for method, ts in reach.items():
@@ -81,7 +83,7 @@ def reach_cells(found: dict, target: float | None, fmt) -> dict[str, str]:
     if reached:
       mean = statistics.mean(reached)
       cell = fmt(mean)
-      if method != 'random' and base:
+      if method != base_method and base:
         cell += f' ({base / max(mean, 1):.1f}x fewer)'
       if len(reached) < len(ts):
         cell += f', {len(ts) - len(reached)} seed(s) never'
@@ -91,9 +93,12 @@ def reach_cells(found: dict, target: float | None, fmt) -> dict[str, str]:
 
 def rows(found: dict) -> list[list[str]]:
   base = found.get('random', {})
-  target = (statistics.mean(r['final'] for r in base.values())
-            if base else None)
-  reach = reach_cells(found, target, lambda t: f'{t / 1e6:.2f}M')
+  final = lambda m: (statistics.mean(r['final'] for r in found[m].values())
+                     if m in found else None)
+  millions = lambda t: f'{t / 1e6:.2f}M'
+  reach = reach_cells(found, final('random'), millions)
+  # What pruning buys over the teacher's own layers, too.
+  reach_strided = reach_cells(found, final('strided'), millions, 'strided')
   out = []
   for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
     seeds = found[method]
@@ -105,15 +110,28 @@ def rows(found: dict) -> list[list[str]]:
                 tables.spread([r['init'] for r in seeds.values()]),
                 tables.spread([r['final'] for r in seeds.values()]),
                 tables.spread(diffs, sign='+') if diffs else '-',
-                reach[method]])
+                reach[method], reach_strided[method]])
   return out
+
+
+def per_seed(found: dict, order: tuple, fmt) -> list[str]:
+  """A markdown grid: per method and seed, `fmt` of each test's figure."""
+  seeds = sorted({s for m in found.values() for s in m})
+  return tables.grid(['method'] + [f'seed {s}' for s in seeds], [
+      [method] + [' '.join(fmt(v) for _, v in found[method][s]['curve'])
+                  if s in found[method] else '-' for s in seeds]
+      for method in sorted(found, key=lambda m: (order + (m,)).index(m))])
 
 
 def markdown(found: dict) -> str:
   head = ['method', 'initialisation', 'params', 'seeds',
           'bits per byte at init', 'bits per byte after training',
-          'minus random+KD (same seed)', 'tokens to reach random+KD']
+          'minus random+KD (same seed)', 'tokens to reach random+KD',
+          'tokens to reach strided+KD']
   lines = tables.grid(head, rows(found))
+  lines += ['', 'Bits per byte per seed at each test (training tokens from '
+            '0, every 50 steps; random and strided init untested at 0):', '']
+  lines += per_seed(found, ORDER, lambda v: f'{v:.3f}')
   teacher = [r['teacher'] for m in found.values() for r in m.values()
              if r['teacher'] is not None]
   if teacher:
