@@ -214,6 +214,38 @@ def pipeline_config(**stages: mc.ConfigDict) -> mc.ConfigDict:
   return c
 
 
+def prune_distill_pipeline(teacher: mc.ConfigDict, student: mc.ConfigDict,
+                           pruned: mc.ConfigDict | None = None,
+                           prune: dict | None = None, terms: dict | None = None,
+                           ce_weight: float = 0.0,
+                           teacher_dir: str = '') -> mc.ConfigDict:
+  """teacher -> [pruned ->] student. `pruned` (a run config of the
+  teacher's recipe) becomes the stage that prunes the teacher to the
+  student's model kwargs by `prune` (`config.prune`'s width, depth,
+  calibration_batches) without training, and the student starts from it.
+  With `terms`, the student distils from the teacher by them, its
+  cross-entropy weighted `ce_weight` (0: the teacher alone, as Minitron).
+  `teacher_dir` shares a trained teacher between pipelines."""
+  stages = {'teacher': teacher}
+  if pruned is not None:
+    pruned.model.kwargs = student.model.kwargs.to_dict()
+    pruned.steps = 0
+    pruned.prune.update(source='teacher', **(prune or {}))
+    stages['pruned'] = pruned
+    student.init_from = 'pruned'
+  if terms:
+    student.distill.ce_weight = ce_weight
+    student.distill.teacher.update(workdir='teacher', model=teacher.model.name,
+                                   kwargs=teacher.model.kwargs.to_dict())
+    for name, t in terms.items():
+      student.distill.terms[name] = t
+  stages['student'] = student
+  c = pipeline_config(**stages)
+  if teacher_dir:
+    c.stage_dirs = {'teacher': teacher_dir}
+  return c
+
+
 def stage_dirs(pipeline, workdir: str) -> dict:
   """{stage: its directory}: `pipeline.stage_dirs[stage]` where set (a
   teacher shared with other pipelines), else WORKDIR/stage. `pipeline` is a

@@ -25,13 +25,6 @@ def tree_sum(trees: list):
   return jax.tree.map(lambda *xs: np.sum(xs, 0), *trees)
 
 
-def _first_shard(x) -> np.ndarray:
-  """The first local device's copy of a pmap output, without its device
-  axis (which the shard keeps where pmap runs as a shard_map)."""
-  shard = np.asarray(x.addressable_data(0))
-  return shard[0] if shard.ndim == x.ndim else shard
-
-
 def ahead(iterator, size: int):
   """The items of `iterator`, each taken `size` items before it is used."""
   queue = collections.deque(itertools.islice(iterator, size))
@@ -128,19 +121,22 @@ class DataParallel:
 
   def unreplicate(self, tree):
     """One host (numpy) copy of a replicated value."""
-    if self.kind == 'pmap':  # Indexing on the device compiles per shape.
-      return jax.tree.map(_first_shard, tree)
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+    return self._host_copies([tree])[0]
 
   def host_sum(self, trees: list):
     """One host (numpy) copy of the sum of replicated values (the metrics
     of several steps), fetched together: adding them on the devices step
     by step cost a dispatch per metric and step."""
-    if self.kind == 'pmap':
-      hosts = [jax.tree.map(lambda x: x[0], t) for t in jax.device_get(trees)]
-    else:
-      hosts = [self.unreplicate(t) for t in trees]
-    return tree_sum(hosts)
+    return tree_sum(self._host_copies(trees))
+
+  def _host_copies(self, trees: list) -> list:
+    """The first local device's copy of each replicated tree, fetched
+    together; not indexed on the device, which compiles per shape."""
+    hosts = jax.device_get([jax.tree.map(lambda x: x.addressable_data(0), t)
+                            for t in trees])
+    if self.kind == 'pmap':  # Its shards keep the device axis.
+      hosts = [jax.tree.map(lambda x: np.asarray(x[0]), t) for t in hosts]
+    return hosts
 
   def wrap(self, step: Callable, num_replicated: int,
            donate_first: bool = True, lead: int = 0) -> Callable:

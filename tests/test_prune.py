@@ -360,10 +360,18 @@ def test_the_pipeline_and_its_table(tmp_path):
   assert width['curve'] == [(0, summary['pruned/test_bits_per_byte']),
                             (64, width['curve'][1][1]),
                             (128, summary['student/test_bits_per_byte'])]
-  # Against a random-init row (made up): same-seed difference, tokens.
+  # Against random-init and strided rows (made up): same-seed difference,
+  # tokens to each one's final figure against its own.
   found = {'width': {0: dict(width, curve=[(0, 3.0), (64, 2.0)], final=2.0)},
            'random': {0: dict(width, curve=[(0, 8.0), (128, 2.5)],
                               final=2.5, init=None)}}
   rows = {r[0]: r for r in table.rows(found)}
   assert rows['random'][4:] == ['-', '2.500', '-', '0.00M', '-']
   assert rows['width'][5:] == ['2.000', '-0.500', '0.00M (4.0x fewer)', '-']
+  found['strided'] = {0: dict(width, curve=[(0, 6.0), (128, 2.2)],
+                              final=2.2, init=None)}
+  rows = {r[0]: r for r in table.rows(found)}
+  # Width reaches 2.2 at 64 * 0.8 / 1.0 = 51.2 tokens, strided at 128.
+  assert rows['width'][7:] == ['0.00M (4.0x fewer)', '0.00M (2.5x fewer)']
+  assert rows['random'][7:] == ['0.00M', 'not within the run']
+  assert rows['strided'][6:] == ['-0.300', '0.00M (1.1x fewer)', '0.00M']

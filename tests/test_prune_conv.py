@@ -15,7 +15,7 @@ from configs.mnist1d import prune_distill
 from experiments.prune_distill import mnist1d as mnist1d_table
 from kd import main, models, prune, runs
 from kd.prune import conv
-from launch import sweep
+from tests.prune_checks import spec_configs
 
 NETS = {'cnn1d': (dict(channels=(6, 5, 4), dense=7), (5, 40)),
         'cnn': (dict(channels=(5, 6), dense=7), (5, 8, 8))}
@@ -193,7 +193,8 @@ def test_the_mnist1d_pipeline_prunes_then_distils(tmp_path):
     json.dump({'args': {'method': 'width', 'seed': 0}}, f)
   found = mnist1d_table.runs(str(root))
   run = found['width'][0]
-  assert run['init'] == pruned['test_accuracy'] and run['examples'] == 200
+  assert run['init'] == pruned['test_accuracy']
+  # Examples: 2 steps of 100, tested after each.
   assert [e for e, _ in run['curve']] == [0, 100, 200]
   out = tmp_path / 'table'
   assert mnist1d_table.main([str(root), f'--out={out}']) == 0
@@ -208,12 +209,11 @@ def test_the_mnist1d_table_against_hand_values():
       'random': {s: {'params': 13642, 'init': None, 'final': f,
                      'teacher': 0.95, 'teacher_params': 52874,
                      'teacher_model': 'cnn1d',
-                     'examples': 400,
                      'curve': [(200, 0.3), (400, 1 - f)]}
                  for s, f in ((0, 0.8), (1, 0.8))},
       'width': {s: {'params': 13642, 'init': 0.7, 'final': f,
                     'teacher': 0.95, 'teacher_params': 52874,
-                    'teacher_model': 'cnn1d', 'examples': 400,
+                    'teacher_model': 'cnn1d',
                     'curve': [(0, 0.3), (200, 0.2), (400, 1 - f)]}
                 for s, f in ((0, 0.85), (1, 0.87))}}
   rows = mnist1d_table.rows(found)
@@ -229,11 +229,8 @@ def test_the_mnist1d_table_against_hand_values():
 
 
 def test_the_spec_shares_one_teacher_and_one_student_shape(tmp_path):
-  spec = sweep.load_spec(os.path.join(
-      os.path.dirname(os.path.dirname(__file__)),
-      'launch/specs/mnist1d_prune_distill.py'))
-  found = [prune_distill.get_config(r.arg)
-           for r in sweep.expand(spec, str(tmp_path))]
+  found = spec_configs('mnist1d_prune_distill', prune_distill.get_config,
+                       str(tmp_path))
   assert len(found) == 4 * 3
   assert {c.stage_dirs.teacher for c in found} == {
       str(tmp_path / 'mnist1d_prune_distill' / 'teacher_cnn1d')}

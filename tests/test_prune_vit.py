@@ -4,7 +4,6 @@ outputs, the qkv columns and proj rows of the heads kept, pruning to the
 full size is the same function, the pruned ViT equals the full one with
 the pruned neurons zeroed, an identity block is dropped, and 1-D inputs."""
 import json
-import os
 
 import flax.linen as nn
 import jax
@@ -12,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kd import models, prune
+from configs.vit import prune_distill
+from kd import main, models, prune, runs
 from kd.prune import transformer
-from tests.prune_checks import set_leaf
+from tests.prune_checks import set_leaf, spec_configs
 
 C = 5
 VIT = dict(patch_size=4, width=24, depth=3, heads=4, mlp_ratio=2.0)
@@ -133,9 +133,6 @@ def test_an_identity_block_is_dropped_on_1d_signals():
 
 
 def test_the_vit_pipeline_prunes_then_distils_and_its_spec(tmp_path):
-  from configs.vit import prune_distill  # pylint: disable=import-outside-toplevel
-  from kd import main, runs  # pylint: disable=import-outside-toplevel
-  from launch import sweep  # pylint: disable=import-outside-toplevel
   c = prune_distill.get_config('method=width,width=16,heads=2,depth=2,'
                                'teacher_steps=2,steps=2,eval_every=1,'
                                'calibration_batches=1')
@@ -155,11 +152,8 @@ def test_the_vit_pipeline_prunes_then_distils_and_its_spec(tmp_path):
       40 + 8 + 88 + 2 * block + 16 + 90)
   assert summary['student/params'] < summary['teacher/params']
 
-  spec = sweep.load_spec(os.path.join(
-      os.path.dirname(os.path.dirname(__file__)),
-      'launch/specs/vit_prune_distill.py'))
-  found = [prune_distill.get_config(r.arg)
-           for r in sweep.expand(spec, str(tmp_path))]
+  found = spec_configs('vit_prune_distill', prune_distill.get_config,
+                       str(tmp_path))
   assert len(found) == 3 * 3
   assert {c.stage_dirs.teacher for c in found} == {
       str(tmp_path / 'vit_prune_distill' / 'teacher_vit')}

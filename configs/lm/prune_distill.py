@@ -21,7 +21,7 @@ model's test figures before any training), then the student, tested every
 """
 from configs.lm import train as recipes
 from kd import prune
-from kd.config import parse_args, pipeline_config, term
+from kd.config import parse_args, prune_distill_pipeline, term
 
 METHODS = ('random', 'strided', 'width', 'depth', 'both', 'width_ce')
 PRUNED = {'width': ('width', ''), 'depth': ('', 'depth'),
@@ -43,32 +43,22 @@ def get_config(arg: str | None = None):
   t_kwargs = teacher.model.kwargs.to_dict()
   student = recipes.recipe(a['teacher_size'], a['seed'], a['steps'], **shared)
   student.eval_every = a['eval_every']
-  stages = {'teacher': teacher}
+  pruned = targets = None
   if method in PRUNED:
     width, depth = (a[k] if k else '' for k in PRUNED[method])
+    student.model.kwargs = prune.pruned_kwargs('transformer_lm', t_kwargs,
+                                               width, depth)
     pruned = recipes.recipe(a['teacher_size'], 0, a['teacher_steps'],
                             **shared)
-    pruned.model.kwargs = prune.pruned_kwargs('transformer_lm', t_kwargs,
-                                              width, depth)
-    pruned.steps = 0
-    pruned.prune.update(source='teacher', width=width, depth=depth,
-                        calibration_batches=a['calibration_batches'])
-    stages['pruned'] = pruned
-    student.model.kwargs = pruned.model.kwargs.to_dict()
-    student.init_from = 'pruned'
+    targets = dict(width=width, depth=depth,
+                   calibration_batches=a['calibration_batches'])
   elif method == 'random':
     student.model.kwargs = prune.pruned_kwargs('transformer_lm', t_kwargs,
                                                a['width'])
   else:  # strided
     student.model.kwargs.num_layers = a['strided_layers']
     student.update(init_from='teacher', init_from_layers='strided')
-  if method != 'width_ce':
-    student.distill.ce_weight = 0.0
-    student.distill.teacher.update(workdir='teacher', model=teacher.model.name,
-                                   kwargs=t_kwargs)
-    student.distill.terms.kl = term('forward_kl', 1.0)
-  stages['student'] = student
-  c = pipeline_config(**stages)
-  if a['teacher_dir']:
-    c.stage_dirs = {'teacher': a['teacher_dir']}
-  return c
+  return prune_distill_pipeline(
+      teacher, student, pruned, targets,
+      None if method == 'width_ce' else {'kl': term('forward_kl', 1.0)},
+      teacher_dir=a['teacher_dir'])

@@ -19,7 +19,7 @@ net's test accuracy before any training), then the student, tested every
 """
 from configs.mnist1d import train as recipes
 from kd import prune
-from kd.config import parse_args, pipeline_config, term
+from kd.config import parse_args, prune_distill_pipeline, term
 
 METHODS = ('random', 'width', 'width_l1', 'width_ce')
 BY = {'width': 'activation', 'width_l1': 'l1', 'width_ce': 'activation'}
@@ -46,22 +46,11 @@ def get_config(arg: str | None = None):
   student.model.kwargs = prune.pruned_kwargs('cnn1d', t_kwargs, width)
   student.optimizer.lr = a['lr']
   student.eval_every = a['eval_every']
-  stages = {'teacher': teacher}
-  if method != 'random':
-    pruned = recipes.recipe('cnn1d', 0, a['teacher_steps'])
-    pruned.model.kwargs = student.model.kwargs.to_dict()
-    pruned.steps = 0
-    pruned.prune.update(source='teacher', width=width,
-                        calibration_batches=a['calibration_batches'])
-    stages['pruned'] = pruned
-    student.init_from = 'pruned'
-  if method != 'width_ce':
-    student.distill.ce_weight = a['ce_weight']
-    student.distill.teacher.update(workdir='teacher', model=teacher.model.name,
-                                   kwargs=t_kwargs)
-    student.distill.terms.kd = term('kd', 1.0, temperature=a['temperature'])
-  stages['student'] = student
-  c = pipeline_config(**stages)
-  if a['teacher_dir']:
-    c.stage_dirs = {'teacher': a['teacher_dir']}
-  return c
+  return prune_distill_pipeline(
+      teacher, student,
+      None if method == 'random' else recipes.recipe('cnn1d', 0,
+                                                     a['teacher_steps']),
+      dict(width=width, calibration_batches=a['calibration_batches']),
+      None if method == 'width_ce' else {
+          'kd': term('kd', 1.0, temperature=a['temperature'])},
+      a['ce_weight'], a['teacher_dir'])

@@ -17,7 +17,7 @@ shares one trained teacher between runs.
 """
 from configs.vit.distill import student_recipe
 from kd import prune
-from kd.config import parse_args, pipeline_config, term
+from kd.config import parse_args, prune_distill_pipeline, term
 
 METHODS = ('random', 'width', 'width_ce')
 
@@ -38,21 +38,11 @@ def get_config(arg: str | None = None):
   small = prune.pruned_kwargs('deit_tiny', vit, width)
   student = student_recipe('deit_tiny', small, a['seed'], a['steps'])
   student.eval_every = a['eval_every']
-  stages = {'teacher': teacher}
-  if method != 'random':
-    pruned = student_recipe('deit_tiny', small, 0, a['teacher_steps'])
-    pruned.steps = 0
-    pruned.prune.update(source='teacher', width=width,
-                        calibration_batches=a['calibration_batches'])
-    stages['pruned'] = pruned
-    student.init_from = 'pruned'
-  if method != 'width_ce':
-    student.distill.ce_weight = a['ce_weight']
-    student.distill.teacher.update(workdir='teacher', model='deit_tiny',
-                                   kwargs=vit)
-    student.distill.terms.kd = term('kd', 1.0, temperature=a['temperature'])
-  stages['student'] = student
-  c = pipeline_config(**stages)
-  if a['teacher_dir']:
-    c.stage_dirs = {'teacher': a['teacher_dir']}
-  return c
+  return prune_distill_pipeline(
+      teacher, student,
+      None if method == 'random' else student_recipe(
+          'deit_tiny', vit, 0, a['teacher_steps']),
+      dict(width=width, calibration_batches=a['calibration_batches']),
+      None if method == 'width_ce' else {
+          'kd': term('kd', 1.0, temperature=a['temperature'])},
+      a['ce_weight'], a['teacher_dir'])

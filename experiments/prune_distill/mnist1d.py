@@ -3,11 +3,11 @@ of `launch/specs/mnist1d_prune_distill.py` (cnn1d) or
 `launch/specs/vit_prune_distill.py` (ViT): per method the student's
 parameters, its test accuracy at initialisation (the pruned net before any
 training, where one is tested), after training and at its best test (mean
-± std over seeds)
-and minus random init + KD's with the same seed, and the training examples
-it needs to reach random init + KD's final accuracy (linear between test
-points, mean over seeds; against random init + KD's own); with --out, the table and a PNG of test accuracy
-against training examples, named after the sweep's folder.
+± std over seeds) and minus random init + KD's with the same seed, and the
+training examples it needs to reach random init + KD's final accuracy
+(linear between test points, mean over seeds; against random init + KD's
+own); with --out, the table and a PNG of test accuracy against training
+examples, named after the sweep's folder.
 
   python -m experiments.prune_distill.mnist1d runs/mnist1d_prune_distill \\
       --out=experiments/prune_distill
@@ -17,7 +17,8 @@ import os
 import statistics
 import sys
 
-from experiments.prune_distill.table import curve, per_seed, plot, reach_cells
+from experiments.prune_distill.table import (curve, ordered, per_seed, plot,
+                                             reach_cells)
 from kd import tables
 
 METRIC = 'test_accuracy'
@@ -39,7 +40,6 @@ def runs(root: str) -> dict:
         'teacher': summary.get(f'teacher/{METRIC}'),
         'teacher_params': summary.get('teacher/params'),
         'teacher_model': config['stages']['teacher']['model']['name'],
-        'examples': s['steps'] * s['batch_size'],
         'curve': curve(os.path.join(d, 'student'), init, s['batch_size'],
                        METRIC, lambda accuracy: 1 - accuracy)}
   return out
@@ -56,7 +56,7 @@ def rows(found: dict) -> list[list[str]]:
             if base else None)  # As test error: lower is better.
   reach = reach_cells(found, target, lambda e: f'{e:,.0f}')
   out = []
-  for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
+  for method in ordered(found, ORDER):
     seeds = found[method]
     diffs = [r['final'] - base[s]['final'] for s, r in seeds.items()
              if s in base and method != 'random']
@@ -73,7 +73,8 @@ def rows(found: dict) -> list[list[str]]:
 def markdown(found: dict) -> str:
   head = ['method', 'initialisation, training', 'params', 'seeds',
           'test accuracy at init (%)', 'after training (%)',
-          'best test (%)', 'minus random+KD (same seed)', 'examples to reach random+KD']
+          'best test (%)', 'minus random+KD (same seed)',
+          'examples to reach random+KD']
   lines = tables.grid(head, rows(found))
   lines += ['', 'Test accuracy (%) per seed at each test (training examples '
             'from 0; random init untested at 0):', '']

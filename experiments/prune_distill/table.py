@@ -41,6 +41,11 @@ def curve(stage_dir: str, start: float | None, per_step: int,
   return sorted(dict(points).items())
 
 
+def ordered(found: dict, order: tuple = ORDER) -> list[str]:
+  """The methods of `found`, those named in `order` first, in its order."""
+  return sorted(found, key=lambda m: (order + (m,)).index(m))
+
+
 def tokens_to_reach(curve, target: float) -> float | None:
   """The first training tokens at which the curve reaches `target`, linear
   between its points; None if it never does."""
@@ -100,7 +105,7 @@ def rows(found: dict) -> list[list[str]]:
   # What pruning buys over the teacher's own layers, too.
   reach_strided = reach_cells(found, final('strided'), millions, 'strided')
   out = []
-  for method in sorted(found, key=lambda m: (ORDER + (m,)).index(m)):
+  for method in ordered(found):
     seeds = found[method]
     diffs = [r['final'] - base[s]['final'] for s, r in seeds.items()
              if s in base and method != 'random']
@@ -120,7 +125,7 @@ def per_seed(found: dict, order: tuple, fmt) -> list[str]:
   return tables.grid(['method'] + [f'seed {s}' for s in seeds], [
       [method] + [' '.join(fmt(v) for _, v in found[method][s]['curve'])
                   if s in found[method] else '-' for s in seeds]
-      for method in sorted(found, key=lambda m: (order + (m,)).index(m))])
+      for method in ordered(found, order)])
 
 
 def markdown(found: dict) -> str:
@@ -151,7 +156,7 @@ def plot(found: dict, path: str, order=ORDER, init=None,
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
   init = INIT if init is None else init
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for method in sorted(found, key=lambda m: (order + (m,)).index(m)):
+  for method in ordered(found, order):
     curves = [dict(r['curve']) for r in found[method].values()]
     shared = sorted(set.intersection(*(set(c) for c in curves)))
     ax.plot([t / x_scale for t in shared],
